@@ -1,0 +1,83 @@
+// echo: a reflector. Sends back every frame it receives (MACs swapped unless
+// --no-macswap); --prime starts a loop of N frames for two-way benchmarks.
+//! Reflector.
+
+use anyhow::Result;
+use clap::Parser;
+use fastpath_examples::frame::{macswap, parse_mac, Template};
+use fastpath_examples::{init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Meter};
+use netlib::pool::burst_vec;
+use netlib::PortSpec;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// Reflects frames.
+#[derive(Debug, Parser)]
+#[command(version, about = "fastpath echo: sends every received frame back out of the same port")]
+struct Args {
+    /// Port: vu:PATH, vu-server:PATH, vhost:PATH or vhost-client:PATH.
+    #[arg(long)]
+    port: PortSpec,
+    /// Leave MAC addresses as they are.
+    #[arg(long)]
+    no_macswap: bool,
+    /// Send this many 64-byte frames first (starts a loop with another reflector).
+    #[arg(long, default_value_t = 0)]
+    prime: u32,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn main() -> Result<()> {
+    init_logging();
+    let a = Args::parse();
+    let c = &a.common;
+    pin(c.core)?;
+    let stop = stop_flag();
+    let mut pool = make_pool(c)?;
+    let mut ports = vec![open(&a.port, &mut pool, c)?];
+    wait_link(&mut ports, &mut pool, c, &stop)?;
+    let port = &mut ports[0];
+    let mut burst = burst_vec();
+    if a.prime > 0 {
+        let tpl = Template::new(64, parse_mac("02:00:00:00:00:02").expect("mac"), parse_mac("02:00:00:00:00:01").expect("mac"))
+            .map_err(anyhow::Error::msg)?;
+        let mut seq = 0u64;
+        let primed_at = Instant::now();
+        while seq < u64::from(a.prime) && primed_at.elapsed().as_secs() < 5 {
+            let want = (u64::from(a.prime) - seq).min(32) as usize;
+            let before = burst.len();
+            pool.alloc_bulk(&mut burst, want.saturating_sub(before));
+            for p in &mut burst[before..] {
+                tpl.write(pool.set_len(p, 64), seq);
+                seq += 1;
+            }
+            port.tx_burst(&mut pool, &mut burst);
+        }
+        pool.free_all(&mut burst);
+    }
+    let (mut fwd, mut dropped) = (0u64, 0u64);
+    let mut meter = Meter::new("echo", c);
+    let mut first: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) && meter.tick(fwd) {
+        let n = port.rx_burst(&mut pool, &mut burst);
+        if n == 0 {
+            continue;
+        }
+        if first.is_none() {
+            first = Some(Instant::now());
+        }
+        if !a.no_macswap {
+            for p in &burst {
+                macswap(pool.data_mut(p));
+            }
+        }
+        fwd += port.tx_burst(&mut pool, &mut burst) as u64;
+        dropped += burst.len() as u64;
+        pool.free_all(&mut burst);
+    }
+    let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    report(c, &serde_json::json!({"role":"echo","forwarded":fwd,"dropped":dropped,"secs":secs,"mpps":mpps(fwd, secs),
+        "port":a.port.to_string()}));
+    Ok(())
+}

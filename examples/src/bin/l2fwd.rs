@@ -1,0 +1,80 @@
+// l2fwd: forwards every frame from one port to the other, both ways, unchanged;
+// --prime starts a loop of N frames on the first port.
+//! Two-port forwarder.
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use fastpath_examples::frame::{parse_mac, Template};
+use fastpath_examples::{init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Meter};
+use netlib::pool::burst_vec;
+use netlib::PortSpec;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// Forwards between two ports.
+#[derive(Debug, Parser)]
+#[command(version, about = "fastpath l2fwd: forwards frames between two ports, both directions")]
+struct Args {
+    /// The two ports (give --port twice).
+    #[arg(long, num_args = 1)]
+    port: Vec<PortSpec>,
+    /// Send this many 64-byte frames on the first port at start.
+    #[arg(long, default_value_t = 0)]
+    prime: u32,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn main() -> Result<()> {
+    init_logging();
+    let a = Args::parse();
+    let c = &a.common;
+    if a.port.len() != 2 {
+        bail!("--port must be given exactly twice (got {})", a.port.len());
+    }
+    pin(c.core)?;
+    let stop = stop_flag();
+    let mut pool = make_pool(c)?;
+    let mut ports = vec![open(&a.port[0], &mut pool, c)?, open(&a.port[1], &mut pool, c)?];
+    wait_link(&mut ports, &mut pool, c, &stop)?;
+    let mut burst = burst_vec();
+    if a.prime > 0 {
+        let tpl = Template::new(64, parse_mac("02:00:00:00:00:99").expect("mac"), parse_mac("02:00:00:00:00:01").expect("mac"))
+            .map_err(anyhow::Error::msg)?;
+        let mut seq = 0u64;
+        let primed_at = Instant::now();
+        while seq < u64::from(a.prime) && primed_at.elapsed().as_secs() < 5 {
+            let want = (u64::from(a.prime) - seq).min(32) as usize;
+            let before = burst.len();
+            pool.alloc_bulk(&mut burst, want.saturating_sub(before));
+            for p in &mut burst[before..] {
+                tpl.write(pool.set_len(p, 64), seq);
+                seq += 1;
+            }
+            ports[0].tx_burst(&mut pool, &mut burst);
+        }
+        pool.free_all(&mut burst);
+    }
+    let (mut fwd, mut dropped) = (0u64, 0u64);
+    let mut meter = Meter::new("l2fwd", c);
+    let mut first: Option<Instant> = None;
+    let (a_port, b_port) = ports.split_at_mut(1);
+    let (pa, pb) = (&mut a_port[0], &mut b_port[0]);
+    while !stop.load(Ordering::Relaxed) && meter.tick(fwd) {
+        for dir in 0..2 {
+            let (from, to) = if dir == 0 { (&mut *pa, &mut *pb) } else { (&mut *pb, &mut *pa) };
+            if from.rx_burst(&mut pool, &mut burst) == 0 {
+                continue;
+            }
+            if first.is_none() {
+                first = Some(Instant::now());
+            }
+            fwd += to.tx_burst(&mut pool, &mut burst) as u64;
+            dropped += burst.len() as u64;
+            pool.free_all(&mut burst);
+        }
+    }
+    let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    report(c, &serde_json::json!({"role":"l2fwd","forwarded":fwd,"dropped":dropped,"secs":secs,"mpps":mpps(fwd, secs)}));
+    Ok(())
+}

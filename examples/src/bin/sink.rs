@@ -1,0 +1,92 @@
+// sink: receives frames, counts them, and with --check verifies each one's
+// checksum and sequence number, reporting loss, reordering and damage.
+//! Packet sink.
+
+use anyhow::Result;
+use clap::Parser;
+use fastpath_examples::frame::{check, Check, SeqTracker};
+use fastpath_examples::{init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Meter};
+use netlib::pool::burst_vec;
+use netlib::PortSpec;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Receives and counts frames.
+#[derive(Debug, Parser)]
+#[command(version, about = "fastpath sink: counts frames, checks sequence numbers and checksums")]
+struct Args {
+    /// Port: vu:PATH, vu-server:PATH, vhost:PATH or vhost-client:PATH.
+    #[arg(long)]
+    port: PortSpec,
+    /// Stop after this many frames (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// Verify every frame's checksum and sequence number.
+    #[arg(long)]
+    check: bool,
+    /// Stop after this many seconds without a frame, once one has come (0: never).
+    #[arg(long, default_value_t = 0.0)]
+    idle_exit: f64,
+    /// Print {"event":"first_packet","unix_ns":N} when the first frame arrives.
+    #[arg(long)]
+    stamp_first: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn main() -> Result<()> {
+    init_logging();
+    let a = Args::parse();
+    let c = &a.common;
+    pin(c.core)?;
+    let stop = stop_flag();
+    let mut pool = make_pool(c)?;
+    let mut ports = vec![open(&a.port, &mut pool, c)?];
+    wait_link(&mut ports, &mut pool, c, &stop)?;
+    let port = &mut ports[0];
+    let mut burst = burst_vec();
+    let (mut received, mut bad, mut foreign) = (0u64, 0u64, 0u64);
+    let mut seqs = SeqTracker::default();
+    let mut meter = Meter::new("sink", c);
+    let mut first: Option<Instant> = None;
+    let mut last = Instant::now();
+    let idle = Duration::from_secs_f64(a.idle_exit);
+    let mut empty_loops: u32 = 0;
+    while !stop.load(Ordering::Relaxed) && (a.count == 0 || received < a.count) && meter.tick(received) {
+        let n = port.rx_burst(&mut pool, &mut burst);
+        if n == 0 {
+            empty_loops += 1;
+            if a.idle_exit > 0.0 && first.is_some() && empty_loops % 4096 == 0 && last.elapsed() > idle {
+                break;
+            }
+            continue;
+        }
+        empty_loops = 0;
+        if first.is_none() {
+            first = Some(Instant::now());
+            meter.restart();
+            if a.stamp_first {
+                let ns = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+                println!("{}", serde_json::json!({"event":"first_packet","unix_ns":ns as u64}));
+            }
+        }
+        if a.check {
+            for p in &burst {
+                match check(pool.data(p)) {
+                    Check::Good(s) => seqs.see(s),
+                    Check::Damaged => bad += 1,
+                    Check::Foreign => foreign += 1,
+                }
+            }
+        }
+        last = Instant::now();
+        received += n as u64;
+        pool.free_all(&mut burst);
+    }
+    // The rate counts from the first frame to the last one, not idle time around them.
+    let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
+    report(c, &serde_json::json!({"role":"sink","received":received,"bad":bad,"foreign":foreign,
+        "lost":seqs.lost,"reordered":seqs.reordered,"next_seq":seqs.next,"secs":secs,"mpps":mpps(received, secs),
+        "port":a.port.to_string(),"counters":format!("{:?}", port.counters())}));
+    Ok(())
+}

@@ -1,0 +1,199 @@
+// What every example shares: the common flags, opening ports on one pool,
+// pinning, Ctrl-C, the test frame format, live rates and the final JSON line.
+//! Shared pieces of fastpath's example programs.
+#![deny(unsafe_code)]
+
+pub mod frame;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use netlib::pool::PoolOptions;
+use netlib::{open_port, LinkState, Port, PortSpec, PktPool};
+
+/// Flags every example takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// Pin the packet loop to this CPU.
+    #[arg(long)]
+    pub core: Option<usize>,
+    /// Run for this many seconds (0: until Ctrl-C or a count is reached).
+    #[arg(long, default_value_t = 0.0)]
+    pub secs: f64,
+    /// Print one JSON object with the results on stdout at the end.
+    #[arg(long)]
+    pub json: bool,
+    /// No live rate lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+    /// hugetlbfs directory for packet memory (falls back to memfd when unusable).
+    #[arg(long, default_value = "/dev/hugepages")]
+    pub hugedir: String,
+    /// Packet buffers in the pool.
+    #[arg(long, default_value_t = 8192)]
+    pub nbufs: u32,
+    /// Ring entries per queue.
+    #[arg(long, default_value_t = 256)]
+    pub queue_size: u16,
+    /// Seconds to wait for the link to come up.
+    #[arg(long, default_value_t = 30.0)]
+    pub link_timeout: f64,
+}
+
+/// Starts logging to stderr (RUST_LOG, default info).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// A flag set by SIGINT or SIGTERM.
+pub fn stop_flag() -> Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let f = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let _ = signal_hook::flag::register(sig, Arc::clone(&f));
+        }
+        f
+    })
+    .clone()
+}
+
+/// Pins this thread to `core`.
+pub fn pin(core: Option<usize>) -> Result<()> {
+    if let Some(c) = core {
+        let mut set = nix::sched::CpuSet::new();
+        set.set(c).with_context(|| format!("--core {c}: no such CPU"))?;
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+            .with_context(|| format!("--core {c}: cannot pin to it"))?;
+    }
+    Ok(())
+}
+
+/// A pool built from the common flags.
+pub fn make_pool(c: &Common) -> Result<PktPool> {
+    let opts = PoolOptions {
+        nbufs: c.nbufs,
+        hugedir: Some(c.hugedir.clone().into()),
+    };
+    PktPool::new(&opts).context("creating the packet pool")
+}
+
+/// Opens `spec` on `pool`.
+pub fn open(spec: &PortSpec, pool: &mut PktPool, c: &Common) -> Result<Box<dyn Port>> {
+    open_port(spec, pool, c.queue_size).with_context(|| format!("opening port {spec}"))
+}
+
+/// Waits (driving the control path) until every port is up.
+pub fn wait_link(ports: &mut [Box<dyn Port>], pool: &mut PktPool, c: &Common, stop: &AtomicBool) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs_f64(c.link_timeout);
+    let mut said = false;
+    loop {
+        let mut all = true;
+        for p in ports.iter_mut() {
+            p.poll_control(pool);
+            all &= p.link() == LinkState::Up;
+        }
+        if all {
+            return Ok(());
+        }
+        if stop.load(Ordering::Relaxed) {
+            bail!("interrupted while waiting for the link");
+        }
+        if Instant::now() > deadline {
+            let down: Vec<&str> = ports.iter().filter(|p| p.link() != LinkState::Up).map(|p| p.name()).collect();
+            bail!("link still down after {} s on {}", c.link_timeout, down.join(", "));
+        }
+        if !said && !c.quiet {
+            let names: Vec<&str> = ports.iter().map(|p| p.name()).collect();
+            eprintln!("waiting for link on {}", names.join(", "));
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Prints a rate line once a second; tells when a run's time is over.
+#[derive(Debug)]
+pub struct Meter {
+    what: &'static str,
+    quiet: bool,
+    start: Instant,
+    last: Instant,
+    last_count: u64,
+    end: Option<Instant>,
+    calls: u32,
+    now: Instant,
+}
+
+impl Meter {
+    /// A meter for `what`, ending after `secs` (0: never).
+    pub fn new(what: &'static str, c: &Common) -> Self {
+        let now = Instant::now();
+        Self {
+            what,
+            quiet: c.quiet,
+            start: now,
+            last: now,
+            last_count: 0,
+            end: (c.secs > 0.0).then(|| now + Duration::from_secs_f64(c.secs)),
+            calls: 0,
+            now,
+        }
+    }
+
+    /// Restarts the clock (e.g. at the first packet).
+    pub fn restart(&mut self) {
+        let now = Instant::now();
+        self.start = now;
+        self.last = now;
+        self.now = now;
+    }
+
+    /// Call once per loop with the running count; returns false when time is up.
+    /// Reads the clock every 1024 calls only.
+    #[inline]
+    pub fn tick(&mut self, count: u64) -> bool {
+        self.calls = self.calls.wrapping_add(1);
+        if self.calls % 1024 != 0 {
+            return true;
+        }
+        self.now = Instant::now();
+        let dt = self.now.duration_since(self.last).as_secs_f64();
+        if dt >= 1.0 {
+            if !self.quiet {
+                let rate = (count - self.last_count) as f64 / dt / 1e6;
+                eprintln!("{}: {rate:8.3} Mpps   total {count}", self.what);
+            }
+            self.last = self.now;
+            self.last_count = count;
+        }
+        self.end.is_none_or(|e| self.now < e)
+    }
+
+    /// Seconds since start (or restart).
+    pub fn elapsed(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+}
+
+/// Mpps of `count` over `secs`.
+pub fn mpps(count: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        count as f64 / secs / 1e6
+    } else {
+        0.0
+    }
+}
+
+/// Prints the final JSON line (if asked) and a human summary on stderr.
+pub fn report(c: &Common, v: &serde_json::Value) {
+    if c.json {
+        println!("{v}");
+    }
+    if !c.quiet {
+        eprintln!("{v}");
+    }
+}

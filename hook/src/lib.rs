@@ -1,0 +1,1 @@
+//! fastpath-hook: the OCI hook (not yet written; see issue 3).

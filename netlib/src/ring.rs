@@ -1,0 +1,402 @@
+// The split virtqueue's memory layout and its two sides' raw accessors: the
+// driver side (our own ring memory) and the device side (a frontend's memory).
+//! Split virtqueue layout and accessors.
+//!
+//! One of the few modules with `unsafe`. Pointers into the three ring areas are
+//! resolved once, when a queue is set up; the per-packet path then only reads
+//! and writes through them. Avail and used indices are loaded with acquire and
+//! published with release, as the virtio spec's memory model asks.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::mem::{raw::atomic_u16, GuestMemory, MemError, Region};
+
+/// One descriptor as read from a ring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Desc {
+    /// Buffer address (frontend VA).
+    pub addr: u64,
+    /// Buffer length.
+    pub len: u32,
+    /// `VRING_DESC_F_*`.
+    pub flags: u16,
+    /// Next descriptor in the chain.
+    pub next: u16,
+}
+
+/// Addresses of the three areas of a split ring of `size` entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitLayout {
+    /// Descriptor table.
+    pub desc: u64,
+    /// Available ring.
+    pub avail: u64,
+    /// Used ring.
+    pub used: u64,
+    /// Number of entries (a power of two).
+    pub size: u16,
+}
+
+impl SplitLayout {
+    /// Bytes of the descriptor table.
+    pub fn desc_bytes(size: u16) -> u64 {
+        16 * size as u64
+    }
+    /// Bytes of the avail ring (flags, idx, ring, used_event).
+    pub fn avail_bytes(size: u16) -> u64 {
+        6 + 2 * size as u64
+    }
+    /// Bytes of the used ring (flags, idx, ring, avail_event).
+    pub fn used_bytes(size: u16) -> u64 {
+        6 + 8 * size as u64
+    }
+    /// Bytes of a whole ring laid out by [`SplitLayout::at`].
+    pub fn total_bytes(size: u16) -> u64 {
+        Self::used_offset(size) + Self::used_bytes(size)
+    }
+    fn used_offset(size: u16) -> u64 {
+        (Self::desc_bytes(size) + Self::avail_bytes(size)).div_ceil(64) * 64
+    }
+    /// The layout of a ring placed at `base`: descriptors, avail, then used on
+    /// its own cache line.
+    pub fn at(base: u64, size: u16) -> Self {
+        Self {
+            desc: base,
+            avail: base + Self::desc_bytes(size),
+            used: base + Self::used_offset(size),
+            size,
+        }
+    }
+}
+
+#[inline(always)]
+fn read_desc_at(addr: u64) -> Desc {
+    // SAFETY: callers pass the address of a descriptor inside a ring whose
+    // memory is kept mapped by the struct that owns the pointer; 16-aligned.
+    unsafe {
+        let p = addr as *const u8;
+        Desc {
+            addr: std::ptr::read_volatile(p.cast::<u64>()),
+            len: std::ptr::read_volatile(p.add(8).cast::<u32>()),
+            flags: std::ptr::read_volatile(p.add(12).cast::<u16>()),
+            next: std::ptr::read_volatile(p.add(14).cast::<u16>()),
+        }
+    }
+}
+
+/// The driver side of a split ring, in memory this process owns and shares.
+#[derive(Debug)]
+pub struct DriverRing {
+    layout: SplitLayout,
+    mask: u16,
+    region: Region,
+}
+
+impl DriverRing {
+    /// Allocates a zeroed ring of `size` entries (a power of two) in its own region.
+    pub fn new(size: u16, hugedir: Option<&std::path::Path>) -> Result<Self, MemError> {
+        assert!(size.is_power_of_two(), "ring size must be a power of two");
+        let region = Region::create(hugedir, SplitLayout::total_bytes(size))?;
+        let layout = SplitLayout::at(region.map().addr(), size);
+        Ok(Self {
+            layout,
+            mask: size - 1,
+            region,
+        })
+    }
+
+    /// Ring addresses (our VAs, which the backend receives).
+    pub fn layout(&self) -> SplitLayout {
+        self.layout
+    }
+
+    /// The region holding the ring.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Entries.
+    #[inline]
+    pub fn size(&self) -> u16 {
+        self.layout.size
+    }
+
+    /// Zeroes the whole ring (before a new handshake).
+    pub fn reset(&mut self) {
+        let len = SplitLayout::total_bytes(self.layout.size) as usize;
+        self.region.map_mut().slice_mut(0, len).expect("ring inside its region").fill(0);
+    }
+
+    /// Writes descriptor `i` (masked into range).
+    #[inline(always)]
+    pub fn set_desc(&self, i: u16, d: Desc) {
+        let a = self.layout.desc + 16 * (i & self.mask) as u64;
+        // SAFETY: a is a descriptor slot inside our region, 16-aligned.
+        unsafe {
+            let p = a as *mut u8;
+            std::ptr::write_volatile(p.cast::<u64>(), d.addr);
+            std::ptr::write_volatile(p.add(8).cast::<u32>(), d.len);
+            std::ptr::write_volatile(p.add(12).cast::<u16>(), d.flags);
+            std::ptr::write_volatile(p.add(14).cast::<u16>(), d.next);
+        }
+    }
+
+    /// Reads descriptor `i` back (masked).
+    #[inline(always)]
+    pub fn desc(&self, i: u16) -> Desc {
+        read_desc_at(self.layout.desc + 16 * (i & self.mask) as u64)
+    }
+
+    /// Puts `head` in avail slot `idx` (masked). Not visible until [`Self::publish_avail`].
+    #[inline(always)]
+    pub fn set_avail(&self, idx: u16, head: u16) {
+        let a = self.layout.avail + 4 + 2 * (idx & self.mask) as u64;
+        // SAFETY: slot inside our region, 2-aligned.
+        unsafe { atomic_u16(a) }.store(head, Ordering::Relaxed);
+    }
+
+    /// Publishes the avail index with release.
+    #[inline(always)]
+    pub fn publish_avail(&self, idx: u16) {
+        // SAFETY: avail.idx inside our region, 2-aligned.
+        unsafe { atomic_u16(self.layout.avail + 2) }.store(idx, Ordering::Release);
+    }
+
+    /// Sets the avail ring's flags.
+    pub fn set_avail_flags(&self, flags: u16) {
+        // SAFETY: avail.flags inside our region, 2-aligned.
+        unsafe { atomic_u16(self.layout.avail) }.store(flags, Ordering::Release);
+    }
+
+    /// Used index, with acquire (entries up to it are visible after this).
+    #[inline(always)]
+    pub fn used_idx(&self) -> u16 {
+        // SAFETY: used.idx inside our region, 2-aligned.
+        unsafe { atomic_u16(self.layout.used + 2) }.load(Ordering::Acquire)
+    }
+
+    /// Used ring flags.
+    #[inline(always)]
+    pub fn used_flags(&self) -> u16 {
+        // SAFETY: used.flags inside our region, 2-aligned.
+        unsafe { atomic_u16(self.layout.used) }.load(Ordering::Relaxed)
+    }
+
+    /// Used element at slot `idx` (masked): (id, len), as the device wrote them
+    /// (untrusted: the caller bounds `id`).
+    #[inline(always)]
+    pub fn used_elem(&self, idx: u16) -> (u32, u32) {
+        let a = self.layout.used + 4 + 8 * (idx & self.mask) as u64;
+        // SAFETY: slot inside our region, 4-aligned.
+        unsafe {
+            let p = a as *const u32;
+            (std::ptr::read_volatile(p), std::ptr::read_volatile(p.add(1)))
+        }
+    }
+}
+
+/// Why a device-side ring could not be set up.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RingSetupError {
+    /// Size is 0, not a power of two, or too big.
+    #[error("ring size {0} is not a power of two in 1..=32768")]
+    BadSize(u32),
+    /// An area is misaligned.
+    #[error("ring {area} address {addr:#x} is misaligned")]
+    Misaligned {
+        /// desc, avail or used.
+        area: &'static str,
+        /// The address.
+        addr: u64,
+    },
+    /// An area is not inside one mapped region.
+    #[error("ring {area} at {addr:#x} (+{len}) is outside every memory region")]
+    Unmapped {
+        /// desc, avail or used.
+        area: &'static str,
+        /// The address.
+        addr: u64,
+        /// Its length.
+        len: u64,
+    },
+}
+
+/// The device side of a split ring, in a frontend's memory.
+#[derive(Debug)]
+pub struct DeviceRing {
+    desc: u64,
+    avail: u64,
+    used: u64,
+    size: u16,
+    mask: u16,
+    /// Keeps the mapping behind the three pointers alive.
+    _mem: Arc<GuestMemory>,
+}
+
+impl DeviceRing {
+    /// Resolves the ring areas (frontend VAs) in `mem`, once. Each area must be
+    /// aligned and wholly inside one region.
+    pub fn new(mem: &Arc<GuestMemory>, size: u32, desc: u64, avail: u64, used: u64) -> Result<Self, RingSetupError> {
+        if size == 0 || size > 32768 || !size.is_power_of_two() {
+            return Err(RingSetupError::BadSize(size));
+        }
+        let s = size as u16;
+        let resolve = |area, addr: u64, len: u64, align: u64| {
+            if addr % align != 0 {
+                return Err(RingSetupError::Misaligned { area, addr });
+            }
+            mem.translate_uva(addr, len)
+                .ok_or(RingSetupError::Unmapped { area, addr, len })
+        };
+        let d = resolve("desc", desc, SplitLayout::desc_bytes(s), 16)?;
+        let a = resolve("avail", avail, SplitLayout::avail_bytes(s), 2)?;
+        let u = resolve("used", used, SplitLayout::used_bytes(s), 4)?;
+        Ok(Self {
+            desc: d,
+            avail: a,
+            used: u,
+            size: s,
+            mask: s - 1,
+            _mem: Arc::clone(mem),
+        })
+    }
+
+    /// Entries.
+    #[inline(always)]
+    pub fn size(&self) -> u16 {
+        self.size
+    }
+
+    /// Avail index, with acquire.
+    #[inline(always)]
+    pub fn avail_idx(&self) -> u16 {
+        // SAFETY: avail.idx was translated inside a mapped region (kept by _mem), 2-aligned.
+        unsafe { atomic_u16(self.avail + 2) }.load(Ordering::Acquire)
+    }
+
+    /// Avail flags.
+    #[inline(always)]
+    pub fn avail_flags(&self) -> u16 {
+        // SAFETY: as avail_idx.
+        unsafe { atomic_u16(self.avail) }.load(Ordering::Relaxed)
+    }
+
+    /// Head index in avail slot `idx` (masked); untrusted: the caller bounds it.
+    #[inline(always)]
+    pub fn avail_entry(&self, idx: u16) -> u16 {
+        // SAFETY: slot inside the translated avail area, 2-aligned.
+        unsafe { atomic_u16(self.avail + 4 + 2 * (idx & self.mask) as u64) }.load(Ordering::Relaxed)
+    }
+
+    /// Descriptor `i`, or `None` if `i` is past the table.
+    #[inline(always)]
+    pub fn desc(&self, i: u16) -> Option<Desc> {
+        (i < self.size).then(|| read_desc_at(self.desc + 16 * i as u64))
+    }
+
+    /// Writes used slot `idx` (masked).
+    #[inline(always)]
+    pub fn set_used(&self, idx: u16, id: u16, len: u32) {
+        let a = self.used + 4 + 8 * (idx & self.mask) as u64;
+        // SAFETY: slot inside the translated used area, 4-aligned.
+        unsafe {
+            let p = a as *mut u32;
+            std::ptr::write_volatile(p, id as u32);
+            std::ptr::write_volatile(p.add(1), len);
+        }
+    }
+
+    /// Publishes the used index with release.
+    #[inline(always)]
+    pub fn publish_used(&self, idx: u16) {
+        // SAFETY: used.idx inside the translated used area, 2-aligned.
+        unsafe { atomic_u16(self.used + 2) }.store(idx, Ordering::Release);
+    }
+
+    /// Used index as currently in memory.
+    pub fn used_idx(&self) -> u16 {
+        // SAFETY: as publish_used.
+        unsafe { atomic_u16(self.used + 2) }.load(Ordering::Acquire)
+    }
+
+    /// Sets the used ring's flags (e.g. `VRING_USED_F_NO_NOTIFY`).
+    pub fn set_used_flags(&self, flags: u16) {
+        // SAFETY: used.flags inside the translated used area, 2-aligned.
+        unsafe { atomic_u16(self.used) }.store(flags, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn layout_is_aligned_and_disjoint() {
+        for size in [1u16, 2, 256, 1024, 32768] {
+            let l = SplitLayout::at(0x10000, size);
+            assert_eq!(l.desc % 16, 0);
+            assert!(l.avail >= l.desc + SplitLayout::desc_bytes(size));
+            assert!(l.used >= l.avail + SplitLayout::avail_bytes(size));
+            assert_eq!(l.used % 64, 0);
+        }
+    }
+
+    #[test]
+    fn driver_and_device_views_agree() {
+        let drv = DriverRing::new(8, None).unwrap();
+        let l = drv.layout();
+        let mut gm = GuestMemory::default();
+        let r = drv.region();
+        gm.add_region(r.fd().as_fd(), r.map().addr(), r.map().addr(), r.map().len() as u64, 0)
+            .unwrap();
+        let gm = Arc::new(gm);
+        let dev = DeviceRing::new(&gm, 8, l.desc, l.avail, l.used).unwrap();
+        let d = Desc {
+            addr: 0xdead_beef,
+            len: 60,
+            flags: 0,
+            next: 0,
+        };
+        drv.set_desc(3, d);
+        drv.set_avail(0, 3);
+        drv.publish_avail(1);
+        assert_eq!(dev.avail_idx(), 1);
+        assert_eq!(dev.avail_entry(0), 3);
+        assert_eq!(dev.desc(3), Some(d));
+        assert_eq!(dev.desc(8), None);
+        dev.set_used(0, 3, 42);
+        dev.publish_used(1);
+        assert_eq!(drv.used_idx(), 1);
+        assert_eq!(drv.used_elem(0), (3, 42));
+    }
+
+    #[test]
+    fn device_ring_refuses_bad_setup() {
+        let drv = DriverRing::new(8, None).unwrap();
+        let l = drv.layout();
+        let r = drv.region();
+        let mut gm = GuestMemory::default();
+        gm.add_region(r.fd().as_fd(), r.map().addr(), r.map().addr(), r.map().len() as u64, 0)
+            .unwrap();
+        let gm = Arc::new(gm);
+        for bad in [0u32, 3, 65536] {
+            assert_eq!(DeviceRing::new(&gm, bad, l.desc, l.avail, l.used).unwrap_err(), RingSetupError::BadSize(bad));
+        }
+        assert!(matches!(
+            DeviceRing::new(&gm, 8, l.desc + 1, l.avail, l.used),
+            Err(RingSetupError::Misaligned { area: "desc", .. })
+        ));
+        assert!(matches!(
+            DeviceRing::new(&gm, 8, 0x10, l.avail, l.used),
+            Err(RingSetupError::Unmapped { area: "desc", .. })
+        ));
+        // a ring too large for the region it starts in
+        let end = r.map().addr() + r.map().len() as u64;
+        assert!(matches!(
+            DeviceRing::new(&gm, 32768, end - 4096, l.avail, l.used),
+            Err(RingSetupError::Unmapped { area: "desc", .. })
+        ));
+    }
+}

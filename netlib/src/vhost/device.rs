@@ -1,0 +1,299 @@
+// The vhost-user backend's protocol state machine: features, memory table,
+// vring setup. Takes decoded messages, answers them, never trusts a field.
+//! Backend protocol state for one virtio-net device (one queue pair).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use crate::mem::GuestMemory;
+use crate::ring::DeviceRing;
+use crate::spec::{
+    PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_REPLY_ACK, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1,
+    VRING_USED_F_NO_NOTIFY,
+};
+use crate::vhost_user::conn::RawMsg;
+use crate::vhost_user::message::encode;
+use crate::vhost_user::{MemRegion, Msg, MsgError, VringAddr};
+
+use super::queue::DeviceQueue;
+
+/// Features we offer.
+pub const OFFERED_FEATURES: u64 = VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES;
+/// Protocol features we offer.
+pub const OFFERED_PROTOCOL: u64 = PROTOCOL_F_REPLY_ACK | PROTOCOL_F_CONFIGURE_MEM_SLOTS;
+/// Memory slots we offer with CONFIGURE_MEM_SLOTS.
+pub const MAX_MEM_SLOTS: u64 = 32;
+/// Vrings of one queue pair.
+pub const NUM_VRINGS: usize = 2;
+
+/// Why a message was refused: the connection is closed after any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolFault {
+    /// Malformed message.
+    #[error("bad message: {0}")]
+    Msg(#[from] MsgError),
+    /// A vring index we don't have.
+    #[error("vring index {0} (this device has 2)")]
+    BadVring(u32),
+    /// Features we did not offer.
+    #[error("frontend set features {0:#x} that were not offered ({OFFERED_FEATURES:#x})")]
+    BadFeatures(u64),
+    /// A memory region that can't be mapped.
+    #[error("memory region {region:?}: {why}")]
+    BadRegion {
+        /// The region.
+        region: MemRegion,
+        /// Why.
+        why: String,
+    },
+    /// More memory slots than offered.
+    #[error("more than {MAX_MEM_SLOTS} memory regions")]
+    TooManyRegions,
+    /// Ring setup refused.
+    #[error("vring {index}: {why}")]
+    Ring {
+        /// Vring.
+        index: u32,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Setup state of one vring.
+#[derive(Debug, Default)]
+struct Vring {
+    size: u32,
+    base: u16,
+    addr: Option<VringAddr>,
+    kick: Option<OwnedFd>,
+    kicked: bool,
+    call: Option<OwnedFd>,
+    enabled: bool,
+    queue: Option<DeviceQueue>,
+}
+
+/// The backend's view of one frontend: negotiated state, memory, vrings.
+#[derive(Debug, Default)]
+pub struct VhostDevice {
+    features: u64,
+    protocol: u64,
+    mem: Arc<GuestMemory>,
+    vrings: [Vring; NUM_VRINGS],
+}
+
+/// What to send back for a message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Nothing.
+    None,
+    /// A payload (for GET_* requests).
+    Payload(Vec<u8>),
+}
+
+impl VhostDevice {
+    /// Whether the frontend negotiated REPLY_ACK.
+    pub fn reply_ack(&self) -> bool {
+        self.protocol & PROTOCOL_F_REPLY_ACK != 0
+    }
+
+    /// The frontend's memory.
+    pub fn mem(&self) -> &GuestMemory {
+        &self.mem
+    }
+
+    /// Queue `i` if it is live (set up, kicked and enabled).
+    #[inline]
+    pub fn queue(&mut self, i: usize) -> Option<&mut DeviceQueue> {
+        self.vrings[i].queue.as_mut()
+    }
+
+    /// Both the memory and one live queue (borrowed apart).
+    #[inline]
+    pub fn mem_and_queue(&mut self, i: usize) -> (&GuestMemory, Option<&mut DeviceQueue>) {
+        (&self.mem, self.vrings[i].queue.as_mut())
+    }
+
+    /// The call eventfd of vring `i`, if the frontend wants interrupts there.
+    pub fn call_fd(&self, i: usize) -> Option<&OwnedFd> {
+        self.vrings[i].call.as_ref()
+    }
+
+    /// Whether both vrings are live.
+    pub fn ready(&self) -> bool {
+        self.vrings.iter().all(|v| v.queue.is_some())
+    }
+
+    /// Handles one received message.
+    pub fn handle(&mut self, raw: RawMsg) -> Result<Reply, ProtocolFault> {
+        let msg = Msg::decode(&raw.header, &raw.payload, raw.fds.len())?;
+        let mut fds = raw.fds.into_iter();
+        let reply = match msg {
+            Msg::GetFeatures => Reply::Payload(encode::u64(OFFERED_FEATURES)),
+            Msg::SetFeatures(f) => {
+                if f & !OFFERED_FEATURES != 0 {
+                    return Err(ProtocolFault::BadFeatures(f));
+                }
+                self.features = f;
+                if f & VHOST_USER_F_PROTOCOL_FEATURES == 0 {
+                    // Without protocol features, rings are enabled when started.
+                    for v in &mut self.vrings {
+                        v.enabled = true;
+                    }
+                }
+                Reply::None
+            }
+            Msg::GetProtocolFeatures => Reply::Payload(encode::u64(OFFERED_PROTOCOL)),
+            Msg::SetProtocolFeatures(p) => {
+                self.protocol = p & OFFERED_PROTOCOL;
+                Reply::None
+            }
+            Msg::SetOwner | Msg::Ignored(_) | Msg::SetStatus(_) => Reply::None,
+            Msg::ResetOwner => {
+                *self = Self::default();
+                Reply::None
+            }
+            Msg::GetQueueNum => Reply::Payload(encode::u64(1)),
+            Msg::GetStatus => Reply::Payload(encode::u64(0)),
+            Msg::GetMaxMemSlots => Reply::Payload(encode::u64(MAX_MEM_SLOTS)),
+            Msg::SetMemTable(regions) => {
+                let mut mem = GuestMemory::default();
+                for (r, fd) in regions.iter().zip(fds.by_ref()) {
+                    map_region(&mut mem, r, &fd)?;
+                }
+                self.replace_mem(|m| *m = mem)?;
+                Reply::None
+            }
+            Msg::AddMemReg(r) => {
+                let fd = fds.next().expect("decode checked one fd");
+                if self.mem.len() as u64 >= MAX_MEM_SLOTS {
+                    return Err(ProtocolFault::TooManyRegions);
+                }
+                let mut res = Ok(());
+                self.replace_mem(|m| res = map_region(m, &r, &fd))?;
+                res?;
+                Reply::None
+            }
+            Msg::RemMemReg(r) => {
+                self.replace_mem(|m| {
+                    m.remove_region(r.guest_phys_addr, r.memory_size);
+                })?;
+                Reply::None
+            }
+            Msg::SetVringNum(s) => {
+                let v = self.vring(s.index)?;
+                if s.num == 0 || s.num > 32768 || !s.num.is_power_of_two() {
+                    return Err(ProtocolFault::Ring {
+                        index: s.index,
+                        why: format!("size {} is not a power of two in 1..=32768", s.num),
+                    });
+                }
+                v.size = s.num;
+                v.queue = None;
+                Reply::None
+            }
+            Msg::SetVringBase(s) => {
+                let v = self.vring(s.index)?;
+                if s.num > u32::from(u16::MAX) {
+                    return Err(ProtocolFault::Ring {
+                        index: s.index,
+                        why: format!("base {} is past 65535", s.num),
+                    });
+                }
+                v.base = s.num as u16;
+                v.queue = None;
+                Reply::None
+            }
+            Msg::SetVringAddr(a) => {
+                self.vring(a.index)?.addr = Some(a);
+                self.vrings[a.index as usize].queue = None;
+                self.try_start(a.index as usize)?;
+                Reply::None
+            }
+            Msg::GetVringBase(s) => {
+                let v = self.vring(s.index)?;
+                let base = v.queue.take().map_or(v.base, |q| q.last_avail);
+                v.kicked = false;
+                v.base = base;
+                Reply::Payload(encode::state(crate::vhost_user::VringState {
+                    index: s.index,
+                    num: u32::from(base),
+                }))
+            }
+            Msg::SetVringKick { index, has_fd } => {
+                let v = self.vring(index)?;
+                v.kick = if has_fd { fds.next() } else { None };
+                v.kicked = true;
+                self.try_start(index as usize)?;
+                Reply::None
+            }
+            Msg::SetVringCall { index, has_fd } => {
+                self.vring(index)?.call = if has_fd { fds.next() } else { None };
+                Reply::None
+            }
+            Msg::SetVringErr { index, .. } => {
+                self.vring(index)?;
+                Reply::None
+            }
+            Msg::SetVringEnable(s) => {
+                self.vring(s.index)?.enabled = s.num != 0;
+                if s.num == 0 {
+                    self.vrings[s.index as usize].queue = None;
+                } else {
+                    self.try_start(s.index as usize)?;
+                }
+                Reply::None
+            }
+        };
+        Ok(reply)
+    }
+
+    fn vring(&mut self, index: u32) -> Result<&mut Vring, ProtocolFault> {
+        self.vrings.get_mut(index as usize).ok_or(ProtocolFault::BadVring(index))
+    }
+
+    /// Drops the rings (which hold the old table), changes the table, restarts the rings.
+    fn replace_mem(&mut self, f: impl FnOnce(&mut GuestMemory)) -> Result<(), ProtocolFault> {
+        let bases: Vec<Option<u16>> = self
+            .vrings
+            .iter_mut()
+            .map(|v| v.queue.take().map(|q| q.last_avail))
+            .collect();
+        for (v, b) in self.vrings.iter_mut().zip(&bases) {
+            if let Some(b) = b {
+                v.base = *b;
+            }
+        }
+        let mem = Arc::get_mut(&mut self.mem).expect("rings dropped: table is unshared");
+        f(mem);
+        for i in 0..NUM_VRINGS {
+            if bases[i].is_some() {
+                self.try_start(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts vring `i` if it has everything it needs.
+    fn try_start(&mut self, i: usize) -> Result<(), ProtocolFault> {
+        let v = &mut self.vrings[i];
+        let Some(a) = v.addr else { return Ok(()) };
+        if !v.kicked || !v.enabled || v.size == 0 || self.mem.is_empty() {
+            return Ok(());
+        }
+        let ring = DeviceRing::new(&self.mem, v.size, a.desc, a.avail, a.used).map_err(|e| ProtocolFault::Ring {
+            index: i as u32,
+            why: e.to_string(),
+        })?;
+        ring.set_used_flags(VRING_USED_F_NO_NOTIFY);
+        v.queue = Some(DeviceQueue::new(ring, v.base));
+        Ok(())
+    }
+}
+
+fn map_region(mem: &mut GuestMemory, r: &MemRegion, fd: &OwnedFd) -> Result<(), ProtocolFault> {
+    mem.add_region(fd.as_fd(), r.guest_phys_addr, r.userspace_addr, r.memory_size, r.mmap_offset)
+        .map_err(|e| ProtocolFault::BadRegion {
+            region: *r,
+            why: e.to_string(),
+        })
+}

@@ -1,0 +1,612 @@
+// The virtio-user PMD: a vhost-user frontend that shares our pool and rings
+// with a backend, and the driver side of the two split virtqueues.
+//! virtio-user: a vhost-user frontend and the driver side of a virtio-net device.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use crate::pool::{Packet, PktPool, DATA_ROOM, HEADROOM};
+use crate::port::{LinkState, Port, PortCounters};
+use crate::ring::{Desc, DriverRing};
+use crate::spec::{
+    NET_HDR_LEN, PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_REPLY_ACK, VHOST_USER_F_PROTOCOL_FEATURES,
+    VIRTIO_F_VERSION_1, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY,
+};
+use crate::vhost_user::conn::RawMsg;
+use crate::vhost_user::message::{encode, FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION};
+use crate::vhost_user::{Conn, ConnError, MemRegion, Request, VringAddr, VringState};
+
+/// Options for a virtio-user port.
+#[derive(Debug, Clone)]
+pub struct VirtioUserOptions {
+    /// Ring entries per queue (power of two).
+    pub queue_size: u16,
+    /// Listen for the backend instead of connecting.
+    pub server: bool,
+    /// How long `open` waits for a listening backend's socket to appear.
+    pub connect_timeout: Duration,
+    /// How long to wait for each reply during the handshake.
+    pub reply_timeout: Duration,
+}
+
+impl Default for VirtioUserOptions {
+    fn default() -> Self {
+        Self {
+            queue_size: 256,
+            server: false,
+            connect_timeout: Duration::from_secs(10),
+            reply_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Errors of the virtio-user port.
+#[derive(Debug, thiserror::Error)]
+pub enum VirtioUserError {
+    /// Bad options.
+    #[error("virtio-user options: {0}")]
+    Options(String),
+    /// Socket errors.
+    #[error("virtio-user {path}: {what}: {source}")]
+    Socket {
+        /// Socket path.
+        path: PathBuf,
+        /// What we were doing.
+        what: &'static str,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// vhost-user connection error.
+    #[error("virtio-user {path}: {source}")]
+    Conn {
+        /// Socket path.
+        path: PathBuf,
+        /// Cause.
+        source: ConnError,
+    },
+    /// The backend answered wrongly.
+    #[error("virtio-user {path}: backend: {0}", path = .1.display())]
+    Backend(String, PathBuf),
+    /// Ring memory.
+    #[error("virtio-user ring memory: {0}")]
+    Mem(#[from] crate::mem::MemError),
+}
+
+/// One driver-side queue with its packets in flight.
+#[derive(Debug)]
+struct DriverQueue {
+    ring: DriverRing,
+    /// Free descriptor ids.
+    free: Vec<u16>,
+    /// Packet behind each descriptor id in flight.
+    slots: Vec<Option<Packet>>,
+    avail_idx: u16,
+    last_used: u16,
+    kick: EventFd,
+    call: EventFd,
+}
+
+impl DriverQueue {
+    fn new(size: u16) -> Result<Self, VirtioUserError> {
+        let ring = DriverRing::new(size, None)?;
+        let ev = || {
+            EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).map_err(|e| VirtioUserError::Socket {
+                path: PathBuf::new(),
+                what: "eventfd",
+                source: e.into(),
+            })
+        };
+        Ok(Self {
+            ring,
+            free: (0..size).rev().collect(),
+            slots: (0..size).map(|_| None).collect(),
+            avail_idx: 0,
+            last_used: 0,
+            kick: ev()?,
+            call: ev()?,
+        })
+    }
+
+    /// Returns every packet in flight to the pool and zeroes the ring.
+    fn reset(&mut self, pool: &mut PktPool) {
+        for s in &mut self.slots {
+            if let Some(p) = s.take() {
+                pool.free(p);
+            }
+        }
+        self.free.clear();
+        self.free.extend((0..self.ring.size()).rev());
+        self.avail_idx = 0;
+        self.last_used = 0;
+        self.ring.reset();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Down,
+    Up,
+}
+
+/// How often (in rx/tx calls) the control socket is checked while up.
+const CONTROL_EVERY: u32 = 4096;
+/// How often a down port retries its backend.
+const RETRY_EVERY: Duration = Duration::from_millis(100);
+
+/// A virtio-user port: our pool and rings shared with a vhost-user backend.
+#[derive(Debug)]
+pub struct VirtioUser {
+    name: String,
+    path: PathBuf,
+    opts: VirtioUserOptions,
+    listener: Option<UnixListener>,
+    conn: Option<Conn>,
+    pool_fd: OwnedFd,
+    pool_addr: u64,
+    pool_len: u64,
+    rxq: DriverQueue,
+    txq: DriverQueue,
+    state: State,
+    protocol: u64,
+    counters: PortCounters,
+    tick: u32,
+    last_try: Option<Instant>,
+}
+
+impl VirtioUser {
+    /// Opens a port on `path` sharing `pool`'s memory. A client waits up to
+    /// `connect_timeout` for the backend and does the handshake before
+    /// returning; a server returns at once and comes up when a backend connects.
+    pub fn open(path: &Path, pool: &mut PktPool, opts: VirtioUserOptions) -> Result<Self, VirtioUserError> {
+        if !opts.queue_size.is_power_of_two() || opts.queue_size < 8 || opts.queue_size > 4096 {
+            return Err(VirtioUserError::Options(format!(
+                "queue size {} must be a power of two in 8..=4096",
+                opts.queue_size
+            )));
+        }
+        let sock_err = |what, source| VirtioUserError::Socket {
+            path: path.to_path_buf(),
+            what,
+            source,
+        };
+        let pool_fd = pool.region().fd().try_clone_to_owned().map_err(|e| sock_err("dup pool fd", e))?;
+        let listener = if opts.server {
+            let _ = std::fs::remove_file(path);
+            let l = UnixListener::bind(path).map_err(|e| sock_err("bind", e))?;
+            l.set_nonblocking(true).map_err(|e| sock_err("set_nonblocking", e))?;
+            Some(l)
+        } else {
+            None
+        };
+        let mut me = Self {
+            name: format!("vu:{}", path.display()),
+            path: path.to_path_buf(),
+            listener,
+            conn: None,
+            pool_fd,
+            pool_addr: pool.region().map().addr(),
+            pool_len: pool.region().map().len() as u64,
+            rxq: DriverQueue::new(opts.queue_size)?,
+            txq: DriverQueue::new(opts.queue_size)?,
+            state: State::Down,
+            protocol: 0,
+            counters: PortCounters::default(),
+            tick: 0,
+            last_try: None,
+            opts,
+        };
+        if !me.opts.server {
+            let deadline = Instant::now() + me.opts.connect_timeout;
+            let stream = loop {
+                match UnixStream::connect(path) {
+                    Ok(s) => break s,
+                    Err(e) if Instant::now() >= deadline => return Err(sock_err("connect", e)),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            };
+            me.start(stream, pool)?;
+        }
+        Ok(me)
+    }
+
+    fn conn_err(&self, source: ConnError) -> VirtioUserError {
+        VirtioUserError::Conn {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn backend_err(&self, msg: String) -> VirtioUserError {
+        VirtioUserError::Backend(msg, self.path.clone())
+    }
+
+    /// Sends a request; with REPLY_ACK negotiated and `ack`, waits for the ack.
+    fn request(&mut self, req: Request, payload: &[u8], fds: &[BorrowedFd<'_>], ack: bool) -> Result<(), VirtioUserError> {
+        let want_ack = ack && self.protocol & PROTOCOL_F_REPLY_ACK != 0;
+        let flags = FLAG_VERSION | if want_ack { FLAG_NEED_REPLY } else { 0 };
+        let conn = self.conn.as_ref().expect("connected");
+        conn.send(req as u32, flags, payload, fds).map_err(|e| self.conn_err(e))?;
+        if want_ack {
+            let v = self.reply_u64(req)?;
+            if v != 0 {
+                return Err(self.backend_err(format!("{req:?} failed (ack {v})")));
+            }
+        }
+        Ok(())
+    }
+
+    fn reply(&mut self, req: Request) -> Result<RawMsg, VirtioUserError> {
+        let t = self.opts.reply_timeout;
+        let m = self
+            .conn
+            .as_mut()
+            .expect("connected")
+            .recv_timeout(t)
+            .map_err(|e| VirtioUserError::Conn {
+                path: self.path.clone(),
+                source: e,
+            })?;
+        if m.header.request != req as u32 || m.header.flags & FLAG_REPLY == 0 {
+            return Err(self.backend_err(format!(
+                "expected a reply to {req:?}, got request {} flags {:#x}",
+                m.header.request, m.header.flags
+            )));
+        }
+        Ok(m)
+    }
+
+    fn reply_u64(&mut self, req: Request) -> Result<u64, VirtioUserError> {
+        let m = self.reply(req)?;
+        if m.payload.len() != 8 {
+            return Err(self.backend_err(format!("reply to {req:?} has {} bytes, expected 8", m.payload.len())));
+        }
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&m.payload);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn get_u64(&mut self, req: Request) -> Result<u64, VirtioUserError> {
+        self.request(req, &[], &[], false)?;
+        self.reply_u64(req)
+    }
+
+    /// Takes a fresh connection through the whole handshake and brings the port up.
+    fn start(&mut self, stream: UnixStream, pool: &mut PktPool) -> Result<(), VirtioUserError> {
+        self.rxq.reset(pool);
+        self.txq.reset(pool);
+        self.conn = Some(Conn::new(stream).map_err(|e| VirtioUserError::Socket {
+            path: self.path.clone(),
+            what: "socket setup",
+            source: e,
+        })?);
+        self.protocol = 0;
+        let res = self.handshake(pool);
+        if let Err(e) = &res {
+            tracing::warn!("{}: handshake failed: {e}", self.name);
+            self.conn = None;
+            self.rxq.reset(pool);
+            self.txq.reset(pool);
+        }
+        res
+    }
+
+    fn handshake(&mut self, pool: &mut PktPool) -> Result<(), VirtioUserError> {
+        let features = self.get_u64(Request::GetFeatures)?;
+        if features & VIRTIO_F_VERSION_1 == 0 {
+            return Err(self.backend_err(format!("features {features:#x} lack VIRTIO_F_VERSION_1")));
+        }
+        if features & VHOST_USER_F_PROTOCOL_FEATURES != 0 {
+            let offered = self.get_u64(Request::GetProtocolFeatures)?;
+            let want = offered & (PROTOCOL_F_REPLY_ACK | PROTOCOL_F_CONFIGURE_MEM_SLOTS);
+            self.request(Request::SetProtocolFeatures, &encode::u64(want), &[], false)?;
+            self.protocol = want;
+        }
+        self.request(Request::SetOwner, &[], &[], false)?;
+        let ours = VIRTIO_F_VERSION_1 | (features & VHOST_USER_F_PROTOCOL_FEATURES);
+        self.request(Request::SetFeatures, &encode::u64(ours), &[], true)?;
+        self.send_memory()?;
+        // Receive buffers go in before the backend sees the ring.
+        self.refill_rx(pool);
+        self.rxq.ring.set_avail_flags(VRING_AVAIL_F_NO_INTERRUPT);
+        self.txq.ring.set_avail_flags(VRING_AVAIL_F_NO_INTERRUPT);
+        for qi in 0..2u32 {
+            let q = if qi == 0 { &self.rxq } else { &self.txq };
+            let l = q.ring.layout();
+            let num = encode::state(VringState {
+                index: qi,
+                num: u32::from(l.size),
+            });
+            let base = encode::state(VringState { index: qi, num: 0 });
+            let addr = encode::addr(VringAddr {
+                index: qi,
+                flags: 0,
+                desc: l.desc,
+                used: l.used,
+                avail: l.avail,
+                log: 0,
+            });
+            let kick = q.kick.as_fd().try_clone_to_owned().expect("dup eventfd");
+            let call = q.call.as_fd().try_clone_to_owned().expect("dup eventfd");
+            self.request(Request::SetVringNum, &num, &[], true)?;
+            self.request(Request::SetVringBase, &base, &[], true)?;
+            self.request(Request::SetVringAddr, &addr, &[], true)?;
+            self.request(Request::SetVringKick, &encode::u64(u64::from(qi)), &[kick.as_fd()], true)?;
+            self.request(Request::SetVringCall, &encode::u64(u64::from(qi)), &[call.as_fd()], true)?;
+        }
+        if features & VHOST_USER_F_PROTOCOL_FEATURES != 0 {
+            for qi in 0..2u32 {
+                let en = encode::state(VringState { index: qi, num: 1 });
+                self.request(Request::SetVringEnable, &en, &[], true)?;
+            }
+        }
+        self.state = State::Up;
+        tracing::info!(
+            "{}: up (features {ours:#x}, protocol {:#x}, {} entries per ring)",
+            self.name,
+            self.protocol,
+            self.opts.queue_size
+        );
+        Ok(())
+    }
+
+    /// Our memory regions: the pool and the two rings, identity-mapped (VA as address).
+    fn regions(&self) -> [(MemRegion, BorrowedFd<'_>); 3] {
+        let reg = |addr: u64, len: u64| MemRegion {
+            guest_phys_addr: addr,
+            memory_size: len,
+            userspace_addr: addr,
+            mmap_offset: 0,
+        };
+        let ring = |q: &DriverQueue| {
+            let m = q.ring.region().map();
+            reg(m.addr(), m.len() as u64)
+        };
+        [
+            (reg(self.pool_addr, self.pool_len), self.pool_fd.as_fd()),
+            (ring(&self.rxq), self.rxq.ring.region().fd()),
+            (ring(&self.txq), self.txq.ring.region().fd()),
+        ]
+    }
+
+    fn send_memory(&mut self) -> Result<(), VirtioUserError> {
+        let regions: Vec<(MemRegion, OwnedFd)> = self
+            .regions()
+            .into_iter()
+            .map(|(r, fd)| (r, fd.try_clone_to_owned().expect("dup region fd")))
+            .collect();
+        if self.protocol & PROTOCOL_F_CONFIGURE_MEM_SLOTS != 0 {
+            let slots = self.get_u64(Request::GetMaxMemSlots)?;
+            if slots < regions.len() as u64 {
+                return Err(self.backend_err(format!("backend offers {slots} memory slots, we need {}", regions.len())));
+            }
+            for (r, fd) in &regions {
+                self.request(Request::AddMemReg, &encode::one_region(r), &[fd.as_fd()], true)?;
+            }
+        } else {
+            let table: Vec<MemRegion> = regions.iter().map(|(r, _)| *r).collect();
+            let fds: Vec<BorrowedFd<'_>> = regions.iter().map(|(_, f)| f.as_fd()).collect();
+            self.request(Request::SetMemTable, &encode::mem_table(&table), &fds, true)?;
+        }
+        Ok(())
+    }
+
+    fn go_down(&mut self, pool: &mut PktPool, why: &str) {
+        tracing::warn!("{}: down: {why}", self.name);
+        self.conn = None;
+        self.state = State::Down;
+        self.counters.resets += 1;
+        self.rxq.reset(pool);
+        self.txq.reset(pool);
+    }
+
+    /// Checks the control socket: peer gone, or (when down) a new backend.
+    fn control(&mut self, pool: &mut PktPool) {
+        if self.state == State::Up {
+            let r = self.conn.as_mut().map(Conn::try_recv);
+            match r {
+                Some(Ok(None)) | None => {}
+                Some(Ok(Some(m))) => {
+                    tracing::debug!("{}: ignoring unexpected message {}", self.name, m.header.request);
+                }
+                Some(Err(e)) => self.go_down(pool, &e.to_string()),
+            }
+            return;
+        }
+        if self.last_try.is_some_and(|t| t.elapsed() < RETRY_EVERY) {
+            return;
+        }
+        self.last_try = Some(Instant::now());
+        let stream = match &self.listener {
+            Some(l) => l.accept().ok().map(|(s, _)| s),
+            None => UnixStream::connect(&self.path).ok(),
+        };
+        if let Some(s) = stream {
+            let _ = s.set_nonblocking(false);
+            if let Err(e) = self.start(s, pool) {
+                tracing::warn!("{}: {e}", self.name);
+            }
+        }
+    }
+
+    #[inline]
+    fn check_pool(&self, pool: &PktPool) -> bool {
+        pool.region().map().addr() == self.pool_addr
+    }
+
+    /// Posts free receive descriptors with fresh buffers.
+    fn refill_rx(&mut self, pool: &mut PktPool) {
+        let q = &mut self.rxq;
+        let mut n = 0u16;
+        while let Some(&id) = q.free.last() {
+            let Some(p) = pool.alloc() else { break };
+            q.free.pop();
+            q.ring.set_desc(
+                id,
+                Desc {
+                    addr: pool.data_addr(&p) - NET_HDR_LEN as u64,
+                    len: NET_HDR_LEN + u32::from(DATA_ROOM),
+                    flags: VRING_DESC_F_WRITE,
+                    next: 0,
+                },
+            );
+            q.slots[id as usize] = Some(p);
+            q.ring.set_avail(q.avail_idx.wrapping_add(n), id);
+            n += 1;
+        }
+        if n > 0 {
+            q.avail_idx = q.avail_idx.wrapping_add(n);
+            q.ring.publish_avail(q.avail_idx);
+        }
+    }
+
+    /// Frees transmitted packets; false if the backend returned a bad id.
+    #[inline]
+    fn reclaim_tx(&mut self, pool: &mut PktPool) -> Result<(), String> {
+        let q = &mut self.txq;
+        let used = q.ring.used_idx();
+        let pending = used.wrapping_sub(q.last_used);
+        if pending > q.ring.size() {
+            return Err(format!("tx used index jumped from {} to {used}", q.last_used));
+        }
+        for _ in 0..pending {
+            let (id, _) = q.ring.used_elem(q.last_used);
+            q.last_used = q.last_used.wrapping_add(1);
+            match q.slots.get_mut(id as usize).and_then(Option::take) {
+                Some(p) => {
+                    pool.free(p);
+                    q.free.push(id as u16);
+                }
+                None => return Err(format!("tx used id {id} is not in flight")),
+            }
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn tick(&mut self, pool: &mut PktPool) -> bool {
+        self.tick = self.tick.wrapping_add(1);
+        if self.state != State::Up || self.tick % CONTROL_EVERY == 0 {
+            self.control(pool);
+        }
+        self.state == State::Up
+    }
+}
+
+impl Port for VirtioUser {
+    fn rx_burst(&mut self, pool: &mut PktPool, pkts: &mut Vec<Packet>) -> usize {
+        if !self.check_pool(pool) || !self.tick(pool) {
+            return 0;
+        }
+        let q = &mut self.rxq;
+        let used = q.ring.used_idx();
+        let pending = used.wrapping_sub(q.last_used);
+        if pending > q.ring.size() {
+            self.go_down(pool, &format!("rx used index jumped to {used}"));
+            return 0;
+        }
+        let room = pkts.capacity() - pkts.len();
+        let n = (pending as usize).min(room);
+        let mut got = 0;
+        let mut bytes = 0u64;
+        let mut fault = None;
+        for _ in 0..n {
+            let (id, len) = q.ring.used_elem(q.last_used);
+            q.last_used = q.last_used.wrapping_add(1);
+            let Some(mut p) = q.slots.get_mut(id as usize).and_then(Option::take) else {
+                fault = Some(format!("rx used id {id} is not in flight"));
+                break;
+            };
+            q.free.push(id as u16);
+            let data_len = len.wrapping_sub(NET_HDR_LEN);
+            if len < NET_HDR_LEN || data_len > u32::from(DATA_ROOM) {
+                self.counters.rx_errors += 1;
+                pool.free(p);
+                continue;
+            }
+            PktPool::reshape(&mut p, HEADROOM, data_len as u16);
+            bytes += data_len as u64;
+            pkts.push(p);
+            got += 1;
+        }
+        self.counters.rx_packets += got as u64;
+        self.counters.rx_bytes += bytes;
+        if let Some(f) = fault {
+            self.go_down(pool, &f);
+            return got;
+        }
+        if got > 0 {
+            self.refill_rx(pool);
+        }
+        got
+    }
+
+    fn tx_burst(&mut self, pool: &mut PktPool, pkts: &mut Vec<Packet>) -> usize {
+        if !self.check_pool(pool) || !self.tick(pool) {
+            return 0;
+        }
+        if let Err(f) = self.reclaim_tx(pool) {
+            self.go_down(pool, &f);
+            return 0;
+        }
+        let q = &mut self.txq;
+        let n = pkts.len().min(q.free.len());
+        let mut bytes = 0u64;
+        for (k, p) in pkts.drain(..n).enumerate() {
+            let id = q.free.pop().expect("counted");
+            let hdr = pool.zero_header(&p, NET_HDR_LEN as u16);
+            bytes += p.len() as u64;
+            q.ring.set_desc(
+                id,
+                Desc {
+                    addr: hdr,
+                    len: NET_HDR_LEN + p.len() as u32,
+                    flags: 0,
+                    next: 0,
+                },
+            );
+            q.ring.set_avail(q.avail_idx.wrapping_add(k as u16), id);
+            q.slots[id as usize] = Some(p);
+        }
+        if n > 0 {
+            q.avail_idx = q.avail_idx.wrapping_add(n as u16);
+            q.ring.publish_avail(q.avail_idx);
+            if q.ring.used_flags() & VRING_USED_F_NO_NOTIFY == 0 {
+                let _ = q.kick.write(1);
+            }
+        }
+        self.counters.tx_packets += n as u64;
+        self.counters.tx_bytes += bytes;
+        n
+    }
+
+    fn link(&self) -> LinkState {
+        match self.state {
+            State::Up => LinkState::Up,
+            State::Down => LinkState::Down,
+        }
+    }
+
+    fn counters(&self) -> PortCounters {
+        self.counters
+    }
+
+    fn poll_control(&mut self, pool: &mut PktPool) {
+        self.control(pool);
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for VirtioUser {
+    fn drop(&mut self) {
+        if self.listener.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
