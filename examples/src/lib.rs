@@ -37,6 +37,10 @@ pub struct Common {
     /// Ring entries per queue.
     #[arg(long, default_value_t = 256)]
     pub queue_size: u16,
+    /// Sleep this many microseconds when a loop finds nothing to do (0: spin).
+    /// Lets several pollers share a core, e.g. in tests.
+    #[arg(long, default_value_t = 0)]
+    pub idle_sleep_us: u64,
     /// Seconds to wait for the link to come up.
     #[arg(long, default_value_t = 30.0)]
     pub link_timeout: f64,
@@ -176,6 +180,14 @@ impl Meter {
     /// Seconds since start (or restart).
     pub fn elapsed(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
+    }
+}
+
+/// Sleeps `--idle-sleep-us` if set (call when a loop did no work).
+#[inline]
+pub fn idle(c: &Common) {
+    if c.idle_sleep_us > 0 {
+        std::thread::sleep(Duration::from_micros(c.idle_sleep_us));
     }
 }
 

@@ -1,1 +1,11 @@
-//! placeholder
+// fastpath: the host data plane. A polling vhost-user switch (learning bridges
+// of vhost-user backend ports), its configuration and its control protocol.
+//! The fastpathd switch as a library (the binaries are thin).
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod control;
+pub mod mactable;
+pub mod switch;
+pub mod worker;

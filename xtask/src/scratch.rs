@@ -245,17 +245,19 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Waits until every child in `ids` has exited successfully; fails as soon as one fails.
+    /// Waits until every child in `ids` has exited successfully. Fails as soon as one of them
+    /// fails, or as soon as any other child (a server they need) exits, or after `timeout`.
     pub fn wait_all_success(&mut self, ids: &[ProcId], timeout: Duration) -> Result<()> {
         let end = Instant::now() + timeout;
         loop {
             let mut running = Vec::new();
-            for &id in ids {
-                let p = self.proc(id);
+            for (i, p) in self.procs.iter_mut().enumerate() {
+                let mine = ids.contains(&ProcId(i));
                 match p.poll() {
-                    Some(s) if !s.success() => bail!("{}", p.failure()),
-                    Some(_) => {}
-                    None => running.push(p.name().to_string()),
+                    Some(s) if mine && s.success() => {}
+                    Some(_) => bail!("{}", p.failure()),
+                    None if mine => running.push(p.name().to_string()),
+                    None => {}
                 }
             }
             if running.is_empty() {

@@ -68,7 +68,12 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<()> {
     }
 
     let bin_dir = ws.release_dir();
-    let mut test_args = vec!["test".to_string(), "--release".to_string()];
+    // --no-fail-fast: run every test binary, so that the summary lists every failure.
+    let mut test_args = vec![
+        "test".to_string(),
+        "--release".to_string(),
+        "--no-fail-fast".to_string(),
+    ];
     let picks_packages = args
         .cargo_args
         .iter()
@@ -128,4 +133,24 @@ fn summary(build: &str, tests: &str) {
     println!("setup   ok");
     println!("build   {build}");
     println!("tests   {tests}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn adds_up_test_result_lines_and_names_failures() {
+        let mut t = Tally::default();
+        for l in [
+            "test a::b ... ok",
+            "test a::c ... FAILED",
+            "test result: FAILED. 1 passed; 1 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+            "test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+        ] {
+            t.feed(l);
+        }
+        assert_eq!((t.binaries, t.passed, t.failed, t.ignored), (2, 4, 1, 2));
+        assert_eq!(t.failing, vec!["a::c".to_string()]);
+    }
 }

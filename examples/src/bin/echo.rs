@@ -5,7 +5,7 @@
 use anyhow::Result;
 use clap::Parser;
 use fastpath_examples::frame::{macswap, parse_mac, Template};
-use fastpath_examples::{init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Meter};
+use fastpath_examples::{idle, init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Meter};
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
 use std::sync::atomic::Ordering;
@@ -62,6 +62,7 @@ fn main() -> Result<()> {
     while !stop.load(Ordering::Relaxed) && meter.tick(fwd) {
         let n = port.rx_burst(&mut pool, &mut burst);
         if n == 0 {
+            idle(c);
             continue;
         }
         if first.is_none() {

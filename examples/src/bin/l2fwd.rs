@@ -5,7 +5,7 @@
 use anyhow::{bail, Result};
 use clap::Parser;
 use fastpath_examples::frame::{parse_mac, Template};
-use fastpath_examples::{init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Meter};
+use fastpath_examples::{idle, init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Meter};
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
 use std::sync::atomic::Ordering;
@@ -61,6 +61,7 @@ fn main() -> Result<()> {
     let (a_port, b_port) = ports.split_at_mut(1);
     let (pa, pb) = (&mut a_port[0], &mut b_port[0]);
     while !stop.load(Ordering::Relaxed) && meter.tick(fwd) {
+        let before = fwd + dropped;
         for dir in 0..2 {
             let (from, to) = if dir == 0 { (&mut *pa, &mut *pb) } else { (&mut *pb, &mut *pa) };
             if from.rx_burst(&mut pool, &mut burst) == 0 {
@@ -72,6 +73,9 @@ fn main() -> Result<()> {
             fwd += to.tx_burst(&mut pool, &mut burst) as u64;
             dropped += burst.len() as u64;
             pool.free_all(&mut burst);
+        }
+        if fwd + dropped == before {
+            idle(c);
         }
     }
     let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());

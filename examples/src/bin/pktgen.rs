@@ -5,7 +5,7 @@
 use anyhow::{bail, Result};
 use clap::Parser;
 use fastpath_examples::frame::{parse_mac, Template};
-use fastpath_examples::{init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Meter};
+use fastpath_examples::{idle, init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Meter};
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
 use std::sync::atomic::Ordering;
@@ -82,6 +82,7 @@ fn main() -> Result<()> {
             seq += 1;
         }
         if burst.is_empty() {
+            idle(c);
             continue;
         }
         sent += port.tx_burst(&mut pool, &mut burst) as u64;

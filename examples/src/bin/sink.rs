@@ -5,7 +5,7 @@
 use anyhow::Result;
 use clap::Parser;
 use fastpath_examples::frame::{check, Check, SeqTracker};
-use fastpath_examples::{init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Meter};
+use fastpath_examples::{idle, init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Meter};
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
 use std::sync::atomic::Ordering;
@@ -55,6 +55,7 @@ fn main() -> Result<()> {
     while !stop.load(Ordering::Relaxed) && (a.count == 0 || received < a.count) && meter.tick(received) {
         let n = port.rx_burst(&mut pool, &mut burst);
         if n == 0 {
+            idle(c);
             empty_loops += 1;
             if a.idle_exit > 0.0 && first.is_some() && empty_loops % 4096 == 0 && last.elapsed() > idle {
                 break;

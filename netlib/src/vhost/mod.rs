@@ -216,9 +216,10 @@ impl VhostBackend {
         }
     }
 
-    /// Checks control every few thousand calls (every call while not ready).
+    /// Drives the control path every few thousand calls (every call while not
+    /// ready); returns whether both rings are live.
     #[inline]
-    fn tick(&mut self) -> bool {
+    pub fn poll(&mut self) -> bool {
         self.tick = self.tick.wrapping_add(1);
         if !self.dev.ready() || self.tick % CONTROL_EVERY == 0 {
             self.control();
@@ -324,7 +325,7 @@ impl VhostBackend {
 
 impl Port for VhostBackend {
     fn rx_burst(&mut self, pool: &mut PktPool, pkts: &mut Vec<Packet>) -> usize {
-        if !self.tick() {
+        if !self.poll() {
             return 0;
         }
         match self.dequeue(pool, pkts) {
@@ -337,7 +338,7 @@ impl Port for VhostBackend {
     }
 
     fn tx_burst(&mut self, pool: &mut PktPool, pkts: &mut Vec<Packet>) -> usize {
-        if !self.tick() {
+        if !self.poll() {
             return 0;
         }
         match self.enqueue(pool, pkts) {

@@ -92,7 +92,8 @@ pub struct Chain {
 }
 
 impl Chain {
-    fn empty(head: u16) -> Self {
+    /// A chain with no segments.
+    pub fn empty(head: u16) -> Self {
         Self {
             head,
             segs: [GuestSpan::default(); MAX_SEGS],

@@ -25,6 +25,17 @@ impl Ctx {
 
     /// Starts our binary `bin` with `args` in `sb`; fails clearly if it was not built.
     pub fn spawn(&self, sb: &mut Sandbox, bin: &str, args: &[&str]) -> Result<ProcId> {
+        self.spawn_as(sb, bin, bin, args)
+    }
+
+    /// Like [`Ctx::spawn`], naming the process `name` in messages.
+    pub fn spawn_as(
+        &self,
+        sb: &mut Sandbox,
+        name: &str,
+        bin: &str,
+        args: &[&str],
+    ) -> Result<ProcId> {
         let path = self.bin_dir.join(bin);
         if !path.is_file() {
             bail!(
@@ -32,7 +43,7 @@ impl Ctx {
                 path.display()
             );
         }
-        sb.spawn(Spawn::new(bin, path).args(args))
+        sb.spawn(Spawn::new(name, path).args(args))
     }
 }
 

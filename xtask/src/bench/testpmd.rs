@@ -235,8 +235,9 @@ pub fn measure(sb: &mut Sandbox, meters: &[(ProcId, &[u16])], secs: u64) -> Resu
                     }
                 })
                 .collect();
+            let excerpts: String = ids.iter().map(|&id| sb.proc(id).stderr_excerpt()).collect();
             bail!(
-                "testpmd showed no steady traffic after {} s ({})",
+                "testpmd showed no steady traffic after {} s ({}){excerpts}",
                 waited.as_secs(),
                 silent.join(", ")
             );

@@ -1,0 +1,367 @@
+// The switch's data plane: ports (vhost-user backends) grouped in learning
+// bridges; one pass moves a burst from each port to its destinations with one copy.
+//! The polling L2 switch.
+
+use netlib::vhost::{copy_chain, read_chain, Chain, ChainFault, VhostBackend, VhostMode, GUEST_RX, GUEST_TX, RX_NET_HDR};
+use netlib::{LinkState, Port};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{PortConfig, PortMode};
+use crate::mactable::{is_multicast, Mac, MacTable};
+
+/// Packets taken from one port per pass.
+pub const BURST: usize = 32;
+/// Most ports one switch holds.
+pub const MAX_PORTS: usize = 64;
+const NET_HDR: u32 = 12;
+
+/// A snapshot of a port's counters.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortStats {
+    /// Packets received from the container.
+    pub rx_packets: u64,
+    /// Bytes received from the container.
+    pub rx_bytes: u64,
+    /// Packets delivered to the container.
+    pub tx_packets: u64,
+    /// Bytes delivered to the container.
+    pub tx_bytes: u64,
+    /// Packets for this port dropped because its receive ring had no buffer.
+    pub drop_ring_full: u64,
+    /// Packets for this port dropped because its buffer was too small.
+    pub drop_too_big: u64,
+    /// Packets from this port with nowhere to go (destination is the same port).
+    pub drop_filtered: u64,
+    /// Malformed packets from this port.
+    pub rx_errors: u64,
+    /// Times the port was reset after a fault or disconnect.
+    pub resets: u64,
+    /// Whether the rings are live.
+    pub link_up: bool,
+}
+
+/// One switch port.
+#[derive(Debug)]
+pub struct SwitchPort {
+    /// Its configuration.
+    pub cfg: PortConfig,
+    bridge: usize,
+    backend: VhostBackend,
+    stats: PortStats,
+}
+
+impl SwitchPort {
+    /// Opens the port's socket (binds it, or prepares to connect).
+    pub fn open(cfg: PortConfig) -> Result<Self, String> {
+        let mode = match cfg.mode {
+            PortMode::Server => VhostMode::Listen,
+            PortMode::Client => VhostMode::Connect,
+        };
+        let mut backend = VhostBackend::open(&cfg.socket, mode).map_err(|e| format!("port '{}': {e}", cfg.name))?;
+        backend.set_name(format!("port {} ({})", cfg.name, cfg.socket.display()));
+        Ok(Self {
+            cfg,
+            bridge: 0,
+            backend,
+            stats: PortStats::default(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Bridge {
+    name: String,
+    macs: MacTable,
+    members: Vec<u16>,
+}
+
+/// A popped packet waiting to be switched.
+#[derive(Clone, Copy)]
+struct Pending {
+    chain: Chain,
+    dst: Mac,
+    ok: bool,
+}
+
+/// The switch: bridges and their ports, driven by [`Switch::poll_once`].
+#[derive(Debug)]
+pub struct Switch {
+    ports: Vec<Option<SwitchPort>>,
+    bridges: Vec<Bridge>,
+    now: u32,
+}
+
+/// Port information for `list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PortInfo {
+    /// Name.
+    pub name: String,
+    /// Bridge.
+    pub bridge: String,
+    /// Socket path.
+    pub socket: String,
+    /// Server or client.
+    pub mode: PortMode,
+    /// Counters.
+    pub stats: PortStats,
+    /// The last fault, if any.
+    pub last_fault: Option<String>,
+}
+
+impl Switch {
+    /// A switch with these bridges; MAC entries age after `mac_age_secs`.
+    pub fn new(bridges: &[String], mac_age_secs: u32) -> Self {
+        Self {
+            ports: (0..MAX_PORTS).map(|_| None).collect(),
+            bridges: bridges
+                .iter()
+                .map(|b| Bridge {
+                    name: b.clone(),
+                    macs: MacTable::new(4096, mac_age_secs),
+                    members: Vec::with_capacity(MAX_PORTS),
+                })
+                .collect(),
+            now: 1,
+        }
+    }
+
+    /// Bridge names.
+    pub fn bridge_names(&self) -> Vec<String> {
+        self.bridges.iter().map(|b| b.name.clone()).collect()
+    }
+
+    /// Checks that a port could be added (bridge exists, name and socket free).
+    pub fn check_new(&self, cfg: &PortConfig) -> Result<(), String> {
+        if !self.bridges.iter().any(|b| b.name == cfg.bridge) {
+            return Err(format!(
+                "bridge '{}' does not exist (bridges: {})",
+                cfg.bridge,
+                self.bridge_names().join(", ")
+            ));
+        }
+        for p in self.ports.iter().flatten() {
+            if p.cfg.name == cfg.name {
+                return Err(format!("port '{}' already exists", cfg.name));
+            }
+            if p.cfg.socket == cfg.socket {
+                return Err(format!("socket {} is already port '{}'", cfg.socket.display(), p.cfg.name));
+            }
+        }
+        if self.ports.iter().all(Option::is_some) {
+            return Err(format!("the switch is full ({MAX_PORTS} ports)"));
+        }
+        Ok(())
+    }
+
+    /// Adds an opened port.
+    pub fn add_port(&mut self, mut p: SwitchPort) -> Result<(), String> {
+        self.check_new(&p.cfg)?;
+        let b = self.bridges.iter().position(|b| b.name == p.cfg.bridge).expect("checked");
+        let slot = self.ports.iter().position(Option::is_none).expect("checked");
+        p.bridge = b;
+        tracing::info!("port {} added to {} ({:?} on {})", p.cfg.name, p.cfg.bridge, p.cfg.mode, p.cfg.socket.display());
+        self.ports[slot] = Some(p);
+        self.bridges[b].members.push(slot as u16);
+        Ok(())
+    }
+
+    /// Removes a port by name: its socket closes, its memory is unmapped, its MACs forgotten.
+    pub fn del_port(&mut self, name: &str) -> Result<(), String> {
+        let slot = self
+            .ports
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| p.cfg.name == name))
+            .ok_or_else(|| format!("port '{name}' does not exist"))?;
+        let p = self.ports[slot].take().expect("found");
+        let b = &mut self.bridges[p.bridge];
+        b.members.retain(|&m| m as usize != slot);
+        b.macs.flush_port(slot as u16);
+        tracing::info!("port {name} removed");
+        Ok(())
+    }
+
+    /// Ports and their counters.
+    pub fn list(&self) -> Vec<PortInfo> {
+        self.ports
+            .iter()
+            .flatten()
+            .map(|p| PortInfo {
+                name: p.cfg.name.clone(),
+                bridge: p.cfg.bridge.clone(),
+                socket: p.cfg.socket.display().to_string(),
+                mode: p.cfg.mode,
+                stats: PortStats {
+                    link_up: p.backend.link() == LinkState::Up,
+                    resets: p.backend.counters().resets,
+                    ..p.stats
+                },
+                last_fault: p.backend.last_fault().map(str::to_owned),
+            })
+            .collect()
+    }
+
+    /// Advances the ageing clock by one second.
+    pub fn tick_second(&mut self) {
+        self.now = self.now.wrapping_add(1).max(1);
+    }
+
+    /// One pass: every port's pending burst goes to its destinations. Returns
+    /// packets moved.
+    pub fn poll_once(&mut self) -> usize {
+        let mut moved = 0;
+        for s in 0..self.ports.len() {
+            if self.ports[s].is_some() {
+                moved += self.poll_port(s);
+            }
+        }
+        moved
+    }
+
+    fn poll_port(&mut self, s: usize) -> usize {
+        let mut pending = [Pending {
+            chain: Chain::empty(0),
+            dst: [0; 6],
+            ok: false,
+        }; BURST];
+        let sp = self.ports[s].as_mut().expect("caller checked");
+        if !sp.backend.poll() {
+            return 0;
+        }
+        let bridge = sp.bridge;
+        // 1. Pop a burst from the source and learn its MACs.
+        let n = {
+            let dev = sp.backend.device_mut().expect("ready");
+            let (mem, q) = dev.mem_and_queue(GUEST_TX);
+            let q = q.expect("ready");
+            let n = match q.available() {
+                Ok(n) => (n as usize).min(BURST),
+                Err(f) => {
+                    sp.backend.fault(&f.into());
+                    return 0;
+                }
+            };
+            let macs = &mut self.bridges[bridge].macs;
+            for slot in pending.iter_mut().take(n) {
+                let c = match q.pop(mem, false) {
+                    Ok(c) => c,
+                    Err(f) => {
+                        sp.backend.fault(&f.into());
+                        return 0;
+                    }
+                };
+                let mut eth = [0u8; 12];
+                let (got, _) = read_chain(mem, &c, NET_HDR, &mut eth);
+                slot.chain = c;
+                slot.ok = got == 12;
+                if !slot.ok {
+                    sp.stats.rx_errors += 1;
+                    continue;
+                }
+                slot.dst.copy_from_slice(&eth[0..6]);
+                let src: Mac = eth[6..12].try_into().expect("6 bytes");
+                if !is_multicast(&src) {
+                    macs.learn(&src, s as u16, self.now);
+                }
+                sp.stats.rx_packets += 1;
+                sp.stats.rx_bytes += u64::from(c.total - NET_HDR);
+            }
+            n
+        };
+        if n == 0 {
+            return 0;
+        }
+        // 2. Copy each packet into its destinations' receive rings.
+        let mut touched: u64 = 0;
+        for pk in pending.iter().take(n).filter(|p| p.ok) {
+            let unicast = if is_multicast(&pk.dst) {
+                None
+            } else {
+                self.bridges[bridge].macs.lookup(&pk.dst, self.now)
+            };
+            match unicast {
+                Some(o) if o as usize == s => {
+                    self.ports[s].as_mut().expect("present").stats.drop_filtered += 1;
+                }
+                Some(o) => touched |= self.deliver(s, o as usize, &pk.chain),
+                None => {
+                    for i in 0..self.bridges[bridge].members.len() {
+                        let o = self.bridges[bridge].members[i] as usize;
+                        if o != s {
+                            touched |= self.deliver(s, o, &pk.chain);
+                        }
+                    }
+                }
+            }
+        }
+        // 3. Return the source's buffers and publish every ring we wrote.
+        {
+            let sp = self.ports[s].as_mut().expect("present");
+            if let Some(dev) = sp.backend.device_mut() {
+                if let Some(q) = dev.queue(GUEST_TX) {
+                    for pk in pending.iter().take(n) {
+                        q.push_used(pk.chain.head, 0);
+                    }
+                    q.publish();
+                }
+            }
+        }
+        for o in 0..MAX_PORTS {
+            if touched & (1 << o) != 0 {
+                if let Some(dev) = self.ports[o].as_mut().and_then(|p| p.backend.device_mut()) {
+                    if let Some(q) = dev.queue(GUEST_RX) {
+                        q.publish();
+                    }
+                }
+            }
+        }
+        n
+    }
+}
+
+impl Switch {
+    /// Copies one packet from port `s` into port `o`'s receive ring; returns the
+    /// bit of `o` if its ring was written (to publish later), else 0. A fault in
+    /// `o`'s ring resets `o` alone.
+    #[inline]
+    fn deliver(&mut self, s: usize, o: usize, chain: &Chain) -> u64 {
+        match deliver_one(&mut self.ports, s, o, chain) {
+            Ok(true) => 1 << o,
+            Ok(false) => 0,
+            Err(f) => {
+                if let Some(p) = self.ports[o].as_mut() {
+                    p.backend.fault(&f.into());
+                }
+                0
+            }
+        }
+    }
+}
+
+#[inline]
+fn deliver_one(ports: &mut [Option<SwitchPort>], s: usize, o: usize, chain: &Chain) -> Result<bool, ChainFault> {
+    let Ok([Some(src), Some(dst)]) = ports.get_disjoint_mut([s, o]) else {
+        return Ok(false);
+    };
+    let Some(src_dev) = src.backend.device_mut() else { return Ok(false) };
+    let src_mem = src_dev.mem();
+    let Some(dev) = dst.backend.device_mut() else {
+        dst.stats.drop_ring_full += 1;
+        return Ok(false);
+    };
+    let (mem, q) = dev.mem_and_queue(GUEST_RX);
+    let Some(q) = q else { return Ok(false) };
+    if q.available()? == 0 {
+        dst.stats.drop_ring_full += 1;
+        return Ok(false);
+    }
+    let dc = q.pop(mem, true)?;
+    if let Some(len) = copy_chain(mem, &dc, &RX_NET_HDR, src_mem, chain, NET_HDR) {
+        q.push_used(dc.head, len);
+        dst.stats.tx_packets += 1;
+        dst.stats.tx_bytes += u64::from(len - NET_HDR);
+    } else {
+        q.push_used(dc.head, 0);
+        dst.stats.drop_too_big += 1;
+    }
+    Ok(true)
+}

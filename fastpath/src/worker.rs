@@ -1,0 +1,61 @@
+// The polling worker thread: owns the switch, runs passes back to back, and
+// between batches of passes applies commands from the control thread.
+//! The switch's worker thread.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::switch::{PortInfo, Switch, SwitchPort};
+
+/// A request from the control thread.
+#[derive(Debug)]
+pub enum Command {
+    /// Add an opened port.
+    Add(Box<SwitchPort>, Sender<Result<(), String>>),
+    /// Check that a port could be added.
+    Check(crate::config::PortConfig, Sender<Result<(), String>>),
+    /// Remove a port by name.
+    Del(String, Sender<Result<(), String>>),
+    /// List ports with counters.
+    List(Sender<Vec<PortInfo>>),
+    /// List bridges.
+    Bridges(Sender<Vec<String>>),
+}
+
+/// Passes between two looks at the command queue and the clock.
+const PASSES: u32 = 256;
+
+/// Runs the switch until `stop` is set.
+pub fn run(mut sw: Switch, commands: &Receiver<Command>, stop: &Arc<AtomicBool>) {
+    let mut second = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..PASSES {
+            sw.poll_once();
+        }
+        while let Ok(cmd) = commands.try_recv() {
+            match cmd {
+                Command::Add(p, reply) => {
+                    let _ = reply.send(sw.add_port(*p));
+                }
+                Command::Check(cfg, reply) => {
+                    let _ = reply.send(sw.check_new(&cfg));
+                }
+                Command::Del(name, reply) => {
+                    let _ = reply.send(sw.del_port(&name));
+                }
+                Command::List(reply) => {
+                    let _ = reply.send(sw.list());
+                }
+                Command::Bridges(reply) => {
+                    let _ = reply.send(sw.bridge_names());
+                }
+            }
+        }
+        if second.elapsed() >= Duration::from_secs(1) {
+            second = Instant::now();
+            sw.tick_second();
+        }
+    }
+}
