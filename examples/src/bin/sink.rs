@@ -50,14 +50,14 @@ fn main() -> Result<()> {
     let mut meter = Meter::new("sink", c);
     let mut first: Option<Instant> = None;
     let mut last = Instant::now();
-    let idle = Duration::from_secs_f64(a.idle_exit);
+    let idle_for = Duration::from_secs_f64(a.idle_exit);
     let mut empty_loops: u32 = 0;
     while !stop.load(Ordering::Relaxed) && (a.count == 0 || received < a.count) && meter.tick(received) {
         let n = port.rx_burst(&mut pool, &mut burst);
         if n == 0 {
             idle(c);
             empty_loops += 1;
-            if a.idle_exit > 0.0 && first.is_some() && empty_loops % 4096 == 0 && last.elapsed() > idle {
+            if a.idle_exit > 0.0 && first.is_some() && empty_loops % 4096 == 0 && last.elapsed() > idle_for {
                 break;
             }
             continue;
