@@ -411,7 +411,7 @@ impl GuestMemory {
     pub fn translate_uva(&self, uva: u64, len: u64) -> Option<u64> {
         self.regions.iter().find_map(|r| {
             let off = uva.wrapping_sub(r.uva);
-            (off < r.len && len <= r.len - off).then_some(r.host + off)
+            (off < r.len && len <= r.len - off).then(|| r.host + off)
         })
     }
 

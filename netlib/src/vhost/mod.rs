@@ -378,3 +378,6 @@ impl Drop for VhostBackend {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

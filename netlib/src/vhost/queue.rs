@@ -191,6 +191,9 @@ impl DeviceQueue {
                 chain.total = total as u32;
                 return Ok(chain);
             }
+            if d.next >= size {
+                return Err(ChainFault::IndexOutOfRange { index: d.next, size });
+            }
             idx = d.next;
         }
         Err(ChainFault::ChainTooLong { head, size })

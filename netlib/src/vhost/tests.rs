@@ -1,0 +1,296 @@
+// Bad input for the backend: descriptors and chains a buggy or hostile frontend
+// could write, and malformed protocol messages. Each must fault the port, not crash.
+//! Backend robustness tests.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::mem::{GuestMemory, Region};
+use crate::pool::PoolOptions;
+use crate::ring::{Desc, DeviceRing, DriverRing};
+use crate::spec::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use crate::vhost_user::message::{encode, Header, FLAG_VERSION};
+use crate::vhost_user::{MemRegion, Request};
+use crate::virtio_user::{VirtioUser, VirtioUserOptions};
+
+/// A driver ring and a data region, both mapped into a GuestMemory as a backend would.
+struct Rig {
+    drv: DriverRing,
+    data: Region,
+    q: DeviceQueue,
+    mem: Arc<GuestMemory>,
+}
+
+const SIZE: u16 = 8;
+
+fn rig() -> Rig {
+    let drv = DriverRing::new(SIZE, None).unwrap();
+    let data = Region::create(None, 1 << 16).unwrap();
+    let mut gm = GuestMemory::default();
+    for r in [drv.region(), &data] {
+        let m = r.map();
+        gm.add_region(r.fd().as_fd(), m.addr(), m.addr(), m.len() as u64, 0).unwrap();
+    }
+    let mem = Arc::new(gm);
+    let l = drv.layout();
+    let ring = DeviceRing::new(&mem, u32::from(SIZE), l.desc, l.avail, l.used).unwrap();
+    Rig {
+        drv,
+        data,
+        q: DeviceQueue::new(ring, 0),
+        mem,
+    }
+}
+
+impl Rig {
+    fn buf(&self, off: u64) -> u64 {
+        self.data.map().addr() + off
+    }
+    fn post(&self, heads: &[u16]) {
+        for (i, &h) in heads.iter().enumerate() {
+            self.drv.set_avail(i as u16, h);
+        }
+        self.drv.publish_avail(heads.len() as u16);
+    }
+    fn pop(&mut self, writable: bool) -> Result<Chain, ChainFault> {
+        self.q.available()?;
+        self.q.pop(&self.mem, writable)
+    }
+}
+
+fn d(addr: u64, len: u32, flags: u16, next: u16) -> Desc {
+    Desc { addr, len, flags, next }
+}
+
+#[test]
+fn good_chain_walks() {
+    let mut r = rig();
+    r.drv.set_desc(0, d(r.buf(0), 12, VRING_DESC_F_NEXT, 1));
+    r.drv.set_desc(1, d(r.buf(100), 64, 0, 0));
+    r.post(&[0]);
+    let c = r.pop(false).unwrap();
+    assert_eq!((c.head, c.nsegs, c.total), (0, 2, 76));
+}
+
+#[test]
+fn descriptor_outside_every_region() {
+    let mut r = rig();
+    r.drv.set_desc(0, d(0x1000, 64, 0, 0));
+    r.post(&[0]);
+    assert!(matches!(r.pop(false), Err(ChainFault::BadAddress { addr: 0x1000, .. })));
+}
+
+#[test]
+fn length_past_the_region_and_wrapping_address() {
+    let mut r = rig();
+    let len = r.data.map().len() as u64;
+    r.drv.set_desc(0, d(r.buf(len - 10), 64, 0, 0));
+    r.drv.set_desc(1, d(u64::MAX - 8, 64, 0, 0));
+    r.drv.set_desc(2, d(r.buf(0), u32::MAX, 0, 0));
+    r.post(&[0, 1, 2]);
+    for _ in 0..3 {
+        assert!(matches!(r.pop(false), Err(ChainFault::BadAddress { .. })));
+    }
+}
+
+#[test]
+fn chain_that_loops() {
+    let mut r = rig();
+    r.drv.set_desc(0, d(r.buf(0), 64, VRING_DESC_F_NEXT, 1));
+    r.drv.set_desc(1, d(r.buf(64), 64, VRING_DESC_F_NEXT, 0));
+    r.post(&[0]);
+    assert!(matches!(r.pop(false), Err(ChainFault::ChainTooLong { head: 0, size: SIZE })));
+    // A self-loop too.
+    let mut r = rig();
+    r.drv.set_desc(3, d(r.buf(0), 64, VRING_DESC_F_NEXT, 3));
+    r.post(&[3]);
+    assert!(matches!(r.pop(false), Err(ChainFault::ChainTooLong { .. })));
+}
+
+#[test]
+fn chain_running_off_the_table() {
+    let mut r = rig();
+    for i in 0..SIZE {
+        r.drv.set_desc(i, d(r.buf(u64::from(i) * 64), 64, VRING_DESC_F_NEXT, i + 1));
+    }
+    r.post(&[0]);
+    assert!(matches!(r.pop(false), Err(ChainFault::IndexOutOfRange { index: 8, .. })));
+}
+
+#[test]
+fn head_and_next_past_the_table() {
+    let mut r = rig();
+    r.post(&[100]);
+    assert!(matches!(r.pop(false), Err(ChainFault::IndexOutOfRange { index: 100, .. })));
+    let mut r = rig();
+    r.drv.set_desc(0, d(r.buf(0), 64, VRING_DESC_F_NEXT, 9));
+    r.post(&[0]);
+    assert!(matches!(r.pop(false), Err(ChainFault::IndexOutOfRange { index: 9, .. })));
+}
+
+#[test]
+fn avail_index_jumping_ahead() {
+    let mut r = rig();
+    r.drv.publish_avail(SIZE + 1);
+    assert!(matches!(r.q.available(), Err(ChainFault::AvailJump { ahead: 9, .. })));
+}
+
+#[test]
+fn wrong_direction_and_indirect() {
+    let mut r = rig();
+    r.drv.set_desc(0, d(r.buf(0), 64, VRING_DESC_F_WRITE, 0));
+    r.drv.set_desc(1, d(r.buf(0), 64, 0, 0));
+    r.drv.set_desc(2, d(r.buf(0), 64, VRING_DESC_F_INDIRECT, 0));
+    r.post(&[0, 1, 2]);
+    assert!(matches!(r.pop(false), Err(ChainFault::WrongDirection { index: 0, .. })));
+    assert!(matches!(r.pop(true), Err(ChainFault::WrongDirection { index: 1, .. })));
+    assert!(matches!(r.pop(false), Err(ChainFault::Indirect { index: 2 })));
+}
+
+#[test]
+fn address_straddling_two_regions() {
+    // Two regions adjacent in the frontend's address space: a descriptor across
+    // the boundary is refused even though both halves are mapped.
+    let a = Region::create(None, 4096 * 4).unwrap();
+    let b = Region::create(None, 4096 * 4).unwrap();
+    let mut gm = GuestMemory::default();
+    let la = a.map().len() as u64;
+    gm.add_region(a.fd(), 0x10_0000, 0x10_0000, la, 0).unwrap();
+    gm.add_region(b.fd(), 0x10_0000 + la, 0x10_0000 + la, b.map().len() as u64, 0).unwrap();
+    assert!(gm.translate(0x10_0000 + la - 8, 16).is_none());
+    assert!(gm.translate(0x10_0000 + la - 8, 8).is_some());
+    assert!(gm.translate(0x10_0000 + la, 8).is_some());
+}
+
+#[test]
+fn short_receive_buffer_is_refused_by_write_chain() {
+    let mut r = rig();
+    r.drv.set_desc(0, d(r.buf(0), 20, VRING_DESC_F_WRITE, 0));
+    r.post(&[0]);
+    let c = r.pop(true).unwrap();
+    assert_eq!(write_chain(&r.mem, &c, &RX_NET_HDR, &[0u8; 64]), None);
+    assert_eq!(write_chain(&r.mem, &c, &RX_NET_HDR, &[7u8; 8]), Some(20));
+}
+
+fn tmp_sock(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("fp-test-{tag}-{}.sock", std::process::id()))
+}
+
+/// Drives `be` until `cond` holds or a second passes.
+fn drive(be: &mut VhostBackend, cond: impl Fn(&VhostBackend) -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(2) {
+        be.poll();
+        if cond(be) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+fn send_raw(s: &mut UnixStream, req: u32, payload: &[u8]) {
+    let h = Header {
+        request: req,
+        flags: FLAG_VERSION,
+        size: payload.len() as u32,
+    };
+    s.write_all(&h.encode()).unwrap();
+    s.write_all(payload).unwrap();
+}
+
+#[test]
+fn malformed_messages_reset_the_port_and_it_keeps_serving() {
+    let path = tmp_sock("malformed");
+    let mut be = VhostBackend::open(&path, VhostMode::Listen).unwrap();
+    let f = std::fs::File::open("/dev/null").unwrap();
+    let cases: Vec<(&str, Box<dyn Fn(&mut UnixStream)>)> = vec![
+        ("unknown request", Box::new(|s| send_raw(s, 999, &[]))),
+        ("truncated vring addr", Box::new(|s| send_raw(s, Request::SetVringAddr as u32, &[0; 20]))),
+        (
+            "mem table without fds",
+            Box::new(|s| {
+                send_raw(
+                    s,
+                    Request::SetMemTable as u32,
+                    &encode::mem_table(&[MemRegion {
+                        guest_phys_addr: 0,
+                        memory_size: 4096,
+                        userspace_addr: 0,
+                        mmap_offset: 0,
+                    }]),
+                );
+            }),
+        ),
+        ("oversized payload", Box::new(|s| s.write_all(&Header { request: 1, flags: 1, size: 1 << 20 }.encode()).unwrap())),
+        ("vring index 7", Box::new(|s| send_raw(s, Request::SetVringNum as u32, &encode::state(crate::vhost_user::VringState { index: 7, num: 256 })))),
+        ("ring size 0", Box::new(|s| send_raw(s, Request::SetVringNum as u32, &encode::state(crate::vhost_user::VringState { index: 0, num: 0 })))),
+        ("ring size 65536", Box::new(|s| send_raw(s, Request::SetVringNum as u32, &encode::state(crate::vhost_user::VringState { index: 0, num: 65536 })))),
+        ("ring size 3", Box::new(|s| send_raw(s, Request::SetVringNum as u32, &encode::state(crate::vhost_user::VringState { index: 1, num: 3 })))),
+        ("truncated then closed", Box::new(|s| s.write_all(&[1, 0, 0]).unwrap())),
+    ];
+    let mut resets = 0;
+    for (what, send) in &cases {
+        let mut s = UnixStream::connect(&path).unwrap();
+        assert!(drive(&mut be, VhostBackend::connected), "{what}: not accepted");
+        send(&mut s);
+        if *what == "truncated then closed" {
+            drop(s);
+        } else {
+            // Keep the stream open: the backend must close it itself.
+            std::mem::forget(s.try_clone().unwrap());
+        }
+        assert!(drive(&mut be, |b| !b.connected()), "{what}: port not reset");
+        resets += 1;
+        assert_eq!(be.counters().resets, resets, "{what}");
+    }
+    // An extra fd on a message that carries none.
+    let s = UnixStream::connect(&path).unwrap();
+    assert!(drive(&mut be, VhostBackend::connected));
+    let c = crate::vhost_user::Conn::new(s).unwrap();
+    c.send(Request::GetFeatures as u32, FLAG_VERSION, &[], &[f.as_fd()]).unwrap();
+    assert!(drive(&mut be, |b| !b.connected()));
+    assert!(be.last_fault().unwrap().contains("fds"), "{:?}", be.last_fault());
+    // After all that, a real frontend still comes up.
+    let mut pool = crate::PktPool::new(&PoolOptions {
+        nbufs: 512,
+        hugedir: None,
+    })
+    .unwrap();
+    let p2 = path.clone();
+    let t = std::thread::spawn(move || {
+        let mut pool = crate::PktPool::new(&PoolOptions {
+            nbufs: 512,
+            hugedir: None,
+        })
+        .unwrap();
+        VirtioUser::open(&p2, &mut pool, VirtioUserOptions::default()).map(|_| ())
+    });
+    assert!(drive(&mut be, |b| b.link() == LinkState::Up), "a good frontend after the bad ones");
+    t.join().unwrap().unwrap();
+    let _ = be.rx_burst(&mut pool, &mut crate::pool::burst_vec());
+}
+
+#[test]
+fn mem_table_region_past_end_of_file_is_refused() {
+    let path = tmp_sock("memtable");
+    let mut be = VhostBackend::open(&path, VhostMode::Listen).unwrap();
+    let s = UnixStream::connect(&path).unwrap();
+    assert!(drive(&mut be, VhostBackend::connected));
+    let r = Region::create(None, 4096).unwrap();
+    let c = crate::vhost_user::Conn::new(s).unwrap();
+    let bad = MemRegion {
+        guest_phys_addr: 0x1000,
+        memory_size: 1 << 30,
+        userspace_addr: 0x1000,
+        mmap_offset: 0,
+    };
+    c.send(Request::SetMemTable as u32, FLAG_VERSION, &encode::mem_table(&[bad]), &[r.fd()])
+        .unwrap();
+    assert!(drive(&mut be, |b| !b.connected()));
+    assert!(be.last_fault().unwrap().contains("memory region"), "{:?}", be.last_fault());
+}
