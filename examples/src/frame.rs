@@ -138,14 +138,16 @@ pub struct SeqTracker {
 impl SeqTracker {
     /// Accounts for one frame.
     pub fn see(&mut self, seq: u64) {
-        if seq == self.next {
-            self.next += 1;
-        } else if seq > self.next {
-            self.lost += seq - self.next;
-            self.next = seq + 1;
-        } else {
-            self.reordered += 1;
-            self.lost = self.lost.saturating_sub(1);
+        match seq.cmp(&self.next) {
+            std::cmp::Ordering::Equal => self.next += 1,
+            std::cmp::Ordering::Greater => {
+                self.lost += seq - self.next;
+                self.next = seq + 1;
+            }
+            std::cmp::Ordering::Less => {
+                self.reordered += 1;
+                self.lost = self.lost.saturating_sub(1);
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use netlib::pool::PoolOptions;
-use netlib::{open_port, LinkState, Port, PortSpec, PktPool};
+use netlib::{open_port, LinkState, PktPool, Port, PortSpec};
 
 /// Flags every example takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -78,10 +78,7 @@ pub fn pin(core: Option<usize>) -> Result<()> {
 
 /// A pool built from the common flags.
 pub fn make_pool(c: &Common) -> Result<PktPool> {
-    let opts = PoolOptions {
-        nbufs: c.nbufs,
-        hugedir: Some(c.hugedir.clone().into()),
-    };
+    let opts = PoolOptions { nbufs: c.nbufs, hugedir: Some(c.hugedir.clone().into()) };
     PktPool::new(&opts).context("creating the packet pool")
 }
 
@@ -161,7 +158,7 @@ impl Meter {
     #[inline]
     pub fn tick(&mut self, count: u64) -> bool {
         self.calls = self.calls.wrapping_add(1);
-        if self.calls % 1024 != 0 {
+        if !self.calls.is_multiple_of(1024) {
             return true;
         }
         self.now = Instant::now();

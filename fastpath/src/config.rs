@@ -107,14 +107,8 @@ pub enum ConfigError {
 impl Config {
     /// Reads a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.into(),
-            source: e,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.into(),
-            source: e,
-        })
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.into(), source: e })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), source: e })
     }
 
     /// Checks names and references.
@@ -157,12 +151,7 @@ pub fn parse_port_flag(s: &str) -> Result<PortConfig, ConfigError> {
     if bridge.is_empty() || name.is_empty() || path.is_empty() {
         return Err(ConfigError::PortFlag(s.into()));
     }
-    Ok(PortConfig {
-        name: name.into(),
-        bridge: bridge.into(),
-        socket: path.into(),
-        mode,
-    })
+    Ok(PortConfig { name: name.into(), bridge: bridge.into(), socket: path.into(), mode })
 }
 
 #[cfg(test)]

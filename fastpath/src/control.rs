@@ -63,17 +63,10 @@ pub struct Response {
 
 impl Response {
     fn ok() -> Self {
-        Self {
-            ok: true,
-            ..Self::default()
-        }
+        Self { ok: true, ..Self::default() }
     }
     fn err(e: impl Into<String>) -> Self {
-        Self {
-            ok: false,
-            error: Some(e.into()),
-            ..Self::default()
-        }
+        Self { ok: false, error: Some(e.into()), ..Self::default() }
     }
 }
 
@@ -83,18 +76,8 @@ const WORKER_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn execute(req: Request, worker: &Sender<Command>) -> Response {
     let gone = || Response::err("the switch worker is not running");
     match req {
-        Request::AddPort {
-            name,
-            bridge,
-            socket,
-            mode,
-        } => {
-            let cfg = PortConfig {
-                name,
-                bridge,
-                socket,
-                mode,
-            };
+        Request::AddPort { name, bridge, socket, mode } => {
+            let cfg = PortConfig { name, bridge, socket, mode };
             // Refuse before touching the filesystem, then bind, then add.
             let (tx, rx) = channel();
             if worker.send(Command::Check(cfg.clone(), tx)).is_err() {
@@ -136,10 +119,7 @@ pub fn execute(req: Request, worker: &Sender<Command>) -> Response {
                 return gone();
             }
             match rx.recv_timeout(WORKER_TIMEOUT) {
-                Ok(ports) => Response {
-                    ports: Some(ports),
-                    ..Response::ok()
-                },
+                Ok(ports) => Response { ports: Some(ports), ..Response::ok() },
                 Err(_) => gone(),
             }
         }
@@ -149,10 +129,7 @@ pub fn execute(req: Request, worker: &Sender<Command>) -> Response {
                 return gone();
             }
             match rx.recv_timeout(WORKER_TIMEOUT) {
-                Ok(b) => Response {
-                    bridges: Some(b),
-                    ..Response::ok()
-                },
+                Ok(b) => Response { bridges: Some(b), ..Response::ok() },
                 Err(_) => gone(),
             }
         }
@@ -226,10 +203,7 @@ pub enum ClientError {
 
 /// Sends one request and returns the (successful) response.
 pub fn call(path: &Path, req: &Request) -> Result<Response, ClientError> {
-    let mut s = UnixStream::connect(path).map_err(|e| ClientError::Connect {
-        path: path.into(),
-        source: e,
-    })?;
+    let mut s = UnixStream::connect(path).map_err(|e| ClientError::Connect { path: path.into(), source: e })?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut text = serde_json::to_string(req)?;
     text.push('\n');
@@ -253,12 +227,7 @@ mod tests {
         let r: Request = serde_json::from_str(r#"{"cmd":"add-port","name":"a","bridge":"br0","socket":"/x"}"#).unwrap();
         assert_eq!(
             r,
-            Request::AddPort {
-                name: "a".into(),
-                bridge: "br0".into(),
-                socket: "/x".into(),
-                mode: PortMode::Server
-            }
+            Request::AddPort { name: "a".into(), bridge: "br0".into(), socket: "/x".into(), mode: PortMode::Server }
         );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
         assert_eq!(serde_json::to_string(&Request::List).unwrap(), r#"{"cmd":"list"}"#);

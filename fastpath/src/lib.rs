@@ -3,6 +3,7 @@
 //! The fastpathd switch as a library (the binaries are thin).
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
+#![allow(clippy::trivially_copy_pass_by_ref)]
 
 pub mod config;
 pub mod control;

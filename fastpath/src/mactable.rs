@@ -35,11 +35,7 @@ impl MacTable {
     /// `age` ticks are ignored.
     pub fn new(capacity: usize, age: u32) -> Self {
         let cap = capacity.next_power_of_two().max(PROBES);
-        Self {
-            slots: vec![Entry::default(); cap],
-            mask: cap - 1,
-            age,
-        }
+        Self { slots: vec![Entry::default(); cap], mask: cap - 1, age }
     }
 
     /// Records that `mac` was seen on `port` at tick `now` (now > 0).

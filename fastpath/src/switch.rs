@@ -2,7 +2,9 @@
 // bridges; one pass moves a burst from each port to its destinations with one copy.
 //! The polling L2 switch.
 
-use netlib::vhost::{copy_chain, read_chain, Chain, ChainFault, VhostBackend, VhostMode, GUEST_RX, GUEST_TX, RX_NET_HDR};
+use netlib::vhost::{
+    copy_chain, read_chain, Chain, ChainFault, VhostBackend, VhostMode, GUEST_RX, GUEST_TX, RX_NET_HDR,
+};
 use netlib::{LinkState, Port};
 use serde::{Deserialize, Serialize};
 
@@ -59,12 +61,7 @@ impl SwitchPort {
         };
         let mut backend = VhostBackend::open(&cfg.socket, mode).map_err(|e| format!("port '{}': {e}", cfg.name))?;
         backend.set_name(format!("port {} ({})", cfg.name, cfg.socket.display()));
-        Ok(Self {
-            cfg,
-            bridge: 0,
-            backend,
-            stats: PortStats::default(),
-        })
+        Ok(Self { cfg, bridge: 0, backend, stats: PortStats::default() })
     }
 }
 
@@ -159,7 +156,13 @@ impl Switch {
         let b = self.bridges.iter().position(|b| b.name == p.cfg.bridge).expect("checked");
         let slot = self.ports.iter().position(Option::is_none).expect("checked");
         p.bridge = b;
-        tracing::info!("port {} added to {} ({:?} on {})", p.cfg.name, p.cfg.bridge, p.cfg.mode, p.cfg.socket.display());
+        tracing::info!(
+            "port {} added to {} ({:?} on {})",
+            p.cfg.name,
+            p.cfg.bridge,
+            p.cfg.mode,
+            p.cfg.socket.display()
+        );
         self.ports[slot] = Some(p);
         self.bridges[b].members.push(slot as u16);
         Ok(())
@@ -218,11 +221,7 @@ impl Switch {
     }
 
     fn poll_port(&mut self, s: usize) -> usize {
-        let mut pending = [Pending {
-            chain: Chain::empty(0),
-            dst: [0; 6],
-            ok: false,
-        }; BURST];
+        let mut pending = [Pending { chain: Chain::empty(0), dst: [0; 6], ok: false }; BURST];
         let sp = self.ports[s].as_mut().expect("caller checked");
         if !sp.backend.poll() {
             return 0;
@@ -273,11 +272,8 @@ impl Switch {
         // 2. Copy each packet into its destinations' receive rings.
         let mut touched: u64 = 0;
         for pk in pending.iter().take(n).filter(|p| p.ok) {
-            let unicast = if is_multicast(&pk.dst) {
-                None
-            } else {
-                self.bridges[bridge].macs.lookup(&pk.dst, self.now)
-            };
+            let unicast =
+                if is_multicast(&pk.dst) { None } else { self.bridges[bridge].macs.lookup(&pk.dst, self.now) };
             match unicast {
                 Some(o) if o as usize == s => {
                     self.ports[s].as_mut().expect("present").stats.drop_filtered += 1;

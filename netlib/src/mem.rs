@@ -40,10 +40,7 @@ pub enum MemError {
 }
 
 fn sys(what: impl Into<String>) -> MemError {
-    MemError::Sys {
-        what: what.into(),
-        source: std::io::Error::last_os_error(),
-    }
+    MemError::Sys { what: what.into(), source: std::io::Error::last_os_error() }
 }
 
 /// What backs a region: this is logged, since it decides performance.
@@ -99,10 +96,7 @@ impl Mapping {
         if p == libc::MAP_FAILED {
             return Err(sys(format!("mmap of {len} bytes")));
         }
-        Ok(Self {
-            base: NonNull::new(p.cast()).expect("mmap returned null"),
-            len,
-        })
+        Ok(Self { base: NonNull::new(p.cast()).expect("mmap returned null"), len })
     }
 
     /// First byte's address in this process.
@@ -123,11 +117,7 @@ impl Mapping {
     fn check(&self, off: usize, len: usize) -> Result<(), MemError> {
         match off.checked_add(len) {
             Some(end) if end <= self.len => Ok(()),
-            _ => Err(MemError::OutOfBounds {
-                off,
-                len,
-                size: self.len,
-            }),
+            _ => Err(MemError::OutOfBounds { off, len, size: self.len }),
         }
     }
 
@@ -237,10 +227,7 @@ impl Region {
             .create_new(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| MemError::Sys {
-                what: format!("create {}", path.display()),
-                source: e,
-            })?;
+            .map_err(|e| MemError::Sys { what: format!("create {}", path.display()), source: e })?;
         // Unlinked at once: the memory goes away with the last fd or mapping.
         let _ = std::fs::remove_file(&path);
         let r = Self::with_fd(file.into(), len, Backing::HugetlbfsFile(dir.to_path_buf()))?;
@@ -249,10 +236,8 @@ impl Region {
     }
 
     fn with_fd(fd: OwnedFd, len: u64, backing: Backing) -> Result<Self, MemError> {
-        nix::unistd::ftruncate(&fd, len as i64).map_err(|e| MemError::Sys {
-            what: format!("ftruncate to {len} ({backing})"),
-            source: e.into(),
-        })?;
+        nix::unistd::ftruncate(&fd, len as i64)
+            .map_err(|e| MemError::Sys { what: format!("ftruncate to {len} ({backing})"), source: e.into() })?;
         let map = Mapping::map_fd(fd.as_fd(), len as usize)?;
         Ok(Self { fd, map, backing })
     }
@@ -339,19 +324,15 @@ impl GuestMemory {
             return Err(MemError::BadSize(size));
         }
         let overlap = |a: u64, b: u64, s: u64, e: u64| a < e && s < b;
-        if self.regions.iter().any(|r| {
-            overlap(gpa, gpa + size, r.gpa, r.gpa + r.len) || overlap(uva, uva + size, r.uva, r.uva + r.len)
-        }) {
-            return Err(MemError::OutOfBounds {
-                off: gpa as usize,
-                len: size as usize,
-                size: 0,
-            });
+        if self
+            .regions
+            .iter()
+            .any(|r| overlap(gpa, gpa + size, r.gpa, r.gpa + r.len) || overlap(uva, uva + size, r.uva, r.uva + r.len))
+        {
+            return Err(MemError::OutOfBounds { off: gpa as usize, len: size as usize, size: 0 });
         }
-        let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| MemError::Sys {
-            what: "fstat of region fd".into(),
-            source: e.into(),
-        })?;
+        let st = nix::sys::stat::fstat(fd.as_raw_fd())
+            .map_err(|e| MemError::Sys { what: "fstat of region fd".into(), source: e.into() })?;
         let blk = (st.st_blksize as u64).max(4096);
         let want = mmap_offset.checked_add(size).ok_or(MemError::BadSize(size))?;
         if (st.st_size as u64) < want {
@@ -365,13 +346,7 @@ impl GuestMemory {
         let maplen = usize::try_from(maplen).map_err(|_| MemError::BadSize(size))?;
         let map = Mapping::map_fd(fd, maplen)?;
         let host = map.addr() + mmap_offset;
-        self.regions.push(ForeignRegion {
-            gpa,
-            uva,
-            len: size,
-            host,
-            _map: map,
-        });
+        self.regions.push(ForeignRegion { gpa, uva, len: size, host, _map: map });
         Ok(())
     }
 
@@ -398,10 +373,7 @@ impl GuestMemory {
         for r in &self.regions {
             let off = gpa.wrapping_sub(r.gpa);
             if off < r.len && (len as u64) <= r.len - off {
-                return Some(GuestSpan {
-                    host: r.host + off,
-                    len,
-                });
+                return Some(GuestSpan { host: r.host + off, len });
             }
         }
         None
@@ -470,7 +442,11 @@ impl GuestMemory {
         // The regions belong to different processes' memory, so they don't overlap
         // (and if a frontend shared one fd twice, ptr::copy is still defined).
         unsafe {
-            std::ptr::copy((src.host + src_off as u64) as *const u8, (dst.host + dst_off as u64) as *mut u8, len as usize);
+            std::ptr::copy(
+                (src.host + src_off as u64) as *const u8,
+                (dst.host + dst_off as u64) as *mut u8,
+                len as usize,
+            );
         }
         true
     }

@@ -25,10 +25,7 @@ pub struct PoolOptions {
 
 impl Default for PoolOptions {
     fn default() -> Self {
-        Self {
-            nbufs: 8192,
-            hugedir: Some("/dev/hugepages".into()),
-        }
+        Self { nbufs: 8192, hugedir: Some("/dev/hugepages".into()) }
     }
 }
 
@@ -95,11 +92,7 @@ impl PktPool {
             region.map().len()
         );
         let free = (0..opts.nbufs).rev().collect();
-        Ok(Self {
-            region,
-            nbufs: opts.nbufs,
-            free,
-        })
+        Ok(Self { region, nbufs: opts.nbufs, free })
     }
 
     /// The region to share with backends.
@@ -118,7 +111,7 @@ impl PktPool {
     }
 
     #[inline]
-    fn buf_off(&self, idx: u32) -> usize {
+    fn buf_off(idx: u32) -> usize {
         (idx as u64 * BUF_SIZE as u64) as usize
     }
 
@@ -126,23 +119,19 @@ impl PktPool {
     /// give backends and devices).
     #[inline]
     pub fn data_addr(&self, p: &Packet) -> u64 {
-        self.region.map().addr() + self.buf_off(p.idx) as u64 + p.off as u64
+        self.region.map().addr() + Self::buf_off(p.idx) as u64 + p.off as u64
     }
 
     /// Address of a buffer's first byte.
     #[inline]
     pub fn buf_addr(&self, idx: u32) -> u64 {
-        self.region.map().addr() + self.buf_off(idx) as u64
+        self.region.map().addr() + Self::buf_off(idx) as u64
     }
 
     /// Takes a free buffer; the packet is empty with the default headroom.
     #[inline]
     pub fn alloc(&mut self) -> Option<Packet> {
-        self.free.pop().map(|idx| Packet {
-            idx,
-            off: HEADROOM,
-            len: 0,
-        })
+        self.free.pop().map(|idx| Packet { idx, off: HEADROOM, len: 0 })
     }
 
     /// Appends up to `n` fresh packets to `out` (which must have room: never grows it
@@ -152,11 +141,7 @@ impl PktPool {
         let n = n.min(self.free.len()).min(out.capacity() - out.len());
         for _ in 0..n {
             let idx = self.free.pop().expect("counted");
-            out.push(Packet {
-                idx,
-                off: HEADROOM,
-                len: 0,
-            });
+            out.push(Packet { idx, off: HEADROOM, len: 0 });
         }
         n
     }
@@ -179,14 +164,14 @@ impl PktPool {
     /// The packet's data.
     #[inline]
     pub fn data(&self, p: &Packet) -> &[u8] {
-        let off = self.buf_off(p.idx) + p.off as usize;
+        let off = Self::buf_off(p.idx) + p.off as usize;
         self.region.map().slice(off, p.len as usize).expect("packet inside pool")
     }
 
     /// The packet's data, writable.
     #[inline]
     pub fn data_mut(&mut self, p: &Packet) -> &mut [u8] {
-        let off = self.buf_off(p.idx) + p.off as usize;
+        let off = Self::buf_off(p.idx) + p.off as usize;
         self.region.map_mut().slice_mut(off, p.len as usize).expect("packet inside pool")
     }
 
@@ -204,7 +189,7 @@ impl PktPool {
     #[inline]
     pub(crate) fn zero_header(&mut self, p: &Packet, n: u16) -> u64 {
         debug_assert!(n <= p.off);
-        let off = self.buf_off(p.idx) + (p.off - n) as usize;
+        let off = Self::buf_off(p.idx) + (p.off - n) as usize;
         self.region.map_mut().slice_mut(off, n as usize).expect("inside pool").fill(0);
         self.region.map().addr() + off as u64
     }
@@ -223,7 +208,6 @@ impl PktPool {
         p.off = off;
         p.len = len;
     }
-
 }
 
 /// Fixed-capacity packet bursts.
@@ -239,11 +223,7 @@ mod tests {
     use super::*;
 
     fn small() -> PktPool {
-        PktPool::new(&PoolOptions {
-            nbufs: 16,
-            hugedir: None,
-        })
-        .unwrap()
+        PktPool::new(&PoolOptions { nbufs: 16, hugedir: None }).unwrap()
     }
 
     #[test]

@@ -120,11 +120,7 @@ pub enum OpenError {
 pub fn open_port(spec: &PortSpec, pool: &mut PktPool, queue_size: u16) -> Result<Box<dyn Port>, OpenError> {
     use crate::vhost::{VhostBackend, VhostMode};
     use crate::virtio_user::{VirtioUser, VirtioUserOptions};
-    let vu_opts = |server| VirtioUserOptions {
-        queue_size,
-        server,
-        ..VirtioUserOptions::default()
-    };
+    let vu_opts = |server| VirtioUserOptions { queue_size, server, ..VirtioUserOptions::default() };
     Ok(match spec {
         PortSpec::VirtioUser(p) => Box::new(VirtioUser::open(p, pool, vu_opts(false))?),
         PortSpec::VirtioUserServer(p) => Box::new(VirtioUser::open(p, pool, vu_opts(true))?),

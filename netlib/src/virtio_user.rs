@@ -93,13 +93,11 @@ struct DriverQueue {
 impl DriverQueue {
     fn new(size: u16) -> Result<Self, VirtioUserError> {
         let ring = DriverRing::new(size, None)?;
-        let ev = || {
-            EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).map_err(|e| VirtioUserError::Socket {
-                path: PathBuf::new(),
-                what: "eventfd",
-                source: e.into(),
-            })
-        };
+        let ev =
+            || {
+                EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                    .map_err(|e| VirtioUserError::Socket { path: PathBuf::new(), what: "eventfd", source: e.into() })
+            };
         Ok(Self {
             ring,
             free: (0..size).rev().collect(),
@@ -168,11 +166,7 @@ impl VirtioUser {
                 opts.queue_size
             )));
         }
-        let sock_err = |what, source| VirtioUserError::Socket {
-            path: path.to_path_buf(),
-            what,
-            source,
-        };
+        let sock_err = |what, source| VirtioUserError::Socket { path: path.to_path_buf(), what, source };
         let pool_fd = pool.region().fd().try_clone_to_owned().map_err(|e| sock_err("dup pool fd", e))?;
         let listener = if opts.server {
             let _ = std::fs::remove_file(path);
@@ -214,10 +208,7 @@ impl VirtioUser {
     }
 
     fn conn_err(&self, source: ConnError) -> VirtioUserError {
-        VirtioUserError::Conn {
-            path: self.path.clone(),
-            source,
-        }
+        VirtioUserError::Conn { path: self.path.clone(), source }
     }
 
     fn backend_err(&self, msg: String) -> VirtioUserError {
@@ -225,7 +216,13 @@ impl VirtioUser {
     }
 
     /// Sends a request; with REPLY_ACK negotiated and `ack`, waits for the ack.
-    fn request(&mut self, req: Request, payload: &[u8], fds: &[BorrowedFd<'_>], ack: bool) -> Result<(), VirtioUserError> {
+    fn request(
+        &mut self,
+        req: Request,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+        ack: bool,
+    ) -> Result<(), VirtioUserError> {
         let want_ack = ack && self.protocol & PROTOCOL_F_REPLY_ACK != 0;
         let flags = FLAG_VERSION | if want_ack { FLAG_NEED_REPLY } else { 0 };
         let conn = self.conn.as_ref().expect("connected");
@@ -246,10 +243,7 @@ impl VirtioUser {
             .as_mut()
             .expect("connected")
             .recv_timeout(t)
-            .map_err(|e| VirtioUserError::Conn {
-                path: self.path.clone(),
-                source: e,
-            })?;
+            .map_err(|e| VirtioUserError::Conn { path: self.path.clone(), source: e })?;
         if m.header.request != req as u32 || m.header.flags & FLAG_REPLY == 0 {
             return Err(self.backend_err(format!(
                 "expected a reply to {req:?}, got request {} flags {:#x}",
@@ -316,19 +310,10 @@ impl VirtioUser {
         for qi in 0..2u32 {
             let q = if qi == 0 { &self.rxq } else { &self.txq };
             let l = q.ring.layout();
-            let num = encode::state(VringState {
-                index: qi,
-                num: u32::from(l.size),
-            });
+            let num = encode::state(VringState { index: qi, num: u32::from(l.size) });
             let base = encode::state(VringState { index: qi, num: 0 });
-            let addr = encode::addr(VringAddr {
-                index: qi,
-                flags: 0,
-                desc: l.desc,
-                used: l.used,
-                avail: l.avail,
-                log: 0,
-            });
+            let addr =
+                encode::addr(VringAddr { index: qi, flags: 0, desc: l.desc, used: l.used, avail: l.avail, log: 0 });
             let kick = q.kick.as_fd().try_clone_to_owned().expect("dup eventfd");
             let call = q.call.as_fd().try_clone_to_owned().expect("dup eventfd");
             self.request(Request::SetVringNum, &num, &[], true)?;
@@ -373,11 +358,8 @@ impl VirtioUser {
     }
 
     fn send_memory(&mut self) -> Result<(), VirtioUserError> {
-        let regions: Vec<(MemRegion, OwnedFd)> = self
-            .regions()
-            .into_iter()
-            .map(|(r, fd)| (r, fd.try_clone_to_owned().expect("dup region fd")))
-            .collect();
+        let regions: Vec<(MemRegion, OwnedFd)> =
+            self.regions().into_iter().map(|(r, fd)| (r, fd.try_clone_to_owned().expect("dup region fd"))).collect();
         if self.protocol & PROTOCOL_F_CONFIGURE_MEM_SLOTS != 0 {
             let slots = self.get_u64(Request::GetMaxMemSlots)?;
             if slots < regions.len() as u64 {
@@ -489,7 +471,7 @@ impl VirtioUser {
     #[inline]
     fn tick(&mut self, pool: &mut PktPool) -> bool {
         self.tick = self.tick.wrapping_add(1);
-        if self.state != State::Up || self.tick % CONTROL_EVERY == 0 {
+        if self.state != State::Up || self.tick.is_multiple_of(CONTROL_EVERY) {
             self.control(pool);
         }
         self.state == State::Up
@@ -559,15 +541,7 @@ impl Port for VirtioUser {
             let id = q.free.pop().expect("counted");
             let hdr = pool.zero_header(&p, NET_HDR_LEN as u16);
             bytes += p.len() as u64;
-            q.ring.set_desc(
-                id,
-                Desc {
-                    addr: hdr,
-                    len: NET_HDR_LEN + p.len() as u32,
-                    flags: 0,
-                    next: 0,
-                },
-            );
+            q.ring.set_desc(id, Desc { addr: hdr, len: NET_HDR_LEN + p.len() as u32, flags: 0, next: 0 });
             q.ring.set_avail(q.avail_idx.wrapping_add(k as u16), id);
             q.slots[id as usize] = Some(p);
         }

@@ -39,8 +39,12 @@ fn main() -> Result<()> {
     wait_link(&mut ports, &mut pool, c, &stop)?;
     let mut burst = burst_vec();
     if a.prime > 0 {
-        let tpl = Template::new(64, parse_mac("02:00:00:00:00:99").expect("mac"), parse_mac("02:00:00:00:00:01").expect("mac"))
-            .map_err(anyhow::Error::msg)?;
+        let tpl = Template::new(
+            64,
+            parse_mac("02:00:00:00:00:99").expect("mac"),
+            parse_mac("02:00:00:00:00:01").expect("mac"),
+        )
+        .map_err(anyhow::Error::msg)?;
         let mut seq = 0u64;
         let primed_at = Instant::now();
         while seq < u64::from(a.prime) && primed_at.elapsed().as_secs() < 5 {
@@ -79,6 +83,9 @@ fn main() -> Result<()> {
         }
     }
     let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
-    report(c, &serde_json::json!({"role":"l2fwd","forwarded":fwd,"dropped":dropped,"secs":secs,"mpps":mpps(fwd, secs)}));
+    report(
+        c,
+        &serde_json::json!({"role":"l2fwd","forwarded":fwd,"dropped":dropped,"secs":secs,"mpps":mpps(fwd, secs)}),
+    );
     Ok(())
 }

@@ -46,8 +46,12 @@ fn main() -> Result<()> {
     if a.count == 0 {
         bail!("--count must be at least 1");
     }
-    let tpl = Template::new(a.size, parse_mac("02:00:00:00:00:02").expect("mac"), parse_mac("02:00:00:00:00:01").expect("mac"))
-        .map_err(|e| anyhow::anyhow!("--size: {e}"))?;
+    let tpl = Template::new(
+        a.size,
+        parse_mac("02:00:00:00:00:02").expect("mac"),
+        parse_mac("02:00:00:00:00:01").expect("mac"),
+    )
+    .map_err(|e| anyhow::anyhow!("--size: {e}"))?;
     pin(c.core)?;
     let stop = stop_flag();
     let mut pool = make_pool(c)?;
@@ -92,8 +96,11 @@ fn main() -> Result<()> {
         }
     }
     rtts.sort_unstable();
-    report(c, &serde_json::json!({"role":"ping","count":rtts.len(),"lost":lost,
+    report(
+        c,
+        &serde_json::json!({"role":"ping","count":rtts.len(),"lost":lost,
         "p50_us":percentile(&rtts, 0.5),"p99_us":percentile(&rtts, 0.99),"p999_us":percentile(&rtts, 0.999),
-        "max_us":rtts.last().map_or(0.0, |&x| x as f64 / 1000.0)}));
+        "max_us":rtts.last().map_or(0.0, |&x| x as f64 / 1000.0)}),
+    );
     Ok(())
 }

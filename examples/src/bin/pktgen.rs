@@ -41,8 +41,12 @@ fn main() -> Result<()> {
     init_logging();
     let a = Args::parse();
     let c = &a.common;
-    let tpl = Template::new(a.size, parse_mac(&a.dst_mac).map_err(anyhow::Error::msg)?, parse_mac(&a.src_mac).map_err(anyhow::Error::msg)?)
-        .map_err(|e| anyhow::anyhow!("--size: {e}"))?;
+    let tpl = Template::new(
+        a.size,
+        parse_mac(&a.dst_mac).map_err(anyhow::Error::msg)?,
+        parse_mac(&a.src_mac).map_err(anyhow::Error::msg)?,
+    )
+    .map_err(|e| anyhow::anyhow!("--size: {e}"))?;
     if a.rate < 0.0 {
         bail!("--rate {} must not be negative", a.rate);
     }
@@ -61,7 +65,7 @@ fn main() -> Result<()> {
     let mut loops: u32 = 0;
     while !stop.load(Ordering::Relaxed) && (a.count == 0 || sent < a.count) && meter.tick(sent) {
         loops = loops.wrapping_add(1);
-        if loops % 64 == 0 {
+        if loops.is_multiple_of(64) {
             // Drain anything that comes back so the peer never stalls on us.
             port.rx_burst(&mut pool, &mut rx);
             pool.free_all(&mut rx);
@@ -89,7 +93,10 @@ fn main() -> Result<()> {
     }
     pool.free_all(&mut burst);
     let secs = start.elapsed().as_secs_f64();
-    report(c, &serde_json::json!({"role":"pktgen","sent":sent,"secs":secs,"mpps":mpps(sent, secs),
-        "size":a.size,"port":a.port.to_string(),"counters":format!("{:?}", port.counters())}));
+    report(
+        c,
+        &serde_json::json!({"role":"pktgen","sent":sent,"secs":secs,"mpps":mpps(sent, secs),
+        "size":a.size,"port":a.port.to_string(),"counters":format!("{:?}", port.counters())}),
+    );
     Ok(())
 }

@@ -57,7 +57,7 @@ fn main() -> Result<()> {
         if n == 0 {
             idle(c);
             empty_loops += 1;
-            if a.idle_exit > 0.0 && first.is_some() && empty_loops % 4096 == 0 && last.elapsed() > idle_for {
+            if a.idle_exit > 0.0 && first.is_some() && empty_loops.is_multiple_of(4096) && last.elapsed() > idle_for {
                 break;
             }
             continue;
@@ -86,8 +86,11 @@ fn main() -> Result<()> {
     }
     // The rate counts from the first frame to the last one, not idle time around them.
     let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
-    report(c, &serde_json::json!({"role":"sink","received":received,"bad":bad,"foreign":foreign,
+    report(
+        c,
+        &serde_json::json!({"role":"sink","received":received,"bad":bad,"foreign":foreign,
         "lost":seqs.lost,"reordered":seqs.reordered,"next_seq":seqs.next,"secs":secs,"mpps":mpps(received, secs),
-        "port":a.port.to_string(),"counters":format!("{:?}", port.counters())}));
+        "port":a.port.to_string(),"counters":format!("{:?}", port.counters())}),
+    );
     Ok(())
 }

@@ -67,7 +67,17 @@ fn list(ctl: &std::path::Path) -> Result<Vec<PortInfo>> {
 fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
     println!(
         "{:<12} {:<6} {:<5} {:>12} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9} {:>6}",
-        "port", "bridge", "link", "rx pkts", "tx pkts", "rx Mpps", "tx Mpps", "drop full", "drop big", "filtered", "resets"
+        "port",
+        "bridge",
+        "link",
+        "rx pkts",
+        "tx pkts",
+        "rx Mpps",
+        "tx Mpps",
+        "drop full",
+        "drop big",
+        "filtered",
+        "resets"
     );
     for p in ports {
         let (rx_rate, tx_rate) = prev
@@ -98,12 +108,7 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
 fn main() -> Result<()> {
     let a = Args::parse();
     match a.cmd {
-        Cmd::AddPort {
-            name,
-            bridge,
-            socket,
-            client,
-        } => {
+        Cmd::AddPort { name, bridge, socket, client } => {
             let mode = if client { PortMode::Client } else { PortMode::Server };
             call(&a.ctl, &Request::AddPort { name: name.clone(), bridge, socket, mode })?;
             println!("port {name} added");

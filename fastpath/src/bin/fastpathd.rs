@@ -62,7 +62,8 @@ fn main() -> Result<()> {
         cfg.ports.push(parse_port_flag(p)?);
     }
     cfg.validate()?;
-    let listener = control::bind(&cfg.ctl_socket).with_context(|| format!("control socket {}", cfg.ctl_socket.display()))?;
+    let listener =
+        control::bind(&cfg.ctl_socket).with_context(|| format!("control socket {}", cfg.ctl_socket.display()))?;
     let mut sw = Switch::new(&cfg.bridges, cfg.mac_age_secs);
     for p in &cfg.ports {
         let port = SwitchPort::open(p.clone()).map_err(anyhow::Error::msg)?;

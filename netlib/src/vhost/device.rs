@@ -194,10 +194,7 @@ impl VhostDevice {
             Msg::SetVringBase(s) => {
                 let v = self.vring(s.index)?;
                 if s.num > u32::from(u16::MAX) {
-                    return Err(ProtocolFault::Ring {
-                        index: s.index,
-                        why: format!("base {} is past 65535", s.num),
-                    });
+                    return Err(ProtocolFault::Ring { index: s.index, why: format!("base {} is past 65535", s.num) });
                 }
                 v.base = s.num as u16;
                 v.queue = None;
@@ -214,10 +211,7 @@ impl VhostDevice {
                 let base = v.queue.take().map_or(v.base, |q| q.last_avail);
                 v.kicked = false;
                 v.base = base;
-                Reply::Payload(encode::state(crate::vhost_user::VringState {
-                    index: s.index,
-                    num: u32::from(base),
-                }))
+                Reply::Payload(encode::state(crate::vhost_user::VringState { index: s.index, num: u32::from(base) }))
             }
             Msg::SetVringKick { index, has_fd } => {
                 let v = self.vring(index)?;
@@ -253,11 +247,7 @@ impl VhostDevice {
 
     /// Drops the rings (which hold the old table), changes the table, restarts the rings.
     fn replace_mem(&mut self, f: impl FnOnce(&mut GuestMemory)) -> Result<(), ProtocolFault> {
-        let bases: Vec<Option<u16>> = self
-            .vrings
-            .iter_mut()
-            .map(|v| v.queue.take().map(|q| q.last_avail))
-            .collect();
+        let bases: Vec<Option<u16>> = self.vrings.iter_mut().map(|v| v.queue.take().map(|q| q.last_avail)).collect();
         for (v, b) in self.vrings.iter_mut().zip(&bases) {
             if let Some(b) = b {
                 v.base = *b;
@@ -265,8 +255,8 @@ impl VhostDevice {
         }
         let mem = Arc::get_mut(&mut self.mem).expect("rings dropped: table is unshared");
         f(mem);
-        for i in 0..NUM_VRINGS {
-            if bases[i].is_some() {
+        for (i, b) in bases.iter().enumerate() {
+            if b.is_some() {
                 self.try_start(i)?;
             }
         }
@@ -280,10 +270,8 @@ impl VhostDevice {
         if !v.kicked || !v.enabled || v.size == 0 || self.mem.is_empty() {
             return Ok(());
         }
-        let ring = DeviceRing::new(&self.mem, v.size, a.desc, a.avail, a.used).map_err(|e| ProtocolFault::Ring {
-            index: i as u32,
-            why: e.to_string(),
-        })?;
+        let ring = DeviceRing::new(&self.mem, v.size, a.desc, a.avail, a.used)
+            .map_err(|e| ProtocolFault::Ring { index: i as u32, why: e.to_string() })?;
         ring.set_used_flags(VRING_USED_F_NO_NOTIFY);
         v.queue = Some(DeviceQueue::new(ring, v.base));
         Ok(())
@@ -292,8 +280,5 @@ impl VhostDevice {
 
 fn map_region(mem: &mut GuestMemory, r: &MemRegion, fd: &OwnedFd) -> Result<(), ProtocolFault> {
     mem.add_region(fd.as_fd(), r.guest_phys_addr, r.userspace_addr, r.memory_size, r.mmap_offset)
-        .map_err(|e| ProtocolFault::BadRegion {
-            region: *r,
-            why: e.to_string(),
-        })
+        .map_err(|e| ProtocolFault::BadRegion { region: *r, why: e.to_string() })
 }

@@ -87,11 +87,7 @@ impl VhostBackend {
     pub fn open(path: &Path, mode: VhostMode) -> Result<Self, VhostError> {
         let listener = match mode {
             VhostMode::Listen => {
-                let err = |what, source| VhostError::Socket {
-                    path: path.to_path_buf(),
-                    what,
-                    source,
-                };
+                let err = |what, source| VhostError::Socket { path: path.to_path_buf(), what, source };
                 let _ = std::fs::remove_file(path);
                 let l = UnixListener::bind(path).map_err(|e| err("bind", e))?;
                 l.set_nonblocking(true).map_err(|e| err("set_nonblocking", e))?;
@@ -146,9 +142,10 @@ impl VhostBackend {
 
     /// Drops the connection after a fault, with one log line naming port and fault.
     pub fn fault(&mut self, f: &PortFault) {
-        match f {
-            PortFault::Conn(ConnError::Closed) => tracing::info!("{}: frontend disconnected", self.name),
-            _ => tracing::warn!("{}: {f}; closing the connection", self.name),
+        if let PortFault::Conn(ConnError::Closed) = f {
+            tracing::info!("{}: frontend disconnected", self.name);
+        } else {
+            tracing::warn!("{}: {f}; closing the connection", self.name);
         }
         self.last_fault = Some(f.to_string());
         self.counters.resets += 1;
@@ -192,9 +189,8 @@ impl VhostBackend {
                     let sent = match &res {
                         Ok(Reply::Payload(p)) => conn.send(h.request, FLAG_VERSION | FLAG_REPLY, p, &[]),
                         Ok(Reply::None) if ack => conn.send(h.request, FLAG_VERSION | FLAG_REPLY, &encode::u64(0), &[]),
-                        Ok(Reply::None) => Ok(()),
                         Err(_) if ack => conn.send(h.request, FLAG_VERSION | FLAG_REPLY, &encode::u64(1), &[]),
-                        Err(_) => Ok(()),
+                        Ok(Reply::None) | Err(_) => Ok(()),
                     };
                     if let Err(e) = res {
                         self.fault(&e.into());
@@ -221,7 +217,7 @@ impl VhostBackend {
     #[inline]
     pub fn poll(&mut self) -> bool {
         self.tick = self.tick.wrapping_add(1);
-        if !self.dev.ready() || self.tick % CONTROL_EVERY == 0 {
+        if !self.dev.ready() || self.tick.is_multiple_of(CONTROL_EVERY) {
             self.control();
         }
         self.dev.ready()
@@ -230,9 +226,7 @@ impl VhostBackend {
     /// Signals the frontend's call eventfd for vring `i` if it asked for interrupts.
     #[inline]
     fn notify(dev: &mut VhostDevice, i: usize) {
-        let wants = dev
-            .queue(i)
-            .is_some_and(|q| q.ring.avail_flags() & VRING_AVAIL_F_NO_INTERRUPT == 0);
+        let wants = dev.queue(i).is_some_and(|q| q.ring.avail_flags() & VRING_AVAIL_F_NO_INTERRUPT == 0);
         if wants {
             if let Some(fd) = dev.call_fd(i) {
                 let _ = nix::unistd::write(fd.as_fd(), &1u64.to_ne_bytes());
@@ -243,9 +237,7 @@ impl VhostBackend {
     fn dequeue(&mut self, pool: &mut PktPool, pkts: &mut Vec<Packet>) -> Result<usize, ChainFault> {
         let (mem, q) = self.dev.mem_and_queue(GUEST_TX);
         let Some(q) = q else { return Ok(0) };
-        let n = (q.available()? as usize)
-            .min(pkts.capacity() - pkts.len())
-            .min(pool.available());
+        let n = (q.available()? as usize).min(pkts.capacity() - pkts.len()).min(pool.available());
         if n == 0 {
             return Ok(0);
         }
@@ -300,16 +292,13 @@ impl VhostBackend {
             };
             taken += 1;
             let data = pool.data(p);
-            match write_chain(mem, &c, &RX_NET_HDR, data) {
-                Some(len) => {
-                    q.push_used(c.head, len);
-                    sent += 1;
-                    bytes += data.len() as u64;
-                }
-                None => {
-                    q.push_used(c.head, 0);
-                    self.counters.tx_dropped += 1;
-                }
+            if let Some(len) = write_chain(mem, &c, &RX_NET_HDR, data) {
+                q.push_used(c.head, len);
+                sent += 1;
+                bytes += data.len() as u64;
+            } else {
+                q.push_used(c.head, 0);
+                self.counters.tx_dropped += 1;
             }
         }
         q.publish();

@@ -94,12 +94,7 @@ pub struct Chain {
 impl Chain {
     /// A chain with no segments.
     pub fn empty(head: u16) -> Self {
-        Self {
-            head,
-            segs: [GuestSpan::default(); MAX_SEGS],
-            nsegs: 0,
-            total: 0,
-        }
+        Self { head, segs: [GuestSpan::default(); MAX_SEGS], nsegs: 0, total: 0 }
     }
 
     /// The segments.
@@ -123,11 +118,7 @@ pub struct DeviceQueue {
 impl DeviceQueue {
     /// A queue starting at `base`.
     pub fn new(ring: DeviceRing, base: u16) -> Self {
-        Self {
-            ring,
-            last_avail: base,
-            last_used: base,
-        }
+        Self { ring, last_avail: base, last_used: base }
     }
 
     /// How many chains are available (bounded by the ring size).
@@ -137,12 +128,7 @@ impl DeviceQueue {
         let ahead = avail.wrapping_sub(self.last_avail);
         let size = self.ring.size();
         if ahead > size {
-            return Err(ChainFault::AvailJump {
-                avail,
-                last: self.last_avail,
-                ahead,
-                size,
-            });
+            return Err(ChainFault::AvailJump { avail, last: self.last_avail, ahead, size });
         }
         Ok(ahead)
     }
@@ -158,18 +144,12 @@ impl DeviceQueue {
         let mut idx = head;
         let mut total: u64 = 0;
         for _ in 0..size {
-            let d = self
-                .ring
-                .desc(idx)
-                .ok_or(ChainFault::IndexOutOfRange { index: idx, size })?;
+            let d = self.ring.desc(idx).ok_or(ChainFault::IndexOutOfRange { index: idx, size })?;
             if d.flags & VRING_DESC_F_INDIRECT != 0 {
                 return Err(ChainFault::Indirect { index: idx });
             }
             if (d.flags & VRING_DESC_F_WRITE != 0) != writable {
-                return Err(ChainFault::WrongDirection {
-                    index: idx,
-                    flags: d.flags,
-                });
+                return Err(ChainFault::WrongDirection { index: idx, flags: d.flags });
             }
             if d.len > 0 {
                 let span = mem.translate(d.addr, d.len).ok_or(ChainFault::BadAddress {
@@ -294,9 +274,7 @@ pub fn copy_chain(
     if dst.nsegs == 1 && s0.len() >= src.total {
         // Common case: both sides one buffer.
         dst_mem.write(d0, 0, hdr).then_some(())?;
-        dst_mem
-            .copy_from(d0, hdr.len() as u32, src_mem, s0, skip, data_len)
-            .then_some(())?;
+        dst_mem.copy_from(d0, hdr.len() as u32, src_mem, s0, skip, data_len).then_some(())?;
         return Some(total);
     }
     // General case: header first, then segment by segment.

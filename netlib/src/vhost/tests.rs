@@ -38,12 +38,7 @@ fn rig() -> Rig {
     let mem = Arc::new(gm);
     let l = drv.layout();
     let ring = DeviceRing::new(&mem, u32::from(SIZE), l.desc, l.avail, l.used).unwrap();
-    Rig {
-        drv,
-        data,
-        q: DeviceQueue::new(ring, 0),
-        mem,
-    }
+    Rig { drv, data, q: DeviceQueue::new(ring, 0), mem }
 }
 
 impl Rig {
@@ -134,7 +129,7 @@ fn head_and_next_past_the_table() {
 
 #[test]
 fn avail_index_jumping_ahead() {
-    let mut r = rig();
+    let r = rig();
     r.drv.publish_avail(SIZE + 1);
     assert!(matches!(r.q.available(), Err(ChainFault::AvailJump { ahead: 9, .. })));
 }
@@ -194,21 +189,18 @@ fn drive(be: &mut VhostBackend, cond: impl Fn(&VhostBackend) -> bool) -> bool {
 }
 
 fn send_raw(s: &mut UnixStream, req: u32, payload: &[u8]) {
-    let h = Header {
-        request: req,
-        flags: FLAG_VERSION,
-        size: payload.len() as u32,
-    };
+    let h = Header { request: req, flags: FLAG_VERSION, size: payload.len() as u32 };
     s.write_all(&h.encode()).unwrap();
     s.write_all(payload).unwrap();
 }
 
 #[test]
 fn malformed_messages_reset_the_port_and_it_keeps_serving() {
+    type Case = (&'static str, Box<dyn Fn(&mut UnixStream)>);
     let path = tmp_sock("malformed");
     let mut be = VhostBackend::open(&path, VhostMode::Listen).unwrap();
     let f = std::fs::File::open("/dev/null").unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut UnixStream)>)> = vec![
+    let cases: Vec<Case> = vec![
         ("unknown request", Box::new(|s| send_raw(s, 999, &[]))),
         ("truncated vring addr", Box::new(|s| send_raw(s, Request::SetVringAddr as u32, &[0; 20]))),
         (
@@ -226,11 +218,50 @@ fn malformed_messages_reset_the_port_and_it_keeps_serving() {
                 );
             }),
         ),
-        ("oversized payload", Box::new(|s| s.write_all(&Header { request: 1, flags: 1, size: 1 << 20 }.encode()).unwrap())),
-        ("vring index 7", Box::new(|s| send_raw(s, Request::SetVringNum as u32, &encode::state(crate::vhost_user::VringState { index: 7, num: 256 })))),
-        ("ring size 0", Box::new(|s| send_raw(s, Request::SetVringNum as u32, &encode::state(crate::vhost_user::VringState { index: 0, num: 0 })))),
-        ("ring size 65536", Box::new(|s| send_raw(s, Request::SetVringNum as u32, &encode::state(crate::vhost_user::VringState { index: 0, num: 65536 })))),
-        ("ring size 3", Box::new(|s| send_raw(s, Request::SetVringNum as u32, &encode::state(crate::vhost_user::VringState { index: 1, num: 3 })))),
+        (
+            "oversized payload",
+            Box::new(|s| s.write_all(&Header { request: 1, flags: 1, size: 1 << 20 }.encode()).unwrap()),
+        ),
+        (
+            "vring index 7",
+            Box::new(|s| {
+                send_raw(
+                    s,
+                    Request::SetVringNum as u32,
+                    &encode::state(crate::vhost_user::VringState { index: 7, num: 256 }),
+                )
+            }),
+        ),
+        (
+            "ring size 0",
+            Box::new(|s| {
+                send_raw(
+                    s,
+                    Request::SetVringNum as u32,
+                    &encode::state(crate::vhost_user::VringState { index: 0, num: 0 }),
+                )
+            }),
+        ),
+        (
+            "ring size 65536",
+            Box::new(|s| {
+                send_raw(
+                    s,
+                    Request::SetVringNum as u32,
+                    &encode::state(crate::vhost_user::VringState { index: 0, num: 65536 }),
+                )
+            }),
+        ),
+        (
+            "ring size 3",
+            Box::new(|s| {
+                send_raw(
+                    s,
+                    Request::SetVringNum as u32,
+                    &encode::state(crate::vhost_user::VringState { index: 1, num: 3 }),
+                )
+            }),
+        ),
         ("truncated then closed", Box::new(|s| s.write_all(&[1, 0, 0]).unwrap())),
     ];
     let mut resets = 0;
@@ -256,18 +287,10 @@ fn malformed_messages_reset_the_port_and_it_keeps_serving() {
     assert!(drive(&mut be, |b| !b.connected()));
     assert!(be.last_fault().unwrap().contains("fds"), "{:?}", be.last_fault());
     // After all that, a real frontend still comes up.
-    let mut pool = crate::PktPool::new(&PoolOptions {
-        nbufs: 512,
-        hugedir: None,
-    })
-    .unwrap();
+    let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 512, hugedir: None }).unwrap();
     let p2 = path.clone();
     let t = std::thread::spawn(move || {
-        let mut pool = crate::PktPool::new(&PoolOptions {
-            nbufs: 512,
-            hugedir: None,
-        })
-        .unwrap();
+        let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 512, hugedir: None }).unwrap();
         VirtioUser::open(&p2, &mut pool, VirtioUserOptions::default()).map(|_| ())
     });
     assert!(drive(&mut be, |b| b.link() == LinkState::Up), "a good frontend after the bad ones");
@@ -283,14 +306,8 @@ fn mem_table_region_past_end_of_file_is_refused() {
     assert!(drive(&mut be, VhostBackend::connected));
     let r = Region::create(None, 4096).unwrap();
     let c = crate::vhost_user::Conn::new(s).unwrap();
-    let bad = MemRegion {
-        guest_phys_addr: 0x1000,
-        memory_size: 1 << 30,
-        userspace_addr: 0x1000,
-        mmap_offset: 0,
-    };
-    c.send(Request::SetMemTable as u32, FLAG_VERSION, &encode::mem_table(&[bad]), &[r.fd()])
-        .unwrap();
+    let bad = MemRegion { guest_phys_addr: 0x1000, memory_size: 1 << 30, userspace_addr: 0x1000, mmap_offset: 0 };
+    c.send(Request::SetMemTable as u32, FLAG_VERSION, &encode::mem_table(&[bad]), &[r.fd()]).unwrap();
     assert!(drive(&mut be, |b| !b.connected()));
     assert!(be.last_fault().unwrap().contains("memory region"), "{:?}", be.last_fault());
 }

@@ -61,11 +61,7 @@ impl Conn {
     /// Wraps a connected stream; it is put in non-blocking mode.
     pub fn new(stream: UnixStream) -> std::io::Result<Self> {
         stream.set_nonblocking(true)?;
-        Ok(Self {
-            stream,
-            buf: Vec::with_capacity(Header::LEN + MAX_PAYLOAD as usize),
-            fds: Vec::new(),
-        })
+        Ok(Self { stream, buf: Vec::with_capacity(Header::LEN + MAX_PAYLOAD as usize), fds: Vec::new() })
     }
 
     /// The socket's fd (for poll).
@@ -75,12 +71,7 @@ impl Conn {
 
     /// Sends one message with `fds` attached.
     pub fn send(&self, request: u32, flags: u32, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), ConnError> {
-        let h = Header {
-            request,
-            flags,
-            size: payload.len() as u32,
-        }
-        .encode();
+        let h = Header { request, flags, size: payload.len() as u32 }.encode();
         let iov = [IoSlice::new(&h), IoSlice::new(payload)];
         let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
         let cmsg = [ControlMessage::ScmRights(&raw)];
@@ -125,11 +116,7 @@ impl Conn {
                 let header = self.header();
                 let payload = self.buf[Header::LEN..].to_vec();
                 self.buf.clear();
-                return Ok(Some(RawMsg {
-                    header,
-                    payload,
-                    fds: std::mem::take(&mut self.fds),
-                }));
+                return Ok(Some(RawMsg { header, payload, fds: std::mem::take(&mut self.fds) }));
             }
             self.buf.resize(want, 0);
             let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
@@ -239,12 +226,7 @@ mod tests {
     fn partial_message_does_not_block() {
         let (mut a, b) = UnixStream::pair().unwrap();
         let mut b = Conn::new(b).unwrap();
-        let h = Header {
-            request: 1,
-            flags: 1,
-            size: 8,
-        }
-        .encode();
+        let h = Header { request: 1, flags: 1, size: 8 }.encode();
         a.write_all(&h[..5]).unwrap();
         assert!(b.try_recv().unwrap().is_none());
         a.write_all(&h[5..]).unwrap();
@@ -258,12 +240,7 @@ mod tests {
     fn oversized_and_closed() {
         let (mut a, b) = UnixStream::pair().unwrap();
         let mut b = Conn::new(b).unwrap();
-        let h = Header {
-            request: 1,
-            flags: 1,
-            size: MAX_PAYLOAD + 1,
-        }
-        .encode();
+        let h = Header { request: 1, flags: 1, size: MAX_PAYLOAD + 1 }.encode();
         a.write_all(&h).unwrap();
         assert!(matches!(b.try_recv(), Err(ConnError::TooLarge(_))));
         let (a, b) = UnixStream::pair().unwrap();

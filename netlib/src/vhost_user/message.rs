@@ -55,7 +55,12 @@ pub enum Request {
 impl Request {
     /// The request for a code, if we know it.
     pub fn from_code(c: u32) -> Option<Self> {
-        use Request::*;
+        use Request::{
+            AddMemReg, GetFeatures, GetMaxMemSlots, GetProtocolFeatures, GetQueueNum, GetStatus, GetVringBase,
+            NetSetMtu, RemMemReg, ResetOwner, SendRarp, SetFeatures, SetLogBase, SetLogFd, SetMemTable, SetOwner,
+            SetProtocolFeatures, SetStatus, SetVringAddr, SetVringBase, SetVringCall, SetVringEnable, SetVringErr,
+            SetVringKick, SetVringNum,
+        };
         Some(match c {
             1 => GetFeatures,
             2 => SetFeatures,
@@ -245,9 +250,18 @@ pub enum Msg {
     SetVringBase(VringState),
     GetVringBase(VringState),
     /// Index and whether an fd is attached.
-    SetVringKick { index: u32, has_fd: bool },
-    SetVringCall { index: u32, has_fd: bool },
-    SetVringErr { index: u32, has_fd: bool },
+    SetVringKick {
+        index: u32,
+        has_fd: bool,
+    },
+    SetVringCall {
+        index: u32,
+        has_fd: bool,
+    },
+    SetVringErr {
+        index: u32,
+        has_fd: bool,
+    },
     GetProtocolFeatures,
     SetProtocolFeatures(u64),
     GetQueueNum,
@@ -296,10 +310,7 @@ impl Msg {
         };
         let state = |req| -> Result<VringState, MsgError> {
             want_size(req, n, 8)?;
-            Ok(VringState {
-                index: le32(payload, 0),
-                num: le32(payload, 4),
-            })
+            Ok(VringState { index: le32(payload, 0), num: le32(payload, 4) })
         };
         let fd_msg = |req| -> Result<(u32, bool), MsgError> {
             let v = u64_payload(req)?;
@@ -367,9 +378,8 @@ impl Msg {
                     return Err(MsgError::BadSize { req, got: n, want: exact });
                 }
                 want_fds(req, nfds, count as usize)?;
-                let regions = (0..count as usize)
-                    .map(|i| MemRegion::decode(&payload[8 + i * MemRegion::LEN..]))
-                    .collect();
+                let regions =
+                    (0..count as usize).map(|i| MemRegion::decode(&payload[8 + i * MemRegion::LEN..])).collect();
                 Msg::SetMemTable(regions)
             }
             R::AddMemReg | R::RemMemReg => {
@@ -391,7 +401,14 @@ impl Msg {
         // Only these requests carry fds; any fd on another is a protocol error.
         let fd_ok = matches!(
             req,
-            R::SetMemTable | R::SetVringKick | R::SetVringCall | R::SetVringErr | R::AddMemReg | R::RemMemReg | R::SetLogBase | R::SetLogFd
+            R::SetMemTable
+                | R::SetVringKick
+                | R::SetVringCall
+                | R::SetVringErr
+                | R::AddMemReg
+                | R::RemMemReg
+                | R::SetLogBase
+                | R::SetLogFd
         );
         if !fd_ok && nfds != 0 {
             return Err(MsgError::BadFdCount { req, got: nfds, want: 0 });
@@ -450,31 +467,15 @@ mod tests {
     use super::*;
 
     fn h(req: Request, size: usize) -> Header {
-        Header {
-            request: req as u32,
-            flags: FLAG_VERSION,
-            size: size as u32,
-        }
+        Header { request: req as u32, flags: FLAG_VERSION, size: size as u32 }
     }
 
     #[test]
     fn roundtrips() {
-        let a = VringAddr {
-            index: 1,
-            flags: 0,
-            desc: 0x1000,
-            used: 0x3000,
-            avail: 0x2000,
-            log: 0,
-        };
+        let a = VringAddr { index: 1, flags: 0, desc: 0x1000, used: 0x3000, avail: 0x2000, log: 0 };
         let p = encode::addr(a);
         assert_eq!(Msg::decode(&h(Request::SetVringAddr, p.len()), &p, 0), Ok(Msg::SetVringAddr(a)));
-        let r = MemRegion {
-            guest_phys_addr: 1,
-            memory_size: 2,
-            userspace_addr: 3,
-            mmap_offset: 4,
-        };
+        let r = MemRegion { guest_phys_addr: 1, memory_size: 2, userspace_addr: 3, mmap_offset: 4 };
         let p = encode::mem_table(&[r, r]);
         assert_eq!(Msg::decode(&h(Request::SetMemTable, p.len()), &p, 2), Ok(Msg::SetMemTable(vec![r, r])));
         let hd = h(Request::GetFeatures, 0);
@@ -484,73 +485,30 @@ mod tests {
     #[test]
     fn refuses_bad_sizes_and_counts() {
         // truncated
-        assert!(matches!(
-            Msg::decode(&h(Request::SetVringAddr, 39), &[0; 39], 0),
-            Err(MsgError::BadSize { .. })
-        ));
+        assert!(matches!(Msg::decode(&h(Request::SetVringAddr, 39), &[0; 39], 0), Err(MsgError::BadSize { .. })));
         // u64 with 4 bytes
-        assert!(matches!(
-            Msg::decode(&h(Request::SetFeatures, 4), &[0; 4], 0),
-            Err(MsgError::BadSize { .. })
-        ));
+        assert!(matches!(Msg::decode(&h(Request::SetFeatures, 4), &[0; 4], 0), Err(MsgError::BadSize { .. })));
         // mem table: 9 regions
         let mut p = vec![0u8; 8 + 9 * 32];
         p[0] = 9;
-        assert_eq!(
-            Msg::decode(&h(Request::SetMemTable, p.len()), &p, 9),
-            Err(MsgError::BadRegionCount(9))
-        );
+        assert_eq!(Msg::decode(&h(Request::SetMemTable, p.len()), &p, 9), Err(MsgError::BadRegionCount(9)));
         // mem table: 2 regions, 1 fd
         let r = MemRegion::default();
         let p = encode::mem_table(&[r, r]);
-        assert!(matches!(
-            Msg::decode(&h(Request::SetMemTable, p.len()), &p, 1),
-            Err(MsgError::BadFdCount { .. })
-        ));
+        assert!(matches!(Msg::decode(&h(Request::SetMemTable, p.len()), &p, 1), Err(MsgError::BadFdCount { .. })));
         // kick with NOFD but an fd attached
         let p = encode::u64(VRING_NOFD_MASK);
-        assert!(matches!(
-            Msg::decode(&h(Request::SetVringKick, 8), &p, 1),
-            Err(MsgError::BadFdCount { .. })
-        ));
+        assert!(matches!(Msg::decode(&h(Request::SetVringKick, 8), &p, 1), Err(MsgError::BadFdCount { .. })));
         // kick with an fd expected, none attached
         let p = encode::u64(0);
-        assert!(matches!(
-            Msg::decode(&h(Request::SetVringKick, 8), &p, 0),
-            Err(MsgError::BadFdCount { .. })
-        ));
+        assert!(matches!(Msg::decode(&h(Request::SetVringKick, 8), &p, 0), Err(MsgError::BadFdCount { .. })));
         // an fd on a message that carries none
-        assert!(matches!(
-            Msg::decode(&h(Request::GetFeatures, 0), &[], 1),
-            Err(MsgError::BadFdCount { .. })
-        ));
+        assert!(matches!(Msg::decode(&h(Request::GetFeatures, 0), &[], 1), Err(MsgError::BadFdCount { .. })));
+        assert_eq!(Msg::decode(&h(Request::GetFeatures, 0), &[], 0).map(|_| ()), Ok(()));
         assert_eq!(
-            Msg::decode(&h(Request::GetFeatures, 0), &[], 0).map(|_| ()),
-            Ok(())
-        );
-        assert_eq!(
-            Msg::decode(
-                &Header {
-                    request: 999,
-                    flags: 1,
-                    size: 0
-                },
-                &[],
-                0
-            ),
+            Msg::decode(&Header { request: 999, flags: 1, size: 0 }, &[], 0),
             Err(MsgError::UnknownRequest(999))
         );
-        assert!(matches!(
-            Msg::decode(
-                &Header {
-                    request: 1,
-                    flags: 0,
-                    size: 0
-                },
-                &[],
-                0
-            ),
-            Err(MsgError::BadVersion(0))
-        ));
+        assert!(matches!(Msg::decode(&Header { request: 1, flags: 0, size: 0 }, &[], 0), Err(MsgError::BadVersion(0))));
     }
 }
