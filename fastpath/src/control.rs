@@ -29,6 +29,12 @@ pub enum Request {
         /// Who listens (default: the switch).
         #[serde(default = "server")]
         mode: PortMode,
+        /// Give the socket file to this uid (so a non-root container can connect).
+        #[serde(default)]
+        uid: Option<u32>,
+        /// ... and this gid.
+        #[serde(default)]
+        gid: Option<u32>,
     },
     /// Remove a port.
     DelPort {
@@ -76,7 +82,7 @@ const WORKER_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn execute(req: Request, worker: &Sender<Command>) -> Response {
     let gone = || Response::err("the switch worker is not running");
     match req {
-        Request::AddPort { name, bridge, socket, mode } => {
+        Request::AddPort { name, bridge, socket, mode, uid, gid } => {
             let cfg = PortConfig { name, bridge, socket, mode };
             // Refuse before touching the filesystem, then bind, then add.
             let (tx, rx) = channel();
@@ -88,10 +94,18 @@ pub fn execute(req: Request, worker: &Sender<Command>) -> Response {
                 Ok(Err(e)) => return Response::err(e),
                 Err(_) => return gone(),
             }
+            let sock = cfg.socket.clone();
             let port = match SwitchPort::open(cfg) {
                 Ok(p) => p,
                 Err(e) => return Response::err(e),
             };
+            if mode == PortMode::Server && (uid.is_some() || gid.is_some()) {
+                let r =
+                    nix::unistd::chown(&sock, uid.map(nix::unistd::Uid::from_raw), gid.map(nix::unistd::Gid::from_raw));
+                if let Err(e) = r {
+                    return Response::err(format!("chown {} to {uid:?}:{gid:?}: {e}", sock.display()));
+                }
+            }
             let (tx, rx) = channel();
             if worker.send(Command::Add(Box::new(port), tx)).is_err() {
                 return gone();
@@ -227,7 +241,14 @@ mod tests {
         let r: Request = serde_json::from_str(r#"{"cmd":"add-port","name":"a","bridge":"br0","socket":"/x"}"#).unwrap();
         assert_eq!(
             r,
-            Request::AddPort { name: "a".into(), bridge: "br0".into(), socket: "/x".into(), mode: PortMode::Server }
+            Request::AddPort {
+                name: "a".into(),
+                bridge: "br0".into(),
+                socket: "/x".into(),
+                mode: PortMode::Server,
+                uid: None,
+                gid: None
+            }
         );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
         assert_eq!(serde_json::to_string(&Request::List).unwrap(), r#"{"cmd":"list"}"#);

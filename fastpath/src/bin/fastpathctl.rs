@@ -38,6 +38,12 @@ enum Cmd {
         /// The switch connects to a listening container instead of listening.
         #[arg(long)]
         client: bool,
+        /// Owner uid of the socket file (a non-root container must own it to connect).
+        #[arg(long)]
+        uid: Option<u32>,
+        /// Owner gid of the socket file.
+        #[arg(long)]
+        gid: Option<u32>,
     },
     /// Remove a port.
     DelPort {
@@ -108,9 +114,9 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
 fn main() -> Result<()> {
     let a = Args::parse();
     match a.cmd {
-        Cmd::AddPort { name, bridge, socket, client } => {
+        Cmd::AddPort { name, bridge, socket, client, uid, gid } => {
             let mode = if client { PortMode::Client } else { PortMode::Server };
-            call(&a.ctl, &Request::AddPort { name: name.clone(), bridge, socket, mode })?;
+            call(&a.ctl, &Request::AddPort { name: name.clone(), bridge, socket, mode, uid, gid })?;
             println!("port {name} added");
         }
         Cmd::DelPort { name } => {
