@@ -73,7 +73,7 @@ struct Bridge {
 }
 
 /// A popped packet waiting to be switched.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Pending {
     chain: Chain,
     dst: Mac,
@@ -86,6 +86,7 @@ pub struct Switch {
     ports: Vec<Option<SwitchPort>>,
     bridges: Vec<Bridge>,
     now: u32,
+    pending: Vec<Pending>,
 }
 
 /// Port information for `list`.
@@ -119,6 +120,7 @@ impl Switch {
                 })
                 .collect(),
             now: 1,
+            pending: vec![Pending { chain: Chain::empty(0), dst: [0; 6], ok: false }; BURST],
         }
     }
 
@@ -221,7 +223,14 @@ impl Switch {
     }
 
     fn poll_port(&mut self, s: usize) -> usize {
-        let mut pending = [Pending { chain: Chain::empty(0), dst: [0; 6], ok: false }; BURST];
+        // The burst buffer lives in the switch: no per-pass initialisation.
+        let mut pending = std::mem::take(&mut self.pending);
+        let n = self.poll_port_with(s, &mut pending);
+        self.pending = pending;
+        n
+    }
+
+    fn poll_port_with(&mut self, s: usize, pending: &mut [Pending]) -> usize {
         let sp = self.ports[s].as_mut().expect("caller checked");
         if !sp.backend.poll() {
             return 0;
@@ -233,6 +242,7 @@ impl Switch {
             let (mem, q) = dev.mem_and_queue(GUEST_TX);
             let q = q.expect("ready");
             let n = match q.available() {
+                Ok(0) => return 0,
                 Ok(n) => (n as usize).min(BURST),
                 Err(f) => {
                     sp.backend.fault(&f.into());

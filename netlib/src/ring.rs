@@ -143,11 +143,16 @@ impl DriverRing {
     }
 
     /// Puts `head` in avail slot `idx` (masked). Not visible until [`Self::publish_avail`].
+    /// Skips the store when the slot already holds `head`, so a ring used in order
+    /// never dirties its avail entries.
     #[inline(always)]
     pub fn set_avail(&self, idx: u16, head: u16) {
         let a = self.layout.avail + 4 + 2 * (idx & self.mask) as u64;
         // SAFETY: slot inside our region, 2-aligned.
-        unsafe { atomic_u16(a) }.store(head, Ordering::Relaxed);
+        let slot = unsafe { atomic_u16(a) };
+        if slot.load(Ordering::Relaxed) != head {
+            slot.store(head, Ordering::Relaxed);
+        }
     }
 
     /// Publishes the avail index with release.

@@ -2,6 +2,7 @@
 // with a backend, and the driver side of the two split virtqueues.
 //! virtio-user: a vhost-user frontend and the driver side of a virtio-net device.
 
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -80,8 +81,10 @@ pub enum VirtioUserError {
 #[derive(Debug)]
 struct DriverQueue {
     ring: DriverRing,
-    /// Free descriptor ids.
-    free: Vec<u16>,
+    /// Free descriptor ids, oldest first: with a backend that completes in order,
+    /// ids cycle in avail order, so avail ring entries never change (no cache-line
+    /// ping-pong on them).
+    free: VecDeque<u16>,
     /// Packet behind each descriptor id in flight.
     slots: Vec<Option<Packet>>,
     avail_idx: u16,
@@ -100,7 +103,7 @@ impl DriverQueue {
             };
         Ok(Self {
             ring,
-            free: (0..size).rev().collect(),
+            free: (0..size).collect(),
             slots: (0..size).map(|_| None).collect(),
             avail_idx: 0,
             last_used: 0,
@@ -117,7 +120,7 @@ impl DriverQueue {
             }
         }
         self.free.clear();
-        self.free.extend((0..self.ring.size()).rev());
+        self.free.extend(0..self.ring.size());
         self.avail_idx = 0;
         self.last_used = 0;
         self.ring.reset();
@@ -423,9 +426,9 @@ impl VirtioUser {
     fn refill_rx(&mut self, pool: &mut PktPool) {
         let q = &mut self.rxq;
         let mut n = 0u16;
-        while let Some(&id) = q.free.last() {
+        while let Some(&id) = q.free.front() {
             let Some(p) = pool.alloc() else { break };
-            q.free.pop();
+            q.free.pop_front();
             q.ring.set_desc(
                 id,
                 Desc {
@@ -460,7 +463,7 @@ impl VirtioUser {
             match q.slots.get_mut(id as usize).and_then(Option::take) {
                 Some(p) => {
                     pool.free(p);
-                    q.free.push(id as u16);
+                    q.free.push_back(id as u16);
                 }
                 None => return Err(format!("tx used id {id} is not in flight")),
             }
@@ -502,7 +505,7 @@ impl Port for VirtioUser {
                 fault = Some(format!("rx used id {id} is not in flight"));
                 break;
             };
-            q.free.push(id as u16);
+            q.free.push_back(id as u16);
             let data_len = len.wrapping_sub(NET_HDR_LEN);
             if len < NET_HDR_LEN || data_len > u32::from(DATA_ROOM) {
                 self.counters.rx_errors += 1;
@@ -538,7 +541,7 @@ impl Port for VirtioUser {
         let n = pkts.len().min(q.free.len());
         let mut bytes = 0u64;
         for (k, p) in pkts.drain(..n).enumerate() {
-            let id = q.free.pop().expect("counted");
+            let id = q.free.pop_front().expect("counted");
             let hdr = pool.zero_header(&p, NET_HDR_LEN as u16);
             bytes += p.len() as u64;
             q.ring.set_desc(id, Desc { addr: hdr, len: NET_HDR_LEN + p.len() as u32, flags: 0, next: 0 });
