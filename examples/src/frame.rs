@@ -72,6 +72,15 @@ impl Template {
     #[inline]
     pub fn write(&self, out: &mut [u8], seq: u64) {
         out.copy_from_slice(&self.bytes);
+        self.write_header(out, seq);
+    }
+
+    /// Writes only the headers, sequence and checksum: for a buffer that already
+    /// holds this template's payload (a generator reusing its own buffers, which
+    /// nobody else writes), as DPDK's txonly does.
+    #[inline]
+    pub fn write_header(&self, out: &mut [u8], seq: u64) {
+        out[..SEQ_OFF].copy_from_slice(&self.bytes[..SEQ_OFF]);
         let s = seq.to_le_bytes();
         out[SEQ_OFF..SEQ_OFF + 8].copy_from_slice(&s);
         let c = self.base_sum.wrapping_add(sum(&s));

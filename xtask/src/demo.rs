@@ -28,10 +28,7 @@ pub fn run(ws: &Workspace, args: &DemoArgs) -> Result<()> {
     let bins = ws.release_dir();
     for b in ["fastpathd", "sink", "pktgen"] {
         if !bins.join(b).is_file() {
-            bail!(
-                "{} is missing (not written yet, or the build failed)",
-                bins.join(b).display()
-            );
+            bail!("{} is missing (not written yet, or the build failed)", bins.join(b).display());
         }
     }
     let mut sb = Sandbox::new("demo")?;

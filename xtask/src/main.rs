@@ -19,11 +19,7 @@ use crate::workspace::Workspace;
 
 /// Developer tasks for the fastpath workspace.
 #[derive(Parser)]
-#[command(
-    name = "cargo xtask",
-    bin_name = "cargo xtask",
-    about = "Developer tasks for fastpath"
-)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Developer tasks for fastpath")]
 struct Cli {
     /// The task to run.
     #[command(subcommand)]

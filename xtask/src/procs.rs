@@ -50,15 +50,10 @@ extern "C" fn on_interrupt(_signal: libc::c_int) {
 /// Makes SIGINT, SIGTERM and SIGHUP set the interrupt flag instead of killing us, so that
 /// waits return [`Interrupted`] and the drop guards clean up. A third signal exits at once.
 pub fn install_interrupt_handler() -> Result<()> {
-    let action = SigAction::new(
-        SigHandler::Handler(on_interrupt),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
+    let action = SigAction::new(SigHandler::Handler(on_interrupt), SaFlags::SA_RESTART, SigSet::empty());
     for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         // SAFETY: the handler only updates an atomic and may call _exit, both async-signal-safe.
-        unsafe { sigaction(signal, &action) }
-            .with_context(|| format!("installing the {signal} handler"))?;
+        unsafe { sigaction(signal, &action) }.with_context(|| format!("installing the {signal} handler"))?;
     }
     Ok(())
 }
@@ -200,10 +195,7 @@ impl Spawn {
                 Ok(())
             });
         }
-        let mut child = self
-            .cmd
-            .spawn()
-            .with_context(|| format!("starting {line}"))?;
+        let mut child = self.cmd.spawn().with_context(|| format!("starting {line}"))?;
         let pid = Pid::from_raw(child.id() as i32);
         let out = Output::default();
         let err = Output::default();
@@ -214,15 +206,7 @@ impl Spawn {
         if let (Stream::Capture(echo), Some(pipe)) = (self.stderr, child.stderr.take()) {
             readers.push(read_lines(pipe, err.clone(), echo, false, &self.name));
         }
-        Ok(Proc {
-            name: self.name,
-            child,
-            pid,
-            status: None,
-            out,
-            err,
-            readers,
-        })
+        Ok(Proc { name: self.name, child, pid, status: None, out, err, readers })
     }
 }
 
@@ -289,9 +273,7 @@ fn read_lines(
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
-            let line = String::from_utf8_lossy(&buf)
-                .trim_end_matches(['\n', '\r'])
-                .to_string();
+            let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
             match echo {
                 Echo::Off => {}
                 Echo::Plain if is_stdout => {
@@ -379,12 +361,7 @@ impl Proc {
         match self.wait_timeout(timeout)? {
             Some(s) if s.success() => Ok(()),
             Some(_) => bail!("{}", self.failure()),
-            None => bail!(
-                "{} did not finish within {} s{}",
-                self.name,
-                timeout.as_secs(),
-                self.stderr_excerpt()
-            ),
+            None => bail!("{} did not finish within {} s{}", self.name, timeout.as_secs(), self.stderr_excerpt()),
         }
     }
 
@@ -442,10 +419,7 @@ impl Proc {
 
     /// "NAME exited with STATUS; last stderr lines: ..." for a child that failed.
     pub fn failure(&self) -> String {
-        let status = self.status.map_or_else(
-            || "is still running".to_string(),
-            |s| format!("exited ({s})"),
-        );
+        let status = self.status.map_or_else(|| "is still running".to_string(), |s| format!("exited ({s})"));
         format!("{} {status}{}", self.name, self.stderr_excerpt())
     }
 }
@@ -460,7 +434,6 @@ impl Drop for Proc {
 pub fn run(spawn: Spawn, timeout: Duration) -> Result<Proc> {
     let line = spawn.display();
     let mut p = spawn.spawn()?;
-    p.wait_success(timeout)
-        .with_context(|| format!("running {line}"))?;
+    p.wait_success(timeout).with_context(|| format!("running {line}"))?;
     Ok(p)
 }

@@ -31,8 +31,7 @@ impl TempDir {
     /// Creates `<tmp>/fastpath-<tag>.XXXXXX`.
     pub fn new(tag: &str) -> Result<Self> {
         let template = std::env::temp_dir().join(format!("fastpath-{tag}.XXXXXX"));
-        let path = nix::unistd::mkdtemp(&template)
-            .with_context(|| format!("creating {}", template.display()))?;
+        let path = nix::unistd::mkdtemp(&template).with_context(|| format!("creating {}", template.display()))?;
         Ok(Self { path })
     }
 
@@ -60,9 +59,7 @@ pub fn remove_prefix_files(prefix: &str) -> usize {
     let stem = format!("{prefix}map_");
     if let Ok(entries) = fs::read_dir(HUGEPAGES) {
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&stem)
-                && fs::remove_file(e.path()).is_ok()
-            {
+            if e.file_name().to_string_lossy().starts_with(&stem) && fs::remove_file(e.path()).is_ok() {
                 removed += 1;
             }
         }
@@ -81,12 +78,7 @@ fn dpdk_paths_in_use() -> HashSet<String> {
     };
     for p in procs.flatten() {
         let dir = p.path();
-        if !p
-            .file_name()
-            .to_string_lossy()
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-        {
+        if !p.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
         if let Ok(maps) = fs::read_to_string(dir.join("maps")) {
@@ -126,10 +118,7 @@ pub struct Sweep {
 pub fn sweep_stale_dpdk_files() -> Sweep {
     let used = dpdk_paths_in_use();
     let busy = |prefix: &str| {
-        used.iter().any(|p| {
-            p.contains(&format!("/hugepages/{prefix}map_"))
-                || p.contains(&format!("/dpdk/{prefix}/"))
-        })
+        used.iter().any(|p| p.contains(&format!("/hugepages/{prefix}map_")) || p.contains(&format!("/dpdk/{prefix}/")))
     };
     let mut prefixes = HashSet::new();
     if let Ok(entries) = fs::read_dir(HUGEPAGES) {
@@ -150,10 +139,7 @@ pub fn sweep_stale_dpdk_files() -> Sweep {
             }
         }
     }
-    let mut sweep = Sweep {
-        removed: 0,
-        in_use: 0,
-    };
+    let mut sweep = Sweep { removed: 0, in_use: 0 };
     for prefix in prefixes {
         if busy(&prefix) {
             sweep.in_use += 1;
@@ -180,11 +166,7 @@ pub struct Sandbox {
 impl Sandbox {
     /// A sandbox with a new temporary directory named after `tag`.
     pub fn new(tag: &str) -> Result<Self> {
-        Ok(Self {
-            procs: Vec::new(),
-            prefixes: Vec::new(),
-            dir: TempDir::new(tag)?,
-        })
+        Ok(Self { procs: Vec::new(), prefixes: Vec::new(), dir: TempDir::new(tag)? })
     }
 
     /// The sandbox directory.
@@ -231,14 +213,9 @@ impl Sandbox {
         let end = Instant::now() + timeout;
         while !path.exists() {
             check_interrupt()?;
-            self.check_alive()
-                .with_context(|| format!("while waiting for {}", path.display()))?;
+            self.check_alive().with_context(|| format!("while waiting for {}", path.display()))?;
             if Instant::now() >= end {
-                bail!(
-                    "{} did not appear within {} s",
-                    path.display(),
-                    timeout.as_secs()
-                );
+                bail!("{} did not appear within {} s", path.display(), timeout.as_secs());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -265,11 +242,7 @@ impl Sandbox {
             }
             check_interrupt()?;
             if Instant::now() >= end {
-                bail!(
-                    "{} still running after {} s",
-                    running.join(", "),
-                    timeout.as_secs()
-                );
+                bail!("{} still running after {} s", running.join(", "), timeout.as_secs());
             }
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -12,16 +12,8 @@ use crate::procs::{self, Spawn, Stream};
 use crate::scratch::{self, HUGEPAGES};
 
 /// Debian packages the tests and benchmarks use.
-const PACKAGES: &[&str] = &[
-    "dpdk-dev",
-    "openvswitch-switch-dpdk",
-    "runc",
-    "crun",
-    "podman",
-    "busybox-static",
-    "linux-perf",
-    "iproute2",
-];
+const PACKAGES: &[&str] =
+    &["dpdk-dev", "openvswitch-switch-dpdk", "runc", "crun", "podman", "busybox-static", "linux-perf", "iproute2"];
 
 /// How many 2 MB hugepages we want reserved.
 const WANT_HUGEPAGES: u64 = 1024;
@@ -52,10 +44,7 @@ pub fn run() -> Result<()> {
     let sweep = scratch::sweep_stale_dpdk_files();
     say(
         "stale DPDK files (fp*)",
-        &format!(
-            "{} removed, {} prefixes in use by live processes",
-            sweep.removed, sweep.in_use
-        ),
+        &format!("{} removed, {} prefixes in use by live processes", sweep.removed, sweep.in_use),
     );
     Ok(())
 }
@@ -75,9 +64,7 @@ fn check_only() -> Result<()> {
         ));
     }
     if !is_mountpoint(HUGEPAGES)? {
-        missing.push(format!(
-            "hugetlbfs at {HUGEPAGES} (mount -t hugetlbfs none {HUGEPAGES})"
-        ));
+        missing.push(format!("hugetlbfs at {HUGEPAGES} (mount -t hugetlbfs none {HUGEPAGES})"));
     }
     if hybrid_hugetlb_unbound() {
         missing.push(format!(
@@ -102,8 +89,7 @@ fn installed(pkg: &str) -> Result<bool> {
         .stderr(std::process::Stdio::null())
         .output()
         .context("running dpkg-query (is this a Debian system?)")?;
-    Ok(out.status.success()
-        && String::from_utf8_lossy(&out.stdout).trim() == "install ok installed")
+    Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "install ok installed")
 }
 
 fn install_packages() -> Result<()> {
@@ -129,7 +115,8 @@ fn install_packages() -> Result<()> {
     };
     apt(&["update"])?;
     say("apt-get update", "done");
-    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    // With recommends, as on the project machines (podman wants catatonit, slirp4netns, ...).
+    let mut args = vec!["install", "-y"];
     args.extend(&missing);
     apt(&args)?;
     for p in missing {
@@ -149,10 +136,8 @@ fn hugepages_2m() -> Result<u64> {
 
 /// Whether the default hugepage size (the one /proc/sys/vm/nr_hugepages sets) is 2 MB.
 fn default_hugepage_is_2m() -> bool {
-    fs::read_to_string("/proc/meminfo").is_ok_and(|m| {
-        m.lines()
-            .any(|l| l.starts_with("Hugepagesize:") && l.split_whitespace().nth(1) == Some("2048"))
-    })
+    fs::read_to_string("/proc/meminfo")
+        .is_ok_and(|m| m.lines().any(|l| l.starts_with("Hugepagesize:") && l.split_whitespace().nth(1) == Some("2048")))
 }
 
 fn reserve_hugepages() -> Result<()> {
@@ -161,11 +146,7 @@ fn reserve_hugepages() -> Result<()> {
         say("2 MB hugepages", &format!("{have} reserved (already)"));
         return Ok(());
     }
-    let knob = if default_hugepage_is_2m() {
-        "/proc/sys/vm/nr_hugepages"
-    } else {
-        NR_2M
-    };
+    let knob = if default_hugepage_is_2m() { "/proc/sys/vm/nr_hugepages" } else { NR_2M };
     fs::write(knob, format!("{WANT_HUGEPAGES}\n")).with_context(|| format!("writing {knob}"))?;
     let now = hugepages_2m()?;
     if now >= WANT_HUGEPAGES {
@@ -188,11 +169,8 @@ fn reserve_hugepages() -> Result<()> {
 
 /// Whether `path` is a mount point, from /proc/self/mountinfo.
 fn is_mountpoint(path: &str) -> Result<bool> {
-    let info =
-        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    Ok(info
-        .lines()
-        .any(|l| l.split_whitespace().nth(4) == Some(path)))
+    let info = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    Ok(info.lines().any(|l| l.split_whitespace().nth(4) == Some(path)))
 }
 
 fn mount_hugetlbfs() -> Result<()> {
@@ -201,14 +179,8 @@ fn mount_hugetlbfs() -> Result<()> {
         return Ok(());
     }
     fs::create_dir_all(HUGEPAGES).with_context(|| format!("creating {HUGEPAGES}"))?;
-    mount(
-        Some("none"),
-        HUGEPAGES,
-        Some("hugetlbfs"),
-        MsFlags::empty(),
-        None::<&str>,
-    )
-    .with_context(|| format!("mount -t hugetlbfs none {HUGEPAGES}"))?;
+    mount(Some("none"), HUGEPAGES, Some("hugetlbfs"), MsFlags::empty(), None::<&str>)
+        .with_context(|| format!("mount -t hugetlbfs none {HUGEPAGES}"))?;
     say("hugetlbfs", &format!("mounted at {HUGEPAGES} (now)"));
     Ok(())
 }
@@ -216,44 +188,25 @@ fn mount_hugetlbfs() -> Result<()> {
 /// On a hybrid host, whether hugetlb is still listed by cgroup2 (bound to no v1 hierarchy),
 /// which makes crun refuse to run.
 fn hybrid_hugetlb_unbound() -> bool {
-    fs::read_to_string(UNIFIED_CONTROLLERS)
-        .is_ok_and(|c| c.split_whitespace().any(|w| w == "hugetlb"))
+    fs::read_to_string(UNIFIED_CONTROLLERS).is_ok_and(|c| c.split_whitespace().any(|w| w == "hugetlb"))
 }
 
 fn bind_hugetlb_cgroup() -> Result<()> {
     if is_mountpoint(HUGETLB_CGROUP)? {
-        say(
-            "hugetlb cgroup (crun fix)",
-            &format!("bound at {HUGETLB_CGROUP} (already)"),
-        );
+        say("hugetlb cgroup (crun fix)", &format!("bound at {HUGETLB_CGROUP} (already)"));
         return Ok(());
     }
     if !Path::new(UNIFIED_CONTROLLERS).exists() {
-        say(
-            "hugetlb cgroup (crun fix)",
-            "not needed (not a hybrid cgroup host)",
-        );
+        say("hugetlb cgroup (crun fix)", "not needed (not a hybrid cgroup host)");
         return Ok(());
     }
     if !hybrid_hugetlb_unbound() {
-        say(
-            "hugetlb cgroup (crun fix)",
-            "not needed (hugetlb not on cgroup2)",
-        );
+        say("hugetlb cgroup (crun fix)", "not needed (hugetlb not on cgroup2)");
         return Ok(());
     }
     fs::create_dir_all(HUGETLB_CGROUP).with_context(|| format!("creating {HUGETLB_CGROUP}"))?;
-    mount(
-        Some("cgroup"),
-        HUGETLB_CGROUP,
-        Some("cgroup"),
-        MsFlags::empty(),
-        Some("hugetlb"),
-    )
-    .with_context(|| format!("mount -t cgroup -o hugetlb cgroup {HUGETLB_CGROUP}"))?;
-    say(
-        "hugetlb cgroup (crun fix)",
-        &format!("bound to v1 at {HUGETLB_CGROUP} (now)"),
-    );
+    mount(Some("cgroup"), HUGETLB_CGROUP, Some("cgroup"), MsFlags::empty(), Some("hugetlb"))
+        .with_context(|| format!("mount -t cgroup -o hugetlb cgroup {HUGETLB_CGROUP}"))?;
+    say("hugetlb cgroup (crun fix)", &format!("bound to v1 at {HUGETLB_CGROUP} (now)"));
     Ok(())
 }

@@ -47,10 +47,7 @@ impl Tally {
                     _ => {}
                 }
             }
-        } else if let Some(name) = line
-            .strip_prefix("test ")
-            .and_then(|l| l.strip_suffix(" ... FAILED"))
-        {
+        } else if let Some(name) = line.strip_prefix("test ").and_then(|l| l.strip_suffix(" ... FAILED")) {
             self.failing.push(name.to_string());
         }
     }
@@ -69,24 +66,13 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<()> {
 
     let bin_dir = ws.release_dir();
     // --no-fail-fast: run every test binary, so that the summary lists every failure.
-    let mut test_args = vec![
-        "test".to_string(),
-        "--release".to_string(),
-        "--no-fail-fast".to_string(),
-    ];
-    let picks_packages = args
-        .cargo_args
-        .iter()
-        .any(|a| a == "-p" || a.starts_with("--package"));
+    let mut test_args = vec!["test".to_string(), "--release".to_string(), "--no-fail-fast".to_string()];
+    let picks_packages = args.cargo_args.iter().any(|a| a == "-p" || a.starts_with("--package"));
     if !picks_packages {
         test_args.push("--workspace".to_string());
     }
     test_args.extend(args.cargo_args.iter().cloned());
-    eprintln!(
-        "xtask: FASTPATH_BIN_DIR={} FASTPATH_REQUIRE_PEERS=1 cargo {}",
-        bin_dir.display(),
-        test_args.join(" ")
-    );
+    eprintln!("xtask: FASTPATH_BIN_DIR={} FASTPATH_REQUIRE_PEERS=1 cargo {}", bin_dir.display(), test_args.join(" "));
     let refs: Vec<&str> = test_args.iter().map(String::as_str).collect();
     let t = Instant::now();
     let mut tests = ws

@@ -22,13 +22,8 @@ impl Workspace {
     pub fn locate() -> Self {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         let root = manifest.parent().unwrap_or(manifest).to_path_buf();
-        let target =
-            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-        let target = if target.is_absolute() {
-            target
-        } else {
-            root.join(target)
-        };
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        let target = if target.is_absolute() { target } else { root.join(target) };
         Self { root, target }
     }
 
@@ -40,11 +35,7 @@ impl Workspace {
     /// A `cargo` command run in the workspace root, its output passed through.
     pub fn cargo(&self, args: &[&str]) -> Spawn {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-        Spawn::new("cargo", cargo)
-            .args(args)
-            .current_dir(&self.root)
-            .stdout(Stream::Inherit)
-            .stderr(Stream::Inherit)
+        Spawn::new("cargo", cargo).args(args).current_dir(&self.root).stdout(Stream::Inherit).stderr(Stream::Inherit)
     }
 
     /// Runs `cargo build --release --workspace` plus `extra`, failing if the build fails.

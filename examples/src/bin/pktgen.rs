@@ -59,6 +59,9 @@ fn main() -> Result<()> {
     let mut burst = burst_vec();
     let mut rx = burst_vec();
     let mut seq: u64 = 0;
+    // Buffers that already hold the template's payload: only the headers change.
+    let mut filled = vec![false; pool.capacity() as usize];
+    let mut last_resets = port.counters().resets;
     let mut sent: u64 = 0;
     let mut meter = Meter::new("pktgen", c);
     let start = Instant::now();
@@ -68,7 +71,16 @@ fn main() -> Result<()> {
         if loops.is_multiple_of(64) {
             // Drain anything that comes back so the peer never stalls on us.
             port.rx_burst(&mut pool, &mut rx);
+            for p in &rx {
+                filled[p.index() as usize] = false;
+            }
             pool.free_all(&mut rx);
+            // After a reconnect, buffers that sat in the receive ring may hold anything.
+            let resets = port.counters().resets;
+            if resets != last_resets {
+                last_resets = resets;
+                filled.fill(false);
+            }
         }
         let mut want = burst.capacity() - burst.len();
         if a.count > 0 {
@@ -81,8 +93,13 @@ fn main() -> Result<()> {
         let before = burst.len();
         pool.alloc_bulk(&mut burst, want);
         for p in &mut burst[before..] {
+            let fresh = !std::mem::replace(&mut filled[p.index() as usize], true);
             let buf = pool.set_len(p, tpl.len());
-            tpl.write(buf, seq);
+            if fresh {
+                tpl.write(buf, seq);
+            } else {
+                tpl.write_header(buf, seq);
+            }
             seq += 1;
         }
         if burst.is_empty() {

@@ -78,76 +78,18 @@ pub struct Case {
 
 /// All cases, in the order they run.
 pub const CASES: &[Case] = &[
-    Case {
-        name: "v2h_64",
-        metrics: &[Metric {
-            name: "v2h_64",
-            unit: Unit::Mpps,
-        }],
-        kind: Kind::V2h(64),
-    },
-    Case {
-        name: "v2h_1518",
-        metrics: &[Metric {
-            name: "v2h_1518",
-            unit: Unit::Mpps,
-        }],
-        kind: Kind::V2h(1518),
-    },
-    Case {
-        name: "h2v_64",
-        metrics: &[Metric {
-            name: "h2v_64",
-            unit: Unit::Mpps,
-        }],
-        kind: Kind::H2v(64),
-    },
-    Case {
-        name: "h2v_1518",
-        metrics: &[Metric {
-            name: "h2v_1518",
-            unit: Unit::Mpps,
-        }],
-        kind: Kind::H2v(1518),
-    },
-    Case {
-        name: "twoway_64",
-        metrics: &[Metric {
-            name: "twoway_64",
-            unit: Unit::Mpps,
-        }],
-        kind: Kind::Twoway,
-    },
-    Case {
-        name: "switch_64",
-        metrics: &[Metric {
-            name: "switch_64",
-            unit: Unit::Mpps,
-        }],
-        kind: Kind::Switch,
-    },
+    Case { name: "v2h_64", metrics: &[Metric { name: "v2h_64", unit: Unit::Mpps }], kind: Kind::V2h(64) },
+    Case { name: "v2h_1518", metrics: &[Metric { name: "v2h_1518", unit: Unit::Mpps }], kind: Kind::V2h(1518) },
+    Case { name: "h2v_64", metrics: &[Metric { name: "h2v_64", unit: Unit::Mpps }], kind: Kind::H2v(64) },
+    Case { name: "h2v_1518", metrics: &[Metric { name: "h2v_1518", unit: Unit::Mpps }], kind: Kind::H2v(1518) },
+    Case { name: "twoway_64", metrics: &[Metric { name: "twoway_64", unit: Unit::Mpps }], kind: Kind::Twoway },
+    Case { name: "switch_64", metrics: &[Metric { name: "switch_64", unit: Unit::Mpps }], kind: Kind::Switch },
     Case {
         name: "rtt",
-        metrics: &[
-            Metric {
-                name: "rtt",
-                unit: Unit::Us,
-            },
-            Metric {
-                name: "rtt_p99",
-                unit: Unit::Us,
-            },
-        ],
+        metrics: &[Metric { name: "rtt", unit: Unit::Us }, Metric { name: "rtt_p99", unit: Unit::Us }],
         kind: Kind::Rtt,
     },
-    Case {
-        name: "start",
-        metrics: &[Metric {
-            name: "start",
-            unit: Unit::Ms,
-        }],
-        kind: Kind::Start,
-    },
+    Case { name: "start", metrics: &[Metric { name: "start", unit: Unit::Ms }], kind: Kind::Start },
 ];
 
 /// Packets in flight in the looping cases (ours: `--prime 256`).
@@ -198,18 +140,10 @@ fn ours_one_way(sb: &mut Sandbox, ctx: &Ctx, size: u32, to_vhost: bool) -> Resul
     let (secs, size) = (ctx.secs_arg(), size.to_string());
     let backend = port("vhost", &sock);
     let frontend = port("vu", &sock);
-    let (sink_port, sink_core, gen_port, gen_core) = if to_vhost {
-        (&backend, "0", &frontend, "1")
-    } else {
-        (&frontend, "1", &backend, "0")
-    };
-    let sink_args = [
-        "--port", sink_port, "--core", sink_core, "--secs", &secs, "--json", "--quiet",
-    ];
-    let gen_args = [
-        "--port", gen_port, "--core", gen_core, "--size", &size, "--secs", &secs, "--json",
-        "--quiet",
-    ];
+    let (sink_port, sink_core, gen_port, gen_core) =
+        if to_vhost { (&backend, "0", &frontend, "1") } else { (&frontend, "1", &backend, "0") };
+    let sink_args = ["--port", sink_port, "--core", sink_core, "--secs", &secs, "--json", "--quiet"];
+    let gen_args = ["--port", gen_port, "--core", gen_core, "--size", &size, "--secs", &secs, "--json", "--quiet"];
     let (sink, gen) = if to_vhost {
         let sink = ctx.spawn(sb, "sink", &sink_args)?;
         sb.wait_for_path(&sock, SOCKET_WAIT)?;
@@ -235,36 +169,14 @@ fn ours_twoway(sb: &mut Sandbox, ctx: &Ctx) -> Result<Vec<f64>> {
         sb,
         "echo-vhost",
         "echo",
-        &[
-            "--port",
-            &backend,
-            "--core",
-            "0",
-            "--prime",
-            &prime,
-            "--no-macswap",
-            "--secs",
-            &secs,
-            "--json",
-            "--quiet",
-        ],
+        &["--port", &backend, "--core", "0", "--prime", &prime, "--no-macswap", "--secs", &secs, "--json", "--quiet"],
     )?;
     sb.wait_for_path(&sock, SOCKET_WAIT)?;
     let fe = ctx.spawn_as(
         sb,
         "echo-vu",
         "echo",
-        &[
-            "--port",
-            &frontend,
-            "--core",
-            "1",
-            "--no-macswap",
-            "--secs",
-            &secs,
-            "--json",
-            "--quiet",
-        ],
+        &["--port", &frontend, "--core", "1", "--no-macswap", "--secs", &secs, "--json", "--quiet"],
     )?;
     sb.wait_all_success(&[be, fe], run_time(ctx))?;
     let a = number(&final_json(sb, be, "echo")?, "mpps")?;
@@ -282,9 +194,7 @@ fn ours_switch(sb: &mut Sandbox, ctx: &Ctx) -> Result<Vec<f64>> {
     ctx.spawn(
         sb,
         "fastpathd",
-        &[
-            "--core", "0", "--ctl", &ctl, "--bridge", "br0", "--port", &port_a, "--port", &port_b,
-        ],
+        &["--core", "0", "--ctl", &ctl, "--bridge", "br0", "--port", &port_a, "--port", &port_b],
     )?;
     sb.wait_for_path(&a, SOCKET_WAIT)?;
     sb.wait_for_path(&b, SOCKET_WAIT)?;
@@ -292,10 +202,7 @@ fn ours_switch(sb: &mut Sandbox, ctx: &Ctx) -> Result<Vec<f64>> {
     let fwd = ctx.spawn(
         sb,
         "l2fwd",
-        &[
-            "--port", &vu_a, "--port", &vu_b, "--core", "1", "--prime", &prime, "--secs", &secs,
-            "--json", "--quiet",
-        ],
+        &["--port", &vu_a, "--port", &vu_b, "--core", "1", "--prime", &prime, "--secs", &secs, "--json", "--quiet"],
     )?;
     // Fails early if fastpathd exits meanwhile.
     sb.wait_all_success(&[fwd], run_time(ctx))?;
@@ -306,13 +213,7 @@ fn ours_switch(sb: &mut Sandbox, ctx: &Ctx) -> Result<Vec<f64>> {
 /// exits): p50 and p99.
 fn ping(sb: &mut Sandbox, ctx: &Ctx, sock: &std::path::Path) -> Result<Vec<f64>> {
     let vu = port("vu", sock);
-    let p = ctx.spawn(
-        sb,
-        "ping",
-        &[
-            "--port", &vu, "--core", "1", "--count", PINGS, "--json", "--quiet",
-        ],
-    )?;
+    let p = ctx.spawn(sb, "ping", &["--port", &vu, "--core", "1", "--count", PINGS, "--json", "--quiet"])?;
     sb.wait_all_success(&[p], SLACK * 2)?;
     let v = final_json(sb, p, "ping")?;
     Ok(vec![number(&v, "p50_us")?, number(&v, "p99_us")?])
@@ -321,11 +222,7 @@ fn ping(sb: &mut Sandbox, ctx: &Ctx, sock: &std::path::Path) -> Result<Vec<f64>>
 fn ours_rtt(sb: &mut Sandbox, ctx: &Ctx) -> Result<Vec<f64>> {
     let sock = sb.path("vhost.sock");
     let backend = port("vhost", &sock);
-    ctx.spawn(
-        sb,
-        "echo",
-        &["--port", &backend, "--core", "0", "--secs", "0", "--quiet"],
-    )?;
+    ctx.spawn(sb, "echo", &["--port", &backend, "--core", "0", "--secs", "0", "--quiet"])?;
     sb.wait_for_path(&sock, SOCKET_WAIT)?;
     ping(sb, ctx, &sock)
 }
@@ -334,28 +231,14 @@ fn ours_rtt(sb: &mut Sandbox, ctx: &Ctx) -> Result<Vec<f64>> {
 fn stamping_sink(sb: &mut Sandbox, ctx: &Ctx) -> Result<(ProcId, std::path::PathBuf)> {
     let sock = sb.path("vhost.sock");
     let backend = port("vhost", &sock);
-    let sink = ctx.spawn(
-        sb,
-        "sink",
-        &[
-            "--port",
-            &backend,
-            "--core",
-            "0",
-            "--stamp-first",
-            "--json",
-            "--quiet",
-        ],
-    )?;
+    let sink = ctx.spawn(sb, "sink", &["--port", &backend, "--core", "0", "--stamp-first", "--json", "--quiet"])?;
     sb.wait_for_path(&sock, SOCKET_WAIT)?;
     Ok((sink, sock))
 }
 
 /// CLOCK_REALTIME in nanoseconds.
 fn unix_ns() -> i128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128)
 }
 
 /// Waits for the sink's `{"event":"first_packet","unix_ns":N}` line; returns the ms since
@@ -371,18 +254,13 @@ fn first_packet_ms(sb: &mut Sandbox, sink: ProcId, gen: ProcId, t0_ns: i128) -> 
                 continue;
             };
             if v.get("event").and_then(Value::as_str) == Some("first_packet") {
-                let ns = v
-                    .get("unix_ns")
-                    .and_then(Value::as_u64)
-                    .ok_or_else(|| anyhow!("no integer unix_ns in {v}"))?;
+                let ns =
+                    v.get("unix_ns").and_then(Value::as_u64).ok_or_else(|| anyhow!("no integer unix_ns in {v}"))?;
                 return Ok((i128::from(ns) - t0_ns) as f64 / 1e6);
             }
         }
         if let Some(s) = sb.proc(sink).poll() {
-            bail!(
-                "sink exited ({s}) before a first packet{}",
-                sb.proc(sink).stderr_excerpt()
-            );
+            bail!("sink exited ({s}) before a first packet{}", sb.proc(sink).stderr_excerpt());
         }
         if let Some(s) = sb.proc(gen).poll() {
             if !s.success() {
@@ -401,13 +279,8 @@ fn ours_start(sb: &mut Sandbox, ctx: &Ctx) -> Result<Vec<f64>> {
     let (sink, sock) = stamping_sink(sb, ctx)?;
     let frontend = port("vu", &sock);
     let t0 = unix_ns();
-    let gen = ctx.spawn(
-        sb,
-        "pktgen",
-        &[
-            "--port", &frontend, "--core", "1", "--size", "64", "--secs", "1", "--quiet",
-        ],
-    )?;
+    let gen =
+        ctx.spawn(sb, "pktgen", &["--port", &frontend, "--core", "1", "--size", "64", "--secs", "1", "--quiet"])?;
     Ok(vec![first_packet_ms(sb, sink, gen, t0)?])
 }
 
@@ -415,9 +288,7 @@ fn peer_v2h(sb: &mut Sandbox, ctx: &Ctx, size: u32) -> Result<Vec<f64>> {
     let sock = sb.path("vhost.sock");
     let be = Testpmd::vhost(&sock, "rxonly").spawn(sb)?;
     sb.wait_for_path(&sock, SOCKET_WAIT)?;
-    Testpmd::virtio_user(&sock, "txonly")
-        .frame(size)
-        .spawn(sb)?;
+    Testpmd::virtio_user(&sock, "txonly").frame(size).spawn(sb)?;
     testpmd::measure(sb, &[(be, &[0])], ctx.secs)
 }
 
@@ -435,9 +306,7 @@ fn peer_twoway(sb: &mut Sandbox, ctx: &Ctx) -> Result<Vec<f64>> {
     let sock = sb.path("vhost.sock");
     let be = Testpmd::vhost(&sock, "io").spawn(sb)?;
     sb.wait_for_path(&sock, SOCKET_WAIT)?;
-    let fe = Testpmd::virtio_user(&sock, "io")
-        .prime(IN_FLIGHT / BURST)
-        .spawn(sb)?;
+    let fe = Testpmd::virtio_user(&sock, "io").prime(IN_FLIGHT / BURST).spawn(sb)?;
     let rates = testpmd::measure(sb, &[(be, &[0]), (fe, &[0])], ctx.secs)?;
     Ok(vec![(rates[0] + rates[1]) / 2.0])
 }
@@ -454,19 +323,10 @@ fn peer_switch(sb: &mut Sandbox, ctx: &Ctx) -> Result<Vec<f64>> {
     let mut fwd = Testpmd::virtio_user(&ovs.socket("a"), "io").prime(IN_FLIGHT / BURST / 2);
     fwd.name = "testpmd-2port";
     fwd.vdevs = vec![
-        format!(
-            "virtio_user0,path={},queues=1,mac={MAC_A}",
-            ovs.socket("a").display()
-        ),
-        format!(
-            "virtio_user1,path={},queues=1,mac={MAC_B}",
-            ovs.socket("b").display()
-        ),
+        format!("virtio_user0,path={},queues=1,mac={MAC_A}", ovs.socket("a").display()),
+        format!("virtio_user1,path={},queues=1,mac={MAC_B}", ovs.socket("b").display()),
     ];
-    fwd.extra = vec![
-        format!("--eth-peer=0,{MAC_B}"),
-        format!("--eth-peer=1,{MAC_A}"),
-    ];
+    fwd.extra = vec![format!("--eth-peer=0,{MAC_B}"), format!("--eth-peer=1,{MAC_A}")];
     let fwd = fwd.spawn(sb)?;
     testpmd::measure(sb, &[(fwd, &[0, 1])], ctx.secs)
 }
@@ -492,11 +352,8 @@ fn peer_start(sb: &mut Sandbox, ctx: &Ctx) -> Result<Vec<f64>> {
 
 /// The case named `name`, or the case that reports a metric of that name.
 pub fn find(name: &str) -> Result<&'static Case> {
-    CASES
-        .iter()
-        .find(|c| c.name == name || c.metrics.iter().any(|m| m.name == name))
-        .ok_or_else(|| {
-            let names: Vec<&str> = CASES.iter().map(|c| c.name).collect();
-            anyhow!("unknown case {name:?}; cases: {}", names.join(", "))
-        })
+    CASES.iter().find(|c| c.name == name || c.metrics.iter().any(|m| m.name == name)).ok_or_else(|| {
+        let names: Vec<&str> = CASES.iter().map(|c| c.name).collect();
+        anyhow!("unknown case {name:?}; cases: {}", names.join(", "))
+    })
 }

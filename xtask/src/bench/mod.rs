@@ -83,10 +83,7 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
         }
         v
     };
-    let ctx = Ctx {
-        bin_dir: ws.release_dir(),
-        secs,
-    };
+    let ctx = Ctx { bin_dir: ws.release_dir(), secs };
     eprintln!(
         "bench: {} case(s) x {rounds} round(s) x 2 runs of {secs} s; ours from {}",
         selected.len(),
@@ -104,10 +101,7 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     report::write_json(&path, &all_series, rounds, secs, &failures)?;
     println!("wrote {}", path.display());
     if !failures.is_empty() {
-        let mut which: Vec<String> = failures
-            .iter()
-            .map(|f| format!("{} ({})", f.case, f.side))
-            .collect();
+        let mut which: Vec<String> = failures.iter().map(|f| format!("{} ({})", f.case, f.side)).collect();
         which.dedup();
         bail!("{} run(s) failed: {}", failures.len(), which.join(", "));
     }
@@ -115,17 +109,8 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
 }
 
 /// Runs the rounds of one case; a side that fails once is not run again for this case.
-fn run_case(
-    case: &Case,
-    ctx: &Ctx,
-    rounds: u32,
-    failures: &mut Vec<Failure>,
-) -> Result<Vec<Series>> {
-    let mut series: Vec<Series> = case
-        .metrics
-        .iter()
-        .map(|m| Series::new(m.name, m.unit))
-        .collect();
+fn run_case(case: &Case, ctx: &Ctx, rounds: u32, failures: &mut Vec<Failure>) -> Result<Vec<Series>> {
+    let mut series: Vec<Series> = case.metrics.iter().map(|m| Series::new(m.name, m.unit)).collect();
     for round in 0..rounds as usize {
         check_interrupt()?;
         let tag = format!("[{} {}/{rounds}]", case.name, round + 1);
@@ -136,10 +121,7 @@ fn run_case(
                 None
             }
         };
-        let mut line = format!(
-            "{tag} probe {}",
-            probe.map_or_else(|| "-".to_string(), |p| format!("{p:.0} ns"))
-        );
+        let mut line = format!("{tag} probe {}", probe.map_or_else(|| "-".to_string(), |p| format!("{p:.0} ns")));
         for s in &mut series {
             s.probes.push(probe);
         }
@@ -190,8 +172,7 @@ fn run_case(
             }
         }
         for s in &series {
-            let show =
-                |v: Option<f64>| v.map_or_else(|| "FAILED".to_string(), |x| format!("{x:.3}"));
+            let show = |v: Option<f64>| v.map_or_else(|| "FAILED".to_string(), |x| format!("{x:.3}"));
             let _ = write!(
                 line,
                 " | {} {}: fastpath {} peer {} ratio {}",
@@ -199,8 +180,7 @@ fn run_case(
                 s.unit.label(),
                 show(s.ours[round]),
                 show(s.peer[round]),
-                s.round_ratio(round)
-                    .map_or_else(|| "-".to_string(), |r| format!("{r:.2}"))
+                s.round_ratio(round).map_or_else(|| "-".to_string(), |r| format!("{r:.2}"))
             );
         }
         eprintln!("{line}");
@@ -209,14 +189,7 @@ fn run_case(
 }
 
 /// Logs and records one failed run.
-fn record(
-    failures: &mut Vec<Failure>,
-    case: &Case,
-    side: Side,
-    round: usize,
-    tag: &str,
-    error: &str,
-) {
+fn record(failures: &mut Vec<Failure>, case: &Case, side: Side, round: usize, tag: &str, error: &str) {
     eprintln!("{tag} {} FAILED: {error}", side.label());
     failures.push(Failure {
         case: case.name.to_string(),

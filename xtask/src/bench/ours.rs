@@ -29,19 +29,10 @@ impl Ctx {
     }
 
     /// Like [`Ctx::spawn`], naming the process `name` in messages.
-    pub fn spawn_as(
-        &self,
-        sb: &mut Sandbox,
-        name: &str,
-        bin: &str,
-        args: &[&str],
-    ) -> Result<ProcId> {
+    pub fn spawn_as(&self, sb: &mut Sandbox, name: &str, bin: &str, args: &[&str]) -> Result<ProcId> {
         let path = self.bin_dir.join(bin);
         if !path.is_file() {
-            bail!(
-                "our binary {} is missing (not written yet, or the release build failed)",
-                path.display()
-            );
+            bail!("our binary {} is missing (not written yet, or the release build failed)", path.display());
         }
         sb.spawn(Spawn::new(name, path).args(args))
     }
@@ -61,17 +52,11 @@ pub fn final_json(sb: &mut Sandbox, id: ProcId, role: &str) -> Result<Value> {
         .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
         .find(|v| v.get("role").and_then(Value::as_str) == Some(role))
         .ok_or_else(|| {
-            anyhow!(
-                "{} printed no final JSON line with \"role\":\"{role}\"{}",
-                p.name(),
-                p.stderr_excerpt()
-            )
+            anyhow!("{} printed no final JSON line with \"role\":\"{role}\"{}", p.name(), p.stderr_excerpt())
         })
 }
 
 /// The number `key` of a JSON object.
 pub fn number(v: &Value, key: &str) -> Result<f64> {
-    v.get(key)
-        .and_then(Value::as_f64)
-        .ok_or_else(|| anyhow!("no number \"{key}\" in {v}"))
+    v.get(key).and_then(Value::as_f64).ok_or_else(|| anyhow!("no number \"{key}\" in {v}"))
 }

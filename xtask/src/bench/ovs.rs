@@ -32,11 +32,7 @@ impl Ovs {
         let db = ovs.dir.join("conf.db");
         let db_sock = ovs.dir.join("db.sock");
         procs::run(
-            ovs.cmd("ovsdb-tool", "ovsdb-tool").args([
-                "create".as_ref(),
-                db.as_os_str(),
-                SCHEMA.as_ref(),
-            ]),
+            ovs.cmd("ovsdb-tool", "ovsdb-tool").args(["create".as_ref(), db.as_os_str(), SCHEMA.as_ref()]),
             Duration::from_secs(20),
         )?;
         sb.spawn(ovs.cmd("ovsdb-server", "ovsdb-server").args([
@@ -63,23 +59,14 @@ impl Ovs {
             format!("--pidfile={}", ovs.dir.join("vswitchd.pid").display()),
             format!("--log-file={}", ovs.dir.join("vswitchd.log").display()),
         ]))?;
-        let mut args = vec![
-            "add-br",
-            "br0",
-            "--",
-            "set",
-            "bridge",
-            "br0",
-            "datapath_type=netdev",
-        ];
+        let mut args = vec!["add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev"];
         for &p in ports {
             args.extend(["--", "add-port", "br0", p]);
             args.extend(["--", "set", "Interface", p, "type=dpdkvhostuser"]);
         }
         ovs.vsctl(&args)?;
         for p in ports {
-            sb.wait_for_path(&ovs.socket(p), START_TIMEOUT)
-                .context("waiting for OVS's vhost-user socket")?;
+            sb.wait_for_path(&ovs.socket(p), START_TIMEOUT).context("waiting for OVS's vhost-user socket")?;
         }
         Ok(ovs)
     }
@@ -91,19 +78,14 @@ impl Ovs {
 
     /// An OVS command whose run, log and database directories are ours.
     fn cmd(&self, name: &str, program: &str) -> Spawn {
-        Spawn::new(name, program)
-            .env("OVS_RUNDIR", &self.dir)
-            .env("OVS_LOGDIR", &self.dir)
-            .env("OVS_DBDIR", &self.dir)
+        Spawn::new(name, program).env("OVS_RUNDIR", &self.dir).env("OVS_LOGDIR", &self.dir).env("OVS_DBDIR", &self.dir)
     }
 
     fn vsctl(&self, args: &[&str]) -> Result<()> {
         let db = format!("--db=unix:{}", self.dir.join("db.sock").display());
         let timeout = format!("--timeout={}", START_TIMEOUT.as_secs());
         procs::run(
-            self.cmd("ovs-vsctl", "ovs-vsctl")
-                .args([db.as_str(), timeout.as_str()])
-                .args(args),
+            self.cmd("ovs-vsctl", "ovs-vsctl").args([db.as_str(), timeout.as_str()]).args(args),
             START_TIMEOUT + Duration::from_secs(5),
         )?;
         Ok(())

@@ -88,12 +88,8 @@ pub fn cross_core_ns(cpu_a: usize, cpu_b: usize, duration: Duration) -> Result<f
         shared.stop.0.store(1, Ordering::Relaxed);
         result
     });
-    let ping = ping
-        .join()
-        .map_err(|_| anyhow!("the probe thread panicked"))?;
-    let pong = pong
-        .join()
-        .map_err(|_| anyhow!("the probe thread panicked"))?;
+    let ping = ping.join().map_err(|_| anyhow!("the probe thread panicked"))?;
+    let pong = pong.join().map_err(|_| anyhow!("the probe thread panicked"))?;
     let (handoffs, elapsed) = ping?;
     pong?;
     if handoffs == 0 {

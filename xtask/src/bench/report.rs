@@ -137,13 +137,7 @@ struct ReportJson<'a> {
 }
 
 /// Writes `{"cases":[{"name","unit","fastpath","peer","ratio",...}],...}` to `path`.
-pub fn write_json(
-    path: &Path,
-    series: &[Series],
-    rounds: u32,
-    secs: u64,
-    failures: &[Failure],
-) -> Result<()> {
+pub fn write_json(path: &Path, series: &[Series], rounds: u32, secs: u64, failures: &[Failure]) -> Result<()> {
     let report = ReportJson {
         cases: series
             .iter()
@@ -181,10 +175,7 @@ fn cell(v: Option<f64>, failed: bool) -> String {
 /// Prints the result table.
 pub fn print_table(series: &[Series]) {
     println!();
-    println!(
-        "{:<12} {:<5} {:>10} {:>10} {:>7} {:>9}",
-        "case", "unit", "fastpath", "peer", "ratio", "probe ns"
-    );
+    println!("{:<12} {:<5} {:>10} {:>10} {:>7} {:>9}", "case", "unit", "fastpath", "peer", "ratio", "probe ns");
     for s in series {
         println!(
             "{:<12} {:<5} {:>10} {:>10} {:>7} {:>9}",
@@ -192,15 +183,11 @@ pub fn print_table(series: &[Series]) {
             s.unit.label(),
             cell(s.ours_median(), s.ours_failed),
             cell(s.peer_median(), s.peer_failed),
-            s.ratio()
-                .map_or_else(|| "-".to_string(), |r| format!("{r:.2}")),
-            s.probe_median()
-                .map_or_else(|| "-".to_string(), |p| format!("{p:.0}")),
+            s.ratio().map_or_else(|| "-".to_string(), |r| format!("{r:.2}")),
+            s.probe_median().map_or_else(|| "-".to_string(), |p| format!("{p:.0}")),
         );
     }
-    println!(
-        "(ratio > 1: fastpath better; medians over rounds; ratio = median of per-round ratios)"
-    );
+    println!("(ratio > 1: fastpath better; medians over rounds; ratio = median of per-round ratios)");
 }
 
 #[cfg(test)]

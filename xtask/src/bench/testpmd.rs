@@ -160,10 +160,7 @@ impl Meter {
             let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
             self.port = digits.parse().ok();
         } else if let Some(rest) = line.split("Rx-pps:").nth(1) {
-            let value = rest
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<f64>().ok());
+            let value = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok());
             if let (Some(port), Some(v)) = (self.port, value) {
                 if self.ports.contains(&port) {
                     self.print.insert(port, v);
@@ -227,20 +224,10 @@ pub fn measure(sb: &mut Sandbox, meters: &[(ProcId, &[u16])], secs: u64) -> Resu
                 .iter()
                 .zip(&views)
                 .filter(|(_, (s, _))| s.is_empty())
-                .map(|(m, _)| {
-                    if m.samples.is_empty() {
-                        "no stats at all"
-                    } else {
-                        "rates stayed at 0"
-                    }
-                })
+                .map(|(m, _)| if m.samples.is_empty() { "no stats at all" } else { "rates stayed at 0" })
                 .collect();
             let excerpts: String = ids.iter().map(|&id| sb.proc(id).stderr_excerpt()).collect();
-            bail!(
-                "testpmd showed no steady traffic after {} s ({}){excerpts}",
-                waited.as_secs(),
-                silent.join(", ")
-            );
+            bail!("testpmd showed no steady traffic after {} s ({}){excerpts}", waited.as_secs(), silent.join(", "));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -251,13 +238,7 @@ mod tests {
     use super::*;
 
     fn meter(ports: &[u16]) -> Meter {
-        Meter {
-            ports: ports.to_vec(),
-            pos: 0,
-            port: None,
-            print: BTreeMap::new(),
-            samples: Vec::new(),
-        }
+        Meter { ports: ports.to_vec(), pos: 0, port: None, print: BTreeMap::new(), samples: Vec::new() }
     }
 
     const PRINT: &str = "\x1b[2J\x1b[1;1H
