@@ -48,7 +48,7 @@ pub fn run(ws: &Workspace, args: &DemoArgs) -> Result<()> {
     let sink = sb.spawn(
         Spawn::new("sink", bins.join("sink"))
             .args(["--port".to_string(), format!("vu:{}", a.display())])
-            .args(["--core", "1", "--secs", "0", "--json"])
+            .args(["--core", "1", "--secs", "0", "--json", "--check", "--queue-size", "1024", "--idle-sleep-us", "5"])
             .stderr(show),
     )?;
     let gen = sb.spawn(
