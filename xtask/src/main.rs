@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod procs;
 mod scratch;
 mod setup;
@@ -37,6 +38,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Setup, build, then run a switch with a generator and a sink until Ctrl-C.
     Demo(demo::DemoArgs),
+    /// Run the cargo-fuzz targets (vhost-user messages, descriptor chains) for a bounded time.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Cmd::Test(args) => test::run(&ws, &args),
         Cmd::Bench(args) => bench::run(&ws, &args),
         Cmd::Demo(args) => demo::run(&ws, &args),
+        Cmd::Fuzz(args) => fuzz::run(&ws, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,6 +19,9 @@ pub struct TestArgs {
     pub cargo_args: Vec<String>,
 }
 
+/// Seconds each fuzz target runs during `cargo xtask test`.
+const FUZZ_SECS: u64 = 20;
+
 /// Totals of the `test result:` lines of one `cargo test` run.
 #[derive(Default)]
 struct Tally {
@@ -103,14 +106,24 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<()> {
         }
         _ => {}
     }
+    // A short bounded fuzz run of every target on its checked-in corpus.
+    let fuzz = crate::fuzz::run_targets(ws, FUZZ_SECS, &[]);
     summary(&format!("ok ({build_secs:.0} s)"), &line);
     for name in &tally.failing {
         println!("  failed: {name}");
     }
+    match &fuzz {
+        Ok(rs) => {
+            for r in rs {
+                println!("fuzz    {}: {} execs in {FUZZ_SECS} s, no crash", r.target, r.execs);
+            }
+        }
+        Err(e) => println!("fuzz    FAILED: {e:#}"),
+    }
     if !ok {
         bail!("tests failed");
     }
-    Ok(())
+    fuzz.map(|_| ())
 }
 
 fn summary(build: &str, tests: &str) {
