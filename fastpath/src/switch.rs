@@ -50,6 +50,7 @@ pub struct SwitchPort {
     bridge: usize,
     backend: VhostBackend,
     stats: PortStats,
+    seen_resets: u64,
 }
 
 impl SwitchPort {
@@ -233,6 +234,12 @@ impl Switch {
     fn poll_port_with(&mut self, s: usize, pending: &mut [Pending]) -> usize {
         let sp = self.ports[s].as_mut().expect("caller checked");
         if !sp.backend.poll() {
+            // A reset (fault or frontend gone): forget the MACs learned on this port.
+            let resets = sp.backend.counters().resets;
+            if resets != sp.seen_resets {
+                sp.seen_resets = resets;
+                self.bridges[sp.bridge].macs.flush_port(s as u16);
+            }
             return 0;
         }
         let bridge = sp.bridge;
