@@ -62,7 +62,7 @@ impl SwitchPort {
         };
         let mut backend = VhostBackend::open(&cfg.socket, mode).map_err(|e| format!("port '{}': {e}", cfg.name))?;
         backend.set_name(format!("port {} ({})", cfg.name, cfg.socket.display()));
-        Ok(Self { cfg, bridge: 0, backend, stats: PortStats::default() })
+        Ok(Self { cfg, bridge: 0, backend, stats: PortStats::default(), seen_resets: 0 })
     }
 }
 
