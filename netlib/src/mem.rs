@@ -27,6 +27,14 @@ pub enum MemError {
     /// A region of zero bytes, or one whose size overflows.
     #[error("bad region size {0}")]
     BadSize(u64),
+    /// A region overlapping one already in the table.
+    #[error("region {start:#x}+{len:#x} overlaps a region already mapped")]
+    Overlap {
+        /// Start address.
+        start: u64,
+        /// Length.
+        len: u64,
+    },
     /// An offset/length outside a mapping.
     #[error("range {off:#x}+{len} is outside a mapping of {size} bytes")]
     OutOfBounds {
@@ -329,7 +337,7 @@ impl GuestMemory {
             .iter()
             .any(|r| overlap(gpa, gpa + size, r.gpa, r.gpa + r.len) || overlap(uva, uva + size, r.uva, r.uva + r.len))
         {
-            return Err(MemError::OutOfBounds { off: gpa as usize, len: size as usize, size: 0 });
+            return Err(MemError::Overlap { start: gpa, len: size });
         }
         let st = nix::sys::stat::fstat(fd.as_raw_fd())
             .map_err(|e| MemError::Sys { what: "fstat of region fd".into(), source: e.into() })?;

@@ -110,6 +110,11 @@ impl DriverRing {
         &self.region
     }
 
+    /// The region holding the ring, writable (tests that play a broken driver).
+    pub fn region_mut(&mut self) -> &mut Region {
+        &mut self.region
+    }
+
     /// Entries.
     #[inline]
     pub fn size(&self) -> u16 {

@@ -229,7 +229,7 @@ fn malformed_messages_reset_the_port_and_it_keeps_serving() {
                     s,
                     Request::SetVringNum as u32,
                     &encode::state(crate::vhost_user::VringState { index: 7, num: 256 }),
-                )
+                );
             }),
         ),
         (
@@ -239,7 +239,7 @@ fn malformed_messages_reset_the_port_and_it_keeps_serving() {
                     s,
                     Request::SetVringNum as u32,
                     &encode::state(crate::vhost_user::VringState { index: 0, num: 0 }),
-                )
+                );
             }),
         ),
         (
@@ -249,7 +249,7 @@ fn malformed_messages_reset_the_port_and_it_keeps_serving() {
                     s,
                     Request::SetVringNum as u32,
                     &encode::state(crate::vhost_user::VringState { index: 0, num: 65536 }),
-                )
+                );
             }),
         ),
         (
@@ -259,7 +259,7 @@ fn malformed_messages_reset_the_port_and_it_keeps_serving() {
                     s,
                     Request::SetVringNum as u32,
                     &encode::state(crate::vhost_user::VringState { index: 1, num: 3 }),
-                )
+                );
             }),
         ),
         ("truncated then closed", Box::new(|s| s.write_all(&[1, 0, 0]).unwrap())),

@@ -1,0 +1,251 @@
+// hostile: a vhost-user frontend that is wrong on purpose, one named case per run,
+// so the tests can check that fastpathd survives it and only that port is reset.
+//! A deliberately broken vhost-user frontend for robustness tests.
+
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use netlib::mem::Region;
+use netlib::ring::{Desc, DriverRing};
+use netlib::spec::{VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VRING_DESC_F_NEXT};
+use netlib::vhost_user::message::{encode, FLAG_VERSION};
+use netlib::vhost_user::{Conn, MemRegion, Request, VringAddr, VringState};
+
+/// Every case this program knows, with what it does wrong.
+pub const CASES: &[(&str, &str)] = &[
+    ("short-payload", "SET_VRING_NUM with a 4-byte payload"),
+    ("truncated", "a header promising 40 bytes, 10 sent, then the socket closed"),
+    ("missing-fds", "SET_MEM_TABLE of one region with no fd"),
+    ("extra-fds", "GET_FEATURES carrying an fd"),
+    ("overlap", "SET_MEM_TABLE with two overlapping regions"),
+    ("wrap", "a region whose address range wraps past 2^64"),
+    ("too-many-slots", "SET_MEM_TABLE declaring 9 regions"),
+    ("add-too-many", "ADD_MEM_REG 40 times (the switch offers 32 slots)"),
+    ("ring-outside", "ring addresses outside every region"),
+    ("num-3", "vring size 3 (not a power of two)"),
+    ("num-0", "vring size 0"),
+    ("num-65536", "vring size 65536"),
+    ("avail-jump", "avail index 1000 entries ahead"),
+    ("loop", "a descriptor chain that loops"),
+    ("next-past-end", "a chain whose next index is past the table"),
+    ("len-overflow", "descriptors whose lengths sum past 4 GiB"),
+    ("straddle", "a descriptor straddling two regions"),
+    ("outside", "a descriptor outside every region"),
+    ("used-scribble", "scribbling on the used ring while the switch writes it"),
+];
+
+struct Hostile {
+    conn: Conn,
+}
+
+const QSIZE: u16 = 256;
+
+impl Hostile {
+    fn connect(path: &PathBuf) -> Result<Self> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let s = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > deadline => return Err(e).context("connect"),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        Ok(Self { conn: Conn::new(s)? })
+    }
+
+    fn send(&self, req: Request, payload: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> Result<()> {
+        self.conn.send(req as u32, FLAG_VERSION, payload, fds).map_err(Into::into)
+    }
+
+    fn get(&mut self, req: Request) -> Result<u64> {
+        self.send(req, &[], &[])?;
+        let m = self.conn.recv_timeout(Duration::from_secs(5))?;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(m.payload.get(..8).context("short reply")?);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// The polite start: features and owner, no protocol features (no acks).
+    fn start(&mut self) -> Result<()> {
+        let f = self.get(Request::GetFeatures)?;
+        if f & VIRTIO_F_VERSION_1 == 0 {
+            bail!("backend lacks VERSION_1");
+        }
+        self.send(Request::SetOwner, &[], &[])?;
+        self.send(Request::SetFeatures, &encode::u64(VIRTIO_F_VERSION_1 & !VHOST_USER_F_PROTOCOL_FEATURES), &[])
+    }
+
+    fn region(r: &Region) -> MemRegion {
+        let a = r.map().addr();
+        MemRegion { guest_phys_addr: a, memory_size: r.map().len() as u64, userspace_addr: a, mmap_offset: 0 }
+    }
+
+    /// A full, valid setup of both rings with `data` shared; returns the TX ring.
+    fn rings(&mut self, rx: &DriverRing, tx: &DriverRing, data: &Region) -> Result<()> {
+        let regs = [Self::region(rx.region()), Self::region(tx.region()), Self::region(data)];
+        self.send(Request::SetMemTable, &encode::mem_table(&regs), &[rx.region().fd(), tx.region().fd(), data.fd()])?;
+        for (i, r) in [rx, tx].iter().enumerate() {
+            let l = r.layout();
+            let i = i as u32;
+            self.send(Request::SetVringNum, &encode::state(VringState { index: i, num: u32::from(QSIZE) }), &[])?;
+            self.send(Request::SetVringBase, &encode::state(VringState { index: i, num: 0 }), &[])?;
+            let a = VringAddr { index: i, flags: 0, desc: l.desc, used: l.used, avail: l.avail, log: 0 };
+            self.send(Request::SetVringAddr, &encode::addr(a), &[])?;
+            let ev = nix::sys::eventfd::EventFd::new()?;
+            self.send(Request::SetVringKick, &encode::u64(u64::from(i)), &[ev.as_fd()])?;
+            self.send(Request::SetVringCall, &encode::u64(u64::from(i)), &[ev.as_fd()])?;
+        }
+        Ok(())
+    }
+}
+
+fn vring_num(h: &mut Hostile, num: u32) -> Result<()> {
+    h.start()?;
+    h.send(Request::SetVringNum, &encode::state(VringState { index: 1, num }), &[])
+}
+
+fn run_case(case: &str, path: &PathBuf) -> Result<()> {
+    let mut h = Hostile::connect(path)?;
+    let data = Region::create(None, 1 << 20)?;
+    let mut rx = DriverRing::new(QSIZE, None)?;
+    let tx = DriverRing::new(QSIZE, None)?;
+    let base = data.map().addr();
+    let ring_case = |h: &mut Hostile, descs: &[(u16, Desc)], heads: &[u16], avail: u16| -> Result<()> {
+        h.start()?;
+        h.rings(&rx, &tx, &data)?;
+        for (i, d) in descs {
+            tx.set_desc(*i, *d);
+        }
+        for (k, head) in heads.iter().enumerate() {
+            tx.set_avail(k as u16, *head);
+        }
+        tx.publish_avail(avail);
+        Ok(())
+    };
+    let d = |addr, len, flags, next| Desc { addr, len, flags, next };
+    match case {
+        "short-payload" => {
+            h.start()?;
+            h.send(Request::SetVringNum, &[0u8; 4], &[])?;
+        }
+        "truncated" => {
+            use std::io::Write;
+            let hdr =
+                netlib::vhost_user::Header { request: Request::SetVringAddr as u32, flags: FLAG_VERSION, size: 40 };
+            let mut s = UnixStream::connect(path)?;
+            s.write_all(&hdr.encode())?;
+            s.write_all(&[0u8; 10])?;
+            drop(s);
+        }
+        "missing-fds" => {
+            h.start()?;
+            h.send(Request::SetMemTable, &encode::mem_table(&[Hostile::region(&data)]), &[])?;
+        }
+        "extra-fds" => {
+            h.send(Request::GetFeatures, &[], &[data.fd()])?;
+        }
+        "overlap" => {
+            h.start()?;
+            let r = Hostile::region(&data);
+            let r2 = MemRegion { guest_phys_addr: r.guest_phys_addr + 4096, ..r };
+            h.send(Request::SetMemTable, &encode::mem_table(&[r, r2]), &[data.fd(), data.fd()])?;
+        }
+        "wrap" => {
+            h.start()?;
+            let r = MemRegion { guest_phys_addr: u64::MAX - 4095, ..Hostile::region(&data) };
+            h.send(Request::SetMemTable, &encode::mem_table(&[r]), &[data.fd()])?;
+        }
+        "too-many-slots" => {
+            h.start()?;
+            let mut p = encode::mem_table(&[Hostile::region(&data)]);
+            p[0] = 9;
+            p.resize(8 + 9 * 32, 0);
+            let fds: Vec<_> = (0..8).map(|_| data.fd()).collect();
+            h.send(Request::SetMemTable, &p, &fds)?;
+        }
+        "add-too-many" => {
+            h.start()?;
+            let regions: Vec<Region> = (0..40).map(|_| Region::create(None, 4096)).collect::<Result<_, _>>()?;
+            for r in &regions {
+                h.send(Request::AddMemReg, &encode::one_region(&Hostile::region(r)), &[r.fd()])?;
+            }
+        }
+        "ring-outside" => {
+            h.start()?;
+            h.send(Request::SetMemTable, &encode::mem_table(&[Hostile::region(&data)]), &[data.fd()])?;
+            h.send(Request::SetVringNum, &encode::state(VringState { index: 0, num: 256 }), &[])?;
+            let a = VringAddr { index: 0, flags: 0, desc: 0x1000, used: 0x3000, avail: 0x2000, log: 0 };
+            h.send(Request::SetVringAddr, &encode::addr(a), &[])?;
+            h.send(Request::SetVringKick, &encode::u64(0x100), &[])?;
+        }
+        "num-3" => vring_num(&mut h, 3)?,
+        "num-0" => vring_num(&mut h, 0)?,
+        "num-65536" => vring_num(&mut h, 65536)?,
+        "avail-jump" => ring_case(&mut h, &[], &[], 1000)?,
+        "loop" => ring_case(
+            &mut h,
+            &[(0, d(base, 64, VRING_DESC_F_NEXT, 1)), (1, d(base + 64, 64, VRING_DESC_F_NEXT, 0))],
+            &[0],
+            1,
+        )?,
+        "next-past-end" => ring_case(&mut h, &[(0, d(base, 64, VRING_DESC_F_NEXT, 300))], &[0], 1)?,
+        "len-overflow" => {
+            let descs: Vec<(u16, Desc)> = (0..3u16).map(|i| (i, d(base, u32::MAX, VRING_DESC_F_NEXT, i + 1))).collect();
+            ring_case(&mut h, &descs, &[0], 1)?;
+        }
+        "straddle" => {
+            let end = base + data.map().len() as u64;
+            ring_case(&mut h, &[(0, d(end - 32, 64, 0, 0))], &[0], 1)?;
+        }
+        "outside" => ring_case(&mut h, &[(0, d(0x10, 64, 0, 0))], &[0], 1)?,
+        "used-scribble" => {
+            // A valid ring with a stream of valid 64-byte packets, while we scribble on
+            // the used ring the switch writes. The switch never trusts what it wrote.
+            h.start()?;
+            h.rings(&rx, &tx, &data)?;
+            std::thread::sleep(Duration::from_millis(300));
+            let t = Instant::now();
+            let mut idx: u16 = 0;
+            let used_off = (rx.layout().used - rx.layout().desc) as usize;
+            let mut junk: u8 = 1;
+            while t.elapsed() < Duration::from_secs(2) {
+                // Scribble over the receive ring's used area, which only the switch should write.
+                junk = junk.wrapping_mul(31).wrapping_add(7);
+                rx.region_mut().map_mut().slice_mut(used_off, 64)?.fill(junk);
+                // Flow control as a real driver does: never more than a ring in flight.
+                if idx.wrapping_sub(tx.used_idx()) > QSIZE - 32 {
+                    std::thread::sleep(Duration::from_micros(100));
+                    continue;
+                }
+                for k in 0..32u16 {
+                    let id = idx.wrapping_add(k) % QSIZE;
+                    tx.set_desc(id, d(base + u64::from(id) * 2048, 76, 0, 0));
+                    tx.set_avail(idx.wrapping_add(k), id);
+                }
+                idx = idx.wrapping_add(32);
+                tx.publish_avail(idx);
+                rx.publish_avail(idx);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        other => bail!("unknown case '{other}' (known: {})", CASES.iter().map(|c| c.0).collect::<Vec<_>>().join(", ")),
+    }
+    // Give the switch time to read it, and keep our end open so it must close it.
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 3 || args[1] == "--help" {
+        eprintln!("usage: hostile CASE SOCKET\ncases:");
+        for (c, what) in CASES {
+            eprintln!("  {c:<16} {what}");
+        }
+        std::process::exit(2);
+    }
+    run_case(&args[1], &PathBuf::from(&args[2]))
+}
