@@ -2,6 +2,7 @@
 // other ports beside it: the switch must survive, reset only the hostile port, log
 // one line naming it, and the neighbours must lose nothing.
 //! Hostile vhost-user frontends against fastpathd.
+#![allow(clippy::many_single_char_names)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
