@@ -105,6 +105,9 @@ pub struct PortInfo {
     pub stats: PortStats,
     /// The last fault, if any.
     pub last_fault: Option<String>,
+    /// MAC addresses the bridge has learned on this port.
+    #[serde(default)]
+    pub macs: Vec<String>,
 }
 
 impl Switch {
@@ -190,8 +193,9 @@ impl Switch {
     pub fn list(&self) -> Vec<PortInfo> {
         self.ports
             .iter()
-            .flatten()
-            .map(|p| PortInfo {
+            .enumerate()
+            .filter_map(|(i, p)| p.as_ref().map(|p| (i, p)))
+            .map(|(slot, p)| PortInfo {
                 name: p.cfg.name.clone(),
                 bridge: p.cfg.bridge.clone(),
                 socket: p.cfg.socket.display().to_string(),
@@ -202,6 +206,13 @@ impl Switch {
                     ..p.stats
                 },
                 last_fault: p.backend.last_fault().map(str::to_owned),
+                macs: self.bridges[p.bridge]
+                    .macs
+                    .entries(self.now)
+                    .into_iter()
+                    .filter(|&(_, port)| port as usize == slot)
+                    .map(|(m, _)| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+                    .collect(),
             })
             .collect()
     }
