@@ -165,12 +165,14 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
-/// Serves connections until the listener fails; each connection gets a thread.
+/// Serves connections one after another until the listener fails. One thread:
+/// a control call is short, and a client that stalls is cut off by a timeout.
 pub fn serve(listener: &UnixListener, worker: &Sender<Command>) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
-        let worker = worker.clone();
-        std::thread::spawn(move || serve_one(conn, &worker));
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+        serve_one(conn, worker);
     }
 }
 

@@ -6,6 +6,7 @@
 //! switch and the benchmarks use. `unsafe` lives only in [`mem`] and [`ring`].
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod mem;
 pub mod pool;
 pub mod port;

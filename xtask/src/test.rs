@@ -60,13 +60,15 @@ impl Tally {
 pub fn run(ws: &Workspace, args: &TestArgs) -> Result<()> {
     setup::run()?;
     let t = Instant::now();
-    let build = ws.build_release(&["--all-targets"]);
+    let build = ws.build_release(&["--all-targets"]).and_then(|()| ws.build_static_examples());
     let build_secs = t.elapsed().as_secs_f64();
-    if let Err(e) = build {
-        summary(&format!("FAILED ({build_secs:.0} s): {e:#}"), "not run");
-        bail!("build failed");
-    }
-
+    let static_dir = match build {
+        Ok(dir) => dir,
+        Err(e) => {
+            summary(&format!("FAILED ({build_secs:.0} s): {e:#}"), "not run");
+            bail!("build failed");
+        }
+    };
     let bin_dir = ws.release_dir();
     // --no-fail-fast: run every test binary, so that the summary lists every failure.
     let mut test_args = vec!["test".to_string(), "--release".to_string(), "--no-fail-fast".to_string()];
@@ -82,6 +84,7 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<()> {
         .cargo(&refs)
         .env("FASTPATH_BIN_DIR", &bin_dir)
         .env("FASTPATH_REQUIRE_PEERS", "1")
+        .env("FASTPATH_STATIC_BIN_DIR", &static_dir)
         .stdout(Stream::Capture(Echo::Plain))
         .spawn()?;
     let status = tests.wait_timeout(Duration::from_secs(6 * 3600))?;

@@ -38,6 +38,30 @@ impl Workspace {
         Spawn::new("cargo", cargo).args(args).current_dir(&self.root).stdout(Stream::Inherit).stderr(Stream::Inherit)
     }
 
+    /// Builds the examples as static executables (for busybox container rootfs)
+    /// into `<target>/static/x86_64-unknown-linux-gnu/release`.
+    pub fn build_static_examples(&self) -> Result<PathBuf> {
+        let dir = self.target.join("static");
+        let dir_s = dir.display().to_string();
+        let args = [
+            "build",
+            "--release",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "-p",
+            "fastpath-examples",
+            "--target-dir",
+            dir_s.as_str(),
+        ];
+        eprintln!("xtask: RUSTFLAGS=\"-C target-feature=+crt-static\" cargo {}", args.join(" "));
+        let mut build = self.cargo(&args).env("RUSTFLAGS", "-C target-feature=+crt-static").spawn()?;
+        match build.wait_timeout(Duration::from_secs(3 * 3600))? {
+            Some(s) if s.success() => Ok(dir.join("x86_64-unknown-linux-gnu/release")),
+            Some(s) => bail!("static build of the examples failed ({s})"),
+            None => bail!("static build of the examples did not finish"),
+        }
+    }
+
     /// Runs `cargo build --release --workspace` plus `extra`, failing if the build fails.
     pub fn build_release(&self, extra: &[&str]) -> Result<()> {
         let mut args = vec!["build", "--release", "--workspace"];

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
 
+use super::apps;
 use super::ours::{final_json, number, port, Ctx};
 use super::ovs::Ovs;
 use super::testpmd::{self, Memory, Testpmd, BURST};
@@ -65,6 +66,10 @@ enum Kind {
     Rtt,
     /// Exec of the sender to the first packet at the receiver.
     Start,
+    /// A VNF (ours: lb or fw; peer: our l2fwd) between two ports of flowgen.
+    Vnf(apps::Vnf),
+    /// UDP request/response: smoltcp over netlib vs the kernel over a veth pair.
+    UdpRr,
 }
 
 /// A benchmark case: one pair of runs per round yields one value per metric and side.
@@ -90,6 +95,13 @@ pub const CASES: &[Case] = &[
         kind: Kind::Rtt,
     },
     Case { name: "start", metrics: &[Metric { name: "start", unit: Unit::Ms }], kind: Kind::Start },
+    Case { name: "lb_64", metrics: &[Metric { name: "lb_64", unit: Unit::Mpps }], kind: Kind::Vnf(apps::Vnf::Lb) },
+    Case { name: "fw_64", metrics: &[Metric { name: "fw_64", unit: Unit::Mpps }], kind: Kind::Vnf(apps::Vnf::Fw) },
+    Case {
+        name: "udp_rr",
+        metrics: &[Metric { name: "udp_rr", unit: Unit::Us }, Metric { name: "udp_rr_p99", unit: Unit::Us }],
+        kind: Kind::UdpRr,
+    },
 ];
 
 /// Packets in flight in the looping cases (ours: `--prime 256`).
@@ -112,6 +124,8 @@ impl Case {
             Kind::Switch => ours_switch(&mut sb, ctx),
             Kind::Rtt => ours_rtt(&mut sb, ctx),
             Kind::Start => ours_start(&mut sb, ctx),
+            Kind::Vnf(v) => apps::vnf_64(&mut sb, ctx, v),
+            Kind::UdpRr => apps::ours_udp_rr(&mut sb, ctx),
         }
     }
 
@@ -125,6 +139,8 @@ impl Case {
             Kind::Switch => peer_switch(&mut sb, ctx),
             Kind::Rtt => peer_rtt(&mut sb, ctx),
             Kind::Start => peer_start(&mut sb, ctx),
+            Kind::Vnf(_) => apps::vnf_64(&mut sb, ctx, apps::Vnf::L2fwd),
+            Kind::UdpRr => apps::kernel_udp_rr(&mut sb, ctx),
         }
     }
 }

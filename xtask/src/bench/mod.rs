@@ -1,6 +1,7 @@
 // `cargo xtask bench`: races our binaries against DPDK testpmd / OVS-DPDK, interleaved
 // (ours, peer, ours, peer...) with a cross-core probe before each pair, then reports medians.
 
+mod apps;
 mod cases;
 mod ours;
 mod ovs;
@@ -33,7 +34,8 @@ pub struct BenchArgs {
     /// Seconds of traffic per run [default: 5].
     #[arg(long)]
     pub secs: Option<u64>,
-    /// Run only this case (repeatable): v2h_64 v2h_1518 h2v_64 h2v_1518 twoway_64 switch_64 rtt start.
+    /// Run only this case (repeatable): v2h_64 v2h_1518 h2v_64 h2v_1518 twoway_64 switch_64 rtt start
+    /// lb_64 fw_64 udp_rr.
     #[arg(long = "case", value_name = "NAME")]
     pub cases: Vec<String>,
     /// Skip the release build and use the binaries already in target/release.

@@ -1,0 +1,268 @@
+// Reads the fastpath.io/* annotations into a request and checks it against the host's policy,
+// before anything is allocated; every refusal names the annotation and the value.
+//! Annotations.
+
+use crate::cores::format_list;
+use crate::hostconfig::HostConfig;
+use crate::hugetlb::{format_size, parse_size};
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+
+/// The prefix every fastpath annotation has.
+pub const PREFIX: &str = "fastpath.io/";
+/// Number of exclusive cores.
+pub const CORES: &str = "fastpath.io/cores";
+/// Bytes of hugepages.
+pub const HUGEPAGES: &str = "fastpath.io/hugepages";
+/// Hugepage size.
+pub const HUGEPAGE_SIZE: &str = "fastpath.io/hugepage-size";
+/// Switch bridge(s) for vhost-user ports, comma-separated.
+pub const VHOST_USER: &str = "fastpath.io/vhost-user";
+/// VF PCI address(es) or pool name(s), comma-separated.
+pub const VF: &str = "fastpath.io/vf";
+/// Mount libfastpath_net read-only.
+pub const INJECT: &str = "fastpath.io/inject";
+/// Every annotation this hook knows.
+pub const KNOWN: [&str; 6] = [CORES, HUGEPAGES, HUGEPAGE_SIZE, VHOST_USER, VF, INJECT];
+
+/// Hugepages asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HugeRequest {
+    /// Total bytes (a multiple of `page_size`).
+    pub bytes: u64,
+    /// Page size in bytes.
+    pub page_size: u64,
+}
+
+/// What a container asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Request {
+    /// Exclusive cores.
+    pub cores: usize,
+    /// Its own hugetlbfs.
+    pub hugepages: Option<HugeRequest>,
+    /// One vhost-user port per bridge.
+    pub bridges: Vec<String>,
+    /// VF PCI addresses or pool names, as written.
+    pub vfs: Vec<String>,
+    /// Mount libfastpath_net.
+    pub inject: bool,
+}
+
+/// Whether a string looks like a PCI address `dddd:bb:dd.f`.
+pub fn is_pci_address(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 12
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && b.iter().enumerate().all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit())
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 32 && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+fn list(key: &str, v: &str, max: usize, what: &str) -> Result<Vec<String>> {
+    let items: Vec<String> = v.split(',').map(|s| s.trim().to_string()).collect();
+    if items.iter().any(String::is_empty) {
+        return Err(Error::annotation(key, v, format!("has an empty {what} (write e.g. br0 or br0,br1)")));
+    }
+    for (i, a) in items.iter().enumerate() {
+        if items[..i].contains(a) {
+            return Err(Error::annotation(key, v, format!("names {what} '{a}' twice")));
+        }
+    }
+    if items.len() > max {
+        return Err(Error::annotation(
+            key,
+            v,
+            format!("asks for {} {what}s; this host allows {max} per container", items.len()),
+        ));
+    }
+    Ok(items)
+}
+
+/// Parses and checks the annotations. `Ok(None)`: none of them is a fastpath annotation
+/// (the hook has nothing to do).
+pub fn parse(ann: &BTreeMap<String, String>, cfg: &HostConfig) -> Result<Option<Request>> {
+    let ours: BTreeMap<&str, &str> =
+        ann.iter().filter(|(k, _)| k.starts_with(PREFIX)).map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    if ours.is_empty() {
+        return Ok(None);
+    }
+    for (k, v) in &ours {
+        if !KNOWN.contains(k) {
+            return Err(Error::annotation(k, v, format!("is not a fastpath annotation (known: {})", KNOWN.join(", "))));
+        }
+    }
+    let mut r = Request::default();
+    if let Some(&v) = ours.get(CORES) {
+        let n: usize = v
+            .trim()
+            .parse()
+            .map_err(|_| Error::annotation(CORES, v, "is not a number of cores (try \"1\" or \"2\")"))?;
+        if n == 0 {
+            return Err(Error::annotation(CORES, v, "must be 1 or more (leave the annotation out for no cores)"));
+        }
+        if n > cfg.cores.len() {
+            return Err(Error::annotation(
+                CORES,
+                v,
+                format!(
+                    "is more cores than the pool has: pool {} ({} cores, cores in {})",
+                    format_list(&cfg.cores),
+                    cfg.cores.len(),
+                    cfg.shown()
+                ),
+            ));
+        }
+        if n > cfg.max_cores {
+            return Err(Error::annotation(
+                CORES,
+                v,
+                format!("is more than the {} cores per container {} allows (max_cores)", cfg.max_cores, cfg.shown()),
+            ));
+        }
+        r.cores = n;
+    }
+    let page_size = match ours.get(HUGEPAGE_SIZE) {
+        Some(&v) => {
+            let ps = parse_size(v)
+                .ok_or_else(|| Error::annotation(HUGEPAGE_SIZE, v, "is not a page size (try 2Mi or 1Gi)"))?;
+            if !cfg.hugepage_sizes.contains(&ps) {
+                let allowed: Vec<String> = cfg.hugepage_sizes.iter().map(|&s| format_size(s)).collect();
+                return Err(Error::annotation(
+                    HUGEPAGE_SIZE,
+                    v,
+                    format!("is not a hugepage size this host allows ({})", allowed.join(", ")),
+                ));
+            }
+            if !ours.contains_key(HUGEPAGES) {
+                return Err(Error::annotation(HUGEPAGE_SIZE, v, format!("needs {HUGEPAGES} too (how much memory)")));
+            }
+            ps
+        }
+        None => cfg.default_hugepage_size,
+    };
+    if let Some(&v) = ours.get(HUGEPAGES) {
+        let bytes = parse_size(v)
+            .filter(|&b| b > 0)
+            .ok_or_else(|| Error::annotation(HUGEPAGES, v, "is not a size (try 64Mi or 1Gi)"))?;
+        if bytes % page_size != 0 {
+            return Err(Error::annotation(
+                HUGEPAGES,
+                v,
+                format!("is not a whole number of {} pages", format_size(page_size)),
+            ));
+        }
+        if bytes > cfg.max_hugepages {
+            return Err(Error::annotation(
+                HUGEPAGES,
+                v,
+                format!(
+                    "is more than the {} per container {} allows (max_hugepages)",
+                    format_size(cfg.max_hugepages),
+                    cfg.shown()
+                ),
+            ));
+        }
+        r.hugepages = Some(HugeRequest { bytes, page_size });
+    }
+    if let Some(&v) = ours.get(VHOST_USER) {
+        r.bridges = list(VHOST_USER, v, cfg.max_ports, "bridge")?;
+        if let Some(b) = r.bridges.iter().find(|b| !is_name(b)) {
+            return Err(Error::annotation(
+                VHOST_USER,
+                v,
+                format!("'{b}' is not a bridge name (letters, digits, - _ .)"),
+            ));
+        }
+    }
+    if let Some(&v) = ours.get(VF) {
+        r.vfs = list(VF, v, cfg.max_vfs, "VF")?;
+        if let Some(b) = r.vfs.iter().find(|b| !is_pci_address(b) && !cfg.vf_pools.contains_key(b.as_str())) {
+            return Err(Error::annotation(
+                VF,
+                v,
+                format!("'{b}' is neither a PCI address (0000:81:10.0) nor a VF pool in {}", cfg.shown()),
+            ));
+        }
+    }
+    if let Some(&v) = ours.get(INJECT) {
+        r.inject = match v.trim() {
+            "true" => true,
+            "false" => false,
+            _ => return Err(Error::annotation(INJECT, v, "is not \"true\" or \"false\"")),
+        };
+    }
+    Ok(Some(r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> HostConfig {
+        HostConfig::parse("cores = \"2-3\"\nmax_hugepages = \"1Gi\"\n[vf_pools]\nfast = []\n", None, "0-3").unwrap()
+    }
+
+    fn p(pairs: &[(&str, &str)]) -> Result<Option<Request>> {
+        parse(&pairs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect(), &cfg())
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> String {
+        p(pairs).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn none_without_fastpath_keys() {
+        assert_eq!(p(&[("io.kubernetes.x", "y")]).unwrap(), None);
+    }
+
+    #[test]
+    fn the_contract_example() {
+        let r = p(&[(CORES, "1"), (HUGEPAGES, "64Mi"), (VHOST_USER, "br0"), (INJECT, "true")]).unwrap().unwrap();
+        assert_eq!(r.cores, 1);
+        assert_eq!(r.hugepages, Some(HugeRequest { bytes: 64 << 20, page_size: 2 << 20 }));
+        assert_eq!(r.bridges, vec!["br0"]);
+        assert!(r.inject);
+        let r = p(&[(VHOST_USER, "br0, br1"), (VF, "0000:81:10.0,fast")]).unwrap().unwrap();
+        assert_eq!(r.bridges, vec!["br0", "br1"]);
+        assert_eq!(r.vfs, vec!["0000:81:10.0", "fast"]);
+    }
+
+    #[test]
+    fn refusals_name_annotation_and_value() {
+        assert_eq!(
+            err(&[(HUGEPAGES, "64Mx")]),
+            "annotation fastpath.io/hugepages: '64Mx' is not a size (try 64Mi or 1Gi)"
+        );
+        let e = err(&[("fastpath.io/cpus", "1")]);
+        assert!(e.starts_with("annotation fastpath.io/cpus: '1' is not a fastpath annotation"), "{e}");
+        let e = err(&[(CORES, "3")]);
+        assert!(e.starts_with("annotation fastpath.io/cores: '3' is more cores than the pool has: pool 2-3"), "{e}");
+        assert!(err(&[(CORES, "x")]).contains("'x' is not a number"));
+        assert!(err(&[(CORES, "0")]).contains("'0' must be 1 or more"));
+        assert!(err(&[(HUGEPAGES, "3Mi")]).contains("whole number of 2Mi pages"));
+        assert!(err(&[(HUGEPAGES, "2Gi")]).contains("max_hugepages"));
+        assert!(err(&[(HUGEPAGES, "0")]).contains("not a size"));
+        assert!(err(&[(HUGEPAGES, "1Gi"), (HUGEPAGE_SIZE, "4Mi")])
+            .contains("not a hugepage size this host allows (2Mi, 1Gi)"));
+        assert!(err(&[(HUGEPAGE_SIZE, "1Gi")]).contains("needs fastpath.io/hugepages"));
+        assert!(err(&[(VHOST_USER, "br0,br0")]).contains("twice"));
+        assert!(err(&[(VHOST_USER, "br0,")]).contains("empty bridge"));
+        assert!(err(&[(VHOST_USER, "a,b,c,d,e")]).contains("allows 4"));
+        assert!(err(&[(VHOST_USER, "br/0")]).contains("'br/0' is not a bridge name"));
+        assert!(err(&[(VF, "slow")]).contains("neither a PCI address"));
+        assert!(err(&[(INJECT, "yes")]).contains("'yes' is not \"true\""));
+    }
+
+    #[test]
+    fn pci_addresses() {
+        assert!(is_pci_address("0000:81:10.0"));
+        assert!(!is_pci_address("0000:81:10"));
+        assert!(!is_pci_address("0000-81:10.0"));
+        assert!(!is_pci_address("000g:81:10.0"));
+    }
+}

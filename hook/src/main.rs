@@ -1,0 +1,208 @@
+// fastpath-hook: parses the command line, reads the OCI state on stdin for the hook stages,
+// and calls the library; errors go to stderr naming the stage and the container.
+//! The `fastpath-hook` binary.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use fastpath_hook::hostconfig::HostConfig;
+use fastpath_hook::stages::{self, Ctx};
+use fastpath_hook::switch::UnixSwitch;
+use fastpath_hook::sys::RealSys;
+use fastpath_hook::{install, shim};
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "fastpath's OCI hook: exclusive cores, own hugetlbfs, vhost-user ports and VFs for annotated containers"
+)]
+struct Cli {
+    /// Host configuration (default: $FASTPATH_HOOK_CONFIG, else /etc/fastpath/hook.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Hook stage (host namespaces): validate, reserve, add ports, write cgroup limits.
+    #[command(name = "createRuntime")]
+    CreateRuntime,
+    /// Older name of the same stage.
+    #[command(name = "prestart")]
+    Prestart,
+    /// Hook stage (container mount namespace, before pivot_root): mounts and config.json.
+    #[command(name = "createContainer")]
+    CreateContainer,
+    /// Hook stage: release what the ledger says the container holds.
+    #[command(name = "poststop")]
+    Poststop,
+    /// Release what containers that no longer exist still hold.
+    Gc {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the hooks.d files (podman, CRI-O) and print the config.json hooks block (runc, crun).
+    Install {
+        /// hooks.d directory.
+        #[arg(long, default_value = install::DEFAULT_HOOKS_DIR)]
+        hooks_dir: PathBuf,
+        /// The hook binary's path as the runtimes will run it (default: this binary).
+        #[arg(long)]
+        hook: Option<PathBuf>,
+        /// Only print, write nothing.
+        #[arg(long)]
+        print_only: bool,
+    },
+    /// Docker runtime shim: `shim [--runtime runc] [--hook PATH] [--config P] RUNC-ARGS...`.
+    Shim {
+        /// Everything, parsed by the shim itself.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn read_state() -> Result<oci_spec::runtime::State> {
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text).context("reading the OCI state on stdin")?;
+    Ok(stages::parse_state(&text)?)
+}
+
+fn self_exe() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| "fastpath-hook".into())
+}
+
+fn run_stage(cfg: &HostConfig, stage: &str) -> Result<()> {
+    let state = read_state()?;
+    let id = state.id().clone();
+    let sys = RealSys;
+    let sw = UnixSwitch::new(&cfg.switch_socket, Duration::from_millis(cfg.switch_timeout_ms));
+    let ctx = Ctx::new(cfg, &sys, &sw);
+    let r: Result<()> = (|| {
+        match stage {
+            "createRuntime" => {
+                let spec = stages::load_spec(&state)?;
+                if let Some(e) = stages::create_runtime(&ctx, &state, &spec)? {
+                    tracing::info!("container {id}: cores {:?}, ports {:?}", e.cores, e.ports);
+                    // Runtimes drop a successful hook's stderr: the shortfall goes to the log too.
+                    if let Some(note) = e.config.as_ref().and_then(|c| c.memlock.as_ref()).and_then(|m| m.note.as_ref())
+                    {
+                        log_failure(cfg, &format!("fastpath-hook createRuntime: container {id}: warning: {note}"));
+                    }
+                }
+            }
+            "createContainer" => {
+                let spec = stages::load_spec(&state)?;
+                stages::create_container(&ctx, &state, &spec)?;
+            }
+            _ => {
+                if let Some((_, warnings)) = stages::poststop(&ctx, &id)? {
+                    for w in warnings {
+                        eprintln!("fastpath-hook poststop: container {id}: warning: {w}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    })();
+    let r = r.with_context(|| format!("fastpath-hook {stage}: container {id}"));
+    if let Err(e) = &r {
+        // crun (and podman over crun) drop a hook's stderr: keep the reason where a person finds it.
+        log_failure(cfg, &format!("{e:#}"));
+    }
+    r
+}
+
+/// Appends one line to `<state_dir>/hook.log`; best effort.
+fn log_failure(cfg: &HostConfig, msg: &str) {
+    use std::io::Write;
+    let _ = std::fs::create_dir_all(&cfg.state_dir);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let path = cfg.state_dir.join("hook.log");
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > 1 << 20) {
+        let _ = std::fs::rename(&path, cfg.state_dir.join("hook.log.1"));
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        let _ = writeln!(f, "{now} {msg}");
+    }
+}
+
+fn main() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FASTPATH_HOOK_LOG").unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if let Err(e) = real_main() {
+        eprintln!("{e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Shim { args } => {
+            let mut a = shim::parse_args(&args, &self_exe())?;
+            if a.config.is_none() {
+                a.config = cli.config;
+            }
+            if let Some(bundle) = shim::bundle_of(&a.rest) {
+                shim::prepare_bundle(&bundle, &a.hook, a.config.as_deref())?;
+            }
+            let err = std::process::Command::new(&a.runtime).args(&a.rest).exec();
+            bail!("shim: exec {}: {err}", a.runtime.display());
+        }
+        Cmd::Install { hooks_dir, hook, print_only } => {
+            let hook = hook.unwrap_or_else(self_exe);
+            let cfg = cli.config.as_deref();
+            if print_only {
+                for (name, v) in install::hooks_d_files(&hook, cfg) {
+                    println!("# {}\n{}", hooks_dir.join(name).display(), serde_json::to_string_pretty(&v)?);
+                }
+            } else {
+                for p in install::write_hooks_d(&hooks_dir, &hook, cfg)? {
+                    eprintln!("wrote {}", p.display());
+                }
+            }
+            println!("# runc / crun: add to the bundle's config.json:");
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "hooks": install::oci_hooks(&hook, cfg) }))?
+            );
+            Ok(())
+        }
+        Cmd::Gc { json } => {
+            let cfg = HostConfig::load(cli.config.as_deref())?;
+            let sys = RealSys;
+            let sw = UnixSwitch::new(&cfg.switch_socket, Duration::from_millis(cfg.switch_timeout_ms));
+            let r = stages::gc(&Ctx::new(&cfg, &sys, &sw)).context("fastpath-hook gc")?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"released": r.released, "orphan_ports": r.orphan_ports,
+                                       "orphan_dirs": r.orphan_dirs, "warnings": r.warnings})
+                );
+            } else {
+                for c in &r.released {
+                    println!("released container {c}");
+                }
+                for p in &r.orphan_ports {
+                    println!("deleted orphan port {p}");
+                }
+                for d in &r.orphan_dirs {
+                    println!("removed orphan {}", d.display());
+                }
+                for w in &r.warnings {
+                    eprintln!("warning: {w}");
+                }
+            }
+            Ok(())
+        }
+        Cmd::CreateRuntime | Cmd::Prestart => run_stage(&HostConfig::load(cli.config.as_deref())?, "createRuntime"),
+        Cmd::CreateContainer => run_stage(&HostConfig::load(cli.config.as_deref())?, "createContainer"),
+        Cmd::Poststop => run_stage(&HostConfig::load(cli.config.as_deref())?, "poststop"),
+    }
+}

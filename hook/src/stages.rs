@@ -1,0 +1,575 @@
+// The hook's stages: createRuntime (validate, reserve, apply; undo on failure), createContainer
+// (mounts), poststop (release what the ledger says) and gc (release what dead containers held).
+//! Stages.
+
+use crate::annotations::{self, Request, CORES, HUGEPAGES, INJECT, VF, VHOST_USER};
+use crate::cgroup::{self, CgroupDir};
+use crate::cores;
+use crate::devices;
+use crate::hostconfig::{HostConfig, MemlockPolicy};
+use crate::hugetlb::{self, format_size};
+use crate::ledger::{Entry, HugeAlloc, Ledger, LedgerData, PortAlloc, Status};
+use crate::mounts;
+use crate::switch::{self, SwitchCtl};
+use crate::sys::Sys;
+use crate::{error::io, Error, Result};
+use netlib::config as nc;
+use oci_spec::runtime::{PosixRlimitType, Spec, State};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// What every stage works with.
+pub struct Ctx<'a> {
+    /// Host policy.
+    pub cfg: &'a HostConfig,
+    /// System calls.
+    pub sys: &'a dyn Sys,
+    /// The switch.
+    pub switch: &'a dyn SwitchCtl,
+    /// The ledger.
+    pub ledger: Ledger,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context over the ledger in `cfg.state_dir`.
+    pub fn new(cfg: &'a HostConfig, sys: &'a dyn Sys, switch: &'a dyn SwitchCtl) -> Self {
+        Self { cfg, sys, switch, ledger: Ledger::new(&cfg.state_dir) }
+    }
+}
+
+/// Reads the OCI state (stdin of a hook).
+pub fn parse_state(text: &str) -> Result<State> {
+    serde_json::from_str(text).map_err(|e| Error::Oci(format!("the OCI state on stdin is not valid: {e}")))
+}
+
+/// Loads the bundle's `config.json`.
+pub fn load_spec(state: &State) -> Result<Spec> {
+    let p = state.bundle().join("config.json");
+    Spec::load(&p).map_err(|e| Error::Oci(format!("{}: {e}", p.display())))
+}
+
+/// The annotations: config.json's, overridden by the state's (the same in practice).
+pub fn annotations_of(state: &State, spec: &Spec) -> BTreeMap<String, String> {
+    let mut a: BTreeMap<String, String> = spec.annotations().clone().unwrap_or_default().into_iter().collect();
+    a.extend(state.annotations().clone().unwrap_or_default());
+    a
+}
+
+/// The container's uid and gid (`process.user`).
+pub fn user_of(spec: &Spec) -> (u32, u32) {
+    spec.process().as_ref().map_or((0, 0), |p| (p.user().uid(), p.user().gid()))
+}
+
+/// The rootfs on the host (`root.path`, relative to the bundle).
+pub fn rootfs_of(state: &State, spec: &Spec) -> PathBuf {
+    let r = spec.root().as_ref().map_or_else(|| PathBuf::from("rootfs"), |r| r.path().clone());
+    if r.is_absolute() {
+        r
+    } else {
+        state.bundle().join(r)
+    }
+}
+
+fn check_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && !id.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Oci(format!("container id '{id}': the hook needs 1-64 of [A-Za-z0-9_.-] (it names files)")))
+    }
+}
+
+fn alive(sys: &dyn Sys, e: &Entry) -> bool {
+    sys.start_time(e.pid) == Some(e.start_time)
+}
+
+fn holder(sys: &dyn Sys, e: &Entry) -> String {
+    if alive(sys, e) {
+        e.who()
+    } else {
+        format!("{} (gone: run fastpath-hook gc)", e.who())
+    }
+}
+
+/// How RLIMIT_MEMLOCK will be handled, decided before anything is allocated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MemlockPlan {
+    /// Nothing to do (enough already, or nothing wanted).
+    Keep(u64, u64),
+    /// prlimit to (soft, hard).
+    Raise(u64, u64),
+    /// Cannot cover it: keep (soft, hard) and say why.
+    Short(u64, u64, String),
+}
+
+fn plan_memlock(ctx: &Ctx, req: &Request, spec: &Spec, pid: i32) -> Result<(u64, MemlockPlan)> {
+    let wanted = req.hugepages.map_or(0, |h| h.bytes);
+    let from_spec = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.rlimits().as_ref())
+        .and_then(|r| r.iter().find(|l| l.typ() == PosixRlimitType::RlimitMemlock))
+        .map(|l| (l.soft(), l.hard()));
+    let (soft, hard) = match from_spec {
+        Some(sh) => sh,
+        None => ctx.sys.memlock(pid).map_err(io(format!("reading RLIMIT_MEMLOCK of pid {pid}")))?,
+    };
+    let plan = if wanted == 0 || soft >= wanted {
+        MemlockPlan::Keep(soft, hard)
+    } else if from_spec.is_some() {
+        MemlockPlan::Short(
+            soft,
+            hard,
+            format!(
+                "RLIMIT_MEMLOCK is {} by process.rlimits in config.json, below the {} fastpath.io/hugepages asks; the runtime sets it after this hook, so raise it there",
+                format_size(soft),
+                format_size(wanted)
+            ),
+        )
+    } else if hard >= wanted {
+        MemlockPlan::Raise(wanted, hard)
+    } else if ctx.sys.can_raise_rlimits() {
+        MemlockPlan::Raise(wanted, wanted)
+    } else {
+        MemlockPlan::Short(
+            soft,
+            hard,
+            format!(
+                "RLIMIT_MEMLOCK stays at {} (hard {}): covering fastpath.io/hugepages ({}) needs a higher hard limit, and this hook lacks CAP_SYS_RESOURCE to raise it (give the container --ulimit memlock=... / process.rlimits)",
+                format_size(soft),
+                format_size(hard),
+                format_size(wanted)
+            ),
+        )
+    };
+    if let MemlockPlan::Short(_, _, why) = &plan {
+        if !req.vfs.is_empty() {
+            let v = req.vfs.join(",");
+            return Err(Error::annotation(VF, &v, format!("needs memory pinned for DMA: {why}")));
+        }
+        if ctx.cfg.memlock == MemlockPolicy::Require {
+            return Err(Error::Refused(format!("{why} (memlock = \"require\" in {})", ctx.cfg.shown())));
+        }
+    }
+    Ok((wanted, plan))
+}
+
+/// Everything checked before the ledger is touched.
+struct Preflight {
+    cpuset: Option<CgroupDir>,
+    hugetlb: Option<CgroupDir>,
+    devices: Option<CgroupDir>,
+    memlock: (u64, MemlockPlan),
+}
+
+fn preflight(
+    ctx: &Ctx,
+    req: &Request,
+    ann: &BTreeMap<String, String>,
+    spec: &Spec,
+    id: &str,
+    pid: i32,
+) -> Result<Preflight> {
+    let val = |k: &str| ann.get(k).cloned().unwrap_or_default();
+    if let Some(h) = req.hugepages {
+        let v = val(HUGEPAGES);
+        let free = hugetlb::free_pages(ctx.sys, h.page_size).ok_or_else(|| {
+            Error::annotation(
+                HUGEPAGES,
+                &v,
+                format!(
+                    "this host has no {} hugepage pool ({})",
+                    format_size(h.page_size),
+                    hugetlb::sysfs_dir(h.page_size).display()
+                ),
+            )
+        })?;
+        let need = h.bytes / h.page_size;
+        if free < need {
+            return Err(Error::annotation(
+                HUGEPAGES,
+                &v,
+                format!("needs {need} free {} hugepages; the host has {free} free", format_size(h.page_size)),
+            ));
+        }
+    }
+    if !req.bridges.is_empty() {
+        let v = val(VHOST_USER);
+        let have = ctx.switch.bridges().map_err(|e| Error::annotation(VHOST_USER, &v, e.to_string()))?;
+        if let Some(b) = req.bridges.iter().find(|b| !have.contains(b)) {
+            return Err(Error::annotation(
+                VHOST_USER,
+                &v,
+                format!(
+                    "bridge '{b}' does not exist on fastpathd at {} (bridges: {})",
+                    ctx.switch.socket().display(),
+                    if have.is_empty() { "none".into() } else { have.join(", ") }
+                ),
+            ));
+        }
+        for b in &req.bridges {
+            let sock = ctx.cfg.sock_dir(id).join(format!("{b}.sock"));
+            if sock.as_os_str().len() > 107 {
+                return Err(Error::Refused(format!(
+                    "socket path {} is longer than a unix socket allows (108 bytes): shorten state_dir in {}",
+                    sock.display(),
+                    ctx.cfg.shown()
+                )));
+            }
+        }
+    }
+    if req.inject && !ctx.sys.exists(&ctx.cfg.lib_dir) {
+        return Err(Error::annotation(
+            INJECT,
+            &val(INJECT),
+            format!(
+                "{} does not exist (install libfastpath_net there, or set lib_dir in {})",
+                ctx.cfg.lib_dir.display(),
+                ctx.cfg.shown()
+            ),
+        ));
+    }
+    let need_cg = |ctrl: &str, key: &str| -> Result<CgroupDir> {
+        cgroup::locate(ctx.sys, pid, ctrl)?.ok_or_else(|| {
+            Error::annotation(key, &val(key), format!("this host has no {ctrl} cgroup controller to enforce it"))
+        })
+    };
+    let cpuset = if req.cores > 0 { Some(need_cg("cpuset", CORES)?) } else { None };
+    let hugetlb = if req.hugepages.is_some() { Some(need_cg("hugetlb", HUGEPAGES)?) } else { None };
+    let devices = if req.vfs.is_empty() {
+        None
+    } else {
+        let d = need_cg("devices", VF)?;
+        if d.v2 {
+            return Err(Error::annotation(
+                VF,
+                &val(VF),
+                "on cgroup v2 the hook cannot add device rules: put them in linux.resources.devices (the docker shim does)",
+            ));
+        }
+        Some(d)
+    };
+    let memlock = plan_memlock(ctx, req, spec, pid)?;
+    Ok(Preflight { cpuset, hugetlb, devices, memlock })
+}
+
+/// createRuntime (or prestart): checks everything, reserves cores, VFs and port names in the
+/// ledger, then adds the switch ports and writes the cgroup limits and RLIMIT_MEMLOCK. On any
+/// failure, what was done is undone and the entry removed. `Ok(None)`: not a fastpath container.
+pub fn create_runtime(ctx: &Ctx, state: &State, spec: &Spec) -> Result<Option<Entry>> {
+    let ann = annotations_of(state, spec);
+    let Some(req) = annotations::parse(&ann, ctx.cfg)? else {
+        return Ok(None);
+    };
+    let id = state.id().clone();
+    check_id(&id)?;
+    let pid = state.pid().filter(|p| *p > 0).ok_or_else(|| {
+        Error::Oci(format!("container {id}: the state has no pid: run this hook at createRuntime or prestart"))
+    })?;
+    let start_time =
+        ctx.sys.start_time(pid).ok_or_else(|| Error::Oci(format!("container {id}: pid {pid} is not running")))?;
+    let (uid, gid) = user_of(spec);
+    let pre = preflight(ctx, &req, &ann, spec, &id, pid)?;
+    let cores_value = ann.get(CORES).cloned().unwrap_or_default();
+    let vf_value = ann.get(VF).cloned().unwrap_or_default();
+    let sock_dir = (!req.bridges.is_empty()).then(|| ctx.cfg.sock_dir(&id));
+
+    let entry = ctx.ledger.update(|l| {
+        if let Some(old) = l.containers.get(&id) {
+            return Err(Error::Refused(format!(
+                "container id {id} already holds resources in the ledger {}: {}",
+                ctx.ledger.path().display(),
+                holder(ctx.sys, old)
+            )));
+        }
+        let held: BTreeMap<usize, String> = l
+            .containers
+            .values()
+            .flat_map(|e| e.cores.iter().map(move |c| (*c, e)))
+            .map(|(c, e)| (c, holder(ctx.sys, e)))
+            .collect();
+        let got = if req.cores > 0 {
+            cores::pick(&ctx.cfg.cores, &held, req.cores)
+                .map_err(|e| Error::annotation(CORES, &cores_value, format!("cannot be met: {e}")))?
+        } else {
+            vec![]
+        };
+        let held_vfs: BTreeSet<String> =
+            l.containers.values().flat_map(|e| e.vfs.iter().map(|v| v.pci.clone())).collect();
+        let vfs = devices::pick(ctx.sys, ctx.cfg, &req.vfs, &vf_value, &held_vfs)?;
+        let ports = req
+            .bridges
+            .iter()
+            .map(|b| PortAlloc {
+                name: switch::port_name(&id, b),
+                bridge: b.clone(),
+                socket: ctx.cfg.sock_dir(&id).join(format!("{b}.sock")),
+            })
+            .collect();
+        let e = Entry {
+            id: id.clone(),
+            status: Status::Creating,
+            pid,
+            start_time,
+            bundle: state.bundle().clone(),
+            uid,
+            gid,
+            cores: got,
+            hugepages: req.hugepages.map(|h| HugeAlloc { bytes: h.bytes, page_size: h.page_size }),
+            sock_dir: sock_dir.clone(),
+            ports,
+            vfs,
+            inject: req.inject,
+            cgroups: [&pre.cpuset, &pre.hugetlb, &pre.devices]
+                .iter()
+                .filter_map(|d| d.as_ref().map(|d| d.path.clone()))
+                .collect(),
+            config: None,
+            created_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        };
+        l.containers.insert(id.clone(), e.clone());
+        Ok(e)
+    })?;
+
+    let finish = || -> Result<Entry> {
+        let mut e = entry.clone();
+        let memlock = apply(ctx, &e, &pre)?;
+        e.config = Some(container_config(&e, memlock));
+        e.status = Status::Ready;
+        ctx.ledger.update(|l| {
+            l.containers.insert(e.id.clone(), e.clone());
+            Ok(())
+        })?;
+        Ok(e)
+    };
+    match finish() {
+        Ok(e) => Ok(Some(e)),
+        Err(err) => {
+            for w in release_effects(ctx, &entry, false) {
+                tracing::warn!("undoing container {id}: {w}");
+            }
+            forget(ctx, &entry)?;
+            Err(err)
+        }
+    }
+}
+
+/// The side effects of createRuntime, in order; the caller undoes them on error.
+fn apply(ctx: &Ctx, e: &Entry, pre: &Preflight) -> Result<Option<nc::Memlock>> {
+    if let Some(dir) = &e.sock_dir {
+        let parent = dir.parent().unwrap_or(Path::new("/"));
+        ctx.sys.mkdir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+        ctx.sys.mkdir_owned(dir, 0o700, e.uid, e.gid).map_err(io(format!("creating {}", dir.display())))?;
+    }
+    for p in &e.ports {
+        ctx.switch
+            .add_port(&p.name, &p.bridge, &p.socket, e.uid, e.gid)
+            .map_err(|err| Error::annotation(VHOST_USER, &p.bridge, format!("adding port {}: {err}", p.name)))?;
+    }
+    if let Some(d) = &pre.cpuset {
+        cgroup::set_cpus(ctx.sys, d, &cores::format_list(&e.cores))?;
+    }
+    if let (Some(d), Some(h)) = (&pre.hugetlb, e.hugepages) {
+        cgroup::set_hugetlb(ctx.sys, d, h.page_size, h.bytes)?;
+    }
+    if let Some(d) = &pre.devices {
+        for (_, major, minor) in devices::nodes(&e.vfs) {
+            cgroup::allow_char_device(ctx.sys, d, major, minor)?;
+        }
+    }
+    let (wanted, plan) = &pre.memlock;
+    let memlock = match plan {
+        MemlockPlan::Keep(s, h) => {
+            (*wanted > 0).then_some(nc::Memlock { wanted: *wanted, soft: *s, hard: *h, note: None })
+        }
+        MemlockPlan::Raise(s, h) => {
+            ctx.sys.set_memlock(e.pid, *s, *h).map_err(io(format!(
+                "raising RLIMIT_MEMLOCK of pid {} to {} (hard {})",
+                e.pid,
+                format_size(*s),
+                format_size(*h)
+            )))?;
+            Some(nc::Memlock { wanted: *wanted, soft: *s, hard: *h, note: None })
+        }
+        MemlockPlan::Short(s, h, why) => {
+            tracing::warn!("container {}: {why}", e.id);
+            eprintln!("fastpath-hook: warning: container {}: {why}", e.id);
+            Some(nc::Memlock { wanted: *wanted, soft: *s, hard: *h, note: Some(why.clone()) })
+        }
+    };
+    Ok(memlock)
+}
+
+/// The config.json the container gets.
+fn container_config(e: &Entry, memlock: Option<nc::Memlock>) -> nc::Config {
+    nc::Config {
+        version: nc::VERSION,
+        container_id: e.id.clone(),
+        cores: e.cores.clone(),
+        hugepages: e.hugepages.map(|h| nc::Hugepages {
+            dir: mounts::HUGEPAGES_DIR.into(),
+            page_size: h.page_size,
+            bytes: h.bytes,
+        }),
+        ports: e
+            .ports
+            .iter()
+            .map(|p| nc::PortInfo {
+                name: p.name.clone(),
+                bridge: p.bridge.clone(),
+                socket: Path::new(mounts::SOCK_DIR).join(format!("{}.sock", p.bridge)),
+                mode: "client".into(),
+            })
+            .collect(),
+        vfs: e
+            .vfs
+            .iter()
+            .map(|v| nc::VfInfo {
+                pci: v.pci.clone(),
+                iommu_group: v.group,
+                devices: vec!["/dev/vfio/vfio".into(), format!("/dev/vfio/{}", v.group).into()],
+            })
+            .collect(),
+        lib_dir: e.inject.then(|| mounts::LIB_DIR.into()),
+        memlock,
+        uid: e.uid,
+        gid: e.gid,
+    }
+}
+
+/// Undoes the side effects an entry records (ports, socket directory; with `cgroups`, the
+/// emptied cgroup directories). Idempotent; returns what could not be undone.
+pub fn release_effects(ctx: &Ctx, e: &Entry, cgroups: bool) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for p in &e.ports {
+        if let Err(err) = ctx.switch.del_port(&p.name) {
+            warnings.push(format!("deleting port {}: {err}", p.name));
+        }
+    }
+    if let Some(d) = &e.sock_dir {
+        if let Err(err) = ctx.sys.remove_all(d) {
+            warnings.push(format!("removing {}: {err}", d.display()));
+        }
+    }
+    if cgroups {
+        for d in e.cgroups.iter().filter(|d| ctx.sys.exists(d)) {
+            if !cgroup::is_empty(ctx.sys, d) {
+                warnings.push(format!("{} still has processes; left alone", d.display()));
+            } else if let Err(err) = ctx.sys.rmdir(d) {
+                warnings.push(format!("removing {}: {err}", d.display()));
+            }
+        }
+    }
+    warnings
+}
+
+/// Removes an entry from the ledger if it is still the same one (same pid and start).
+fn forget(ctx: &Ctx, e: &Entry) -> Result<()> {
+    ctx.ledger.update(|l| {
+        if l.containers.get(&e.id).is_some_and(|x| x.pid == e.pid && x.start_time == e.start_time) {
+            l.containers.remove(&e.id);
+        }
+        Ok(())
+    })
+}
+
+/// createContainer: in the container's mount namespace, before pivot_root, makes the mounts
+/// the ledger entry calls for. On failure releases the entry (the container will not start).
+/// `Ok(false)`: not a fastpath container.
+pub fn create_container(ctx: &Ctx, state: &State, spec: &Spec) -> Result<bool> {
+    let ann = annotations_of(state, spec);
+    let ours = ann.keys().any(|k| k.starts_with(annotations::PREFIX));
+    let id = state.id().clone();
+    let entry = ctx.ledger.read()?.containers.get(&id).cloned();
+    let Some(entry) = entry else {
+        if ours {
+            return Err(Error::Oci(format!(
+                "container {id}: no ledger entry in {}: the createRuntime stage did not run (install the hook for createRuntime too)",
+                ctx.ledger.path().display()
+            )));
+        }
+        return Ok(false);
+    };
+    if entry.status != Status::Ready {
+        return Err(Error::Oci(format!("container {id}: ledger entry is still {:?}", entry.status)));
+    }
+    let rootfs = rootfs_of(state, spec);
+    if let Err(err) = mounts::apply(ctx.sys, &rootfs, &entry, &ctx.cfg.lib_dir) {
+        for w in release_effects(ctx, &entry, false) {
+            tracing::warn!("undoing container {id}: {w}");
+        }
+        forget(ctx, &entry)?;
+        return Err(err);
+    }
+    Ok(true)
+}
+
+/// poststop: releases what the ledger says container `id` holds. Returns the entry released.
+pub fn poststop(ctx: &Ctx, id: &str) -> Result<Option<(Entry, Vec<String>)>> {
+    let entry = ctx.ledger.read()?.containers.get(id).cloned();
+    let Some(e) = entry else { return Ok(None) };
+    let warnings = release_effects(ctx, &e, false);
+    forget(ctx, &e)?;
+    Ok(Some((e, warnings)))
+}
+
+/// What one `gc` pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    /// Containers whose holdings were released.
+    pub released: Vec<String>,
+    /// Switch ports named by the hook that no entry held, deleted.
+    pub orphan_ports: Vec<String>,
+    /// Socket directories no entry held, removed.
+    pub orphan_dirs: Vec<PathBuf>,
+    /// What could not be undone.
+    pub warnings: Vec<String>,
+}
+
+/// gc: under the ledger lock (so no createRuntime reserves meanwhile), releases every entry
+/// whose container process is gone, then the hook's switch ports and socket directories
+/// that no entry holds.
+pub fn gc(ctx: &Ctx) -> Result<GcReport> {
+    ctx.ledger.update(|l: &mut LedgerData| {
+        let mut r = GcReport::default();
+        let dead: Vec<Entry> = l.containers.values().filter(|e| !alive(ctx.sys, e)).cloned().collect();
+        for e in dead {
+            r.warnings.extend(release_effects(ctx, &e, true).into_iter().map(|w| format!("container {}: {w}", e.id)));
+            r.released.push(e.id.clone());
+            l.containers.remove(&e.id);
+        }
+        let held_ports: BTreeSet<&str> =
+            l.containers.values().flat_map(|e| e.ports.iter().map(|p| p.name.as_str())).collect();
+        match ctx.switch.ports() {
+            Ok(ports) => {
+                for p in
+                    ports.into_iter().filter(|p| p.starts_with(switch::PORT_PREFIX) && !held_ports.contains(p.as_str()))
+                {
+                    match ctx.switch.del_port(&p) {
+                        Ok(_) => r.orphan_ports.push(p),
+                        Err(e) => r.warnings.push(format!("deleting orphan port {p}: {e}")),
+                    }
+                }
+            }
+            Err(e) => r.warnings.push(format!("switch ports not checked: {e}")),
+        }
+        let sock_root = ctx.cfg.state_dir.join("sock");
+        let held_dirs: BTreeSet<&Path> = l.containers.values().filter_map(|e| e.sock_dir.as_deref()).collect();
+        for name in ctx.sys.list_dir(&sock_root).unwrap_or_default() {
+            let d = sock_root.join(name);
+            if !held_dirs.contains(d.as_path()) {
+                match ctx.sys.remove_all(&d) {
+                    Ok(()) => r.orphan_dirs.push(d),
+                    Err(e) => r.warnings.push(format!("removing {}: {e}", d.display())),
+                }
+            }
+        }
+        Ok(r)
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,282 @@
+// Unit tests of the stages against the fake system and the fake switch, with a real ledger in
+// a temporary directory: the contract, refusals before allocation, rollback at every step, gc.
+
+use super::*;
+use crate::switch::fake::FakeSwitch;
+use crate::sys::fake::FakeSys;
+
+const MOUNTINFO: &str = "\
+30 25 0:26 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw
+31 25 0:27 / /sys/fs/cgroup/cpuset rw,nosuid - cgroup cgroup rw,cpuset
+32 25 0:28 / /sys/fs/cgroup/hugetlb rw,nosuid - cgroup cgroup rw,hugetlb
+33 25 0:29 / /sys/fs/cgroup/devices rw,nosuid - cgroup cgroup rw,devices
+";
+
+struct World {
+    dir: PathBuf,
+    cfg: HostConfig,
+    sys: FakeSys,
+    sw: FakeSwitch,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn world(name: &str, pool: &str) -> World {
+    let dir = std::env::temp_dir().join(format!("fastpath-stages-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = HostConfig::parse(
+        &format!("cores = \"{pool}\"\nstate_dir = \"{}\"\nlib_dir = \"/opt/fp\"\n", dir.display()),
+        None,
+        "0-3",
+    )
+    .unwrap();
+    let sys = FakeSys::default();
+    sys.file("/proc/self/mountinfo", MOUNTINFO)
+        .file("/sys/fs/cgroup/unified/cgroup.controllers", "")
+        .file("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "100")
+        .dir("/b/rootfs/dev");
+    for pid in [100, 101] {
+        add_container(&sys, pid);
+    }
+    World { dir, cfg, sys, sw: FakeSwitch::with(&["br0", "br1"]) }
+}
+
+fn add_container(sys: &FakeSys, pid: i32) {
+    let c = format!("c{pid}");
+    sys.file(&format!("/proc/{pid}/cgroup"), &format!("10:hugetlb:/{c}\n3:cpuset:/{c}\n4:devices:/{c}\n0::/{c}\n"))
+        .file(&format!("/sys/fs/cgroup/cpuset/{c}/cpuset.cpus"), "0-3")
+        .file(&format!("/sys/fs/cgroup/cpuset/{c}/cgroup.procs"), "")
+        .file(&format!("/sys/fs/cgroup/hugetlb/{c}/hugetlb.2MB.limit_in_bytes"), "max")
+        .file(&format!("/sys/fs/cgroup/hugetlb/{c}/cgroup.procs"), "")
+        .file(&format!("/sys/fs/cgroup/devices/{c}/devices.allow"), "");
+    let mut st = sys.st.borrow_mut();
+    st.procs.insert(pid, 1000 + pid as u64);
+    st.memlock.insert(pid, (8 << 20, 8 << 20));
+}
+
+fn state(id: &str, pid: Option<i32>, ann: &[(&str, &str)]) -> State {
+    let mut v = serde_json::json!({"ociVersion": "1.0.2", "id": id, "status": "creating", "bundle": "/b"});
+    if let Some(p) = pid {
+        v["pid"] = p.into();
+    }
+    v["annotations"] = ann.iter().map(|(k, v)| ((*k).to_string(), serde_json::Value::from(*v))).collect();
+    parse_state(&v.to_string()).unwrap()
+}
+
+fn spec() -> Spec {
+    serde_json::from_str(
+        r#"{"ociVersion":"1.0.2","process":{"user":{"uid":1000,"gid":1000},"args":["sh"],"cwd":"/"},"root":{"path":"rootfs"}}"#,
+    )
+    .unwrap()
+}
+
+const CONTRACT: [(&str, &str); 3] =
+    [("fastpath.io/cores", "1"), ("fastpath.io/hugepages", "64Mi"), ("fastpath.io/vhost-user", "br0")];
+
+impl World {
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx::new(&self.cfg, &self.sys, &self.sw)
+    }
+    fn entries(&self) -> usize {
+        self.ctx().ledger.read().unwrap().containers.len()
+    }
+    fn assert_clean(&self) {
+        assert_eq!(self.entries(), 0, "ledger not empty");
+        assert!(self.sw.ports.borrow().is_empty(), "ports left: {:?}", self.sw.ports.borrow());
+        let sock = self.cfg.state_dir.join("sock");
+        assert!(self.sys.list_dir(&sock).unwrap_or_default().is_empty(), "socket dirs left");
+    }
+    fn mutations(&self) -> Vec<String> {
+        self.sys.st.borrow().log.clone()
+    }
+}
+
+#[test]
+fn contract_end_to_end_then_poststop_releases_everything() {
+    let w = world("contract", "2-3");
+    let ctx = w.ctx();
+    let e = create_runtime(&ctx, &state("c100", Some(100), &CONTRACT), &spec()).unwrap().unwrap();
+    assert_eq!(e.cores, vec![2]);
+    assert_eq!(e.status, Status::Ready);
+    assert_eq!(w.sys.get("/sys/fs/cgroup/cpuset/c100/cpuset.cpus").unwrap(), "2");
+    assert_eq!(w.sys.get("/sys/fs/cgroup/hugetlb/c100/hugetlb.2MB.limit_in_bytes").unwrap(), "67108864");
+    let ports = w.sw.ports.borrow().clone();
+    let (bridge, sock, uid) = &ports["fp-c100-br0"];
+    assert_eq!((bridge.as_str(), uid), ("br0", &1000));
+    assert_eq!(sock, &w.cfg.sock_dir("c100").join("br0.sock"));
+    assert_eq!(w.sys.st.borrow().dirs[&w.cfg.sock_dir("c100")], (0o700, 1000, 1000));
+    // No CAP_SYS_RESOURCE and a hard limit of 8Mi: said, not silently dropped.
+    let cfg = e.config.clone().unwrap();
+    let m = cfg.memlock.clone().unwrap();
+    assert_eq!((m.wanted, m.soft, m.hard), (64 << 20, 8 << 20, 8 << 20));
+    assert!(m.note.unwrap().contains("CAP_SYS_RESOURCE"));
+
+    assert!(create_container(&ctx, &state("c100", Some(1), &CONTRACT), &spec()).unwrap());
+    let st = w.sys.st.borrow();
+    let huge = st.mounts.iter().find(|m| m.fstype.as_deref() == Some("hugetlbfs")).unwrap();
+    assert_eq!(huge.target, PathBuf::from("/b/rootfs/dev/hugepages"));
+    assert_eq!(huge.data.as_deref(), Some("pagesize=2M,size=67108864,uid=1000,gid=1000,mode=0700"));
+    assert!(st
+        .mounts
+        .iter()
+        .any(|m| m.source == w.cfg.sock_dir("c100") && m.target == Path::new("/b/rootfs/run/fastpath/sock")));
+    let written: nc::Config = serde_json::from_str(&st.files[Path::new("/b/rootfs/run/fastpath/config.json")]).unwrap();
+    assert_eq!(written, cfg);
+    assert_eq!(written.ports[0].socket, PathBuf::from("/run/fastpath/sock/br0.sock"));
+    drop(st);
+
+    let (gone, warnings) = poststop(&ctx, "c100").unwrap().unwrap();
+    assert_eq!(gone.id, "c100");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    w.assert_clean();
+    assert!(poststop(&ctx, "c100").unwrap().is_none());
+}
+
+#[test]
+fn memlock_raised_when_allowed() {
+    let w = world("memlock", "2-3");
+    w.sys.st.borrow_mut().cap_sys_resource = true;
+    let e = create_runtime(&w.ctx(), &state("c100", Some(100), &CONTRACT), &spec()).unwrap().unwrap();
+    assert_eq!(w.sys.st.borrow().memlock[&100], (64 << 20, 64 << 20));
+    assert_eq!(e.config.unwrap().memlock.unwrap().note, None);
+}
+
+#[test]
+fn memlock_require_policy_refuses_before_allocating() {
+    let mut w = world("require", "2-3");
+    w.cfg.memlock = MemlockPolicy::Require;
+    let e = create_runtime(&w.ctx(), &state("c100", Some(100), &CONTRACT), &spec()).unwrap_err().to_string();
+    assert!(e.contains("CAP_SYS_RESOURCE") && e.contains("require"), "{e}");
+    assert!(w.mutations().is_empty());
+    w.assert_clean();
+}
+
+#[test]
+fn not_a_fastpath_container() {
+    let w = world("none", "2-3");
+    assert!(create_runtime(&w.ctx(), &state("x", Some(100), &[("a", "b")]), &spec()).unwrap().is_none());
+    assert!(!create_container(&w.ctx(), &state("x", Some(1), &[]), &spec()).unwrap());
+    assert!(w.mutations().is_empty());
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_is_allocated() {
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (vec![("fastpath.io/colour", "blue")], "annotation fastpath.io/colour: 'blue' is not a fastpath annotation"),
+        (
+            vec![("fastpath.io/hugepages", "64Mx")],
+            "annotation fastpath.io/hugepages: '64Mx' is not a size (try 64Mi or 1Gi)",
+        ),
+        (
+            vec![("fastpath.io/cores", "3")],
+            "annotation fastpath.io/cores: '3' is more cores than the pool has: pool 2-3",
+        ),
+        (
+            vec![("fastpath.io/vhost-user", "br9")],
+            "annotation fastpath.io/vhost-user: 'br9' bridge 'br9' does not exist on fastpathd",
+        ),
+        (
+            vec![("fastpath.io/hugepages", "1Gi")],
+            "annotation fastpath.io/hugepages: '1Gi' needs 512 free 2Mi hugepages; the host has 100 free",
+        ),
+        (vec![("fastpath.io/inject", "true")], "annotation fastpath.io/inject: 'true' /opt/fp does not exist"),
+        (
+            vec![("fastpath.io/vf", "0000:81:10.0")],
+            "annotation fastpath.io/vf: '0000:81:10.0' 0000:81:10.0: no such PCI device",
+        ),
+    ];
+    for (ann, want) in cases {
+        let w = world("bad", "2-3");
+        let e = create_runtime(&w.ctx(), &state("c100", Some(100), &ann), &spec()).unwrap_err().to_string();
+        assert!(e.starts_with(want), "got: {e}\nwant: {want}");
+        assert!(w.mutations().is_empty(), "{ann:?}: {:?}", w.mutations());
+        w.assert_clean();
+    }
+    let mut w = world("down", "2-3");
+    w.sw.down = true;
+    let e = create_runtime(&w.ctx(), &state("c100", Some(100), &CONTRACT), &spec()).unwrap_err().to_string();
+    assert!(e.starts_with("annotation fastpath.io/vhost-user: 'br0' fastpathd at /fake: not answering"), "{e}");
+    assert!(w.mutations().is_empty());
+    w.sw.down = false;
+    w.assert_clean();
+}
+
+#[test]
+fn pool_of_one_core_second_container_is_told_the_holder() {
+    let w = world("pool", "2");
+    create_runtime(&w.ctx(), &state("c100", Some(100), &CONTRACT), &spec()).unwrap().unwrap();
+    let e = create_runtime(&w.ctx(), &state("c101", Some(101), &CONTRACT), &spec()).unwrap_err().to_string();
+    assert!(
+        e.starts_with("annotation fastpath.io/cores: '1' cannot be met: the core pool 2 has 0 free of 1, 1 wanted (core 2 held by container c100 (pid 100))"),
+        "{e}"
+    );
+    assert_eq!(w.entries(), 1);
+    assert_eq!(w.sw.ports.borrow().len(), 1);
+    // The same id twice is refused too.
+    let e = create_runtime(&w.ctx(), &state("c100", Some(101), &CONTRACT), &spec()).unwrap_err().to_string();
+    assert!(e.contains("already holds resources"), "{e}");
+}
+
+#[test]
+fn failure_at_each_step_undoes_everything() {
+    for fail in ["mkdir-owned", "write /sys/fs/cgroup/cpuset", "write /sys/fs/cgroup/hugetlb", "memlock"] {
+        let w = world("rollback", "2-3");
+        w.sys.st.borrow_mut().cap_sys_resource = true;
+        w.sys.st.borrow_mut().fail = Some(fail.into());
+        let r = create_runtime(&w.ctx(), &state("c100", Some(100), &CONTRACT), &spec());
+        assert!(r.is_err(), "{fail}: succeeded");
+        w.assert_clean();
+    }
+    // The switch refuses the second of two ports: the first is deleted again.
+    let mut w = world("rollback-port", "2-3");
+    w.sw.fail_add_on = Some("br1".into());
+    let ann = [("fastpath.io/vhost-user", "br0,br1")];
+    let e = create_runtime(&w.ctx(), &state("c100", Some(100), &ann), &spec()).unwrap_err().to_string();
+    assert!(e.contains("adding port fp-c100-br1") && e.contains("full"), "{e}");
+    w.assert_clean();
+    // A mount that fails in createContainer releases what createRuntime reserved.
+    w.sw.fail_add_on = None;
+    create_runtime(&w.ctx(), &state("c100", Some(100), &CONTRACT), &spec()).unwrap().unwrap();
+    w.sys.st.borrow_mut().fail = Some("mount /b/rootfs/run/fastpath/sock".into());
+    assert!(create_container(&w.ctx(), &state("c100", Some(1), &CONTRACT), &spec()).is_err());
+    w.assert_clean();
+}
+
+#[test]
+fn create_container_without_create_runtime_says_so() {
+    let w = world("nocr", "2-3");
+    let e = create_container(&w.ctx(), &state("c100", Some(1), &CONTRACT), &spec()).unwrap_err().to_string();
+    assert!(e.contains("createRuntime stage did not run"), "{e}");
+}
+
+#[test]
+fn gc_releases_the_dead_and_orphans_and_keeps_the_living() {
+    let w = world("gc", "2-3");
+    create_runtime(&w.ctx(), &state("c100", Some(100), &CONTRACT), &spec()).unwrap().unwrap();
+    create_runtime(&w.ctx(), &state("c101", Some(101), &CONTRACT), &spec()).unwrap().unwrap();
+    // c100's runtime crashed: its process is gone, its cgroup empty; no poststop ran.
+    w.sys.st.borrow_mut().procs.remove(&100);
+    w.sw.add_port("fp-lost-br0", "br0", Path::new("/x"), 0, 0).unwrap();
+    w.sw.add_port("someone-else", "br0", Path::new("/y"), 0, 0).unwrap();
+    w.sys.mkdir_owned(&w.cfg.sock_dir("lost"), 0o700, 0, 0).unwrap();
+    let r = gc(&w.ctx()).unwrap();
+    assert_eq!(r.released, vec!["c100"]);
+    assert_eq!(r.orphan_ports, vec!["fp-lost-br0"]);
+    assert_eq!(r.orphan_dirs, vec![w.cfg.sock_dir("lost")]);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert!(!w.sys.exists(Path::new("/sys/fs/cgroup/cpuset/c100")));
+    assert!(w.sys.exists(Path::new("/sys/fs/cgroup/cpuset/c101")));
+    let names: Vec<String> = w.sw.ports.borrow().keys().cloned().collect();
+    assert_eq!(names, vec!["fp-c101-br0", "someone-else"]);
+    assert_eq!(w.entries(), 1);
+    // A recycled pid with another start time is not the same container.
+    w.sys.st.borrow_mut().procs.insert(101, 1);
+    assert_eq!(gc(&w.ctx()).unwrap().released, vec!["c101"]);
+    w.sw.ports.borrow_mut().remove("someone-else");
+    w.assert_clean();
+}
