@@ -3,7 +3,12 @@
 //! Shared pieces of fastpath's example programs.
 #![deny(unsafe_code)]
 
+pub mod acl;
+pub mod flow;
 pub mod frame;
+pub mod lb;
+pub mod smol;
+pub mod vnf;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -41,6 +46,9 @@ pub struct Common {
     /// Lets several pollers share a core, e.g. in tests.
     #[arg(long, default_value_t = 0)]
     pub idle_sleep_us: u64,
+    /// Interrupt mode: after a run of empty polls, sleep until the peer signals traffic.
+    #[arg(long)]
+    pub interrupt: bool,
     /// Seconds to wait for the link to come up.
     #[arg(long, default_value_t = 30.0)]
     pub link_timeout: f64,
@@ -185,6 +193,38 @@ impl Meter {
 pub fn idle(c: &Common) {
     if c.idle_sleep_us > 0 {
         std::thread::sleep(Duration::from_micros(c.idle_sleep_us));
+    }
+}
+
+/// Decides what a receive loop does when it found nothing: spin, nap
+/// (`--idle-sleep-us`) or, in interrupt mode, sleep on the port's notification.
+#[derive(Debug, Default)]
+pub struct Idler {
+    empty: u32,
+}
+
+/// Empty polls before an interrupt-mode port goes to sleep.
+const EMPTY_POLLS_BEFORE_SLEEP: u32 = 64;
+
+impl Idler {
+    /// Call when a receive found nothing.
+    #[inline]
+    pub fn empty(&mut self, c: &Common, port: &mut dyn Port, pool: &mut PktPool) {
+        if c.interrupt {
+            self.empty += 1;
+            if self.empty >= EMPTY_POLLS_BEFORE_SLEEP {
+                self.empty = 0;
+                port.wait_rx(pool, Duration::from_millis(100));
+            }
+        } else {
+            idle(c);
+        }
+    }
+
+    /// Call when a receive found packets.
+    #[inline]
+    pub fn busy(&mut self) {
+        self.empty = 0;
     }
 }
 

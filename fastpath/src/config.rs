@@ -47,6 +47,9 @@ pub struct Config {
     /// Bridge names.
     #[serde(default = "default_bridges")]
     pub bridges: Vec<String>,
+    /// Sleep on the ports' kicks when idle instead of polling.
+    #[serde(default)]
+    pub interrupt: bool,
     /// MAC entries age out after this many seconds.
     #[serde(default = "default_age")]
     pub mac_age_secs: u32,
@@ -70,6 +73,7 @@ impl Default for Config {
         Self {
             ctl_socket: default_ctl(),
             core: None,
+            interrupt: false,
             bridges: default_bridges(),
             mac_age_secs: default_age(),
             ports: Vec::new(),

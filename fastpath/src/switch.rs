@@ -7,6 +7,7 @@ use netlib::vhost::{
 };
 use netlib::{LinkState, Port};
 use serde::{Deserialize, Serialize};
+use std::os::fd::AsRawFd;
 
 use crate::config::{PortConfig, PortMode};
 use crate::mactable::{is_multicast, Mac, MacTable};
@@ -222,6 +223,55 @@ impl Switch {
         self.now = self.now.wrapping_add(1).max(1);
     }
 
+    /// Interrupt mode: asks every live port to kick when it sends, checks once
+    /// more for traffic, then sleeps on the kicks and control sockets for up to
+    /// `timeout`. Back in polling mode on return.
+    pub fn sleep(&mut self, timeout: std::time::Duration) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        for p in self.ports.iter_mut().flatten() {
+            if let Some(dev) = p.backend.device_mut() {
+                dev.set_kicks(GUEST_TX, true);
+            }
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let busy = self.ports.iter_mut().flatten().any(|p| {
+            p.backend.device_mut().and_then(|d| d.queue(GUEST_TX)).is_some_and(|q| !matches!(q.available(), Ok(0)))
+        });
+        let mut readable_kicks: u64 = 0;
+        if !busy {
+            let mut owners = Vec::with_capacity(2 * MAX_PORTS);
+            let mut fds = Vec::with_capacity(2 * MAX_PORTS);
+            for (i, p) in self.ports.iter().enumerate() {
+                if let Some(p) = p {
+                    for (k, fd) in p.backend.wait_fds().into_iter().enumerate() {
+                        owners.push((i, k == 1));
+                        fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                    }
+                }
+            }
+            let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+            if poll(&mut fds, PollTimeout::from(ms)).unwrap_or(0) > 0 {
+                for (fd, (i, is_kick)) in fds.iter().zip(&owners) {
+                    if *is_kick && fd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)) {
+                        readable_kicks |= 1 << i;
+                    }
+                }
+            }
+        }
+        for (i, p) in self.ports.iter_mut().enumerate() {
+            let Some(p) = p else { continue };
+            if let Some(dev) = p.backend.device_mut() {
+                dev.set_kicks(GUEST_TX, false);
+                if readable_kicks & (1 << i) != 0 {
+                    if let Some(k) = dev.kick_fd(GUEST_TX) {
+                        let mut b = [0u8; 8];
+                        let _ = nix::unistd::read(k.as_raw_fd(), &mut b);
+                    }
+                }
+            }
+        }
+    }
+
     /// One pass: every port's pending burst goes to its destinations. Returns
     /// packets moved.
     pub fn poll_once(&mut self) -> usize {
@@ -327,6 +377,7 @@ impl Switch {
                     }
                     q.publish();
                 }
+                dev.notify(GUEST_TX);
             }
         }
         for o in 0..MAX_PORTS {
@@ -335,6 +386,7 @@ impl Switch {
                     if let Some(q) = dev.queue(GUEST_RX) {
                         q.publish();
                     }
+                    dev.notify(GUEST_RX);
                 }
             }
         }

@@ -27,12 +27,26 @@ pub enum Command {
 /// Passes between two looks at the command queue and the clock.
 const PASSES: u32 = 256;
 
-/// Runs the switch until `stop` is set.
-pub fn run(mut sw: Switch, commands: &Receiver<Command>, stop: &Arc<AtomicBool>) {
+/// Idle batches of passes before the worker sleeps in interrupt mode.
+const IDLE_BATCHES: u32 = 8;
+/// Longest sleep (commands from the control thread wait at most this long).
+const SLEEP: Duration = Duration::from_millis(10);
+
+/// Runs the switch until `stop` is set. With `interrupt`, the worker sleeps on
+/// the ports' kick eventfds when no port has had traffic for a while.
+pub fn run(mut sw: Switch, commands: &Receiver<Command>, stop: &Arc<AtomicBool>, interrupt: bool) {
     let mut second = Instant::now();
+    let mut idle = 0u32;
     while !stop.load(Ordering::Relaxed) {
+        let mut moved = 0;
         for _ in 0..PASSES {
-            sw.poll_once();
+            moved += sw.poll_once();
+        }
+        if interrupt {
+            idle = if moved == 0 { idle + 1 } else { 0 };
+            if idle >= IDLE_BATCHES {
+                sw.sleep(SLEEP);
+            }
         }
         while let Ok(cmd) = commands.try_recv() {
             match cmd {

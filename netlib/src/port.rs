@@ -55,6 +55,15 @@ pub trait Port: Send {
     fn poll_control(&mut self, pool: &mut PktPool);
     /// A name for logs.
     fn name(&self) -> &str;
+    /// Interrupt mode: sleeps until the peer signals that packets arrived, or
+    /// `timeout` passes; returns whether it was woken. Call it only after
+    /// `rx_burst` found nothing for a while. Ports without notifications just
+    /// nap briefly.
+    fn wait_rx(&mut self, pool: &mut PktPool, timeout: std::time::Duration) -> bool {
+        let _ = pool;
+        std::thread::sleep(timeout.min(std::time::Duration::from_millis(1)));
+        false
+    }
 }
 
 /// A textual port specification.

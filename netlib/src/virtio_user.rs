@@ -551,6 +551,8 @@ impl Port for VirtioUser {
         if n > 0 {
             q.avail_idx = q.avail_idx.wrapping_add(n as u16);
             q.ring.publish_avail(q.avail_idx);
+            // Order the avail store before the flag load (the device's fence pairs with it).
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             if q.ring.used_flags() & VRING_USED_F_NO_NOTIFY == 0 {
                 let _ = q.kick.write(1);
             }
@@ -577,6 +579,34 @@ impl Port for VirtioUser {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn wait_rx(&mut self, pool: &mut PktPool, timeout: Duration) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        if self.state != State::Up || !self.check_pool(pool) {
+            self.control(pool);
+            std::thread::sleep(timeout.min(Duration::from_millis(10)));
+            return false;
+        }
+        let q = &self.rxq;
+        // Ask for a call, then look once more: packets may have come in between.
+        q.ring.set_avail_flags(0);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        if q.ring.used_idx() != q.last_used {
+            q.ring.set_avail_flags(VRING_AVAIL_F_NO_INTERRUPT);
+            return true;
+        }
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let conn = self.conn.as_ref().expect("up means connected");
+        let mut fds = [PollFd::new(q.call.as_fd(), PollFlags::POLLIN), PollFd::new(conn.fd(), PollFlags::POLLIN)];
+        let woke = poll(&mut fds, PollTimeout::from(ms)).unwrap_or(0) > 0;
+        let control = fds[1].revents().is_some_and(|r| !r.is_empty());
+        let _ = q.call.read();
+        q.ring.set_avail_flags(VRING_AVAIL_F_NO_INTERRUPT);
+        if control {
+            self.control(pool);
+        }
+        woke
     }
 }
 

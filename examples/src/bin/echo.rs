@@ -5,7 +5,7 @@
 use anyhow::Result;
 use clap::Parser;
 use fastpath_examples::frame::{macswap, parse_mac, Template};
-use fastpath_examples::{idle, init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Meter};
+use fastpath_examples::{init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Idler, Meter};
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
 use std::sync::atomic::Ordering;
@@ -63,12 +63,14 @@ fn main() -> Result<()> {
     let (mut fwd, mut dropped) = (0u64, 0u64);
     let mut meter = Meter::new("echo", c);
     let mut first: Option<Instant> = None;
+    let mut idler = Idler::default();
     while !stop.load(Ordering::Relaxed) && meter.tick(fwd) {
         let n = port.rx_burst(&mut pool, &mut burst);
         if n == 0 {
-            idle(c);
+            idler.empty(c, port.as_mut(), &mut pool);
             continue;
         }
+        idler.busy();
         if first.is_none() {
             first = Some(Instant::now());
         }

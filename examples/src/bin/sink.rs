@@ -5,7 +5,7 @@
 use anyhow::Result;
 use clap::Parser;
 use fastpath_examples::frame::{check, Check, SeqTracker};
-use fastpath_examples::{idle, init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Meter};
+use fastpath_examples::{init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Idler, Meter};
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
 use std::sync::atomic::Ordering;
@@ -52,10 +52,11 @@ fn main() -> Result<()> {
     let mut last = Instant::now();
     let idle_for = Duration::from_secs_f64(a.idle_exit);
     let mut empty_loops: u32 = 0;
+    let mut idler = Idler::default();
     while !stop.load(Ordering::Relaxed) && (a.count == 0 || received < a.count) && meter.tick(received) {
         let n = port.rx_burst(&mut pool, &mut burst);
         if n == 0 {
-            idle(c);
+            idler.empty(c, port.as_mut(), &mut pool);
             empty_loops += 1;
             if a.idle_exit > 0.0 && first.is_some() && empty_loops.is_multiple_of(4096) && last.elapsed() > idle_for {
                 break;
@@ -63,6 +64,7 @@ fn main() -> Result<()> {
             continue;
         }
         empty_loops = 0;
+        idler.busy();
         if first.is_none() {
             first = Some(Instant::now());
             meter.restart();

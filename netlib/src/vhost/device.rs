@@ -9,7 +9,7 @@ use crate::mem::GuestMemory;
 use crate::ring::DeviceRing;
 use crate::spec::{
     PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_REPLY_ACK, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1,
-    VRING_USED_F_NO_NOTIFY,
+    VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_NOTIFY,
 };
 use crate::vhost_user::conn::RawMsg;
 use crate::vhost_user::message::encode;
@@ -116,6 +116,34 @@ impl VhostDevice {
     /// The call eventfd of vring `i`, if the frontend wants interrupts there.
     pub fn call_fd(&self, i: usize) -> Option<&OwnedFd> {
         self.vrings[i].call.as_ref()
+    }
+
+    /// The kick eventfd of vring `i`, if the frontend gave one.
+    pub fn kick_fd(&self, i: usize) -> Option<&OwnedFd> {
+        self.vrings[i].kick.as_ref()
+    }
+
+    /// Signals vring `i`'s call eventfd if the frontend cleared NO_INTERRUPT
+    /// (it sleeps). The fence orders our used-index store before the flag load,
+    /// pairing with the frontend's fence between its flag store and used-index load.
+    #[inline]
+    pub fn notify(&mut self, i: usize) {
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let wants =
+            self.vrings[i].queue.as_ref().is_some_and(|q| q.ring.avail_flags() & VRING_AVAIL_F_NO_INTERRUPT == 0);
+        if wants {
+            if let Some(fd) = &self.vrings[i].call {
+                let _ = nix::unistd::write(fd.as_fd(), &1u64.to_ne_bytes());
+            }
+        }
+    }
+
+    /// Asks the frontend to kick vring `i` when it adds buffers (`true`, before
+    /// sleeping) or not to (`false`, polling).
+    pub fn set_kicks(&mut self, i: usize, on: bool) {
+        if let Some(q) = &self.vrings[i].queue {
+            q.ring.set_used_flags(if on { 0 } else { VRING_USED_F_NO_NOTIFY });
+        }
     }
 
     /// Whether both vrings are live.

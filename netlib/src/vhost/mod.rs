@@ -5,7 +5,7 @@
 pub mod device;
 pub mod queue;
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ pub use queue::{copy_chain, read_chain, write_chain, Chain, ChainFault, DeviceQu
 
 use crate::pool::{Packet, PktPool, DATA_ROOM};
 use crate::port::{LinkState, Port, PortCounters};
-use crate::spec::{NET_HDR_LEN, VRING_AVAIL_F_NO_INTERRUPT};
+use crate::spec::NET_HDR_LEN;
 use crate::vhost_user::message::{encode, FLAG_REPLY, FLAG_VERSION};
 use crate::vhost_user::{Conn, ConnError};
 
@@ -226,12 +226,22 @@ impl VhostBackend {
     /// Signals the frontend's call eventfd for vring `i` if it asked for interrupts.
     #[inline]
     fn notify(dev: &mut VhostDevice, i: usize) {
-        let wants = dev.queue(i).is_some_and(|q| q.ring.avail_flags() & VRING_AVAIL_F_NO_INTERRUPT == 0);
-        if wants {
-            if let Some(fd) = dev.call_fd(i) {
-                let _ = nix::unistd::write(fd.as_fd(), &1u64.to_ne_bytes());
-            }
+        dev.notify(i);
+    }
+
+    /// The fds to wait on while the switch sleeps: the listener or the connection
+    /// (control messages), and the kick eventfd of the frontend's transmit queue.
+    pub fn wait_fds(&self) -> Vec<BorrowedFd<'_>> {
+        let mut v = Vec::with_capacity(2);
+        match (&self.conn, &self.listener) {
+            (Some(c), _) => v.push(c.fd()),
+            (None, Some(l)) => v.push(l.as_fd()),
+            (None, None) => {}
         }
+        if let Some(k) = self.dev.kick_fd(GUEST_TX) {
+            v.push(k.as_fd());
+        }
+        v
     }
 
     fn dequeue(&mut self, pool: &mut PktPool, pkts: &mut Vec<Packet>) -> Result<usize, ChainFault> {

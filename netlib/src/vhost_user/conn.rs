@@ -69,6 +69,11 @@ impl Conn {
         self.stream.as_raw_fd()
     }
 
+    /// The socket's fd, borrowed (for poll).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.stream)
+    }
+
     /// Sends one message with `fds` attached.
     pub fn send(&self, request: u32, flags: u32, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), ConnError> {
         let h = Header { request, flags, size: payload.len() as u32 }.encode();
