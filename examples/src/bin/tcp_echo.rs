@@ -1,0 +1,195 @@
+// tcp_echo: a TCP echo server on smoltcp over a netlib port, and with --connect its client:
+// sends N bytes of a pattern, reads them back, and checks every byte.
+//! TCP echo server and client.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use fastpath_examples::smol::{stopped, Host, HostArgs};
+use fastpath_examples::{init_logging, report, Common};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{IpAddress, IpEndpoint};
+
+/// Echoes TCP streams, or checks an echo server.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "fastpath tcp_echo: TCP echo server on smoltcp over a netlib port; --connect makes it the client",
+    after_help = "server: tcp_echo --port vu:/tmp/a.sock --ip 10.0.0.2/24 --listen 7\n\
+client: tcp_echo --port vu:/tmp/b.sock --ip 10.0.0.1/24 --connect 10.0.0.2:7 --bytes 1000000"
+)]
+struct Args {
+    #[command(flatten)]
+    host: HostArgs,
+    /// Server: TCP port to listen on.
+    #[arg(long, default_value_t = 7)]
+    listen: u16,
+    /// Server: exit after this many connections have closed (0: never).
+    #[arg(long, default_value_t = 0)]
+    conns: u64,
+    /// Client mode: the server, ADDRESS:PORT.
+    #[arg(long)]
+    connect: Option<String>,
+    /// Client: bytes to send and expect back.
+    #[arg(long, default_value_t = 1_000_000)]
+    bytes: u64,
+    /// Client: give up after this many seconds.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Byte `i` of the client's stream.
+fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(31) ^ (i >> 8)) as u8
+}
+
+fn socket() -> tcp::Socket<'static> {
+    tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 65536]), tcp::SocketBuffer::new(vec![0; 65536]))
+}
+
+fn server(a: &Args, host: &mut Host) -> Result<serde_json::Value> {
+    let h = host.sockets.add(socket());
+    let end = (a.common.secs > 0.0).then(|| Instant::now() + Duration::from_secs_f64(a.common.secs));
+    let (mut conns, mut echoed) = (0u64, 0u64);
+    let mut was_open = false;
+    let mut buf = vec![0u8; 65536];
+    while !stopped() && (a.conns == 0 || conns < a.conns) && end.is_none_or(|e| Instant::now() < e) {
+        let mut moved = host.poll();
+        let s = host.sockets.get_mut::<tcp::Socket>(h);
+        if !s.is_open() {
+            if was_open {
+                conns += 1;
+                was_open = false;
+                if a.conns > 0 && conns >= a.conns {
+                    break;
+                }
+            }
+            s.listen(a.listen).with_context(|| format!("--listen {}", a.listen))?;
+        }
+        if s.is_active() {
+            was_open = true;
+        }
+        // Echo as much as both buffers allow.
+        while s.can_recv() && s.send_capacity() > s.send_queue() {
+            let room = s.send_capacity() - s.send_queue();
+            let take = room.min(buf.len());
+            let n = s.recv_slice(&mut buf[..take]).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            let sent = s.send_slice(&buf[..n]).unwrap_or(0);
+            debug_assert_eq!(sent, n);
+            echoed += n as u64;
+            moved = true;
+        }
+        // The client closed its side and everything is echoed: close ours.
+        if s.state() == tcp::State::CloseWait && s.send_queue() == 0 && !s.can_recv() {
+            s.close();
+        }
+        if moved {
+            host.poll();
+        } else {
+            host.idle();
+        }
+    }
+    for _ in 0..100 {
+        host.poll();
+    }
+    Ok(serde_json::json!({"role":"tcp_echo","conns":conns,"echoed":echoed}))
+}
+
+fn client(a: &Args, host: &mut Host, to: &str) -> Result<serde_json::Value> {
+    let server: std::net::SocketAddrV4 =
+        to.parse().map_err(|_| anyhow::anyhow!("--connect '{to}' is not ADDRESS:PORT like 10.0.0.2:7"))?;
+    let handle = host.sockets.add(socket());
+    let local = 40_000 + (std::process::id() % 20_000) as u16;
+    let remote = IpEndpoint::new(IpAddress::Ipv4(*server.ip()), server.port());
+    host.sockets
+        .get_mut::<tcp::Socket>(handle)
+        .connect(host.iface.context(), remote, local)
+        .map_err(|e| anyhow::anyhow!("connect to {server}: {e}"))?;
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs_f64(a.timeout);
+    let (mut sent, mut got, mut wrong) = (0u64, 0u64, 0u64);
+    let mut first_wrong: Option<u64> = None;
+    let mut buf = vec![0u8; 65536];
+    let mut connected_at: Option<Instant> = None;
+    let mut closed = false;
+    loop {
+        if stopped() {
+            bail!("interrupted after {got} of {} bytes came back", a.bytes);
+        }
+        if Instant::now() > deadline {
+            bail!("timeout after {} s: sent {sent}, got back {got} of {} bytes", a.timeout, a.bytes);
+        }
+        let mut moved = host.poll();
+        let sock = host.sockets.get_mut::<tcp::Socket>(handle);
+        if connected_at.is_none() && sock.may_send() {
+            connected_at = Some(Instant::now());
+        }
+        if connected_at.is_some() && !sock.is_open() && got < a.bytes {
+            bail!("the server closed the connection after {got} of {} bytes", a.bytes);
+        }
+        while sock.can_send() && sent < a.bytes {
+            let n = (a.bytes - sent).min(buf.len() as u64) as usize;
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                *b = pattern(sent + i as u64);
+            }
+            let k = sock.send_slice(&buf[..n]).unwrap_or(0);
+            if k == 0 {
+                break;
+            }
+            sent += k as u64;
+            moved = true;
+        }
+        while sock.can_recv() {
+            let n = sock.recv_slice(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            for (i, b) in buf[..n].iter().enumerate() {
+                if *b != pattern(got + i as u64) {
+                    wrong += 1;
+                    first_wrong.get_or_insert(got + i as u64);
+                }
+            }
+            got += n as u64;
+            moved = true;
+        }
+        if got >= a.bytes && !closed {
+            sock.close();
+            closed = true;
+        }
+        if closed && !sock.is_open() {
+            break;
+        }
+        if closed && sock.state() == tcp::State::TimeWait {
+            break;
+        }
+        if !moved {
+            host.idle();
+        }
+    }
+    let secs = connected_at.map_or(0.0, |c| c.elapsed().as_secs_f64());
+    Ok(serde_json::json!({"role":"tcp_echo_client","bytes":a.bytes,"sent":sent,"received":got,"wrong":wrong,
+        "first_wrong":first_wrong,"ok":wrong == 0 && got == a.bytes,"secs":secs,
+        "mbit_s": if secs > 0.0 { got as f64 * 8.0 / secs / 1e6 } else { 0.0 }}))
+}
+
+fn main() -> Result<()> {
+    init_logging();
+    let a = Args::parse();
+    let mut host = Host::open(&a.host, &a.common)?;
+    let v = match &a.connect {
+        Some(to) => client(&a, &mut host, to)?,
+        None => server(&a, &mut host)?,
+    };
+    report(&a.common, &v);
+    if v.get("ok").and_then(serde_json::Value::as_bool) == Some(false) {
+        bail!("the echoed stream differs from what was sent");
+    }
+    Ok(())
+}
