@@ -36,6 +36,13 @@ impl Totals {
     }
 }
 
+/// Whether a signal flag is set, clearing it. Reads before it swaps: a swap is a locked
+/// instruction that drains the store buffer, too dear for every pass of a polling loop.
+#[inline]
+pub fn take_flag(f: &AtomicBool) -> bool {
+    f.load(Ordering::Relaxed) && f.swap(false, Ordering::Relaxed)
+}
+
 /// What a VNF does with frames.
 pub trait Logic {
     /// Gets each frame from the ingress port, writable; says whether to send it on.

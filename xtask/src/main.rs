@@ -4,6 +4,7 @@
 //! `cargo xtask`: developer tasks for fastpath (setup, test, bench, demo).
 
 mod bench;
+mod bundle;
 mod demo;
 mod fuzz;
 mod procs;

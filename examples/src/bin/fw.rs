@@ -3,14 +3,14 @@
 //! Stateless ACL firewall.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use fastpath_examples::acl::{Acl, Verdict};
-use fastpath_examples::vnf::{Logic, Totals, Vnf};
+use fastpath_examples::vnf::{take_flag, Logic, Totals, Vnf};
 use fastpath_examples::{init_logging, report, Common};
 use netlib::PortSpec;
 
@@ -55,7 +55,7 @@ impl Logic for Fw {
 
     fn house(&mut self, _t: &Totals) {
         let due = self.every_sec && Instant::now() >= self.next;
-        if self.usr1.swap(false, Ordering::Relaxed) || due {
+        if take_flag(&self.usr1) || due {
             eprint!("{}", self.acl.report());
             self.next = Instant::now() + Duration::from_secs(1);
         }

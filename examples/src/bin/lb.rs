@@ -4,14 +4,14 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use fastpath_examples::frame::parse_mac;
 use fastpath_examples::lb::{parse_backends, Action, Backend, Balancer};
-use fastpath_examples::vnf::{Logic, Totals, Vnf};
+use fastpath_examples::vnf::{take_flag, Logic, Totals, Vnf};
 use fastpath_examples::{init_logging, report, Common};
 use netlib::PortSpec;
 
@@ -83,7 +83,7 @@ impl Logic for Lb<'_> {
     }
 
     fn house(&mut self, _t: &Totals) {
-        if self.hup.swap(false, Ordering::Relaxed) {
+        if take_flag(&self.hup) {
             // A reload swaps in a new table between bursts; a bad file keeps the old one.
             match load(self.args).and_then(|v| {
                 let n = v.len();
@@ -93,7 +93,7 @@ impl Logic for Lb<'_> {
                 Err(e) => eprintln!("lb: reload refused, keeping the old backends: {e:#}"),
             }
         }
-        if self.usr1.swap(false, Ordering::Relaxed) {
+        if take_flag(&self.usr1) {
             eprintln!("{}", show(&self.balancer));
         }
     }

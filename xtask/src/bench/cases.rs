@@ -7,6 +7,7 @@ use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
 
 use super::apps;
+use super::hook_start;
 use super::ours::{final_json, number, port, Ctx};
 use super::ovs::Ovs;
 use super::testpmd::{self, Memory, Testpmd, BURST};
@@ -70,6 +71,8 @@ enum Kind {
     Vnf(apps::Vnf),
     /// UDP request/response: smoltcp over netlib vs the kernel over a veth pair.
     UdpRr,
+    /// A busybox container's start-to-exit under runc with fastpath-hook vs without.
+    HookStart,
 }
 
 /// A benchmark case: one pair of runs per round yields one value per metric and side.
@@ -102,6 +105,11 @@ pub const CASES: &[Case] = &[
         metrics: &[Metric { name: "udp_rr", unit: Unit::Us }, Metric { name: "udp_rr_p99", unit: Unit::Us }],
         kind: Kind::UdpRr,
     },
+    Case {
+        name: "hook_start",
+        metrics: &[Metric { name: "hook_start", unit: Unit::Ms }, Metric { name: "hook_own", unit: Unit::Ms }],
+        kind: Kind::HookStart,
+    },
 ];
 
 /// Packets in flight in the looping cases (ours: `--prime 256`).
@@ -126,6 +134,7 @@ impl Case {
             Kind::Start => ours_start(&mut sb, ctx),
             Kind::Vnf(v) => apps::vnf_64(&mut sb, ctx, v),
             Kind::UdpRr => apps::ours_udp_rr(&mut sb, ctx),
+            Kind::HookStart => hook_start::ours(&mut sb, ctx),
         }
     }
 
@@ -141,6 +150,7 @@ impl Case {
             Kind::Start => peer_start(&mut sb, ctx),
             Kind::Vnf(_) => apps::vnf_64(&mut sb, ctx, apps::Vnf::L2fwd),
             Kind::UdpRr => apps::kernel_udp_rr(&mut sb, ctx),
+            Kind::HookStart => hook_start::peer(&mut sb, ctx),
         }
     }
 }

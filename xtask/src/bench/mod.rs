@@ -3,6 +3,7 @@
 
 mod apps;
 mod cases;
+mod hook_start;
 mod ours;
 mod ovs;
 mod probe;
@@ -35,7 +36,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub secs: Option<u64>,
     /// Run only this case (repeatable): v2h_64 v2h_1518 h2v_64 h2v_1518 twoway_64 switch_64 rtt start
-    /// lb_64 fw_64 udp_rr.
+    /// lb_64 fw_64 udp_rr hook_start.
     #[arg(long = "case", value_name = "NAME")]
     pub cases: Vec<String>,
     /// Skip the release build and use the binaries already in target/release.

@@ -1,0 +1,88 @@
+// Helpers shared by the apps_* tests (C ABI, smoltcp, VNFs): building the C examples
+// with gcc against libfastpath_net, skip-or-fail for gcc and the library, and JSON field checks.
+//! Helpers of the apps_* integration tests.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use integration::{bin_dir, peers_required, run_with_timeout, workspace_dir, TestDir};
+use serde_json::Value;
+
+/// How long gcc may take for one example.
+const GCC_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Prints the loud SKIPPED block (or panics under FASTPATH_REQUIRE_PEERS=1).
+pub fn skip(test: &str, reason: &str) {
+    assert!(!peers_required(), "{test}: FASTPATH_REQUIRE_PEERS=1 but {reason}");
+    eprintln!("\n************************************************************");
+    eprintln!("SKIPPED: {test}: {reason}");
+    eprintln!("************************************************************\n");
+}
+
+/// Whether gcc and the built libfastpath_net (.so and .a) are there; else skips.
+pub fn c_toolchain(test: &str) -> bool {
+    if !Command::new("gcc").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        skip(test, "gcc is not installed (apt-get install gcc)");
+        return false;
+    }
+    let dir = bin_dir();
+    for f in ["libfastpath_net.so", "libfastpath_net.a"] {
+        if !dir.join(f).is_file() {
+            skip(test, &format!("{f} not found in {} (build with `cargo build --release --workspace`)", dir.display()));
+            return false;
+        }
+    }
+    true
+}
+
+/// Compiles `examples/c/NAME.c` into `dir` with -Wall -Wextra -Werror, linked against
+/// libfastpath_net.so (with an rpath to it) or, if `static_lib`, the .a archive.
+pub fn build_c(dir: &TestDir, name: &str, static_lib: bool) -> Result<PathBuf, String> {
+    let lib = bin_dir();
+    let src = workspace_dir().join("examples").join("c").join(format!("{name}.c"));
+    let out = dir.join(&if static_lib { format!("{name}-static") } else { name.to_string() });
+    let mut cmd = Command::new("gcc");
+    cmd.args(["-Wall", "-Wextra", "-Werror", "-pedantic", "-std=c11", "-O2", "-I"])
+        .arg(workspace_dir().join("netlib").join("ffi").join("include"))
+        .arg(&src)
+        .arg("-o")
+        .arg(&out);
+    if static_lib {
+        cmd.arg(lib.join("libfastpath_net.a")).args(["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"]);
+    } else {
+        cmd.arg("-L").arg(&lib).arg("-lfastpath_net").arg(format!("-Wl,-rpath,{}", lib.display()));
+    }
+    let o = run_with_timeout(&mut cmd, GCC_TIMEOUT)?;
+    if !o.status.success() {
+        return Err(format!(
+            "gcc {}: {}\n{}{}",
+            src.display(),
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    Ok(out)
+}
+
+/// A number field of a JSON result as f64.
+pub fn num(v: Option<&Value>, k: &str) -> Option<f64> {
+    v.and_then(|v| v.get(k)).and_then(Value::as_f64)
+}
+
+/// A u64 field of a JSON result.
+pub fn int(v: Option<&Value>, k: &str) -> Option<u64> {
+    v.and_then(|v| v.get(k)).and_then(Value::as_u64)
+}
+
+/// The JSON result as text for messages.
+pub fn show(v: Option<&Value>) -> String {
+    v.map_or_else(|| "no JSON line on stdout".to_string(), Value::to_string)
+}
+
+/// `vu:PATH` etc.
+pub fn spec(kind: &str, p: &Path) -> String {
+    format!("{kind}:{}", p.display())
+}

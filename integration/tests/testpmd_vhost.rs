@@ -1,0 +1,119 @@
+// netlib's virtio-user frontend against DPDK's vhost-user backend (net_vhost):
+// pktgen → testpmd port 0 → io fwd → testpmd port 1 → sink, once with testpmd
+// listening (ours connect, `vu:`) and once with ours listening (`vu-server:`,
+// testpmd `client=1`). Covers netlib tx → DPDK and DPDK → netlib rx.
+//! Interop: netlib virtio-user ↔ DPDK net_vhost.
+
+use std::time::Instant;
+
+use integration::{
+    check_testpmd_forwarded, finish_transfer, pktgen_args, require, serial, sink_args, stamp, wait_for_socket, Proc,
+    TestDir, Testpmd, Verdict, FRAMES, SETUP_TIMEOUT, VU_LINK_UP,
+};
+
+/// testpmd listens on two vhost-user sockets; pktgen (vu:A) and sink (vu:B) connect.
+#[test]
+fn netlib_to_testpmd_vhost() {
+    const TEST: &str = "netlib_to_testpmd_vhost";
+    let Some(peers) = require(TEST, &["pktgen", "sink"], true) else { return };
+    let _serial = serial();
+    let t0 = Instant::now();
+    let dir = TestDir::new("vh");
+    let (a, b) = (dir.join("a.sock"), dir.join("b.sock"));
+    let mut v = Verdict::new(TEST);
+
+    let mut tp = Testpmd::start(
+        &peers,
+        &dir,
+        &[format!("net_vhost0,iface={},queues=1", a.display()), format!("net_vhost1,iface={},queues=1", b.display())],
+        false,
+    );
+    if !(tp.forwarding() && wait_for_socket(&a, SETUP_TIMEOUT) && wait_for_socket(&b, SETUP_TIMEOUT)) {
+        v.abort(
+            format!(
+                "testpmd: expected it to create vhost-user sockets {} and {} and start forwarding within {SETUP_TIMEOUT:?}",
+                a.display(),
+                b.display()
+            ),
+            &mut [tp.proc()],
+        );
+    }
+    // The sink first, and its link up, so testpmd never forwards to a port that is not ready.
+    let mut sink =
+        Proc::spawn("sink", &dir, &peers.bin("sink"), &sink_args(&format!("vu:{}", b.display()), FRAMES), &[]);
+    if !sink.wait_for_stderr(VU_LINK_UP, SETUP_TIMEOUT) {
+        v.abort(
+            format!(
+                "sink: expected its link up on vu:{} within {SETUP_TIMEOUT:?} (log line containing {VU_LINK_UP:?})",
+                b.display()
+            ),
+            &mut [&mut sink, tp.proc()],
+        );
+    }
+    let mut pktgen =
+        Proc::spawn("pktgen", &dir, &peers.bin("pktgen"), &pktgen_args(&format!("vu:{}", a.display()), FRAMES), &[]);
+    finish_transfer(&mut v, &mut pktgen, &mut sink, FRAMES);
+    let stats = tp.stop();
+    check_testpmd_forwarded(&mut v, &stats, 0, 1, FRAMES);
+    eprintln!("[{}] {TEST}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
+    v.finish(&mut [&mut pktgen, &mut sink, tp.proc()]);
+}
+
+/// Reversed roles: sink (vu-server:B) and pktgen (vu-server:A) listen; testpmd
+/// connects (`client=1`).
+#[test]
+fn testpmd_vhost_client_to_netlib_vu_server() {
+    const TEST: &str = "testpmd_vhost_client_to_netlib_vu_server";
+    let Some(peers) = require(TEST, &["pktgen", "sink"], true) else { return };
+    let _serial = serial();
+    let t0 = Instant::now();
+    let dir = TestDir::new("vhc");
+    let (a, b) = (dir.join("a.sock"), dir.join("b.sock"));
+    let mut v = Verdict::new(TEST);
+
+    let mut sink =
+        Proc::spawn("sink", &dir, &peers.bin("sink"), &sink_args(&format!("vu-server:{}", b.display()), FRAMES), &[]);
+    if !wait_for_socket(&b, SETUP_TIMEOUT) {
+        v.abort(format!("sink: expected it to listen on {} within {SETUP_TIMEOUT:?}", b.display()), &mut [&mut sink]);
+    }
+    // testpmd connects to the sink now; pktgen's socket does not exist yet, so
+    // testpmd's vhost client retries it (DPDK reconnects client sockets every
+    // second). pktgen only starts once the sink's link is up: otherwise testpmd
+    // could forward pktgen's first frames to a port that is not ready and drop them.
+    let mut tp = Testpmd::start(
+        &peers,
+        &dir,
+        &[
+            format!("net_vhost0,iface={},queues=1,client=1", a.display()),
+            format!("net_vhost1,iface={},queues=1,client=1", b.display()),
+        ],
+        false,
+    );
+    if !tp.forwarding() {
+        v.abort(
+            format!("testpmd: expected it to start forwarding within {SETUP_TIMEOUT:?}"),
+            &mut [&mut sink, tp.proc()],
+        );
+    }
+    if !sink.wait_for_stderr(VU_LINK_UP, SETUP_TIMEOUT) {
+        v.abort(
+            format!(
+                "sink: expected testpmd to connect to vu-server:{} and the link up within {SETUP_TIMEOUT:?}",
+                b.display()
+            ),
+            &mut [&mut sink, tp.proc()],
+        );
+    }
+    let mut pktgen = Proc::spawn(
+        "pktgen",
+        &dir,
+        &peers.bin("pktgen"),
+        &pktgen_args(&format!("vu-server:{}", a.display()), FRAMES),
+        &[],
+    );
+    finish_transfer(&mut v, &mut pktgen, &mut sink, FRAMES);
+    let stats = tp.stop();
+    check_testpmd_forwarded(&mut v, &stats, 0, 1, FRAMES);
+    eprintln!("[{}] {TEST}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
+    v.finish(&mut [&mut pktgen, &mut sink, tp.proc()]);
+}

@@ -1,0 +1,127 @@
+/* fastpath_net.h: the C interface of netlib (libfastpath_net.so / libfastpath_net.a).
+ * Hand-kept: netlib/ffi/tests/header.rs checks it against the library's symbols and compiles C with it. */
+#ifndef FASTPATH_NET_H
+#define FASTPATH_NET_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * Usage:
+ *
+ *   fp_port *p;
+ *   if (fp_open("vu:/run/fastpath/sock/br0.sock", 8192, 1024, &p) < 0)
+ *       fprintf(stderr, "%s\n", fp_last_error());
+ *   fp_wait_link(p, 10000);
+ *   fp_pkt pkts[32];
+ *   int n = fp_rx_burst(p, pkts, 32);          // handles of received packets
+ *   ... fp_pkt_data(p, pkts[i], &data, &len) ...
+ *   int sent = fp_tx_burst(p, pkts, n);        // the first `sent` now belong to the port
+ *   for (int i = sent; i < n; i++) fp_pkt_free(p, pkts[i]);
+ *   fp_close(p);
+ *
+ * Every function that returns int returns a negative FP_ERR_* code on error and
+ * sets a message that fp_last_error() returns (per thread). NULL pointers and
+ * bad handles are errors, not crashes. A port is used by one thread at a time.
+ * Packets are owned by exactly one of the application and the port: received and
+ * allocated ones by the application until it sends or frees them.
+ */
+
+/* Error codes (all negative). */
+#define FP_OK 0
+#define FP_ERR_NULL (-1)     /* a required pointer argument is NULL */
+#define FP_ERR_ARG (-2)      /* an argument is out of range or malformed */
+#define FP_ERR_OPEN (-3)     /* the port or its pool could not be opened */
+#define FP_ERR_NOBUF (-4)    /* no free packet buffer */
+#define FP_ERR_HANDLE (-5)   /* the packet handle is not one the application holds */
+#define FP_ERR_LINK (-6)     /* the link did not come up in time */
+#define FP_ERR_CONFIG (-7)   /* no usable discovered configuration */
+#define FP_ERR_INTERNAL (-8) /* a bug in the library */
+
+/* An open port with its own packet pool (opaque). */
+typedef struct FpPort fp_port;
+
+/* A packet handle: valid while the application holds the packet. */
+typedef uint32_t fp_pkt;
+
+/* Port counters. */
+struct fp_counters {
+    uint64_t rx_packets; /* packets received */
+    uint64_t rx_bytes;   /* bytes received */
+    uint64_t tx_packets; /* packets sent */
+    uint64_t tx_bytes;   /* bytes sent */
+    uint64_t rx_errors;  /* receive faults (bad descriptors from the peer) */
+    uint64_t tx_dropped; /* packets refused on transmit */
+    uint64_t resets;     /* port resets (peer reconnects, faults) */
+};
+
+/* The library version, e.g. "0.1.0" (static). */
+const char *fp_version(void);
+
+/* The message of the last failed call on this thread ("" if none). Valid until the
+ * next failing call on this thread. */
+const char *fp_last_error(void);
+
+/* Opens the port `spec`: "vu:PATH" (connect to a vhost-user backend, e.g. fastpathd),
+ * "vu-server:PATH" (listen for one), "vhost:PATH" or "vhost-client:PATH" (be the
+ * backend). `pool_size` buffers of 2 KiB (in /dev/hugepages, else memfd), rings of
+ * `queue_size` entries (a power of two, 8..4096). A "vu:" open returns after the
+ * handshake; the others return at once and come up later (see fp_wait_link). */
+int fp_open(const char *spec, uint32_t pool_size, uint32_t queue_size, fp_port **out);
+
+/* Opens the port the fastpath hook gave this container on `bridge` (NULL: its first
+ * port), as netlib::Config::discover() finds it ($FASTPATH_CONFIG or
+ * /run/fastpath/config.json); the pool goes in the container's hugetlbfs. */
+int fp_open_discovered(const char *bridge, uint32_t pool_size, uint32_t queue_size, fp_port **out);
+
+/* Closes the port and frees all its memory, packets the application holds included.
+ * NULL is ignored. */
+void fp_close(fp_port *port);
+
+/* Drives the control path once; 1 if the link is up, 0 if not. */
+int fp_link_up(fp_port *port);
+
+/* Waits up to `timeout_ms` for the link; FP_OK or FP_ERR_LINK. */
+int fp_wait_link(fp_port *port, uint32_t timeout_ms);
+
+/* Receives up to `max` packets into pkts[0..n); returns n (0 when none). */
+int fp_rx_burst(fp_port *port, fp_pkt *pkts, uint32_t max);
+
+/* Sends pkts[0..n); returns how many were taken from the front (those now belong to
+ * the port); the others stay the application's, to retry or free. A handle the
+ * application does not hold fails the call (FP_ERR_HANDLE) if nothing was sent yet. */
+int fp_tx_burst(fp_port *port, const fp_pkt *pkts, uint32_t n);
+
+/* Takes a free buffer as an empty packet (length 0). FP_ERR_NOBUF if none is free. */
+int fp_pkt_alloc(fp_port *port, fp_pkt *pkt);
+
+/* Takes up to `n` free buffers into pkts; returns how many. */
+int fp_pkt_alloc_bulk(fp_port *port, fp_pkt *pkts, uint32_t n);
+
+/* Returns a packet to the pool. */
+int fp_pkt_free(fp_port *port, fp_pkt pkt);
+
+/* The packet's first data byte and its length (either out pointer may be NULL). The
+ * pointer stays valid until the packet is sent or freed or the port closed. */
+int fp_pkt_data(fp_port *port, fp_pkt pkt, uint8_t **data, uint32_t *len);
+
+/* Sets the packet's length (at most fp_pkt_room); then write it through fp_pkt_data. */
+int fp_pkt_set_len(fp_port *port, fp_pkt pkt, uint32_t len);
+
+/* The most bytes the packet can hold. */
+int fp_pkt_room(fp_port *port, fp_pkt pkt);
+
+/* Copies the port's counters. */
+int fp_counters(fp_port *port, struct fp_counters *out);
+
+/* Packets the application holds now (allocated or received, not sent or freed). */
+int fp_held(fp_port *port);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FASTPATH_NET_H */

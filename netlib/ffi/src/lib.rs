@@ -1,0 +1,647 @@
+// The C ABI of netlib (libfastpath_net): ports opened from a spec or the discovered config,
+// bursts of packet handles, buffer access, counters; errors as negative codes plus a thread-local message.
+//! `libfastpath_net`: netlib for C programs.
+//!
+//! The header `include/fastpath_net.h` is the contract and documents every
+//! function; this file implements it. A packet handle (`fp_pkt`) is the index
+//! of its buffer in the port's pool; the library tracks which handles the
+//! application holds, so a stale, foreign or doubly-freed handle is an error
+//! code, never memory corruption. Every entry point checks its pointers for
+//! NULL and catches panics, so no argument can crash the process through us.
+//! This crate and netlib's `mem`/`ring` modules are the only places with `unsafe`.
+#![deny(missing_docs)]
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use netlib::config::Config;
+use netlib::pool::{burst_vec, PoolOptions, BURST};
+use netlib::{open_port, LinkState, Packet, PktPool, Port, PortSpec};
+
+/// Success.
+pub const FP_OK: c_int = 0;
+/// A required pointer argument is NULL.
+pub const FP_ERR_NULL: c_int = -1;
+/// An argument is out of range or malformed.
+pub const FP_ERR_ARG: c_int = -2;
+/// The port (or its pool) could not be opened.
+pub const FP_ERR_OPEN: c_int = -3;
+/// No free packet buffer.
+pub const FP_ERR_NOBUF: c_int = -4;
+/// The packet handle is not one the application holds.
+pub const FP_ERR_HANDLE: c_int = -5;
+/// The link did not come up in time.
+pub const FP_ERR_LINK: c_int = -6;
+/// No usable discovered configuration.
+pub const FP_ERR_CONFIG: c_int = -7;
+/// A bug in the library (an internal panic was caught).
+pub const FP_ERR_INTERNAL: c_int = -8;
+
+/// Largest pool accepted by `fp_open` (netlib's own limit).
+const MAX_POOL: u32 = 1 << 22;
+
+/// A packet handle: the index of its buffer in the port's pool.
+#[allow(non_camel_case_types)]
+pub type fp_pkt = u32;
+
+/// Port counters, as `struct fp_counters` in the header.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub struct fp_counters {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Receive faults.
+    pub rx_errors: u64,
+    /// Packets refused on transmit.
+    pub tx_dropped: u64,
+    /// Port resets (peer reconnects, faults).
+    pub resets: u64,
+}
+
+/// An open port with its own pool, as `fp_port` (opaque) in the header.
+pub struct FpPort {
+    pool: PktPool,
+    port: Box<dyn Port>,
+    /// The packets the application holds, by buffer index.
+    held: Vec<Option<Packet>>,
+    burst: Vec<Packet>,
+    /// Received packets not handed out yet (a burst brought more than asked for).
+    rx_stash: VecDeque<Packet>,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+/// Records `msg` as this thread's last error and returns `code`.
+fn fail(code: c_int, msg: impl Into<String>) -> c_int {
+    let mut m = msg.into().into_bytes();
+    m.retain(|b| *b != 0);
+    let c = CString::new(m).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+    code
+}
+
+/// Runs `f`, turning a panic into `FP_ERR_INTERNAL` with a message.
+fn guard(what: &str, f: impl FnOnce() -> c_int) -> c_int {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(c) => c,
+        Err(p) => {
+            let why = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            fail(FP_ERR_INTERNAL, format!("{what}: internal error (please report): {why}"))
+        }
+    }
+}
+
+/// Reads a C string argument; `name` is the parameter's name for messages.
+///
+/// # Safety
+/// `s` is NULL or points to a NUL-terminated string.
+unsafe fn arg_str(s: *const c_char, name: &str, func: &str) -> Result<String, c_int> {
+    if s.is_null() {
+        return Err(fail(FP_ERR_NULL, format!("{func}: {name} is NULL")));
+    }
+    // SAFETY: not NULL, and the caller promises a NUL-terminated string.
+    let c = unsafe { CStr::from_ptr(s) };
+    c.to_str().map(str::to_owned).map_err(|_| fail(FP_ERR_ARG, format!("{func}: {name} is not UTF-8")))
+}
+
+/// The port behind a pointer.
+///
+/// # Safety
+/// `p` is NULL or a pointer `fp_open*` returned that was not closed.
+unsafe fn port<'a>(p: *mut FpPort, func: &str) -> Result<&'a mut FpPort, c_int> {
+    // SAFETY: the caller promises an open port from fp_open (or NULL, handled by as_mut).
+    unsafe { p.as_mut() }.ok_or_else(|| fail(FP_ERR_NULL, format!("{func}: port is NULL")))
+}
+
+impl FpPort {
+    fn open(
+        spec: &PortSpec,
+        pool_size: u32,
+        queue_size: u32,
+        hugedir: Option<&std::path::Path>,
+    ) -> Result<Self, c_int> {
+        if pool_size == 0 || pool_size > MAX_POOL {
+            return Err(fail(FP_ERR_ARG, format!("pool_size {pool_size} must be in 1..={MAX_POOL}")));
+        }
+        let Ok(qs) = u16::try_from(queue_size) else {
+            return Err(fail(FP_ERR_ARG, format!("queue_size {queue_size} must be a power of two in 8..=4096")));
+        };
+        let opts = PoolOptions {
+            nbufs: pool_size,
+            hugedir: Some(hugedir.map_or_else(|| "/dev/hugepages".into(), std::path::Path::to_path_buf)),
+        };
+        let mut pool = PktPool::new(&opts).map_err(|e| fail(FP_ERR_OPEN, format!("{spec}: {e}")))?;
+        let port = open_port(spec, &mut pool, qs).map_err(|e| fail(FP_ERR_OPEN, format!("{spec}: {e}")))?;
+        let held = (0..pool.capacity()).map(|_| None).collect();
+        Ok(Self { pool, port, held, burst: burst_vec(), rx_stash: VecDeque::with_capacity(BURST) })
+    }
+
+    /// Takes the packet behind handle `h` out of the held set.
+    fn take(&mut self, h: fp_pkt) -> Option<Packet> {
+        self.held.get_mut(h as usize).and_then(Option::take)
+    }
+
+    /// Puts a packet back in the held set; returns its handle.
+    fn hold(&mut self, p: Packet) -> fp_pkt {
+        let h = p.index();
+        self.held[h as usize] = Some(p);
+        h
+    }
+
+    /// Gives the packets left in the burst back to the application.
+    fn unburst(&mut self) {
+        let mut back = std::mem::take(&mut self.burst);
+        for pkt in back.drain(..) {
+            self.hold(pkt);
+        }
+        self.burst = back;
+    }
+
+    fn bad_handle(&self, func: &str, h: fp_pkt) -> c_int {
+        let why = if (h as usize) < self.held.len() {
+            "the application does not hold it (already freed or sent, or never allocated)"
+        } else {
+            "it is past the end of the pool"
+        };
+        fail(FP_ERR_HANDLE, format!("{func}: packet handle {h}: {why}"))
+    }
+}
+
+impl Drop for FpPort {
+    fn drop(&mut self) {
+        for p in self.held.iter_mut().filter_map(Option::take) {
+            self.pool.free(p);
+        }
+        self.pool.free_all(&mut self.burst);
+        for p in self.rx_stash.drain(..) {
+            self.pool.free(p);
+        }
+    }
+}
+
+/// Boxes an opened port into `*out`.
+///
+/// # Safety
+/// `out` is NULL or writable.
+unsafe fn give(out: *mut *mut FpPort, r: Result<FpPort, c_int>) -> c_int {
+    match r {
+        Ok(p) => {
+            let b = Box::into_raw(Box::new(p));
+            // SAFETY: checked non-NULL by the callers before opening; writable per the contract.
+            unsafe { out.write(b) };
+            FP_OK
+        }
+        Err(c) => c,
+    }
+}
+
+/// The library version, e.g. "0.1.0" (a static string).
+#[no_mangle]
+pub extern "C" fn fp_version() -> *const c_char {
+    static V: &CStr = c"0.1.0";
+    V.as_ptr()
+}
+
+/// The message of the last failed call on this thread ("" if none); valid until the
+/// next failing call on this thread.
+#[no_mangle]
+pub extern "C" fn fp_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// Opens the port `spec` (`vu:PATH`, `vu-server:PATH`, `vhost:PATH`, `vhost-client:PATH`)
+/// with a pool of `pool_size` buffers and rings of `queue_size` entries; `*out` gets it.
+///
+/// # Safety
+/// `spec` is NULL or a NUL-terminated string; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn fp_open(spec: *const c_char, pool_size: u32, queue_size: u32, out: *mut *mut FpPort) -> c_int {
+    guard("fp_open", || {
+        if out.is_null() {
+            return fail(FP_ERR_NULL, "fp_open: out is NULL");
+        }
+        // SAFETY: the caller's contract on spec.
+        let s = match unsafe { arg_str(spec, "spec", "fp_open") } {
+            Ok(s) => s,
+            Err(c) => return c,
+        };
+        let spec: PortSpec = match s.parse() {
+            Ok(p) => p,
+            Err(e) => return fail(FP_ERR_ARG, format!("fp_open: {e}")),
+        };
+        // SAFETY: out checked non-NULL above; writable per the contract.
+        unsafe { give(out, FpPort::open(&spec, pool_size, queue_size, None)) }
+    })
+}
+
+/// Opens the port the fastpath hook gave this container on `bridge` (NULL: the first
+/// port), read from `$FASTPATH_CONFIG` or /run/fastpath/config.json; the pool lives in
+/// the container's hugetlbfs when it has one.
+///
+/// # Safety
+/// `bridge` is NULL or a NUL-terminated string; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn fp_open_discovered(
+    bridge: *const c_char,
+    pool_size: u32,
+    queue_size: u32,
+    out: *mut *mut FpPort,
+) -> c_int {
+    guard("fp_open_discovered", || {
+        if out.is_null() {
+            return fail(FP_ERR_NULL, "fp_open_discovered: out is NULL");
+        }
+        let bridge = if bridge.is_null() {
+            None
+        } else {
+            // SAFETY: the caller's contract on bridge.
+            match unsafe { arg_str(bridge, "bridge", "fp_open_discovered") } {
+                Ok(b) => Some(b),
+                Err(c) => return c,
+            }
+        };
+        let cfg = match Config::discover() {
+            Ok(c) => c,
+            Err(e) => return fail(FP_ERR_CONFIG, format!("fp_open_discovered: {e}")),
+        };
+        let info = match &bridge {
+            Some(b) => cfg.port(b),
+            None => cfg.ports.first(),
+        };
+        let Some(info) = info else {
+            let have: Vec<&str> = cfg.ports.iter().map(|p| p.bridge.as_str()).collect();
+            return fail(
+                FP_ERR_CONFIG,
+                format!(
+                    "fp_open_discovered: no port on bridge {} (the container has: {})",
+                    bridge.as_deref().unwrap_or("(any)"),
+                    if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                ),
+            );
+        };
+        let spec = info.spec();
+        // SAFETY: out checked non-NULL above; writable per the contract.
+        unsafe { give(out, FpPort::open(&spec, pool_size, queue_size, cfg.hugedir())) }
+    })
+}
+
+/// Closes a port and frees everything it holds, including packets the application
+/// still holds (their handles become invalid). NULL is ignored.
+///
+/// # Safety
+/// `port` is NULL or an open port; it must not be used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn fp_close(port: *mut FpPort) {
+    if port.is_null() {
+        return;
+    }
+    let _ = guard("fp_close", || {
+        // SAFETY: an open port from fp_open, given back exactly once per the contract.
+        drop(unsafe { Box::from_raw(port) });
+        FP_OK
+    });
+}
+
+/// Drives the port's control path; returns 1 if the link is up, 0 if not.
+///
+/// # Safety
+/// `port` is NULL or an open port.
+#[no_mangle]
+pub unsafe extern "C" fn fp_link_up(port: *mut FpPort) -> c_int {
+    guard("fp_link_up", || {
+        // SAFETY: the caller's contract on port.
+        let p = match unsafe { self::port(port, "fp_link_up") } {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        p.port.poll_control(&mut p.pool);
+        c_int::from(p.port.link() == LinkState::Up)
+    })
+}
+
+/// Waits up to `timeout_ms` for the link to come up (driving the control path).
+///
+/// # Safety
+/// `port` is NULL or an open port.
+#[no_mangle]
+pub unsafe extern "C" fn fp_wait_link(port: *mut FpPort, timeout_ms: u32) -> c_int {
+    guard("fp_wait_link", || {
+        // SAFETY: the caller's contract on port.
+        let p = match unsafe { self::port(port, "fp_wait_link") } {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        let end = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
+        loop {
+            p.port.poll_control(&mut p.pool);
+            if p.port.link() == LinkState::Up {
+                return FP_OK;
+            }
+            if Instant::now() >= end {
+                return fail(
+                    FP_ERR_LINK,
+                    format!("fp_wait_link: {}: link still down after {timeout_ms} ms", p.port.name()),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+}
+
+/// Receives up to `max` packets; writes their handles to `pkts[0..n]` and returns n.
+///
+/// # Safety
+/// `port` is NULL or an open port; `pkts` is NULL or has room for `max` handles.
+#[no_mangle]
+pub unsafe extern "C" fn fp_rx_burst(port: *mut FpPort, pkts: *mut fp_pkt, max: u32) -> c_int {
+    guard("fp_rx_burst", || {
+        // SAFETY: the caller's contract on port.
+        let p = match unsafe { self::port(port, "fp_rx_burst") } {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        if pkts.is_null() {
+            return fail(FP_ERR_NULL, "fp_rx_burst: pkts is NULL");
+        }
+        let max = max.min(c_int::MAX as u32) as usize;
+        // SAFETY: non-NULL, and the caller promises room for max handles.
+        let out = unsafe { std::slice::from_raw_parts_mut(pkts, max) };
+        let mut n = 0;
+        while n < max {
+            if p.rx_stash.is_empty() {
+                if p.port.rx_burst(&mut p.pool, &mut p.burst) == 0 {
+                    break;
+                }
+                p.rx_stash.extend(p.burst.drain(..));
+            }
+            // A burst can bring more than max asks for: the rest waits in the stash.
+            while n < max {
+                let Some(pkt) = p.rx_stash.pop_front() else { break };
+                out[n] = p.hold(pkt);
+                n += 1;
+            }
+        }
+        n as c_int
+    })
+}
+
+/// Sends `pkts[0..n]`; returns how many were taken, from the front (their handles
+/// now belong to the port); the rest are still the application's.
+///
+/// # Safety
+/// `port` is NULL or an open port; `pkts` is NULL or holds `n` handles.
+#[no_mangle]
+pub unsafe extern "C" fn fp_tx_burst(port: *mut FpPort, pkts: *const fp_pkt, n: u32) -> c_int {
+    guard("fp_tx_burst", || {
+        // SAFETY: the caller's contract on port.
+        let p = match unsafe { self::port(port, "fp_tx_burst") } {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        if pkts.is_null() {
+            return if n == 0 { 0 } else { fail(FP_ERR_NULL, "fp_tx_burst: pkts is NULL") };
+        }
+        let n = n.min(c_int::MAX as u32) as usize;
+        // SAFETY: non-NULL, and the caller promises n handles.
+        let handles = unsafe { std::slice::from_raw_parts(pkts, n) };
+        let mut sent = 0usize;
+        for chunk in handles.chunks(BURST) {
+            p.burst.clear();
+            for &h in chunk {
+                let Some(pkt) = p.take(h) else {
+                    // Nothing of this chunk is sent: give its packets back.
+                    p.unburst();
+                    return if sent == 0 { p.bad_handle("fp_tx_burst", h) } else { sent as c_int };
+                };
+                p.burst.push(pkt);
+            }
+            let took = p.port.tx_burst(&mut p.pool, &mut p.burst);
+            sent += took;
+            if !p.burst.is_empty() {
+                p.unburst();
+                break;
+            }
+        }
+        sent as c_int
+    })
+}
+
+/// Takes a free buffer: an empty packet (length 0) whose handle goes to `*pkt`.
+///
+/// # Safety
+/// `port` is NULL or an open port; `pkt` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn fp_pkt_alloc(port: *mut FpPort, pkt: *mut fp_pkt) -> c_int {
+    guard("fp_pkt_alloc", || {
+        // SAFETY: the caller's contract on port.
+        let p = match unsafe { self::port(port, "fp_pkt_alloc") } {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        if pkt.is_null() {
+            return fail(FP_ERR_NULL, "fp_pkt_alloc: pkt is NULL");
+        }
+        let Some(b) = p.pool.alloc() else {
+            return fail(FP_ERR_NOBUF, format!("fp_pkt_alloc: all {} buffers are in use", p.pool.capacity()));
+        };
+        let h = p.hold(b);
+        // SAFETY: non-NULL and writable per the contract.
+        unsafe { pkt.write(h) };
+        FP_OK
+    })
+}
+
+/// Takes up to `n` free buffers into `pkts`; returns how many (0 when none is free).
+///
+/// # Safety
+/// `port` is NULL or an open port; `pkts` is NULL or has room for `n` handles.
+#[no_mangle]
+pub unsafe extern "C" fn fp_pkt_alloc_bulk(port: *mut FpPort, pkts: *mut fp_pkt, n: u32) -> c_int {
+    guard("fp_pkt_alloc_bulk", || {
+        // SAFETY: the caller's contract on port.
+        let p = match unsafe { self::port(port, "fp_pkt_alloc_bulk") } {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        if pkts.is_null() {
+            return fail(FP_ERR_NULL, "fp_pkt_alloc_bulk: pkts is NULL");
+        }
+        let n = n.min(c_int::MAX as u32) as usize;
+        // SAFETY: non-NULL, and the caller promises room for n handles.
+        let out = unsafe { std::slice::from_raw_parts_mut(pkts, n) };
+        let mut k = 0;
+        while k < n {
+            let Some(b) = p.pool.alloc() else { break };
+            out[k] = p.hold(b);
+            k += 1;
+        }
+        k as c_int
+    })
+}
+
+/// Returns a packet the application holds to the pool.
+///
+/// # Safety
+/// `port` is NULL or an open port.
+#[no_mangle]
+pub unsafe extern "C" fn fp_pkt_free(port: *mut FpPort, pkt: fp_pkt) -> c_int {
+    guard("fp_pkt_free", || {
+        // SAFETY: the caller's contract on port.
+        let p = match unsafe { self::port(port, "fp_pkt_free") } {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        match p.take(pkt) {
+            Some(b) => {
+                p.pool.free(b);
+                FP_OK
+            }
+            None => p.bad_handle("fp_pkt_free", pkt),
+        }
+    })
+}
+
+/// The packet's data: `*data` gets its first byte's address and `*len` its length
+/// (either may be NULL if not wanted). The pointer is valid until the packet is
+/// sent or freed, or the port closed.
+///
+/// # Safety
+/// `port` is NULL or an open port; `data` and `len` are NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn fp_pkt_data(port: *mut FpPort, pkt: fp_pkt, data: *mut *mut u8, len: *mut u32) -> c_int {
+    guard("fp_pkt_data", || {
+        // SAFETY: the caller's contract on port.
+        let p = match unsafe { self::port(port, "fp_pkt_data") } {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        let Some(b) = p.held.get(pkt as usize).and_then(Option::as_ref) else {
+            return p.bad_handle("fp_pkt_data", pkt);
+        };
+        let l = b.len() as u32;
+        let ptr = p.pool.data_mut(b).as_mut_ptr();
+        if !data.is_null() {
+            // SAFETY: non-NULL and writable per the contract.
+            unsafe { data.write(ptr) };
+        }
+        if !len.is_null() {
+            // SAFETY: non-NULL and writable per the contract.
+            unsafe { len.write(l) };
+        }
+        FP_OK
+    })
+}
+
+/// Sets the packet's data length (0..=`fp_pkt_room`); bytes past the old length are
+/// whatever the buffer held.
+///
+/// # Safety
+/// `port` is NULL or an open port.
+#[no_mangle]
+pub unsafe extern "C" fn fp_pkt_set_len(port: *mut FpPort, pkt: fp_pkt, len: u32) -> c_int {
+    guard("fp_pkt_set_len", || {
+        // SAFETY: the caller's contract on port.
+        let p = match unsafe { self::port(port, "fp_pkt_set_len") } {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        let Some(mut b) = p.take(pkt) else {
+            return p.bad_handle("fp_pkt_set_len", pkt);
+        };
+        let room = PktPool::tailroom(&b);
+        let r = if len as usize > room {
+            fail(FP_ERR_ARG, format!("fp_pkt_set_len: len {len} is more than the packet's room of {room} bytes"))
+        } else {
+            p.pool.set_len(&mut b, len as usize);
+            FP_OK
+        };
+        p.hold(b);
+        r
+    })
+}
+
+/// The most bytes the packet can hold (its buffer's room after the data start), or
+/// a negative error.
+///
+/// # Safety
+/// `port` is NULL or an open port.
+#[no_mangle]
+pub unsafe extern "C" fn fp_pkt_room(port: *mut FpPort, pkt: fp_pkt) -> c_int {
+    guard("fp_pkt_room", || {
+        // SAFETY: the caller's contract on port.
+        let p = match unsafe { self::port(port, "fp_pkt_room") } {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        match p.held.get(pkt as usize).and_then(Option::as_ref) {
+            Some(b) => PktPool::tailroom(b) as c_int,
+            None => p.bad_handle("fp_pkt_room", pkt),
+        }
+    })
+}
+
+/// Copies the port's counters into `*out`.
+///
+/// # Safety
+/// `port` is NULL or an open port; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn fp_counters(port: *mut FpPort, out: *mut fp_counters) -> c_int {
+    guard("fp_counters", || {
+        // SAFETY: the caller's contract on port.
+        let p = match unsafe { self::port(port, "fp_counters") } {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        if out.is_null() {
+            return fail(FP_ERR_NULL, "fp_counters: out is NULL");
+        }
+        let c = p.port.counters();
+        let v = fp_counters {
+            rx_packets: c.rx_packets,
+            rx_bytes: c.rx_bytes,
+            tx_packets: c.tx_packets,
+            tx_bytes: c.tx_bytes,
+            rx_errors: c.rx_errors,
+            tx_dropped: c.tx_dropped,
+            resets: c.resets,
+        };
+        // SAFETY: non-NULL and writable per the contract.
+        unsafe { out.write(v) };
+        FP_OK
+    })
+}
+
+/// Packets the application holds now (allocated or received, not yet sent or freed).
+///
+/// # Safety
+/// `port` is NULL or an open port.
+#[no_mangle]
+pub unsafe extern "C" fn fp_held(port: *mut FpPort) -> c_int {
+    guard("fp_held", || {
+        // SAFETY: the caller's contract on port.
+        let p = match unsafe { self::port(port, "fp_held") } {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        p.held.iter().filter(|h| h.is_some()).count() as c_int
+    })
+}
+
+#[cfg(test)]
+mod tests;

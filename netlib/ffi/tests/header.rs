@@ -1,0 +1,226 @@
+// Checks the hand-kept header include/fastpath_net.h against the built library: the same
+// functions as the exported fp_* symbols, matching constants and layout, and C that compiles cleanly.
+//! Header vs library.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn header() -> PathBuf {
+    manifest().join("include").join("fastpath_net.h")
+}
+
+/// The directory holding the libfastpath_net.so/.a that cargo built with this test
+/// (`target/<profile>/deps` for test builds, `target/<profile>` otherwise).
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps = exe.parent().expect("deps dir").to_path_buf();
+    for d in [deps.clone(), deps.parent().expect("profile dir").to_path_buf()] {
+        if d.join("libfastpath_net.so").is_file() && d.join("libfastpath_net.a").is_file() {
+            return d;
+        }
+    }
+    panic!("libfastpath_net.so and .a not found next to {} (cargo builds them with this crate)", exe.display());
+}
+
+/// Whether `tool` runs; if not, fails under FASTPATH_REQUIRE_PEERS=1, else prints SKIPPED.
+fn have(tool: &str, test: &str) -> bool {
+    if Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    let required = std::env::var("FASTPATH_REQUIRE_PEERS").is_ok_and(|v| v == "1");
+    assert!(!required, "{test}: FASTPATH_REQUIRE_PEERS=1 but {tool} is not installed");
+    eprintln!("SKIPPED: {test}: {tool} is not installed (apt-get install build-essential)");
+    false
+}
+
+fn run(cmd: &mut Command) -> String {
+    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{cmd:?} failed ({}):\n{out}", o.status);
+    out
+}
+
+/// Function names the header declares: `... fp_name(` at the start of a declaration line.
+fn header_functions() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(header()).expect("header");
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        let l = line.trim_start();
+        if l.starts_with("/*") || l.starts_with('*') || l.starts_with('#') || l.starts_with("typedef") {
+            continue;
+        }
+        if let Some(i) = l.find("fp_") {
+            let rest = &l[i..];
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            if rest[end..].starts_with('(') {
+                names.insert(rest[..end].to_string());
+            }
+        }
+    }
+    names
+}
+
+/// `fp_*` functions the shared library exports.
+fn exported_functions(so: &Path) -> BTreeSet<String> {
+    let out = run(Command::new("nm").args(["-D", "--defined-only"]).arg(so));
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace().rev();
+            let name = w.next()?;
+            let kind = w.next()?;
+            (kind == "T" && name.starts_with("fp_")).then(|| name.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn header_declares_exactly_the_exported_functions() {
+    const TEST: &str = "header_declares_exactly_the_exported_functions";
+    if !have("nm", TEST) {
+        return;
+    }
+    let declared = header_functions();
+    let exported = exported_functions(&lib_dir().join("libfastpath_net.so"));
+    assert!(declared.len() >= 15, "the header parse found only {declared:?}");
+    let missing: Vec<_> = exported.difference(&declared).collect();
+    let stale: Vec<_> = declared.difference(&exported).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "exported but not in the header: {missing:?}; in the header but not exported: {stale:?}"
+    );
+}
+
+/// A C program: constants and layout match the Rust side, error paths behave.
+fn abi_check_c() -> String {
+    use fastpath_net::*;
+    use std::fmt::Write as _;
+    let mut s = String::from("#define _POSIX_C_SOURCE 200809L\n#include <stddef.h>\n#include <stdio.h>\n#include <string.h>\n#include \"fastpath_net.h\"\n");
+    for (name, v) in [
+        ("FP_OK", FP_OK),
+        ("FP_ERR_NULL", FP_ERR_NULL),
+        ("FP_ERR_ARG", FP_ERR_ARG),
+        ("FP_ERR_OPEN", FP_ERR_OPEN),
+        ("FP_ERR_NOBUF", FP_ERR_NOBUF),
+        ("FP_ERR_HANDLE", FP_ERR_HANDLE),
+        ("FP_ERR_LINK", FP_ERR_LINK),
+        ("FP_ERR_CONFIG", FP_ERR_CONFIG),
+        ("FP_ERR_INTERNAL", FP_ERR_INTERNAL),
+    ] {
+        let _ = writeln!(s, "_Static_assert({name} == {v}, \"{name} differs from the library\");");
+    }
+    let _ = writeln!(
+        s,
+        "_Static_assert(sizeof(struct fp_counters) == {}, \"struct fp_counters size\");",
+        std::mem::size_of::<fp_counters>()
+    );
+    for (f, off) in [
+        ("rx_packets", std::mem::offset_of!(fp_counters, rx_packets)),
+        ("rx_bytes", std::mem::offset_of!(fp_counters, rx_bytes)),
+        ("tx_packets", std::mem::offset_of!(fp_counters, tx_packets)),
+        ("tx_bytes", std::mem::offset_of!(fp_counters, tx_bytes)),
+        ("rx_errors", std::mem::offset_of!(fp_counters, rx_errors)),
+        ("tx_dropped", std::mem::offset_of!(fp_counters, tx_dropped)),
+        ("resets", std::mem::offset_of!(fp_counters, resets)),
+    ] {
+        let _ = writeln!(s, "_Static_assert(offsetof(struct fp_counters, {f}) == {off}, \"fp_counters.{f}\");");
+    }
+    let _ = writeln!(s, "_Static_assert(sizeof(fp_pkt) == {}, \"fp_pkt size\");", std::mem::size_of::<fp_pkt>());
+    s.push_str(
+        r#"
+#define CHECK(cond) do { if (!(cond)) { fprintf(stderr, "line %d: %s (last error: %s)\n", __LINE__, #cond, fp_last_error()); return 1; } } while (0)
+int main(void) {
+    fp_port *p = NULL;
+    fp_pkt h = 0;
+    struct fp_counters c;
+    CHECK(strcmp(fp_version(), "0.1.0") == 0);
+    CHECK(strcmp(fp_last_error(), "") == 0);
+    CHECK(fp_open(NULL, 64, 256, &p) == FP_ERR_NULL);
+    CHECK(strstr(fp_last_error(), "spec is NULL") != NULL);
+    CHECK(fp_open("nonsense", 64, 256, &p) == FP_ERR_ARG);
+    CHECK(strstr(fp_last_error(), "'nonsense' is not a port spec") != NULL);
+    CHECK(fp_open("vhost:/nonexistent-dir/x.sock", 64, 256, &p) == FP_ERR_OPEN);
+    CHECK(p == NULL);
+    CHECK(fp_rx_burst(NULL, &h, 1) == FP_ERR_NULL);
+    CHECK(fp_tx_burst(NULL, &h, 1) == FP_ERR_NULL);
+    CHECK(fp_pkt_free(NULL, 0) == FP_ERR_NULL);
+    CHECK(fp_counters(NULL, &c) == FP_ERR_NULL);
+    fp_close(NULL);
+    puts("abi ok");
+    return 0;
+}
+"#,
+    );
+    s
+}
+
+fn gcc_strict(out: &Path) -> Command {
+    let mut c = Command::new("gcc");
+    c.args(["-Wall", "-Wextra", "-Werror", "-pedantic", "-std=c11", "-O1", "-I"]).arg(manifest().join("include"));
+    c.arg("-o").arg(out);
+    c
+}
+
+#[test]
+fn c_compiles_cleanly_against_the_header_and_both_libraries() {
+    const TEST: &str = "c_compiles_cleanly_against_the_header_and_both_libraries";
+    if !have("gcc", TEST) {
+        return;
+    }
+    let lib = lib_dir();
+    let tmp = std::env::temp_dir().join(format!("fastpath-net-header-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("temp dir");
+    let src = tmp.join("abi_check.c");
+    std::fs::write(&src, abi_check_c()).expect("write C");
+
+    // Against the shared library.
+    let dyn_bin = tmp.join("abi_check_dyn");
+    run(gcc_strict(&dyn_bin)
+        .arg(&src)
+        .arg("-L")
+        .arg(&lib)
+        .arg("-lfastpath_net")
+        .arg(format!("-Wl,-rpath,{}", lib.display())));
+    assert!(run(&mut Command::new(&dyn_bin)).contains("abi ok"));
+
+    // Against the static archive.
+    let static_bin = tmp.join("abi_check_static");
+    run(gcc_strict(&static_bin).arg(&src).arg(lib.join("libfastpath_net.a")).args([
+        "-lgcc_s",
+        "-lutil",
+        "-lrt",
+        "-lpthread",
+        "-lm",
+        "-ldl",
+        "-lc",
+    ]));
+    assert!(run(&mut Command::new(&static_bin)).contains("abi ok"));
+
+    // The C examples compile with the same strictness.
+    let examples = manifest().join("..").join("..").join("examples").join("c");
+    for name in ["fp_send", "fp_echo"] {
+        let bin = tmp.join(name);
+        run(gcc_strict(&bin).arg(examples.join(format!("{name}.c"))).arg("-L").arg(&lib).arg("-lfastpath_net"));
+    }
+
+    // The header is valid C++ too.
+    if Command::new("g++").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        let cpp = tmp.join("h.cpp");
+        std::fs::write(&cpp, "#include \"fastpath_net.h\"\nint main() { return fp_last_error() == nullptr; }\n")
+            .expect("write C++");
+        run(Command::new("g++")
+            .args(["-Wall", "-Wextra", "-Werror", "-pedantic", "-std=c++17", "-I"])
+            .arg(manifest().join("include"))
+            .arg(&cpp)
+            .arg("-L")
+            .arg(&lib)
+            .arg("-lfastpath_net")
+            .arg("-o")
+            .arg(tmp.join("h_cpp")));
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
