@@ -303,6 +303,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// The child's process id.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
     /// The name given at spawn.
     pub fn name(&self) -> &str {
         &self.name

@@ -24,6 +24,9 @@ struct Args {
     /// Frame size.
     #[arg(long, default_value_t = 64)]
     size: usize,
+    /// Pause between round trips, in microseconds (lets a sleeping reflector fall asleep).
+    #[arg(long, default_value_t = 0)]
+    interval_us: u64,
     /// Give up on one frame after this many milliseconds (counted as lost).
     #[arg(long, default_value_t = 100)]
     timeout_ms: u64,
@@ -67,6 +70,9 @@ fn main() -> Result<()> {
     for seq in 0..a.count + warmup {
         if stop.load(Ordering::Relaxed) {
             break;
+        }
+        if a.interval_us > 0 {
+            std::thread::sleep(Duration::from_micros(a.interval_us));
         }
         let Some(mut p) = pool.alloc() else { bail!("pool exhausted") };
         tpl.write(pool.set_len(&mut p, tpl.len()), seq);

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::apps;
 use super::hook_start;
+use super::interrupt;
 use super::ours::{final_json, number, port, Ctx};
 use super::ovs::Ovs;
 use super::testpmd::{self, Memory, Testpmd, BURST};
@@ -73,6 +74,10 @@ enum Kind {
     UdpRr,
     /// A busybox container's start-to-exit under runc with fastpath-hook vs without.
     HookStart,
+    /// Round trip through a reflector that sleeps on its call eventfd (vs one that polls).
+    Wake,
+    /// CPU used by an idle switch and idle apps in interrupt mode (vs polling).
+    IdleCpu,
 }
 
 /// A benchmark case: one pair of runs per round yields one value per metric and side.
@@ -110,6 +115,12 @@ pub const CASES: &[Case] = &[
         metrics: &[Metric { name: "hook_start", unit: Unit::Ms }, Metric { name: "hook_own", unit: Unit::Ms }],
         kind: Kind::HookStart,
     },
+    Case {
+        name: "wake",
+        metrics: &[Metric { name: "wake_p50", unit: Unit::Us }, Metric { name: "wake_p99", unit: Unit::Us }],
+        kind: Kind::Wake,
+    },
+    Case { name: "idle_cpu", metrics: &[Metric { name: "idle_cpu", unit: Unit::Ms }], kind: Kind::IdleCpu },
 ];
 
 /// Packets in flight in the looping cases (ours: `--prime 256`).
@@ -135,6 +146,8 @@ impl Case {
             Kind::Vnf(v) => apps::vnf_64(&mut sb, ctx, v),
             Kind::UdpRr => apps::ours_udp_rr(&mut sb, ctx),
             Kind::HookStart => hook_start::ours(&mut sb, ctx),
+            Kind::Wake => interrupt::wake(&mut sb, ctx, true),
+            Kind::IdleCpu => interrupt::idle_cpu(&mut sb, ctx, true),
         }
     }
 
@@ -151,6 +164,8 @@ impl Case {
             Kind::Vnf(_) => apps::vnf_64(&mut sb, ctx, apps::Vnf::L2fwd),
             Kind::UdpRr => apps::kernel_udp_rr(&mut sb, ctx),
             Kind::HookStart => hook_start::peer(&mut sb, ctx),
+            Kind::Wake => interrupt::wake(&mut sb, ctx, false),
+            Kind::IdleCpu => interrupt::idle_cpu(&mut sb, ctx, false),
         }
     }
 }

@@ -4,6 +4,7 @@
 mod apps;
 mod cases;
 mod hook_start;
+mod interrupt;
 mod ours;
 mod ovs;
 mod probe;
