@@ -86,7 +86,8 @@ pub fn pin(core: Option<usize>) -> Result<()> {
 
 /// A pool built from the common flags.
 pub fn make_pool(c: &Common) -> Result<PktPool> {
-    let opts = PoolOptions { nbufs: c.nbufs, hugedir: Some(c.hugedir.clone().into()) };
+    // Room for a full receive ring, a full transmit ring and the app's own bursts.
+    let opts = PoolOptions { nbufs: c.nbufs.max(u32::from(c.queue_size) * 4), hugedir: Some(c.hugedir.clone().into()) };
     PktPool::new(&opts).context("creating the packet pool")
 }
 

@@ -308,7 +308,8 @@ impl Switch {
         let n = {
             let dev = sp.backend.device_mut().expect("ready");
             let (mem, q) = dev.mem_and_queue(GUEST_TX);
-            let q = q.expect("ready");
+            // A frontend that never sends may leave its transmit ring unstarted.
+            let Some(q) = q else { return 0 };
             let n = match q.available() {
                 Ok(0) => return 0,
                 Ok(n) => (n as usize).min(BURST),

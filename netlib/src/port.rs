@@ -55,6 +55,12 @@ pub trait Port: Send {
     fn poll_control(&mut self, pool: &mut PktPool);
     /// A name for logs.
     fn name(&self) -> &str;
+    /// Waits (up to `timeout`) until the peer has taken every packet this port
+    /// handed to it, so that closing the port loses nothing; returns whether it did.
+    fn flush_tx(&mut self, pool: &mut PktPool, timeout: std::time::Duration) -> bool {
+        let _ = (pool, timeout);
+        true
+    }
     /// Interrupt mode: sleeps until the peer signals that packets arrived, or
     /// `timeout` passes; returns whether it was woken. Call it only after
     /// `rx_burst` found nothing for a while. Ports without notifications just

@@ -331,6 +331,9 @@ impl VirtioUser {
                 self.request(Request::SetVringEnable, &en, &[], true)?;
             }
         }
+        // Rings start on their first kick (vhost-user spec): kick both once.
+        let _ = self.rxq.kick.write(1);
+        let _ = self.txq.kick.write(1);
         self.state = State::Up;
         tracing::info!(
             "{}: up (features {ours:#x}, protocol {:#x}, {} entries per ring)",
@@ -579,6 +582,27 @@ impl Port for VirtioUser {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn flush_tx(&mut self, pool: &mut PktPool, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.state != State::Up || !self.check_pool(pool) {
+                return false;
+            }
+            if let Err(f) = self.reclaim_tx(pool) {
+                self.go_down(pool, &f);
+                return false;
+            }
+            if self.txq.free.len() == usize::from(self.txq.ring.size()) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            self.control(pool);
+            std::thread::sleep(Duration::from_micros(50));
+        }
     }
 
     fn wait_rx(&mut self, pool: &mut PktPool, timeout: Duration) -> bool {

@@ -103,6 +103,9 @@ fn main() -> Result<()> {
             seq += 1;
         }
         if burst.is_empty() {
+            // Nothing to send (rate limit, or every buffer in flight): a send of
+            // nothing still reclaims what the peer has finished with.
+            port.tx_burst(&mut pool, &mut burst);
             if a.rate > 0.0 {
                 // Ahead of the schedule: give the CPU away until about a burst is due.
                 let burst_secs = (32.0 / a.rate).min(0.0002);
@@ -116,6 +119,10 @@ fn main() -> Result<()> {
     }
     pool.free_all(&mut burst);
     let secs = start.elapsed().as_secs_f64();
+    // Don't close while frames are still in the ring: the peer would lose them.
+    if !port.flush_tx(&mut pool, std::time::Duration::from_secs(2)) {
+        tracing::warn!("{}: the peer did not take every frame within 2 s", port.name());
+    }
     report(
         c,
         &serde_json::json!({"role":"pktgen","sent":sent,"secs":secs,"mpps":mpps(sent, secs),

@@ -95,6 +95,8 @@ impl Hostile {
             let a = VringAddr { index: i, flags: 0, desc: l.desc, used: l.used, avail: l.avail, log: 0 };
             self.send(Request::SetVringAddr, &encode::addr(a), &[])?;
             let ev = nix::sys::eventfd::EventFd::new()?;
+            // Kick at once: the switch starts a ring on its first kick.
+            ev.write(1)?;
             self.send(Request::SetVringKick, &encode::u64(u64::from(i)), &[ev.as_fd()])?;
             self.send(Request::SetVringCall, &encode::u64(u64::from(i)), &[ev.as_fd()])?;
         }

@@ -2,7 +2,7 @@
 // vring setup. Takes decoded messages, answers them, never trusts a field.
 //! Backend protocol state for one virtio-net device (one queue pair).
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use crate::mem::GuestMemory;
@@ -146,9 +146,37 @@ impl VhostDevice {
         }
     }
 
-    /// Whether both vrings are live.
+    /// Whether any vring is live (a receive-only frontend may never start its
+    /// transmit ring).
     pub fn ready(&self) -> bool {
+        self.vrings.iter().any(|v| v.queue.is_some())
+    }
+
+    /// Whether every vring is live.
+    pub fn all_started(&self) -> bool {
         self.vrings.iter().all(|v| v.queue.is_some())
+    }
+
+    /// Starts the vrings whose kick fd has become readable (their first kick).
+    pub fn poll_kicks(&mut self) -> Result<(), ProtocolFault> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        for i in 0..NUM_VRINGS {
+            let v = &self.vrings[i];
+            if v.kicked || v.addr.is_none() {
+                continue;
+            }
+            let Some(fd) = v.kick.as_ref() else { continue };
+            let mut pfd = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            let readable = poll(&mut pfd, PollTimeout::ZERO).unwrap_or(0) > 0
+                && pfd[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+            if readable {
+                let mut b = [0u8; 8];
+                let _ = nix::unistd::read(fd.as_raw_fd(), &mut b);
+                self.vrings[i].kicked = true;
+                self.try_start(i)?;
+            }
+        }
+        Ok(())
     }
 
     /// Handles one received message.
@@ -244,7 +272,10 @@ impl VhostDevice {
             Msg::SetVringKick { index, has_fd } => {
                 let v = self.vring(index)?;
                 v.kick = if has_fd { fds.next() } else { None };
-                v.kicked = true;
+                // The spec: a ring starts on its first kick (the fd turning readable),
+                // not on this message; without an fd (polling) it starts now. DPDK's
+                // driver relies on this: it flushes its receive ring, then kicks.
+                v.kicked = !has_fd;
                 self.try_start(index as usize)?;
                 Reply::None
             }

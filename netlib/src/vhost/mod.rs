@@ -65,6 +65,8 @@ pub enum PortFault {
 }
 
 const CONTROL_EVERY: u32 = 4096;
+/// While one ring waits for its first kick, control (and the kick) is checked more often.
+const PARTIAL_CONTROL_EVERY: u32 = 64;
 const RETRY_EVERY: Duration = Duration::from_millis(100);
 
 /// A vhost-user backend port.
@@ -176,6 +178,12 @@ impl VhostBackend {
                 Err(e) => tracing::warn!("{}: {e}", self.name),
             }
         }
+        if !self.dev.all_started() {
+            if let Err(e) = self.dev.poll_kicks() {
+                self.fault(&e.into());
+                return;
+            }
+        }
         // A bounded number of messages per call, so a chatty peer can't starve traffic.
         for _ in 0..64 {
             let Some(conn) = self.conn.as_mut() else { return };
@@ -217,7 +225,8 @@ impl VhostBackend {
     #[inline]
     pub fn poll(&mut self) -> bool {
         self.tick = self.tick.wrapping_add(1);
-        if !self.dev.ready() || self.tick.is_multiple_of(CONTROL_EVERY) {
+        let every = if self.dev.all_started() { CONTROL_EVERY } else { PARTIAL_CONTROL_EVERY };
+        if !self.dev.ready() || self.tick.is_multiple_of(every) {
             self.control();
         }
         self.dev.ready()

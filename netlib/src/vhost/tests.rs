@@ -289,11 +289,17 @@ fn malformed_messages_reset_the_port_and_it_keeps_serving() {
     // After all that, a real frontend still comes up.
     let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 512, hugedir: None }).unwrap();
     let p2 = path.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
     let t = std::thread::spawn(move || {
         let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 512, hugedir: None }).unwrap();
-        VirtioUser::open(&p2, &mut pool, VirtioUserOptions::default()).map(|_| ())
+        let port = VirtioUser::open(&p2, &mut pool, VirtioUserOptions::default());
+        // Stay connected until the backend has seen the rings start.
+        let _ = rx.recv_timeout(Duration::from_secs(5));
+        port.map(|_| ())
     });
-    assert!(drive(&mut be, |b| b.link() == LinkState::Up), "a good frontend after the bad ones");
+    let up = drive(&mut be, |b| b.link() == LinkState::Up);
+    let _ = tx.send(());
+    assert!(up, "a good frontend after the bad ones");
     t.join().unwrap().unwrap();
     let _ = be.rx_burst(&mut pool, &mut crate::pool::burst_vec());
 }
