@@ -84,6 +84,23 @@ pub fn pin(core: Option<usize>) -> Result<()> {
     Ok(())
 }
 
+/// The port to use: `--port` if given, else the first port of the container's
+/// fastpath config (`/run/fastpath/config.json` or `$FASTPATH_CONFIG`, written by
+/// fastpath-hook). Without `--core`, the first core the config gives is used.
+pub fn discover_port(port: Option<PortSpec>, c: &mut Common) -> Result<PortSpec> {
+    if let Some(p) = port {
+        return Ok(p);
+    }
+    let cfg = netlib::config::Config::discover().context(
+        "no --port given, and no fastpath config to discover one from (run under fastpath-hook, or give --port)",
+    )?;
+    let first = cfg.ports.first().context("no --port given, and the fastpath config lists no port")?;
+    if c.core.is_none() {
+        c.core = cfg.cores.first().copied();
+    }
+    Ok(first.spec())
+}
+
 /// A pool built from the common flags.
 pub fn make_pool(c: &Common) -> Result<PktPool> {
     // Room for a full receive ring, a full transmit ring and the app's own bursts.
@@ -245,5 +262,42 @@ pub fn report(c: &Common, v: &serde_json::Value) {
     }
     if !c.quiet {
         eprintln!("{v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        c: Common,
+    }
+
+    #[test]
+    fn port_and_core_come_from_the_container_config_when_not_given() {
+        let dir = std::env::temp_dir().join(format!("fp-discover-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("config.json");
+        std::fs::write(
+            &p,
+            r#"{"version":1,"container_id":"c1","cores":[1],"hugepages":null,"ports":[{"name":"c1-br0","bridge":"br0","socket":"/run/fastpath/sock/br0.sock","mode":"client"}],"vfs":[],"lib_dir":null,"memlock":null,"uid":1000,"gid":1000}"#,
+        )
+        .unwrap();
+        std::env::set_var("FASTPATH_CONFIG", &p);
+        let mut t = T::parse_from(["t"]);
+        let spec = discover_port(None, &mut t.c).unwrap();
+        assert_eq!(spec.to_string(), "vu:/run/fastpath/sock/br0.sock");
+        assert_eq!(t.c.core, Some(1));
+        // An explicit --port wins and the config is not read.
+        let given: PortSpec = "vhost:/x".parse().unwrap();
+        assert_eq!(discover_port(Some(given.clone()), &mut t.c).unwrap(), given);
+        std::env::set_var("FASTPATH_CONFIG", dir.join("missing.json"));
+        let e = format!("{:#}", discover_port(None, &mut t.c).unwrap_err());
+        assert!(e.contains("no --port given"), "{e}");
+        std::env::remove_var("FASTPATH_CONFIG");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

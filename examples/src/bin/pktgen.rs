@@ -5,7 +5,9 @@
 use anyhow::{bail, Result};
 use clap::Parser;
 use fastpath_examples::frame::{parse_mac, Template};
-use fastpath_examples::{idle, init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Meter};
+use fastpath_examples::{
+    discover_port, idle, init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Meter,
+};
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
 use std::sync::atomic::Ordering;
@@ -15,9 +17,10 @@ use std::time::Instant;
 #[derive(Debug, Parser)]
 #[command(version, about = "fastpath packet generator: fixed-size frames with sequence numbers and checksums")]
 struct Args {
-    /// Port: vu:PATH, vu-server:PATH, vhost:PATH or vhost-client:PATH.
+    /// Port: vu:PATH, vu-server:PATH, vhost:PATH or vhost-client:PATH (default: the
+    /// first port in the container's fastpath config).
     #[arg(long)]
-    port: PortSpec,
+    port: Option<PortSpec>,
     /// Frame size in bytes (60..=1518, no FCS).
     #[arg(long, default_value_t = 64)]
     size: usize,
@@ -39,7 +42,8 @@ struct Args {
 
 fn main() -> Result<()> {
     init_logging();
-    let a = Args::parse();
+    let mut a = Args::parse();
+    let spec = discover_port(a.port.take(), &mut a.common)?;
     let c = &a.common;
     let tpl = Template::new(
         a.size,
@@ -53,7 +57,7 @@ fn main() -> Result<()> {
     pin(c.core)?;
     let stop = stop_flag();
     let mut pool = make_pool(c)?;
-    let mut ports = vec![open(&a.port, &mut pool, c)?];
+    let mut ports = vec![open(&spec, &mut pool, c)?];
     wait_link(&mut ports, &mut pool, c, &stop)?;
     let port = &mut ports[0];
     let mut burst = burst_vec();
@@ -126,7 +130,7 @@ fn main() -> Result<()> {
     report(
         c,
         &serde_json::json!({"role":"pktgen","sent":sent,"secs":secs,"mpps":mpps(sent, secs),
-        "size":a.size,"port":a.port.to_string(),"counters":format!("{:?}", port.counters())}),
+        "size":a.size,"port":spec.to_string(),"counters":format!("{:?}", port.counters())}),
     );
     Ok(())
 }

@@ -5,7 +5,9 @@
 use anyhow::Result;
 use clap::Parser;
 use fastpath_examples::frame::{check, Check, SeqTracker};
-use fastpath_examples::{init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Idler, Meter};
+use fastpath_examples::{
+    discover_port, init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Idler, Meter,
+};
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
 use std::sync::atomic::Ordering;
@@ -15,9 +17,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[derive(Debug, Parser)]
 #[command(version, about = "fastpath sink: counts frames, checks sequence numbers and checksums")]
 struct Args {
-    /// Port: vu:PATH, vu-server:PATH, vhost:PATH or vhost-client:PATH.
+    /// Port: vu:PATH, vu-server:PATH, vhost:PATH or vhost-client:PATH (default: the
+    /// first port in the container's fastpath config).
     #[arg(long)]
-    port: PortSpec,
+    port: Option<PortSpec>,
     /// Stop after this many frames (0: no limit).
     #[arg(long, default_value_t = 0)]
     count: u64,
@@ -36,12 +39,13 @@ struct Args {
 
 fn main() -> Result<()> {
     init_logging();
-    let a = Args::parse();
+    let mut a = Args::parse();
+    let spec = discover_port(a.port.take(), &mut a.common)?;
     let c = &a.common;
     pin(c.core)?;
     let stop = stop_flag();
     let mut pool = make_pool(c)?;
-    let mut ports = vec![open(&a.port, &mut pool, c)?];
+    let mut ports = vec![open(&spec, &mut pool, c)?];
     wait_link(&mut ports, &mut pool, c, &stop)?;
     let port = &mut ports[0];
     let mut burst = burst_vec();
@@ -92,7 +96,7 @@ fn main() -> Result<()> {
         c,
         &serde_json::json!({"role":"sink","received":received,"bad":bad,"foreign":foreign,
         "lost":seqs.lost,"reordered":seqs.reordered,"next_seq":seqs.next,"secs":secs,"mpps":mpps(received, secs),
-        "port":a.port.to_string(),"counters":format!("{:?}", port.counters())}),
+        "port":spec.to_string(),"counters":format!("{:?}", port.counters())}),
     );
     Ok(())
 }
