@@ -26,7 +26,8 @@ static int die(const char *what, int code) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: fp_echo PORTSPEC [COUNT]   e.g. fp_echo vhost:/tmp/e.sock\n");
+        fprintf(stderr, "usage: fp_echo PORTSPEC [COUNT]   e.g. fp_echo vhost:/tmp/e.sock\n"
+                        "       PORTSPEC 'discover': the port the fastpath hook gave this container\n");
         return 2;
     }
     char *end;
@@ -38,7 +39,9 @@ int main(int argc, char **argv) {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     fp_port *port;
-    int rc = fp_open(argv[1], 4096, 1024, &port);
+    /* "discover": the port from the hook's /run/fastpath/config.json (or $FASTPATH_CONFIG). */
+    int rc = strcmp(argv[1], "discover") == 0 ? fp_open_discovered(NULL, 4096, 1024, &port)
+                                              : fp_open(argv[1], 4096, 1024, &port);
     if (rc < 0)
         return die("fp_open", rc);
     while (!stop && fp_link_up(port) != 1) {

@@ -48,7 +48,8 @@ static int die(const char *what, int code) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: fp_send PORTSPEC COUNT [RATE]   e.g. fp_send vu:/tmp/a.sock 10000 50000\n");
+        fprintf(stderr, "usage: fp_send PORTSPEC COUNT [RATE]   e.g. fp_send vu:/tmp/a.sock 10000 50000\n"
+                        "       PORTSPEC 'discover': the port the fastpath hook gave this container\n");
         return 2;
     }
     char *end;
@@ -63,7 +64,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     fp_port *port;
-    int rc = fp_open(argv[1], 4096, 1024, &port);
+    /* "discover": the port from the hook's /run/fastpath/config.json (or $FASTPATH_CONFIG). */
+    int rc = strcmp(argv[1], "discover") == 0 ? fp_open_discovered(NULL, 4096, 1024, &port)
+                                              : fp_open(argv[1], 4096, 1024, &port);
     if (rc < 0)
         return die("fp_open", rc);
     if ((rc = fp_wait_link(port, 10000)) < 0)

@@ -20,7 +20,7 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 
 use crate::frame::parse_mac;
-use crate::{make_pool, open, pin, stop_flag, wait_link, Common};
+use crate::{discover_port, make_pool, open, pin, stop_flag, wait_link, Common};
 
 /// Largest Ethernet frame (no FCS) the device takes: an IP MTU of 1500.
 pub const MAX_FRAME: usize = 1514;
@@ -206,7 +206,8 @@ impl Drop for PortDevice {
 /// Flags of the smoltcp examples: the port and the host's addresses.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HostArgs {
-    /// Port: vu:PATH, vu-server:PATH, vhost:PATH or vhost-client:PATH.
+    /// Port: vu:PATH, vu-server:PATH, vhost:PATH or vhost-client:PATH (default: the
+    /// port in the container's fastpath config, /run/fastpath/config.json).
     #[arg(long)]
     pub port: Option<PortSpec>,
     /// This host's IPv4 address and prefix, e.g. 10.0.0.2/24.
@@ -244,8 +245,11 @@ pub struct Host {
 impl Host {
     /// Opens the port of `h` (pinning first, waiting for the link) and sets up
     /// the interface with `h`'s addresses.
+    /// Without `--port`, the port (and core) come from the container's fastpath config.
     pub fn open(h: &HostArgs, c: &Common) -> Result<Self> {
-        let spec = h.port.as_ref().ok_or_else(|| anyhow!("--port is required (or --kernel)"))?;
+        let mut c = c.clone();
+        let spec = discover_port(h.port.clone(), &mut c)?;
+        let c = &c;
         let cidr = h.ip.as_deref().ok_or_else(|| anyhow!("--ip ADDRESS/PREFIX is required with --port"))?;
         let (addr, len) = parse_cidr(cidr).map_err(|e| anyhow!("--ip: {e}"))?;
         let o = addr.octets();
@@ -264,7 +268,7 @@ impl Host {
         pin(c.core)?;
         let stop = stop_flag();
         let mut pool = make_pool(c)?;
-        let mut ports = vec![open(spec, &mut pool, c)?];
+        let mut ports = vec![open(&spec, &mut pool, c)?];
         wait_link(&mut ports, &mut pool, c, &stop)?;
         let port = ports.pop().expect("one port");
         let mut dev = PortDevice::new(port, pool);

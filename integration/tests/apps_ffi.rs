@@ -6,7 +6,7 @@ mod apps_common;
 
 use std::time::{Duration, Instant};
 
-use apps_common::{build_c, c_toolchain, int, show, spec};
+use apps_common::{build_c, c_toolchain, int, show, spec, Link};
 use integration::{
     app_flags, check_sink, require, serial, sink_args, stamp, wait_for_socket, Proc, TestDir, Verdict, FRAMES, RATE,
     RUN_TIMEOUT, SETUP_TIMEOUT, SINK_IDLE_EXIT_SECS,
@@ -24,7 +24,7 @@ fn c_sender_to_rust_sink() {
     let t0 = Instant::now();
     let dir = TestDir::new("csend");
     let v = Verdict::new(TEST);
-    let fp_send = match build_c(&dir, "fp_send", false) {
+    let fp_send = match build_c(&dir, "fp_send", Link::Shared) {
         Ok(b) => b,
         Err(e) => v.abort(e, &mut []),
     };
@@ -78,7 +78,7 @@ fn rust_ping_through_static_c_echo() {
     let t0 = Instant::now();
     let dir = TestDir::new("cecho");
     let v = Verdict::new(TEST);
-    let fp_echo = match build_c(&dir, "fp_echo", true) {
+    let fp_echo = match build_c(&dir, "fp_echo", Link::Static) {
         Ok(b) => b,
         Err(e) => v.abort(e, &mut []),
     };

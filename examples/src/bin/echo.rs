@@ -5,7 +5,9 @@
 use anyhow::Result;
 use clap::Parser;
 use fastpath_examples::frame::{macswap, parse_mac, Template};
-use fastpath_examples::{init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Idler, Meter};
+use fastpath_examples::{
+    discover_port, init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Idler, Meter,
+};
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
 use std::sync::atomic::Ordering;
@@ -15,9 +17,10 @@ use std::time::Instant;
 #[derive(Debug, Parser)]
 #[command(version, about = "fastpath echo: sends every received frame back out of the same port")]
 struct Args {
-    /// Port: vu:PATH, vu-server:PATH, vhost:PATH or vhost-client:PATH.
+    /// Port: vu:PATH, vu-server:PATH, vhost:PATH or vhost-client:PATH (default: the
+    /// port in the container's fastpath config, /run/fastpath/config.json).
     #[arg(long)]
-    port: PortSpec,
+    port: Option<PortSpec>,
     /// Leave MAC addresses as they are.
     #[arg(long)]
     no_macswap: bool,
@@ -30,12 +33,13 @@ struct Args {
 
 fn main() -> Result<()> {
     init_logging();
-    let a = Args::parse();
+    let mut a = Args::parse();
+    let spec = discover_port(a.port.take(), &mut a.common)?;
     let c = &a.common;
     pin(c.core)?;
     let stop = stop_flag();
     let mut pool = make_pool(c)?;
-    let mut ports = vec![open(&a.port, &mut pool, c)?];
+    let mut ports = vec![open(&spec, &mut pool, c)?];
     wait_link(&mut ports, &mut pool, c, &stop)?;
     let port = &mut ports[0];
     let mut burst = burst_vec();
@@ -87,7 +91,7 @@ fn main() -> Result<()> {
     report(
         c,
         &serde_json::json!({"role":"echo","forwarded":fwd,"dropped":dropped,"secs":secs,"mpps":mpps(fwd, secs),
-        "port":a.port.to_string()}),
+        "port":spec.to_string()}),
     );
     Ok(())
 }

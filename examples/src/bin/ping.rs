@@ -5,7 +5,7 @@
 use anyhow::{bail, Result};
 use clap::Parser;
 use fastpath_examples::frame::{parse_mac, seq_of, Template};
-use fastpath_examples::{init_logging, make_pool, open, pin, report, stop_flag, wait_link, Common};
+use fastpath_examples::{discover_port, init_logging, make_pool, open, pin, report, stop_flag, wait_link, Common};
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
 use std::sync::atomic::Ordering;
@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Parser)]
 #[command(version, about = "fastpath ping: round-trip latency through a reflector (echo, testpmd macswap)")]
 struct Args {
-    /// Port: vu:PATH, vu-server:PATH, vhost:PATH or vhost-client:PATH.
+    /// Port: vu:PATH, vu-server:PATH, vhost:PATH or vhost-client:PATH (default: the
+    /// port in the container's fastpath config, /run/fastpath/config.json).
     #[arg(long)]
-    port: PortSpec,
+    port: Option<PortSpec>,
     /// Round trips to measure.
     #[arg(long, default_value_t = 10000)]
     count: u64,
@@ -44,7 +45,8 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 fn main() -> Result<()> {
     init_logging();
-    let a = Args::parse();
+    let mut a = Args::parse();
+    let spec = discover_port(a.port.take(), &mut a.common)?;
     let c = &a.common;
     if a.count == 0 {
         bail!("--count must be at least 1");
@@ -58,7 +60,7 @@ fn main() -> Result<()> {
     pin(c.core)?;
     let stop = stop_flag();
     let mut pool = make_pool(c)?;
-    let mut ports = vec![open(&a.port, &mut pool, c)?];
+    let mut ports = vec![open(&spec, &mut pool, c)?];
     wait_link(&mut ports, &mut pool, c, &stop)?;
     let port = &mut ports[0];
     let mut rtts: Vec<u64> = Vec::with_capacity(a.count as usize);

@@ -37,22 +37,49 @@ pub fn c_toolchain(test: &str) -> bool {
     true
 }
 
-/// Compiles `examples/c/NAME.c` into `dir` with -Wall -Wextra -Werror, linked against
-/// libfastpath_net.so (with an rpath to it) or, if `static_lib`, the .a archive.
-pub fn build_c(dir: &TestDir, name: &str, static_lib: bool) -> Result<PathBuf, String> {
+/// What a program linking libfastpath_net.a also needs (Rust's std on glibc).
+const STATIC_LINK_LIBS: [&str; 7] = ["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"];
+
+/// How a C example links libfastpath_net.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// The .so, with an rpath to the build directory.
+    Shared,
+    /// The .a archive.
+    Static,
+    /// The .so, with an rpath to where the hook's `fastpath.io/inject` mounts it in a
+    /// container (`/usr/local/lib/fastpath`).
+    Injected,
+}
+
+/// Where `fastpath.io/inject` mounts the library inside a container.
+pub const INJECTED_LIB_DIR: &str = "/usr/local/lib/fastpath";
+
+/// Compiles `examples/c/NAME.c` into `dir` with -Wall -Wextra -Werror, linked as `link` says.
+pub fn build_c(dir: &TestDir, name: &str, link: Link) -> Result<PathBuf, String> {
     let lib = bin_dir();
     let src = workspace_dir().join("examples").join("c").join(format!("{name}.c"));
-    let out = dir.join(&if static_lib { format!("{name}-static") } else { name.to_string() });
+    let out = dir.join(&match link {
+        Link::Shared => name.to_string(),
+        Link::Static => format!("{name}-static"),
+        Link::Injected => format!("{name}-injected"),
+    });
     let mut cmd = Command::new("gcc");
     cmd.args(["-Wall", "-Wextra", "-Werror", "-pedantic", "-std=c11", "-O2", "-I"])
         .arg(workspace_dir().join("netlib").join("ffi").join("include"))
         .arg(&src)
         .arg("-o")
         .arg(&out);
-    if static_lib {
-        cmd.arg(lib.join("libfastpath_net.a")).args(["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"]);
-    } else {
-        cmd.arg("-L").arg(&lib).arg("-lfastpath_net").arg(format!("-Wl,-rpath,{}", lib.display()));
+    match link {
+        Link::Static => {
+            cmd.arg(lib.join("libfastpath_net.a")).args(STATIC_LINK_LIBS);
+        }
+        Link::Shared => {
+            cmd.arg("-L").arg(&lib).arg("-lfastpath_net").arg(format!("-Wl,-rpath,{}", lib.display()));
+        }
+        Link::Injected => {
+            cmd.arg("-L").arg(&lib).arg("-lfastpath_net").arg(format!("-Wl,-rpath,{INJECTED_LIB_DIR}"));
+        }
     }
     let o = run_with_timeout(&mut cmd, GCC_TIMEOUT)?;
     if !o.status.success() {
