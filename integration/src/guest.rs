@@ -7,24 +7,63 @@
 // are parsed here. See notes/vm-sriov.md for the measurements behind the command line.
 //! A QEMU guest with an SR-IOV NIC behind an IOMMU, and a host peer on its wire.
 //!
+//! [`require_guest`] finds QEMU, the guest kernel (`cargo xtask setup`), static busybox and
+//! the static binaries a test needs (skip, or fail with `FASTPATH_REQUIRE_PEERS=1`).
+//! [`Guest`] builds the initramfs and boots it; [`Guest::run`] waits for the poweroff and
+//! returns a [`GuestRun`] (results, dmesg, serial log, frames the guest sent, timings);
+//! [`Guest::start`] returns a [`RunningGuest`] to talk to meanwhile: wait for a marker
+//! ([`RunningGuest::wait_ready`], [`RunningGuest::wait_for_serial`]), then send frames in
+//! through its [`HostPeer`].
+//!
 //! ```no_run
-//! use integration::guest::{require_guest, Guest};
+//! use std::time::Duration;
+//! use integration::guest::{eth_frame, parse_mac, require_guest, Guest, BROADCAST};
 //! use integration::TestDir;
-//! let Some(peers) = require_guest("my_test", &["fastpathctl"]) else { return };
+//! let Some(peers) = require_guest("my_test", &["pktgen", "sink", "fastpathctl"]) else { return };
 //! let dir = TestDir::new("g");
+//! // Guest → host: pktgen on VF 0, as uid 1000, counted by the host peer.
 //! let run = Guest::new(&peers)
+//!     .static_bin("pktgen")
 //!     .static_bin("fastpathctl")
-//!     .body("result vfs \"$VFS\"\nresult me \"$(as_user id -u)\"")
+//!     .body(
+//!         "fastpathctl vf bind 0000:01:10.0 --owner 1000:1000\n\
+//!          as_user pktgen --port vf:0000:01:10.0 --count 1000 --json --dst-mac 02:00:00:00:00:99 > /tmp/p.out\n\
+//!          result pktgen \"$(tail -n 1 /tmp/p.out)\"",
+//!     )
 //!     .run(&dir)
 //!     .unwrap();
-//! assert_eq!(run.result("me"), Some("1000"));
+//! let dst = parse_mac("02:00:00:00:00:99").unwrap();
+//! let got = run.frames().iter().filter(|f| f.dst() == dst).count();
+//! let sent = run.result_json("pktgen").and_then(|j| j["sent"].as_u64());
+//! // Host → guest: start the sink, wait for its marker, then send 1000 frames at 5000/s.
+//! let mut g = Guest::new(&peers)
+//!     .static_bin("sink")
+//!     .static_bin("fastpathctl")
+//!     .body(
+//!         "fastpathctl vf bind 0000:01:10.0 --owner 1000:1000\n\
+//!          as_user sink --port vf:0000:01:10.0 --count 1000 --json > /tmp/s.out 2> /tmp/s.err &\n\
+//!          wait_file /tmp/s.err ': up' 20 && ready sink\n\
+//!          wait $!\n\
+//!          result sink \"$(tail -n 1 /tmp/s.out)\"",
+//!     )
+//!     .start(&dir)
+//!     .unwrap();
+//! g.wait_ready("sink", Duration::from_secs(40)).unwrap();
+//! let src = parse_mac("02:00:00:00:00:01").unwrap();
+//! g.peer().send_at_rate(1000, 5000, |i| eth_frame(BROADCAST, src, 0x88b5, &i.to_be_bytes())).unwrap();
+//! let run = g.wait();
+//! let sink = run.result_json("sink");
 //! ```
 //!
-//! The body is `sh` (busybox) run as root after the prelude, with these helpers and
-//! variables (see [`BODY_HELPERS`]): `result NAME VALUE...`, `ready NAME`,
-//! `as_user CMD ARGS...` (uid/gid [`GUEST_UID`], with the prelude's `ulimit -l unlimited`),
-//! `vf_to_vfio PCI` (driver_override binding), `iommu_group PCI`, `wait_path PATH SECS`;
-//! `$PF` (PCI address), `$PF_IF` (its netdev), `$VFS` (the VFs' PCI addresses).
+//! The body is `sh` (busybox) run as root after the prelude (modules, PF up, VFs created,
+//! `ulimit -l unlimited`, hugetlbfs at `/dev/hugepages`), killed after its timeout, with
+//! these helpers and variables (see [`BODY_HELPERS`]): `result NAME VALUE...`, `ready NAME`,
+//! `as_user CMD ARGS...` (uid/gid [`GUEST_UID`], environment and rlimits kept),
+//! `vf_to_vfio PCI` (driver_override binding), `iommu_group PCI`, `wait_path PATH SECS`,
+//! `wait_file FILE TEXT SECS`; `$PF` (PCI address), `$PF_IF` (its netdev), `$VFS` (the
+//! VFs' PCI addresses, space-separated). Its output goes to the serial console; kernel
+//! messages do not (they are printed as a block with `dmesg` after the body:
+//! [`GuestRun::dmesg`]).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -68,6 +107,17 @@ pub const DEFAULT_KERNEL_DIR: &str = "/var/cache/fastpath/guest/kernel";
 pub const BUSYBOX: &str = "/bin/busybox";
 /// The QEMU binary (from `PATH`, or `$FASTPATH_QEMU`).
 pub const QEMU: &str = "qemu-system-x86_64";
+
+/// The default `-smp`: 1 boots faster on a loaded 2-core host, and one vCPU cannot hit
+/// the multi-threaded-TCG race that aborted QEMU once in 8 boots with 2
+/// (`iotlb_to_section: Assertion 'section_index < d->map.sections_nb' failed`).
+pub const DEFAULT_SMP: &str = "1";
+/// The default `-accel` (KVM does not work on the project machines).
+pub const DEFAULT_ACCEL: &str = "tcg,tb-size=64";
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+}
 
 const INIT_MARK: &str = "FASTPATH-INIT";
 const PRELUDE_DONE: &str = "FASTPATH-PRELUDE-DONE";
@@ -311,6 +361,8 @@ as_user() { su -s /bin/sh -c 'exec "$0" "$@"' -- user "$@"; }
 iommu_group() { basename "$(readlink "/sys/bus/pci/devices/$1/iommu_group")"; }
 # wait_path PATH SECS: waits (10 ms steps) until PATH exists; status 1 if it does not in time.
 wait_path() { i=0; while [ ! -e "$1" ]; do i=$((i + 1)); [ "$i" -gt $(($2 * 100)) ] && return 1; usleep 10000; done; }
+# wait_file FILE TEXT SECS: waits until FILE contains TEXT (e.g. a program's "up" log line).
+wait_file() { i=0; until grep -q -- "$2" "$1" 2>/dev/null; do i=$((i + 1)); [ "$i" -gt $(($3 * 100)) ] && return 1; usleep 10000; done; }
 # vf_to_vfio PCI: binds a VF to vfio-pci through driver_override (stand-in for fastpathctl vf bind).
 vf_to_vfio() {
     echo vfio-pci > "/sys/bus/pci/devices/$1/driver_override" || return 1
@@ -328,7 +380,8 @@ export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-mkdir -p /dev/pts /dev/shm /tmp /run
+mkdir -p /dev/pts /dev/shm /dev/hugepages /tmp /run
+mount -t hugetlbfs -o mode=1777 none /dev/hugepages
 # Kernel messages stay out of the console from now on (they are printed with dmesg at the end),
 # so that marker lines are never interleaved with them.
 echo 1 > /proc/sys/kernel/printk
@@ -391,6 +444,9 @@ pub struct Guest {
     timeout: Duration,
     body_timeout: Duration,
     kernel_args: Vec<String>,
+    smp: u32,
+    accel: String,
+    hugepages: u32,
 }
 
 impl Guest {
@@ -408,6 +464,9 @@ impl Guest {
             timeout: GUEST_TIMEOUT,
             body_timeout: BODY_TIMEOUT,
             kernel_args: Vec::new(),
+            smp: env_or("FASTPATH_GUEST_SMP", DEFAULT_SMP).parse().unwrap_or(1),
+            accel: env_or("FASTPATH_GUEST_ACCEL", DEFAULT_ACCEL),
+            hugepages: 0,
         }
     }
 
@@ -471,6 +530,28 @@ impl Guest {
     #[must_use]
     pub fn body_timeout(mut self, t: Duration) -> Self {
         self.body_timeout = t;
+        self
+    }
+
+    /// Virtual CPUs (`-smp`; default [`DEFAULT_SMP`] or `$FASTPATH_GUEST_SMP`).
+    #[must_use]
+    pub fn smp(mut self, n: u32) -> Self {
+        self.smp = n;
+        self
+    }
+
+    /// QEMU's `-accel` (default [`DEFAULT_ACCEL`] or `$FASTPATH_GUEST_ACCEL`).
+    #[must_use]
+    pub fn accel(mut self, accel: &str) -> Self {
+        accel.clone_into(&mut self.accel);
+        self
+    }
+
+    /// Reserves `n` 2 MB hugepages at boot (`hugepages=N`); hugetlbfs is always mounted at
+    /// `/dev/hugepages` (mode 1777, so `as_user` programs can use it).
+    #[must_use]
+    pub fn hugepages(mut self, n: u32) -> Self {
+        self.hugepages = n;
         self
     }
 
@@ -545,6 +626,9 @@ impl Guest {
     fn qemu_args(&self, dir: &TestDir, initrd: &Path) -> Vec<String> {
         let d = |n: &str| dir.join(n).display().to_string();
         let mut append = "console=ttyS0 intel_iommu=on iommu=pt panic=-1".to_string();
+        if self.hugepages > 0 {
+            let _ = write!(append, " hugepages={}", self.hugepages);
+        }
         for a in &self.kernel_args {
             append.push(' ');
             append.push_str(a);
@@ -553,11 +637,11 @@ impl Guest {
             "-machine",
             "q35",
             "-accel",
-            "tcg,tb-size=64",
+            &self.accel,
             "-cpu",
             "max",
             "-smp",
-            "2",
+            &self.smp.to_string(),
             "-m",
             &format!("{}M", self.memory_mb),
             "-device",

@@ -199,3 +199,53 @@ fn vf_guest_pf_wire_host_peer() {
     );
     run.finish(v);
 }
+
+/// The static-binaries body: VFs left without a driver, our binaries run as the user,
+/// hugetlbfs usable by the user.
+const BINS_BODY: &str = r#"
+drivers=
+for vf in $VFS; do
+    if [ -e /sys/bus/pci/devices/$vf/driver ]; then d=$(basename "$(readlink /sys/bus/pci/devices/$vf/driver)"); else d=none; fi
+    drivers="$drivers${drivers:+ }$d"
+done
+result vf-drivers "$drivers"
+result fastpathctl "$(as_user fastpathctl --version)"
+result pktgen "$(as_user pktgen --version)"
+result nr-hugepages "$(cat /proc/sys/vm/nr_hugepages)"
+result hugetlbfs-owner "$(as_user sh -c 'touch /dev/hugepages/t && stat -c %u /dev/hugepages/t')"
+"#;
+
+#[test]
+fn vf_guest_static_binaries() {
+    const TEST: &str = "vf_guest_static_binaries";
+    let Some(peers) = require_guest(TEST, &["fastpathctl", "pktgen"]) else { return };
+    let _serial = serial();
+    let t0 = Instant::now();
+    let dir = TestDir::new("gbin");
+    let mut v = Verdict::new(TEST);
+    let version = |b: &str| {
+        let out = std::process::Command::new(peers.bin(b)).arg("--version").output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+    };
+    let want = [("fastpathctl", version("fastpathctl")), ("pktgen", version("pktgen"))];
+    let mut run = match Guest::new(&peers)
+        .static_bin("fastpathctl")
+        .static_bin("pktgen")
+        .vf_autoprobe(false)
+        .hugepages(8)
+        .body(BINS_BODY)
+        .run(&dir)
+    {
+        Ok(r) => r,
+        Err(e) => v.abort(e, &mut []),
+    };
+    run.check(&mut v);
+    expect(&mut v, &run, "vf-drivers", "none none");
+    for (b, w) in &want {
+        expect(&mut v, &run, b, w);
+    }
+    expect(&mut v, &run, "nr-hugepages", "8");
+    expect(&mut v, &run, "hugetlbfs-owner", &GUEST_UID.to_string());
+    eprintln!("[{}] {TEST}: {}; test {:.2} s", stamp(), run.timings(), t0.elapsed().as_secs_f64());
+    run.finish(v);
+}
