@@ -249,3 +249,55 @@ fn vf_guest_static_binaries() {
     eprintln!("[{}] {TEST}: {}; test {:.2} s", stamp(), run.timings(), t0.elapsed().as_secs_f64());
     run.finish(v);
 }
+
+#[test]
+fn vf_guest_timeouts() {
+    const TEST: &str = "vf_guest_timeouts";
+    let Some(peers) = require_guest(TEST, &[]) else { return };
+    let _serial = serial();
+    let t0 = Instant::now();
+    let mut v = Verdict::new(TEST);
+    // The body's timeout: the body is killed, the guest still prints dmesg and powers off.
+    let dir = TestDir::new("gtmo");
+    let body = "result started 1\nsleep 30\nresult slept 1";
+    let mut run = match Guest::new(&peers).num_vfs(0).body_timeout(Duration::from_secs(2)).body(body).run(&dir) {
+        Ok(r) => r,
+        Err(e) => v.abort(e, &mut []),
+    };
+    expect(&mut v, &run, "started", "1");
+    v.check(run.result("slept").is_none(), || "guest: expected the body killed before `result slept`".into());
+    v.check(run.body_status() == Some(137), || {
+        format!("guest: expected body exit status 137 (SIGKILL at its timeout), got {:?}", run.body_status())
+    });
+    v.check(run.done() && !run.timed_out(), || {
+        "guest: expected FASTPATH-DONE and a poweroff after the body timeout".into()
+    });
+    v.check(!run.dmesg_matching("Linux version").is_empty(), || "guest: expected dmesg after the body timeout".into());
+    if !v.ok() {
+        return run.finish(v);
+    }
+    // The hard timeout: waits end at it, QEMU is killed.
+    let dir = TestDir::new("gkill");
+    let hard = Duration::from_secs(5);
+    let mut g = match Guest::new(&peers).num_vfs(0).timeout(hard).body("sleep 60").start(&dir) {
+        Ok(g) => g,
+        Err(e) => v.abort(e, &mut []),
+    };
+    let t = Instant::now();
+    let waited = g.wait_for_serial("FASTPATH-NEVER", Duration::from_secs(30));
+    v.check(waited.is_err() && t.elapsed() < hard + Duration::from_secs(1), || {
+        format!(
+            "guest: expected wait_for_serial to fail at the hard timeout {hard:?}, got {waited:?} after {:?}",
+            t.elapsed()
+        )
+    });
+    let mut run = g.wait();
+    v.check(run.timed_out() && run.wall() < hard + Duration::from_secs(1), || {
+        format!("guest: expected QEMU killed at the hard timeout {hard:?}; {}", run.timings())
+    });
+    let mut probe = Verdict::new("probe");
+    run.check(&mut probe);
+    v.check(!probe.ok(), || "guest: expected GuestRun::check to fail a run killed at the hard timeout".into());
+    eprintln!("[{}] {TEST}: {}; test {:.2} s", stamp(), run.timings(), t0.elapsed().as_secs_f64());
+    run.finish(v);
+}
