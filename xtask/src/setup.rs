@@ -12,9 +12,20 @@ use nix::mount::{mount, MsFlags};
 use crate::procs::{self, Spawn, Stream};
 use crate::scratch::{self, HUGEPAGES};
 
-/// Debian packages the tests and benchmarks use.
-const PACKAGES: &[&str] =
-    &["dpdk-dev", "openvswitch-switch-dpdk", "runc", "crun", "podman", "busybox-static", "linux-perf", "iproute2"];
+/// Debian packages the tests and benchmarks use (`xz-utils` and `kmod`: unpacking the
+/// guest kernel's modules; QEMU comes from `install_qemu`).
+const PACKAGES: &[&str] = &[
+    "dpdk-dev",
+    "openvswitch-switch-dpdk",
+    "runc",
+    "crun",
+    "podman",
+    "busybox-static",
+    "linux-perf",
+    "iproute2",
+    "xz-utils",
+    "kmod",
+];
 
 /// The oldest QEMU whose emulated igb NIC has SR-IOV (Debian 12's own 7.2 has not).
 const QEMU_MIN: (u32, u32, u32) = (8, 0, 0);
@@ -337,8 +348,13 @@ fn newest_guest_kernel() -> Result<Option<(String, String)>> {
         .args(["search", "--names-only", "^linux-image-[0-9].*-amd64-unsigned$"])
         .output()
         .context("running apt-cache search")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let best = text
+    Ok(pick_guest_kernel(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// From `apt-cache search` lines, the newest generic `linux-image-*-amd64-unsigned`
+/// as (package, kernel release).
+fn pick_guest_kernel(search: &str) -> Option<(String, String)> {
+    search
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter(|n| !n.contains("-rt-") && !n.contains("-cloud-"))
@@ -346,8 +362,7 @@ fn newest_guest_kernel() -> Result<Option<(String, String)>> {
             let release = n.strip_prefix("linux-image-")?.strip_suffix("-unsigned")?;
             Some((n.to_string(), release.to_string()))
         })
-        .max_by_key(|(_, release)| version_key(release));
-    Ok(best)
+        .max_by_key(|(_, release)| version_key(release))
 }
 
 /// Every `*.ko*` file under `dir`, by module name (`-` and `_` are the same to the kernel).
@@ -526,4 +541,26 @@ fn guest_kernel() -> Result<()> {
         ),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_guest_kernel;
+
+    #[test]
+    fn picks_the_newest_generic_unsigned_kernel() {
+        let search = "\
+linux-image-6.12.95+deb12-amd64-unsigned - Linux 6.12 for 64-bit PCs
+linux-image-6.1.0-56-amd64-unsigned - Linux 6.1 for 64-bit PCs
+linux-image-6.12.117+deb12-cloud-amd64-unsigned - Linux 6.12 for x86-64 cloud
+linux-image-6.12.117+deb12-rt-amd64-unsigned - Linux 6.12 for 64-bit PCs, PREEMPT_RT
+linux-image-6.12.117+deb12-amd64-unsigned - Linux 6.12 for 64-bit PCs
+linux-image-6.12.115+deb12-amd64-unsigned - Linux 6.12 for 64-bit PCs
+";
+        assert_eq!(
+            pick_guest_kernel(search),
+            Some(("linux-image-6.12.117+deb12-amd64-unsigned".into(), "6.12.117+deb12-amd64".into()))
+        );
+        assert_eq!(pick_guest_kernel(""), None);
+    }
 }
