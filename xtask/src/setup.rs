@@ -32,11 +32,12 @@ const QEMU_MIN: (u32, u32, u32) = (8, 0, 0);
 /// The apt source added on Debian 12 for QEMU 10 and the 6.12 guest kernel.
 const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
 const BACKPORTS_ENTRY: &str = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
-/// Where the guest kernel package is downloaded and unpacked (one folder per kernel version).
+/// Where the guest kernel package is downloaded and unpacked (one folder per kernel version),
+/// unless `$FASTPATH_GUEST_DIR` says otherwise.
 const GUEST_DIR: &str = "/var/cache/fastpath/guest";
-/// The symlink to the ready kernel folder, which the VM tests use
-/// (`integration::guest::kernel_dir`): `vmlinuz`, `modules/*.ko`, `load-order`.
-const GUEST_KERNEL_LINK: &str = "/var/cache/fastpath/guest/kernel";
+/// The name of the symlink (in the guest dir) to the ready kernel folder, which the VM tests
+/// use (`integration::guest::kernel_dir`): `vmlinuz`, `modules/*.ko`, `load-order`.
+const GUEST_KERNEL_LINK: &str = "kernel";
 /// Written last into a kernel folder: the modules to insmod, in dependency order.
 const GUEST_READY: &str = "load-order";
 /// The guest modules the VF tests need (their dependencies are added from `modinfo`).
@@ -96,10 +97,10 @@ fn check_only() -> Result<()> {
             found.map_or_else(|| "none".to_string(), |(a, b, c)| format!("{a}.{b}.{c}"))
         )),
     }
-    if !Path::new(GUEST_KERNEL_LINK).join(GUEST_READY).is_file() {
-        missing.push(format!(
-            "guest kernel and modules unpacked in {GUEST_KERNEL_LINK} (run `cargo xtask setup` as root)"
-        ));
+    let link = guest_dir().join(GUEST_KERNEL_LINK);
+    if !link.join(GUEST_READY).is_file() {
+        missing
+            .push(format!("guest kernel and modules unpacked in {} (run `cargo xtask setup` as root)", link.display()));
     }
     let pages = hugepages_2m().unwrap_or(0);
     if pages < WANT_HUGEPAGES {
@@ -448,38 +449,46 @@ fn decompress_module(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Points `GUEST_KERNEL_LINK` at `release` (atomically).
-fn link_guest_kernel(release: &str) -> Result<()> {
-    let link = Path::new(GUEST_KERNEL_LINK);
+/// `$FASTPATH_GUEST_DIR`, else `GUEST_DIR`.
+fn guest_dir() -> std::path::PathBuf {
+    std::env::var_os("FASTPATH_GUEST_DIR").filter(|d| !d.is_empty()).map_or_else(|| GUEST_DIR.into(), Into::into)
+}
+
+/// Points `DIR/GUEST_KERNEL_LINK` at `release` (atomically).
+fn link_guest_kernel(dir: &Path, release: &str) -> Result<()> {
+    let link = dir.join(GUEST_KERNEL_LINK);
+    let link = link.as_path();
     if fs::read_link(link).is_ok_and(|t| t == Path::new(release)) {
         return Ok(());
     }
-    let tmp = Path::new(GUEST_DIR).join(".kernel.link");
+    let tmp = dir.join(".kernel.link");
     let _ = fs::remove_file(&tmp);
     std::os::unix::fs::symlink(release, &tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    fs::rename(&tmp, link).with_context(|| format!("renaming {} to {GUEST_KERNEL_LINK}", tmp.display()))?;
+    fs::rename(&tmp, link).with_context(|| format!("renaming {} to {}", tmp.display(), link.display()))?;
     Ok(())
 }
 
 /// The guest kernel for the VM tests: the newest `linux-image-*-amd64-unsigned` package
-/// (from bookworm-backports on Debian 12) downloaded into `GUEST_DIR` (never installed),
-/// unpacked, and reduced to a ready folder `GUEST_DIR/RELEASE` with `vmlinuz`,
-/// `modules/NAME.ko` (decompressed) and `load-order`, linked as `GUEST_KERNEL_LINK`.
+/// (from bookworm-backports on Debian 12) downloaded into the guest dir (never installed),
+/// unpacked, and reduced to a ready folder `DIR/RELEASE` with `vmlinuz`,
+/// `modules/NAME.ko` (decompressed) and `load-order`, linked as `DIR/kernel`.
 fn guest_kernel() -> Result<()> {
     let what = "guest kernel";
-    let dir = Path::new(GUEST_DIR);
-    fs::create_dir_all(dir).with_context(|| format!("creating {GUEST_DIR}"))?;
+    let dir = guest_dir();
+    let dir = dir.as_path();
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let link = dir.join(GUEST_KERNEL_LINK);
     backports()?;
     let Some((package, release)) = newest_guest_kernel()? else {
-        if Path::new(GUEST_KERNEL_LINK).join(GUEST_READY).is_file() {
-            say(what, &format!("{GUEST_KERNEL_LINK} (already; apt knows no linux-image-*-amd64-unsigned now)"));
+        if link.join(GUEST_READY).is_file() {
+            say(what, &format!("{} (already; apt knows no linux-image-*-amd64-unsigned now)", link.display()));
             return Ok(());
         }
         bail!("apt-cache knows no linux-image-*-amd64-unsigned package (apt-get update? bookworm-backports?)");
     };
     let ready = dir.join(&release);
     if ready.join(GUEST_READY).is_file() {
-        link_guest_kernel(&release)?;
+        link_guest_kernel(dir, &release)?;
         say(what, &format!("{release} in {} (already)", ready.display()));
         return Ok(());
     }
@@ -499,7 +508,9 @@ fn guest_kernel() -> Result<()> {
             .stdout(Stream::Inherit)
             .stderr(Stream::Inherit);
         procs::run(spawn, Duration::from_secs(1800))?;
-        let Some(d) = find_deb() else { bail!("apt-get download {package} left no {prefix}*.deb in {GUEST_DIR}") };
+        let Some(d) = find_deb() else {
+            bail!("apt-get download {package} left no {prefix}*.deb in {}", dir.display())
+        };
         say(&package, &format!("downloaded to {}", d.display()));
         d
     };
@@ -530,7 +541,7 @@ fn guest_kernel() -> Result<()> {
     fs::write(staging.join(GUEST_READY), &list).context("writing the module load order")?;
     fs::remove_dir_all(&unpack).with_context(|| format!("removing {}", unpack.display()))?;
     fs::rename(&staging, &ready).with_context(|| format!("renaming {} to {}", staging.display(), ready.display()))?;
-    link_guest_kernel(&release)?;
+    link_guest_kernel(dir, &release)?;
     say(
         what,
         &format!(
