@@ -108,9 +108,8 @@ pub const BUSYBOX: &str = "/bin/busybox";
 /// The QEMU binary (from `PATH`, or `$FASTPATH_QEMU`).
 pub const QEMU: &str = "qemu-system-x86_64";
 
-/// The default `-smp`: 1 boots faster on a loaded 2-core host, and one vCPU cannot hit
-/// the multi-threaded-TCG race that aborted QEMU once in 8 boots with 2
-/// (`iotlb_to_section: Assertion 'section_index < d->map.sections_nb' failed`).
+/// The default `-smp`: 1 boots ~15 % faster than 2 on a loaded 2-core host (11-16 s vs
+/// 13-16 s wall per cycle); give scenarios with two pollers in the guest `.smp(2)`.
 pub const DEFAULT_SMP: &str = "1";
 /// The default `-accel` (KVM does not work on the project machines).
 pub const DEFAULT_ACCEL: &str = "tcg,tb-size=64";
@@ -119,8 +118,8 @@ fn env_or(key: &str, default: &str) -> String {
     std::env::var(key).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
 }
 
-/// What QEMU 10.0 prints when it aborts on a race in its TCG memory map (seen once in 8
-/// boots with `-smp 2`): [`Guest::run`] then boots the guest once more.
+/// What QEMU 10.0.2 (TCG) printed when it aborted during the guest's PCI enumeration, once
+/// in ~50 boots (with `-smp 2`; none in 28 with 1): [`Guest::run`] then boots once more.
 pub const QEMU_KNOWN_ABORT: &str = "iotlb_to_section: Assertion";
 
 const INIT_MARK: &str = "FASTPATH-INIT";
