@@ -119,7 +119,7 @@ fn env_or(key: &str, default: &str) -> String {
 }
 
 /// What QEMU 10.0.2 (TCG) printed when it aborted during the guest's PCI enumeration, once
-/// in ~50 boots (with `-smp 2`; none in 28 with 1): [`Guest::run`] then boots once more.
+/// in 24 boots with `-smp 2` (none in ~30 with 1): [`Guest::run`] then boots once more.
 pub const QEMU_KNOWN_ABORT: &str = "iotlb_to_section: Assertion";
 
 const INIT_MARK: &str = "FASTPATH-INIT";
