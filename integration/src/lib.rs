@@ -22,6 +22,8 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+pub mod guest;
+
 /// Frames each test sends.
 pub const FRAMES: u64 = 50_000;
 /// Frames per second pktgen sends (modest: 2 CPUs are shared by several pollers).

@@ -1,5 +1,6 @@
 // `cargo xtask setup`: brings this machine to what tests and benchmarks need (packages,
-// hugepages, hugetlbfs, the crun cgroup fix, no stale DPDK files); idempotent, one line per item.
+// hugepages, hugetlbfs, the crun cgroup fix, no stale DPDK files, QEMU >= 8 and an unpacked
+// guest kernel for the VF tests); idempotent, one line per item.
 
 use std::fs;
 use std::path::Path;
@@ -11,9 +12,37 @@ use nix::mount::{mount, MsFlags};
 use crate::procs::{self, Spawn, Stream};
 use crate::scratch::{self, HUGEPAGES};
 
-/// Debian packages the tests and benchmarks use.
-const PACKAGES: &[&str] =
-    &["dpdk-dev", "openvswitch-switch-dpdk", "runc", "crun", "podman", "busybox-static", "linux-perf", "iproute2"];
+/// Debian packages the tests and benchmarks use (`xz-utils` and `kmod`: unpacking the
+/// guest kernel's modules; QEMU comes from `install_qemu`).
+const PACKAGES: &[&str] = &[
+    "dpdk-dev",
+    "openvswitch-switch-dpdk",
+    "runc",
+    "crun",
+    "podman",
+    "busybox-static",
+    "linux-perf",
+    "iproute2",
+    "xz-utils",
+    "kmod",
+];
+
+/// The oldest QEMU whose emulated igb NIC has SR-IOV (Debian 12's own 7.2 has not).
+const QEMU_MIN: (u32, u32, u32) = (8, 0, 0);
+/// The apt source added on Debian 12 for QEMU 10 and the 6.12 guest kernel.
+const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
+const BACKPORTS_ENTRY: &str = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
+/// Where the guest kernel package is downloaded and unpacked (one folder per kernel version),
+/// unless `$FASTPATH_GUEST_DIR` says otherwise.
+const GUEST_DIR: &str = "/var/cache/fastpath/guest";
+/// The name of the symlink (in the guest dir) to the ready kernel folder, which the VM tests
+/// use (`integration::guest::kernel_dir`): `vmlinuz`, `modules/*.ko`, `load-order`.
+const GUEST_KERNEL_LINK: &str = "kernel";
+/// Written last into a kernel folder: the modules to insmod, in dependency order.
+const GUEST_READY: &str = "load-order";
+/// The guest modules the VF tests need (their dependencies are added from `modinfo`).
+const GUEST_MODULES: &[&str] =
+    &["dca", "i2c-algo-bit", "igb", "igbvf", "irqbypass", "vfio", "vfio_iommu_type1", "vfio-pci-core", "vfio-pci"];
 
 /// How many 2 MB hugepages we want reserved.
 const WANT_HUGEPAGES: u64 = 1024;
@@ -38,6 +67,8 @@ pub fn run() -> Result<()> {
         return check_only();
     }
     install_packages()?;
+    install_qemu()?;
+    guest_kernel()?;
     reserve_hugepages()?;
     mount_hugetlbfs()?;
     bind_hugetlb_cgroup()?;
@@ -56,6 +87,20 @@ fn check_only() -> Result<()> {
         if !installed(p)? {
             missing.push(format!("package {p} (apt-get install -y {p})"));
         }
+    }
+    match qemu_version() {
+        Some(v) if v >= QEMU_MIN => {}
+        found => missing.push(format!(
+            "qemu-system-x86_64 >= {}.{} (found {}; apt-get install -t bookworm-backports qemu-system-x86)",
+            QEMU_MIN.0,
+            QEMU_MIN.1,
+            found.map_or_else(|| "none".to_string(), |(a, b, c)| format!("{a}.{b}.{c}"))
+        )),
+    }
+    let link = guest_dir().join(GUEST_KERNEL_LINK);
+    if !link.join(GUEST_READY).is_file() {
+        missing
+            .push(format!("guest kernel and modules unpacked in {} (run `cargo xtask setup` as root)", link.display()));
     }
     let pages = hugepages_2m().unwrap_or(0);
     if pages < WANT_HUGEPAGES {
@@ -104,15 +149,6 @@ fn install_packages() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let apt = |args: &[&str]| -> Result<()> {
-        let spawn = Spawn::new("apt-get", "apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stream::Inherit)
-            .stderr(Stream::Inherit);
-        procs::run(spawn, Duration::from_secs(3600))?;
-        Ok(())
-    };
     apt(&["update"])?;
     say("apt-get update", "done");
     // With recommends, as on the project machines (podman wants catatonit, slirp4netns, ...).
@@ -125,6 +161,17 @@ fn install_packages() -> Result<()> {
         }
         say(&format!("package {p}"), "installed");
     }
+    Ok(())
+}
+
+/// Runs `apt-get ARGS` (non-interactive, output shown), failing if it fails.
+fn apt(args: &[&str]) -> Result<()> {
+    let spawn = Spawn::new("apt-get", "apt-get")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stream::Inherit)
+        .stderr(Stream::Inherit);
+    procs::run(spawn, Duration::from_secs(3600))?;
     Ok(())
 }
 
@@ -209,4 +256,322 @@ fn bind_hugetlb_cgroup() -> Result<()> {
         .with_context(|| format!("mount -t cgroup -o hugetlb cgroup {HUGETLB_CGROUP}"))?;
     say("hugetlb cgroup (crun fix)", &format!("bound to v1 at {HUGETLB_CGROUP} (now)"));
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// QEMU and the guest kernel for the VF tests (notes/vm-sriov.md).
+
+/// `qemu-system-x86_64 --version` as (major, minor, micro), if it runs.
+fn qemu_version() -> Option<(u32, u32, u32)> {
+    let out = std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text.split("version ").nth(1)?.split_whitespace().next()?;
+    let mut n = v.split(|c: char| !c.is_ascii_digit()).map(|x| x.parse::<u32>().unwrap_or(0));
+    Some((n.next()?, n.next().unwrap_or(0), n.next().unwrap_or(0)))
+}
+
+/// `VERSION_CODENAME` of /etc/os-release (e.g. `bookworm`).
+fn debian_codename() -> String {
+    fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME=").map(|v| v.trim_matches('"').to_string()))
+        .unwrap_or_default()
+}
+
+/// Whether some apt source already names the `bookworm-backports` suite.
+fn backports_listed() -> bool {
+    let mut files = vec![Path::new("/etc/apt/sources.list").to_path_buf()];
+    if let Ok(rd) = fs::read_dir("/etc/apt/sources.list.d") {
+        files.extend(rd.flatten().map(|e| e.path()));
+    }
+    files.iter().any(|f| fs::read_to_string(f).is_ok_and(|t| t.contains("bookworm-backports")))
+}
+
+/// On Debian 12, adds the `bookworm-backports` apt source (and runs `apt-get update`) when
+/// no source names it; returns the `-t SUITE` to install from (`None` on other releases).
+fn backports() -> Result<Option<&'static str>> {
+    if debian_codename() != "bookworm" {
+        return Ok(None);
+    }
+    if backports_listed() {
+        say("apt source bookworm-backports", "present");
+    } else {
+        fs::write(BACKPORTS_SOURCES, BACKPORTS_ENTRY).with_context(|| format!("writing {BACKPORTS_SOURCES}"))?;
+        apt(&["update"])?;
+        say("apt source bookworm-backports", &format!("added ({BACKPORTS_SOURCES}), apt-get update done"));
+    }
+    Ok(Some("bookworm-backports"))
+}
+
+/// QEMU >= 8.0 (igb with SR-IOV): on Debian 12 from bookworm-backports.
+fn install_qemu() -> Result<()> {
+    let show = |v: (u32, u32, u32)| format!("{}.{}.{}", v.0, v.1, v.2);
+    let before = qemu_version();
+    if let Some(v) = before.filter(|v| *v >= QEMU_MIN) {
+        say("qemu-system-x86_64", &format!("{} (already)", show(v)));
+        return Ok(());
+    }
+    let mut args = vec!["install", "-y"];
+    if let Some(suite) = backports()? {
+        args.extend(["-t", suite]);
+    }
+    args.push("qemu-system-x86");
+    apt(&args)?;
+    match qemu_version() {
+        Some(v) if v >= QEMU_MIN => {
+            let was = before.map_or_else(|| "none".to_string(), show);
+            say("qemu-system-x86_64", &format!("{} installed (was {was})", show(v)));
+            Ok(())
+        }
+        v => bail!(
+            "apt-get {} succeeded but qemu-system-x86_64 is {} (need >= {}): igb SR-IOV needs QEMU 8",
+            args.join(" "),
+            v.map_or_else(|| "missing".to_string(), show),
+            show(QEMU_MIN)
+        ),
+    }
+}
+
+/// A version string as numbers, for ordering (`6.12.117+deb12` → [6, 12, 117, 12]).
+fn version_key(v: &str) -> Vec<u64> {
+    v.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).map(|p| p.parse().unwrap_or(0)).collect()
+}
+
+/// The newest `linux-image-VERSION-amd64-unsigned` apt knows (not rt, not cloud), as
+/// (package, kernel release): e.g. (`linux-image-6.12.117+deb12-amd64-unsigned`, `6.12.117+deb12-amd64`).
+fn newest_guest_kernel() -> Result<Option<(String, String)>> {
+    let out = std::process::Command::new("apt-cache")
+        .args(["search", "--names-only", "^linux-image-[0-9].*-amd64-unsigned$"])
+        .output()
+        .context("running apt-cache search")?;
+    Ok(pick_guest_kernel(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// From `apt-cache search` lines, the newest generic `linux-image-*-amd64-unsigned`
+/// as (package, kernel release).
+fn pick_guest_kernel(search: &str) -> Option<(String, String)> {
+    search
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| !n.contains("-rt-") && !n.contains("-cloud-"))
+        .filter_map(|n| {
+            let release = n.strip_prefix("linux-image-")?.strip_suffix("-unsigned")?;
+            Some((n.to_string(), release.to_string()))
+        })
+        .max_by_key(|(_, release)| version_key(release))
+}
+
+/// Every `*.ko*` file under `dir`, by module name (`-` and `_` are the same to the kernel).
+fn index_modules(dir: &Path, index: &mut std::collections::HashMap<String, std::path::PathBuf>) -> Result<()> {
+    for e in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e?;
+        let p = e.path();
+        if e.file_type()?.is_dir() {
+            index_modules(&p, index)?;
+        } else if let Some(stem) = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.split(".ko").next()) {
+            if p.to_string_lossy().contains(".ko") {
+                index.insert(stem.replace('-', "_"), p.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The modules `wanted` plus their dependencies (`modinfo -F depends`), dependencies first.
+fn module_load_order(
+    wanted: &[&str],
+    index: &std::collections::HashMap<String, std::path::PathBuf>,
+) -> Result<Vec<(String, std::path::PathBuf)>> {
+    fn visit(
+        name: &str,
+        index: &std::collections::HashMap<String, std::path::PathBuf>,
+        order: &mut Vec<(String, std::path::PathBuf)>,
+        depth: usize,
+    ) -> Result<()> {
+        let key = name.replace('-', "_");
+        if order.iter().any(|(n, _)| n.replace('-', "_") == key) {
+            return Ok(());
+        }
+        if depth > 32 {
+            bail!("module dependencies of {name} loop");
+        }
+        let Some(path) = index.get(&key) else { bail!("module {name} not found in the guest kernel package") };
+        let out = std::process::Command::new("modinfo")
+            .args(["-F", "depends"])
+            .arg(path)
+            .output()
+            .context("running modinfo (package kmod)")?;
+        if !out.status.success() {
+            bail!("modinfo {} failed: {}", path.display(), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        for dep in String::from_utf8_lossy(&out.stdout).trim().split(',').filter(|d| !d.is_empty()) {
+            visit(dep, index, order, depth + 1)?;
+        }
+        let file = path.file_name().and_then(|n| n.to_str()).unwrap_or(name);
+        order.push((file.split(".ko").next().unwrap_or(name).to_string(), path.clone()));
+        Ok(())
+    }
+    let mut order = Vec::new();
+    for m in wanted {
+        visit(m, index, &mut order, 0)?;
+    }
+    Ok(order)
+}
+
+/// Writes the uncompressed module `src` (`.ko`, `.ko.xz` or `.ko.zst`) to `dst`.
+fn decompress_module(src: &Path, dst: &Path) -> Result<()> {
+    let name = src.to_string_lossy();
+    let tool = if name.ends_with(".ko") {
+        fs::copy(src, dst).with_context(|| format!("copying {name}"))?;
+        return Ok(());
+    } else if name.ends_with(".xz") {
+        "xz"
+    } else if name.ends_with(".zst") {
+        "zstd"
+    } else {
+        bail!("{name}: unknown module compression")
+    };
+    let out = fs::File::create(dst).with_context(|| format!("creating {}", dst.display()))?;
+    let status = std::process::Command::new(tool)
+        .args(["-dc"])
+        .arg(src)
+        .stdout(out)
+        .status()
+        .with_context(|| format!("running {tool} -dc {name}"))?;
+    if !status.success() {
+        bail!("{tool} -dc {name} failed ({status})");
+    }
+    Ok(())
+}
+
+/// `$FASTPATH_GUEST_DIR`, else `GUEST_DIR`.
+fn guest_dir() -> std::path::PathBuf {
+    std::env::var_os("FASTPATH_GUEST_DIR").filter(|d| !d.is_empty()).map_or_else(|| GUEST_DIR.into(), Into::into)
+}
+
+/// Points `DIR/GUEST_KERNEL_LINK` at `release` (atomically).
+fn link_guest_kernel(dir: &Path, release: &str) -> Result<()> {
+    let link = dir.join(GUEST_KERNEL_LINK);
+    let link = link.as_path();
+    if fs::read_link(link).is_ok_and(|t| t == Path::new(release)) {
+        return Ok(());
+    }
+    let tmp = dir.join(".kernel.link");
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(release, &tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    fs::rename(&tmp, link).with_context(|| format!("renaming {} to {}", tmp.display(), link.display()))?;
+    Ok(())
+}
+
+/// The guest kernel for the VM tests: the newest `linux-image-*-amd64-unsigned` package
+/// (from bookworm-backports on Debian 12) downloaded into the guest dir (never installed),
+/// unpacked, and reduced to a ready folder `DIR/RELEASE` with `vmlinuz`,
+/// `modules/NAME.ko` (decompressed) and `load-order`, linked as `DIR/kernel`.
+fn guest_kernel() -> Result<()> {
+    let what = "guest kernel";
+    let dir = guest_dir();
+    let dir = dir.as_path();
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let link = dir.join(GUEST_KERNEL_LINK);
+    backports()?;
+    let Some((package, release)) = newest_guest_kernel()? else {
+        if link.join(GUEST_READY).is_file() {
+            say(what, &format!("{} (already; apt knows no linux-image-*-amd64-unsigned now)", link.display()));
+            return Ok(());
+        }
+        bail!("apt-cache knows no linux-image-*-amd64-unsigned package (apt-get update? bookworm-backports?)");
+    };
+    let ready = dir.join(&release);
+    if ready.join(GUEST_READY).is_file() {
+        link_guest_kernel(dir, &release)?;
+        say(what, &format!("{release} in {} (already)", ready.display()));
+        return Ok(());
+    }
+    let prefix = format!("{package}_");
+    let find_deb = || -> Option<std::path::PathBuf> {
+        fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
+            let deb = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("deb"));
+            deb && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix))
+        })
+    };
+    let deb = if let Some(d) = find_deb() {
+        d
+    } else {
+        let spawn = Spawn::new("apt-get", "apt-get")
+            .args(["download", package.as_str()])
+            .current_dir(dir)
+            .stdout(Stream::Inherit)
+            .stderr(Stream::Inherit);
+        procs::run(spawn, Duration::from_secs(1800))?;
+        let Some(d) = find_deb() else {
+            bail!("apt-get download {package} left no {prefix}*.deb in {}", dir.display())
+        };
+        say(&package, &format!("downloaded to {}", d.display()));
+        d
+    };
+    let unpack = dir.join(format!(".unpack-{release}"));
+    let staging = dir.join(format!(".{release}.tmp"));
+    for d in [&unpack, &staging] {
+        if d.exists() {
+            fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))?;
+        }
+    }
+    let status =
+        std::process::Command::new("dpkg").arg("-x").arg(&deb).arg(&unpack).status().context("running dpkg -x")?;
+    if !status.success() {
+        bail!("dpkg -x {} {} failed ({status})", deb.display(), unpack.display());
+    }
+    fs::create_dir_all(staging.join("modules")).with_context(|| format!("creating {}", staging.display()))?;
+    let vmlinuz = unpack.join("boot").join(format!("vmlinuz-{release}"));
+    fs::copy(&vmlinuz, staging.join("vmlinuz")).with_context(|| format!("copying {}", vmlinuz.display()))?;
+    let mut index = std::collections::HashMap::new();
+    index_modules(&unpack.join("lib/modules").join(&release), &mut index)?;
+    let order = module_load_order(GUEST_MODULES, &index)?;
+    let mut list = String::new();
+    for (name, src) in &order {
+        decompress_module(src, &staging.join("modules").join(format!("{name}.ko")))?;
+        list.push_str(name);
+        list.push('\n');
+    }
+    fs::write(staging.join(GUEST_READY), &list).context("writing the module load order")?;
+    fs::remove_dir_all(&unpack).with_context(|| format!("removing {}", unpack.display()))?;
+    fs::rename(&staging, &ready).with_context(|| format!("renaming {} to {}", staging.display(), ready.display()))?;
+    link_guest_kernel(dir, &release)?;
+    say(
+        what,
+        &format!(
+            "{release} unpacked in {} (now): vmlinuz + {} modules: {}",
+            ready.display(),
+            order.len(),
+            list.trim().replace('\n', " ")
+        ),
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_guest_kernel;
+
+    #[test]
+    fn picks_the_newest_generic_unsigned_kernel() {
+        let search = "\
+linux-image-6.12.95+deb12-amd64-unsigned - Linux 6.12 for 64-bit PCs
+linux-image-6.1.0-56-amd64-unsigned - Linux 6.1 for 64-bit PCs
+linux-image-6.12.117+deb12-cloud-amd64-unsigned - Linux 6.12 for x86-64 cloud
+linux-image-6.12.117+deb12-rt-amd64-unsigned - Linux 6.12 for 64-bit PCs, PREEMPT_RT
+linux-image-6.12.117+deb12-amd64-unsigned - Linux 6.12 for 64-bit PCs
+linux-image-6.12.115+deb12-amd64-unsigned - Linux 6.12 for 64-bit PCs
+";
+        assert_eq!(
+            pick_guest_kernel(search),
+            Some(("linux-image-6.12.117+deb12-amd64-unsigned".into(), "6.12.117+deb12-amd64".into()))
+        );
+        assert_eq!(pick_guest_kernel(""), None);
+    }
 }
