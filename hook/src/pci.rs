@@ -417,6 +417,17 @@ impl Pci {
         self.dev_path(pci).join("physfn").exists()
     }
 
+    /// The devices in an IOMMU group (`kernel/iommu_groups/<group>/devices`), sorted; all of
+    /// them must be on vfio-pci (or on no driver) for VFIO to give the group out.
+    pub fn group_devices(&self, group: u32) -> Vec<String> {
+        let d = self.root.join("kernel/iommu_groups").join(group.to_string()).join("devices");
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .map(|r| r.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
     /// One device.
     pub fn device(&self, pci: &str) -> Result<Device> {
         let d = self.existing(pci)?;
