@@ -1,74 +1,148 @@
-// SR-IOV VFs for fastpath.io/vf: checks a VF is bound to vfio-pci, finds its IOMMU group and
-// the /dev/vfio nodes the container needs, and picks a free one from a named pool.
+// SR-IOV VFs for fastpath.io/vf: checks a VF (exists, IOMMU group, driver), decides whether the
+// hook binds it to vfio-pci itself, picks a free one from a named pool, binds the chosen VFs
+// at createRuntime and gives them back to their drivers at release.
 //! VF devices.
 
 use crate::annotations::{is_pci_address, VF};
-use crate::hostconfig::HostConfig;
+use crate::hostconfig::{HostConfig, VfBind};
 use crate::ledger::VfAlloc;
-use crate::sys::Sys;
+use crate::pci::{self, Pci, VFIO_PCI};
 use crate::{Error, Result};
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// `/dev/vfio/vfio`, the VFIO container device (char 10:196).
-pub const VFIO_CONTAINER: (u64, u64) = (10, 196);
+pub const VFIO_CONTAINER: (u64, u64) = pci::VFIO_CONTAINER_DEV;
 
-/// Checks one VF and returns what the container needs of it.
-pub fn probe(sys: &dyn Sys, pci: &str, value: &str) -> Result<VfAlloc> {
-    let dev = PathBuf::from("/sys/bus/pci/devices").join(pci);
-    if !sys.exists(&dev) {
-        return Err(Error::annotation(VF, value, format!("{pci}: no such PCI device on this host")));
+/// Checks one VF and returns what the container needs of it. A VF not on vfio-pci yet is
+/// returned with `hook_bound` and its current driver (bound later, by [`bind`]) when the
+/// host's `vf_bind` policy lets the hook bind it; `in_pool`: it was named through a pool.
+pub fn probe(pci: &Pci, cfg: &HostConfig, addr: &str, value: &str, in_pool: bool) -> Result<VfAlloc> {
+    let bad = |why: String| Error::annotation(VF, value, why);
+    let dev = pci.dev_path(addr);
+    if !dev.exists() {
+        return Err(bad(format!("{addr}: no such PCI device on this host ({} does not exist)", dev.display())));
     }
-    let driver =
-        sys.read_link(&dev.join("driver")).ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    if driver.as_deref() != Some("vfio-pci") {
-        return Err(Error::annotation(
-            VF,
-            value,
-            format!(
-                "{pci} is bound to {}, not vfio-pci (bind it: driverctl set-override {pci} vfio-pci)",
-                driver.as_deref().unwrap_or("no driver")
-            ),
-        ));
+    let group = pci.iommu_group(addr).map_err(|e| bad(e.to_string()))?;
+    let driver = pci.driver(addr);
+    if driver.as_deref() == Some(VFIO_PCI) {
+        let dev = pci.group_dev(group).map_err(|e| bad(format!("{addr}: {e}")))?;
+        return Ok(VfAlloc { pci: addr.into(), group, dev, hook_bound: false, previous_driver: None });
     }
-    let group: u32 = sys
-        .read_link(&dev.join("iommu_group"))
-        .ok()
-        .and_then(|p| p.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()))
-        .ok_or_else(|| Error::annotation(VF, value, format!("{pci} has no IOMMU group (is the IOMMU on?)")))?;
-    let node = Path::new("/dev/vfio").join(group.to_string());
-    let dev = sys
-        .device_number(&node)
-        .map_err(|e| Error::annotation(VF, value, format!("{pci}: {}: {e}", node.display())))?;
-    Ok(VfAlloc { pci: pci.into(), group, dev })
+    let shown = driver.as_deref().unwrap_or("no driver");
+    let refuse = |why: &str| {
+        bad(format!("{addr} is bound to {shown}, not vfio-pci, and {why} (bind it: fastpathctl vf bind {addr})"))
+    };
+    let listed = in_pool || cfg.vf_pools.values().any(|p| p.iter().any(|a| a == addr));
+    match cfg.vf_bind {
+        VfBind::None => {
+            return Err(refuse(&format!("the hook binds no device itself (vf_bind = \"none\" in {})", cfg.shown())))
+        }
+        VfBind::Pools if !listed => {
+            return Err(refuse(&format!(
+                "the hook binds only VFs of vf_pools (vf_bind = \"pools\" in {})",
+                cfg.shown()
+            )))
+        }
+        _ => {}
+    }
+    if !pci.is_vf(addr) {
+        return Err(refuse("it is not an SR-IOV VF (no physfn): the hook binds only VFs"));
+    }
+    pci.ensure_vfio().map_err(|e| bad(e.to_string()))?;
+    Ok(VfAlloc { pci: addr.into(), group, dev: (0, 0), hook_bound: true, previous_driver: driver })
 }
 
-/// Resolves the requested VFs (addresses or pool names) to free, usable VFs; `held` are the
-/// PCI addresses other containers hold.
+/// Resolves the requested VFs (addresses or pool names) to free, usable VFs; `held` maps
+/// the PCI addresses other containers hold to a description of the holder.
 pub fn pick(
-    sys: &dyn Sys,
+    pci: &Pci,
     cfg: &HostConfig,
     requested: &[String],
     value: &str,
-    held: &BTreeSet<String>,
+    held: &BTreeMap<String, String>,
 ) -> Result<Vec<VfAlloc>> {
     let mut out: Vec<VfAlloc> = Vec::new();
     for r in requested {
-        let taken = |pci: &str| held.contains(pci) || out.iter().any(|v| v.pci == pci);
+        let taken = |a: &str, out: &[VfAlloc]| {
+            held.get(a).cloned().or_else(|| out.iter().any(|v| v.pci == a).then(|| "this container".to_string()))
+        };
         if is_pci_address(r) {
-            if taken(r) {
-                return Err(Error::annotation(VF, value, format!("{r} is held by another container")));
+            if let Some(who) = taken(r, &out) {
+                return Err(Error::annotation(VF, value, format!("VF {r} is held by {who}")));
             }
-            out.push(probe(sys, r, value)?);
+            out.push(probe(pci, cfg, r, value, false)?);
         } else {
             let pool = &cfg.vf_pools[r];
-            let free = pool.iter().find(|p| !taken(p)).ok_or_else(|| {
-                Error::annotation(VF, value, format!("VF pool '{r}' ({}) has no free VF", pool.join(", ")))
-            })?;
-            out.push(probe(sys, free, value)?);
+            let mut last = None;
+            let mut got = None;
+            for a in pool.iter().filter(|a| taken(a, &out).is_none()) {
+                match probe(pci, cfg, a, value, true) {
+                    Ok(v) => {
+                        got = Some(v);
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            match (got, last) {
+                (Some(v), _) => out.push(v),
+                (None, Some(e)) => return Err(e),
+                (None, None) => {
+                    let holders: Vec<String> =
+                        pool.iter().filter_map(|a| taken(a, &out).map(|w| format!("{a} held by {w}"))).collect();
+                    return Err(Error::annotation(
+                        VF,
+                        value,
+                        format!(
+                            "VF pool '{r}' ({}) has no free VF{}",
+                            pool.join(", "),
+                            if holders.is_empty() { String::new() } else { format!(": {}", holders.join(", ")) }
+                        ),
+                    ));
+                }
+            }
         }
     }
     Ok(out)
+}
+
+/// Binds the VFs the hook is to bind (`hook_bound`) to vfio-pci and fills in every VF's
+/// `/dev/vfio/<group>` device number.
+pub fn bind(pci: &Pci, vfs: &mut [VfAlloc]) -> Result<()> {
+    for v in vfs.iter_mut() {
+        let bad = |why: String| Error::annotation(VF, &v.pci, why);
+        if v.hook_bound {
+            let b = pci.bind_vfio(&v.pci).map_err(|e| bad(format!("binding to vfio-pci: {e}")))?;
+            if b.group != v.group {
+                return Err(bad(format!("IOMMU group changed from {} to {} while binding", v.group, b.group)));
+            }
+        }
+        v.dev = pci.group_dev(v.group).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Gives the VFs the hook bound back to their previous drivers; returns what could not be.
+pub fn release(pci: &Pci, vfs: &[VfAlloc]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for v in vfs.iter().filter(|v| v.hook_bound) {
+        match pci.restore(&v.pci, v.previous_driver.as_deref()) {
+            Ok(now) if now == v.previous_driver || v.previous_driver.is_none() => {}
+            Ok(now) => warnings.push(format!(
+                "VF {}: unbound from vfio-pci but bound to {} instead of {}",
+                v.pci,
+                now.as_deref().unwrap_or("no driver"),
+                v.previous_driver.as_deref().unwrap_or("no driver")
+            )),
+            Err(e) => warnings.push(format!(
+                "VF {}: giving it back to {}: {e}",
+                v.pci,
+                v.previous_driver.as_deref().unwrap_or("its driver")
+            )),
+        }
+    }
+    warnings
 }
 
 /// The device nodes (container path, major, minor) for a set of VFs.
@@ -89,38 +163,105 @@ pub fn nodes(vfs: &[VfAlloc]) -> Vec<(PathBuf, u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::fake::FakeSys;
+    use crate::pci::fake::FakeTree;
 
-    fn host() -> FakeSys {
-        let s = FakeSys::default();
-        s.dir("/sys/bus/pci/devices/0000:81:10.0").dir("/sys/bus/pci/devices/0000:81:10.2");
-        {
-            let mut st = s.st.borrow_mut();
-            st.links.insert("/sys/bus/pci/devices/0000:81:10.0/driver".into(), "../../bus/pci/drivers/vfio-pci".into());
-            st.links
-                .insert("/sys/bus/pci/devices/0000:81:10.0/iommu_group".into(), "../../kernel/iommu_groups/42".into());
-            st.links.insert("/sys/bus/pci/devices/0000:81:10.2/driver".into(), "../../bus/pci/drivers/igbvf".into());
-            st.nodes.insert("/dev/vfio/42".into(), (243, 0, 0o600, 0, 0));
+    struct T(FakeTree);
+    impl Drop for T {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0.dir);
         }
-        s
+    }
+
+    /// PF 0000:81:00.0 with VFs 81:10.0 (group 42, on vfio-pci) and 81:10.2 (group 43, igbvf).
+    fn host(name: &str) -> T {
+        let t = FakeTree::new(name, true);
+        t.pf("0000:81:00.0", 7, &["0000:81:10.0", "0000:81:10.2"], 42);
+        t.pci().set_numvfs("0000:81:00.0", 2).unwrap();
+        t.pci().bind_vfio("0000:81:10.0").unwrap();
+        T(t)
+    }
+
+    fn cfg(extra: &str) -> HostConfig {
+        HostConfig::parse(&format!("{extra}\n[vf_pools]\nfast = [\"0000:81:10.0\", \"0000:81:10.2\"]\n"), None, "0-1")
+            .unwrap()
     }
 
     #[test]
     fn probe_and_pool() {
-        let s = host();
-        let cfg = HostConfig::parse("[vf_pools]\nfast = [\"0000:81:10.0\"]\n", None, "0-1").unwrap();
-        let v = pick(&s, &cfg, &["fast".into()], "fast", &BTreeSet::new()).unwrap();
-        assert_eq!(v, vec![VfAlloc { pci: "0000:81:10.0".into(), group: 42, dev: (243, 0) }]);
+        let t = host("pool");
+        let pci = t.0.pci();
+        let cfg = cfg("");
+        let v = pick(&pci, &cfg, &["fast".into()], "fast", &BTreeMap::new()).unwrap();
+        assert_eq!(
+            v,
+            vec![VfAlloc {
+                pci: "0000:81:10.0".into(),
+                group: 42,
+                dev: (243, 42),
+                hook_bound: false,
+                previous_driver: None
+            }]
+        );
         assert_eq!(
             nodes(&v),
-            vec![(PathBuf::from("/dev/vfio/vfio"), 10, 196), (PathBuf::from("/dev/vfio/42"), 243, 0)]
+            vec![(PathBuf::from("/dev/vfio/vfio"), 10, 196), (PathBuf::from("/dev/vfio/42"), 243, 42)]
         );
-        let held: BTreeSet<String> = ["0000:81:10.0".to_string()].into();
-        let e = pick(&s, &cfg, &["fast".into()], "fast", &held).unwrap_err().to_string();
-        assert!(e.starts_with("annotation fastpath.io/vf: 'fast' VF pool 'fast' (0000:81:10.0) has no free VF"), "{e}");
-        let e = probe(&s, "0000:81:10.2", "0000:81:10.2").unwrap_err().to_string();
-        assert!(e.contains("bound to igbvf, not vfio-pci"), "{e}");
-        let e = probe(&s, "0000:81:11.0", "0000:81:11.0").unwrap_err().to_string();
-        assert!(e.contains("no such PCI device"), "{e}");
+        // The pool picks the free VF; that one is on igbvf, so the hook will bind it.
+        let held: BTreeMap<String, String> = [("0000:81:10.0".into(), "container a (pid 7)".into())].into();
+        let mut v = pick(&pci, &cfg, &["fast".into()], "fast", &held).unwrap();
+        assert_eq!(
+            v,
+            vec![VfAlloc {
+                pci: "0000:81:10.2".into(),
+                group: 43,
+                dev: (0, 0),
+                hook_bound: true,
+                previous_driver: Some("igbvf".into())
+            }]
+        );
+        bind(&pci, &mut v).unwrap();
+        assert_eq!((pci.driver("0000:81:10.2").as_deref(), v[0].dev), (Some(VFIO_PCI), (243, 43)));
+        assert!(release(&pci, &v).is_empty());
+        assert_eq!(pci.driver("0000:81:10.2").as_deref(), Some("igbvf"));
+        assert_eq!(t.0.read("0000:81:10.2", "driver_override"), "(null)");
+        // Both held: the message names them and their holders.
+        let mut held = held;
+        held.insert("0000:81:10.2".into(), "container b (pid 8)".into());
+        let e = pick(&pci, &cfg, &["fast".into()], "fast", &held).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "annotation fastpath.io/vf: 'fast' VF pool 'fast' (0000:81:10.0, 0000:81:10.2) has no free VF: 0000:81:10.0 held by container a (pid 7), 0000:81:10.2 held by container b (pid 8)"
+        );
+    }
+
+    #[test]
+    fn a_held_vf_is_refused_naming_it_and_its_holder() {
+        let t = host("held");
+        let held: BTreeMap<String, String> = [("0000:81:10.0".into(), "container a (pid 7)".into())].into();
+        let e = pick(&t.0.pci(), &cfg(""), &["0000:81:10.0".into()], "0000:81:10.0", &held).unwrap_err().to_string();
+        assert_eq!(e, "annotation fastpath.io/vf: '0000:81:10.0' VF 0000:81:10.0 is held by container a (pid 7)");
+        let two = ["0000:81:10.2".to_string(), "0000:81:10.2".to_string()];
+        let e = pick(&t.0.pci(), &cfg(""), &two, "x", &BTreeMap::new()).unwrap_err().to_string();
+        assert!(e.contains("VF 0000:81:10.2 is held by this container"), "{e}");
+    }
+
+    #[test]
+    fn policy_and_refusals() {
+        let t = host("policy");
+        t.0.device("0000:05:00.0", (0x8086, 0x1533), Some("igb"), Some(3));
+        let pci = t.0.pci();
+        let e = probe(&pci, &cfg(""), "0000:05:00.0", "v", false).unwrap_err().to_string();
+        assert!(e.contains("0000:05:00.0 is bound to igb, not vfio-pci, and it is not an SR-IOV VF"), "{e}");
+        let e = probe(&pci, &cfg("vf_bind = \"none\""), "0000:81:10.2", "v", false).unwrap_err().to_string();
+        assert!(e.contains("bound to igbvf, not vfio-pci") && e.contains("vf_bind = \"none\""), "{e}");
+        assert!(probe(&pci, &cfg("vf_bind = \"pools\""), "0000:81:10.2", "v", false).unwrap().hook_bound);
+        let nopools = HostConfig::parse("vf_bind = \"pools\"", None, "0-1").unwrap();
+        let e = probe(&pci, &nopools, "0000:81:10.2", "v", false).unwrap_err().to_string();
+        assert!(e.contains("binds only VFs of vf_pools"), "{e}");
+        let e = probe(&pci, &cfg(""), "0000:81:11.0", "v", false).unwrap_err().to_string();
+        assert!(e.contains("0000:81:11.0: no such PCI device"), "{e}");
+        t.0.device("0000:06:00.0", (0x8086, 0x10ca), Some("igbvf"), None);
+        let e = probe(&pci, &cfg(""), "0000:06:00.0", "v", false).unwrap_err().to_string();
+        assert!(e.contains("0000:06:00.0 has no IOMMU group"), "{e}");
     }
 }

@@ -26,6 +26,19 @@ pub enum MemlockPolicy {
     Require,
 }
 
+/// Which devices the hook binds to vfio-pci itself for `fastpath.io/vf`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum VfBind {
+    /// Any SR-IOV VF (a device with `physfn`); never a PF or another device.
+    #[default]
+    Vfs,
+    /// Only VFs listed in `vf_pools`.
+    Pools,
+    /// None: every VF must be on vfio-pci already (an administrator bound it).
+    None,
+}
+
 /// The file as written; every field optional.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +55,8 @@ struct File {
     memlock: Option<MemlockPolicy>,
     lib_dir: Option<PathBuf>,
     vf_pools: Option<BTreeMap<String, Vec<String>>>,
+    vf_bind: Option<VfBind>,
+    vf_memlock: Option<String>,
     switch_timeout_ms: Option<u64>,
 }
 
@@ -74,6 +89,11 @@ pub struct HostConfig {
     pub lib_dir: PathBuf,
     /// Named pools of VF PCI addresses, for `fastpath.io/vf: POOL`.
     pub vf_pools: BTreeMap<String, Vec<String>>,
+    /// Which VFs the hook binds to vfio-pci itself (`vf_bind`, default `vfs`).
+    pub vf_bind: VfBind,
+    /// RLIMIT_MEMLOCK a VF container gets on top of its hugepages, for DMA-mapped memory
+    /// outside them (rings, a pool in plain memory): `vf_memlock`, default 64Mi.
+    pub vf_memlock: u64,
     /// How long to wait for fastpathd to answer, in milliseconds.
     pub switch_timeout_ms: u64,
 }
@@ -128,6 +148,11 @@ impl HostConfig {
             memlock: f.memlock.unwrap_or_default(),
             lib_dir: f.lib_dir.clone().unwrap_or_else(|| "/usr/local/lib/fastpath".into()),
             vf_pools: f.vf_pools.clone().unwrap_or_default(),
+            vf_bind: f.vf_bind.unwrap_or_default(),
+            vf_memlock: match f.vf_memlock.as_deref() {
+                Some(s) => parse_size(s).ok_or_else(|| bad(format!("vf_memlock = '{s}' is not a size (try 64Mi)")))?,
+                None => 64 << 20,
+            },
             switch_timeout_ms: f.switch_timeout_ms.unwrap_or(3000),
         })
     }
@@ -177,13 +202,14 @@ mod tests {
         assert_eq!(c.default_hugepage_size, 2 << 20);
         assert_eq!(c.switch_socket, PathBuf::from("/run/fastpath/fastpathd.sock"));
         assert_eq!(c.memlock, MemlockPolicy::Warn);
+        assert_eq!((c.vf_bind, c.vf_memlock), (VfBind::Vfs, 64 << 20));
         assert_eq!(HostConfig::parse("", None, "0").unwrap().cores, [0].into());
     }
 
     #[test]
     fn file_values_and_errors() {
         let c = HostConfig::parse(
-            "cores = \"2-3\"\nhugepage_sizes = [\"2Mi\"]\nstate_dir = \"/tmp/x\"\nmax_cores = 1\nmemlock = \"require\"\n[vf_pools]\nfast = [\"0000:81:10.0\"]\n",
+            "cores = \"2-3\"\nhugepage_sizes = [\"2Mi\"]\nstate_dir = \"/tmp/x\"\nmax_cores = 1\nmemlock = \"require\"\nvf_bind = \"pools\"\nvf_memlock = \"0\"\n[vf_pools]\nfast = [\"0000:81:10.0\"]\n",
             Some(Path::new("/etc/h.toml")),
             "0-7",
         )
@@ -193,6 +219,7 @@ mod tests {
         assert_eq!(c.sock_dir("c1"), PathBuf::from("/tmp/x/sock/c1"));
         assert_eq!(c.memlock, MemlockPolicy::Require);
         assert_eq!(c.vf_pools["fast"], vec!["0000:81:10.0".to_string()]);
+        assert_eq!((c.vf_bind, c.vf_memlock), (VfBind::Pools, 0));
         let e = HostConfig::parse("cores = \"x\"", Some(Path::new("/h")), "0-1").unwrap_err().to_string();
         assert!(e.contains("/h") && e.contains("cores"), "{e}");
         let e = HostConfig::parse("bogus = 1", None, "0-1").unwrap_err().to_string();

@@ -47,8 +47,14 @@ pub struct VfAlloc {
     pub pci: String,
     /// IOMMU group.
     pub group: u32,
-    /// (major, minor) of `/dev/vfio/<group>`.
+    /// (major, minor) of `/dev/vfio/<group>` (known once the VF is on vfio-pci).
     pub dev: (u64, u64),
+    /// Whether the hook bound it to vfio-pci (and gives it back at release).
+    #[serde(default)]
+    pub hook_bound: bool,
+    /// The driver it had before the hook bound it (`None`: none); bound again at release.
+    #[serde(default)]
+    pub previous_driver: Option<String>,
 }
 
 /// What one container holds.

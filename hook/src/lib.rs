@@ -21,6 +21,7 @@ pub mod hugetlb;
 pub mod install;
 pub mod ledger;
 pub mod mounts;
+pub mod pci;
 pub mod shim;
 pub mod stages;
 pub mod switch;

@@ -10,6 +10,7 @@ use crate::hostconfig::{HostConfig, MemlockPolicy};
 use crate::hugetlb::{self, format_size};
 use crate::ledger::{Entry, HugeAlloc, Ledger, LedgerData, PortAlloc, Status};
 use crate::mounts;
+use crate::pci::Pci;
 use crate::switch::{self, SwitchCtl};
 use crate::sys::Sys;
 use crate::{error::io, Error, Result};
@@ -28,12 +29,14 @@ pub struct Ctx<'a> {
     pub switch: &'a dyn SwitchCtl,
     /// The ledger.
     pub ledger: Ledger,
+    /// PCI devices (the host's /sys), for VFs.
+    pub pci: Pci,
 }
 
 impl<'a> Ctx<'a> {
     /// A context over the ledger in `cfg.state_dir`.
     pub fn new(cfg: &'a HostConfig, sys: &'a dyn Sys, switch: &'a dyn SwitchCtl) -> Self {
-        Self { cfg, sys, switch, ledger: Ledger::new(&cfg.state_dir) }
+        Self { cfg, sys, switch, ledger: Ledger::new(&cfg.state_dir), pci: Pci::new() }
     }
 }
 
@@ -106,7 +109,14 @@ enum MemlockPlan {
 }
 
 fn plan_memlock(ctx: &Ctx, req: &Request, spec: &Spec, pid: i32) -> Result<(u64, MemlockPlan)> {
-    let wanted = req.hugepages.map_or(0, |h| h.bytes);
+    let huge = req.hugepages.map_or(0, |h| h.bytes);
+    let vf = if req.vfs.is_empty() { 0 } else { ctx.cfg.vf_memlock };
+    let wanted = huge + vf;
+    let what = match (huge, vf) {
+        (_, 0) => format!("fastpath.io/hugepages ({})", format_size(huge)),
+        (0, v) => format!("fastpath.io/vf (vf_memlock {} for DMA)", format_size(v)),
+        (h, v) => format!("fastpath.io/hugepages ({}) plus vf_memlock ({}) for VF DMA", format_size(h), format_size(v)),
+    };
     let from_spec = spec
         .process()
         .as_ref()
@@ -124,7 +134,7 @@ fn plan_memlock(ctx: &Ctx, req: &Request, spec: &Spec, pid: i32) -> Result<(u64,
             soft,
             hard,
             format!(
-                "RLIMIT_MEMLOCK is {} by process.rlimits in config.json, below the {} fastpath.io/hugepages asks; the runtime sets it after this hook, so raise it there",
+                "RLIMIT_MEMLOCK is {} by process.rlimits in config.json, below the {} {what} needs; the runtime sets it after this hook, so raise it there",
                 format_size(soft),
                 format_size(wanted)
             ),
@@ -138,7 +148,7 @@ fn plan_memlock(ctx: &Ctx, req: &Request, spec: &Spec, pid: i32) -> Result<(u64,
             soft,
             hard,
             format!(
-                "RLIMIT_MEMLOCK stays at {} (hard {}): covering fastpath.io/hugepages ({}) needs a higher hard limit, and this hook lacks CAP_SYS_RESOURCE to raise it (give the container --ulimit memlock=... / process.rlimits)",
+                "RLIMIT_MEMLOCK stays at {} (hard {}): covering {what} = {} needs a higher hard limit, and this hook lacks CAP_SYS_RESOURCE to raise it (give the container --ulimit memlock=... / process.rlimits)",
                 format_size(soft),
                 format_size(hard),
                 format_size(wanted)
@@ -252,6 +262,11 @@ fn preflight(
         }
         Some(d)
     };
+    // A VF named by address is checked now (read only), so that a wrong one is reported
+    // before the rest; pools are resolved under the ledger lock.
+    for a in req.vfs.iter().filter(|a| annotations::is_pci_address(a)) {
+        devices::probe(&ctx.pci, ctx.cfg, a, &val(VF), false)?;
+    }
     let memlock = plan_memlock(ctx, req, spec, pid)?;
     Ok(Preflight { cpuset, hugetlb, devices, memlock })
 }
@@ -297,9 +312,13 @@ pub fn create_runtime(ctx: &Ctx, state: &State, spec: &Spec) -> Result<Option<En
         } else {
             vec![]
         };
-        let held_vfs: BTreeSet<String> =
-            l.containers.values().flat_map(|e| e.vfs.iter().map(|v| v.pci.clone())).collect();
-        let vfs = devices::pick(ctx.sys, ctx.cfg, &req.vfs, &vf_value, &held_vfs)?;
+        let held_vfs: BTreeMap<String, String> = l
+            .containers
+            .values()
+            .flat_map(|e| e.vfs.iter().map(move |v| (v.pci.clone(), e)))
+            .map(|(p, e)| (p, holder(ctx.sys, e)))
+            .collect();
+        let vfs = devices::pick(&ctx.pci, ctx.cfg, &req.vfs, &vf_value, &held_vfs)?;
         let ports = req
             .bridges
             .iter()
@@ -336,7 +355,7 @@ pub fn create_runtime(ctx: &Ctx, state: &State, spec: &Spec) -> Result<Option<En
 
     let finish = || -> Result<Entry> {
         let mut e = entry.clone();
-        let memlock = apply(ctx, &e, &pre)?;
+        let memlock = apply(ctx, &mut e, &pre)?;
         e.config = Some(container_config(&e, memlock));
         e.status = Status::Ready;
         ctx.ledger.update(|l| {
@@ -357,8 +376,9 @@ pub fn create_runtime(ctx: &Ctx, state: &State, spec: &Spec) -> Result<Option<En
     }
 }
 
-/// The side effects of createRuntime, in order; the caller undoes them on error.
-fn apply(ctx: &Ctx, e: &Entry, pre: &Preflight) -> Result<Option<nc::Memlock>> {
+/// The side effects of createRuntime, in order; the caller undoes them on error. Fills in
+/// the VFs' device numbers once they are on vfio-pci.
+fn apply(ctx: &Ctx, e: &mut Entry, pre: &Preflight) -> Result<Option<nc::Memlock>> {
     if let Some(dir) = &e.sock_dir {
         let parent = dir.parent().unwrap_or(Path::new("/"));
         ctx.sys.mkdir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
@@ -375,6 +395,7 @@ fn apply(ctx: &Ctx, e: &Entry, pre: &Preflight) -> Result<Option<nc::Memlock>> {
     if let (Some(d), Some(h)) = (&pre.hugetlb, e.hugepages) {
         cgroup::set_hugetlb(ctx.sys, d, h.page_size, h.bytes)?;
     }
+    devices::bind(&ctx.pci, &mut e.vfs)?;
     if let Some(d) = &pre.devices {
         for (_, major, minor) in devices::nodes(&e.vfs) {
             cgroup::allow_char_device(ctx.sys, d, major, minor)?;
@@ -440,8 +461,9 @@ fn container_config(e: &Entry, memlock: Option<nc::Memlock>) -> nc::Config {
     }
 }
 
-/// Undoes the side effects an entry records (ports, socket directory; with `cgroups`, the
-/// emptied cgroup directories). Idempotent; returns what could not be undone.
+/// Undoes the side effects an entry records (ports, VFs the hook bound to vfio-pci go back
+/// to their drivers, socket directory; with `cgroups`, the emptied cgroup directories).
+/// Idempotent; returns what could not be undone.
 pub fn release_effects(ctx: &Ctx, e: &Entry, cgroups: bool) -> Vec<String> {
     let mut warnings = Vec::new();
     for p in &e.ports {
@@ -449,6 +471,7 @@ pub fn release_effects(ctx: &Ctx, e: &Entry, cgroups: bool) -> Vec<String> {
             warnings.push(format!("deleting port {}: {err}", p.name));
         }
     }
+    warnings.extend(devices::release(&ctx.pci, &e.vfs));
     if let Some(d) = &e.sock_dir {
         if let Err(err) = ctx.sys.remove_all(d) {
             warnings.push(format!("removing {}: {err}", d.display()));

@@ -1,19 +1,24 @@
 // fastpathctl: the human front of fastpathd's control socket: add, remove and
-// list ports, and watch per-port rates and drops live.
-//! fastpathd's command-line client.
+// list ports, and watch per-port rates and drops live; and `vf`: SR-IOV VFs for VFIO
+// (list, create, bind to vfio-pci, give back), with the hook's own PCI code.
+//! fastpathd's command-line client, and the VF tool.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context, Result};
+use clap::{Args as ClapArgs, Parser, Subcommand};
 use fastpath::config::PortMode;
 use fastpath::control::{call, Request};
 use fastpath::switch::PortInfo;
+use fastpath_hook::pci::{self, Pci, Role, VFIO_PCI};
 
 /// fastpathctl: control a running fastpathd.
 #[derive(Debug, Parser)]
-#[command(version, about = "fastpathctl: add, remove, list fastpathd ports and watch their rates")]
+#[command(
+    version,
+    about = "fastpathctl: add, remove, list fastpathd ports and watch their rates; list, create and bind SR-IOV VFs"
+)]
 struct Args {
     /// fastpathd's control socket.
     #[arg(long, default_value = "/run/fastpath/fastpathd.sock", global = true)]
@@ -64,6 +69,199 @@ enum Cmd {
         #[arg(long)]
         watch: bool,
     },
+    /// SR-IOV VFs for userspace drivers: list, create, bind to vfio-pci, give back.
+    #[command(
+        long_about = "SR-IOV virtual functions for userspace drivers (netlib's VF PMD, DPDK): list PFs and VFs with \
+their drivers and IOMMU groups, create VFs on a PF, bind a VF to vfio-pci (and give its /dev/vfio node to a user), \
+give it back to its kernel driver. A replacement for dpdk-devbind.py, using the same code the fastpath hook runs \
+for fastpath.io/vf. Changing drivers needs root; listing does not."
+    )]
+    Vf(VfArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+struct VfArgs {
+    /// The sysfs root (another tree for tests).
+    #[arg(long, default_value = "/sys", global = true)]
+    sysfs: PathBuf,
+    /// The /dev directory holding vfio/.
+    #[arg(long, default_value = "/dev", global = true)]
+    dev: PathBuf,
+    #[command(subcommand)]
+    cmd: VfCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum VfCmd {
+    /// List SR-IOV PFs and VFs: PCI address, vendor:device, driver, IOMMU group, PF/VF relation.
+    #[command(
+        long_about = "List SR-IOV physical functions (with numvfs/totalvfs) and virtual functions (with their PF and \
+index), each with vendor:device, bound driver, IOMMU group and network interface. A VF is usable by a userspace \
+driver once its driver is vfio-pci and it has an IOMMU group (`-` means the IOMMU is off)."
+    )]
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Every PCI device, not only SR-IOV ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Create N VFs on a PF (writes sriov_numvfs; 0 removes them).
+    #[command(
+        long_about = "Create N VFs on a PF by writing sriov_numvfs (going through 0 first when it already has VFs, as \
+the kernel requires); 0 removes them. The PF's own driver must be loaded (and for igb, its link up: \
+`ip link set <pf-if> up`) for the VFs to work."
+    )]
+    Create {
+        /// The PF's PCI address (0000:01:00.0, or 01:00.0).
+        pf: String,
+        /// How many VFs.
+        n: u32,
+    },
+    /// Bind a device to vfio-pci (driver_override), and with --owner give its /dev/vfio node to a user.
+    #[command(
+        long_about = "Bind a device (normally a VF) to vfio-pci: set driver_override to vfio-pci, unbind it from its \
+driver, probe, and wait until vfio-pci has it (loading vfio-pci with modprobe if needed). Prints the driver it had, \
+which `vf unbind --driver` gives back. With --owner UID:GID, /dev/vfio/<group> is created if missing and given to \
+that user (mode 0660), and /dev/vfio/vfio made 0666: that user can then drive the VF without privileges (it still \
+needs RLIMIT_MEMLOCK for the memory it maps for DMA)."
+    )]
+    Bind {
+        /// The device's PCI address (0000:01:10.0, or 01:10.0).
+        pci: String,
+        /// Give /dev/vfio/<group> to this user: UID:GID (or UID, with GID = UID).
+        #[arg(long, value_name = "UID:GID")]
+        owner: Option<String>,
+    },
+    /// Give a device back from vfio-pci to a kernel driver.
+    #[command(
+        long_about = "Give a device back: clear driver_override, unbind it from vfio-pci, and bind --driver (or, \
+without it, let the kernel probe the device's own driver). A device on another driver than vfio-pci is left alone."
+    )]
+    Unbind {
+        /// The device's PCI address (0000:01:10.0, or 01:10.0).
+        pci: String,
+        /// The driver to bind (default: whatever the kernel picks, normally the one it had).
+        #[arg(long)]
+        driver: Option<String>,
+    },
+}
+
+fn parse_owner(s: &str) -> Result<(u32, u32)> {
+    let bad = || anyhow::anyhow!("--owner '{s}' is not UID:GID (numbers, e.g. 1000:1000)");
+    let (u, g) = s.split_once(':').unwrap_or((s, s));
+    Ok((u.trim().parse().map_err(|_| bad())?, g.trim().parse().map_err(|_| bad())?))
+}
+
+fn show_role(r: &Role) -> String {
+    match r {
+        Role::Pf { numvfs, totalvfs, .. } => format!("PF {numvfs}/{totalvfs} VFs"),
+        Role::Vf { pf, index: Some(i) } => format!("VF {i} of {pf}"),
+        Role::Vf { pf, index: None } => format!("VF of {pf}"),
+        Role::None => "-".into(),
+    }
+}
+
+fn show_driver(d: Option<&str>) -> &str {
+    d.unwrap_or("(none)")
+}
+
+fn vf_main(a: VfArgs) -> Result<()> {
+    let p = Pci::at(&a.sysfs).with_dev_dir(&a.dev);
+    match a.cmd {
+        VfCmd::List { json, all } => {
+            let devs = p.list(all)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&devs)?);
+                return Ok(());
+            }
+            if devs.is_empty() {
+                eprintln!("no SR-IOV devices under {} (vf list --all shows every PCI device)", a.sysfs.display());
+                return Ok(());
+            }
+            println!("{:<13} {:<10} {:<10} {:>5}  {:<24} NET", "PCI", "ID", "DRIVER", "GROUP", "ROLE");
+            for d in &devs {
+                println!(
+                    "{:<13} {:<10} {:<10} {:>5}  {:<24} {}",
+                    d.pci,
+                    d.id(),
+                    show_driver(d.driver.as_deref()),
+                    d.iommu_group.map_or_else(|| "-".into(), |g| g.to_string()),
+                    show_role(&d.role),
+                    if d.net.is_empty() { "-".into() } else { d.net.join(",") }
+                );
+            }
+        }
+        VfCmd::Create { pf, n } => {
+            let pf = pci::parse_addr(&pf)?;
+            let vfs = p.set_numvfs(&pf, n)?;
+            println!("{pf}: {} VFs", vfs.len());
+            for v in vfs {
+                println!(
+                    "  {v}  driver {}  IOMMU group {}",
+                    show_driver(p.driver(&v).as_deref()),
+                    p.iommu_group(&v).map_or_else(|_| "-".into(), |g| g.to_string())
+                );
+            }
+        }
+        VfCmd::Bind { pci: addr, owner } => {
+            let addr = pci::parse_addr(&addr)?;
+            let owner = owner.as_deref().map(parse_owner).transpose()?;
+            let b = p.bind_vfio(&addr)?;
+            if b.changed {
+                println!(
+                    "{addr}: bound to vfio-pci (was {}); IOMMU group {}",
+                    show_driver(b.previous_driver.as_deref()),
+                    b.group
+                );
+            } else {
+                println!("{addr}: already on vfio-pci; IOMMU group {}", b.group);
+            }
+            for other in p.group_devices(b.group).iter().filter(|d| **d != addr) {
+                let drv = p.driver(other);
+                if drv.is_some() && drv.as_deref() != Some(VFIO_PCI) {
+                    println!(
+                        "note: {other} shares IOMMU group {} and is on {}: the group is not usable until it is on vfio-pci or no driver",
+                        b.group,
+                        show_driver(drv.as_deref())
+                    );
+                }
+            }
+            match p.prepare_nodes(b.group, owner) {
+                Ok(nodes) => {
+                    for n in nodes {
+                        println!(
+                            "{}: c {}:{}, owner {}:{}, mode {:04o}{}",
+                            n.path.display(),
+                            n.dev.0,
+                            n.dev.1,
+                            n.owner.0,
+                            n.owner.1,
+                            n.mode,
+                            if n.actions.is_empty() { String::new() } else { format!(" ({})", n.actions.join(", ")) }
+                        );
+                    }
+                }
+                Err(e) if owner.is_none() => println!("note: {e} (--owner UID:GID creates it)"),
+                Err(e) => return Err(e).context(format!("{addr} is on vfio-pci, but its node is not ready")),
+            }
+        }
+        VfCmd::Unbind { pci: addr, driver } => {
+            let addr = pci::parse_addr(&addr)?;
+            let before = p.driver(&addr);
+            let now = p.restore(&addr, driver.as_deref())?;
+            match before.as_deref() {
+                Some(VFIO_PCI) => println!("{addr}: unbound from vfio-pci; now on {}", show_driver(now.as_deref())),
+                None => println!("{addr}: had no driver; now on {}", show_driver(now.as_deref())),
+                Some(d) => println!("{addr}: on {d}, not vfio-pci: left alone"),
+            }
+            if let Some(want) = driver.filter(|d| now.as_deref() != Some(d.as_str())) {
+                bail!("{addr}: asked for driver {want}, but it is on {}", show_driver(now.as_deref()));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn list(ctl: &std::path::Path) -> Result<Vec<PortInfo>> {
@@ -114,6 +312,7 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
 fn main() -> Result<()> {
     let a = Args::parse();
     match a.cmd {
+        Cmd::Vf(v) => vf_main(v)?,
         Cmd::AddPort { name, bridge, socket, client, uid, gid } => {
             let mode = if client { PortMode::Client } else { PortMode::Server };
             call(&a.ctl, &Request::AddPort { name: name.clone(), bridge, socket, mode, uid, gid })?;

@@ -2,6 +2,7 @@
 // a temporary directory: the contract, refusals before allocation, rollback at every step, gc.
 
 use super::*;
+use crate::pci::fake::FakeTree;
 use crate::switch::fake::FakeSwitch;
 use crate::sys::fake::FakeSys;
 
@@ -17,11 +18,14 @@ struct World {
     cfg: HostConfig,
     sys: FakeSys,
     sw: FakeSwitch,
+    /// PF 0000:81:00.0 with VFs 0000:81:10.0 (group 42) and 0000:81:10.2 (group 43) on igbvf.
+    pci: FakeTree,
 }
 
 impl Drop for World {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.pci.dir);
     }
 }
 
@@ -43,7 +47,10 @@ fn world(name: &str, pool: &str) -> World {
     for pid in [100, 101] {
         add_container(&sys, pid);
     }
-    World { dir, cfg, sys, sw: FakeSwitch::with(&["br0", "br1"]) }
+    let pci = FakeTree::new(&format!("stages-{name}"), true);
+    pci.pf("0000:81:00.0", 7, &["0000:81:10.0", "0000:81:10.2"], 42);
+    pci.pci().set_numvfs("0000:81:00.0", 2).unwrap();
+    World { dir, cfg, sys, sw: FakeSwitch::with(&["br0", "br1"]), pci }
 }
 
 fn add_container(sys: &FakeSys, pid: i32) {
@@ -53,7 +60,8 @@ fn add_container(sys: &FakeSys, pid: i32) {
         .file(&format!("/sys/fs/cgroup/cpuset/{c}/cgroup.procs"), "")
         .file(&format!("/sys/fs/cgroup/hugetlb/{c}/hugetlb.2MB.limit_in_bytes"), "max")
         .file(&format!("/sys/fs/cgroup/hugetlb/{c}/cgroup.procs"), "")
-        .file(&format!("/sys/fs/cgroup/devices/{c}/devices.allow"), "");
+        .file(&format!("/sys/fs/cgroup/devices/{c}/devices.allow"), "")
+        .file(&format!("/sys/fs/cgroup/devices/{c}/cgroup.procs"), "");
     let mut st = sys.st.borrow_mut();
     st.procs.insert(pid, 1000 + pid as u64);
     st.memlock.insert(pid, (8 << 20, 8 << 20));
@@ -80,7 +88,9 @@ const CONTRACT: [(&str, &str); 3] =
 
 impl World {
     fn ctx(&self) -> Ctx<'_> {
-        Ctx::new(&self.cfg, &self.sys, &self.sw)
+        let mut c = Ctx::new(&self.cfg, &self.sys, &self.sw);
+        c.pci = self.pci.pci();
+        c
     }
     fn entries(&self) -> usize {
         self.ctx().ledger.read().unwrap().containers.len()
@@ -186,8 +196,8 @@ fn bad_input_is_refused_before_anything_is_allocated() {
         ),
         (vec![("fastpath.io/inject", "true")], "annotation fastpath.io/inject: 'true' /opt/fp does not exist"),
         (
-            vec![("fastpath.io/vf", "0000:81:10.0")],
-            "annotation fastpath.io/vf: '0000:81:10.0' 0000:81:10.0: no such PCI device",
+            vec![("fastpath.io/vf", "0000:81:11.0")],
+            "annotation fastpath.io/vf: '0000:81:11.0' 0000:81:11.0: no such PCI device",
         ),
     ];
     for (ann, want) in cases {
@@ -278,5 +288,112 @@ fn gc_releases_the_dead_and_orphans_and_keeps_the_living() {
     w.sys.st.borrow_mut().procs.insert(101, 1);
     assert_eq!(gc(&w.ctx()).unwrap().released, vec!["c101"]);
     w.sw.ports.borrow_mut().remove("someone-else");
+    w.assert_clean();
+}
+
+const VF_REQ: [(&str, &str); 2] = [("fastpath.io/cores", "1"), ("fastpath.io/vf", "0000:81:10.2")];
+
+fn driver(w: &World, pci: &str) -> Option<String> {
+    w.pci.pci().driver(pci)
+}
+
+#[test]
+fn vf_is_bound_noded_ruled_memlocked_then_given_back() {
+    let w = world("vf", "2-3");
+    w.sys.st.borrow_mut().cap_sys_resource = true;
+    let ctx = w.ctx();
+    let e = create_runtime(&ctx, &state("c100", Some(100), &VF_REQ), &spec()).unwrap().unwrap();
+    assert_eq!(driver(&w, "0000:81:10.2").as_deref(), Some("vfio-pci"));
+    assert_eq!(w.pci.read("0000:81:10.2", "driver_override"), "vfio-pci");
+    // The ledger says what to give back, and to whom.
+    let l = ctx.ledger.read().unwrap();
+    let v = &l.containers["c100"].vfs[0];
+    assert_eq!((v.pci.as_str(), v.group, v.dev), ("0000:81:10.2", 43, (243, 43)));
+    assert!(v.hook_bound);
+    assert_eq!(v.previous_driver.as_deref(), Some("igbvf"));
+    // Device-cgroup rules for /dev/vfio/vfio and the group.
+    let log = w.mutations();
+    for rule in ["c 10:196 rwm", "c 243:43 rwm"] {
+        assert!(log.contains(&format!("write /sys/fs/cgroup/devices/c100/devices.allow {rule}")), "{log:?}");
+    }
+    // RLIMIT_MEMLOCK covers vf_memlock (no hugepages asked).
+    assert_eq!(w.sys.st.borrow().memlock[&100], (64 << 20, 64 << 20));
+    let cfg = e.config.clone().unwrap();
+    assert_eq!(cfg.memlock.unwrap().wanted, 64 << 20);
+    assert_eq!(cfg.vfs[0].iommu_group, 43);
+    // The nodes in the container, owned by its uid.
+    assert!(create_container(&ctx, &state("c100", Some(1), &VF_REQ), &spec()).unwrap());
+    {
+        let st = w.sys.st.borrow();
+        assert_eq!(st.nodes[Path::new("/b/rootfs/dev/vfio/vfio")], (10, 196, 0o600, 1000, 1000));
+        assert_eq!(st.nodes[Path::new("/b/rootfs/dev/vfio/43")], (243, 43, 0o600, 1000, 1000));
+    }
+    // A second container asking for the same VF is told who holds it.
+    let e = create_runtime(&ctx, &state("c101", Some(101), &VF_REQ), &spec()).unwrap_err().to_string();
+    assert!(e.contains("VF 0000:81:10.2 is held by container c100 (pid 100)"), "{e}");
+    let (_, warnings) = poststop(&ctx, "c100").unwrap().unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(driver(&w, "0000:81:10.2").as_deref(), Some("igbvf"));
+    assert_eq!(w.pci.read("0000:81:10.2", "driver_override"), "(null)");
+    w.assert_clean();
+}
+
+#[test]
+fn vf_already_on_vfio_is_used_and_left_there() {
+    let w = world("vf-pre", "2-3");
+    w.sys.st.borrow_mut().cap_sys_resource = true;
+    w.pci.pci().bind_vfio("0000:81:10.2").unwrap();
+    let ctx = w.ctx();
+    let e = create_runtime(&ctx, &state("c100", Some(100), &VF_REQ), &spec()).unwrap().unwrap();
+    assert!(!e.vfs[0].hook_bound);
+    poststop(&ctx, "c100").unwrap().unwrap();
+    assert_eq!(driver(&w, "0000:81:10.2").as_deref(), Some("vfio-pci"));
+}
+
+#[test]
+fn vf_pool_picks_a_free_vf_and_gc_gives_back_after_a_crash() {
+    let mut w = world("vf-pool", "2-3");
+    w.cfg.vf_pools.insert("fast".into(), vec!["0000:81:10.0".into(), "0000:81:10.2".into()]);
+    w.sys.st.borrow_mut().cap_sys_resource = true;
+    add_container(&w.sys, 102);
+    let ann = [("fastpath.io/vf", "fast")];
+    let first = create_runtime(&w.ctx(), &state("c100", Some(100), &ann), &spec()).unwrap().unwrap();
+    let second = create_runtime(&w.ctx(), &state("c101", Some(101), &ann), &spec()).unwrap().unwrap();
+    assert_eq!((first.vfs[0].pci.as_str(), second.vfs[0].pci.as_str()), ("0000:81:10.0", "0000:81:10.2"));
+    let e = create_runtime(&w.ctx(), &state("c102", Some(102), &ann), &spec()).unwrap_err().to_string();
+    assert!(
+        e.contains("VF pool 'fast' (0000:81:10.0, 0000:81:10.2) has no free VF: 0000:81:10.0 held by container c100"),
+        "{e}"
+    );
+    // c100's runtime crashed: gc gives its VF back to igbvf.
+    w.sys.st.borrow_mut().procs.remove(&100);
+    let r = gc(&w.ctx()).unwrap();
+    assert_eq!(r.released, vec!["c100"]);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert_eq!(driver(&w, "0000:81:10.0").as_deref(), Some("igbvf"));
+    assert_eq!(driver(&w, "0000:81:10.2").as_deref(), Some("vfio-pci"));
+    // Now c102 gets the freed one.
+    let third = create_runtime(&w.ctx(), &state("c102", Some(102), &ann), &spec()).unwrap().unwrap();
+    assert_eq!(third.vfs[0].pci, "0000:81:10.0");
+}
+
+#[test]
+fn vf_failure_after_binding_gives_it_back() {
+    let w = world("vf-undo", "2-3");
+    w.sys.st.borrow_mut().cap_sys_resource = true;
+    w.sys.st.borrow_mut().fail = Some("write /sys/fs/cgroup/devices".into());
+    let e = create_runtime(&w.ctx(), &state("c100", Some(100), &VF_REQ), &spec()).unwrap_err().to_string();
+    assert!(e.contains("devices.allow"), "{e}");
+    assert_eq!(driver(&w, "0000:81:10.2").as_deref(), Some("igbvf"));
+    assert_eq!(w.pci.read("0000:81:10.2", "driver_override"), "(null)");
+    w.assert_clean();
+}
+
+#[test]
+fn vf_without_memlock_headroom_is_refused_before_binding() {
+    let w = world("vf-memlock", "2-3");
+    let e = create_runtime(&w.ctx(), &state("c100", Some(100), &VF_REQ), &spec()).unwrap_err().to_string();
+    assert!(e.contains("needs memory pinned for DMA") && e.contains("vf_memlock"), "{e}");
+    assert_eq!(driver(&w, "0000:81:10.2").as_deref(), Some("igbvf"));
     w.assert_clean();
 }
