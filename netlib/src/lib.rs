@@ -12,6 +12,7 @@ pub mod pool;
 pub mod port;
 pub mod ring;
 pub mod spec;
+pub mod vfio;
 pub mod vhost;
 pub mod vhost_user;
 pub mod virtio_user;
