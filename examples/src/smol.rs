@@ -206,7 +206,7 @@ impl Drop for PortDevice {
 /// Flags of the smoltcp examples: the port and the host's addresses.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HostArgs {
-    /// Port: vu:PATH, vu-server:PATH, vhost:PATH or vhost-client:PATH.
+    /// Port: vu:PATH, vu-server:PATH, vhost:PATH, vhost-client:PATH or vf:PCI.
     #[arg(long)]
     pub port: Option<PortSpec>,
     /// This host's IPv4 address and prefix, e.g. 10.0.0.2/24.

@@ -15,7 +15,7 @@ use std::time::Instant;
 #[derive(Debug, Parser)]
 #[command(version, about = "fastpath echo: sends every received frame back out of the same port")]
 struct Args {
-    /// Port: vu:PATH, vu-server:PATH, vhost:PATH or vhost-client:PATH.
+    /// Port: vu:PATH, vu-server:PATH, vhost:PATH, vhost-client:PATH or vf:PCI.
     #[arg(long)]
     port: PortSpec,
     /// Leave MAC addresses as they are.
