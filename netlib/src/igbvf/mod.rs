@@ -89,8 +89,8 @@ pub enum IgbVfError {
         /// Cause.
         source: MbxError,
     },
-    /// The VF did not come out of reset.
-    #[error("igbvf {pci}: no reset-done (RSTD) within {ms} ms after CTRL.RST")]
+    /// The PF stayed in reset.
+    #[error("igbvf {pci}: the PF is still resetting (RSTI) after {ms} ms (is the PF's interface up?)")]
     ResetTimeout {
         /// The device.
         pci: String,
@@ -182,6 +182,8 @@ enum State {
 
 /// How often (in rx/tx calls) the mailbox register is checked.
 const CONTROL_EVERY: u32 = 4096;
+/// How long to wait for RSTD after CTRL.RST while the PF is not resetting.
+const RSTD_GRACE: Duration = Duration::from_millis(20);
 /// Reclaim transmitted descriptors when fewer than this many are free.
 const TX_RECLAIM_BELOW: u16 = 32;
 
@@ -334,14 +336,7 @@ impl IgbVf {
         // The reset disabled both queues: nothing of ours is in use by the NIC now.
         self.drop_in_flight(pool);
         self.mbx.clear();
-        let start = Instant::now();
-        let limit = self.opts.mbx_timeout;
-        while !self.mbx.check_for_rst(&self.mmio) {
-            if start.elapsed() >= limit {
-                return Err(IgbVfError::ResetTimeout { pci: self.pci.clone(), ms: limit.as_millis() });
-            }
-            std::thread::sleep(Duration::from_micros(100));
-        }
+        self.wait_reset_done()?;
         let mut out = [0u32; mbx::PERMADDR_MSG_LEN];
         let pf_mac = match self.mbx.request(&self.mmio, &mbx::msg_reset(), &mut out) {
             Ok(Reply::Ack) => mbx::mac_of(&out).filter(|m| valid_unicast(*m)),
@@ -367,6 +362,30 @@ impl IgbVf {
         self.setup_rings(pool)?;
         self.state = State::Up;
         Ok(())
+    }
+
+    /// Waits for the end of the VF reset before talking to the PF. Hardware
+    /// sets RSTD within microseconds of CTRL.RST; QEMU's igb sets it only when
+    /// the PF finishes its own reset (CTRL_EXT.PFRSTD), so after a short wait
+    /// with no RSTD we go on as long as the PF is not resetting (RSTI clear):
+    /// the VF_RESET message is what the PF acts on.
+    fn wait_reset_done(&mut self) -> Result<(), IgbVfError> {
+        let start = Instant::now();
+        let limit = self.opts.mbx_timeout;
+        loop {
+            let resetting = self.mbx.pf_resetting(&self.mmio);
+            if self.mbx.check_for_rst(&self.mmio) && !resetting {
+                return Ok(());
+            }
+            if !resetting && start.elapsed() >= RSTD_GRACE {
+                tracing::debug!("{}: no RSTD after CTRL.RST and the PF is not resetting: going on", self.name);
+                return Ok(());
+            }
+            if start.elapsed() >= limit {
+                return Err(IgbVfError::ResetTimeout { pci: self.pci.clone(), ms: limit.as_millis() });
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
     }
 
     /// Returns every packet the rings hold to the pool (the NIC must be stopped).
