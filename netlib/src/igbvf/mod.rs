@@ -522,9 +522,11 @@ impl IgbVf {
             }
         }
         if self.state == State::NeedReset && !self.mbx.pf_resetting(&self.mmio) {
-            self.counters.resets += 1;
             match self.init(pool) {
-                Ok(()) => tracing::info!("{}: set up again after a reset, MAC {}", self.name, MacFmt(self.mac)),
+                Ok(()) => {
+                    self.counters.resets += 1;
+                    tracing::info!("{}: set up again after a reset, MAC {}", self.name, MacFmt(self.mac));
+                }
                 Err(e) => tracing::warn!("{}: setting up after a reset: {e}", self.name),
             }
         }
