@@ -68,8 +68,8 @@ pub enum IgbVfError {
         /// What is wrong.
         msg: String,
     },
-    /// VFIO set-up or DMA mapping.
-    #[error("igbvf: {0}")]
+    /// VFIO set-up or DMA mapping (the error names the device or file).
+    #[error(transparent)]
     Vfio(#[from] VfioError),
     /// Ring memory.
     #[error("igbvf {pci}: ring memory: {source}")]

@@ -20,6 +20,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use sys::BarMap;
@@ -94,6 +95,24 @@ pub enum VfioError {
         len: u64,
         /// The usable ranges, written out.
         usable: String,
+    },
+    /// Pinning the memory would pass RLIMIT_MEMLOCK.
+    #[error(
+        "{CONTAINER_PATH}: VFIO_IOMMU_MAP_DMA {start:#x}+{len:#x}: out of locked memory: RLIMIT_MEMLOCK is {}, \
+         {mapped} bytes are mapped already; raise it (ulimit -l, or the container's memlock) to at least {} bytes, \
+         or run with CAP_IPC_LOCK",
+        if *limit == u64::MAX { "unlimited".to_string() } else { format!("{limit} bytes") },
+        mapped + len
+    )]
+    Memlock {
+        /// First byte.
+        start: u64,
+        /// Length.
+        len: u64,
+        /// Bytes this container had mapped before.
+        mapped: u64,
+        /// The soft limit.
+        limit: u64,
     },
     /// A config space access failed.
     #[error("{pci}: config space at {off:#x}: {source}")]
@@ -258,6 +277,8 @@ impl IommuInfo {
 #[derive(Debug)]
 struct ContainerFd {
     fd: OwnedFd,
+    /// Bytes mapped through this container (for the RLIMIT_MEMLOCK message).
+    mapped: AtomicU64,
 }
 
 /// A VFIO container (`/dev/vfio/vfio`): one IOMMU context.
@@ -283,7 +304,11 @@ impl Container {
         if ok <= 0 {
             return Err(VfioError::NoType1v2);
         }
-        Ok(Self { inner: Arc::new(ContainerFd { fd }), iommu_set: false, info: IommuInfo::default() })
+        Ok(Self {
+            inner: Arc::new(ContainerFd { fd, mapped: AtomicU64::new(0) }),
+            iommu_set: false,
+            info: IommuInfo::default(),
+        })
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
@@ -344,10 +369,15 @@ impl Container {
             iova: va,
             size: len,
         };
-        sys::ioctl_ptr(self.fd(), sys::IOMMU_MAP_DMA, &mut m).map_err(ioctl_err(
-            CONTAINER_PATH,
-            format!("VFIO_IOMMU_MAP_DMA {va:#x}+{len:#x} (ENOMEM: raise RLIMIT_MEMLOCK)"),
-        ))?;
+        if let Err(e) = sys::ioctl_ptr(self.fd(), sys::IOMMU_MAP_DMA, &mut m) {
+            let mapped = self.inner.mapped.load(Ordering::Relaxed);
+            return Err(if e.raw_os_error() == Some(libc::ENOMEM) {
+                VfioError::Memlock { start: va, len, mapped, limit: sys::memlock_limit() }
+            } else {
+                ioctl_err(CONTAINER_PATH, format!("VFIO_IOMMU_MAP_DMA {va:#x}+{len:#x}"))(e)
+            });
+        }
+        self.inner.mapped.fetch_add(len, Ordering::Relaxed);
         tracing::debug!("vfio: mapped {va:#x}+{len:#x} at IOVA == VA");
         Ok(DmaMapping { container: Arc::clone(&self.inner), iova: va, len })
     }
@@ -389,8 +419,11 @@ impl Drop for DmaMapping {
             iova: self.iova,
             size: self.len,
         };
-        if let Err(e) = sys::ioctl_ptr(self.container.fd.as_fd(), sys::IOMMU_UNMAP_DMA, &mut u) {
-            tracing::warn!("vfio: unmapping {:#x}+{:#x}: {e}", self.iova, self.len);
+        match sys::ioctl_ptr(self.container.fd.as_fd(), sys::IOMMU_UNMAP_DMA, &mut u) {
+            Ok(_) => {
+                self.container.mapped.fetch_sub(self.len, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!("vfio: unmapping {:#x}+{:#x}: {e}", self.iova, self.len),
         }
     }
 }
@@ -657,6 +690,16 @@ mod tests {
         assert_eq!(IommuInfo::parse(&b).ranges.len(), 2);
         put32(&mut b, 28, 8);
         assert_eq!(IommuInfo::parse(&b).dma_avail, None);
+    }
+
+    #[test]
+    fn memlock_error_says_what_to_raise() {
+        let e =
+            VfioError::Memlock { start: 0x7f00_0000_0000, len: 0x22_0000, mapped: 0x1000, limit: 1 << 20 }.to_string();
+        assert!(e.contains("VFIO_IOMMU_MAP_DMA 0x7f0000000000+0x220000"), "{e}");
+        assert!(e.contains("RLIMIT_MEMLOCK is 1048576 bytes, 4096 bytes are mapped already"), "{e}");
+        assert!(e.contains("at least 2232320 bytes"), "{e}");
+        assert!(sys::memlock_limit() > 0);
     }
 
     #[test]

@@ -224,6 +224,21 @@ pub fn get_device_fd(group: BorrowedFd<'_>, name: &std::ffi::CStr) -> std::io::R
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r) })
 }
 
+/// The soft RLIMIT_MEMLOCK in bytes (`u64::MAX`: unlimited), which bounds the
+/// memory VFIO may pin for an unprivileged process.
+pub fn memlock_limit() -> u64 {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit struct, which `r` is.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, std::ptr::from_mut(&mut r)) } != 0 {
+        return 0;
+    }
+    if r.rlim_cur == libc::RLIM_INFINITY {
+        u64::MAX
+    } else {
+        r.rlim_cur
+    }
+}
+
 /// A device region (a BAR) mapped into our address space; unmapped on drop.
 #[derive(Debug)]
 pub struct BarMap {
