@@ -539,6 +539,7 @@ impl IgbVf {
     #[doc(hidden)]
     pub fn post_raw_tx(&mut self, pool: &mut PktPool, iova: u64, len: u16, wait: Duration) -> RawTxResult {
         self.reclaim_tx(pool);
+        assert!(self.tx_free() > 0, "post_raw_tx: transmit ring full");
         let i = self.tx_tail;
         self.rings.write(Which::Tx, i, desc::tx_data(iova, len));
         self.tx_slots[usize::from(i)] = None;
@@ -595,7 +596,8 @@ impl Port for IgbVf {
         }
         self.counters.rx_packets += got as u64;
         self.counters.rx_bytes += bytes;
-        if seen > 0 {
+        // Also after an empty poll: a pool that ran dry may have buffers again.
+        if self.rx_posted < self.n - 1 {
             self.refill_rx(pool);
         }
         got
