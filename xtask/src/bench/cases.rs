@@ -74,7 +74,8 @@ enum Kind {
     UdpRr,
     /// A busybox container's start-to-exit under runc with fastpath-hook vs without.
     HookStart,
-    /// Round trip through a reflector that sleeps on its call eventfd (vs one that polls).
+    /// Round trip through a reflector that sleeps on its call eventfd (vs the bare kernel
+    /// eventfd wake-up round trip between the same two CPUs: the floor).
     Wake,
     /// CPU used by an idle switch and idle apps in interrupt mode (vs polling).
     IdleCpu,
@@ -164,7 +165,7 @@ impl Case {
             Kind::Vnf(_) => apps::vnf_64(&mut sb, ctx, apps::Vnf::L2fwd),
             Kind::UdpRr => apps::kernel_udp_rr(&mut sb, ctx),
             Kind::HookStart => hook_start::peer(&mut sb, ctx),
-            Kind::Wake => interrupt::wake(&mut sb, ctx, false),
+            Kind::Wake => interrupt::eventfd_floor(),
             Kind::IdleCpu => interrupt::idle_cpu(&mut sb, ctx, false),
         }
     }

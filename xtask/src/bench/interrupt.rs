@@ -1,15 +1,21 @@
-// Interrupt-mode cases: the wake-up cost of a reflector sleeping on its call eventfd,
-// and the CPU an idle switch with idle apps uses; the reference is the same in polling mode.
+// Interrupt-mode cases: the wake-up cost of a reflector sleeping on its call eventfd (against
+// the machine's own floor: a bare eventfd wake-up between two pinned threads), and the CPU an
+// idle switch with idle apps uses (against the same in polling mode).
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use super::ours::{final_json, number, port, Ctx};
 use crate::scratch::Sandbox;
 
 /// Idle apps in the idle-CPU case.
 const IDLE_APPS: usize = 6;
+
+/// Round trips in the wake cases.
+const WAKES: usize = 5000;
+/// Gap between round trips, long enough for the sleeper to fall asleep.
+const WAKE_GAP: Duration = Duration::from_micros(200);
 
 /// `ping` (polling, backend) against `echo` on a virtio-user port that sleeps on its call
 /// eventfd (`interrupt`) or polls. Returns p50 and p99 in microseconds.
@@ -27,7 +33,18 @@ pub fn wake(sb: &mut Sandbox, ctx: &Ctx, interrupt: bool) -> Result<Vec<f64>> {
     let p = ctx.spawn(
         sb,
         "ping",
-        &["--port", &backend, "--core", "1", "--count", "5000", "--interval-us", "200", "--json", "--quiet"],
+        &[
+            "--port",
+            &backend,
+            "--core",
+            "1",
+            "--count",
+            &WAKES.to_string(),
+            "--interval-us",
+            &WAKE_GAP.as_micros().to_string(),
+            "--json",
+            "--quiet",
+        ],
     )?;
     sb.wait_all_success(&[p], Duration::from_secs(120))?;
     let v = final_json(sb, p, "ping")?;
@@ -83,4 +100,60 @@ pub fn idle_cpu(sb: &mut Sandbox, ctx: &Ctx, interrupt: bool) -> Result<Vec<f64>
         if interrupt { "interrupt" } else { "polling" }
     );
     Ok(vec![ms_per_s])
+}
+
+/// The machine's floor under `wake`: the same round trip with nothing but the kernel in it.
+/// A thread on CPU 0 sleeps in poll(2) on an eventfd; the main thread on CPU 1 stamps the
+/// time, writes the eventfd and spins until the sleeper, woken, has stored its answer in
+/// shared memory. Returns p50 and p99 in microseconds.
+pub fn eventfd_floor() -> Result<Vec<f64>> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sched::{sched_setaffinity, CpuSet};
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+    use nix::unistd::Pid;
+    use std::os::fd::AsFd;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    fn pin(cpu: usize) -> Result<()> {
+        let mut set = CpuSet::new();
+        set.set(cpu)?;
+        sched_setaffinity(Pid::from_raw(0), &set)?;
+        Ok(())
+    }
+    let efd = Arc::new(EventFd::from_flags(EfdFlags::EFD_NONBLOCK)?);
+    let answered = Arc::new(AtomicUsize::new(0));
+    let sleeper = {
+        let (efd, answered) = (Arc::clone(&efd), Arc::clone(&answered));
+        std::thread::spawn(move || -> Result<()> {
+            pin(0)?;
+            for i in 1..=WAKES {
+                let mut fds = [PollFd::new(efd.as_fd(), PollFlags::POLLIN)];
+                poll(&mut fds, PollTimeout::from(1000u16))?;
+                let _ = efd.read();
+                answered.store(i, Ordering::Release);
+            }
+            Ok(())
+        })
+    };
+    pin(1)?;
+    let mut lat = Vec::with_capacity(WAKES);
+    for i in 1..=WAKES {
+        std::thread::sleep(WAKE_GAP);
+        let t0 = Instant::now();
+        efd.write(1)?;
+        while answered.load(Ordering::Acquire) != i {
+            if t0.elapsed() > Duration::from_secs(2) {
+                bail!("eventfd floor: the sleeping thread did not answer wake-up {i} within 2 s");
+            }
+            std::hint::spin_loop();
+        }
+        lat.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    sleeper.join().map_err(|_| anyhow::anyhow!("eventfd floor: the sleeping thread panicked"))??;
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
+    println!("[wake] kernel floor: eventfd wake-up round trip p50 {:.1} us p99 {:.1} us", pct(0.5), pct(0.99));
+    Ok(vec![pct(0.5), pct(0.99)])
 }
