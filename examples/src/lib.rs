@@ -86,7 +86,7 @@ pub fn pin(core: Option<usize>) -> Result<()> {
 
 /// The port to use: `--port` if given, else the first port of the container's
 /// fastpath config (`/run/fastpath/config.json` or `$FASTPATH_CONFIG`, written by
-/// fastpath-hook). Without `--core`, the first core the config gives is used.
+/// fastpath-hook), or its first VF when it lists no switch port. Without `--core`, the first core the config gives is used.
 pub fn discover_port(port: Option<PortSpec>, c: &mut Common) -> Result<PortSpec> {
     if let Some(p) = port {
         return Ok(p);
@@ -94,11 +94,16 @@ pub fn discover_port(port: Option<PortSpec>, c: &mut Common) -> Result<PortSpec>
     let cfg = netlib::config::Config::discover().context(
         "no --port given, and no fastpath config to discover one from (run under fastpath-hook, or give --port)",
     )?;
-    let first = cfg.ports.first().context("no --port given, and the fastpath config lists no port")?;
+    // A switch port if there is one, else the first VF the hook handed over.
+    let spec = match (cfg.ports.first(), cfg.vfs.first()) {
+        (Some(p), _) => p.spec(),
+        (None, Some(vf)) => vf.spec(),
+        (None, None) => bail!("no --port given, and the fastpath config lists no port and no VF"),
+    };
     if c.core.is_none() {
         c.core = cfg.cores.first().copied();
     }
-    Ok(first.spec())
+    Ok(spec)
 }
 
 /// A pool built from the common flags.
@@ -294,6 +299,14 @@ mod tests {
         // An explicit --port wins and the config is not read.
         let given: PortSpec = "vhost:/x".parse().unwrap();
         assert_eq!(discover_port(Some(given.clone()), &mut t.c).unwrap(), given);
+        // No switch port but a VF: the VF.
+        std::fs::write(
+            &p,
+            r#"{"version":1,"container_id":"c2","cores":[],"ports":[],"vfs":[{"pci":"0000:01:10.2","iommu_group":6,"devices":["/dev/vfio/6"]}],"uid":0,"gid":0}"#,
+        )
+        .unwrap();
+        let spec = discover_port(None, &mut t.c).unwrap();
+        assert_eq!(spec, PortSpec::Vf("0000:01:10.2".into()));
         std::env::set_var("FASTPATH_CONFIG", dir.join("missing.json"));
         let e = format!("{:#}", discover_port(None, &mut t.c).unwrap_err());
         assert!(e.contains("no --port given"), "{e}");

@@ -206,7 +206,7 @@ impl Drop for PortDevice {
 /// Flags of the smoltcp examples: the port and the host's addresses.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HostArgs {
-    /// Port: vu:PATH, vu-server:PATH, vhost:PATH or vhost-client:PATH (default: the
+    /// Port: vu:PATH, vu-server:PATH, vhost:PATH, vhost-client:PATH or vf:PCI (default: the
     /// port in the container's fastpath config, /run/fastpath/config.json).
     #[arg(long)]
     pub port: Option<PortSpec>,

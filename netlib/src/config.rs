@@ -94,6 +94,13 @@ pub struct VfInfo {
     pub devices: Vec<PathBuf>,
 }
 
+impl VfInfo {
+    /// The port spec an app opens with [`crate::open_port`] (`vf:<pci>`).
+    pub fn spec(&self) -> PortSpec {
+        PortSpec::Vf(self.pci.clone())
+    }
+}
+
 /// RLIMIT_MEMLOCK as the hook left it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Memlock {

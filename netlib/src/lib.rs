@@ -2,16 +2,23 @@
 //!
 //! Hugepage-backed memory regions ([`mem`]), a packet buffer pool carved from one
 //! region ([`pool`]), the [`Port`] trait, the virtio-user PMD (a vhost-user
-//! frontend, [`virtio_user`]) and the vhost-user backend ([`vhost`]) that the
-//! switch and the benchmarks use. `unsafe` lives only in [`mem`] and [`ring`].
+//! frontend, [`virtio_user`]), the vhost-user backend ([`vhost`]) that the
+//! switch and the benchmarks use, and the SR-IOV VF poll-mode driver
+//! ([`igbvf`], over [`vfio`], IOVA == VA).
+//!
+//! `unsafe` lives only in [`mem`] (mappings, foreign memory), [`ring`] (virtqueue
+//! memory), [`vfio::sys`] (VFIO ioctls, BAR mmap), [`igbvf::mmio`] (BAR0 registers)
+//! and [`igbvf::desc`] (descriptor ring memory).
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod igbvf;
 pub mod mem;
 pub mod pool;
 pub mod port;
 pub mod ring;
 pub mod spec;
+pub mod vfio;
 pub mod vhost;
 pub mod vhost_user;
 pub mod virtio_user;

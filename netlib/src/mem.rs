@@ -62,6 +62,16 @@ pub enum Backing {
     Memfd,
 }
 
+impl Backing {
+    /// The hugetlbfs directory, for a region there.
+    pub fn hugetlbfs_dir(&self) -> Option<&Path> {
+        match self {
+            Backing::HugetlbfsFile(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Backing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -83,11 +83,16 @@ pub enum PortSpec {
     Vhost(PathBuf),
     /// `vhost-client:PATH`: vhost-user backend that connects.
     VhostClient(PathBuf),
+    /// `vf:DDDD:BB:DD.F`: an SR-IOV virtual function (82576/igbvf) bound to
+    /// vfio-pci, driven by [`crate::igbvf`].
+    Vf(String),
 }
 
 /// A port spec that could not be parsed.
 #[derive(Debug, thiserror::Error)]
-#[error("port '{0}' is not a port spec (try vu:/path/sock, vu-server:PATH, vhost:PATH or vhost-client:PATH)")]
+#[error(
+    "port '{0}' is not a port spec (try vu:/path/sock, vu-server:PATH, vhost:PATH, vhost-client:PATH or vf:0000:01:10.0)"
+)]
 pub struct BadPortSpec(pub String);
 
 impl std::str::FromStr for PortSpec {
@@ -96,6 +101,12 @@ impl std::str::FromStr for PortSpec {
         let (kind, path) = s.split_once(':').ok_or_else(|| BadPortSpec(s.into()))?;
         if path.is_empty() {
             return Err(BadPortSpec(s.into()));
+        }
+        if kind == "vf" {
+            if !crate::vfio::is_pci_address(path) {
+                return Err(BadPortSpec(s.into()));
+            }
+            return Ok(PortSpec::Vf(path.into()));
         }
         let p = PathBuf::from(path);
         Ok(match kind {
@@ -110,11 +121,15 @@ impl std::str::FromStr for PortSpec {
 
 impl std::fmt::Display for PortSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let PortSpec::Vf(pci) = self {
+            return write!(f, "vf:{pci}");
+        }
         let (k, p) = match self {
             PortSpec::VirtioUser(p) => ("vu", p),
             PortSpec::VirtioUserServer(p) => ("vu-server", p),
             PortSpec::Vhost(p) => ("vhost", p),
             PortSpec::VhostClient(p) => ("vhost-client", p),
+            PortSpec::Vf(_) => unreachable!("written above"),
         };
         write!(f, "{k}:{}", p.display())
     }
@@ -129,9 +144,14 @@ pub enum OpenError {
     /// vhost-user backend failed.
     #[error(transparent)]
     Vhost(#[from] crate::vhost::VhostError),
+    /// The VF driver failed.
+    #[error(transparent)]
+    Vf(#[from] crate::igbvf::IgbVfError),
 }
 
 /// Opens the port `spec` names, with rings of `queue_size` entries, sharing `pool`.
+/// A VF port takes the MAC its PF gives (or one derived from its PCI address);
+/// open [`crate::igbvf::IgbVf`] directly for other options.
 pub fn open_port(spec: &PortSpec, pool: &mut PktPool, queue_size: u16) -> Result<Box<dyn Port>, OpenError> {
     use crate::vhost::{VhostBackend, VhostMode};
     use crate::virtio_user::{VirtioUser, VirtioUserOptions};
@@ -141,6 +161,11 @@ pub fn open_port(spec: &PortSpec, pool: &mut PktPool, queue_size: u16) -> Result
         PortSpec::VirtioUserServer(p) => Box::new(VirtioUser::open(p, pool, vu_opts(true))?),
         PortSpec::Vhost(p) => Box::new(VhostBackend::open(p, VhostMode::Listen)?),
         PortSpec::VhostClient(p) => Box::new(VhostBackend::open(p, VhostMode::Connect)?),
+        PortSpec::Vf(pci) => {
+            let hugedir = pool.region().backing().hugetlbfs_dir().map(std::path::Path::to_path_buf);
+            let opts = crate::igbvf::IgbVfOptions { queue_size, hugedir, ..Default::default() };
+            Box::new(crate::igbvf::IgbVf::open(pci, pool, opts)?)
+        }
     })
 }
 
@@ -156,5 +181,16 @@ mod tests {
         assert!(e.contains("tap:/x"), "{e}");
         assert!("vu:".parse::<PortSpec>().is_err());
         assert!("nocolon".parse::<PortSpec>().is_err());
+    }
+
+    #[test]
+    fn parses_vf_specs() {
+        let s: PortSpec = "vf:0000:01:10.0".parse().unwrap();
+        assert_eq!(s, PortSpec::Vf("0000:01:10.0".into()));
+        assert_eq!(s.to_string(), "vf:0000:01:10.0");
+        for bad in ["vf:01:10.0", "vf:0000:01:10", "vf:", "vf:/dev/vfio/5"] {
+            let e = bad.parse::<PortSpec>().unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains("vf:0000:01:10.0"), "{e}");
+        }
     }
 }

@@ -17,7 +17,7 @@ use std::time::Instant;
 #[derive(Debug, Parser)]
 #[command(version, about = "fastpath echo: sends every received frame back out of the same port")]
 struct Args {
-    /// Port: vu:PATH, vu-server:PATH, vhost:PATH or vhost-client:PATH (default: the
+    /// Port: vu:PATH, vu-server:PATH, vhost:PATH, vhost-client:PATH or vf:PCI (default: the
     /// port in the container's fastpath config, /run/fastpath/config.json).
     #[arg(long)]
     port: Option<PortSpec>,

@@ -23,7 +23,7 @@ use netlib::PortSpec;
 Frames coming back on --out pass to --in unfiltered. SIGUSR1 prints the per-rule counters."
 )]
 struct Args {
-    /// Ingress port (vu:PATH, vu-server:PATH, vhost:PATH, vhost-client:PATH).
+    /// Ingress port (vu:PATH, vu-server:PATH, vhost:PATH, vhost-client:PATH, vf:PCI).
     #[arg(long = "in")]
     inp: PortSpec,
     /// Egress port.

@@ -25,7 +25,7 @@ and/or --backends FILE with one such entry a line, re-read on SIGHUP (flows move
 SIGUSR1 prints the per-backend counters."
 )]
 struct Args {
-    /// Ingress port (vu:PATH, vu-server:PATH, vhost:PATH, vhost-client:PATH).
+    /// Ingress port (vu:PATH, vu-server:PATH, vhost:PATH, vhost-client:PATH, vf:PCI).
     #[arg(long = "in")]
     inp: PortSpec,
     /// Egress port.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Parser)]
 #[command(version, about = "fastpath ping: round-trip latency through a reflector (echo, testpmd macswap)")]
 struct Args {
-    /// Port: vu:PATH, vu-server:PATH, vhost:PATH or vhost-client:PATH (default: the
+    /// Port: vu:PATH, vu-server:PATH, vhost:PATH, vhost-client:PATH or vf:PCI (default: the
     /// port in the container's fastpath config, /run/fastpath/config.json).
     #[arg(long)]
     port: Option<PortSpec>,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[derive(Debug, Parser)]
 #[command(version, about = "fastpath sink: counts frames, checks sequence numbers and checksums")]
 struct Args {
-    /// Port: vu:PATH, vu-server:PATH, vhost:PATH or vhost-client:PATH (default: the
+    /// Port: vu:PATH, vu-server:PATH, vhost:PATH, vhost-client:PATH or vf:PCI (default: the
     /// first port in the container's fastpath config).
     #[arg(long)]
     port: Option<PortSpec>,
