@@ -21,7 +21,7 @@ use integration::{check_sink, peers_required, serial, stamp, TestDir, Verdict};
 use netlib::igbvf::mac_for_pci;
 use serde_json::Value;
 
-/// Frames per scenario.
+/// Frames per scenario (less than a sink's receive ring: 2047 descriptors).
 const N: u64 = 2000;
 /// Frame size (bytes, no FCS), as pktgen's default.
 const SIZE: usize = 64;
@@ -45,7 +45,11 @@ const BIND_BODY: &str = r#"
 export NO_COLOR=1
 VF0={VF0}
 VF1={VF1}
-APP="--json --quiet --nbufs 1024 --queue-size 256"
+APP="--json --quiet"
+# pktgen's ring; a sink's ring holds more than N frames, so that a sink whose vCPU the host
+# does not run for a while still loses nothing (the NIC drops what finds no descriptor).
+TX="--nbufs 1024 --queue-size 256"
+RX="--nbufs 8192 --queue-size 2048"
 # ids PID: the uid/gid lines and capability sets of a process, on one line.
 ids() { grep -E '^(Uid|Gid|CapInh|CapPrm|CapEff|CapAmb):' /proc/$1/status | tr -s '\t\n' '  '; }
 # mac_of FILE: the MAC in igbvf's "vf:PCI: up, MAC m, ..." log line.
@@ -71,7 +75,7 @@ result container-node "$(stat -c '%a' /dev/vfio/vfio)"
 
 /// Boot 1, the wire: host → sink on VF 0, then pktgen on VF 0 → host.
 const WIRE_BODY: &str = r#"
-as_user sink --port vf:$VF0 --count {N} --check --secs 15 --idle-exit 3 $APP > /tmp/s0.out 2> /tmp/s0.err &
+as_user sink --port vf:$VF0 --count {N} --check --secs 15 --idle-exit 3 $APP $RX > /tmp/s0.out 2> /tmp/s0.err &
 spid=$!
 if wait_file /tmp/s0.err ': up' 20; then
     p=$(pidof sink)
@@ -86,7 +90,7 @@ wait $spid
 result sink0-rc "$?"
 result sink0 "$(tail -n 1 /tmp/s0.out)"
 result sink0-err "$(tail_of /tmp/s0.err)"
-as_user_ids pktgen0 pktgen --port vf:$VF0 --count {N} --rate {PPS} --dst-mac {OUT_MAC} --src-mac "${VF0_MAC:-{VF0_MAC}}" $APP > /tmp/p0.out 2> /tmp/p0.err
+as_user_ids pktgen0 pktgen --port vf:$VF0 --count {N} --rate {PPS} --dst-mac {OUT_MAC} --src-mac "${VF0_MAC:-{VF0_MAC}}" $APP $TX > /tmp/p0.out 2> /tmp/p0.err
 result pktgen0-rc "$?"
 result pktgen0 "$(tail -n 1 /tmp/p0.out)"
 result pktgen0-ids "$(cat /tmp/ids-pktgen0)"
@@ -97,14 +101,14 @@ result pktgen0-err "$(tail_of /tmp/p0.err)"
 /// Boot 2: pktgen on VF 0 → VF 1's MAC, switched in the NIC, sink on VF 1 (a second process);
 /// then the fault probe on VF 0, with a hard limit.
 const SWITCH_FAULT_BODY: &str = r#"
-as_user sink --port vf:$VF1 --count {N} --check --secs 15 --idle-exit 3 --idle-sleep-us 100 $APP > /tmp/s1.out 2> /tmp/s1.err &
+as_user sink --port vf:$VF1 --count {N} --check --secs 15 --idle-exit 3 --idle-sleep-us 100 $APP $RX > /tmp/s1.out 2> /tmp/s1.err &
 spid=$!
 if wait_file /tmp/s1.err ': up' 20; then
     p=$(pidof sink)
     result sink1-proc "$(readlink /proc/$p/exe) $(ids $p)"
     VF1_MAC=$(mac_of /tmp/s1.err)
     result vf1-mac "$VF1_MAC"
-    as_user_ids pktgen01 pktgen --port vf:$VF0 --count {N} --rate {PPS} --dst-mac "$VF1_MAC" --src-mac {VF0_MAC} $APP > /tmp/p.out 2> /tmp/p.err
+    as_user_ids pktgen01 pktgen --port vf:$VF0 --count {N} --rate {PPS} --dst-mac "$VF1_MAC" --src-mac {VF0_MAC} $APP $TX > /tmp/p.out 2> /tmp/p.err
     result pktgen01-rc "$?"
     result pktgen01 "$(tail -n 1 /tmp/p.out)"
     result pktgen01-ids "$(cat /tmp/ids-pktgen01)"
@@ -425,6 +429,13 @@ fn vf_pmd_guest_vf_to_vf_and_iommu_fault() {
     });
     v.check(secs.is_some_and(|s| s < FAULT_KILL_SECS as f64), || {
         format!("guest: expected the probe to finish within its {FAULT_KILL_SECS} s limit, took {secs:?} s")
+    });
+    // What the probe's memory holds (vf_fault fills it with 0x5a): had the read gone through,
+    // the NIC would have sent it (QEMU's igb sends what it read; a refused read gives zeros).
+    let probe_data =
+        run.frames().iter().filter(|f| f.data.iter().take(60).filter(|b| **b == 0x5a).count() >= 32).count();
+    v.check(probe_data == 0, || {
+        format!("host peer: expected no frame carrying the probe's unmapped memory (0x5a bytes), got {probe_data}")
     });
     let dmar = dmar_faults(&run);
     let device = format!("Request device [{}]", &VF_PCI[0][5..]);
