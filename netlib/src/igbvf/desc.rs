@@ -77,9 +77,32 @@ impl RxWb {
 /// `addr`: end of packet, FCS inserted by the NIC, status reported.
 #[inline]
 pub fn tx_data(addr: u64, len: u16) -> [u64; 2] {
-    let cmd = u32::from(len) | TX_DTYP_DATA | TX_CMD_DEXT | TX_CMD_IFCS | TX_CMD_RS | TX_CMD_EOP;
-    let olinfo = u32::from(len) << TX_PAYLEN_SHIFT;
+    tx_segment(addr, len, len, true)
+}
+
+/// One data descriptor of a frame of `paylen` bytes: this segment's `seg_len`
+/// bytes at `addr`; `last` marks the end of the frame. Every segment asks for a
+/// status write-back, so each descriptor can be reclaimed on its own DD.
+#[inline]
+pub fn tx_segment(addr: u64, seg_len: u16, paylen: u16, last: bool) -> [u64; 2] {
+    let mut cmd = u32::from(seg_len) | TX_DTYP_DATA | TX_CMD_DEXT | TX_CMD_IFCS | TX_CMD_RS;
+    if last {
+        cmd |= TX_CMD_EOP;
+    }
+    let olinfo = u32::from(paylen) << TX_PAYLEN_SHIFT;
     [addr, u64::from(cmd) | (u64::from(olinfo) << 32)]
+}
+
+/// Bytes of a `len`-byte buffer at `addr` before the next multiple of `page`
+/// (a power of two), or `len` when it does not cross one.
+#[inline]
+pub fn tx_first_segment(addr: u64, len: u16, page: u64) -> u16 {
+    let to_boundary = page - (addr & (page - 1));
+    if u64::from(len) > to_boundary {
+        to_boundary as u16
+    } else {
+        len
+    }
 }
 
 /// Whether a transmit descriptor's second word shows the write-back DD.
@@ -220,6 +243,22 @@ mod tests {
         assert_eq!((d[1] >> 32) as u32 >> TX_PAYLEN_SHIFT, 60);
         assert!(!tx_done(d[1]), "a fresh descriptor is not done");
         assert!(tx_done(1 << 32));
+    }
+
+    #[test]
+    fn tx_split_at_page_boundaries() {
+        assert_eq!(tx_first_segment(0x1000_0080, 1518, 4096), 1518);
+        assert_eq!(tx_first_segment(0x1000_0a00, 1518, 4096), 1518, "ends exactly at the boundary");
+        assert_eq!(tx_first_segment(0x1000_0c00, 1518, 4096), 1024);
+        assert_eq!(tx_first_segment(0x1000_0c00, 1518, 2 << 20), 1518);
+        let first = tx_segment(0x1000_0c00, 1024, 1518, false);
+        let last = tx_segment(0x1000_1000, 494, 1518, true);
+        assert_eq!(first[1] as u32 & (TX_CMD_EOP | 0xffff), 1024, "no EOP on the first");
+        assert_eq!(last[1] as u32 & (TX_CMD_EOP | 0xffff), TX_CMD_EOP + 494);
+        for d in [first, last] {
+            assert_eq!((d[1] >> 32) as u32 >> TX_PAYLEN_SHIFT, 1518, "PAYLEN is the frame's");
+            assert_ne!(d[1] as u32 & TX_CMD_RS, 0);
+        }
     }
 
     #[test]

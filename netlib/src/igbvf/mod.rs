@@ -14,6 +14,12 @@
 //! the mailbox register to notice a PF reset, after which it resets and sets up
 //! the VF again.
 //!
+//! A frame whose buffer crosses a page boundary of the pool (4 KiB for a plain
+//! memfd, else 2 MiB) goes out in two data descriptors, split at the boundary.
+//! Real NICs do not care, since the IOVA range is contiguous; QEMU's igb does:
+//! it maps each descriptor's buffer in one piece and silently drops the frame
+//! (still setting DD) when the guest-physical pages behind it are not adjacent.
+//!
 //! Tested under QEMU's emulated igb with TCG: there, every register access is a
 //! trap into the emulator, so performance measured under TCG means nothing.
 //!
@@ -210,6 +216,8 @@ pub struct IgbVf {
     tx_clean: u16,
     tx_inflight: u16,
     pool_addr: u64,
+    /// Transmit buffers are split at multiples of this (the pool's page size).
+    split: u64,
     state: State,
     counters: PortCounters,
     tick: u32,
@@ -270,6 +278,10 @@ impl IgbVf {
             tx_clean: 0,
             tx_inflight: 0,
             pool_addr: pool_map.addr(),
+            split: match pool.region().backing() {
+                crate::mem::Backing::Memfd => 4096,
+                _ => 2 << 20,
+            },
             state: State::NeedReset,
             counters: PortCounters::default(),
             tick: 0,
@@ -611,12 +623,14 @@ impl Port for IgbVf {
         if !self.tick(pool) {
             return 0;
         }
-        if self.tx_free() < TX_RECLAIM_BELOW.max(pkts.len() as u16) {
+        // A frame takes one descriptor, two when it crosses a page (see `split`).
+        if self.tx_free() < TX_RECLAIM_BELOW.max(2 * pkts.len() as u16) {
             self.reclaim_tx(pool);
         }
-        let n = pkts.len().min(usize::from(self.tx_free()));
+        let n = pkts.len().min(usize::from(self.tx_free() / 2));
         let pool_map = &self.maps[0];
-        let mut sent = 0;
+        let mut used = 0u16;
+        let mut sent = 0u64;
         let mut bytes = 0u64;
         for p in pkts.drain(..n) {
             let addr = pool.data_addr(&p);
@@ -628,19 +642,32 @@ impl Port for IgbVf {
                 pool.free(p);
                 continue;
             }
+            let len = len as u16;
+            let first = desc::tx_first_segment(addr, len, self.split);
+            let (last_addr, last_len) = if first < len {
+                let i = self.tx_tail;
+                self.rings.write(Which::Tx, i, desc::tx_segment(addr, first, len, false));
+                self.tx_slots[usize::from(i)] = None;
+                self.tx_tail = (i + 1) & (self.n - 1);
+                used += 1;
+                (addr + u64::from(first), len - first)
+            } else {
+                (addr, len)
+            };
             let i = self.tx_tail;
-            self.rings.write(Which::Tx, i, desc::tx_data(addr, len as u16));
+            self.rings.write(Which::Tx, i, desc::tx_segment(last_addr, last_len, len, true));
             self.tx_slots[usize::from(i)] = Some(p);
             self.tx_tail = (i + 1) & (self.n - 1);
+            used += 1;
             sent += 1;
-            bytes += len;
+            bytes += u64::from(len);
         }
-        if sent > 0 {
-            self.tx_inflight += sent;
+        if used > 0 {
+            self.tx_inflight += used;
             std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
             self.mmio.write(regs::TDT, u32::from(self.tx_tail));
         }
-        self.counters.tx_packets += u64::from(sent);
+        self.counters.tx_packets += sent;
         self.counters.tx_bytes += bytes;
         n
     }
