@@ -2,10 +2,11 @@
 // an emulated 82576-class igb NIC with SR-IOV behind an emulated Intel IOMMU. Everything the
 // issue asks for happens inside the guest: the hook's VF code (`fastpathctl vf bind --owner`)
 // binds two VFs to vfio-pci and gives their nodes to uid 1000; then, as that user without
-// capabilities, pktgen on VF 0 sends to the wire (the host peer checks every frame), sink on
-// VF 0 receives what the host sends, pktgen on VF 0 sends to VF 1 through the NIC's internal
-// switch (sink on VF 1 receives them, the wire sees none), and a probe posts a descriptor at a
-// never-mapped address, which the IOMMU must refuse (a DMAR fault in the guest's dmesg).
+// capabilities, pktgen on VF 0 sends to the wire (64- and 1518-byte frames: the host peer
+// checks every one), sink on VF 0 receives what the host sends (both sizes), pktgen on VF 0
+// sends to VF 1 through the NIC's internal switch (sink on VF 1 receives them, the wire sees
+// none), and a probe posts a descriptor at a never-mapped address, which the IOMMU must refuse
+// (a DMAR fault in the guest's dmesg).
 // Two boots: the wire (both directions), then VF to VF and the fault (last: it leaves VF 0 in
 // an unknown state). A third test checks the static binaries never name /proc/self/pagemap.
 //! QEMU guest: fastpath's igbvf PMD on SR-IOV VFs, as an unprivileged user, behind the IOMMU.
@@ -25,6 +26,8 @@ use serde_json::Value;
 const N: u64 = 2000;
 /// Frame size (bytes, no FCS), as pktgen's default.
 const SIZE: usize = 64;
+/// The largest frame (no FCS): its buffer crosses a 4 KiB page of the pool more often than not.
+const BIG: usize = 1518;
 /// pktgen's rate in the guest (TCG moves ~76k frames/s; modest, so that a sink sharing the
 /// guest's one vCPU keeps up).
 const GUEST_PPS: u64 = 20_000;
@@ -32,6 +35,8 @@ const GUEST_PPS: u64 = 20_000;
 const HOST_PPS: u64 = 5_000;
 /// The MAC outside the guest that pktgen sends to (nobody in the guest has it).
 const OUT_MAC: &str = "02:00:00:00:00:99";
+/// Where pktgen sends its largest frames.
+const OUT_MAC_BIG: &str = "02:00:00:00:00:9a";
 /// The host's source MAC for the frames it sends in.
 const HOST_MAC: &str = "02:00:00:00:00:fe";
 /// How long the fault probe waits for its descriptor (ms), and the guest's hard limit on it (s).
@@ -73,7 +78,8 @@ done
 result container-node "$(stat -c '%a' /dev/vfio/vfio)"
 "#;
 
-/// Boot 1, the wire: host → sink on VF 0, then pktgen on VF 0 → host.
+/// Boot 1, the wire: host → sink on VF 0 (frames of both sizes), then pktgen on VF 0 → host,
+/// smallest frames, then largest.
 const WIRE_BODY: &str = r#"
 as_user sink --port vf:$VF0 --count {N} --check --secs 15 --idle-exit 3 $APP $RX > /tmp/s0.out 2> /tmp/s0.err &
 spid=$!
@@ -96,6 +102,12 @@ result pktgen0 "$(tail -n 1 /tmp/p0.out)"
 result pktgen0-ids "$(cat /tmp/ids-pktgen0)"
 result pktgen0-mac "$(mac_of /tmp/p0.err)"
 result pktgen0-err "$(tail_of /tmp/p0.err)"
+as_user_ids pktgen0big pktgen --port vf:$VF0 --count {N} --rate {PPS} --size {BIG} --dst-mac {OUT_MAC_BIG} --src-mac "${VF0_MAC:-{VF0_MAC}}" $APP $TX > /tmp/p0b.out 2> /tmp/p0b.err
+result pktgen0big-rc "$?"
+result pktgen0big "$(tail -n 1 /tmp/p0b.out)"
+result pktgen0big-ids "$(cat /tmp/ids-pktgen0big)"
+result pktgen0big-mac "$(mac_of /tmp/p0b.err)"
+result pktgen0big-err "$(tail_of /tmp/p0b.err)"
 "#;
 
 /// Boot 2: pktgen on VF 0 → VF 1's MAC, switched in the NIC, sink on VF 1 (a second process);
@@ -137,6 +149,8 @@ fn fill(body: &str, vf0_mac: &str) -> String {
         .replace("{N}", &N.to_string())
         .replace("{PPS}", &GUEST_PPS.to_string())
         .replace("{OUT_MAC}", OUT_MAC)
+        .replace("{OUT_MAC_BIG}", OUT_MAC_BIG)
+        .replace("{BIG}", &BIG.to_string())
         .replace("{VF0_MAC}", vf0_mac)
         .replace("{FAULT_WAIT_MS}", &FAULT_WAIT_MS.to_string())
         .replace("{FAULT_KILL_SECS}", &FAULT_KILL_SECS.to_string())
@@ -246,15 +260,15 @@ fn check_pktgen(v: &mut Verdict, run: &GuestRun, name: &str, mac: &str) {
     check_ids(v, name, run.result(&format!("{name}-ids")));
 }
 
-/// What the host saw of pktgen's frames to `dst`: `Ok` if exactly `n`, each `SIZE` bytes from
+/// What the host saw of pktgen's frames to `dst`: `Ok` if exactly `n`, each `size` bytes from
 /// `src`, intact (FPG1 magic, checksum) with sequence numbers 0..n in order.
-fn check_wire(frames: &[Frame], dst: [u8; 6], src: [u8; 6], n: u64) -> Result<(), String> {
+fn check_wire(frames: &[Frame], dst: [u8; 6], src: [u8; 6], n: u64, size: usize) -> Result<(), String> {
     let ours: Vec<&Frame> = frames.iter().filter(|f| f.dst() == dst).collect();
     let (mut good, mut damaged, mut foreign, mut wrong_src, mut wrong_len) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut first_out_of_order = None;
     for (i, f) in ours.iter().enumerate() {
         wrong_src += u64::from(f.src() != src);
-        wrong_len += u64::from(f.data.len() != SIZE);
+        wrong_len += u64::from(f.data.len() != size);
         match frame::check(&f.data) {
             Check::Good(s) => {
                 good += 1;
@@ -271,7 +285,7 @@ fn check_wire(frames: &[Frame], dst: [u8; 6], src: [u8; 6], n: u64) -> Result<()
         return Ok(());
     }
     let mut s = format!(
-        "host peer: expected {n} frames to {} from {}, {SIZE} bytes each, intact (FPG1, checksum), sequence 0..{n} in \
+        "host peer: expected {n} frames to {} from {}, {size} bytes each, intact (FPG1, checksum), sequence 0..{n} in \
          order; got {count} (of {} frames in all): {good} intact, {damaged} damaged, {foreign} not FPG1, {wrong_src} \
          from another MAC, {wrong_len} of another length",
         fmt_mac(&dst),
@@ -310,6 +324,7 @@ fn vf_pmd_guest_wire_both_ways() {
     let dir = TestDir::new("gpmdw");
     let mut v = Verdict::new(TEST);
     let out = parse_mac(OUT_MAC).expect("OUT_MAC is a MAC");
+    let out_big = parse_mac(OUT_MAC_BIG).expect("OUT_MAC_BIG is a MAC");
     let host = parse_mac(HOST_MAC).expect("HOST_MAC is a MAC");
     let body = fill(WIRE_BODY, &vf0_mac());
     let mut g = match BINS.iter().fold(Guest::new(&peers), |g, b| g.static_bin(b)).body(&body).start(&dir) {
@@ -324,10 +339,12 @@ fn vf_pmd_guest_wire_both_ways() {
             let mac = serial_result(&g.serial_log(), "vf0-mac").unwrap_or_default();
             match parse_mac(&mac) {
                 Some(vf0) => {
-                    let tpl = Template::new(SIZE, vf0, host).expect("a valid template");
+                    // One sequence, the sizes alternating (each frame checks on its own).
+                    let tpl = [SIZE, BIG].map(|s| Template::new(s, vf0, host).expect("a valid template"));
                     let t = Instant::now();
                     match g.peer().send_at_rate(N, HOST_PPS, |i| {
-                        let mut f = vec![0u8; SIZE];
+                        let tpl = &tpl[(i % 2) as usize];
+                        let mut f = vec![0u8; tpl.len()];
                         tpl.write(&mut f, i);
                         f
                     }) {
@@ -350,8 +367,12 @@ fn vf_pmd_guest_wire_both_ways() {
     // Scenario 1: pktgen on VF 0, as the user, to the outside MAC; the host counts them all.
     let vf0 = run.result("vf0-mac").unwrap_or_default().to_string();
     check_pktgen(&mut v, &run, "pktgen0", &vf0);
+    check_pktgen(&mut v, &run, "pktgen0big", &vf0);
     match parse_mac(&vf0) {
-        Some(src) => v.check_result(check_wire(run.frames(), out, src, N)),
+        Some(src) => {
+            v.check_result(check_wire(run.frames(), out, src, N, SIZE));
+            v.check_result(check_wire(run.frames(), out_big, src, N, BIG));
+        }
         None => v.fail(format!("guest: expected VF 0's MAC (result vf0-mac), got {vf0:?}")),
     }
     let dmar = dmar_faults(&run);
@@ -359,11 +380,12 @@ fn vf_pmd_guest_wire_both_ways() {
         format!("guest dmesg: expected no DMA remapping fault with normal traffic, got {dmar:?}")
     });
     eprintln!(
-        "[{}] {TEST}: VF 0 MAC {vf0}; host sent {sent_in} frames in {send_secs:.2} s; sink0 {}; pktgen0 {}; {} frames \
+        "[{}] {TEST}: VF 0 MAC {vf0}; host sent {sent_in} frames in {send_secs:.2} s; sink0 {}; pktgen0 {}; pktgen0big {}; {} frames \
          on the wire; {}; test {:.2} s",
         stamp(),
         run.result("sink0").unwrap_or("-"),
         run.result("pktgen0").unwrap_or("-"),
+        run.result("pktgen0big").unwrap_or("-"),
         run.frames().len(),
         run.timings(),
         t0.elapsed().as_secs_f64()
