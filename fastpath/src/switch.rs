@@ -319,6 +319,8 @@ impl Switch {
                 }
             };
             let macs = &mut self.bridges[bridge].macs;
+            // A burst usually comes from one sender: learn each run of one source MAC once.
+            let mut learned: Option<Mac> = None;
             for slot in pending.iter_mut().take(n) {
                 let c = match q.pop(mem, false) {
                     Ok(c) => c,
@@ -337,8 +339,9 @@ impl Switch {
                 }
                 slot.dst.copy_from_slice(&eth[0..6]);
                 let src: Mac = eth[6..12].try_into().expect("6 bytes");
-                if !is_multicast(&src) {
+                if learned != Some(src) && !is_multicast(&src) {
                     macs.learn(&src, s as u16, self.now);
+                    learned = Some(src);
                 }
                 sp.stats.rx_packets += 1;
                 sp.stats.rx_bytes += u64::from(c.total - NET_HDR);
@@ -350,19 +353,29 @@ impl Switch {
         }
         // 2. Copy each packet into its destinations' receive rings.
         let mut touched: u64 = 0;
+        let mut room = Room::default();
+        // A burst usually goes to one receiver: look each run of one destination MAC up once.
+        let mut last: Option<(Mac, Option<u16>)> = None;
         for pk in pending.iter().take(n).filter(|p| p.ok) {
-            let unicast =
-                if is_multicast(&pk.dst) { None } else { self.bridges[bridge].macs.lookup(&pk.dst, self.now) };
+            let unicast = match last {
+                Some((mac, port)) if mac == pk.dst => port,
+                _ => {
+                    let port =
+                        if is_multicast(&pk.dst) { None } else { self.bridges[bridge].macs.lookup(&pk.dst, self.now) };
+                    last = Some((pk.dst, port));
+                    port
+                }
+            };
             match unicast {
                 Some(o) if o as usize == s => {
                     self.ports[s].as_mut().expect("present").stats.drop_filtered += 1;
                 }
-                Some(o) => touched |= self.deliver(s, o as usize, &pk.chain),
+                Some(o) => touched |= self.deliver(s, o as usize, &pk.chain, &mut room),
                 None => {
                     for i in 0..self.bridges[bridge].members.len() {
                         let o = self.bridges[bridge].members[i] as usize;
                         if o != s {
-                            touched |= self.deliver(s, o, &pk.chain);
+                            touched |= self.deliver(s, o, &pk.chain, &mut room);
                         }
                     }
                 }
@@ -400,11 +413,13 @@ impl Switch {
     /// bit of `o` if its ring was written (to publish later), else 0. A fault in
     /// `o`'s ring resets `o` alone.
     #[inline]
-    fn deliver(&mut self, s: usize, o: usize, chain: &Chain) -> u64 {
-        match deliver_one(&mut self.ports, s, o, chain) {
+    fn deliver(&mut self, s: usize, o: usize, chain: &Chain, room: &mut Room) -> u64 {
+        match deliver_one(&mut self.ports, s, o, chain, room) {
             Ok(true) => 1 << o,
             Ok(false) => 0,
             Err(f) => {
+                // The port resets: what was counted of its ring no longer holds.
+                room.known &= !(1u64 << o);
                 if let Some(p) = self.ports[o].as_mut() {
                     p.backend.fault(&f.into());
                 }
@@ -414,8 +429,30 @@ impl Switch {
     }
 }
 
+/// Receive buffers each destination is known to have offered, per burst: a
+/// destination's avail index (a line its frontend keeps writing) is read once when
+/// the burst first reaches it and again only when that count runs out.
+struct Room {
+    /// Bit `o`: `left[o]` holds a count read during this burst.
+    known: u64,
+    /// Chains known available and not yet taken.
+    left: [u16; MAX_PORTS],
+}
+
+impl Default for Room {
+    fn default() -> Self {
+        Self { known: 0, left: [0; MAX_PORTS] }
+    }
+}
+
 #[inline]
-fn deliver_one(ports: &mut [Option<SwitchPort>], s: usize, o: usize, chain: &Chain) -> Result<bool, ChainFault> {
+fn deliver_one(
+    ports: &mut [Option<SwitchPort>],
+    s: usize,
+    o: usize,
+    chain: &Chain,
+    room: &mut Room,
+) -> Result<bool, ChainFault> {
     let Ok([Some(src), Some(dst)]) = ports.get_disjoint_mut([s, o]) else {
         return Ok(false);
     };
@@ -427,10 +464,16 @@ fn deliver_one(ports: &mut [Option<SwitchPort>], s: usize, o: usize, chain: &Cha
     };
     let (mem, q) = dev.mem_and_queue(GUEST_RX);
     let Some(q) = q else { return Ok(false) };
-    if q.available()? == 0 {
-        dst.stats.drop_ring_full += 1;
-        return Ok(false);
+    let bit = 1u64 << o;
+    if room.known & bit == 0 || room.left[o] == 0 {
+        room.left[o] = q.available()?;
+        room.known |= bit;
+        if room.left[o] == 0 {
+            dst.stats.drop_ring_full += 1;
+            return Ok(false);
+        }
     }
+    room.left[o] -= 1;
     let dc = q.pop(mem, true)?;
     if let Some(len) = copy_chain(mem, &dc, &RX_NET_HDR, src_mem, chain, NET_HDR) {
         q.push_used(dc.head, len);
