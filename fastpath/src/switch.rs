@@ -318,20 +318,28 @@ impl Switch {
                     return 0;
                 }
             };
-            let macs = &mut self.bridges[bridge].macs;
-            // A burst usually comes from one sender: learn each run of one source MAC once.
-            let mut learned: Option<Mac> = None;
+            // The ring lines and packets were written by the frontend's core: start every
+            // load of the burst before waiting on any (descriptors, then the headers).
+            q.prefetch(n as u16);
             for slot in pending.iter_mut().take(n) {
-                let c = match q.pop(mem, false) {
+                slot.chain = match q.pop(mem, false) {
                     Ok(c) => c,
                     Err(f) => {
                         sp.backend.fault(&f.into());
                         return 0;
                     }
                 };
+                if let Some(seg) = slot.chain.segs().first() {
+                    seg.prefetch();
+                }
+            }
+            let macs = &mut self.bridges[bridge].macs;
+            // A burst usually comes from one sender: learn each run of one source MAC once.
+            let mut learned: Option<Mac> = None;
+            for slot in pending.iter_mut().take(n) {
+                let c = slot.chain;
                 let mut eth = [0u8; 12];
                 let (got, _) = read_chain(mem, &c, NET_HDR, &mut eth);
-                slot.chain = c;
                 slot.ok = got == 12;
                 if !slot.ok {
                     sp.stats.rx_errors += 1;
@@ -472,6 +480,7 @@ fn deliver_one(
             dst.stats.drop_ring_full += 1;
             return Ok(false);
         }
+        q.prefetch(room.left[o].min(BURST as u16));
     }
     room.left[o] -= 1;
     let dc = q.pop(mem, true)?;

@@ -319,6 +319,11 @@ impl GuestSpan {
     pub fn is_empty(self) -> bool {
         self.len == 0
     }
+    /// Starts loading the span's first cache line (a hint).
+    #[inline(always)]
+    pub fn prefetch(self) {
+        crate::ring::prefetch(self.host);
+    }
 }
 
 /// Limit on regions in one table (ADD_MEM_REG can add up to this many).

@@ -133,6 +133,13 @@ impl DeviceQueue {
         Ok(ahead)
     }
 
+    /// Starts loading the descriptors of the next `n` available chains (a hint; call it
+    /// with what [`Self::available`] said before popping a burst).
+    #[inline]
+    pub fn prefetch(&self, n: u16) {
+        self.ring.prefetch_heads(self.last_avail, n);
+    }
+
     /// Takes the next available chain and walks it. `writable` says which
     /// direction the descriptors must have (true: the device writes).
     #[inline]
