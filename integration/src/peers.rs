@@ -80,11 +80,16 @@ pub fn require(test: &str, bins: &[&str], testpmd: bool) -> Option<Peers> {
     if missing.is_empty() {
         return Some(Peers { bins: dir, testpmd: tp });
     }
-    let reason = missing.join("; ");
+    skip_or_fail(test, &missing.join("; "));
+    None
+}
+
+/// A peer of `test` is missing (`reason`): panics if `FASTPATH_REQUIRE_PEERS=1`, else prints
+/// a loud SKIPPED block on stderr.
+pub(crate) fn skip_or_fail(test: &str, reason: &str) {
     assert!(!peers_required(), "{test}: FASTPATH_REQUIRE_PEERS=1 but a peer is missing: {reason}");
     // Straight to fd 2: libtest captures eprintln! of passing tests, and a skip must be seen.
     let stars = "*".repeat(72);
     let msg = format!("\n{stars}\nSKIPPED: {test}: {reason}\n{stars}\n");
     let _ = std::io::stderr().write_all(msg.as_bytes());
-    None
 }

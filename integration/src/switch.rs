@@ -1,4 +1,5 @@
-// fastpathd and fastpathctl: the port list with its counters (`fastpathctl_list`,
+// fastpathd and fastpathctl: fastpathd's command line and start (`fastpathd_args`,
+// `fastpathd_port`, `spawn_fastpathd`), the port list with its counters (`fastpathctl_list`,
 // `port_stat`), waiting for links (`wait_ports_up`), notes (`show_ports`) and the switch's
 // counters after a transfer (`check_switch_counters`).
 
@@ -9,12 +10,51 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{field, run_with_timeout, Peers, Verdict};
+use crate::{field, run_with_timeout, Peers, Proc, TestDir, Verdict};
+
+/// A fastpathd `--port` value: `BRIDGE:NAME:KIND:PATH` (KIND `vhost`: fastpathd listens on
+/// the socket `path`; `vhost-client`: it connects to it).
+pub fn fastpathd_port(bridge: &str, name: &str, kind: &str, path: &Path) -> String {
+    format!("{bridge}:{name}:{kind}:{}", path.display())
+}
+
+/// fastpathd's arguments in these tests: its polling worker on CPU 0, its control socket
+/// `ctl`, a `--bridge` for each of `bridges` (none: only fastpathd's default) and a
+/// `--port` for each of `ports` (see [`fastpathd_port`]).
+pub fn fastpathd_args(ctl: &Path, bridges: &[&str], ports: &[String]) -> Vec<String> {
+    let mut a: Vec<String> = vec!["--core".into(), "0".into(), "--ctl".into(), ctl.display().to_string()];
+    for b in bridges {
+        a.push("--bridge".into());
+        a.push((*b).to_string());
+    }
+    for p in ports {
+        a.push("--port".into());
+        a.push(p.clone());
+    }
+    a
+}
+
+/// Starts our fastpathd as `name` with [`fastpathd_args`]`(ctl, bridges, ports)`.
+pub fn spawn_fastpathd(
+    name: &str,
+    peers: &Peers,
+    dir: &TestDir,
+    ctl: &Path,
+    bridges: &[&str],
+    ports: &[String],
+) -> Proc {
+    Proc::spawn(name, dir, &peers.bin("fastpathd"), &fastpathd_args(ctl, bridges, ports), &[])
+}
 
 /// `fastpathctl --ctl CTL list --json`: the ports with their counters.
 pub fn fastpathctl_list(peers: &Peers, ctl: &Path) -> Result<Vec<Value>, String> {
+    fastpathctl_list_with(&peers.bin("fastpathctl"), ctl)
+}
+
+/// [`fastpathctl_list`] with the `fastpathctl` binary at `fastpathctl`.
+pub fn fastpathctl_list_with(fastpathctl: &Path, ctl: &Path) -> Result<Vec<Value>, String> {
     let out = run_with_timeout(
-        Command::new(peers.bin("fastpathctl")).arg("--ctl").arg(ctl).args(["list", "--json"]),
+        Command::new(fastpathctl).arg("--ctl").arg(ctl).args(["list", "--json"]),
         Duration::from_secs(5),
     )?;
     if !out.status.success() {

@@ -1,11 +1,11 @@
 // Finding what a guest test needs: QEMU (>= 8.0), the guest kernel folder, static busybox
 // and our static binaries (`require_guest`, `GuestPeers`, `is_static_elf`).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::{BUSYBOX, DEFAULT_KERNEL_DIR, QEMU};
-use crate::{peers_required, workspace_dir};
+use crate::peers::skip_or_fail;
+use crate::workspace_dir;
 
 // ---------------------------------------------------------------------------
 // Finding QEMU, the kernel, busybox and the static binaries.
@@ -138,10 +138,6 @@ pub fn require_guest(test: &str, bins: &[&str]) -> Option<GuestPeers> {
     if let (true, Some(qemu)) = (missing.is_empty(), qemu) {
         return Some(GuestPeers { qemu, kernel, bins: dir });
     }
-    let reason = missing.join("; ");
-    assert!(!peers_required(), "{test}: FASTPATH_REQUIRE_PEERS=1 but a peer is missing: {reason}");
-    let stars = "*".repeat(72);
-    let msg = format!("\n{stars}\nSKIPPED: {test}: {reason}\n{stars}\n");
-    let _ = std::io::stderr().write_all(msg.as_bytes());
+    skip_or_fail(test, &missing.join("; "));
     None
 }
