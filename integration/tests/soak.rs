@@ -7,7 +7,7 @@
 #[path = "hook_common/mod.rs"]
 mod hook_common;
 
-use integration::{Proc, TestDir};
+use integration::{fastpathd_args, fastpathd_port, Proc, TestDir};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -204,16 +204,7 @@ impl Soak {
             "fastpathd",
             &dir,
             &peers.fastpathd,
-            &[
-                "--ctl".into(),
-                ctl.display().to_string(),
-                "--core".into(),
-                "0".into(),
-                "--bridge".into(),
-                "br0".into(),
-                "--port".into(),
-                format!("br0:{SINK_PORT}:vhost:{}", sink_sock.display()),
-            ],
+            &fastpathd_args(&ctl, &["br0"], &[fastpathd_port("br0", SINK_PORT, "vhost", &sink_sock)]),
             &[],
         );
         assert!(

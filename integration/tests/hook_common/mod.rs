@@ -3,6 +3,7 @@
 //! Hook test helpers (used by `hook_*.rs` only).
 #![allow(dead_code, missing_docs)]
 
+use integration::fastpathd_args;
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -344,9 +345,7 @@ impl Fixture {
     pub fn start_switch(&mut self) {
         let log = File::create(self.dir.join("fastpathd.log")).unwrap();
         let child = Command::new(&self.peers.fastpathd)
-            .arg("--ctl")
-            .arg(&self.ctl)
-            .args(["--core", "0", "--bridge", "br0"])
+            .args(fastpathd_args(&self.ctl, &["br0"], &[]))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
