@@ -187,16 +187,7 @@ impl Soak {
         let state = dir.join("s");
         let ctl = dir.join("ctl.sock");
         let config = dir.join("hook.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "cores = \"{POOL}\"\nstate_dir = \"{}\"\nswitch_socket = \"{}\"\nlib_dir = \"{}\"\n",
-                state.display(),
-                ctl.display(),
-                dir.join("lib").display()
-            ),
-        )
-        .unwrap();
+        hook_common::write_hook_config(&config, POOL, &state, &ctl, &dir.join("lib"));
         let rootfs = dir.join("rootfs");
         hook_common::make_rootfs(&peers, &rootfs);
         let sink_sock = dir.join("sink.sock");

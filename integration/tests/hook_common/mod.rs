@@ -136,6 +136,21 @@ pub fn crun_hybrid_fix() -> Result<(), String> {
     }
 }
 
+/// Writes the hook's config `path`: core pool `pool`, state dir `state`, fastpathd's control
+/// socket `ctl`, the hook's library dir `lib`.
+pub fn write_hook_config(path: &Path, pool: &str, state: &Path, ctl: &Path, lib: &Path) {
+    std::fs::write(
+        path,
+        format!(
+            "cores = \"{pool}\"\nstate_dir = \"{}\"\nswitch_socket = \"{}\"\nlib_dir = \"{}\"\n",
+            state.display(),
+            ctl.display(),
+            lib.display()
+        ),
+    )
+    .unwrap();
+}
+
 /// Serialises against every other integration test (they share 2 CPUs).
 pub fn serial() -> Flock<File> {
     let f = File::options().create(true).truncate(false).write(true).open("/tmp/fastpath-integration.lock").unwrap();
@@ -295,16 +310,7 @@ impl Fixture {
         let state = dir.join("s");
         let ctl = dir.join("ctl.sock");
         let config = dir.join("hook.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "cores = \"{pool}\"\nstate_dir = \"{}\"\nswitch_socket = \"{}\"\nlib_dir = \"{}\"\n",
-                state.display(),
-                ctl.display(),
-                dir.join("lib").display()
-            ),
-        )
-        .unwrap();
+        write_hook_config(&config, pool, &state, &ctl, &dir.join("lib"));
         // What fastpath.io/inject mounts: a stand-in for libfastpath_net.so and its header.
         std::fs::create_dir_all(dir.join("lib")).unwrap();
         std::fs::write(dir.join("lib/libfastpath_net.so"), "not really a library\n").unwrap();
