@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use apps_common::{int, show, spec};
 use integration::{
-    app_flags, fastpathctl_list, require, serial, show_ports, stamp, wait_for_socket, wait_ports_up, Peers, Proc,
-    TestDir, Verdict, SETUP_TIMEOUT,
+    app_flags, fastpathctl_list, fastpathd_port, require, serial, show_ports, spawn_fastpathd, stamp, wait_for_socket,
+    wait_ports_up, Peers, Proc, TestDir, Verdict, SETUP_TIMEOUT,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -30,13 +30,9 @@ fn args(list: &[&str]) -> Vec<String> {
 
 /// fastpathd on CPU 0 with vhost ports `names` on br0 (sockets NAME.sock in `dir`).
 fn fastpathd(peers: &Peers, dir: &TestDir, ctl: &Path, names: &[&str]) -> Proc {
-    let mut a: Vec<String> =
-        vec!["--core".into(), "0".into(), "--ctl".into(), ctl.display().to_string(), "--bridge".into(), "br0".into()];
-    for n in names {
-        a.push("--port".into());
-        a.push(format!("br0:{n}:vhost:{}", dir.join(&format!("{n}.sock")).display()));
-    }
-    Proc::spawn("fastpathd", dir, &peers.bin("fastpathd"), &a, &[])
+    let ports: Vec<String> =
+        names.iter().map(|n| fastpathd_port("br0", n, "vhost", &dir.join(&format!("{n}.sock")))).collect();
+    spawn_fastpathd("fastpathd", peers, dir, ctl, &["br0"], &ports)
 }
 
 /// Waits for `client` to exit successfully within CLIENT_TIMEOUT; its JSON.

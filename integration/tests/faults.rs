@@ -4,26 +4,23 @@
 //! Crash and stall tests for fastpathd.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use integration::{require, serial, wait_for_socket, wait_until, Proc, TestDir};
+use integration::{
+    fastpathctl_list, fastpathd_port, port_stat, require, serial, spawn_fastpathd, wait_for_socket, wait_until, Peers,
+    Proc, TestDir,
+};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
 const BINS: &[&str] = &["fastpathd", "fastpathctl", "pktgen", "sink"];
 
-fn list(bins: &Path, ctl: &Path) -> Vec<Value> {
-    let out = Command::new(bins.join("fastpathctl"))
-        .args(["--ctl", ctl.to_str().expect("utf8"), "list", "--json"])
-        .output()
-        .expect("run fastpathctl");
-    assert!(out.status.success(), "fastpathctl list: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice::<Value>(&out.stdout).expect("list json").as_array().cloned().unwrap_or_default()
+fn list(peers: &Peers, ctl: &Path) -> Vec<Value> {
+    fastpathctl_list(peers, ctl).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn stat(ports: &[Value], name: &str, key: &str) -> u64 {
-    ports.iter().find(|p| p["name"] == name).and_then(|p| p["stats"][key].as_u64()).unwrap_or(0)
+    port_stat(ports, name, key).unwrap_or(0)
 }
 
 fn macs(ports: &[Value], name: &str) -> usize {
@@ -53,32 +50,23 @@ fn frontend_killed_mid_traffic_leaks_nothing() {
     let bins = peers.bin("");
     let dir = TestDir::new("kill");
     let (ctl, a, b) = (dir.join("ctl.sock"), dir.join("a.sock"), dir.join("b.sock"));
-    let sw_args = [
-        "--core".to_string(),
-        "0".into(),
-        "--ctl".into(),
-        ctl.display().to_string(),
-        "--port".into(),
-        format!("br0:a:vhost:{}", a.display()),
-        "--port".into(),
-        format!("br0:b:vhost:{}", b.display()),
-    ];
-    let mut sw = Proc::spawn("fastpathd", &dir, &bins.join("fastpathd"), &sw_args, &[]);
+    let ports = [fastpathd_port("br0", "a", "vhost", &a), fastpathd_port("br0", "b", "vhost", &b)];
+    let mut sw = spawn_fastpathd("fastpathd", &peers, &dir, &ctl, &[], &ports);
     assert!(wait_for_socket(&ctl, Duration::from_secs(10)) && wait_for_socket(&b, Duration::from_secs(10)));
     std::thread::sleep(Duration::from_millis(300));
     let before = resources(sw.pid());
     let mut sink = app("sink", &dir, &bins, &["--port", &format!("vu:{}", a.display()), "--check"]);
     let mut gen = app("pktgen", &dir, &bins, &["--port", &format!("vu:{}", b.display()), "--rate", "100000"]);
-    let flowing = wait_until(Duration::from_secs(20), || stat(&list(&bins, &ctl), "a", "tx_packets") > 10_000);
-    assert!(flowing, "no traffic through the switch: {:?}", list(&bins, &ctl));
+    let flowing = wait_until(Duration::from_secs(20), || stat(&list(&peers, &ctl), "a", "tx_packets") > 10_000);
+    assert!(flowing, "no traffic through the switch: {:?}", list(&peers, &ctl));
     let during = resources(sw.pid());
-    assert!(macs(&list(&bins, &ctl), "b") == 1, "pktgen's MAC not learned on b: {:?}", list(&bins, &ctl));
+    assert!(macs(&list(&peers, &ctl), "b") == 1, "pktgen's MAC not learned on b: {:?}", list(&peers, &ctl));
     gen.kill();
     let gone = wait_until(Duration::from_secs(5), || {
-        let l = list(&bins, &ctl);
+        let l = list(&peers, &ctl);
         stat(&l, "b", "link_up") == 0 && macs(&l, "b") == 0
     });
-    assert!(gone, "port b still up or its MAC still learned after pktgen was killed: {:?}", list(&bins, &ctl));
+    assert!(gone, "port b still up or its MAC still learned after pktgen was killed: {:?}", list(&peers, &ctl));
     sink.kill();
     let back = wait_until(Duration::from_secs(5), || resources(sw.pid()) == before);
     let after = resources(sw.pid());
@@ -103,29 +91,20 @@ fn switch_restart_under_traffic_resumes() {
         app("sink", &dir, &bins, &["--port", &format!("vu-server:{}", a.display()), "--check", "--idle-exit", "5"]);
     let mut gen = app("pktgen", &dir, &bins, &["--port", &format!("vu-server:{}", b.display()), "--rate", "50000"]);
     assert!(wait_for_socket(&a, Duration::from_secs(10)) && wait_for_socket(&b, Duration::from_secs(10)));
-    let sw_args = [
-        "--core".to_string(),
-        "0".into(),
-        "--ctl".into(),
-        ctl.display().to_string(),
-        "--port".into(),
-        format!("br0:a:vhost-client:{}", a.display()),
-        "--port".into(),
-        format!("br0:b:vhost-client:{}", b.display()),
-    ];
-    let mut sw = Proc::spawn("fastpathd-1", &dir, &bins.join("fastpathd"), &sw_args, &[]);
+    let ports = [fastpathd_port("br0", "a", "vhost-client", &a), fastpathd_port("br0", "b", "vhost-client", &b)];
+    let mut sw = spawn_fastpathd("fastpathd-1", &peers, &dir, &ctl, &[], &ports);
     assert!(wait_for_socket(&ctl, Duration::from_secs(10)));
-    let flowing = wait_until(Duration::from_secs(20), || stat(&list(&bins, &ctl), "a", "tx_packets") > 20_000);
-    assert!(flowing, "no traffic before the restart: {:?}", list(&bins, &ctl));
+    let flowing = wait_until(Duration::from_secs(20), || stat(&list(&peers, &ctl), "a", "tx_packets") > 20_000);
+    assert!(flowing, "no traffic before the restart: {:?}", list(&peers, &ctl));
     sw.kill();
     // A killed switch leaves its control socket file behind: wait for the new one.
     let _ = std::fs::remove_file(&ctl);
     let t0 = Instant::now();
-    let mut sw2 = Proc::spawn("fastpathd-2", &dir, &bins.join("fastpathd"), &sw_args, &[]);
+    let mut sw2 = spawn_fastpathd("fastpathd-2", &peers, &dir, &ctl, &[], &ports);
     assert!(wait_for_socket(&ctl, Duration::from_secs(10)));
-    let resumed = wait_until(Duration::from_secs(20), || stat(&list(&bins, &ctl), "a", "tx_packets") > 1000);
+    let resumed = wait_until(Duration::from_secs(20), || stat(&list(&peers, &ctl), "a", "tx_packets") > 1000);
     let resume_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    assert!(resumed, "traffic did not resume within 20 s of the restart: {:?}", list(&bins, &ctl));
+    assert!(resumed, "traffic did not resume within 20 s of the restart: {:?}", list(&peers, &ctl));
     eprintln!("fastpathd restarted under traffic: traffic resumed {resume_ms:.0} ms after the new switch started");
     std::thread::sleep(Duration::from_millis(500));
     gen.stop(Signal::SIGINT, Duration::from_secs(5));
@@ -146,14 +125,11 @@ fn stalled_consumer_drops_on_its_own_port_only() {
     let dir = TestDir::new("stall");
     let ctl = dir.join("ctl.sock");
     let s = |n: &str| dir.join(&format!("{n}.sock"));
-    let mut sw_args = vec!["--core".to_string(), "0".into(), "--ctl".into(), ctl.display().to_string()];
-    for b in ["br0", "br1"] {
-        sw_args.extend(["--bridge".to_string(), b.to_string()]);
-    }
-    for (br, n) in [("br0", "g1"), ("br0", "s1"), ("br1", "g2"), ("br1", "s2")] {
-        sw_args.extend(["--port".to_string(), format!("{br}:{n}:vhost:{}", s(n).display())]);
-    }
-    let _sw = Proc::spawn("fastpathd", &dir, &bins.join("fastpathd"), &sw_args, &[]);
+    let ports: Vec<String> = [("br0", "g1"), ("br0", "s1"), ("br1", "g2"), ("br1", "s2")]
+        .iter()
+        .map(|&(br, n)| fastpathd_port(br, n, "vhost", &s(n)))
+        .collect();
+    let _sw = spawn_fastpathd("fastpathd", &peers, &dir, &ctl, &["br0", "br1"], &ports);
     assert!(wait_for_socket(&ctl, Duration::from_secs(10)) && wait_for_socket(&s("s2"), Duration::from_secs(10)));
     let mut s1 = app("sink1", &dir, &bins, &["--port", &format!("vu:{}", s("s1").display())]);
     let mut s2 =
@@ -167,11 +143,11 @@ fn stalled_consumer_drops_on_its_own_port_only() {
         &bins,
         &["--port", &format!("vu:{}", s("g2").display()), "--rate", "50000", "--count", &n2.to_string()],
     );
-    assert!(wait_until(Duration::from_secs(20), || stat(&list(&bins, &ctl), "s1", "tx_packets") > 10_000));
+    assert!(wait_until(Duration::from_secs(20), || stat(&list(&peers, &ctl), "s1", "tx_packets") > 10_000));
     // sink1 stops reading: its ring fills, the switch must drop for it alone.
     s1.signal(Signal::SIGSTOP);
-    let dropping = wait_until(Duration::from_secs(10), || stat(&list(&bins, &ctl), "s1", "drop_ring_full") > 20_000);
-    let l = list(&bins, &ctl);
+    let dropping = wait_until(Duration::from_secs(10), || stat(&list(&peers, &ctl), "s1", "drop_ring_full") > 20_000);
+    let l = list(&peers, &ctl);
     s1.signal(Signal::SIGCONT);
     assert!(dropping, "no drops counted on the stalled port: {l:?}");
     let g2_done = g2.wait_timeout(Duration::from_secs(30));
@@ -185,7 +161,7 @@ fn stalled_consumer_drops_on_its_own_port_only() {
     g1.stop(Signal::SIGINT, Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(300));
     // Counters add up: what the switch took from g1 went to s1 or was dropped with a reason.
-    let l = list(&bins, &ctl);
+    let l = list(&peers, &ctl);
     let taken = stat(&l, "g1", "rx_packets");
     let delivered = stat(&l, "s1", "tx_packets");
     let dropped = stat(&l, "s1", "drop_ring_full") + stat(&l, "s1", "drop_too_big");

@@ -5,9 +5,11 @@
 #![allow(clippy::many_single_char_names)]
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use integration::{bin_dir, fastpathctl_list_with, fastpathd_args, fastpathd_port, port_entry};
 
 const CASES: &[(&str, &str)] = &[
     ("short-payload", "payload of 4 bytes"),
@@ -30,13 +32,6 @@ const CASES: &[(&str, &str)] = &[
     ("outside", "outside the frontend's memory"),
     ("used-scribble", ""),
 ];
-
-fn bin_dir() -> PathBuf {
-    std::env::var_os("FASTPATH_BIN_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").join("target/release"),
-        PathBuf::from,
-    )
-}
 
 /// Kills the child's process when dropped.
 struct Proc(Child);
@@ -62,17 +57,12 @@ fn wait_path(p: &Path) {
     }
 }
 
-fn ctl_list(ctl: &Path) -> serde_json::Value {
-    let out = Command::new(bin_dir().join("fastpathctl"))
-        .args(["--ctl", ctl.to_str().expect("utf8"), "list", "--json"])
-        .output()
-        .expect("fastpathctl");
-    assert!(out.status.success(), "fastpathctl list failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("list json")
+fn ctl_list(ctl: &Path) -> Vec<serde_json::Value> {
+    fastpathctl_list_with(&bin_dir().join("fastpathctl"), ctl).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn port<'a>(list: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    list.as_array().expect("array").iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no port {name}"))
+fn port<'a>(list: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    port_entry(list, name).unwrap_or_else(|| panic!("no port {name}"))
 }
 
 #[test]
@@ -90,26 +80,16 @@ fn hostile_frontends_reset_only_their_port() {
     std::fs::create_dir_all(&dir).expect("tmp dir");
     let path = |n: &str| dir.join(n).to_str().expect("utf8").to_string();
     let (ctl, a, b, h) = (path("ctl.sock"), path("a.sock"), path("b.sock"), path("h.sock"));
-    let mut sw = spawn(
-        "fastpathd",
+    let sw_args = fastpathd_args(
+        Path::new(&ctl),
+        &["br0", "br1"],
         &[
-            "--core",
-            "0",
-            "--ctl",
-            &ctl,
-            "--port",
-            &format!("br0:a:vhost:{a}"),
-            "--port",
-            &format!("br0:b:vhost:{b}"),
-            "--port",
-            &format!("br1:h:vhost:{h}"),
-            "--bridge",
-            "br0",
-            "--bridge",
-            "br1",
+            fastpathd_port("br0", "a", "vhost", Path::new(&a)),
+            fastpathd_port("br0", "b", "vhost", Path::new(&b)),
+            fastpathd_port("br1", "h", "vhost", Path::new(&h)),
         ],
-        false,
     );
+    let mut sw = spawn("fastpathd", &sw_args.iter().map(String::as_str).collect::<Vec<_>>(), false);
     let log = sw.0.stderr.take().expect("stderr");
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let l2 = std::sync::Arc::clone(&lines);

@@ -3,35 +3,14 @@
 // connecting (`vhost-client:`) to apps that listen (`vu-server:`).
 //! Interop: netlib virtio-user ↔ fastpathd ↔ netlib virtio-user.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use integration::{
-    check_switch_counters, fastpathctl_list, finish_transfer, pktgen_args, require, serial, show_ports, sink_args,
-    stamp, wait_for_socket, wait_ports_up, Peers, Proc, TestDir, Verdict, FRAMES, SETUP_TIMEOUT,
+    check_switch_counters, fastpathctl_list, fastpathd_port, finish_transfer, pktgen_args, require, serial, show_ports,
+    sink_args, spawn_fastpathd, stamp, wait_for_socket, wait_ports_up, Peers, Proc, TestDir, Verdict, FRAMES,
+    SETUP_TIMEOUT,
 };
 use nix::sys::signal::Signal;
-
-fn fastpathd(peers: &Peers, dir: &TestDir, ctl: &Path, kind: &str, p: &Path, s: &Path) -> Proc {
-    Proc::spawn(
-        "fastpathd",
-        dir,
-        &peers.bin("fastpathd"),
-        &[
-            "--core".to_string(),
-            "0".into(),
-            "--ctl".into(),
-            ctl.display().to_string(),
-            "--bridge".into(),
-            "br0".into(),
-            "--port".into(),
-            format!("br0:p:{kind}:{}", p.display()),
-            "--port".into(),
-            format!("br0:s:{kind}:{}", s.display()),
-        ],
-        &[],
-    )
-}
 
 /// One run. `switch_listens`: fastpathd `vhost:` and apps `vu:`; else fastpathd
 /// `vhost-client:` and apps `vu-server:`.
@@ -42,10 +21,12 @@ fn run(test: &str, peers: &Peers, switch_listens: bool) {
     let (p, s) = (dir.join("p.sock"), dir.join("s.sock"));
     let mut v = Verdict::new(test);
     let app = if switch_listens { "vu" } else { "vu-server" };
+    let kind = if switch_listens { "vhost" } else { "vhost-client" };
+    let ports = [fastpathd_port("br0", "p", kind, &p), fastpathd_port("br0", "s", kind, &s)];
     // Only the pollers that spin get a CPU of their own: fastpathd on CPU 0;
     // pktgen and sink sleep when idle.
     let (mut fpd, mut sink) = if switch_listens {
-        let mut fpd = fastpathd(peers, &dir, &ctl, "vhost", &p, &s);
+        let mut fpd = spawn_fastpathd("fastpathd", peers, &dir, &ctl, &["br0"], &ports);
         for sock in [&ctl, &p, &s] {
             if !wait_for_socket(sock, SETUP_TIMEOUT) {
                 v.abort(
@@ -68,7 +49,7 @@ fn run(test: &str, peers: &Peers, switch_listens: bool) {
                 &mut [&mut sink],
             );
         }
-        let mut fpd = fastpathd(peers, &dir, &ctl, "vhost-client", &p, &s);
+        let mut fpd = spawn_fastpathd("fastpathd", peers, &dir, &ctl, &["br0"], &ports);
         if !wait_for_socket(&ctl, SETUP_TIMEOUT) {
             v.abort(
                 format!(

@@ -7,7 +7,7 @@
 #[path = "hook_common/mod.rs"]
 mod hook_common;
 
-use integration::{Proc, TestDir};
+use integration::{fastpathd_args, fastpathd_port, Proc, TestDir};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -187,16 +187,7 @@ impl Soak {
         let state = dir.join("s");
         let ctl = dir.join("ctl.sock");
         let config = dir.join("hook.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "cores = \"{POOL}\"\nstate_dir = \"{}\"\nswitch_socket = \"{}\"\nlib_dir = \"{}\"\n",
-                state.display(),
-                ctl.display(),
-                dir.join("lib").display()
-            ),
-        )
-        .unwrap();
+        hook_common::write_hook_config(&config, POOL, &state, &ctl, &dir.join("lib"));
         let rootfs = dir.join("rootfs");
         hook_common::make_rootfs(&peers, &rootfs);
         let sink_sock = dir.join("sink.sock");
@@ -204,16 +195,7 @@ impl Soak {
             "fastpathd",
             &dir,
             &peers.fastpathd,
-            &[
-                "--ctl".into(),
-                ctl.display().to_string(),
-                "--core".into(),
-                "0".into(),
-                "--bridge".into(),
-                "br0".into(),
-                "--port".into(),
-                format!("br0:{SINK_PORT}:vhost:{}", sink_sock.display()),
-            ],
+            &fastpathd_args(&ctl, &["br0"], &[fastpathd_port("br0", SINK_PORT, "vhost", &sink_sock)]),
             &[],
         );
         assert!(

@@ -7,9 +7,9 @@
 use std::time::{Duration, Instant};
 
 use integration::{
-    check_switch_counters, check_testpmd_forwarded, fastpathctl_list, finish_transfer, pktgen_args, require, serial,
-    show_ports, sink_args, stamp, wait_for_socket, wait_ports_up, Proc, TestDir, Testpmd, Verdict, FRAMES, QUEUE_SIZE,
-    SETUP_TIMEOUT,
+    check_switch_counters, check_testpmd_forwarded, fastpathctl_list, fastpathd_port, finish_transfer, pktgen_args,
+    require, serial, show_ports, sink_args, spawn_fastpathd, stamp, wait_for_socket, wait_ports_up, Proc, TestDir,
+    Testpmd, Verdict, FRAMES, QUEUE_SIZE, SETUP_TIMEOUT,
 };
 use nix::sys::signal::Signal;
 
@@ -27,29 +27,18 @@ fn testpmd_virtio_user_to_fastpathd() {
 
     // The switch listens on all four sockets; its polling worker has CPU 0,
     // testpmd's forwarding core CPU 1; pktgen and sink sleep when idle.
-    let mut fpd = Proc::spawn(
+    let mut fpd = spawn_fastpathd(
         "fastpathd",
+        &peers,
         &dir,
-        &peers.bin("fastpathd"),
+        &ctl,
+        &["br0", "br1"],
         &[
-            "--core".to_string(),
-            "0".into(),
-            "--ctl".into(),
-            ctl.display().to_string(),
-            "--bridge".into(),
-            "br0".into(),
-            "--bridge".into(),
-            "br1".into(),
-            "--port".into(),
-            format!("br0:p:vhost:{}", p_sock.display()),
-            "--port".into(),
-            format!("br0:a:vhost:{}", a_sock.display()),
-            "--port".into(),
-            format!("br1:b:vhost:{}", b_sock.display()),
-            "--port".into(),
-            format!("br1:s:vhost:{}", s_sock.display()),
+            fastpathd_port("br0", "p", "vhost", &p_sock),
+            fastpathd_port("br0", "a", "vhost", &a_sock),
+            fastpathd_port("br1", "b", "vhost", &b_sock),
+            fastpathd_port("br1", "s", "vhost", &s_sock),
         ],
-        &[],
     );
     for sock in [&ctl, &p_sock, &a_sock, &b_sock, &s_sock] {
         if !wait_for_socket(sock, SETUP_TIMEOUT) {

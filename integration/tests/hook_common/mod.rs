@@ -3,6 +3,7 @@
 //! Hook test helpers (used by `hook_*.rs` only).
 #![allow(dead_code, missing_docs)]
 
+use integration::fastpathd_args;
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -133,6 +134,21 @@ pub fn crun_hybrid_fix() -> Result<(), String> {
     } else {
         Err(format!("binding hugetlb to a v1 hierarchy failed: {}", String::from_utf8_lossy(&out.stderr)))
     }
+}
+
+/// Writes the hook's config `path`: core pool `pool`, state dir `state`, fastpathd's control
+/// socket `ctl`, the hook's library dir `lib`.
+pub fn write_hook_config(path: &Path, pool: &str, state: &Path, ctl: &Path, lib: &Path) {
+    std::fs::write(
+        path,
+        format!(
+            "cores = \"{pool}\"\nstate_dir = \"{}\"\nswitch_socket = \"{}\"\nlib_dir = \"{}\"\n",
+            state.display(),
+            ctl.display(),
+            lib.display()
+        ),
+    )
+    .unwrap();
 }
 
 /// Serialises against every other integration test (they share 2 CPUs).
@@ -294,16 +310,7 @@ impl Fixture {
         let state = dir.join("s");
         let ctl = dir.join("ctl.sock");
         let config = dir.join("hook.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "cores = \"{pool}\"\nstate_dir = \"{}\"\nswitch_socket = \"{}\"\nlib_dir = \"{}\"\n",
-                state.display(),
-                ctl.display(),
-                dir.join("lib").display()
-            ),
-        )
-        .unwrap();
+        write_hook_config(&config, pool, &state, &ctl, &dir.join("lib"));
         // What fastpath.io/inject mounts: a stand-in for libfastpath_net.so and its header.
         std::fs::create_dir_all(dir.join("lib")).unwrap();
         std::fs::write(dir.join("lib/libfastpath_net.so"), "not really a library\n").unwrap();
@@ -344,9 +351,7 @@ impl Fixture {
     pub fn start_switch(&mut self) {
         let log = File::create(self.dir.join("fastpathd.log")).unwrap();
         let child = Command::new(&self.peers.fastpathd)
-            .arg("--ctl")
-            .arg(&self.ctl)
-            .args(["--core", "0", "--bridge", "br0"])
+            .args(fastpathd_args(&self.ctl, &["br0"], &[]))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

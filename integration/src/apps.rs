@@ -1,0 +1,112 @@
+// Our packet programs in these tests: the command lines of pktgen and sink (`app_flags`,
+// `pktgen_args`, `sink_args`) and the check of a one-way transfer (`finish_transfer`).
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use crate::{
+    check_sink, field, stamp, Proc, Verdict, IDLE_SLEEP_US, QUEUE_SIZE, RATE, RUN_TIMEOUT, SETUP_TIMEOUT,
+    SINK_IDLE_EXIT_SECS,
+};
+
+/// Flags every one of our packet programs gets in these tests.
+pub fn app_flags() -> Vec<String> {
+    vec![
+        "--queue-size".into(),
+        QUEUE_SIZE.to_string(),
+        // More buffers than a full receive ring plus a full transmit ring: with
+        // the default 8192 and 4096-entry rings, pktgen's pool runs dry when its
+        // peer stalls and pktgen never calls tx_burst (which reclaims) again.
+        "--nbufs".into(),
+        (4 * QUEUE_SIZE).to_string(),
+        "--idle-sleep-us".into(),
+        IDLE_SLEEP_US.to_string(),
+        "--link-timeout".into(),
+        SETUP_TIMEOUT.as_secs().to_string(),
+        "--json".into(),
+        "--quiet".into(),
+    ]
+}
+
+/// `pktgen` arguments: `n` 64-byte frames at `RATE` on `port`.
+pub fn pktgen_args(port: &str, n: u64) -> Vec<String> {
+    let mut v: Vec<String> = ["--port", port, "--size", "64", "--count"].map(String::from).to_vec();
+    v.push(n.to_string());
+    v.push("--rate".into());
+    v.push(RATE.to_string());
+    v.extend(app_flags());
+    v
+}
+
+/// `sink --check` arguments: stop after `n` frames or `SINK_IDLE_EXIT_SECS` of silence.
+pub fn sink_args(port: &str, n: u64) -> Vec<String> {
+    let mut v: Vec<String> = ["--port", port, "--check", "--count"].map(String::from).to_vec();
+    v.push(n.to_string());
+    v.push("--idle-exit".into());
+    v.push(SINK_IDLE_EXIT_SECS.to_string());
+    v.extend(app_flags());
+    v
+}
+
+/// Waits for pktgen to finish, then for the sink (asking it to stop with
+/// SIGINT, so it still prints its result, if it is still waiting for frames
+/// that will never come); checks pktgen sent `n` and the sink got all `n` intact
+/// and in order. Returns the sink's JSON.
+pub fn finish_transfer(v: &mut Verdict, pktgen: &mut Proc, sink: &mut Proc, n: u64) -> Option<Value> {
+    match pktgen.wait_timeout(RUN_TIMEOUT) {
+        None => {
+            v.fail(format!(
+                "pktgen: expected it to send {n} frames and exit within {RUN_TIMEOUT:?}; it was still running"
+            ));
+            pktgen.stop(Signal::SIGINT, Duration::from_secs(3));
+        }
+        Some(s) if !s.success() => v.fail(format!("pktgen: expected exit status 0, got {s}")),
+        Some(_) => {}
+    }
+    let pj = pktgen.last_json();
+    v.check(pj.as_ref().and_then(|j| field(j, "sent")) == Some(n), || {
+        format!(
+            "pktgen: expected \"sent\":{n} in its JSON result, got {}",
+            pj.as_ref().map_or("no JSON line".into(), Value::to_string)
+        )
+    });
+    // The sink exits at n frames; if some were lost it waits SINK_IDLE_EXIT_SECS of silence.
+    if sink.wait_timeout(Duration::from_secs(u64::from(SINK_IDLE_EXIT_SECS) + 3)).is_none() {
+        v.fail(format!(
+            "sink: expected it to exit after {n} frames or {SINK_IDLE_EXIT_SECS} s of silence; it was still running \
+             (stopped with SIGINT)"
+        ));
+        sink.stop(Signal::SIGINT, Duration::from_secs(3));
+    }
+    if let Some(s) = sink.try_status().filter(|s| !s.success()) {
+        v.fail(format!("sink: expected exit status 0, got {s}"));
+    }
+    let sj = sink.last_json();
+    v.check_result(check_sink(sj.as_ref(), n));
+    if let Some(j) = &sj {
+        let next = field(j, "next_seq").unwrap_or(n);
+        let tail_only = next < n
+            && field(j, "received") == Some(next)
+            && field(j, "lost") == Some(0)
+            && field(j, "reordered") == Some(0)
+            && field(j, "bad") == Some(0);
+        if tail_only {
+            v.note(format!(
+                "hint: exactly the last {} frames are missing (sequence {next}..{n}): pktgen exits as soon as its \
+                 last tx_burst returns, without waiting for its peer to take the frames still in its TX ring; \
+                 they are lost when the connection closes (more likely when the peer's CPU is busy)",
+                n - next
+            ));
+        }
+    }
+    eprintln!(
+        "[{}] pktgen: {}\n[{}] sink: {}",
+        stamp(),
+        pj.map_or("-".into(), |j| j.to_string()),
+        stamp(),
+        sj.as_ref().map_or("-".into(), Value::to_string)
+    );
+    sj
+}

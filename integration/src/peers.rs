@@ -1,0 +1,95 @@
+// Locating our binaries and the peers (dpdk-testpmd): `bin_dir`, `require` (skip, or fail
+// with FASTPATH_REQUIRE_PEERS=1, when something is missing) and the `Peers` it returns.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The workspace root (parent of this crate's manifest dir).
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the integration crate lives in the workspace").to_path_buf()
+}
+
+/// Where our binaries are: `$FASTPATH_BIN_DIR`, else `<workspace>/target/release`.
+pub fn bin_dir() -> PathBuf {
+    match std::env::var_os("FASTPATH_BIN_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => workspace_dir().join("target").join("release"),
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| is_executable(p))
+}
+
+/// The binaries and peers a test found.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    bins: PathBuf,
+    testpmd: Option<PathBuf>,
+}
+
+impl Peers {
+    /// Path of one of our binaries.
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.bins.join(name)
+    }
+
+    /// Path of `dpdk-testpmd` (the test asked for it).
+    pub fn testpmd(&self) -> &Path {
+        self.testpmd.as_deref().expect("the test did not ask for testpmd in require()")
+    }
+}
+
+/// Whether a missing peer is a failure (`FASTPATH_REQUIRE_PEERS=1`) or a skip.
+pub fn peers_required() -> bool {
+    std::env::var("FASTPATH_REQUIRE_PEERS").is_ok_and(|v| v == "1")
+}
+
+/// Finds our binaries `bins` and (if `testpmd`) `dpdk-testpmd` (`$FASTPATH_TESTPMD`
+/// or `PATH`). When something is missing: panics if `FASTPATH_REQUIRE_PEERS=1`,
+/// else prints a loud SKIPPED line on stderr and returns `None`.
+pub fn require(test: &str, bins: &[&str], testpmd: bool) -> Option<Peers> {
+    let dir = bin_dir();
+    let mut missing = Vec::new();
+    let absent: Vec<&str> = bins.iter().copied().filter(|b| !is_executable(&dir.join(b))).collect();
+    if !absent.is_empty() {
+        missing.push(format!(
+            "{} not found in {} (build with `cargo build --release --workspace`, or set FASTPATH_BIN_DIR)",
+            absent.join(", "),
+            dir.display()
+        ));
+    }
+    let tp = if testpmd {
+        let found = match std::env::var_os("FASTPATH_TESTPMD") {
+            Some(p) if !p.is_empty() => Some(PathBuf::from(p)).filter(|p| is_executable(p)),
+            _ => find_in_path("dpdk-testpmd"),
+        };
+        if found.is_none() {
+            missing.push("dpdk-testpmd not found in PATH or $FASTPATH_TESTPMD (apt-get install dpdk-dev)".into());
+        }
+        found
+    } else {
+        None
+    };
+    if missing.is_empty() {
+        return Some(Peers { bins: dir, testpmd: tp });
+    }
+    skip_or_fail(test, &missing.join("; "));
+    None
+}
+
+/// A peer of `test` is missing (`reason`): panics if `FASTPATH_REQUIRE_PEERS=1`, else prints
+/// a loud SKIPPED block on stderr.
+pub(crate) fn skip_or_fail(test: &str, reason: &str) {
+    assert!(!peers_required(), "{test}: FASTPATH_REQUIRE_PEERS=1 but a peer is missing: {reason}");
+    // Straight to fd 2: libtest captures eprintln! of passing tests, and a skip must be seen.
+    let stars = "*".repeat(72);
+    let msg = format!("\n{stars}\nSKIPPED: {test}: {reason}\n{stars}\n");
+    let _ = std::io::stderr().write_all(msg.as_bytes());
+}

@@ -1,0 +1,153 @@
+// fastpathd and fastpathctl: fastpathd's command line and start (`fastpathd_args`,
+// `fastpathd_port`, `spawn_fastpathd`), the port list with its counters (`fastpathctl_list`,
+// `port_stat`), waiting for links (`wait_ports_up`), notes (`show_ports`) and the switch's
+// counters after a transfer (`check_switch_counters`).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{field, run_with_timeout, Peers, Proc, TestDir, Verdict};
+
+/// A fastpathd `--port` value: `BRIDGE:NAME:KIND:PATH` (KIND `vhost`: fastpathd listens on
+/// the socket `path`; `vhost-client`: it connects to it).
+pub fn fastpathd_port(bridge: &str, name: &str, kind: &str, path: &Path) -> String {
+    format!("{bridge}:{name}:{kind}:{}", path.display())
+}
+
+/// fastpathd's arguments in these tests: its polling worker on CPU 0, its control socket
+/// `ctl`, a `--bridge` for each of `bridges` (none: only fastpathd's default) and a
+/// `--port` for each of `ports` (see [`fastpathd_port`]).
+pub fn fastpathd_args(ctl: &Path, bridges: &[&str], ports: &[String]) -> Vec<String> {
+    let mut a: Vec<String> = vec!["--core".into(), "0".into(), "--ctl".into(), ctl.display().to_string()];
+    for b in bridges {
+        a.push("--bridge".into());
+        a.push((*b).to_string());
+    }
+    for p in ports {
+        a.push("--port".into());
+        a.push(p.clone());
+    }
+    a
+}
+
+/// Starts our fastpathd as `name` with [`fastpathd_args`]`(ctl, bridges, ports)`.
+pub fn spawn_fastpathd(
+    name: &str,
+    peers: &Peers,
+    dir: &TestDir,
+    ctl: &Path,
+    bridges: &[&str],
+    ports: &[String],
+) -> Proc {
+    Proc::spawn(name, dir, &peers.bin("fastpathd"), &fastpathd_args(ctl, bridges, ports), &[])
+}
+
+/// `fastpathctl --ctl CTL list --json`: the ports with their counters.
+pub fn fastpathctl_list(peers: &Peers, ctl: &Path) -> Result<Vec<Value>, String> {
+    fastpathctl_list_with(&peers.bin("fastpathctl"), ctl)
+}
+
+/// [`fastpathctl_list`] with the `fastpathctl` binary at `fastpathctl`.
+pub fn fastpathctl_list_with(fastpathctl: &Path, ctl: &Path) -> Result<Vec<Value>, String> {
+    let out = run_with_timeout(
+        Command::new(fastpathctl).arg("--ctl").arg(ctl).args(["list", "--json"]),
+        Duration::from_secs(5),
+    )?;
+    if !out.status.success() {
+        return Err(format!(
+            "fastpathctl list --json: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Array(a)) => Ok(a),
+        Ok(other) => Err(format!("fastpathctl list --json: expected a JSON array, got {other}")),
+        Err(e) => Err(format!("fastpathctl list --json: not JSON ({e}): {text}")),
+    }
+}
+
+/// The entry of port `name` in a `list`.
+pub fn port_entry<'a>(list: &'a [Value], name: &str) -> Option<&'a Value> {
+    list.iter().find(|p| p.get("name").and_then(Value::as_str) == Some(name))
+}
+
+/// A counter of port `name` (`stats.KEY`) in a `list`.
+pub fn port_stat(list: &[Value], name: &str, key: &str) -> Option<u64> {
+    port_entry(list, name).and_then(|p| p.get("stats")).and_then(|s| field(s, key))
+}
+
+fn port_up(list: &[Value], name: &str) -> bool {
+    port_entry(list, name).and_then(|p| p.get("stats")).and_then(|s| s.get("link_up")).and_then(Value::as_bool)
+        == Some(true)
+}
+
+/// Waits until fastpathd reports link up on every port of `names`.
+pub fn wait_ports_up(peers: &Peers, ctl: &Path, names: &[&str], t: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + t;
+    loop {
+        let list = fastpathctl_list(peers, ctl);
+        if let Ok(l) = &list {
+            if names.iter().all(|n| port_up(l, n)) {
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            let shown = match list {
+                Ok(l) => serde_json::to_string(&l).unwrap_or_default(),
+                Err(e) => e,
+            };
+            return Err(format!("fastpathd: expected link up on ports {names:?} within {t:?}; last list: {shown}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One line per port with its counters, for notes.
+pub fn show_ports(list: &[Value]) -> String {
+    let mut s = String::from("fastpathd ports:");
+    for p in list {
+        let _ = write!(
+            s,
+            "\n    {} ({}): {}",
+            p.get("name").and_then(Value::as_str).unwrap_or("?"),
+            p.get("bridge").and_then(Value::as_str).unwrap_or("?"),
+            p.get("stats").map_or_else(String::new, Value::to_string)
+        );
+        if let Some(f) = p.get("last_fault").and_then(Value::as_str) {
+            let _ = write!(s, " last_fault={f}");
+        }
+    }
+    s
+}
+
+/// Checks the switch's counters for a one-way transfer of `n` frames:
+/// `counters` lists (port, key, expected); also no drops on any port.
+pub fn check_switch_counters(v: &mut Verdict, list: &[Value], counters: &[(&str, &str, u64)]) {
+    for &(port, key, want) in counters {
+        let got = port_stat(list, port, key);
+        v.check(got == Some(want), || {
+            format!(
+                "fastpathd port {port}: expected {key} == {want}, got {}",
+                got.map_or_else(|| "no such port/counter".into(), |g| g.to_string())
+            )
+        });
+    }
+    for p in list {
+        let name = p.get("name").and_then(Value::as_str).unwrap_or("?");
+        for key in ["drop_ring_full", "drop_too_big", "rx_errors"] {
+            let got = p.get("stats").and_then(|s| field(s, key));
+            v.check(got == Some(0), || {
+                format!(
+                    "fastpathd port {name}: expected {key} == 0, got {}",
+                    got.map_or_else(|| "?".into(), |g| g.to_string())
+                )
+            });
+        }
+    }
+}
