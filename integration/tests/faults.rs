@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use integration::{
-    fastpathctl_list, fastpathd_port, port_stat, require, serial, spawn_fastpathd, wait_for_socket, wait_until, Peers,
-    Proc, TestDir,
+    fastpathctl_list, fastpathd_port, port_entry, port_stat, require, serial, spawn_fastpathd, wait_for_socket,
+    wait_until, Peers, Proc, TestDir,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -21,6 +21,11 @@ fn list(peers: &Peers, ctl: &Path) -> Vec<Value> {
 
 fn stat(ports: &[Value], name: &str, key: &str) -> u64 {
     port_stat(ports, name, key).unwrap_or(0)
+}
+
+/// A port's `link_up` (a JSON bool), if the port is listed.
+fn link_up(ports: &[Value], name: &str) -> Option<bool> {
+    port_entry(ports, name).and_then(|p| p["stats"]["link_up"].as_bool())
 }
 
 fn macs(ports: &[Value], name: &str) -> usize {
@@ -64,7 +69,7 @@ fn frontend_killed_mid_traffic_leaks_nothing() {
     gen.kill();
     let gone = wait_until(Duration::from_secs(5), || {
         let l = list(&peers, &ctl);
-        stat(&l, "b", "link_up") == 0 && macs(&l, "b") == 0
+        link_up(&l, "b") == Some(false) && macs(&l, "b") == 0
     });
     assert!(gone, "port b still up or its MAC still learned after pktgen was killed: {:?}", list(&peers, &ctl));
     sink.kill();
