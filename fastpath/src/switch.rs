@@ -322,13 +322,10 @@ impl Switch {
             // load of the burst before waiting on any (descriptors, then the headers).
             q.prefetch(n as u16);
             for slot in pending.iter_mut().take(n) {
-                slot.chain = match q.pop(mem, false) {
-                    Ok(c) => c,
-                    Err(f) => {
-                        sp.backend.fault(&f.into());
-                        return 0;
-                    }
-                };
+                if let Err(f) = q.pop_into(mem, false, &mut slot.chain) {
+                    sp.backend.fault(&f.into());
+                    return 0;
+                }
                 if let Some(seg) = slot.chain.segs().first() {
                     seg.prefetch();
                 }
@@ -337,9 +334,9 @@ impl Switch {
             // A burst usually comes from one sender: learn each run of one source MAC once.
             let mut learned: Option<Mac> = None;
             for slot in pending.iter_mut().take(n) {
-                let c = slot.chain;
+                let c = &slot.chain;
                 let mut eth = [0u8; 12];
-                let (got, _) = read_chain(mem, &c, NET_HDR, &mut eth);
+                let (got, _) = read_chain(mem, c, NET_HDR, &mut eth);
                 slot.ok = got == 12;
                 if !slot.ok {
                     sp.stats.rx_errors += 1;
@@ -445,11 +442,13 @@ struct Room {
     known: u64,
     /// Chains known available and not yet taken.
     left: [u16; MAX_PORTS],
+    /// The destination chain being filled (walked in place, not moved per packet).
+    chain: Chain,
 }
 
 impl Default for Room {
     fn default() -> Self {
-        Self { known: 0, left: [0; MAX_PORTS] }
+        Self { known: 0, left: [0; MAX_PORTS], chain: Chain::empty(0) }
     }
 }
 
@@ -483,8 +482,9 @@ fn deliver_one(
         q.prefetch(room.left[o].min(BURST as u16));
     }
     room.left[o] -= 1;
-    let dc = q.pop(mem, true)?;
-    if let Some(len) = copy_chain(mem, &dc, &RX_NET_HDR, src_mem, chain, NET_HDR) {
+    let dc = &mut room.chain;
+    q.pop_into(mem, true, dc)?;
+    if let Some(len) = copy_chain(mem, dc, &RX_NET_HDR, src_mem, chain, NET_HDR) {
         q.push_used(dc.head, len);
         dst.stats.tx_packets += 1;
         dst.stats.tx_bytes += u64::from(len - NET_HDR);

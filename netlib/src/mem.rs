@@ -324,6 +324,22 @@ impl GuestSpan {
     pub fn prefetch(self) {
         crate::ring::prefetch(self.host);
     }
+    /// Starts loading the cache line `off` bytes into the span (a hint; nothing past
+    /// the span).
+    #[inline(always)]
+    pub fn prefetch_at(self, off: u32) {
+        if off < self.len {
+            crate::ring::prefetch(self.host + u64::from(off));
+        }
+    }
+    /// Starts fetching the cache line `off` bytes into the span for writing (a hint;
+    /// nothing past the span).
+    #[inline(always)]
+    pub fn prefetch_write_at(self, off: u32) {
+        if off < self.len {
+            crate::ring::prefetch_write(self.host + u64::from(off));
+        }
+    }
 }
 
 /// Limit on regions in one table (ADD_MEM_REG can add up to this many).
@@ -443,6 +459,30 @@ impl GuestMemory {
         true
     }
 
+    /// As [`Self::write`], but leaves the bytes alone when they already hold `src`:
+    /// for small headers that usually repeat, so that their cache line is only read
+    /// (stays shared with the frontend's core) rather than taken over for a store.
+    #[inline]
+    pub fn write_unless_equal(&self, span: GuestSpan, off: u32, src: &[u8]) -> bool {
+        let Some(end) = (off as usize).checked_add(src.len()) else {
+            return false;
+        };
+        if end > span.len as usize {
+            return false;
+        }
+        let at = (span.host + off as u64) as *mut u8;
+        // SAFETY: as in read(): [off, end) is inside the span, in a region we keep mapped.
+        // The frontend may write these bytes meanwhile; we only compare a snapshot of them
+        // (byte reads, no reference held) and then store ours.
+        unsafe {
+            let same = (0..src.len()).all(|i| std::ptr::read_volatile(at.add(i)) == src[i]);
+            if !same {
+                std::ptr::copy_nonoverlapping(src.as_ptr(), at, src.len());
+            }
+        }
+        true
+    }
+
     /// Copies `len` bytes from `src`+`src_off` (in `src_mem`) to `dst`+`dst_off`
     /// (in `self`): the switch's one copy between two containers.
     #[inline]
@@ -528,6 +568,13 @@ mod tests {
         assert!(g.translate(u64::MAX, 2).is_none(), "wraps");
         assert!(g.translate_uva(0x7000_0000, len).is_some());
         assert!(g.translate_uva(0x7000_0000, len + 1).is_none());
+        // write_unless_equal: bounded like write, and stores only what differs
+        assert!(g.write_unless_equal(s, 0, b"xyz"));
+        assert!(g.write_unless_equal(s, 1, b"ab"));
+        assert!(g.read(s, 0, &mut out));
+        assert_eq!(&out, b"xab");
+        assert!(!g.write_unless_equal(s, 2, b"ab"), "write past the span");
+        assert!(!g.write_unless_equal(s, u32::MAX, b"a"), "offset overflow");
         // overlapping second region is refused
         assert!(g.add_region(r.fd(), 0x1000_0000 + 4096, 0x9000_0000, 4096, 0).is_err());
         // a region past the end of the file is refused

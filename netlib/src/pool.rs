@@ -184,13 +184,19 @@ impl PktPool {
         self.data_mut(p)
     }
 
-    /// Zeroes the `n` bytes just before the packet's data (a header the device reads)
-    /// and returns the address of the first of them. `n` must fit in the headroom.
+    /// Makes the first `zeroed` of the `n` bytes just before the packet's data (a header
+    /// the device reads) zero, and returns the address of the first of the `n`. `n` must
+    /// fit in the headroom. Bytes that are already zero are not written: a buffer that
+    /// came in from the device usually has a clean header already, and not storing to
+    /// it keeps that cache line shared with the device's core instead of pulling it over.
     #[inline]
-    pub(crate) fn zero_header(&mut self, p: &Packet, n: u16) -> u64 {
-        debug_assert!(n <= p.off);
+    pub(crate) fn clear_header(&mut self, p: &Packet, n: u16, zeroed: u16) -> u64 {
+        debug_assert!(n <= p.off && zeroed <= n);
         let off = Self::buf_off(p.idx) + (p.off - n) as usize;
-        self.region.map_mut().slice_mut(off, n as usize).expect("inside pool").fill(0);
+        let hdr = self.region.map_mut().slice_mut(off, zeroed as usize).expect("inside pool");
+        if hdr.iter().any(|&b| b != 0) {
+            hdr.fill(0);
+        }
         self.region.map().addr() + off as u64
     }
 
@@ -240,6 +246,21 @@ mod tests {
         assert_eq!(v.capacity(), BURST, "never grows");
         p.free_all(&mut v);
         assert_eq!(p.available(), 16);
+    }
+
+    #[test]
+    fn clear_header_zeroes_only_the_asked_bytes() {
+        let mut p = small();
+        let a = p.alloc().unwrap();
+        let base = p.region().map().addr();
+        let off = (p.clear_header(&a, 12, 10) - base) as usize;
+        assert_eq!(off, PktPool::buf_off(a.idx) + HEADROOM as usize - 12);
+        // a dirty header (flags, gso, num_buffers = 1): the first 10 bytes are cleared
+        p.region.map_mut().slice_mut(off, 12).unwrap().copy_from_slice(&[9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 1, 0]);
+        p.clear_header(&a, 12, 10);
+        assert_eq!(p.region().map().slice(off, 12).unwrap(), &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+        p.clear_header(&a, 12, 12);
+        assert_eq!(p.region().map().slice(off, 12).unwrap(), &[0u8; 12]);
     }
 
     #[test]

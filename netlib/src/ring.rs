@@ -80,6 +80,21 @@ pub(crate) fn prefetch(addr: u64) {
     let _ = addr;
 }
 
+/// Asks the CPU to fetch the cache line at `addr` for writing (`prefetchw`): the line
+/// we are about to store to arrives exclusive, without a second trip to the other core.
+/// A hint only; CPUs without the instruction treat it as a no-op.
+#[inline(always)]
+pub(crate) fn prefetch_write(addr: u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetchw is only a hint; it does not fault, whatever the address, and
+    // touches no register or flag.
+    unsafe {
+        std::arch::asm!("prefetchw [{0}]", in(reg) addr, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}
+
 #[inline(always)]
 fn read_desc_at(addr: u64) -> Desc {
     // SAFETY: callers pass the address of a descriptor inside a ring whose

@@ -545,7 +545,9 @@ impl Port for VirtioUser {
         let mut bytes = 0u64;
         for (k, p) in pkts.drain(..n).enumerate() {
             let id = q.free.pop_front().expect("counted");
-            let hdr = pool.zero_header(&p, NET_HDR_LEN as u16);
+            // num_buffers (the last two bytes) only means something on receive: left as
+            // is, as DPDK's driver does, so a reflected buffer's header is not stored to.
+            let hdr = pool.clear_header(&p, NET_HDR_LEN as u16, NET_HDR_LEN as u16 - 2);
             bytes += p.len() as u64;
             q.ring.set_desc(id, Desc { addr: hdr, len: NET_HDR_LEN + p.len() as u32, flags: 0, next: 0 });
             q.ring.set_avail(q.avail_idx.wrapping_add(k as u16), id);

@@ -21,6 +21,8 @@ use crate::vhost_user::{Conn, ConnError};
 
 /// The virtio-net header we write on receive (num_buffers = 1).
 pub const RX_NET_HDR: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+/// Chains walked ahead of their copies (one burst).
+const BATCH: usize = 32;
 /// Device-side index of the frontend's receive vring (we write into it).
 pub const GUEST_RX: usize = 0;
 /// Device-side index of the frontend's transmit vring (we read from it).
@@ -82,6 +84,8 @@ pub struct VhostBackend {
     tick: u32,
     last_try: Option<Instant>,
     last_fault: Option<String>,
+    /// Chains of the batch being moved (kept here: too big to build per call).
+    chains: Box<[Chain; BATCH]>,
 }
 
 impl VhostBackend {
@@ -108,6 +112,7 @@ impl VhostBackend {
             tick: 0,
             last_try: None,
             last_fault: None,
+            chains: Box::new([Chain::empty(0); BATCH]),
         })
     }
 
@@ -260,27 +265,41 @@ impl VhostBackend {
         if n == 0 {
             return Ok(0);
         }
+        q.prefetch(n as u16);
+        let chains = &mut self.chains;
         let mut got = 0usize;
         let mut bytes = 0u64;
-        for _ in 0..n {
-            let c = q.pop(mem, false)?;
-            let len = c.total.wrapping_sub(NET_HDR_LEN);
-            if c.total < NET_HDR_LEN || len > u32::from(DATA_ROOM) {
-                self.counters.rx_errors += 1;
-                q.push_used(c.head, 0);
-                continue;
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(BATCH);
+            left -= k;
+            // Walk the whole batch first, starting the loads of every packet's data, so
+            // that the copies below find their lines arriving rather than wait one by one.
+            for c in &mut chains[..k] {
+                q.pop_into(mem, false, c)?;
+                if let Some(s) = c.segs().first() {
+                    s.prefetch_at(NET_HDR_LEN);
+                }
             }
-            let mut p = pool.alloc().expect("counted");
-            let buf = pool.set_len(&mut p, len as usize);
-            let (_, ok) = read_chain(mem, &c, NET_HDR_LEN, buf);
-            q.push_used(c.head, 0);
-            if ok {
-                bytes += len as u64;
-                pkts.push(p);
-                got += 1;
-            } else {
-                self.counters.rx_errors += 1;
-                pool.free(p);
+            for c in &chains[..k] {
+                let len = c.total.wrapping_sub(NET_HDR_LEN);
+                if c.total < NET_HDR_LEN || len > u32::from(DATA_ROOM) {
+                    self.counters.rx_errors += 1;
+                    q.push_used(c.head, 0);
+                    continue;
+                }
+                let mut p = pool.alloc().expect("counted");
+                let buf = pool.set_len(&mut p, len as usize);
+                let (_, ok) = read_chain(mem, c, NET_HDR_LEN, buf);
+                q.push_used(c.head, 0);
+                if ok {
+                    bytes += len as u64;
+                    pkts.push(p);
+                    got += 1;
+                } else {
+                    self.counters.rx_errors += 1;
+                    pool.free(p);
+                }
             }
         }
         q.publish();
@@ -297,27 +316,41 @@ impl VhostBackend {
         if n == 0 {
             return Ok(0);
         }
+        q.prefetch(n as u16);
+        let chains = &mut self.chains;
         let mut sent = 0u64;
         let mut bytes = 0u64;
         let mut res = Ok(());
         let mut taken = 0;
-        for p in &pkts[..n] {
-            let c = match q.pop(mem, true) {
-                Ok(c) => c,
-                Err(f) => {
+        'batches: for batch in pkts[..n].chunks(BATCH) {
+            // Walk the batch's chains first and ask for their header and data lines
+            // (the data for writing), then copy.
+            let mut k = 0;
+            for c in &mut chains[..batch.len()] {
+                if let Err(f) = q.pop_into(mem, true, c) {
                     res = Err(f);
                     break;
                 }
-            };
-            taken += 1;
-            let data = pool.data(p);
-            if let Some(len) = write_chain(mem, &c, &RX_NET_HDR, data) {
-                q.push_used(c.head, len);
-                sent += 1;
-                bytes += data.len() as u64;
-            } else {
-                q.push_used(c.head, 0);
-                self.counters.tx_dropped += 1;
+                if let Some(s) = c.segs().first() {
+                    s.prefetch_at(0);
+                    s.prefetch_write_at(NET_HDR_LEN);
+                }
+                k += 1;
+            }
+            for (c, p) in chains[..k].iter().zip(batch) {
+                taken += 1;
+                let data = pool.data(p);
+                if let Some(len) = write_chain(mem, c, &RX_NET_HDR, data) {
+                    q.push_used(c.head, len);
+                    sent += 1;
+                    bytes += data.len() as u64;
+                } else {
+                    q.push_used(c.head, 0);
+                    self.counters.tx_dropped += 1;
+                }
+            }
+            if res.is_err() {
+                break 'batches;
             }
         }
         q.publish();

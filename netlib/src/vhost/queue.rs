@@ -144,10 +144,21 @@ impl DeviceQueue {
     /// direction the descriptors must have (true: the device writes).
     #[inline]
     pub fn pop(&mut self, mem: &GuestMemory, writable: bool) -> Result<Chain, ChainFault> {
+        let mut chain = Chain::empty(0);
+        self.pop_into(mem, writable, &mut chain)?;
+        Ok(chain)
+    }
+
+    /// As [`Self::pop`], walking the chain into `chain` in place: a chain is a few
+    /// hundred bytes, too many to move around by value once per packet.
+    #[inline]
+    pub fn pop_into(&mut self, mem: &GuestMemory, writable: bool, chain: &mut Chain) -> Result<(), ChainFault> {
         let size = self.ring.size();
         let head = self.ring.avail_entry(self.last_avail);
         self.last_avail = self.last_avail.wrapping_add(1);
-        let mut chain = Chain::empty(head);
+        chain.head = head;
+        chain.nsegs = 0;
+        chain.total = 0;
         let mut idx = head;
         let mut total: u64 = 0;
         for _ in 0..size {
@@ -176,7 +187,7 @@ impl DeviceQueue {
             }
             if d.flags & VRING_DESC_F_NEXT == 0 {
                 chain.total = total as u32;
-                return Ok(chain);
+                return Ok(());
             }
             if d.next >= size {
                 return Err(ChainFault::IndexOutOfRange { index: d.next, size });
@@ -236,7 +247,7 @@ pub fn write_chain(mem: &GuestMemory, c: &Chain, hdr: &[u8], data: &[u8]) -> Opt
     let first = c.segs().first()?;
     if first.len() as usize >= total {
         // The common case: one buffer holds header and data.
-        mem.write(*first, 0, hdr).then_some(())?;
+        mem.write_unless_equal(*first, 0, hdr).then_some(())?;
         mem.write(*first, hdr.len() as u32, data).then_some(())?;
         return Some(total as u32);
     }
@@ -280,7 +291,7 @@ pub fn copy_chain(
     let s0 = *src.segs().first()?;
     if dst.nsegs == 1 && s0.len() >= src.total {
         // Common case: both sides one buffer.
-        dst_mem.write(d0, 0, hdr).then_some(())?;
+        dst_mem.write_unless_equal(d0, 0, hdr).then_some(())?;
         dst_mem.copy_from(d0, hdr.len() as u32, src_mem, s0, skip, data_len).then_some(())?;
         return Some(total);
     }
