@@ -251,6 +251,46 @@ impl Idler {
     }
 }
 
+/// Sends `count` 64-byte frames (`src` → `dst`, numbered from 0) out of `port`: the
+/// packets a two-way benchmark loop starts with. Gives up after 5 s; returns how many
+/// went out.
+pub fn prime(port: &mut dyn Port, pool: &mut PktPool, count: u32, dst: &str, src: &str) -> Result<u64> {
+    use frame::{parse_mac, Template};
+    let mac = |m: &str| parse_mac(m).map_err(anyhow::Error::msg);
+    let tpl = Template::new(64, mac(dst)?, mac(src)?).map_err(anyhow::Error::msg)?;
+    let mut burst = netlib::pool::burst_vec();
+    let (mut seq, mut sent) = (0u64, 0u64);
+    let started = Instant::now();
+    while sent < u64::from(count) && started.elapsed().as_secs() < 5 {
+        let want = (u64::from(count) - seq).min(burst.capacity() as u64) as usize;
+        let before = burst.len();
+        pool.alloc_bulk(&mut burst, want.saturating_sub(before));
+        for p in &mut burst[before..] {
+            tpl.write(pool.set_len(p, 64), seq);
+            seq += 1;
+        }
+        sent += port.tx_burst(pool, &mut burst) as u64;
+    }
+    pool.free_all(&mut burst);
+    Ok(sent)
+}
+
+/// How many frames a generator may add to its burst now: the burst's free `room`,
+/// capped by `--count` (0: no cap) less the `queued` frames (sent or waiting in the
+/// burst), and by `--rate` frames per second since `start` (0: no cap).
+#[inline]
+pub fn send_budget(room: usize, queued: u64, count: u64, rate: f64, start: Instant) -> usize {
+    let mut want = room;
+    if count > 0 {
+        want = want.min(count.saturating_sub(queued) as usize);
+    }
+    if rate > 0.0 {
+        let allowed = (start.elapsed().as_secs_f64() * rate) as u64;
+        want = want.min(allowed.saturating_sub(queued) as usize);
+    }
+    want
+}
+
 /// Mpps of `count` over `secs`.
 pub fn mpps(count: u64, secs: f64) -> f64 {
     if secs > 0.0 {

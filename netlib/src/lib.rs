@@ -11,6 +11,7 @@
 //! and [`igbvf::desc`] (descriptor ring memory).
 #![deny(missing_docs)]
 
+mod cadence;
 pub mod config;
 pub mod igbvf;
 pub mod mem;

@@ -16,7 +16,9 @@ pub enum LinkState {
 }
 
 /// Per-port counters. `tx_dropped` counts packets the caller asked to send that
-/// were not taken; `rx_errors` counts malformed buffers from the peer.
+/// were not taken; `rx_errors` counts malformed buffers from the peer. The layout is
+/// C's: the C ABI hands it out as `struct fp_counters` (field order is part of that ABI).
+#[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PortCounters {
     /// Packets received.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
+use crate::cadence::Cadence;
 use crate::pool::{Packet, PktPool, DATA_ROOM, HEADROOM};
 use crate::port::{LinkState, Port, PortCounters};
 use crate::ring::{Desc, DriverRing};
@@ -133,8 +134,6 @@ enum State {
     Up,
 }
 
-/// How often (in rx/tx calls) the control socket is checked while up.
-const CONTROL_EVERY: u32 = 4096;
 /// How often a down port retries its backend.
 const RETRY_EVERY: Duration = Duration::from_millis(100);
 
@@ -154,7 +153,7 @@ pub struct VirtioUser {
     state: State,
     protocol: u64,
     counters: PortCounters,
-    tick: u32,
+    cadence: Cadence,
     last_try: Option<Instant>,
 }
 
@@ -192,7 +191,7 @@ impl VirtioUser {
             state: State::Down,
             protocol: 0,
             counters: PortCounters::default(),
-            tick: 0,
+            cadence: Cadence::default(),
             last_try: None,
             opts,
         };
@@ -476,8 +475,7 @@ impl VirtioUser {
 
     #[inline]
     fn tick(&mut self, pool: &mut PktPool) -> bool {
-        self.tick = self.tick.wrapping_add(1);
-        if self.state != State::Up || self.tick.is_multiple_of(CONTROL_EVERY) {
+        if self.state != State::Up || self.cadence.due() {
             self.control(pool);
         }
         self.state == State::Up

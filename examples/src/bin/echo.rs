@@ -4,9 +4,9 @@
 
 use anyhow::Result;
 use clap::Parser;
-use fastpath_examples::frame::{macswap, parse_mac, Template};
+use fastpath_examples::frame::macswap;
 use fastpath_examples::{
-    discover_port, init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Idler, Meter,
+    discover_port, init_logging, make_pool, mpps, open, pin, prime, report, stop_flag, wait_link, Common, Idler, Meter,
 };
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
@@ -44,25 +44,7 @@ fn main() -> Result<()> {
     let port = &mut ports[0];
     let mut burst = burst_vec();
     if a.prime > 0 {
-        let tpl = Template::new(
-            64,
-            parse_mac("02:00:00:00:00:02").expect("mac"),
-            parse_mac("02:00:00:00:00:01").expect("mac"),
-        )
-        .map_err(anyhow::Error::msg)?;
-        let mut seq = 0u64;
-        let primed_at = Instant::now();
-        while seq < u64::from(a.prime) && primed_at.elapsed().as_secs() < 5 {
-            let want = (u64::from(a.prime) - seq).min(32) as usize;
-            let before = burst.len();
-            pool.alloc_bulk(&mut burst, want.saturating_sub(before));
-            for p in &mut burst[before..] {
-                tpl.write(pool.set_len(p, 64), seq);
-                seq += 1;
-            }
-            port.tx_burst(&mut pool, &mut burst);
-        }
-        pool.free_all(&mut burst);
+        prime(port.as_mut(), &mut pool, a.prime, "02:00:00:00:00:02", "02:00:00:00:00:01")?;
     }
     let (mut fwd, mut dropped) = (0u64, 0u64);
     let mut meter = Meter::new("echo", c);

@@ -13,7 +13,9 @@ use fastpath_examples::flow::{
     PROTO_TCP, PROTO_UDP, TCP_LEN, UDP_LEN,
 };
 use fastpath_examples::frame::parse_mac;
-use fastpath_examples::{idle, init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Meter};
+use fastpath_examples::{
+    idle, init_logging, make_pool, mpps, open, pin, report, send_budget, stop_flag, wait_link, Common, Meter,
+};
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
 
@@ -243,14 +245,7 @@ fn main() -> Result<()> {
         }
         let mut work = false;
         if sending_done.is_none() {
-            let mut want = burst.capacity() - burst.len();
-            if a.count > 0 {
-                want = want.min((a.count - sent - burst.len() as u64) as usize);
-            }
-            if a.rate > 0.0 {
-                let allowed = (start.elapsed().as_secs_f64() * a.rate) as u64;
-                want = want.min(allowed.saturating_sub(sent + burst.len() as u64) as usize);
-            }
+            let want = send_budget(burst.capacity() - burst.len(), sent + burst.len() as u64, a.count, a.rate, start);
             let before = burst.len();
             pool.alloc_bulk(&mut burst, want);
             for p in &mut burst[before..] {

@@ -4,8 +4,9 @@
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use fastpath_examples::frame::{parse_mac, Template};
-use fastpath_examples::{idle, init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Meter};
+use fastpath_examples::{
+    idle, init_logging, make_pool, mpps, open, pin, prime, report, stop_flag, wait_link, Common, Meter,
+};
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
 use std::sync::atomic::Ordering;
@@ -39,25 +40,7 @@ fn main() -> Result<()> {
     wait_link(&mut ports, &mut pool, c, &stop)?;
     let mut burst = burst_vec();
     if a.prime > 0 {
-        let tpl = Template::new(
-            64,
-            parse_mac("02:00:00:00:00:99").expect("mac"),
-            parse_mac("02:00:00:00:00:01").expect("mac"),
-        )
-        .map_err(anyhow::Error::msg)?;
-        let mut seq = 0u64;
-        let primed_at = Instant::now();
-        while seq < u64::from(a.prime) && primed_at.elapsed().as_secs() < 5 {
-            let want = (u64::from(a.prime) - seq).min(32) as usize;
-            let before = burst.len();
-            pool.alloc_bulk(&mut burst, want.saturating_sub(before));
-            for p in &mut burst[before..] {
-                tpl.write(pool.set_len(p, 64), seq);
-                seq += 1;
-            }
-            ports[0].tx_burst(&mut pool, &mut burst);
-        }
-        pool.free_all(&mut burst);
+        prime(ports[0].as_mut(), &mut pool, a.prime, "02:00:00:00:00:99", "02:00:00:00:00:01")?;
     }
     let (mut fwd, mut dropped) = (0u64, 0u64);
     let mut meter = Meter::new("l2fwd", c);

@@ -6,7 +6,8 @@ use anyhow::{bail, Result};
 use clap::Parser;
 use fastpath_examples::frame::{parse_mac, Template};
 use fastpath_examples::{
-    discover_port, idle, init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Meter,
+    discover_port, idle, init_logging, make_pool, mpps, open, pin, report, send_budget, stop_flag, wait_link, Common,
+    Meter,
 };
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
@@ -86,14 +87,7 @@ fn main() -> Result<()> {
                 filled.fill(false);
             }
         }
-        let mut want = burst.capacity() - burst.len();
-        if a.count > 0 {
-            want = want.min((a.count - sent - burst.len() as u64) as usize);
-        }
-        if a.rate > 0.0 {
-            let allowed = (start.elapsed().as_secs_f64() * a.rate) as u64;
-            want = want.min(allowed.saturating_sub(sent + burst.len() as u64) as usize);
-        }
+        let want = send_budget(burst.capacity() - burst.len(), sent + burst.len() as u64, a.count, a.rate, start);
         let before = burst.len();
         pool.alloc_bulk(&mut burst, want);
         for p in &mut burst[before..] {

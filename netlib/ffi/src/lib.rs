@@ -47,26 +47,10 @@ const MAX_POOL: u32 = 1 << 22;
 #[allow(non_camel_case_types)]
 pub type fp_pkt = u32;
 
-/// Port counters, as `struct fp_counters` in the header.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Port counters, as `struct fp_counters` in the header: netlib's own counters,
+/// whose layout is C's.
 #[allow(non_camel_case_types)]
-pub struct fp_counters {
-    /// Packets received.
-    pub rx_packets: u64,
-    /// Bytes received.
-    pub rx_bytes: u64,
-    /// Packets sent.
-    pub tx_packets: u64,
-    /// Bytes sent.
-    pub tx_bytes: u64,
-    /// Receive faults.
-    pub rx_errors: u64,
-    /// Packets refused on transmit.
-    pub tx_dropped: u64,
-    /// Port resets (peer reconnects, faults).
-    pub resets: u64,
-}
+pub type fp_counters = netlib::PortCounters;
 
 /// An open port with its own pool, as `fp_port` (opaque) in the header.
 pub struct FpPort {
@@ -611,16 +595,7 @@ pub unsafe extern "C" fn fp_counters(port: *mut FpPort, out: *mut fp_counters) -
         if out.is_null() {
             return fail(FP_ERR_NULL, "fp_counters: out is NULL");
         }
-        let c = p.port.counters();
-        let v = fp_counters {
-            rx_packets: c.rx_packets,
-            rx_bytes: c.rx_bytes,
-            tx_packets: c.tx_packets,
-            tx_bytes: c.tx_bytes,
-            rx_errors: c.rx_errors,
-            tx_dropped: c.tx_dropped,
-            resets: c.resets,
-        };
+        let v: fp_counters = p.port.counters();
         // SAFETY: non-NULL and writable per the contract.
         unsafe { out.write(v) };
         FP_OK

@@ -32,6 +32,7 @@ pub mod regs;
 
 use std::time::{Duration, Instant};
 
+use crate::cadence::Cadence;
 use crate::mem::MemError;
 use crate::pool::{Packet, PktPool, DATA_ROOM, HEADROOM};
 use crate::port::{LinkState, Port, PortCounters};
@@ -186,8 +187,6 @@ enum State {
     NeedReset,
 }
 
-/// How often (in rx/tx calls) the mailbox register is checked.
-const CONTROL_EVERY: u32 = 4096;
 /// How long to wait for RSTD after CTRL.RST while the PF is not resetting.
 const RSTD_GRACE: Duration = Duration::from_millis(20);
 /// Reclaim transmitted descriptors when fewer than this many are free.
@@ -220,7 +219,7 @@ pub struct IgbVf {
     split: u64,
     state: State,
     counters: PortCounters,
-    tick: u32,
+    cadence: Cadence,
     warned_foreign: bool,
     /// DMA mappings: pool, then rings. Dropped before the rings and the container.
     maps: Vec<DmaMapping>,
@@ -284,7 +283,7 @@ impl IgbVf {
             },
             state: State::NeedReset,
             counters: PortCounters::default(),
-            tick: 0,
+            cadence: Cadence::default(),
             warned_foreign: false,
             maps,
             rings,
@@ -512,8 +511,7 @@ impl IgbVf {
 
     #[inline]
     fn tick(&mut self, pool: &mut PktPool) -> bool {
-        self.tick = self.tick.wrapping_add(1);
-        if self.state != State::Up || self.tick.is_multiple_of(CONTROL_EVERY) {
+        if self.state != State::Up || self.cadence.due() {
             self.control(pool);
         }
         self.state == State::Up

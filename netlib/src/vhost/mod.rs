@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub use device::{ProtocolFault, Reply, VhostDevice};
 pub use queue::{copy_chain, read_chain, write_chain, Chain, ChainFault, DeviceQueue};
 
+use crate::cadence::Cadence;
 use crate::pool::{Packet, PktPool, DATA_ROOM};
 use crate::port::{LinkState, Port, PortCounters};
 use crate::spec::NET_HDR_LEN;
@@ -66,7 +67,6 @@ pub enum PortFault {
     Conn(#[from] ConnError),
 }
 
-const CONTROL_EVERY: u32 = 4096;
 /// While one ring waits for its first kick, control (and the kick) is checked more often.
 const PARTIAL_CONTROL_EVERY: u32 = 64;
 const RETRY_EVERY: Duration = Duration::from_millis(100);
@@ -82,6 +82,7 @@ pub struct VhostBackend {
     dev: VhostDevice,
     counters: PortCounters,
     tick: u32,
+    cadence: Cadence,
     last_try: Option<Instant>,
     last_fault: Option<String>,
     /// Chains of the batch being moved (kept here: too big to build per call).
@@ -110,6 +111,7 @@ impl VhostBackend {
             dev: VhostDevice::default(),
             counters: PortCounters::default(),
             tick: 0,
+            cadence: Cadence::default(),
             last_try: None,
             last_fault: None,
             chains: Box::new([Chain::empty(0); BATCH]),
@@ -225,13 +227,18 @@ impl VhostBackend {
         }
     }
 
-    /// Drives the control path every few thousand calls (every call while not
-    /// ready); returns whether both rings are live.
+    /// Drives the control path: every few milliseconds while both rings are live
+    /// (every 5 ms), every call while none is, and every few
+    /// calls while one waits for its first kick. Returns whether a ring is live.
     #[inline]
     pub fn poll(&mut self) -> bool {
-        self.tick = self.tick.wrapping_add(1);
-        let every = if self.dev.all_started() { CONTROL_EVERY } else { PARTIAL_CONTROL_EVERY };
-        if !self.dev.ready() || self.tick.is_multiple_of(every) {
+        let due = if self.dev.all_started() {
+            self.cadence.due()
+        } else {
+            self.tick = self.tick.wrapping_add(1);
+            !self.dev.ready() || self.tick.is_multiple_of(PARTIAL_CONTROL_EVERY)
+        };
+        if due {
             self.control();
         }
         self.dev.ready()
