@@ -4,6 +4,9 @@
 
 /// Feature bit: device is virtio 1.0+.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// Feature bit: the device uses buffers in the order the driver made them available,
+/// so a driver knows which buffers came back from the used index alone.
+pub const VIRTIO_F_IN_ORDER: u64 = 1 << 35;
 /// Feature bit: mergeable receive buffers (we never negotiate it).
 pub const VIRTIO_NET_F_MRG_RXBUF: u64 = 1 << 15;
 /// Feature bit: vhost-user protocol features are supported.

@@ -16,7 +16,7 @@ use crate::port::{LinkState, Port, PortCounters};
 use crate::ring::{Desc, DriverRing};
 use crate::spec::{
     NET_HDR_LEN, PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_REPLY_ACK, VHOST_USER_F_PROTOCOL_FEATURES,
-    VIRTIO_F_VERSION_1, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY,
+    VIRTIO_F_IN_ORDER, VIRTIO_F_VERSION_1, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY,
 };
 use crate::vhost_user::conn::RawMsg;
 use crate::vhost_user::message::{encode, FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION};
@@ -152,6 +152,8 @@ pub struct VirtioUser {
     txq: DriverQueue,
     state: State,
     protocol: u64,
+    /// VIRTIO_F_IN_ORDER was negotiated.
+    in_order: bool,
     counters: PortCounters,
     cadence: Cadence,
     last_try: Option<Instant>,
@@ -190,6 +192,7 @@ impl VirtioUser {
             txq: DriverQueue::new(opts.queue_size)?,
             state: State::Down,
             protocol: 0,
+            in_order: false,
             counters: PortCounters::default(),
             cadence: Cadence::default(),
             last_try: None,
@@ -207,6 +210,12 @@ impl VirtioUser {
             me.start(stream, pool)?;
         }
         Ok(me)
+    }
+
+    /// Whether VIRTIO_F_IN_ORDER was negotiated with the backend now connected (the
+    /// transmit ring is then reclaimed from the used index alone).
+    pub fn in_order(&self) -> bool {
+        self.in_order
     }
 
     fn conn_err(&self, source: ConnError) -> VirtioUserError {
@@ -280,6 +289,7 @@ impl VirtioUser {
             source: e,
         })?);
         self.protocol = 0;
+        self.in_order = false;
         let res = self.handshake(pool);
         if let Err(e) = &res {
             tracing::warn!("{}: handshake failed: {e}", self.name);
@@ -302,7 +312,8 @@ impl VirtioUser {
             self.protocol = want;
         }
         self.request(Request::SetOwner, &[], &[], false)?;
-        let ours = VIRTIO_F_VERSION_1 | (features & VHOST_USER_F_PROTOCOL_FEATURES);
+        let ours = VIRTIO_F_VERSION_1 | (features & (VHOST_USER_F_PROTOCOL_FEATURES | VIRTIO_F_IN_ORDER));
+        self.in_order = ours & VIRTIO_F_IN_ORDER != 0;
         self.request(Request::SetFeatures, &encode::u64(ours), &[], true)?;
         self.send_memory()?;
         // Receive buffers go in before the backend sees the ring.
@@ -460,7 +471,14 @@ impl VirtioUser {
             return Err(format!("tx used index jumped from {} to {used}", q.last_used));
         }
         for _ in 0..pending {
-            let (id, _) = q.ring.used_elem(q.last_used);
+            // In order, the k-th buffer used is the k-th we made available: its id is in
+            // our own avail ring, and the used entry (a line the device's core wrote)
+            // need not be read at all.
+            let id = if self.in_order {
+                u32::from(q.ring.avail_entry(q.last_used))
+            } else {
+                q.ring.used_elem(q.last_used).0
+            };
             q.last_used = q.last_used.wrapping_add(1);
             match q.slots.get_mut(id as usize).and_then(Option::take) {
                 Some(p) => {

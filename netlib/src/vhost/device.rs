@@ -8,8 +8,8 @@ use std::sync::Arc;
 use crate::mem::GuestMemory;
 use crate::ring::DeviceRing;
 use crate::spec::{
-    PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_REPLY_ACK, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1,
-    VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_NOTIFY,
+    PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_REPLY_ACK, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_IN_ORDER,
+    VIRTIO_F_VERSION_1, VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_NOTIFY,
 };
 use crate::vhost_user::conn::RawMsg;
 use crate::vhost_user::message::encode;
@@ -17,8 +17,10 @@ use crate::vhost_user::{MemRegion, Msg, MsgError, VringAddr};
 
 use super::queue::DeviceQueue;
 
-/// Features we offer.
-pub const OFFERED_FEATURES: u64 = VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES;
+/// Features we offer. Our rings are always consumed in order (every queue pops
+/// chains and returns them in avail order), so IN_ORDER costs us nothing and lets a
+/// driver skip reading the used entries of its transmit ring.
+pub const OFFERED_FEATURES: u64 = VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES | VIRTIO_F_IN_ORDER;
 /// Protocol features we offer.
 pub const OFFERED_PROTOCOL: u64 = PROTOCOL_F_REPLY_ACK | PROTOCOL_F_CONFIGURE_MEM_SLOTS;
 /// Memory slots we offer with CONFIGURE_MEM_SLOTS.
