@@ -19,7 +19,7 @@ pub enum LinkState {
 /// were not taken; `rx_errors` counts malformed buffers from the peer. The layout is
 /// C's: the C ABI hands it out as `struct fp_counters` (field order is part of that ABI).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PortCounters {
     /// Packets received.
     pub rx_packets: u64,

@@ -140,8 +140,16 @@ fn stop_container(sb: &mut Sandbox, rt: &Runtime, id: &str, proc: ProcId) {
     sb.stop(proc, Signal::SIGTERM, Duration::from_secs(5));
 }
 
-/// Prints the sink's final JSON line as a summary.
-fn print_summary(lines: &[String]) {
+/// What fastpathd dropped at container `id`'s port because its receive ring was full.
+fn ring_full_drops(host: &HookHost, id: &str) -> Option<u64> {
+    let ports = host.ports().ok()?;
+    let port = ports.iter().find(|p| p["name"].as_str().is_some_and(|n| n.contains(id)))?;
+    port["stats"]["drop_ring_full"].as_u64()
+}
+
+/// Prints the sink's final JSON line as a summary, and where lost frames went
+/// (`ring_drops`: fastpathd's drop counter at the sink's port).
+fn print_summary(lines: &[String], ring_drops: Option<u64>) {
     let v = lines
         .iter()
         .rev()
@@ -162,6 +170,14 @@ fn print_summary(lines: &[String]) {
         n("bad"),
         n("foreign"),
     );
+    if let Some(d) = ring_drops.filter(|&d| d > 0 && n("lost") > 0) {
+        println!(
+            "  of the {} lost, fastpathd dropped {d} at the sink's full receive ring: the sink shares CPU 0 \
+             with the switch's polling worker on this 2-CPU layout, and frames that come while it waits \
+             for the CPU find no room",
+            n("lost")
+        );
+    }
     println!("sink JSON: {v}");
 }
 
@@ -260,6 +276,7 @@ pub fn run(ws: &Workspace, args: &DemoArgs) -> Result<()> {
 
     say("stopping: pktgen first, so that the sink sees the end of the stream");
     stop_container(&mut sb, &rt, &gen_id, gen_p);
+    let sink_drops = ring_full_drops(&host, &sink_id);
     stop_container(&mut sb, &rt, &sink_id, sink_p);
     let left = host.ledger();
     let ports = host.ports().unwrap_or_else(|e| {
@@ -284,7 +301,7 @@ pub fn run(ws: &Workspace, args: &DemoArgs) -> Result<()> {
     drop(host);
     drop(sb);
     say(&format!("removed {} and {}", dir.display(), state.display()));
-    print_summary(&sink_lines);
+    print_summary(&sink_lines, sink_drops);
     match problem {
         Some(e) => Err(e.context("a demo process stopped early")),
         None => Ok(()),

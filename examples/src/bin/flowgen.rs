@@ -312,7 +312,7 @@ fn main() -> Result<()> {
         &serde_json::json!({"role":"flowgen","sent":sent,"tx_mpps":mpps(sent, tx_secs),"received":rx.received,
             "mpps":mpps(rx.received, rx_secs),"secs":rx_secs,"checked":a.check,"bad":rx.bad,"foreign":rx.foreign,
             "flows":flows.len(),"flows_seen":flows_seen,"moved":rx.moved,"moved_flows":rx.moved_flows,"moved_to":moved_to,"per_mac":per_mac,
-            "counters":ports.iter().map(|p| format!("{:?}", p.counters())).collect::<Vec<_>>()}),
+            "counters":ports.iter().map(|p| p.counters()).collect::<Vec<_>>()}),
     );
     Ok(())
 }

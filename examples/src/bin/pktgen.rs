@@ -124,7 +124,7 @@ fn main() -> Result<()> {
     report(
         c,
         &serde_json::json!({"role":"pktgen","sent":sent,"secs":secs,"mpps":mpps(sent, secs),
-        "size":a.size,"port":spec.to_string(),"counters":format!("{:?}", port.counters())}),
+        "size":a.size,"port":spec.to_string(),"counters":port.counters()}),
     );
     Ok(())
 }

@@ -96,7 +96,7 @@ fn main() -> Result<()> {
         c,
         &serde_json::json!({"role":"sink","received":received,"bad":bad,"foreign":foreign,
         "lost":seqs.lost,"reordered":seqs.reordered,"next_seq":seqs.next,"secs":secs,"mpps":mpps(received, secs),
-        "port":spec.to_string(),"counters":format!("{:?}", port.counters())}),
+        "port":spec.to_string(),"counters":port.counters()}),
     );
     Ok(())
 }

@@ -269,8 +269,11 @@ fn list(ctl: &std::path::Path) -> Result<Vec<PortInfo>> {
 }
 
 fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
+    // Columns as wide as the longest port and bridge names (the hook's are long).
+    let w = ports.iter().map(|p| p.name.len()).max().unwrap_or(0).max(12);
+    let wb = ports.iter().map(|p| p.bridge.len()).max().unwrap_or(0).max(6);
     println!(
-        "{:<12} {:<6} {:<5} {:>12} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9} {:>6}",
+        "{:<w$} {:<wb$} {:<5} {:>12} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9} {:>6}",
         "port",
         "bridge",
         "link",
@@ -293,7 +296,7 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
                 )
             });
         println!(
-            "{:<12} {:<6} {:<5} {:>12} {:>12} {:>10.3} {:>10.3} {:>9} {:>9} {:>9} {:>6}",
+            "{:<w$} {:<wb$} {:<5} {:>12} {:>12} {:>10.3} {:>10.3} {:>9} {:>9} {:>9} {:>6}",
             p.name,
             p.bridge,
             if p.stats.link_up { "up" } else { "down" },
