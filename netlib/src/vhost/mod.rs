@@ -227,9 +227,9 @@ impl VhostBackend {
         }
     }
 
-    /// Drives the control path: every few milliseconds while both rings are live
-    /// (every 5 ms), every call while none is, and every few
-    /// calls while one waits for its first kick. Returns whether a ring is live.
+    /// Drives the control path: every 5 ms while both rings are live, every call
+    /// while none is, and every 64 calls while one waits for its first kick.
+    /// Returns whether a ring is live.
     #[inline]
     pub fn poll(&mut self) -> bool {
         let due = if self.dev.all_started() {
