@@ -128,7 +128,10 @@ fn log_failure(cfg: &HostConfig, msg: &str) {
         let _ = std::fs::rename(&path, cfg.state_dir.join("hook.log.1"));
     }
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
-        let _ = writeln!(f, "{now} {msg}");
+        // One write(2) per line: hooks of containers started together append to the same
+        // file, and O_APPEND keeps a single write whole, where writeln! would issue several.
+        let line = format!("{now} {msg}\n");
+        let _ = f.write_all(line.as_bytes());
     }
 }
 
