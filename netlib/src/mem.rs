@@ -324,6 +324,12 @@ impl GuestSpan {
     pub fn prefetch(self) {
         crate::ring::prefetch(self.host);
     }
+    /// Our address of the `len` bytes at `off` in the span, if they lie wholly inside it.
+    #[inline(always)]
+    fn at(self, off: u32, len: usize) -> Option<u64> {
+        let end = (off as usize).checked_add(len)?;
+        (end <= self.len as usize).then(|| self.host + u64::from(off))
+    }
     /// Starts loading the cache line `off` bytes into the span (a hint; nothing past
     /// the span).
     #[inline(always)]
@@ -429,16 +435,13 @@ impl GuestMemory {
     /// Copies `dst.len()` bytes from `span` at `off`; false if that is past the span.
     #[inline]
     pub fn read(&self, span: GuestSpan, off: u32, dst: &mut [u8]) -> bool {
-        let Some(end) = (off as usize).checked_add(dst.len()) else {
+        let Some(at) = span.at(off, dst.len()) else {
             return false;
         };
-        if end > span.len as usize {
-            return false;
-        }
         // SAFETY: span was produced by translate() on a region that `self`
-        // keeps mapped; [off, end) is inside it; dst is our own memory.
+        // keeps mapped; [off, off + len) is inside it (span.at); dst is our own memory.
         unsafe {
-            std::ptr::copy_nonoverlapping((span.host + off as u64) as *const u8, dst.as_mut_ptr(), dst.len());
+            std::ptr::copy_nonoverlapping(at as *const u8, dst.as_mut_ptr(), dst.len());
         }
         true
     }
@@ -446,15 +449,12 @@ impl GuestMemory {
     /// Copies `src` into `span` at `off`; false if that is past the span.
     #[inline]
     pub fn write(&self, span: GuestSpan, off: u32, src: &[u8]) -> bool {
-        let Some(end) = (off as usize).checked_add(src.len()) else {
+        let Some(at) = span.at(off, src.len()) else {
             return false;
         };
-        if end > span.len as usize {
-            return false;
-        }
-        // SAFETY: as in read(): the span is inside a region we keep mapped.
+        // SAFETY: as in read(): the range is inside the span, in a region we keep mapped.
         unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), (span.host + off as u64) as *mut u8, src.len());
+            std::ptr::copy_nonoverlapping(src.as_ptr(), at as *mut u8, src.len());
         }
         true
     }
@@ -464,14 +464,11 @@ impl GuestMemory {
     /// (stays shared with the frontend's core) rather than taken over for a store.
     #[inline]
     pub fn write_unless_equal(&self, span: GuestSpan, off: u32, src: &[u8]) -> bool {
-        let Some(end) = (off as usize).checked_add(src.len()) else {
+        let Some(at) = span.at(off, src.len()) else {
             return false;
         };
-        if end > span.len as usize {
-            return false;
-        }
-        let at = (span.host + off as u64) as *mut u8;
-        // SAFETY: as in read(): [off, end) is inside the span, in a region we keep mapped.
+        let at = at as *mut u8;
+        // SAFETY: as in read(): the range is inside the span, in a region we keep mapped.
         // The frontend may write these bytes meanwhile; we only compare a snapshot of them
         // (byte reads, no reference held) and then store ours.
         unsafe {
@@ -496,20 +493,15 @@ impl GuestMemory {
         len: u32,
     ) -> bool {
         let _ = src_mem; // the span carries the address; the table keeps it mapped
-        let ok = (src_off as u64 + len as u64) <= src.len as u64 && (dst_off as u64 + len as u64) <= dst.len as u64;
-        if !ok {
+        let (Some(from), Some(to)) = (src.at(src_off, len as usize), dst.at(dst_off, len as usize)) else {
             return false;
-        }
+        };
         // SAFETY: both spans come from translate() on tables that are borrowed
         // for this call, so both stay mapped; both ranges were checked above.
         // The regions belong to different processes' memory, so they don't overlap
         // (and if a frontend shared one fd twice, ptr::copy is still defined).
         unsafe {
-            std::ptr::copy(
-                (src.host + src_off as u64) as *const u8,
-                (dst.host + dst_off as u64) as *mut u8,
-                len as usize,
-            );
+            std::ptr::copy(from as *const u8, to as *mut u8, len as usize);
         }
         true
     }
