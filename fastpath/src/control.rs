@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{PortConfig, PortMode};
-use crate::switch::{PortInfo, SwitchPort};
+use crate::info::PortInfo;
+use crate::switch::SwitchPort;
 use crate::worker::Command;
 
 /// A control request.
@@ -91,13 +92,13 @@ pub fn execute(req: Request, worker: &Sender<Command>) -> Response {
             }
             match rx.recv_timeout(WORKER_TIMEOUT) {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Response::err(e),
+                Ok(Err(e)) => return Response::err(e.to_string()),
                 Err(_) => return gone(),
             }
             let sock = cfg.socket.clone();
             let port = match SwitchPort::open(cfg) {
                 Ok(p) => p,
-                Err(e) => return Response::err(e),
+                Err(e) => return Response::err(e.to_string()),
             };
             if mode == PortMode::Server && (uid.is_some() || gid.is_some()) {
                 let r =
@@ -112,7 +113,7 @@ pub fn execute(req: Request, worker: &Sender<Command>) -> Response {
             }
             match rx.recv_timeout(WORKER_TIMEOUT) {
                 Ok(Ok(())) => Response::ok(),
-                Ok(Err(e)) => Response::err(e),
+                Ok(Err(e)) => Response::err(e.to_string()),
                 Err(_) => gone(),
             }
         }
@@ -123,7 +124,7 @@ pub fn execute(req: Request, worker: &Sender<Command>) -> Response {
             }
             match rx.recv_timeout(WORKER_TIMEOUT) {
                 Ok(Ok(())) => Response::ok(),
-                Ok(Err(e)) => Response::err(e),
+                Ok(Err(e)) => Response::err(e.to_string()),
                 Err(_) => gone(),
             }
         }

@@ -7,6 +7,8 @@
 
 pub mod config;
 pub mod control;
+pub mod error;
+pub mod info;
 pub mod mactable;
 pub mod switch;
 pub mod worker;

@@ -5,11 +5,12 @@
 use netlib::vhost::{
     copy_chain, read_chain, Chain, ChainFault, VhostBackend, VhostMode, GUEST_RX, GUEST_TX, RX_NET_HDR,
 };
-use netlib::{LinkState, Port};
-use serde::{Deserialize, Serialize};
+use netlib::{LinkState, Port, PortCounters};
 use std::os::fd::AsRawFd;
 
 use crate::config::{PortConfig, PortMode};
+use crate::error::SwitchError;
+use crate::info::{PortInfo, PortStats};
 use crate::mactable::{is_multicast, Mac, MacTable};
 
 /// Packets taken from one port per pass.
@@ -18,31 +19,6 @@ pub const BURST: usize = 32;
 pub const MAX_PORTS: usize = 64;
 const NET_HDR: u32 = 12;
 
-/// A snapshot of a port's counters.
-#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PortStats {
-    /// Packets received from the container.
-    pub rx_packets: u64,
-    /// Bytes received from the container.
-    pub rx_bytes: u64,
-    /// Packets delivered to the container.
-    pub tx_packets: u64,
-    /// Bytes delivered to the container.
-    pub tx_bytes: u64,
-    /// Packets for this port dropped because its receive ring had no buffer.
-    pub drop_ring_full: u64,
-    /// Packets for this port dropped because its buffer was too small.
-    pub drop_too_big: u64,
-    /// Packets from this port with nowhere to go (destination is the same port).
-    pub drop_filtered: u64,
-    /// Malformed packets from this port.
-    pub rx_errors: u64,
-    /// Times the port was reset after a fault or disconnect.
-    pub resets: u64,
-    /// Whether the rings are live.
-    pub link_up: bool,
-}
-
 /// One switch port.
 #[derive(Debug)]
 pub struct SwitchPort {
@@ -50,20 +26,21 @@ pub struct SwitchPort {
     pub cfg: PortConfig,
     bridge: usize,
     backend: VhostBackend,
-    stats: PortStats,
+    stats: PortCounters,
     seen_resets: u64,
 }
 
 impl SwitchPort {
     /// Opens the port's socket (binds it, or prepares to connect).
-    pub fn open(cfg: PortConfig) -> Result<Self, String> {
+    pub fn open(cfg: PortConfig) -> Result<Self, SwitchError> {
         let mode = match cfg.mode {
             PortMode::Server => VhostMode::Listen,
             PortMode::Client => VhostMode::Connect,
         };
-        let mut backend = VhostBackend::open(&cfg.socket, mode).map_err(|e| format!("port '{}': {e}", cfg.name))?;
+        let mut backend = VhostBackend::open(&cfg.socket, mode)
+            .map_err(|e| SwitchError::Open { port: cfg.name.clone(), why: e.to_string() })?;
         backend.set_name(format!("port {} ({})", cfg.name, cfg.socket.display()));
-        Ok(Self { cfg, bridge: 0, backend, stats: PortStats::default(), seen_resets: 0 })
+        Ok(Self { cfg, bridge: 0, backend, stats: PortCounters::default(), seen_resets: 0 })
     }
 }
 
@@ -91,26 +68,6 @@ pub struct Switch {
     pending: Vec<Pending>,
 }
 
-/// Port information for `list`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PortInfo {
-    /// Name.
-    pub name: String,
-    /// Bridge.
-    pub bridge: String,
-    /// Socket path.
-    pub socket: String,
-    /// Server or client.
-    pub mode: PortMode,
-    /// Counters.
-    pub stats: PortStats,
-    /// The last fault, if any.
-    pub last_fault: Option<String>,
-    /// MAC addresses the bridge has learned on this port.
-    #[serde(default)]
-    pub macs: Vec<String>,
-}
-
 impl Switch {
     /// A switch with these bridges; MAC entries age after `mac_age_secs`.
     pub fn new(bridges: &[String], mac_age_secs: u32) -> Self {
@@ -135,30 +92,26 @@ impl Switch {
     }
 
     /// Checks that a port could be added (bridge exists, name and socket free).
-    pub fn check_new(&self, cfg: &PortConfig) -> Result<(), String> {
+    pub fn check_new(&self, cfg: &PortConfig) -> Result<(), SwitchError> {
         if !self.bridges.iter().any(|b| b.name == cfg.bridge) {
-            return Err(format!(
-                "bridge '{}' does not exist (bridges: {})",
-                cfg.bridge,
-                self.bridge_names().join(", ")
-            ));
+            return Err(SwitchError::NoSuchBridge { bridge: cfg.bridge.clone(), known: self.bridge_names() });
         }
         for p in self.ports.iter().flatten() {
             if p.cfg.name == cfg.name {
-                return Err(format!("port '{}' already exists", cfg.name));
+                return Err(SwitchError::PortExists(cfg.name.clone()));
             }
             if p.cfg.socket == cfg.socket {
-                return Err(format!("socket {} is already port '{}'", cfg.socket.display(), p.cfg.name));
+                return Err(SwitchError::SocketInUse { socket: cfg.socket.clone(), port: p.cfg.name.clone() });
             }
         }
         if self.ports.iter().all(Option::is_some) {
-            return Err(format!("the switch is full ({MAX_PORTS} ports)"));
+            return Err(SwitchError::Full(MAX_PORTS));
         }
         Ok(())
     }
 
     /// Adds an opened port.
-    pub fn add_port(&mut self, mut p: SwitchPort) -> Result<(), String> {
+    pub fn add_port(&mut self, mut p: SwitchPort) -> Result<(), SwitchError> {
         self.check_new(&p.cfg)?;
         let b = self.bridges.iter().position(|b| b.name == p.cfg.bridge).expect("checked");
         let slot = self.ports.iter().position(Option::is_none).expect("checked");
@@ -176,12 +129,12 @@ impl Switch {
     }
 
     /// Removes a port by name: its socket closes, its memory is unmapped, its MACs forgotten.
-    pub fn del_port(&mut self, name: &str) -> Result<(), String> {
+    pub fn del_port(&mut self, name: &str) -> Result<(), SwitchError> {
         let slot = self
             .ports
             .iter()
             .position(|p| p.as_ref().is_some_and(|p| p.cfg.name == name))
-            .ok_or_else(|| format!("port '{name}' does not exist"))?;
+            .ok_or_else(|| SwitchError::NoSuchPort(name.to_string()))?;
         let p = self.ports[slot].take().expect("found");
         let b = &mut self.bridges[p.bridge];
         b.members.retain(|&m| m as usize != slot);
@@ -202,9 +155,8 @@ impl Switch {
                 socket: p.cfg.socket.display().to_string(),
                 mode: p.cfg.mode,
                 stats: PortStats {
+                    counters: PortCounters { resets: p.backend.counters().resets, ..p.stats },
                     link_up: p.backend.link() == LinkState::Up,
-                    resets: p.backend.counters().resets,
-                    ..p.stats
                 },
                 last_fault: p.backend.last_fault().map(str::to_owned),
                 macs: self.bridges[p.bridge]
@@ -467,6 +419,7 @@ fn deliver_one(
     let src_mem = src_dev.mem();
     let Some(dev) = dst.backend.device_mut() else {
         dst.stats.drop_ring_full += 1;
+        dst.stats.tx_dropped += 1;
         return Ok(false);
     };
     let (mem, q) = dev.mem_and_queue(GUEST_RX);
@@ -477,6 +430,7 @@ fn deliver_one(
         room.known |= bit;
         if room.left[o] == 0 {
             dst.stats.drop_ring_full += 1;
+            dst.stats.tx_dropped += 1;
             return Ok(false);
         }
         q.prefetch(room.left[o].min(BURST as u16));
@@ -491,6 +445,7 @@ fn deliver_one(
     } else {
         q.push_used(dc.head, 0);
         dst.stats.drop_too_big += 1;
+        dst.stats.tx_dropped += 1;
     }
     Ok(true)
 }

@@ -7,17 +7,19 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::switch::{PortInfo, Switch, SwitchPort};
+use crate::error::SwitchError;
+use crate::info::PortInfo;
+use crate::switch::{Switch, SwitchPort};
 
 /// A request from the control thread.
 #[derive(Debug)]
 pub enum Command {
     /// Add an opened port.
-    Add(Box<SwitchPort>, Sender<Result<(), String>>),
+    Add(Box<SwitchPort>, Sender<Result<(), SwitchError>>),
     /// Check that a port could be added.
-    Check(crate::config::PortConfig, Sender<Result<(), String>>),
+    Check(crate::config::PortConfig, Sender<Result<(), SwitchError>>),
     /// Remove a port by name.
-    Del(String, Sender<Result<(), String>>),
+    Del(String, Sender<Result<(), SwitchError>>),
     /// List ports with counters.
     List(Sender<Vec<PortInfo>>),
     /// List bridges.

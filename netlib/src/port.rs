@@ -15,11 +15,13 @@ pub enum LinkState {
     Up,
 }
 
-/// Per-port counters. `tx_dropped` counts packets the caller asked to send that
-/// were not taken; `rx_errors` counts malformed buffers from the peer. The layout is
-/// C's: the C ABI hands it out as `struct fp_counters` (field order is part of that ABI).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+/// Per-port counters, from the point of view of the port's owner: `rx` is what
+/// the port took from its peer, `tx` what it handed to its peer. `tx_dropped`
+/// counts every packet the owner asked to send that was not taken; the `drop_*`
+/// fields say why, where the port knows. The C ABI hands out the first seven
+/// fields as `struct fp_counters` (netlib-ffi's own `#[repr(C)]` copy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PortCounters {
     /// Packets received.
     pub rx_packets: u64,
@@ -29,12 +31,18 @@ pub struct PortCounters {
     pub tx_packets: u64,
     /// Bytes sent.
     pub tx_bytes: u64,
-    /// Receive faults (bad descriptors, no buffers).
+    /// Receive faults (malformed buffers from the peer).
     pub rx_errors: u64,
     /// Packets refused on transmit (ring full, link down, too big).
     pub tx_dropped: u64,
     /// Times the port was reset after a fault or a peer disconnect.
     pub resets: u64,
+    /// Of `tx_dropped`: the peer's receive ring had no buffer.
+    pub drop_ring_full: u64,
+    /// Of `tx_dropped`: the peer's buffer was too small for the frame.
+    pub drop_too_big: u64,
+    /// Received packets with nowhere to go (a switch's destination is the port itself).
+    pub drop_filtered: u64,
 }
 
 /// A packet port: bursts in, bursts out.

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use fastpath::config::PortMode;
 use fastpath::control::{call, Request};
-use fastpath::switch::PortInfo;
+use fastpath::info::PortInfo;
 use fastpath_hook::pci::{self, Pci, Role, VFIO_PCI};
 
 /// fastpathctl: control a running fastpathd.
@@ -291,8 +291,8 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
             .and_then(|(old, dt)| old.iter().find(|o| o.name == p.name).map(|o| (o, dt)))
             .map_or((0.0, 0.0), |(o, dt)| {
                 (
-                    (p.stats.rx_packets - o.stats.rx_packets) as f64 / dt / 1e6,
-                    (p.stats.tx_packets - o.stats.tx_packets) as f64 / dt / 1e6,
+                    (p.stats.counters.rx_packets - o.stats.counters.rx_packets) as f64 / dt / 1e6,
+                    (p.stats.counters.tx_packets - o.stats.counters.tx_packets) as f64 / dt / 1e6,
                 )
             });
         println!(
@@ -300,14 +300,14 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
             p.name,
             p.bridge,
             if p.stats.link_up { "up" } else { "down" },
-            p.stats.rx_packets,
-            p.stats.tx_packets,
+            p.stats.counters.rx_packets,
+            p.stats.counters.tx_packets,
             rx_rate,
             tx_rate,
-            p.stats.drop_ring_full,
-            p.stats.drop_too_big,
-            p.stats.drop_filtered,
-            p.stats.resets
+            p.stats.counters.drop_ring_full,
+            p.stats.counters.drop_too_big,
+            p.stats.counters.drop_filtered,
+            p.stats.counters.resets
         );
     }
 }

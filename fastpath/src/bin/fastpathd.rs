@@ -73,8 +73,8 @@ fn main() -> Result<()> {
         control::bind(&cfg.ctl_socket).with_context(|| format!("control socket {}", cfg.ctl_socket.display()))?;
     let mut sw = Switch::new(&cfg.bridges, cfg.mac_age_secs);
     for p in &cfg.ports {
-        let port = SwitchPort::open(p.clone()).map_err(anyhow::Error::msg)?;
-        sw.add_port(port).map_err(anyhow::Error::msg)?;
+        let port = SwitchPort::open(p.clone())?;
+        sw.add_port(port)?;
     }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

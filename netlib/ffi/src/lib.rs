@@ -47,10 +47,42 @@ const MAX_POOL: u32 = 1 << 22;
 #[allow(non_camel_case_types)]
 pub type fp_pkt = u32;
 
-/// Port counters, as `struct fp_counters` in the header: netlib's own counters,
-/// whose layout is C's.
+/// Port counters, as `struct fp_counters` in the header: the first seven of
+/// netlib's [`netlib::PortCounters`], in C's layout (netlib's own type may grow;
+/// this one is the ABI and does not).
 #[allow(non_camel_case_types)]
-pub type fp_counters = netlib::PortCounters;
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct fp_counters {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Receive faults (malformed buffers from the peer).
+    pub rx_errors: u64,
+    /// Packets refused on transmit.
+    pub tx_dropped: u64,
+    /// Port resets (peer reconnects, faults).
+    pub resets: u64,
+}
+
+impl From<netlib::PortCounters> for fp_counters {
+    fn from(c: netlib::PortCounters) -> Self {
+        Self {
+            rx_packets: c.rx_packets,
+            rx_bytes: c.rx_bytes,
+            tx_packets: c.tx_packets,
+            tx_bytes: c.tx_bytes,
+            rx_errors: c.rx_errors,
+            tx_dropped: c.tx_dropped,
+            resets: c.resets,
+        }
+    }
+}
 
 /// An open port with its own pool, as `fp_port` (opaque) in the header.
 pub struct FpPort {
@@ -595,7 +627,7 @@ pub unsafe extern "C" fn fp_counters(port: *mut FpPort, out: *mut fp_counters) -
         if out.is_null() {
             return fail(FP_ERR_NULL, "fp_counters: out is NULL");
         }
-        let v: fp_counters = p.port.counters();
+        let v = fp_counters::from(p.port.counters());
         // SAFETY: non-NULL and writable per the contract.
         unsafe { out.write(v) };
         FP_OK

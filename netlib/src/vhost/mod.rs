@@ -354,6 +354,7 @@ impl VhostBackend {
                 } else {
                     q.push_used(c.head, 0);
                     self.counters.tx_dropped += 1;
+                    self.counters.drop_too_big += 1;
                 }
             }
             if res.is_err() {
