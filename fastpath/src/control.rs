@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{PortConfig, PortMode};
 use crate::info::PortInfo;
-use crate::switch::SwitchPort;
+use crate::switch::NewPort;
 use crate::worker::Command;
 
 /// A control request.
@@ -96,7 +96,7 @@ pub fn execute(req: Request, worker: &Sender<Command>) -> Response {
                 Err(_) => return gone(),
             }
             let sock = cfg.socket.clone();
-            let port = match SwitchPort::open(cfg) {
+            let port = match NewPort::open(cfg) {
                 Ok(p) => p,
                 Err(e) => return Response::err(e.to_string()),
             };

@@ -10,5 +10,6 @@ pub mod control;
 pub mod error;
 pub mod info;
 pub mod mactable;
+pub mod port;
 pub mod switch;
 pub mod worker;

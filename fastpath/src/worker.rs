@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use crate::error::SwitchError;
 use crate::info::PortInfo;
-use crate::switch::{Switch, SwitchPort};
+use crate::switch::{NewPort, Switch};
 
 /// A request from the control thread.
 #[derive(Debug)]
 pub enum Command {
     /// Add an opened port.
-    Add(Box<SwitchPort>, Sender<Result<(), SwitchError>>),
+    Add(Box<NewPort>, Sender<Result<(), SwitchError>>),
     /// Check that a port could be added.
     Check(crate::config::PortConfig, Sender<Result<(), SwitchError>>),
     /// Remove a port by name.

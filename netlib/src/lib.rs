@@ -17,6 +17,7 @@ pub mod igbvf;
 pub mod mem;
 pub mod pool;
 pub mod port;
+mod prefetch;
 pub mod ring;
 pub mod spec;
 pub mod vfio;

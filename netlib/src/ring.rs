@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::mem::{raw::atomic_u16, GuestMemory, MemError, Region};
+use crate::prefetch::prefetch;
 
 /// One descriptor as read from a ring.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,33 +67,6 @@ impl SplitLayout {
     pub fn at(base: u64, size: u16) -> Self {
         Self { desc: base, avail: base + Self::desc_bytes(size), used: base + Self::used_offset(size), size }
     }
-}
-
-/// Asks the CPU to start loading the cache line at `addr` (a hint: never faults).
-#[inline(always)]
-pub(crate) fn prefetch(addr: u64) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint; it does not fault whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr as *const i8);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = addr;
-}
-
-/// Asks the CPU to fetch the cache line at `addr` for writing (`prefetchw`): the line
-/// we are about to store to arrives exclusive, without a second trip to the other core.
-/// A hint only; CPUs without the instruction treat it as a no-op.
-#[inline(always)]
-pub(crate) fn prefetch_write(addr: u64) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetchw is only a hint; it does not fault, whatever the address, and
-    // touches no register or flag.
-    unsafe {
-        std::arch::asm!("prefetchw [{0}]", in(reg) addr, options(nostack, preserves_flags, readonly));
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = addr;
 }
 
 #[inline(always)]

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use fastpath::config::{parse_port_flag, Config};
 use fastpath::control;
-use fastpath::switch::{Switch, SwitchPort};
+use fastpath::switch::{NewPort, Switch};
 use fastpath::worker;
 
 /// fastpathd: a polling vhost-user switch for containers.
@@ -73,7 +73,7 @@ fn main() -> Result<()> {
         control::bind(&cfg.ctl_socket).with_context(|| format!("control socket {}", cfg.ctl_socket.display()))?;
     let mut sw = Switch::new(&cfg.bridges, cfg.mac_age_secs);
     for p in &cfg.ports {
-        let port = SwitchPort::open(p.clone())?;
+        let port = NewPort::open(p.clone())?;
         sw.add_port(port)?;
     }
     let stop = Arc::new(AtomicBool::new(false));

@@ -3,6 +3,8 @@
 //! vhost-user backend (device side), used by fastpathd and the benchmarks.
 
 pub mod device;
+mod engine;
+mod frame;
 pub mod queue;
 
 use std::os::fd::{AsFd, BorrowedFd};
@@ -11,10 +13,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use device::{ProtocolFault, Reply, VhostDevice};
-pub use queue::{copy_chain, read_chain, write_chain, Chain, ChainFault, DeviceQueue};
+pub use engine::{Burst, Filler};
+pub use frame::{copy_chain, read_chain, write_chain, Frame, FrameBuf, Frames};
+pub use queue::{Chain, ChainFault, DeviceQueue};
 
 use crate::cadence::Cadence;
-use crate::pool::{Packet, PktPool, DATA_ROOM};
+use crate::pool::{Packet, PktPool, BURST, DATA_ROOM};
 use crate::port::{LinkState, Port, PortCounters};
 use crate::spec::NET_HDR_LEN;
 use crate::vhost_user::message::{encode, FLAG_REPLY, FLAG_VERSION};
@@ -22,8 +26,6 @@ use crate::vhost_user::{Conn, ConnError};
 
 /// The virtio-net header we write on receive (num_buffers = 1).
 pub const RX_NET_HDR: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
-/// Chains walked ahead of their copies (one burst).
-const BATCH: usize = 32;
 /// Device-side index of the frontend's receive vring (we write into it).
 pub const GUEST_RX: usize = 0;
 /// Device-side index of the frontend's transmit vring (we read from it).
@@ -85,8 +87,10 @@ pub struct VhostBackend {
     cadence: Cadence,
     last_try: Option<Instant>,
     last_fault: Option<String>,
-    /// Chains of the batch being moved (kept here: too big to build per call).
-    chains: Box<[Chain; BATCH]>,
+    /// The burst being received (its chains are too big to build per call).
+    burst: Burst,
+    /// Receive-side scratch of the engine.
+    filler: Filler,
 }
 
 impl VhostBackend {
@@ -114,7 +118,8 @@ impl VhostBackend {
             cadence: Cadence::default(),
             last_try: None,
             last_fault: None,
-            chains: Box::new([Chain::empty(0); BATCH]),
+            burst: Burst::default(),
+            filler: Filler::default(),
         })
     }
 
@@ -144,9 +149,10 @@ impl VhostBackend {
         self.dev.ready().then_some(&mut self.dev)
     }
 
-    /// Counters, writable (the switch counts what it moves through the device).
-    pub fn counters_mut(&mut self) -> &mut PortCounters {
-        &mut self.counters
+    /// The device, when a ring is live (read-only: its memory, for frames).
+    #[inline]
+    pub fn device(&self) -> Option<&VhostDevice> {
+        self.dev.ready().then_some(&self.dev)
     }
 
     /// Drops the connection after a fault, with one log line naming port and fault.
@@ -244,130 +250,70 @@ impl VhostBackend {
         self.dev.ready()
     }
 
-    /// Signals the frontend's call eventfd for vring `i` if it asked for interrupts.
-    #[inline]
-    fn notify(dev: &mut VhostDevice, i: usize) {
-        dev.notify(i);
+    /// The fd that is readable when the control path has work: the connection, or
+    /// the listening socket while no frontend is connected.
+    pub fn control_fd(&self) -> Option<BorrowedFd<'_>> {
+        match (&self.conn, &self.listener) {
+            (Some(c), _) => Some(c.fd()),
+            (None, Some(l)) => Some(l.as_fd()),
+            (None, None) => None,
+        }
     }
 
-    /// The fds to wait on while the switch sleeps: the listener or the connection
-    /// (control messages), and the kick eventfd of the frontend's transmit queue.
-    pub fn wait_fds(&self) -> Vec<BorrowedFd<'_>> {
-        let mut v = Vec::with_capacity(2);
-        match (&self.conn, &self.listener) {
-            (Some(c), _) => v.push(c.fd()),
-            (None, Some(l)) => v.push(l.as_fd()),
-            (None, None) => {}
-        }
-        if let Some(k) = self.dev.kick_fd(GUEST_TX) {
-            v.push(k.as_fd());
-        }
-        v
+    /// The kick eventfd of the frontend's transmit ring, if it gave one.
+    pub fn kick_fd(&self) -> Option<&std::os::fd::OwnedFd> {
+        self.dev.kick_fd(GUEST_TX)
     }
 
     fn dequeue(&mut self, pool: &mut PktPool, pkts: &mut Vec<Packet>) -> Result<usize, ChainFault> {
-        let (mem, q) = self.dev.mem_and_queue(GUEST_TX);
-        let Some(q) = q else { return Ok(0) };
-        let n = (q.available()? as usize).min(pkts.capacity() - pkts.len()).min(pool.available());
-        if n == 0 {
-            return Ok(0);
-        }
-        q.prefetch(n as u16);
-        let chains = &mut self.chains;
         let mut got = 0usize;
-        let mut bytes = 0u64;
-        let mut left = n;
-        while left > 0 {
-            let k = left.min(BATCH);
-            left -= k;
-            // Walk the whole batch first, starting the loads of every packet's data, so
-            // that the copies below find their lines arriving rather than wait one by one.
-            for c in &mut chains[..k] {
-                q.pop_into(mem, false, c)?;
-                if let Some(s) = c.segs().first() {
-                    s.prefetch_at(NET_HDR_LEN);
-                }
+        loop {
+            let room = (pkts.capacity() - pkts.len()).min(pool.available());
+            if room == 0 || self.burst.pop(&mut self.dev, room)? == 0 {
+                break;
             }
-            for c in &chains[..k] {
-                let len = c.total.wrapping_sub(NET_HDR_LEN);
-                if c.total < NET_HDR_LEN || len > u32::from(DATA_ROOM) {
+            let frames = self.burst.frames(self.dev.mem());
+            let mut bytes = 0u64;
+            let mut ok_n = 0usize;
+            for i in 0..frames.len() {
+                let f = frames.get(i);
+                let len = f.len();
+                let runt = matches!(f, Frame::Guest { chain, .. } if chain.total < NET_HDR_LEN);
+                if runt || len > u32::from(DATA_ROOM) {
                     self.counters.rx_errors += 1;
-                    q.push_used(c.head, 0);
                     continue;
                 }
-                let mut p = pool.alloc().expect("counted");
-                let buf = pool.set_len(&mut p, len as usize);
-                let (_, ok) = read_chain(mem, c, NET_HDR_LEN, buf);
-                q.push_used(c.head, 0);
-                if ok {
-                    bytes += len as u64;
+                let mut p = pool.alloc().expect("bounded by pool.available()");
+                if f.read_all(pool.set_len(&mut p, len as usize)) {
+                    bytes += u64::from(len);
                     pkts.push(p);
-                    got += 1;
+                    ok_n += 1;
                 } else {
                     self.counters.rx_errors += 1;
                     pool.free(p);
                 }
             }
+            let full = frames.len() == BURST;
+            self.burst.release(&mut self.dev);
+            self.counters.rx_packets += ok_n as u64;
+            self.counters.rx_bytes += bytes;
+            got += ok_n;
+            if !full {
+                break;
+            }
         }
-        q.publish();
-        self.counters.rx_packets += got as u64;
-        self.counters.rx_bytes += bytes;
-        Self::notify(&mut self.dev, GUEST_TX);
         Ok(got)
     }
 
     fn enqueue(&mut self, pool: &mut PktPool, pkts: &mut Vec<Packet>) -> Result<usize, ChainFault> {
-        let (mem, q) = self.dev.mem_and_queue(GUEST_RX);
-        let Some(q) = q else { return Ok(0) };
-        let n = (q.available()? as usize).min(pkts.len());
-        if n == 0 {
-            return Ok(0);
-        }
-        q.prefetch(n as u16);
-        let chains = &mut self.chains;
-        let mut sent = 0u64;
-        let mut bytes = 0u64;
-        let mut res = Ok(());
-        let mut taken = 0;
-        'batches: for batch in pkts[..n].chunks(BATCH) {
-            // Walk the batch's chains first and ask for their header and data lines
-            // (the data for writing), then copy.
-            let mut k = 0;
-            for c in &mut chains[..batch.len()] {
-                if let Err(f) = q.pop_into(mem, true, c) {
-                    res = Err(f);
-                    break;
-                }
-                if let Some(s) = c.segs().first() {
-                    s.prefetch_at(0);
-                    s.prefetch_write_at(NET_HDR_LEN);
-                }
-                k += 1;
-            }
-            for (c, p) in chains[..k].iter().zip(batch) {
-                taken += 1;
-                let data = pool.data(p);
-                if let Some(len) = write_chain(mem, c, &RX_NET_HDR, data) {
-                    q.push_used(c.head, len);
-                    sent += 1;
-                    bytes += data.len() as u64;
-                } else {
-                    q.push_used(c.head, 0);
-                    self.counters.tx_dropped += 1;
-                    self.counters.drop_too_big += 1;
-                }
-            }
-            if res.is_err() {
-                break 'batches;
-            }
-        }
-        q.publish();
+        let (taken, res) = {
+            let src: &[Packet] = pkts;
+            let pool_ref: &PktPool = pool;
+            self.filler.fill(&mut self.dev, src.len(), |i| Frame::Local(pool_ref.data(&src[i])), &mut self.counters)
+        };
         for p in pkts.drain(..taken) {
             pool.free(p);
         }
-        self.counters.tx_packets += sent;
-        self.counters.tx_bytes += bytes;
-        Self::notify(&mut self.dev, GUEST_RX);
         res.map(|()| taken)
     }
 }

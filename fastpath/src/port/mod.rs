@@ -1,0 +1,85 @@
+// The switch's port interface: what every port kind (vhost-user today; AF_XDP,
+// TAP, VXLAN, VFs next) gives the forwarding loop, and the opener of each kind.
+//! Switch ports.
+//!
+//! A port kind is one module with a type implementing [`SwitchPort`], plus one arm in
+//! [`open`]. The switch drives every port the same way, one burst at a time:
+//! [`SwitchPort::poll`], then [`SwitchPort::recv`] a burst, read it through
+//! [`SwitchPort::frames`], hand it to each destination's [`SwitchPort::send`], and
+//! [`SwitchPort::release`] it. A frame is copied once, from the source's buffers
+//! into the destination's.
+
+pub mod loopback;
+pub mod vhost;
+
+use std::os::fd::BorrowedFd;
+
+use netlib::vhost::Frames;
+use netlib::{LinkState, PortCounters};
+
+use crate::config::{PortConfig, PortMode};
+use crate::error::SwitchError;
+
+/// The fds a port's peer wakes a sleeping switch with.
+#[derive(Debug, Default)]
+pub struct WakeFds<'a> {
+    /// Readable when the control path has work (a listener, a connection).
+    pub control: Option<BorrowedFd<'a>>,
+    /// Readable when the peer has sent frames (after [`SwitchPort::arm_wakeup`]).
+    pub data: Option<BorrowedFd<'a>>,
+}
+
+/// One port of the switch, of any kind.
+///
+/// None of these may block, allocate per frame, or take a lock: they run on the
+/// polling worker, between every other port's bursts. A port that finds its peer
+/// misbehaving resets itself (counting `resets`, remembering the fault) and stays
+/// down until the peer comes back; it never takes the switch with it.
+pub trait SwitchPort: Send + std::fmt::Debug {
+    /// Drives the control path when it is due (accepting, handshakes, the peer's
+    /// messages, reconnecting); returns whether frames can move.
+    fn poll(&mut self) -> bool;
+    /// Takes a burst of at most [`netlib::pool::BURST`] frames from the peer into the
+    /// port's buffers; returns how many. The switch counts what it forwards.
+    fn recv(&mut self) -> usize;
+    /// The frames of the burst [`Self::recv`] took.
+    fn frames(&self) -> Frames<'_>;
+    /// Gives the burst's buffers back to the peer (after every destination copied).
+    fn release(&mut self);
+    /// Copies the frames of `src` at positions `picks` (ascending) to the peer, in
+    /// that order, and makes them visible to it. Counts what it sends (`tx_*`) and
+    /// what it drops (`tx_dropped`, with the reason).
+    fn send(&mut self, src: &Frames<'_>, picks: &[u8]);
+    /// The counters.
+    fn counters(&self) -> PortCounters;
+    /// The counters, to add what the switch counts (receive, filtered, errors).
+    fn counters_mut(&mut self) -> &mut PortCounters;
+    /// Whether frames can move.
+    fn link(&self) -> LinkState;
+    /// The last fault that reset the port, if any.
+    fn last_fault(&self) -> Option<&str>;
+    /// Interrupt mode: asks the peer to signal when it sends; returns whether frames
+    /// are already waiting (checked after asking, so none is missed).
+    fn arm_wakeup(&mut self) -> bool {
+        false
+    }
+    /// The fds to sleep on.
+    fn wake_fds(&self) -> WakeFds<'_> {
+        WakeFds::default()
+    }
+    /// Back to polling: the peer need not signal any more; `woken` says whether its
+    /// data fd was readable (the signal is consumed).
+    fn disarm_wakeup(&mut self, woken: bool) {
+        let _ = woken;
+    }
+}
+
+/// Opens the port `cfg` describes (binds its socket, or prepares to connect).
+pub fn open(cfg: &PortConfig) -> Result<Box<dyn SwitchPort>, SwitchError> {
+    let err = |e: &dyn std::fmt::Display| SwitchError::Open { port: cfg.name.clone(), why: e.to_string() };
+    let name = format!("port {} ({})", cfg.name, cfg.socket.display());
+    Ok(match cfg.mode {
+        PortMode::Server => Box::new(vhost::VhostPort::listen(&cfg.socket, name).map_err(|e| err(&e))?),
+        PortMode::Client => Box::new(vhost::VhostPort::connect(&cfg.socket, name).map_err(|e| err(&e))?),
+    })
+}

@@ -1,0 +1,132 @@
+// The vhost-user port kind: a container's (or a VM's) virtio rings, through
+// netlib's backend for the protocol and netlib's engine for the bursts.
+//! vhost-user ports.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
+
+use netlib::pool::BURST;
+use netlib::vhost::{Burst, Filler, Frames, VhostBackend, VhostError, VhostMode, GUEST_RX, GUEST_TX};
+use netlib::{LinkState, Port, PortCounters};
+
+use super::{SwitchPort, WakeFds};
+
+/// A vhost-user backend as a switch port.
+#[derive(Debug)]
+pub struct VhostPort {
+    backend: VhostBackend,
+    burst: Burst,
+    filler: Filler,
+    counters: PortCounters,
+}
+
+impl VhostPort {
+    /// A port whose socket the switch binds at `path` (a stale file is replaced).
+    pub fn listen(path: &Path, name: String) -> Result<Self, VhostError> {
+        Self::open(path, VhostMode::Listen, name)
+    }
+
+    /// A port that connects to a frontend listening at `path` (and reconnects).
+    pub fn connect(path: &Path, name: String) -> Result<Self, VhostError> {
+        Self::open(path, VhostMode::Connect, name)
+    }
+
+    fn open(path: &Path, mode: VhostMode, name: String) -> Result<Self, VhostError> {
+        let mut backend = VhostBackend::open(path, mode)?;
+        backend.set_name(name);
+        Ok(Self { backend, burst: Burst::default(), filler: Filler::default(), counters: PortCounters::default() })
+    }
+}
+
+impl SwitchPort for VhostPort {
+    #[inline]
+    fn poll(&mut self) -> bool {
+        self.backend.poll()
+    }
+
+    #[inline]
+    fn recv(&mut self) -> usize {
+        let Some(dev) = self.backend.device_mut() else { return 0 };
+        match self.burst.pop(dev, BURST) {
+            Ok(n) => n,
+            Err(f) => {
+                self.burst = Burst::default();
+                self.backend.fault(&f.into());
+                0
+            }
+        }
+    }
+
+    #[inline]
+    fn frames(&self) -> Frames<'_> {
+        match self.backend.device() {
+            Some(dev) => self.burst.frames(dev.mem()),
+            None => Frames::EMPTY,
+        }
+    }
+
+    #[inline]
+    fn release(&mut self) {
+        if let Some(dev) = self.backend.device_mut() {
+            self.burst.release(dev);
+        }
+    }
+
+    #[inline]
+    fn send(&mut self, src: &Frames<'_>, picks: &[u8]) {
+        let Some(dev) = self.backend.device_mut() else {
+            self.counters.drop_ring_full += picks.len() as u64;
+            self.counters.tx_dropped += picks.len() as u64;
+            return;
+        };
+        if dev.queue(GUEST_RX).is_none() {
+            // A frontend that only sends may never start its receive ring: nothing to count.
+            return;
+        }
+        let (taken, res) = self.filler.fill(dev, picks.len(), |k| src.get(picks[k] as usize), &mut self.counters);
+        let lost = (picks.len() - taken) as u64;
+        self.counters.drop_ring_full += lost;
+        self.counters.tx_dropped += lost;
+        if let Err(f) = res {
+            self.backend.fault(&f.into());
+        }
+    }
+
+    fn counters(&self) -> PortCounters {
+        PortCounters { resets: self.backend.counters().resets, ..self.counters }
+    }
+
+    fn counters_mut(&mut self) -> &mut PortCounters {
+        &mut self.counters
+    }
+
+    fn link(&self) -> LinkState {
+        self.backend.link()
+    }
+
+    fn last_fault(&self) -> Option<&str> {
+        self.backend.last_fault()
+    }
+
+    fn arm_wakeup(&mut self) -> bool {
+        let Some(dev) = self.backend.device_mut() else { return false };
+        dev.set_kicks(GUEST_TX, true);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        dev.queue(GUEST_TX).is_some_and(|q| !matches!(q.available(), Ok(0)))
+    }
+
+    fn wake_fds(&self) -> WakeFds<'_> {
+        WakeFds { control: self.backend.control_fd(), data: self.backend.kick_fd().map(AsFd::as_fd) }
+    }
+
+    fn disarm_wakeup(&mut self, woken: bool) {
+        let Some(dev) = self.backend.device_mut() else { return };
+        dev.set_kicks(GUEST_TX, false);
+        if woken {
+            if let Some(k) = dev.kick_fd(GUEST_TX) {
+                let mut b = [0u8; 8];
+                let _ = nix::unistd::read(k.as_raw_fd(), &mut b);
+            }
+        }
+    }
+}

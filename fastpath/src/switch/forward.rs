@@ -1,0 +1,159 @@
+// One burst of one port through its bridge: learn the senders, look up each
+// destination, group the frames by destination port, hand each group over at once.
+//! Forwarding.
+
+use netlib::pool::BURST;
+
+use crate::mactable::{is_multicast, Mac};
+
+use super::{Bridge, Switch, MAX_PORTS};
+
+/// No group yet for a port.
+const NONE: u8 = u8::MAX;
+const _: () = assert!(MAX_PORTS < NONE as usize && BURST <= u8::MAX as usize);
+
+/// Where the frames of one burst go: for each destination port, the positions of
+/// its frames in the burst, in order. Kept by the switch, so a burst sets up nothing.
+#[derive(Debug)]
+pub(super) struct Groups {
+    n: usize,
+    dest: [u16; MAX_PORTS],
+    count: [u8; MAX_PORTS],
+    picks: [[u8; BURST]; MAX_PORTS],
+    group_of: [u8; MAX_PORTS],
+}
+
+impl Default for Groups {
+    fn default() -> Self {
+        Self {
+            n: 0,
+            dest: [0; MAX_PORTS],
+            count: [0; MAX_PORTS],
+            picks: [[0; BURST]; MAX_PORTS],
+            group_of: [NONE; MAX_PORTS],
+        }
+    }
+}
+
+impl Groups {
+    /// Frame `frame` of the burst goes to `port`.
+    #[inline]
+    fn add(&mut self, port: u16, frame: u8) {
+        let mut g = self.group_of[port as usize];
+        if g == NONE {
+            g = self.n as u8;
+            self.n += 1;
+            self.dest[g as usize] = port;
+            self.count[g as usize] = 0;
+            self.group_of[port as usize] = g;
+        }
+        let g = g as usize;
+        self.picks[g][self.count[g] as usize] = frame;
+        self.count[g] += 1;
+    }
+
+    /// Forgets every group (touching only the ports that had one).
+    #[inline]
+    fn clear(&mut self) {
+        for g in 0..self.n {
+            self.group_of[self.dest[g] as usize] = NONE;
+        }
+        self.n = 0;
+    }
+}
+
+/// What forwarding one burst counted on its source port.
+#[derive(Default)]
+struct Tally {
+    rx: u64,
+    bytes: u64,
+    runts: u64,
+    filtered: u64,
+}
+
+impl Switch {
+    /// Forwards one burst from port `s`; returns the frames taken from it.
+    pub(super) fn forward_from(&mut self, s: usize) -> usize {
+        let Switch { ports, bridges, now, groups } = self;
+        let Some(sp) = ports[s].as_mut() else { return 0 };
+        let bridge = &mut bridges[sp.bridge];
+        if !sp.port.poll() {
+            // Down (a fault or the peer gone): forget the MACs learned there once per reset.
+            let resets = sp.port.counters().resets;
+            if resets != sp.seen_resets {
+                sp.seen_resets = resets;
+                bridge.macs.flush_port(s as u16);
+            }
+            return 0;
+        }
+        let taken = sp.port.recv();
+        if taken == 0 {
+            return 0;
+        }
+        let tally = classify(sp.port.frames(), s as u16, bridge, *now, groups);
+        let c = sp.port.counters_mut();
+        c.rx_packets += tally.rx;
+        c.rx_bytes += tally.bytes;
+        c.rx_errors += tally.runts;
+        c.drop_filtered += tally.filtered;
+        for g in 0..groups.n {
+            let o = groups.dest[g] as usize;
+            if let Ok([Some(src), Some(dst)]) = ports.get_disjoint_mut([s, o]) {
+                dst.port.send(&src.port.frames(), &groups.picks[g][..groups.count[g] as usize]);
+            }
+        }
+        groups.clear();
+        if let Some(sp) = ports[s].as_mut() {
+            sp.port.release();
+        }
+        taken
+    }
+}
+
+/// Learns the burst's senders on port `s` and sorts its frames into `groups` by
+/// destination port (flooding unknown, broadcast and multicast destinations).
+#[inline]
+fn classify(frames: netlib::vhost::Frames<'_>, s: u16, bridge: &mut Bridge, now: u32, groups: &mut Groups) -> Tally {
+    let mut t = Tally::default();
+    // A burst usually comes from one sender and goes to one receiver: learn each run
+    // of one source MAC once, and look each run of one destination MAC up once.
+    let mut learned: Option<Mac> = None;
+    let mut last: Option<(Mac, Option<u16>)> = None;
+    for i in 0..frames.len() {
+        let f = frames.get(i);
+        let mut eth = [0u8; 12];
+        if f.read_head(&mut eth) < eth.len() {
+            t.runts += 1;
+            continue;
+        }
+        let (dst, src) = eth.split_at(6);
+        let dst: Mac = dst.try_into().unwrap_or_default();
+        let src: Mac = src.try_into().unwrap_or_default();
+        if learned != Some(src) && !is_multicast(&src) {
+            bridge.macs.learn(&src, s, now);
+            learned = Some(src);
+        }
+        t.rx += 1;
+        t.bytes += u64::from(f.len());
+        let to = match last {
+            Some((mac, port)) if mac == dst => port,
+            _ => {
+                let port = if is_multicast(&dst) { None } else { bridge.macs.lookup(&dst, now) };
+                last = Some((dst, port));
+                port
+            }
+        };
+        match to {
+            Some(o) if o == s => t.filtered += 1,
+            Some(o) => groups.add(o, i as u8),
+            None => {
+                for &o in &bridge.members {
+                    if o != s {
+                        groups.add(o, i as u8);
+                    }
+                }
+            }
+        }
+    }
+    t
+}

@@ -1,0 +1,232 @@
+// The switch: learning bridges of ports of any kind, driven one burst at a time
+// by the worker; adding, removing and listing ports; sleeping in interrupt mode.
+//! The polling L2 switch.
+
+mod forward;
+#[cfg(test)]
+mod tests;
+
+use netlib::LinkState;
+
+use crate::config::PortConfig;
+use crate::error::SwitchError;
+use crate::info::{PortInfo, PortStats};
+use crate::mactable::MacTable;
+use crate::port::{self, SwitchPort};
+
+use forward::Groups;
+
+/// Most ports one switch holds.
+pub const MAX_PORTS: usize = 64;
+/// MAC entries each bridge holds.
+const MAC_CAPACITY: usize = 4096;
+
+/// A port, opened and configured, waiting to be added to a switch.
+#[derive(Debug)]
+pub struct NewPort {
+    /// Its configuration.
+    pub cfg: PortConfig,
+    port: Box<dyn SwitchPort>,
+}
+
+impl NewPort {
+    /// Opens the port `cfg` describes (binds its socket, or prepares to connect).
+    pub fn open(cfg: PortConfig) -> Result<Self, SwitchError> {
+        let port = port::open(&cfg)?;
+        Ok(Self { cfg, port })
+    }
+
+    /// A port of any kind (e.g. an in-process [`crate::port::loopback::Loopback`]).
+    pub fn with(cfg: PortConfig, port: Box<dyn SwitchPort>) -> Self {
+        Self { cfg, port }
+    }
+}
+
+/// A port in the switch.
+#[derive(Debug)]
+struct Slot {
+    cfg: PortConfig,
+    bridge: usize,
+    port: Box<dyn SwitchPort>,
+    /// The port's reset count when the bridge last forgot its MACs.
+    seen_resets: u64,
+}
+
+#[derive(Debug)]
+struct Bridge {
+    name: String,
+    macs: MacTable,
+    members: Vec<u16>,
+}
+
+/// The switch: bridges and their ports, driven by [`Switch::poll_once`].
+#[derive(Debug)]
+pub struct Switch {
+    ports: Vec<Option<Slot>>,
+    bridges: Vec<Bridge>,
+    /// The ageing clock, in seconds (never 0).
+    now: u32,
+    /// Where each frame of the burst being forwarded goes (kept: no per-burst setup).
+    groups: Box<Groups>,
+}
+
+impl Switch {
+    /// A switch with these bridges; MAC entries age after `mac_age_secs`.
+    pub fn new(bridges: &[String], mac_age_secs: u32) -> Self {
+        Self {
+            ports: (0..MAX_PORTS).map(|_| None).collect(),
+            bridges: bridges
+                .iter()
+                .map(|b| Bridge {
+                    name: b.clone(),
+                    macs: MacTable::new(MAC_CAPACITY, mac_age_secs),
+                    members: Vec::with_capacity(MAX_PORTS),
+                })
+                .collect(),
+            now: 1,
+            groups: Box::default(),
+        }
+    }
+
+    /// Bridge names.
+    pub fn bridge_names(&self) -> Vec<String> {
+        self.bridges.iter().map(|b| b.name.clone()).collect()
+    }
+
+    /// Checks that a port could be added (bridge exists, name and socket free).
+    pub fn check_new(&self, cfg: &PortConfig) -> Result<(), SwitchError> {
+        if !self.bridges.iter().any(|b| b.name == cfg.bridge) {
+            return Err(SwitchError::NoSuchBridge { bridge: cfg.bridge.clone(), known: self.bridge_names() });
+        }
+        for p in self.ports.iter().flatten() {
+            if p.cfg.name == cfg.name {
+                return Err(SwitchError::PortExists(cfg.name.clone()));
+            }
+            if p.cfg.socket == cfg.socket {
+                return Err(SwitchError::SocketInUse { socket: cfg.socket.clone(), port: p.cfg.name.clone() });
+            }
+        }
+        if self.ports.iter().all(Option::is_some) {
+            return Err(SwitchError::Full(MAX_PORTS));
+        }
+        Ok(())
+    }
+
+    /// Adds an opened port.
+    pub fn add_port(&mut self, p: NewPort) -> Result<(), SwitchError> {
+        self.check_new(&p.cfg)?;
+        let (Some(b), Some(slot)) =
+            (self.bridges.iter().position(|b| b.name == p.cfg.bridge), self.ports.iter().position(Option::is_none))
+        else {
+            return Err(SwitchError::Full(MAX_PORTS));
+        };
+        tracing::info!(
+            "port {} added to {} ({:?} on {})",
+            p.cfg.name,
+            p.cfg.bridge,
+            p.cfg.mode,
+            p.cfg.socket.display()
+        );
+        let seen_resets = p.port.counters().resets;
+        self.ports[slot] = Some(Slot { cfg: p.cfg, bridge: b, port: p.port, seen_resets });
+        self.bridges[b].members.push(slot as u16);
+        Ok(())
+    }
+
+    /// Removes a port by name: its socket closes, its memory is unmapped, its MACs forgotten.
+    pub fn del_port(&mut self, name: &str) -> Result<(), SwitchError> {
+        let slot = self
+            .ports
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| p.cfg.name == name))
+            .ok_or_else(|| SwitchError::NoSuchPort(name.to_string()))?;
+        let Some(p) = self.ports[slot].take() else {
+            return Err(SwitchError::NoSuchPort(name.to_string()));
+        };
+        let b = &mut self.bridges[p.bridge];
+        b.members.retain(|&m| m as usize != slot);
+        b.macs.flush_port(slot as u16);
+        tracing::info!("port {name} removed");
+        Ok(())
+    }
+
+    /// Ports and their counters.
+    pub fn list(&self) -> Vec<PortInfo> {
+        self.ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.as_ref().map(|p| (i, p)))
+            .map(|(slot, p)| PortInfo {
+                name: p.cfg.name.clone(),
+                bridge: p.cfg.bridge.clone(),
+                socket: p.cfg.socket.display().to_string(),
+                mode: p.cfg.mode,
+                stats: PortStats { counters: p.port.counters(), link_up: p.port.link() == LinkState::Up },
+                last_fault: p.port.last_fault().map(str::to_owned),
+                macs: self.bridges[p.bridge]
+                    .macs
+                    .entries(self.now)
+                    .into_iter()
+                    .filter(|&(_, port)| port as usize == slot)
+                    .map(|(m, _)| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Advances the ageing clock by one second.
+    pub fn tick_second(&mut self) {
+        self.now = self.now.wrapping_add(1).max(1);
+    }
+
+    /// Interrupt mode: asks every port's peer to signal when it sends, checks once
+    /// more for traffic, then sleeps on those signals and the control fds for up to
+    /// `timeout`. Back in polling mode on return.
+    pub fn sleep(&mut self, timeout: std::time::Duration) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut busy = false;
+        for p in self.ports.iter_mut().flatten() {
+            busy |= p.port.arm_wakeup();
+        }
+        let mut woken = [false; MAX_PORTS];
+        if !busy {
+            let mut owners: Vec<(usize, bool)> = Vec::with_capacity(2 * MAX_PORTS);
+            let mut fds = Vec::with_capacity(2 * MAX_PORTS);
+            for (i, p) in self.ports.iter().enumerate() {
+                let Some(p) = p else { continue };
+                let w = p.port.wake_fds();
+                for (fd, data) in [(w.control, false), (w.data, true)] {
+                    if let Some(fd) = fd {
+                        owners.push((i, data));
+                        fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                    }
+                }
+            }
+            let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+            if poll(&mut fds, PollTimeout::from(ms)).unwrap_or(0) > 0 {
+                for (fd, &(i, data)) in fds.iter().zip(&owners) {
+                    if data && fd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)) {
+                        woken[i] = true;
+                    }
+                }
+            }
+        }
+        for (i, p) in self.ports.iter_mut().enumerate() {
+            if let Some(p) = p {
+                p.port.disarm_wakeup(woken[i]);
+            }
+        }
+    }
+
+    /// One pass: every port's pending burst goes to its destinations. Returns
+    /// frames moved.
+    pub fn poll_once(&mut self) -> usize {
+        let mut moved = 0;
+        for s in 0..self.ports.len() {
+            if self.ports[s].is_some() {
+                moved += self.forward_from(s);
+            }
+        }
+        moved
+    }
+}

@@ -1,0 +1,297 @@
+// A frame to be copied: in a peer's memory (a descriptor chain after its
+// virtio-net header) or in our own; and the three copies between chains and bytes.
+//! Frames and the copies that move them.
+
+use crate::mem::GuestMemory;
+
+use super::queue::Chain;
+
+/// One frame, wherever it lies: the unit every port kind hands to the switch and
+/// every destination copies from.
+#[derive(Debug, Clone, Copy)]
+pub enum Frame<'a> {
+    /// A descriptor chain in a peer's memory; its first `skip` bytes (the virtio-net
+    /// header) are not part of the frame.
+    Guest {
+        /// The memory the chain's spans are in.
+        mem: &'a GuestMemory,
+        /// The chain.
+        chain: &'a Chain,
+        /// Bytes of header before the frame.
+        skip: u32,
+    },
+    /// Bytes in our own memory.
+    Local(&'a [u8]),
+}
+
+impl Frame<'_> {
+    /// The frame's length in bytes (0 for a chain shorter than its header).
+    #[inline]
+    pub fn len(&self) -> u32 {
+        match self {
+            Frame::Guest { chain, skip, .. } => chain.total.saturating_sub(*skip),
+            Frame::Local(b) => b.len() as u32,
+        }
+    }
+
+    /// Whether the frame has no bytes.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies the frame's first `dst.len()` bytes into `dst`; returns how many were
+    /// copied (fewer when the frame is shorter, or a span could not be read).
+    #[inline]
+    pub fn read_head(&self, dst: &mut [u8]) -> usize {
+        match self {
+            Frame::Guest { mem, chain, skip } => read_chain(mem, chain, *skip, dst).0,
+            Frame::Local(b) => {
+                let n = b.len().min(dst.len());
+                dst[..n].copy_from_slice(&b[..n]);
+                n
+            }
+        }
+    }
+
+    /// Copies the whole frame into `dst` (which must be exactly [`Self::len`] bytes);
+    /// false if a span could not be read.
+    #[inline]
+    pub fn read_all(&self, dst: &mut [u8]) -> bool {
+        match self {
+            Frame::Guest { mem, chain, skip } => read_chain(mem, chain, *skip, dst).1,
+            Frame::Local(b) => {
+                if b.len() != dst.len() {
+                    return false;
+                }
+                dst.copy_from_slice(b);
+                true
+            }
+        }
+    }
+
+    /// Writes `hdr` then the frame into the chain `dst` of `dst_mem`; returns the
+    /// bytes written, or `None` if `dst` is too small (or a span could not be used).
+    #[inline]
+    pub fn write_to(&self, dst_mem: &GuestMemory, dst: &Chain, hdr: &[u8]) -> Option<u32> {
+        match self {
+            Frame::Guest { mem, chain, skip } => copy_chain(dst_mem, dst, hdr, mem, chain, *skip),
+            Frame::Local(b) => write_chain(dst_mem, dst, hdr, b),
+        }
+    }
+}
+
+/// A frame buffer of our own: the first `len` bytes of `buf` are the frame.
+#[derive(Debug, Clone)]
+pub struct FrameBuf {
+    buf: Box<[u8]>,
+    len: u32,
+}
+
+impl FrameBuf {
+    /// An empty buffer with room for `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self { buf: vec![0; capacity].into_boxed_slice(), len: 0 }
+    }
+
+    /// The frame.
+    #[inline]
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+
+    /// The whole buffer, to fill (then say how much with [`Self::set_len`]).
+    #[inline]
+    pub fn room_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    /// Room in bytes.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Sets the frame's length (at most the capacity).
+    #[inline]
+    pub fn set_len(&mut self, len: usize) {
+        self.len = len.min(self.buf.len()) as u32;
+    }
+
+    /// Copies `frame` in; false if it does not fit.
+    pub fn fill_from(&mut self, frame: &[u8]) -> bool {
+        let Some(dst) = self.buf.get_mut(..frame.len()) else { return false };
+        dst.copy_from_slice(frame);
+        self.len = frame.len() as u32;
+        true
+    }
+}
+
+/// A burst of frames from one port: what the switch hands each destination.
+#[derive(Debug, Clone, Copy)]
+pub enum Frames<'a> {
+    /// Chains in a peer's memory, each after a `skip`-byte header.
+    Guest {
+        /// Their memory.
+        mem: &'a GuestMemory,
+        /// The chains.
+        chains: &'a [Chain],
+        /// Header bytes before each frame.
+        skip: u32,
+    },
+    /// Frames in buffers of our own.
+    Local(&'a [FrameBuf]),
+}
+
+impl<'a> Frames<'a> {
+    /// No frames.
+    pub const EMPTY: Frames<'static> = Frames::Local(&[]);
+
+    /// Number of frames.
+    #[inline]
+    pub fn len(&self) -> usize {
+        match self {
+            Frames::Guest { chains, .. } => chains.len(),
+            Frames::Local(f) => f.len(),
+        }
+    }
+
+    /// Whether there are none.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Frame `i` (panics past [`Self::len`], like a slice).
+    #[inline]
+    pub fn get(&self, i: usize) -> Frame<'a> {
+        match *self {
+            Frames::Guest { mem, chains, skip } => Frame::Guest { mem, chain: &chains[i], skip },
+            Frames::Local(f) => Frame::Local(f[i].as_slice()),
+        }
+    }
+}
+
+/// Copies bytes out of a chain, skipping `skip` leading bytes (the net header),
+/// into `dst`. Returns the bytes copied (the chain's length after `skip`,
+/// at most `dst.len()`), and whether all of it fit.
+#[inline]
+pub fn read_chain(mem: &GuestMemory, c: &Chain, mut skip: u32, dst: &mut [u8]) -> (usize, bool) {
+    let want = (c.total.saturating_sub(skip) as usize).min(dst.len());
+    let mut done = 0usize;
+    for &s in c.segs() {
+        if skip >= s.len() {
+            skip -= s.len();
+            continue;
+        }
+        let n = ((s.len() - skip) as usize).min(dst.len() - done);
+        if !mem.read(s, skip, &mut dst[done..done + n]) {
+            return (done, false);
+        }
+        done += n;
+        skip = 0;
+        if done == dst.len() {
+            break;
+        }
+    }
+    (done, done >= want)
+}
+
+/// Writes `hdr` then `data` into a chain. Returns bytes written, or `None` if
+/// the chain is too small.
+#[inline]
+pub fn write_chain(mem: &GuestMemory, c: &Chain, hdr: &[u8], data: &[u8]) -> Option<u32> {
+    let total = hdr.len() + data.len();
+    if (c.total as usize) < total {
+        return None;
+    }
+    let first = c.segs().first()?;
+    if first.len() as usize >= total {
+        // The common case: one buffer holds header and data.
+        mem.write_unless_equal(*first, 0, hdr).then_some(())?;
+        mem.write(*first, hdr.len() as u32, data).then_some(())?;
+        return Some(total as u32);
+    }
+    let mut seg = 0usize;
+    let mut off = 0u32;
+    for part in [hdr, data] {
+        let mut p = part;
+        while !p.is_empty() {
+            let s = *c.segs().get(seg)?;
+            let n = ((s.len() - off) as usize).min(p.len());
+            mem.write(s, off, &p[..n]).then_some(())?;
+            p = &p[n..];
+            off += n as u32;
+            if off == s.len() {
+                seg += 1;
+                off = 0;
+            }
+        }
+    }
+    Some(total as u32)
+}
+
+/// Copies a packet from a chain of `src_mem` (skipping its `skip`-byte header)
+/// into a chain of `dst_mem` after writing `hdr`: the switch's single copy.
+/// Returns bytes written into `dst`, or `None` if `dst` is too small.
+#[inline]
+pub fn copy_chain(
+    dst_mem: &GuestMemory,
+    dst: &Chain,
+    hdr: &[u8],
+    src_mem: &GuestMemory,
+    src: &Chain,
+    skip: u32,
+) -> Option<u32> {
+    let data_len = src.total.checked_sub(skip)?;
+    let total = hdr.len() as u32 + data_len;
+    if dst.total < total {
+        return None;
+    }
+    let d0 = *dst.segs().first()?;
+    let s0 = *src.segs().first()?;
+    if dst.nsegs == 1 && s0.len() >= src.total {
+        // Common case: both sides one buffer.
+        dst_mem.write_unless_equal(d0, 0, hdr).then_some(())?;
+        dst_mem.copy_from(d0, hdr.len() as u32, src_mem, s0, skip, data_len).then_some(())?;
+        return Some(total);
+    }
+    // General case: header first, then segment by segment.
+    if !hdr.is_empty() {
+        write_chain(dst_mem, &Chain { total: hdr.len() as u32, ..*dst }, hdr, &[])?;
+    }
+    let (mut di, mut doff) = (0usize, 0u32);
+    let mut hdr_left = hdr.len() as u32;
+    while hdr_left > 0 {
+        let s = *dst.segs().get(di)?;
+        let n = (s.len() - doff).min(hdr_left);
+        hdr_left -= n;
+        doff += n;
+        if doff == s.len() {
+            di += 1;
+            doff = 0;
+        }
+    }
+    let mut skip_left = skip;
+    for &s in src.segs() {
+        let mut soff = 0u32;
+        if skip_left >= s.len() {
+            skip_left -= s.len();
+            continue;
+        }
+        soff += skip_left;
+        skip_left = 0;
+        while soff < s.len() {
+            let d = *dst.segs().get(di)?;
+            let n = (s.len() - soff).min(d.len() - doff);
+            dst_mem.copy_from(d, doff, src_mem, s, soff, n).then_some(())?;
+            soff += n;
+            doff += n;
+            if doff == d.len() {
+                di += 1;
+                doff = 0;
+            }
+        }
+    }
+    Some(total)
+}
