@@ -8,12 +8,12 @@ use std::sync::Arc;
 use crate::mem::GuestMemory;
 use crate::ring::DeviceRing;
 use crate::spec::{
-    PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_REPLY_ACK, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_IN_ORDER,
+    MAX_QUEUE_SIZE, PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_REPLY_ACK, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_IN_ORDER,
     VIRTIO_F_VERSION_1, VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_NOTIFY,
 };
 use crate::vhost_user::conn::RawMsg;
 use crate::vhost_user::message::encode;
-use crate::vhost_user::{MemRegion, Msg, MsgError, VringAddr};
+use crate::vhost_user::{MemRegion, Msg, MsgError, Request, VringAddr, VringState};
 
 use super::queue::DeviceQueue;
 
@@ -51,6 +51,10 @@ pub enum ProtocolFault {
     /// More memory slots than offered.
     #[error("more than {MAX_MEM_SLOTS} memory regions")]
     TooManyRegions,
+    /// The memory table is still held elsewhere, so it can't change (a bug of ours,
+    /// reported rather than followed).
+    #[error("the memory table is in use and can't change")]
+    TableInUse,
     /// Ring setup refused.
     #[error("vring {index}: {why}")]
     Ring {
@@ -185,21 +189,9 @@ impl VhostDevice {
     pub fn handle(&mut self, raw: RawMsg) -> Result<Reply, ProtocolFault> {
         let msg = Msg::decode(&raw.header, &raw.payload, raw.fds.len())?;
         let mut fds = raw.fds.into_iter();
-        let reply = match msg {
+        Ok(match msg {
             Msg::GetFeatures => Reply::Payload(encode::u64(OFFERED_FEATURES)),
-            Msg::SetFeatures(f) => {
-                if f & !OFFERED_FEATURES != 0 {
-                    return Err(ProtocolFault::BadFeatures(f));
-                }
-                self.features = f;
-                if f & VHOST_USER_F_PROTOCOL_FEATURES == 0 {
-                    // Without protocol features, rings are enabled when started.
-                    for v in &mut self.vrings {
-                        v.enabled = true;
-                    }
-                }
-                Reply::None
-            }
+            Msg::SetFeatures(f) => self.set_features(f)?,
             Msg::GetProtocolFeatures => Reply::Payload(encode::u64(OFFERED_PROTOCOL)),
             Msg::SetProtocolFeatures(p) => {
                 self.protocol = p & OFFERED_PROTOCOL;
@@ -213,64 +205,24 @@ impl VhostDevice {
             Msg::GetQueueNum => Reply::Payload(encode::u64(1)),
             Msg::GetStatus => Reply::Payload(encode::u64(0)),
             Msg::GetMaxMemSlots => Reply::Payload(encode::u64(MAX_MEM_SLOTS)),
-            Msg::SetMemTable(regions) => {
-                let mut mem = GuestMemory::default();
-                for (r, fd) in regions.iter().zip(fds.by_ref()) {
-                    map_region(&mut mem, r, &fd)?;
-                }
-                self.replace_mem(|m| *m = mem)?;
-                Reply::None
-            }
-            Msg::AddMemReg(r) => {
-                let fd = fds.next().expect("decode checked one fd");
-                if self.mem.len() as u64 >= MAX_MEM_SLOTS {
-                    return Err(ProtocolFault::TooManyRegions);
-                }
-                let mut res = Ok(());
-                self.replace_mem(|m| res = map_region(m, &r, &fd))?;
-                res?;
-                Reply::None
-            }
+            Msg::SetMemTable(regions) => self.set_mem_table(&regions, fds)?,
+            Msg::AddMemReg(r) => self.add_mem_reg(&r, fds.next())?,
             Msg::RemMemReg(r) => {
                 self.replace_mem(|m| {
                     m.remove_region(r.guest_phys_addr, r.memory_size);
+                    Ok(())
                 })?;
                 Reply::None
             }
-            Msg::SetVringNum(s) => {
-                let v = self.vring(s.index)?;
-                if s.num == 0 || s.num > 32768 || !s.num.is_power_of_two() {
-                    return Err(ProtocolFault::Ring {
-                        index: s.index,
-                        why: format!("size {} is not a power of two in 1..=32768", s.num),
-                    });
-                }
-                v.size = s.num;
-                v.queue = None;
-                Reply::None
-            }
-            Msg::SetVringBase(s) => {
-                let v = self.vring(s.index)?;
-                if s.num > u32::from(u16::MAX) {
-                    return Err(ProtocolFault::Ring { index: s.index, why: format!("base {} is past 65535", s.num) });
-                }
-                v.base = s.num as u16;
-                v.queue = None;
-                Reply::None
-            }
+            Msg::SetVringNum(s) => self.set_vring_num(s)?,
+            Msg::SetVringBase(s) => self.set_vring_base(s)?,
             Msg::SetVringAddr(a) => {
                 self.vring(a.index)?.addr = Some(a);
                 self.vrings[a.index as usize].queue = None;
                 self.try_start(a.index as usize)?;
                 Reply::None
             }
-            Msg::GetVringBase(s) => {
-                let v = self.vring(s.index)?;
-                let base = v.queue.take().map_or(v.base, |q| q.last_avail);
-                v.kicked = false;
-                v.base = base;
-                Reply::Payload(encode::state(crate::vhost_user::VringState { index: s.index, num: u32::from(base) }))
-            }
+            Msg::GetVringBase(s) => self.get_vring_base(s)?,
             Msg::SetVringKick { index, has_fd } => {
                 let v = self.vring(index)?;
                 v.kick = if has_fd { fds.next() } else { None };
@@ -298,8 +250,77 @@ impl VhostDevice {
                 }
                 Reply::None
             }
-        };
-        Ok(reply)
+        })
+    }
+
+    fn set_features(&mut self, f: u64) -> Result<Reply, ProtocolFault> {
+        if f & !OFFERED_FEATURES != 0 {
+            return Err(ProtocolFault::BadFeatures(f));
+        }
+        self.features = f;
+        if f & VHOST_USER_F_PROTOCOL_FEATURES == 0 {
+            // Without protocol features, rings are enabled when started.
+            for v in &mut self.vrings {
+                v.enabled = true;
+            }
+        }
+        Ok(Reply::None)
+    }
+
+    fn set_mem_table(
+        &mut self,
+        regions: &[MemRegion],
+        fds: impl Iterator<Item = OwnedFd>,
+    ) -> Result<Reply, ProtocolFault> {
+        let mut mem = GuestMemory::default();
+        for (r, fd) in regions.iter().zip(fds) {
+            map_region(&mut mem, r, &fd)?;
+        }
+        self.replace_mem(|m| {
+            *m = mem;
+            Ok(())
+        })?;
+        Ok(Reply::None)
+    }
+
+    fn add_mem_reg(&mut self, r: &MemRegion, fd: Option<OwnedFd>) -> Result<Reply, ProtocolFault> {
+        let fd = fd.ok_or(ProtocolFault::Msg(MsgError::BadFdCount { req: Request::AddMemReg, got: 0, want: 1 }))?;
+        if self.mem.len() as u64 >= MAX_MEM_SLOTS {
+            return Err(ProtocolFault::TooManyRegions);
+        }
+        self.replace_mem(|m| map_region(m, r, &fd))?;
+        Ok(Reply::None)
+    }
+
+    fn set_vring_num(&mut self, s: VringState) -> Result<Reply, ProtocolFault> {
+        let v = self.vring(s.index)?;
+        if s.num == 0 || s.num > u32::from(MAX_QUEUE_SIZE) || !s.num.is_power_of_two() {
+            return Err(ProtocolFault::Ring {
+                index: s.index,
+                why: format!("size {} is not a power of two in 1..={MAX_QUEUE_SIZE}", s.num),
+            });
+        }
+        v.size = s.num;
+        v.queue = None;
+        Ok(Reply::None)
+    }
+
+    fn set_vring_base(&mut self, s: VringState) -> Result<Reply, ProtocolFault> {
+        let v = self.vring(s.index)?;
+        if s.num > u32::from(u16::MAX) {
+            return Err(ProtocolFault::Ring { index: s.index, why: format!("base {} is past 65535", s.num) });
+        }
+        v.base = s.num as u16;
+        v.queue = None;
+        Ok(Reply::None)
+    }
+
+    fn get_vring_base(&mut self, s: VringState) -> Result<Reply, ProtocolFault> {
+        let v = self.vring(s.index)?;
+        let base = v.queue.take().map_or(v.base, |q| q.last_avail);
+        v.kicked = false;
+        v.base = base;
+        Ok(Reply::Payload(encode::state(VringState { index: s.index, num: u32::from(base) })))
     }
 
     fn vring(&mut self, index: u32) -> Result<&mut Vring, ProtocolFault> {
@@ -307,21 +328,27 @@ impl VhostDevice {
     }
 
     /// Drops the rings (which hold the old table), changes the table, restarts the rings.
-    fn replace_mem(&mut self, f: impl FnOnce(&mut GuestMemory)) -> Result<(), ProtocolFault> {
+    fn replace_mem(
+        &mut self,
+        f: impl FnOnce(&mut GuestMemory) -> Result<(), ProtocolFault>,
+    ) -> Result<(), ProtocolFault> {
         let bases: Vec<Option<u16>> = self.vrings.iter_mut().map(|v| v.queue.take().map(|q| q.last_avail)).collect();
         for (v, b) in self.vrings.iter_mut().zip(&bases) {
             if let Some(b) = b {
                 v.base = *b;
             }
         }
-        let mem = Arc::get_mut(&mut self.mem).expect("rings dropped: table is unshared");
-        f(mem);
+        // The rings were the table's only other holders.
+        let res = match Arc::get_mut(&mut self.mem) {
+            Some(mem) => f(mem),
+            None => Err(ProtocolFault::TableInUse),
+        };
         for (i, b) in bases.iter().enumerate() {
             if b.is_some() {
                 self.try_start(i)?;
             }
         }
-        Ok(())
+        res
     }
 
     /// Starts vring `i` if it has everything it needs.
