@@ -46,12 +46,19 @@ pub struct BenchArgs {
     /// Show every command line and all output of every process, prefixed with its name.
     #[arg(long)]
     pub verbose: bool,
+    /// Also run our binaries from DIR (e.g. a release build of the previous commit) in
+    /// every round, between ours and the peer's, and print their ratio next to ours:
+    /// a before/after comparison in one interleaved run.
+    #[arg(long, value_name = "DIR")]
+    pub baseline: Option<std::path::PathBuf>,
 }
 
-/// Which side of a pair.
+/// Which side of a round.
 #[derive(Clone, Copy)]
 enum Side {
     Ours,
+    /// Our binaries from `--baseline`.
+    Baseline,
     Peer,
 }
 
@@ -59,6 +66,7 @@ impl Side {
     fn label(self) -> &'static str {
         match self {
             Side::Ours => "fastpath",
+            Side::Baseline => "baseline",
             Side::Peer => "peer",
         }
     }
@@ -88,16 +96,24 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
         v
     };
     let ctx = Ctx { bin_dir: ws.release_dir(), secs };
+    let baseline = args.baseline.as_ref().map(|d| Ctx { bin_dir: d.clone(), secs });
+    if let Some(b) = &baseline {
+        if !b.bin_dir.join("fastpathd").is_file() {
+            bail!("--baseline {}: no fastpathd there (give a directory of release binaries)", b.bin_dir.display());
+        }
+    }
     eprintln!(
-        "bench: {} case(s) x {rounds} round(s) x 2 runs of {secs} s; ours from {}",
+        "bench: {} case(s) x {rounds} round(s) x {} runs of {secs} s; ours from {}{}",
         selected.len(),
-        ctx.bin_dir.display()
+        if baseline.is_some() { 3 } else { 2 },
+        ctx.bin_dir.display(),
+        baseline.as_ref().map_or_else(String::new, |b| format!(", baseline from {}", b.bin_dir.display()))
     );
 
     let mut all_series = Vec::new();
     let mut failures = Vec::new();
     for case in selected {
-        all_series.extend(run_case(case, &ctx, rounds, &mut failures)?);
+        all_series.extend(run_case(case, &ctx, baseline.as_ref(), rounds, &mut failures)?);
     }
 
     report::print_table(&all_series);
@@ -113,7 +129,13 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
 }
 
 /// Runs the rounds of one case; a side that fails once is not run again for this case.
-fn run_case(case: &Case, ctx: &Ctx, rounds: u32, failures: &mut Vec<Failure>) -> Result<Vec<Series>> {
+fn run_case(
+    case: &Case,
+    ctx: &Ctx,
+    baseline: Option<&Ctx>,
+    rounds: u32,
+    failures: &mut Vec<Failure>,
+) -> Result<Vec<Series>> {
     let mut series: Vec<Series> = case.metrics.iter().map(|m| Series::new(m.name, m.unit)).collect();
     for round in 0..rounds as usize {
         check_interrupt()?;
@@ -129,17 +151,18 @@ fn run_case(case: &Case, ctx: &Ctx, rounds: u32, failures: &mut Vec<Failure>) ->
         for s in &mut series {
             s.probes.push(probe);
         }
-        for side in [Side::Ours, Side::Peer] {
-            let already_failed = match side {
-                Side::Ours => series[0].ours_failed,
-                Side::Peer => series[0].peer_failed,
-            };
+        let sides: &[Side] =
+            if baseline.is_some() { &[Side::Ours, Side::Baseline, Side::Peer] } else { &[Side::Ours, Side::Peer] };
+        for &side in sides {
+            let already_failed = series[0].side(side).1;
             let values = if already_failed {
                 None
             } else {
-                let result = match side {
-                    Side::Ours => case.run_ours(ctx),
-                    Side::Peer => case.run_peer(ctx),
+                let result = match (side, baseline) {
+                    (Side::Ours, _) => case.run_ours(ctx),
+                    (Side::Baseline, Some(b)) => case.run_ours(b),
+                    (Side::Baseline, None) => continue,
+                    (Side::Peer, _) => case.run_peer(ctx),
                 };
                 match result {
                     Ok(v) if v.len() == series.len() => Some(v),
@@ -163,16 +186,9 @@ fn run_case(case: &Case, ctx: &Ctx, rounds: u32, failures: &mut Vec<Failure>) ->
             };
             for (i, s) in series.iter_mut().enumerate() {
                 let v = values.as_ref().map(|v| v[i]);
-                match side {
-                    Side::Ours => {
-                        s.ours.push(v);
-                        s.ours_failed |= v.is_none();
-                    }
-                    Side::Peer => {
-                        s.peer.push(v);
-                        s.peer_failed |= v.is_none();
-                    }
-                }
+                let (runs, failed) = s.side_mut(side);
+                runs.push(v);
+                *failed |= v.is_none();
             }
         }
         for s in &series {
@@ -186,6 +202,9 @@ fn run_case(case: &Case, ctx: &Ctx, rounds: u32, failures: &mut Vec<Failure>) ->
                 show(s.peer[round]),
                 s.round_ratio(round).map_or_else(|| "-".to_string(), |r| format!("{r:.2}"))
             );
+            if let Some(b) = s.baseline.get(round) {
+                let _ = write!(line, " baseline {}", show(*b));
+            }
         }
         eprintln!("{line}");
     }

@@ -2,6 +2,7 @@
 // printed as a table and written as target/bench/latest.json.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -19,6 +20,10 @@ pub struct Series {
     pub ours: Vec<Option<f64>>,
     /// The peer's value per round.
     pub peer: Vec<Option<f64>>,
+    /// The `--baseline` binaries' value per round (empty without `--baseline`).
+    pub baseline: Vec<Option<f64>>,
+    /// Whether any baseline run failed.
+    pub baseline_failed: bool,
     /// Whether any of our runs failed (then our value is reported as null).
     pub ours_failed: bool,
     /// Whether any peer run failed (then the peer value is reported as null).
@@ -35,9 +40,29 @@ impl Series {
             unit,
             ours: Vec::new(),
             peer: Vec::new(),
+            baseline: Vec::new(),
+            baseline_failed: false,
             ours_failed: false,
             peer_failed: false,
             probes: Vec::new(),
+        }
+    }
+
+    /// The runs of one side and whether one of them failed.
+    pub(super) fn side(&self, side: super::Side) -> (&[Option<f64>], bool) {
+        match side {
+            super::Side::Ours => (&self.ours, self.ours_failed),
+            super::Side::Baseline => (&self.baseline, self.baseline_failed),
+            super::Side::Peer => (&self.peer, self.peer_failed),
+        }
+    }
+
+    /// As [`Self::side`], to record a run.
+    pub(super) fn side_mut(&mut self, side: super::Side) -> (&mut Vec<Option<f64>>, &mut bool) {
+        match side {
+            super::Side::Ours => (&mut self.ours, &mut self.ours_failed),
+            super::Side::Baseline => (&mut self.baseline, &mut self.baseline_failed),
+            super::Side::Peer => (&mut self.peer, &mut self.peer_failed),
         }
     }
 
@@ -53,11 +78,22 @@ impl Series {
 
     /// The median over rounds of ours-vs-peer ratios (> 1: ours better), if both sides ran.
     pub fn ratio(&self) -> Option<f64> {
-        if self.ours_failed || self.peer_failed {
+        self.ratio_of(&self.ours, self.ours_failed)
+    }
+
+    /// As [`Self::ratio`], for the `--baseline` binaries.
+    pub fn baseline_ratio(&self) -> Option<f64> {
+        if self.baseline.is_empty() {
             return None;
         }
-        let ratios: Vec<f64> = self
-            .ours
+        self.ratio_of(&self.baseline, self.baseline_failed)
+    }
+
+    fn ratio_of(&self, runs: &[Option<f64>], failed: bool) -> Option<f64> {
+        if failed || self.peer_failed {
+            return None;
+        }
+        let ratios: Vec<f64> = runs
             .iter()
             .zip(&self.peer)
             .filter_map(|(o, p)| Some(self.unit.ratio((*o)?, (*p)?)))
@@ -125,6 +161,11 @@ struct CaseJson {
     ratio: Option<f64>,
     fastpath_runs: Vec<Option<f64>>,
     peer_runs: Vec<Option<f64>>,
+    /// With `--baseline` only: the baseline binaries' median and ratio.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_ratio: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -149,6 +190,8 @@ pub fn write_json(path: &Path, series: &[Series], rounds: u32, secs: u64, failur
                 ratio: s.ratio(),
                 fastpath_runs: s.ours.clone(),
                 peer_runs: s.peer.clone(),
+                baseline: summarize(&s.baseline, s.baseline_failed),
+                baseline_ratio: s.baseline_ratio(),
             })
             .collect(),
         rounds,
@@ -172,22 +215,36 @@ fn cell(v: Option<f64>, failed: bool) -> String {
     }
 }
 
-/// Prints the result table.
+/// Prints the result table (with the `--baseline` columns when there were such runs).
 pub fn print_table(series: &[Series]) {
+    let with_baseline = series.iter().any(|s| !s.baseline.is_empty());
+    let ratio = |r: Option<f64>| r.map_or_else(|| "-".to_string(), |r| format!("{r:.2}"));
     println!();
-    println!("{:<12} {:<5} {:>10} {:>10} {:>7} {:>9}", "case", "unit", "fastpath", "peer", "ratio", "probe ns");
+    let mut head = format!("{:<12} {:<5} {:>10} {:>10} {:>7}", "case", "unit", "fastpath", "peer", "ratio");
+    if with_baseline {
+        let _ = write!(head, " {:>10} {:>10}", "baseline", "b. ratio");
+    }
+    println!("{head} {:>9}", "probe ns");
     for s in series {
-        println!(
-            "{:<12} {:<5} {:>10} {:>10} {:>7} {:>9}",
+        let mut row = format!(
+            "{:<12} {:<5} {:>10} {:>10} {:>7}",
             s.name,
             s.unit.label(),
             cell(s.ours_median(), s.ours_failed),
             cell(s.peer_median(), s.peer_failed),
-            s.ratio().map_or_else(|| "-".to_string(), |r| format!("{r:.2}")),
-            s.probe_median().map_or_else(|| "-".to_string(), |p| format!("{p:.0}")),
+            ratio(s.ratio()),
         );
+        if with_baseline {
+            let _ = write!(
+                row,
+                " {:>10} {:>10}",
+                cell(summarize(&s.baseline, s.baseline_failed), s.baseline_failed),
+                ratio(s.baseline_ratio())
+            );
+        }
+        println!("{row} {:>9}", s.probe_median().map_or_else(|| "-".to_string(), |p| format!("{p:.0}")));
     }
-    println!("(ratio > 1: fastpath better; medians over rounds; ratio = median of per-round ratios)");
+    println!("(ratio > 1: fastpath better; medians over rounds; ratio = median of per-round ratios; b. ratio: the same for --baseline's binaries)");
 }
 
 #[cfg(test)]
