@@ -183,7 +183,8 @@ impl VhostBackend {
                 (None, VhostMode::Listen) => None,
             };
             let Some(s) = stream else { return };
-            match Conn::new(s) {
+            // Replies never wait: a frontend that does not read them is cut off.
+            match Conn::new(s).map(|c| c.with_send_wait(Duration::ZERO)) {
                 Ok(c) => {
                     tracing::info!("{}: frontend connected", self.name);
                     self.conn = Some(c);

@@ -30,7 +30,15 @@ pub enum ConnError {
     /// No complete message in time.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
+    /// The peer does not read what we send (its socket buffer is full).
+    #[error("the peer is not reading its socket (a reply could not be sent within {0:?})")]
+    PeerNotReading(Duration),
 }
+
+/// Most fds the kernel passes with one message (`SCM_MAX_FD`): room for all of them
+/// is given to every receive, so the kernel never truncates the control data and
+/// every fd it installs in our table is ours to close.
+const SCM_MAX_FD: usize = 253;
 
 impl From<Errno> for ConnError {
     fn from(e: Errno) -> Self {
@@ -55,13 +63,33 @@ pub struct Conn {
     stream: UnixStream,
     buf: Vec<u8>,
     fds: Vec<OwnedFd>,
+    /// How long a send may wait for room in the peer's socket buffer.
+    send_wait: Duration,
 }
 
+/// How long a send waits for the peer to make room, unless told otherwise.
+const DEFAULT_SEND_WAIT: Duration = Duration::from_secs(2);
+
 impl Conn {
-    /// Wraps a connected stream; it is put in non-blocking mode.
+    /// Wraps a connected stream; it is put in non-blocking mode. A send waits up to
+    /// 2 s for room in the peer's socket buffer.
     pub fn new(stream: UnixStream) -> std::io::Result<Self> {
         stream.set_nonblocking(true)?;
-        Ok(Self { stream, buf: Vec::with_capacity(Header::LEN + MAX_PAYLOAD as usize), fds: Vec::new() })
+        Ok(Self {
+            stream,
+            buf: Vec::with_capacity(Header::LEN + MAX_PAYLOAD as usize),
+            fds: Vec::new(),
+            send_wait: DEFAULT_SEND_WAIT,
+        })
+    }
+
+    /// Sets how long a send may wait for room in the peer's socket buffer. A backend
+    /// gives zero: a peer that does not read its replies is cut off at once, and
+    /// never holds up the thread that serves the other ports.
+    #[must_use]
+    pub fn with_send_wait(mut self, wait: Duration) -> Self {
+        self.send_wait = wait;
+        self
     }
 
     /// The socket's fd (for poll).
@@ -82,11 +110,13 @@ impl Conn {
         let cmsg = [ControlMessage::ScmRights(&raw)];
         let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
         let total = h.len() + payload.len();
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + self.send_wait;
+        let full = || ConnError::PeerNotReading(self.send_wait);
         let mut sent = loop {
             match sendmsg::<()>(self.stream.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
                 Ok(n) => break n,
                 Err(Errno::EAGAIN) if Instant::now() < deadline => std::thread::yield_now(),
+                Err(Errno::EAGAIN) => return Err(full()),
                 Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(ConnError::Closed),
                 Err(e) => return Err(e.into()),
             }
@@ -97,6 +127,7 @@ impl Conn {
             match nix::sys::socket::send(self.stream.as_raw_fd(), &all[sent..], MsgFlags::MSG_NOSIGNAL) {
                 Ok(n) => sent += n,
                 Err(Errno::EAGAIN) if Instant::now() < deadline => std::thread::yield_now(),
+                Err(Errno::EAGAIN) => return Err(full()),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -124,7 +155,7 @@ impl Conn {
                 return Ok(Some(RawMsg { header, payload, fds: std::mem::take(&mut self.fds) }));
             }
             self.buf.resize(want, 0);
-            let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
+            let mut cmsg_space = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
             let res = {
                 let mut iov = [IoSliceMut::new(&mut self.buf[have..want])];
                 recvmsg::<()>(
@@ -135,6 +166,9 @@ impl Conn {
                 )
                 .map(|m| {
                     let mut fds = Vec::new();
+                    // With room for SCM_MAX_FD fds the control data is never truncated
+                    // (nix refuses to walk truncated data, which would leave the fds
+                    // the kernel did install unclosed).
                     for c in m.cmsgs().into_iter().flatten() {
                         if let ControlMessageOwned::ScmRights(v) = c {
                             fds.extend(v);
@@ -151,6 +185,8 @@ impl Conn {
                     }
                     self.buf.truncate(have + n);
                     if truncated || self.fds.len() > MAX_FDS {
+                        // Closed now, whatever happens to the connection.
+                        self.fds.clear();
                         return Err(ConnError::TooManyFds);
                     }
                     if n == 0 {
@@ -252,6 +288,45 @@ mod tests {
         let mut b = Conn::new(b).unwrap();
         drop(a);
         assert!(matches!(b.try_recv(), Err(ConnError::Closed)));
+    }
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").map(Iterator::count).unwrap_or(0)
+    }
+
+    #[test]
+    fn the_most_fds_a_message_can_carry_are_refused_and_closed() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let a = Conn::new(a).unwrap();
+        let mut b = Conn::new(b).unwrap();
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let fds: Vec<_> = (0..SCM_MAX_FD).map(|_| f.as_fd()).collect();
+        // Other tests open and close fds meanwhile: count around a quiet window by
+        // repeating, and require that no round leaves 8 or more behind (the bug kept
+        // MAX_FDS fds per message).
+        let before = open_fds();
+        for _ in 0..20 {
+            a.send(1, 1, &[], &fds).unwrap();
+            assert!(matches!(b.recv_timeout(Duration::from_secs(1)), Err(ConnError::TooManyFds)));
+            b.buf.clear();
+        }
+        let after = open_fds();
+        assert!(after < before + 8, "{} fds left open by 20 refused messages", after.saturating_sub(before));
+    }
+
+    #[test]
+    fn a_peer_that_does_not_read_is_refused_at_once_when_asked() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let a = Conn::new(a).unwrap().with_send_wait(Duration::ZERO);
+        let payload = [0u8; 200];
+        let t = Instant::now();
+        let err = loop {
+            if let Err(e) = a.send(1, 1, &payload, &[]) {
+                break e;
+            }
+            assert!(t.elapsed() < Duration::from_secs(5), "the socket buffer never filled");
+        };
+        assert!(matches!(err, ConnError::PeerNotReading(_)), "{err}");
     }
 
     #[test]
