@@ -18,7 +18,9 @@ struct ForeignRegion {
     len: u64,
     /// Our address of the region's first byte.
     host: u64,
-    _map: Mapping,
+    /// Whether the peer's file is sealed against shrinking (no SIGBUS possible).
+    sealed: bool,
+    map: Mapping,
 }
 
 /// A frontend's memory as a vhost-user backend maps it: the seed's
@@ -133,9 +135,11 @@ impl GuestMemory {
         }
         let maplen = round_up(want, blk).ok_or(MemError::BadSize(size))?;
         let maplen = usize::try_from(maplen).map_err(|_| MemError::BadSize(size))?;
-        let map = Mapping::map_fd(fd, maplen)?;
+        let map = Mapping::map_peer_fd(fd, maplen)?;
         let host = map.addr() + mmap_offset;
-        self.regions.push(ForeignRegion { gpa, uva, len: size, host, _map: map });
+        let sealed = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GET_SEALS)
+            .is_ok_and(|s| s & libc::F_SEAL_SHRINK != 0);
+        self.regions.push(ForeignRegion { gpa, uva, len: size, host, sealed, map });
         self.id = next_id();
         Ok(())
     }
@@ -156,6 +160,24 @@ impl GuestMemory {
     /// Whether no region is mapped.
     pub fn is_empty(&self) -> bool {
         self.regions.is_empty()
+    }
+
+    /// Bytes registered in all regions.
+    pub fn total_len(&self) -> u64 {
+        self.regions.iter().map(|r| r.len).sum()
+    }
+
+    /// Regions whose file the peer could still shrink (not sealed with
+    /// `F_SEAL_SHRINK`: hugetlbfs files, unsealed memfds). A shrink is caught (the
+    /// region is poisoned and the port resets) but costs the port its traffic.
+    pub fn unsealed(&self) -> usize {
+        self.regions.iter().filter(|r| !r.sealed).count()
+    }
+
+    /// Whether the peer shrank the memory under one of the regions (SIGBUS recovered:
+    /// it now reads zeros). The port must reset.
+    pub fn poisoned(&self) -> bool {
+        self.regions.iter().any(|r| r.map.poisoned())
     }
 
     /// Translates a descriptor address range; `None` unless it is wholly inside one region.

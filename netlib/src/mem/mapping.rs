@@ -5,6 +5,7 @@
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 
+use super::sigbus::Watch;
 use super::{sys, MemError};
 
 /// A `MAP_SHARED` mapping, unmapped on drop.
@@ -12,6 +13,8 @@ use super::{sys, MemError};
 pub struct Mapping {
     base: NonNull<u8>,
     len: usize,
+    /// For a peer's memory: the SIGBUS watch over the range.
+    watch: Option<Watch>,
 }
 
 // SAFETY: a Mapping is plain shared memory; it has no thread affinity.
@@ -20,8 +23,29 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// Maps `len` bytes of `fd` from file offset 0, shared, read-write, prefaulted.
+    /// Maps `len` bytes of our own `fd` from file offset 0, shared, read-write,
+    /// prefaulted (our memory: the faults are taken now, not on the data path).
     pub fn map_fd(fd: BorrowedFd<'_>, len: usize) -> Result<Self, MemError> {
+        Self::map(fd, len, libc::MAP_POPULATE)
+    }
+
+    /// Maps `len` bytes of a peer's `fd` from file offset 0, shared, read-write, not
+    /// prefaulted (a peer may register far more than it uses: only the pages its
+    /// descriptors name are ever touched), and watched for SIGBUS (the peer may shrink
+    /// the file under us: see [`super::sigbus`]).
+    pub fn map_peer_fd(fd: BorrowedFd<'_>, len: usize) -> Result<Self, MemError> {
+        let mut m = Self::map(fd, len, 0)?;
+        m.watch = Watch::new(m.base.as_ptr() as usize, len);
+        Ok(m)
+    }
+
+    /// Whether a peer shrank the memory under this mapping (it now reads zeros).
+    #[inline]
+    pub fn poisoned(&self) -> bool {
+        self.watch.as_ref().is_some_and(Watch::poisoned)
+    }
+
+    fn map(fd: BorrowedFd<'_>, len: usize, extra_flags: libc::c_int) -> Result<Self, MemError> {
         if len == 0 {
             return Err(MemError::BadSize(0));
         }
@@ -31,7 +55,7 @@ impl Mapping {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
+                libc::MAP_SHARED | extra_flags,
                 fd.as_raw_fd(),
                 0,
             )
@@ -39,7 +63,8 @@ impl Mapping {
         if p == libc::MAP_FAILED {
             return Err(sys(format!("mmap of {len} bytes")));
         }
-        Ok(Self { base: NonNull::new(p.cast()).expect("mmap returned null"), len })
+        let base = NonNull::new(p.cast()).ok_or_else(|| sys("mmap returned address 0"))?;
+        Ok(Self { base, len, watch: None })
     }
 
     /// First byte's address in this process.
@@ -88,6 +113,9 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        // The watch ends before the range goes, so the handler never remaps a range
+        // that something else may be mapped at by then.
+        self.watch = None;
         // SAFETY: base/len came from our own mmap; nothing borrows it past drop.
         unsafe {
             libc::munmap(self.base.as_ptr().cast(), self.len);

@@ -3,13 +3,14 @@
 //! Shared memory regions and bounded access to mapped foreign memory.
 //!
 //! `unsafe` lives in [`mapping`] (mmap and raw slices of our own mappings),
-//! [`region`] (`memfd_create`) and [`guest`] (copies in and out of a peer's
+//! [`region`] (`memfd_create`), [`sigbus`] (the SIGBUS handler) and [`guest`] (copies in and out of a peer's
 //! memory): every raw pointer that the rest of netlib touches is created here, with
 //! its bounds checked here.
 
 mod guest;
 mod mapping;
 mod region;
+pub mod sigbus;
 
 pub use guest::{GuestMemory, GuestSpan, MAX_GUEST_REGIONS};
 pub use mapping::Mapping;

@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::fs::OpenOptions;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,7 +63,7 @@ fn huge_page_size(dir: &Path) -> Option<u64> {
 
 fn memfd(name: &str, huge: bool) -> Result<OwnedFd, MemError> {
     let cname = CString::new(name).expect("no NUL");
-    let flags = libc::MFD_CLOEXEC | if huge { libc::MFD_HUGETLB } else { 0 };
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | if huge { libc::MFD_HUGETLB } else { 0 };
     // SAFETY: cname is a valid C string; memfd_create returns a new fd or -1.
     let fd = unsafe { libc::memfd_create(cname.as_ptr(), flags) };
     if fd < 0 {
@@ -124,6 +124,14 @@ impl Region {
     fn with_fd(fd: OwnedFd, len: u64, backing: Backing) -> Result<Self, MemError> {
         nix::unistd::ftruncate(&fd, len as i64)
             .map_err(|e| MemError::Sys { what: format!("ftruncate to {len} ({backing})"), source: e.into() })?;
+        if !matches!(backing, Backing::HugetlbfsFile(_)) {
+            // The size is final: sealed, so that a backend that maps it knows it can't
+            // shrink under its mapping (a hugetlbfs file can't be sealed).
+            let seals = nix::fcntl::SealFlag::F_SEAL_SHRINK | nix::fcntl::SealFlag::F_SEAL_GROW;
+            if let Err(e) = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_ADD_SEALS(seals)) {
+                tracing::debug!("memory: could not seal the {backing} region's size: {e}");
+            }
+        }
         let map = Mapping::map_fd(fd.as_fd(), len as usize)?;
         Ok(Self { fd, map, backing })
     }

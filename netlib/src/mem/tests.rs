@@ -2,6 +2,8 @@
 // inside one region, writes that skip equal bytes, refused overlapping regions).
 //! Memory tests.
 
+use std::os::fd::AsFd;
+
 use super::*;
 
 #[test]
@@ -42,4 +44,42 @@ fn guest_memory_translates_only_inside_regions() {
     assert!(g.add_region(r.fd(), 0x1000_0000 + 4096, 0x9000_0000, 4096, 0).is_err());
     // a region past the end of the file is refused
     assert!(g.add_region(r.fd(), 0x2000_0000, 0x9000_0000, len, 4096).is_err());
+}
+
+#[test]
+fn a_peer_truncating_its_memory_poisons_the_region_instead_of_killing_us() {
+    // A peer's file that is not sealed (ours are): a tmpfs file, as a memfd is.
+    let path = format!("/dev/shm/fastpath-sigbus-test-{}", std::process::id());
+    let f = std::fs::File::options().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let len = 1u64 << 20;
+    f.set_len(len).unwrap();
+    let mut g = GuestMemory::default();
+    g.add_region(f.as_fd(), 0x1000_0000, 0x7000_0000, len, 0).unwrap();
+    assert_eq!(g.unsealed(), 1);
+    let s = g.translate(0x1000_0000 + 8192, 4).unwrap();
+    assert!(g.write(s, 0, b"live"));
+    assert!(!g.poisoned());
+    let before = sigbus::epoch();
+    // The peer shrinks the file under our mapping.
+    f.set_len(0).unwrap();
+    let mut out = [9u8; 4];
+    assert!(g.read(s, 0, &mut out), "the read completes");
+    assert_eq!(out, [0; 4], "on zeroed memory");
+    assert!(g.poisoned());
+    assert!(sigbus::epoch() > before);
+    // Writes land in the replacement too, and the table unmaps cleanly.
+    assert!(g.write(s, 0, b"dead"));
+    drop(g);
+}
+
+#[test]
+fn our_memfd_regions_are_sealed_against_shrinking() {
+    let r = Region::create(None, 1 << 16).unwrap();
+    if *r.backing() == Backing::Memfd || *r.backing() == Backing::MemfdHuge {
+        assert!(nix::unistd::ftruncate(r.fd(), 0).is_err(), "a sealed memfd can't shrink");
+        let mut g = GuestMemory::default();
+        g.add_region(r.fd(), 0x1000_0000, 0x7000_0000, r.map().len() as u64, 0).unwrap();
+        assert_eq!(g.unsealed(), 0);
+    }
 }

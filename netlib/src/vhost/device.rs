@@ -15,7 +15,7 @@ use crate::vhost_user::conn::RawMsg;
 use crate::vhost_user::message::encode;
 use crate::vhost_user::{MemRegion, Msg, MsgError, Request, VringAddr, VringState};
 
-use super::queue::DeviceQueue;
+use super::queue::{DeviceQueue, DEFAULT_MAX_FRAME};
 
 /// Features we offer. Our rings are always consumed in order (every queue pops
 /// chains and returns them in avail order), so IN_ORDER costs us nothing and lets a
@@ -48,6 +48,24 @@ pub enum ProtocolFault {
         /// Why.
         why: String,
     },
+    /// More memory than the port allows.
+    #[error("the frontend registers {asked} bytes of memory, over this port's cap of {cap}")]
+    MemoryOverCap {
+        /// Bytes asked for, all regions together.
+        asked: u64,
+        /// The cap.
+        cap: u64,
+    },
+    /// A kick or call fd that is not an eventfd.
+    #[error("vring {index}: the {what} fd is not an eventfd ({kind})")]
+    NotEventFd {
+        /// Vring.
+        index: u32,
+        /// "kick" or "call".
+        what: &'static str,
+        /// What it is instead.
+        kind: String,
+    },
     /// More memory slots than offered.
     #[error("more than {MAX_MEM_SLOTS} memory regions")]
     TooManyRegions,
@@ -78,6 +96,30 @@ struct Vring {
     queue: Option<DeviceQueue>,
 }
 
+/// What a port allows its frontend: every frontend is a tenant that may be hostile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceLimits {
+    /// Most bytes of memory it may register, all regions together.
+    pub max_memory: u64,
+    /// Refuse memory whose file could shrink under our mapping (anything not sealed
+    /// with `F_SEAL_SHRINK`: hugetlbfs files, unsealed memfds). Without this, such
+    /// memory is taken, and a shrink resets the port (see [`crate::mem::sigbus`]).
+    pub require_sealed: bool,
+    /// Largest frame it may send, in bytes after the virtio-net header: a longer
+    /// chain is a fault of its port, whatever its descriptors say.
+    pub max_frame: u32,
+}
+
+/// Memory a port takes unless told otherwise: 64 GiB (mapped lazily, so a cap on
+/// address space, not on what the switch holds).
+pub const DEFAULT_MAX_MEMORY: u64 = 64 << 30;
+
+impl Default for DeviceLimits {
+    fn default() -> Self {
+        Self { max_memory: DEFAULT_MAX_MEMORY, require_sealed: false, max_frame: DEFAULT_MAX_FRAME }
+    }
+}
+
 /// The backend's view of one frontend: negotiated state, memory, vrings.
 #[derive(Debug, Default)]
 pub struct VhostDevice {
@@ -85,6 +127,7 @@ pub struct VhostDevice {
     protocol: u64,
     mem: Arc<GuestMemory>,
     vrings: [Vring; NUM_VRINGS],
+    limits: DeviceLimits,
 }
 
 /// What to send back for a message.
@@ -97,6 +140,11 @@ pub enum Reply {
 }
 
 impl VhostDevice {
+    /// A device for a new frontend, held to `limits`.
+    pub fn new(limits: DeviceLimits) -> Self {
+        Self { limits, ..Self::default() }
+    }
+
     /// Whether the frontend negotiated REPLY_ACK.
     pub fn reply_ack(&self) -> bool {
         self.protocol & PROTOCOL_F_REPLY_ACK != 0
@@ -199,7 +247,7 @@ impl VhostDevice {
             }
             Msg::SetOwner | Msg::Ignored(_) | Msg::SetStatus(_) => Reply::None,
             Msg::ResetOwner => {
-                *self = Self::default();
+                *self = Self::new(self.limits);
                 Reply::None
             }
             Msg::GetQueueNum => Reply::Payload(encode::u64(1)),
@@ -224,8 +272,9 @@ impl VhostDevice {
             }
             Msg::GetVringBase(s) => self.get_vring_base(s)?,
             Msg::SetVringKick { index, has_fd } => {
+                let kick = if has_fd { Some(nonblocking_eventfd(fds.next(), index, "kick")?) } else { None };
                 let v = self.vring(index)?;
-                v.kick = if has_fd { fds.next() } else { None };
+                v.kick = kick;
                 // The spec: a ring starts on its first kick (the fd turning readable),
                 // not on this message; without an fd (polling) it starts now. DPDK's
                 // driver relies on this: it flushes its receive ring, then kicks.
@@ -234,7 +283,8 @@ impl VhostDevice {
                 Reply::None
             }
             Msg::SetVringCall { index, has_fd } => {
-                self.vring(index)?.call = if has_fd { fds.next() } else { None };
+                let call = if has_fd { Some(nonblocking_eventfd(fds.next(), index, "call")?) } else { None };
+                self.vring(index)?.call = call;
                 Reply::None
             }
             Msg::SetVringErr { index, .. } => {
@@ -272,9 +322,11 @@ impl VhostDevice {
         regions: &[MemRegion],
         fds: impl Iterator<Item = OwnedFd>,
     ) -> Result<Reply, ProtocolFault> {
+        let total = regions.iter().fold(0u64, |t, r| t.saturating_add(r.memory_size));
+        self.check_memory(total)?;
         let mut mem = GuestMemory::default();
         for (r, fd) in regions.iter().zip(fds) {
-            map_region(&mut mem, r, &fd)?;
+            self.map_region(&mut mem, r, &fd)?;
         }
         self.replace_mem(|m| {
             *m = mem;
@@ -288,7 +340,9 @@ impl VhostDevice {
         if self.mem.len() as u64 >= MAX_MEM_SLOTS {
             return Err(ProtocolFault::TooManyRegions);
         }
-        self.replace_mem(|m| map_region(m, r, &fd))?;
+        self.check_memory(self.mem.total_len().saturating_add(r.memory_size))?;
+        let limits = self.limits;
+        self.replace_mem(|m| map_region(m, r, &fd, limits))?;
         Ok(Reply::None)
     }
 
@@ -321,6 +375,18 @@ impl VhostDevice {
         v.kicked = false;
         v.base = base;
         Ok(Reply::Payload(encode::state(VringState { index: s.index, num: u32::from(base) })))
+    }
+
+    /// Refuses a memory table of `total` bytes over the port's cap.
+    fn check_memory(&self, total: u64) -> Result<(), ProtocolFault> {
+        if total > self.limits.max_memory {
+            return Err(ProtocolFault::MemoryOverCap { asked: total, cap: self.limits.max_memory });
+        }
+        Ok(())
+    }
+
+    fn map_region(&self, mem: &mut GuestMemory, r: &MemRegion, fd: &OwnedFd) -> Result<(), ProtocolFault> {
+        map_region(mem, r, fd, self.limits)
     }
 
     fn vring(&mut self, index: u32) -> Result<&mut Vring, ProtocolFault> {
@@ -361,12 +427,48 @@ impl VhostDevice {
         let ring = DeviceRing::new(&self.mem, v.size, a.desc, a.avail, a.used)
             .map_err(|e| ProtocolFault::Ring { index: i as u32, why: e.to_string() })?;
         ring.set_used_flags(VRING_USED_F_NO_NOTIFY);
-        v.queue = Some(DeviceQueue::new(ring, v.base));
+        let max_read = self.limits.max_frame.saturating_add(crate::spec::NET_HDR_LEN);
+        v.queue = Some(DeviceQueue::with_max_read(ring, v.base, max_read));
         Ok(())
     }
 }
 
-fn map_region(mem: &mut GuestMemory, r: &MemRegion, fd: &OwnedFd) -> Result<(), ProtocolFault> {
+/// Checks that `fd` is an eventfd and makes it non-blocking: the worker writes a
+/// call fd and reads a kick fd, and neither may ever block it (a saturated eventfd
+/// then refuses the write, and the notification is dropped: the peer is signalled
+/// already). Anything else (a pipe, a socket, a file) is refused.
+fn nonblocking_eventfd(fd: Option<OwnedFd>, index: u32, what: &'static str) -> Result<OwnedFd, ProtocolFault> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let fd = fd.ok_or(ProtocolFault::NotEventFd { index, what, kind: "missing".into() })?;
+    let kind = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_or_else(|e| format!("unknown: {e}"), |p| p.display().to_string());
+    if kind != "anon_inode:[eventfd]" {
+        return Err(ProtocolFault::NotEventFd { index, what, kind });
+    }
+    let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| ProtocolFault::NotEventFd {
+        index,
+        what,
+        kind: format!("F_GETFL: {e}"),
+    })?;
+    let nonblocking = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(nonblocking)).map_err(|e| ProtocolFault::NotEventFd {
+        index,
+        what,
+        kind: format!("F_SETFL: {e}"),
+    })?;
+    Ok(fd)
+}
+
+/// Maps one region into `mem`, refusing an unsealed one when `limits` ask for seals.
+fn map_region(mem: &mut GuestMemory, r: &MemRegion, fd: &OwnedFd, limits: DeviceLimits) -> Result<(), ProtocolFault> {
     mem.add_region(fd.as_fd(), r.guest_phys_addr, r.userspace_addr, r.memory_size, r.mmap_offset)
-        .map_err(|e| ProtocolFault::BadRegion { region: *r, why: e.to_string() })
+        .map_err(|e| ProtocolFault::BadRegion { region: *r, why: e.to_string() })?;
+    if limits.require_sealed && mem.unsealed() > 0 {
+        mem.remove_region(r.guest_phys_addr, r.memory_size);
+        return Err(ProtocolFault::BadRegion {
+            region: *r,
+            why: "its file is not sealed against shrinking (F_SEAL_SHRINK), and this port requires it".into(),
+        });
+    }
+    Ok(())
 }

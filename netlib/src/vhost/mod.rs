@@ -12,7 +12,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use device::{ProtocolFault, Reply, VhostDevice};
+pub use device::{DeviceLimits, ProtocolFault, Reply, VhostDevice, DEFAULT_MAX_MEMORY};
 pub use engine::{Burst, Filler};
 pub use frame::{copy_chain, read_chain, write_chain, Frame, FrameBuf, Frames};
 pub use queue::{Chain, ChainFault, DeviceQueue};
@@ -22,7 +22,7 @@ use crate::pool::{Packet, PktPool, BURST, DATA_ROOM};
 use crate::port::{LinkState, Port, PortCounters};
 use crate::spec::NET_HDR_LEN;
 use crate::vhost_user::message::{encode, FLAG_REPLY, FLAG_VERSION};
-use crate::vhost_user::{Conn, ConnError};
+use crate::vhost_user::{Conn, ConnError, Request};
 
 /// The virtio-net header we write on receive (num_buffers = 1).
 pub const RX_NET_HDR: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
@@ -67,10 +67,63 @@ pub enum PortFault {
     /// Socket error.
     #[error(transparent)]
     Conn(#[from] ConnError),
+    /// The frontend shrank the file behind memory it registered (SIGBUS caught).
+    #[error("the frontend shrank its shared memory under the switch's mapping (SIGBUS caught; the region read zeros)")]
+    MemoryTruncated,
 }
 
-/// While one ring waits for its first kick, control (and the kick) is checked more often.
-const PARTIAL_CONTROL_EVERY: u32 = 64;
+/// Control work a frontend may cause, in tokens, refilled with time: a message
+/// costs one, a memory table change and a new connection more.
+#[derive(Debug)]
+struct ControlBudget {
+    tokens: u32,
+    last: Instant,
+}
+
+impl Default for ControlBudget {
+    fn default() -> Self {
+        Self { tokens: Self::BURST, last: Instant::now() }
+    }
+}
+
+impl ControlBudget {
+    /// Tokens saved up at most (a handshake's worth, many times over).
+    const BURST: u32 = 1024;
+    /// Tokens earned per second.
+    const PER_SEC: u32 = 4000;
+    /// A message.
+    const MESSAGE: u32 = 1;
+    /// A memory table change (mmap, munmap), on top of its message.
+    const MEMORY: u32 = 16;
+    /// A new connection (accept, its state).
+    const CONNECTION: u32 = 16;
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let earned = (now.duration_since(self.last).as_micros() * u128::from(Self::PER_SEC) / 1_000_000) as u32;
+        if earned > 0 {
+            self.tokens = self.tokens.saturating_add(earned).min(Self::BURST);
+            self.last = now;
+        }
+    }
+
+    /// Takes `n` tokens if there are (at least one), else says no.
+    fn take(&mut self, n: u32) -> bool {
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens = self.tokens.saturating_sub(n);
+        true
+    }
+}
+
+/// While a handshake is under way or a ring waits for its first kick, control (and
+/// the kick) is looked at every this many calls.
+const HANDSHAKE_CONTROL_EVERY: u32 = 16;
+/// How often a port with no frontend looks for one (accept, or connect).
+const IDLE_CONTROL_PERIOD: Duration = Duration::from_millis(1);
+/// Messages handled in one look at the control path.
+const MESSAGES_PER_LOOK: u32 = 16;
 const RETRY_EVERY: Duration = Duration::from_millis(100);
 
 /// A vhost-user backend port.
@@ -85,6 +138,14 @@ pub struct VhostBackend {
     counters: PortCounters,
     tick: u32,
     cadence: Cadence,
+    /// When a port without a frontend looks for one.
+    idle: Cadence,
+    /// What the frontend may still make us do on the control path.
+    budget: ControlBudget,
+    /// What the frontend may register and send.
+    limits: DeviceLimits,
+    /// The SIGBUS epoch this port last looked at.
+    sigbus_seen: u64,
     last_try: Option<Instant>,
     last_fault: Option<String>,
     /// The burst being received (its chains are too big to build per call).
@@ -112,15 +173,27 @@ impl VhostBackend {
             mode,
             listener,
             conn: None,
-            dev: VhostDevice::default(),
+            dev: VhostDevice::new(DeviceLimits::default()),
             counters: PortCounters::default(),
             tick: 0,
             cadence: Cadence::default(),
+            idle: Cadence::new(IDLE_CONTROL_PERIOD),
+            budget: ControlBudget::default(),
+            limits: DeviceLimits::default(),
+            sigbus_seen: crate::mem::sigbus::epoch(),
             last_try: None,
             last_fault: None,
             burst: Burst::default(),
             filler: Filler::default(),
         })
+    }
+
+    /// Holds the port's frontends to `limits` (from the next connection on).
+    pub fn set_limits(&mut self, limits: DeviceLimits) {
+        self.limits = limits;
+        if self.conn.is_none() {
+            self.dev = VhostDevice::new(limits);
+        }
     }
 
     /// Renames the port in logs.
@@ -165,12 +238,16 @@ impl VhostBackend {
         self.last_fault = Some(f.to_string());
         self.counters.resets += 1;
         self.conn = None;
-        self.dev = VhostDevice::default();
+        self.dev = VhostDevice::new(self.limits);
     }
 
     /// Handles pending messages; accepts or reconnects when unconnected.
     fn control(&mut self) {
+        self.budget.refill();
         if self.conn.is_none() {
+            if !self.budget.take(ControlBudget::CONNECTION) {
+                return;
+            }
             let stream = match (&self.listener, self.mode) {
                 (Some(l), _) => l.accept().ok().map(|(s, _)| s),
                 (None, VhostMode::Connect) => {
@@ -198,13 +275,25 @@ impl VhostBackend {
                 return;
             }
         }
-        // A bounded number of messages per call, so a chatty peer can't starve traffic.
-        for _ in 0..64 {
+        // A bounded number of messages per look, and a budget over time, so that a
+        // chatty (or flooding) frontend can't starve traffic: past the budget its
+        // messages wait in its socket, and its sends block.
+        for _ in 0..MESSAGES_PER_LOOK {
             let Some(conn) = self.conn.as_mut() else { return };
+            if !self.budget.take(ControlBudget::MESSAGE) {
+                return;
+            }
             match conn.try_recv() {
                 Ok(None) => return,
                 Ok(Some(raw)) => {
                     let h = raw.header;
+                    if matches!(
+                        Request::from_code(h.request),
+                        Some(Request::SetMemTable | Request::AddMemReg | Request::RemMemReg)
+                    ) {
+                        // Mapping and unmapping cost more than a message.
+                        self.budget.take(ControlBudget::MEMORY);
+                    }
                     let res = self.dev.handle(raw);
                     let ack = h.need_reply() && self.dev.reply_ack();
                     let conn = self.conn.as_ref().expect("still connected");
@@ -234,19 +323,29 @@ impl VhostBackend {
         }
     }
 
-    /// Drives the control path: every 5 ms while both rings are live, every call
-    /// while none is, and every 64 calls while one waits for its first kick.
-    /// Returns whether a ring is live.
+    /// Drives the control path: every 5 ms while both rings are live, every 16
+    /// calls during a handshake (or while a ring waits for its first kick), and every
+    /// millisecond while no frontend is connected. Resets the port if its frontend
+    /// shrank the memory under our mapping. Returns whether a ring is live.
     #[inline]
     pub fn poll(&mut self) -> bool {
-        let due = if self.dev.all_started() {
+        let due = if self.conn.is_none() {
+            self.idle.due()
+        } else if self.dev.all_started() {
             self.cadence.due()
         } else {
             self.tick = self.tick.wrapping_add(1);
-            !self.dev.ready() || self.tick.is_multiple_of(PARTIAL_CONTROL_EVERY)
+            self.tick.is_multiple_of(HANDSHAKE_CONTROL_EVERY)
         };
         if due {
             self.control();
+        }
+        let epoch = crate::mem::sigbus::epoch();
+        if epoch != self.sigbus_seen {
+            self.sigbus_seen = epoch;
+            if self.dev.mem().poisoned() {
+                self.fault(&PortFault::MemoryTruncated);
+            }
         }
         self.dev.ready()
     }

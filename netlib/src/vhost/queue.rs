@@ -8,6 +8,12 @@ use crate::spec::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 
 /// Most segments one chain may have (a packet in more pieces is refused).
 pub const MAX_SEGS: usize = 16;
+/// Most descriptors walked for one chain, empty ones included: a chain that is
+/// longer is refused after this much work, however long the ring.
+pub const MAX_CHAIN_DESCS: u16 = 64;
+/// Largest frame a frontend may send unless its port says otherwise: a 9000-byte
+/// MTU with Ethernet and VLAN headers fits, with room.
+pub const DEFAULT_MAX_FRAME: u32 = 9216;
 
 /// What was wrong with a frontend's ring: the port is reset on any of these.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +45,22 @@ pub enum ChainFault {
         head: u16,
         /// Ring size.
         size: u16,
+    },
+    /// A chain of more descriptors than we walk (empty ones included).
+    #[error("descriptor chain from head {head} has more than {MAX_CHAIN_DESCS} descriptors")]
+    TooManyDescriptors {
+        /// Head.
+        head: u16,
+    },
+    /// A frame from the frontend longer than its port allows.
+    #[error("descriptor chain from head {head} carries {len} bytes, over this port's limit of {max}")]
+    FrameTooLong {
+        /// Head.
+        head: u16,
+        /// Bytes in the chain.
+        len: u64,
+        /// The limit (header included).
+        max: u32,
     },
     /// A chain with more segments than we take.
     #[error("descriptor chain from head {head} has more than {MAX_SEGS} segments")]
@@ -113,12 +135,20 @@ pub struct DeviceQueue {
     pub last_avail: u16,
     /// Next used entry to write.
     pub last_used: u16,
+    /// Most bytes a chain the device reads (a frame sent to us) may carry.
+    max_read: u32,
 }
 
 impl DeviceQueue {
-    /// A queue starting at `base`.
+    /// A queue starting at `base`, taking readable chains of up to
+    /// [`DEFAULT_MAX_FRAME`] bytes plus a virtio-net header.
     pub fn new(ring: DeviceRing, base: u16) -> Self {
-        Self { ring, last_avail: base, last_used: base }
+        Self::with_max_read(ring, base, DEFAULT_MAX_FRAME + crate::spec::NET_HDR_LEN)
+    }
+
+    /// A queue starting at `base`, taking readable chains of up to `max_read` bytes.
+    pub fn with_max_read(ring: DeviceRing, base: u16, max_read: u32) -> Self {
+        Self { ring, last_avail: base, last_used: base, max_read }
     }
 
     /// How many chains are available (bounded by the ring size).
@@ -161,7 +191,7 @@ impl DeviceQueue {
         chain.total = 0;
         let mut idx = head;
         let mut total: u64 = 0;
-        for _ in 0..size {
+        for _ in 0..size.min(MAX_CHAIN_DESCS) {
             let d = self.ring.desc(idx).ok_or(ChainFault::IndexOutOfRange { index: idx, size })?;
             if d.flags & VRING_DESC_F_INDIRECT != 0 {
                 return Err(ChainFault::Indirect { index: idx });
@@ -185,6 +215,9 @@ impl DeviceQueue {
                     return Err(ChainFault::LengthOverflow { head });
                 }
             }
+            if !writable && total > u64::from(self.max_read) {
+                return Err(ChainFault::FrameTooLong { head, len: total, max: self.max_read });
+            }
             if d.flags & VRING_DESC_F_NEXT == 0 {
                 chain.total = total as u32;
                 return Ok(());
@@ -193,6 +226,9 @@ impl DeviceQueue {
                 return Err(ChainFault::IndexOutOfRange { index: d.next, size });
             }
             idx = d.next;
+        }
+        if size > MAX_CHAIN_DESCS {
+            return Err(ChainFault::TooManyDescriptors { head });
         }
         Err(ChainFault::ChainTooLong { head, size })
     }

@@ -162,6 +162,44 @@ fn address_straddling_two_regions() {
 }
 
 #[test]
+fn a_long_chain_of_empty_descriptors_is_refused_after_a_bounded_walk() {
+    // A ring larger than the walk limit, every descriptor empty and chained on.
+    let size = 256u16;
+    let drv = DriverRing::new(size, None).unwrap();
+    let data = Region::create(None, 4096).unwrap();
+    let mut gm = GuestMemory::default();
+    for r in [drv.region(), &data] {
+        let m = r.map();
+        gm.add_region(r.fd().as_fd(), m.addr(), m.addr(), m.len() as u64, 0).unwrap();
+    }
+    let mem = Arc::new(gm);
+    let l = drv.layout();
+    let ring = DeviceRing::new(&mem, u32::from(size), l.desc, l.avail, l.used).unwrap();
+    let mut q = DeviceQueue::new(ring, 0);
+    for i in 0..size {
+        drv.set_desc(i, d(data.map().addr(), 0, VRING_DESC_F_NEXT, (i + 1) % size));
+    }
+    drv.set_avail(0, 0);
+    drv.publish_avail(1);
+    assert!(matches!(q.pop(&mem, false), Err(ChainFault::TooManyDescriptors { head: 0 })));
+}
+
+#[test]
+fn a_frame_longer_than_the_port_allows_is_refused() {
+    let mut r = rig();
+    // Two descriptors naming the same 4 KiB twice over: 8 KiB is fine, the limit is 9216 + 12.
+    for i in 0..4u16 {
+        r.drv.set_desc(i, d(r.buf(0), 4096, VRING_DESC_F_NEXT, i + 1));
+    }
+    r.drv.set_desc(4, d(r.buf(0), 4096, 0, 0));
+    r.drv.set_desc(5, d(r.buf(0), 4096, VRING_DESC_F_NEXT, 6));
+    r.drv.set_desc(6, d(r.buf(0), 4096, 0, 0));
+    r.post(&[5, 0]);
+    assert_eq!(r.pop(false).unwrap().total, 8192);
+    assert!(matches!(r.pop(false), Err(ChainFault::FrameTooLong { head: 0, max: 9228, .. })));
+}
+
+#[test]
 fn short_receive_buffer_is_refused_by_write_chain() {
     let mut r = rig();
     r.drv.set_desc(0, d(r.buf(0), 20, VRING_DESC_F_WRITE, 0));
