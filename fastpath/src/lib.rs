@@ -11,5 +11,6 @@ pub mod error;
 pub mod info;
 pub mod mactable;
 pub mod port;
+pub mod security;
 pub mod switch;
 pub mod worker;

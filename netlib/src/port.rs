@@ -43,6 +43,8 @@ pub struct PortCounters {
     pub drop_too_big: u64,
     /// Received packets with nowhere to go (a switch's destination is the port itself).
     pub drop_filtered: u64,
+    /// Received packets whose source addresses are not the port's own (port security).
+    pub drop_spoofed: u64,
 }
 
 /// A packet port: bursts in, bursts out.

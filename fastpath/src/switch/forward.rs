@@ -5,6 +5,7 @@
 use netlib::pool::BURST;
 
 use crate::mactable::{is_multicast, Mac};
+use crate::security::{Guard, GUARD_BYTES};
 
 use super::{Bridge, Switch, MAX_PORTS};
 
@@ -69,6 +70,7 @@ struct Tally {
     bytes: u64,
     runts: u64,
     filtered: u64,
+    spoofed: u64,
 }
 
 impl Switch {
@@ -90,12 +92,13 @@ impl Switch {
         if taken == 0 {
             return 0;
         }
-        let tally = classify(sp.port.frames(), s as u16, bridge, *now, groups);
+        let tally = classify(sp.port.frames(), s as u16, &sp.guard, bridge, *now, groups);
         let c = sp.port.counters_mut();
         c.rx_packets += tally.rx;
         c.rx_bytes += tally.bytes;
         c.rx_errors += tally.runts;
         c.drop_filtered += tally.filtered;
+        c.drop_spoofed += tally.spoofed;
         for g in 0..groups.n {
             let o = groups.dest[g] as usize;
             if let Ok([Some(src), Some(dst)]) = ports.get_disjoint_mut([s, o]) {
@@ -111,9 +114,17 @@ impl Switch {
 }
 
 /// Learns the burst's senders on port `s` and sorts its frames into `groups` by
-/// destination port (flooding unknown, broadcast and multicast destinations).
+/// destination port (flooding unknown, broadcast and multicast destinations). A
+/// frame the port's `guard` refuses is counted, and neither learned nor forwarded.
 #[inline]
-fn classify(frames: netlib::vhost::Frames<'_>, s: u16, bridge: &mut Bridge, now: u32, groups: &mut Groups) -> Tally {
+fn classify(
+    frames: netlib::vhost::Frames<'_>,
+    s: u16,
+    guard: &Guard,
+    bridge: &mut Bridge,
+    now: u32,
+    groups: &mut Groups,
+) -> Tally {
     let mut t = Tally::default();
     // A burst usually comes from one sender and goes to one receiver: learn each run
     // of one source MAC once, and look each run of one destination MAC up once.
@@ -121,12 +132,18 @@ fn classify(frames: netlib::vhost::Frames<'_>, s: u16, bridge: &mut Bridge, now:
     let mut last: Option<(Mac, Option<u16>)> = None;
     for i in 0..frames.len() {
         let f = frames.get(i);
-        let mut eth = [0u8; 12];
-        if f.read_head(&mut eth) < eth.len() {
+        let mut head = [0u8; GUARD_BYTES];
+        let want = if guard.reads_ip() { GUARD_BYTES } else { 12 };
+        let got = f.read_head(&mut head[..want]);
+        if got < 12 {
             t.runts += 1;
             continue;
         }
-        let (dst, src) = eth.split_at(6);
+        if !guard.allows(&head[..got]) {
+            t.spoofed += 1;
+            continue;
+        }
+        let (dst, src) = head[..12].split_at(6);
         let dst: Mac = dst.try_into().unwrap_or_default();
         let src: Mac = src.try_into().unwrap_or_default();
         if learned != Some(src) && !is_multicast(&src) {

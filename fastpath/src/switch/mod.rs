@@ -13,6 +13,7 @@ use crate::error::SwitchError;
 use crate::info::{PortInfo, PortStats};
 use crate::mactable::MacTable;
 use crate::port::{self, SwitchPort};
+use crate::security::Guard;
 
 use forward::Groups;
 
@@ -27,18 +28,26 @@ pub struct NewPort {
     /// Its configuration.
     pub cfg: PortConfig,
     port: Box<dyn SwitchPort>,
+    guard: Guard,
 }
 
 impl NewPort {
     /// Opens the port `cfg` describes (binds its socket, or prepares to connect).
     pub fn open(cfg: PortConfig) -> Result<Self, SwitchError> {
         let port = port::open(&cfg)?;
-        Ok(Self { cfg, port })
+        Ok(Self { cfg, port, guard: Guard::default() })
     }
 
     /// A port of any kind (e.g. an in-process [`crate::port::loopback::Loopback`]).
     pub fn with(cfg: PortConfig, port: Box<dyn SwitchPort>) -> Self {
-        Self { cfg, port }
+        Self { cfg, port, guard: Guard::default() }
+    }
+
+    /// Checks every frame the port sends against `guard` (port security).
+    #[must_use]
+    pub fn guarded(mut self, guard: Guard) -> Self {
+        self.guard = guard;
+        self
     }
 }
 
@@ -48,6 +57,8 @@ struct Slot {
     cfg: PortConfig,
     bridge: usize,
     port: Box<dyn SwitchPort>,
+    /// What its frames are checked against.
+    guard: Guard,
     /// The port's reset count when the bridge last forgot its MACs.
     seen_resets: u64,
 }
@@ -128,7 +139,7 @@ impl Switch {
             p.cfg.socket.display()
         );
         let seen_resets = p.port.counters().resets;
-        self.ports[slot] = Some(Slot { cfg: p.cfg, bridge: b, port: p.port, seen_resets });
+        self.ports[slot] = Some(Slot { cfg: p.cfg, bridge: b, port: p.port, guard: p.guard, seen_resets });
         self.bridges[b].members.push(slot as u16);
         Ok(())
     }

@@ -276,3 +276,35 @@ fn ports_are_added_checked_and_removed_by_name() {
     run(&mut sw);
     assert_eq!(c.take_delivered().len(), 1, "a's MAC flooded, not sent to its old slot");
 }
+
+#[test]
+fn a_port_that_spoofs_a_neighbours_mac_diverts_nothing_and_is_counted() {
+    let (mut sw, p) = switch_with(&["a", "b"]);
+    let (port, evil) = Loopback::new();
+    let guard = crate::security::Guard::new(crate::security::PortSecurity::Mac, Some(mac(9)), None).unwrap();
+    sw.add_port(NewPort::with(cfg("evil", "br0"), Box::new(port)).guarded(guard)).unwrap();
+    // a and b know each other.
+    p[0].send(&frame(BCAST, mac(1), 0, 60));
+    p[1].send(&frame(BCAST, mac(2), 0, 60));
+    run(&mut sw);
+    for peer in [&p[0], &p[1], &evil] {
+        peer.take_delivered();
+    }
+    // evil claims to be a; b's frames to a must still reach a.
+    for i in 0..10 {
+        evil.send(&frame(BCAST, mac(1), i, 60));
+    }
+    run(&mut sw);
+    for i in 0..10 {
+        p[1].send(&frame(mac(1), mac(2), i, 60));
+    }
+    run(&mut sw);
+    assert_eq!(p[0].take_delivered().len(), 10, "b's 10 frames all reached a");
+    assert!(evil.take_delivered().iter().all(|f| f[..6] == BCAST), "evil got none of b's frames to a");
+    let e = stats(&sw, "evil");
+    assert_eq!((e.drop_spoofed, e.rx_packets), (10, 0));
+    // As itself, evil is forwarded.
+    evil.send(&frame(mac(2), mac(9), 0, 60));
+    run(&mut sw);
+    assert_eq!(p[1].take_delivered().len(), 1);
+}
