@@ -17,6 +17,7 @@ pub mod igbvf;
 pub mod mem;
 pub mod pool;
 pub mod port;
+pub mod port_spec;
 pub mod ring;
 pub mod spec;
 pub mod vfio;
@@ -25,4 +26,5 @@ pub mod vhost_user;
 pub mod virtio_user;
 
 pub use pool::{Packet, PktPool};
-pub use port::{open_port, LinkState, Port, PortCounters, PortSpec};
+pub use port::{LinkState, Port, PortCounters};
+pub use port_spec::{open_port, PortSpec};
