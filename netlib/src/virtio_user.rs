@@ -73,9 +73,9 @@ pub enum VirtioUserError {
     /// The backend answered wrongly.
     #[error("virtio-user {path}: backend: {0}", path = .1.display())]
     Backend(String, PathBuf),
-    /// Ring memory.
-    #[error("virtio-user ring memory: {0}")]
-    Mem(#[from] crate::mem::MemError),
+    /// A ring could not be made (its size, or its memory).
+    #[error("virtio-user {0}")]
+    Ring(#[from] crate::ring::DriverRingError),
 }
 
 /// One driver-side queue with its packets in flight.
