@@ -126,12 +126,123 @@ impl DriverQueue {
         self.last_used = 0;
         self.ring.reset();
     }
+
+    /// Posts free receive descriptors with fresh buffers (the receive queue).
+    fn refill_rx(&mut self, pool: &mut PktPool) {
+        let mut n = 0u16;
+        while let Some(&id) = self.free.front() {
+            let Some(p) = pool.alloc() else { break };
+            self.free.pop_front();
+            self.ring.set_desc(
+                id,
+                Desc {
+                    addr: pool.data_addr(&p) - NET_HDR_LEN as u64,
+                    len: NET_HDR_LEN + u32::from(DATA_ROOM),
+                    flags: VRING_DESC_F_WRITE,
+                    next: 0,
+                },
+            );
+            self.slots[id as usize] = Some(p);
+            self.ring.set_avail(self.avail_idx.wrapping_add(n), id);
+            n += 1;
+        }
+        if n > 0 {
+            self.avail_idx = self.avail_idx.wrapping_add(n);
+            self.ring.publish_avail(self.avail_idx);
+        }
+    }
+}
+
+/// A fresh connection to a backend during the handshake, and the protocol features
+/// negotiated on it so far. It borrows the connection (not the port), so that the
+/// handshake can attach the port's own fds to a message without duplicating them.
+struct Channel<'a> {
+    conn: &'a mut Conn,
+    path: &'a Path,
+    reply_timeout: Duration,
+    protocol: u64,
+}
+
+impl Channel<'_> {
+    fn backend_err(&self, msg: String) -> VirtioUserError {
+        VirtioUserError::Backend(msg, self.path.to_path_buf())
+    }
+
+    /// Sends a request; with REPLY_ACK negotiated and `ack`, waits for the ack.
+    fn request(
+        &mut self,
+        req: Request,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+        ack: bool,
+    ) -> Result<(), VirtioUserError> {
+        let want_ack = ack && self.protocol & PROTOCOL_F_REPLY_ACK != 0;
+        let flags = FLAG_VERSION | if want_ack { FLAG_NEED_REPLY } else { 0 };
+        self.conn
+            .send(req as u32, flags, payload, fds)
+            .map_err(|source| VirtioUserError::Conn { path: self.path.to_path_buf(), source })?;
+        if want_ack {
+            let v = self.reply_u64(req)?;
+            if v != 0 {
+                return Err(self.backend_err(format!("{req:?} failed (ack {v})")));
+            }
+        }
+        Ok(())
+    }
+
+    fn reply(&mut self, req: Request) -> Result<RawMsg, VirtioUserError> {
+        let m = self
+            .conn
+            .recv_timeout(self.reply_timeout)
+            .map_err(|source| VirtioUserError::Conn { path: self.path.to_path_buf(), source })?;
+        if m.header.request != req as u32 || m.header.flags & FLAG_REPLY == 0 {
+            return Err(self.backend_err(format!(
+                "expected a reply to {req:?}, got request {} flags {:#x}",
+                m.header.request, m.header.flags
+            )));
+        }
+        Ok(m)
+    }
+
+    fn reply_u64(&mut self, req: Request) -> Result<u64, VirtioUserError> {
+        let m = self.reply(req)?;
+        if m.payload.len() != 8 {
+            return Err(self.backend_err(format!("reply to {req:?} has {} bytes, expected 8", m.payload.len())));
+        }
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&m.payload);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn get_u64(&mut self, req: Request) -> Result<u64, VirtioUserError> {
+        self.request(req, &[], &[], false)?;
+        self.reply_u64(req)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Down,
     Up,
+}
+
+/// Shares our memory regions with the backend: one ADD_MEM_REG each where it takes them,
+/// else one SET_MEM_TABLE.
+fn send_memory(ch: &mut Channel<'_>, regions: &[(MemRegion, BorrowedFd<'_>)]) -> Result<(), VirtioUserError> {
+    if ch.protocol & PROTOCOL_F_CONFIGURE_MEM_SLOTS != 0 {
+        let slots = ch.get_u64(Request::GetMaxMemSlots)?;
+        if slots < regions.len() as u64 {
+            return Err(ch.backend_err(format!("backend offers {slots} memory slots, we need {}", regions.len())));
+        }
+        for (r, fd) in regions {
+            ch.request(Request::AddMemReg, &encode::one_region(r), &[*fd], true)?;
+        }
+    } else {
+        let table: Vec<MemRegion> = regions.iter().map(|(r, _)| *r).collect();
+        let fds: Vec<BorrowedFd<'_>> = regions.iter().map(|(_, f)| *f).collect();
+        ch.request(Request::SetMemTable, &encode::mem_table(&table), &fds, true)?;
+    }
+    Ok(())
 }
 
 /// How often a down port retries its backend.
@@ -157,6 +268,8 @@ pub struct VirtioUser {
     counters: PortCounters,
     cadence: Cadence,
     last_try: Option<Instant>,
+    /// The last unusual accept/connect failure, already logged.
+    retry_error: Option<String>,
 }
 
 impl VirtioUser {
@@ -196,6 +309,7 @@ impl VirtioUser {
             counters: PortCounters::default(),
             cadence: Cadence::default(),
             last_try: None,
+            retry_error: None,
             opts,
         };
         if !me.opts.server {
@@ -218,129 +332,70 @@ impl VirtioUser {
         self.in_order
     }
 
-    fn conn_err(&self, source: ConnError) -> VirtioUserError {
-        VirtioUserError::Conn { path: self.path.clone(), source }
-    }
-
-    fn backend_err(&self, msg: String) -> VirtioUserError {
-        VirtioUserError::Backend(msg, self.path.clone())
-    }
-
-    /// Sends a request; with REPLY_ACK negotiated and `ack`, waits for the ack.
-    fn request(
-        &mut self,
-        req: Request,
-        payload: &[u8],
-        fds: &[BorrowedFd<'_>],
-        ack: bool,
-    ) -> Result<(), VirtioUserError> {
-        let want_ack = ack && self.protocol & PROTOCOL_F_REPLY_ACK != 0;
-        let flags = FLAG_VERSION | if want_ack { FLAG_NEED_REPLY } else { 0 };
-        let conn = self.conn.as_ref().expect("connected");
-        conn.send(req as u32, flags, payload, fds).map_err(|e| self.conn_err(e))?;
-        if want_ack {
-            let v = self.reply_u64(req)?;
-            if v != 0 {
-                return Err(self.backend_err(format!("{req:?} failed (ack {v})")));
-            }
-        }
-        Ok(())
-    }
-
-    fn reply(&mut self, req: Request) -> Result<RawMsg, VirtioUserError> {
-        let t = self.opts.reply_timeout;
-        let m = self
-            .conn
-            .as_mut()
-            .expect("connected")
-            .recv_timeout(t)
-            .map_err(|e| VirtioUserError::Conn { path: self.path.clone(), source: e })?;
-        if m.header.request != req as u32 || m.header.flags & FLAG_REPLY == 0 {
-            return Err(self.backend_err(format!(
-                "expected a reply to {req:?}, got request {} flags {:#x}",
-                m.header.request, m.header.flags
-            )));
-        }
-        Ok(m)
-    }
-
-    fn reply_u64(&mut self, req: Request) -> Result<u64, VirtioUserError> {
-        let m = self.reply(req)?;
-        if m.payload.len() != 8 {
-            return Err(self.backend_err(format!("reply to {req:?} has {} bytes, expected 8", m.payload.len())));
-        }
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&m.payload);
-        Ok(u64::from_le_bytes(b))
-    }
-
-    fn get_u64(&mut self, req: Request) -> Result<u64, VirtioUserError> {
-        self.request(req, &[], &[], false)?;
-        self.reply_u64(req)
-    }
-
     /// Takes a fresh connection through the whole handshake and brings the port up.
     fn start(&mut self, stream: UnixStream, pool: &mut PktPool) -> Result<(), VirtioUserError> {
         self.rxq.reset(pool);
         self.txq.reset(pool);
-        self.conn = Some(Conn::new(stream).map_err(|e| VirtioUserError::Socket {
+        self.conn = None;
+        let mut conn = Conn::new(stream).map_err(|e| VirtioUserError::Socket {
             path: self.path.clone(),
             what: "socket setup",
             source: e,
-        })?);
+        })?;
         self.protocol = 0;
         self.in_order = false;
-        let res = self.handshake(pool);
-        if let Err(e) = &res {
-            tracing::warn!("{}: handshake failed: {e}", self.name);
-            self.conn = None;
-            self.rxq.reset(pool);
-            self.txq.reset(pool);
+        let res = self.handshake(&mut conn, pool);
+        match &res {
+            Ok(()) => self.conn = Some(conn),
+            Err(e) => {
+                tracing::warn!("{}: handshake failed: {e}", self.name);
+                self.rxq.reset(pool);
+                self.txq.reset(pool);
+            }
         }
         res
     }
 
-    fn handshake(&mut self, pool: &mut PktPool) -> Result<(), VirtioUserError> {
-        let features = self.get_u64(Request::GetFeatures)?;
+    fn handshake(&mut self, conn: &mut Conn, pool: &mut PktPool) -> Result<(), VirtioUserError> {
+        let mut ch = Channel { conn, path: &self.path, reply_timeout: self.opts.reply_timeout, protocol: 0 };
+        let features = ch.get_u64(Request::GetFeatures)?;
         if features & VIRTIO_F_VERSION_1 == 0 {
-            return Err(self.backend_err(format!("features {features:#x} lack VIRTIO_F_VERSION_1")));
+            return Err(ch.backend_err(format!("features {features:#x} lack VIRTIO_F_VERSION_1")));
         }
         if features & VHOST_USER_F_PROTOCOL_FEATURES != 0 {
-            let offered = self.get_u64(Request::GetProtocolFeatures)?;
+            let offered = ch.get_u64(Request::GetProtocolFeatures)?;
             let want = offered & (PROTOCOL_F_REPLY_ACK | PROTOCOL_F_CONFIGURE_MEM_SLOTS);
-            self.request(Request::SetProtocolFeatures, &encode::u64(want), &[], false)?;
-            self.protocol = want;
+            ch.request(Request::SetProtocolFeatures, &encode::u64(want), &[], false)?;
+            ch.protocol = want;
         }
-        self.request(Request::SetOwner, &[], &[], false)?;
+        ch.request(Request::SetOwner, &[], &[], false)?;
         let ours = VIRTIO_F_VERSION_1 | (features & (VHOST_USER_F_PROTOCOL_FEATURES | VIRTIO_F_IN_ORDER));
         self.in_order = ours & VIRTIO_F_IN_ORDER != 0;
-        self.request(Request::SetFeatures, &encode::u64(ours), &[], true)?;
-        self.send_memory()?;
+        ch.request(Request::SetFeatures, &encode::u64(ours), &[], true)?;
+        send_memory(&mut ch, &self.regions())?;
         // Receive buffers go in before the backend sees the ring.
-        self.refill_rx(pool);
+        self.rxq.refill_rx(pool);
         self.rxq.ring.set_avail_flags(VRING_AVAIL_F_NO_INTERRUPT);
         self.txq.ring.set_avail_flags(VRING_AVAIL_F_NO_INTERRUPT);
-        for qi in 0..2u32 {
-            let q = if qi == 0 { &self.rxq } else { &self.txq };
+        for (qi, q) in [(0u32, &self.rxq), (1, &self.txq)] {
             let l = q.ring.layout();
             let num = encode::state(VringState { index: qi, num: u32::from(l.size) });
             let base = encode::state(VringState { index: qi, num: 0 });
             let addr =
                 encode::addr(VringAddr { index: qi, flags: 0, desc: l.desc, used: l.used, avail: l.avail, log: 0 });
-            let kick = q.kick.as_fd().try_clone_to_owned().expect("dup eventfd");
-            let call = q.call.as_fd().try_clone_to_owned().expect("dup eventfd");
-            self.request(Request::SetVringNum, &num, &[], true)?;
-            self.request(Request::SetVringBase, &base, &[], true)?;
-            self.request(Request::SetVringAddr, &addr, &[], true)?;
-            self.request(Request::SetVringKick, &encode::u64(u64::from(qi)), &[kick.as_fd()], true)?;
-            self.request(Request::SetVringCall, &encode::u64(u64::from(qi)), &[call.as_fd()], true)?;
+            ch.request(Request::SetVringNum, &num, &[], true)?;
+            ch.request(Request::SetVringBase, &base, &[], true)?;
+            ch.request(Request::SetVringAddr, &addr, &[], true)?;
+            ch.request(Request::SetVringKick, &encode::u64(u64::from(qi)), &[q.kick.as_fd()], true)?;
+            ch.request(Request::SetVringCall, &encode::u64(u64::from(qi)), &[q.call.as_fd()], true)?;
         }
         if features & VHOST_USER_F_PROTOCOL_FEATURES != 0 {
             for qi in 0..2u32 {
                 let en = encode::state(VringState { index: qi, num: 1 });
-                self.request(Request::SetVringEnable, &en, &[], true)?;
+                ch.request(Request::SetVringEnable, &en, &[], true)?;
             }
         }
+        self.protocol = ch.protocol;
         // Rings start on their first kick (vhost-user spec): kick both once.
         let _ = self.rxq.kick.write(1);
         let _ = self.txq.kick.write(1);
@@ -373,25 +428,6 @@ impl VirtioUser {
         ]
     }
 
-    fn send_memory(&mut self) -> Result<(), VirtioUserError> {
-        let regions: Vec<(MemRegion, OwnedFd)> =
-            self.regions().into_iter().map(|(r, fd)| (r, fd.try_clone_to_owned().expect("dup region fd"))).collect();
-        if self.protocol & PROTOCOL_F_CONFIGURE_MEM_SLOTS != 0 {
-            let slots = self.get_u64(Request::GetMaxMemSlots)?;
-            if slots < regions.len() as u64 {
-                return Err(self.backend_err(format!("backend offers {slots} memory slots, we need {}", regions.len())));
-            }
-            for (r, fd) in &regions {
-                self.request(Request::AddMemReg, &encode::one_region(r), &[fd.as_fd()], true)?;
-            }
-        } else {
-            let table: Vec<MemRegion> = regions.iter().map(|(r, _)| *r).collect();
-            let fds: Vec<BorrowedFd<'_>> = regions.iter().map(|(_, f)| f.as_fd()).collect();
-            self.request(Request::SetMemTable, &encode::mem_table(&table), &fds, true)?;
-        }
-        Ok(())
-    }
-
     fn go_down(&mut self, pool: &mut PktPool, why: &str) {
         tracing::warn!("{}: down: {why}", self.name);
         self.conn = None;
@@ -419,46 +455,38 @@ impl VirtioUser {
         }
         self.last_try = Some(Instant::now());
         let stream = match &self.listener {
-            Some(l) => l.accept().ok().map(|(s, _)| s),
-            None => UnixStream::connect(&self.path).ok(),
+            Some(l) => l.accept().map(|(s, _)| s),
+            None => UnixStream::connect(&self.path),
         };
-        if let Some(s) = stream {
-            let _ = s.set_nonblocking(false);
-            if let Err(e) = self.start(s, pool) {
-                tracing::warn!("{}: {e}", self.name);
+        match stream {
+            Ok(s) => {
+                self.retry_error = None;
+                let _ = s.set_nonblocking(false);
+                if let Err(e) = self.start(s, pool) {
+                    tracing::warn!("{}: {e}", self.name);
+                }
             }
+            Err(e) => self.note_retry_error(&e),
         }
+    }
+
+    /// A failed accept or connect while down. No backend yet is the usual case and
+    /// passes silently; anything else (out of fds, permissions) is logged once, and
+    /// retried all the same.
+    fn note_retry_error(&mut self, e: &std::io::Error) {
+        use std::io::ErrorKind::{ConnectionRefused, NotFound, WouldBlock};
+        let text = e.to_string();
+        if matches!(e.kind(), WouldBlock | NotFound | ConnectionRefused) || self.retry_error.as_ref() == Some(&text) {
+            return;
+        }
+        let what = if self.listener.is_some() { "accepting a backend" } else { "connecting" };
+        tracing::warn!("{}: {what}: {text}; staying down, retrying every {RETRY_EVERY:?}", self.name);
+        self.retry_error = Some(text);
     }
 
     #[inline]
     fn check_pool(&self, pool: &PktPool) -> bool {
         pool.region().map().addr() == self.pool_addr
-    }
-
-    /// Posts free receive descriptors with fresh buffers.
-    fn refill_rx(&mut self, pool: &mut PktPool) {
-        let q = &mut self.rxq;
-        let mut n = 0u16;
-        while let Some(&id) = q.free.front() {
-            let Some(p) = pool.alloc() else { break };
-            q.free.pop_front();
-            q.ring.set_desc(
-                id,
-                Desc {
-                    addr: pool.data_addr(&p) - NET_HDR_LEN as u64,
-                    len: NET_HDR_LEN + u32::from(DATA_ROOM),
-                    flags: VRING_DESC_F_WRITE,
-                    next: 0,
-                },
-            );
-            q.slots[id as usize] = Some(p);
-            q.ring.set_avail(q.avail_idx.wrapping_add(n), id);
-            n += 1;
-        }
-        if n > 0 {
-            q.avail_idx = q.avail_idx.wrapping_add(n);
-            q.ring.publish_avail(q.avail_idx);
-        }
     }
 
     /// Frees transmitted packets; false if the backend returned a bad id.
@@ -543,7 +571,7 @@ impl Port for VirtioUser {
             return got;
         }
         if got > 0 {
-            self.refill_rx(pool);
+            self.rxq.refill_rx(pool);
         }
         got
     }
@@ -625,11 +653,12 @@ impl Port for VirtioUser {
 
     fn wait_rx(&mut self, pool: &mut PktPool, timeout: Duration) -> bool {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        if self.state != State::Up || !self.check_pool(pool) {
+        let up = self.state == State::Up && self.check_pool(pool);
+        let Some(conn) = self.conn.as_ref().filter(|_| up) else {
             self.control(pool);
             std::thread::sleep(timeout.min(Duration::from_millis(10)));
             return false;
-        }
+        };
         let q = &self.rxq;
         // Ask for a call, then look once more: packets may have come in between.
         q.ring.set_avail_flags(0);
@@ -639,7 +668,6 @@ impl Port for VirtioUser {
             return true;
         }
         let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-        let conn = self.conn.as_ref().expect("up means connected");
         let mut fds = [PollFd::new(q.call.as_fd(), PollFlags::POLLIN), PollFd::new(conn.fd(), PollFlags::POLLIN)];
         let woke = poll(&mut fds, PollTimeout::from(ms)).unwrap_or(0) > 0;
         let control = fds[1].revents().is_some_and(|r| !r.is_empty());
@@ -657,5 +685,84 @@ impl Drop for VirtioUser {
         if self.listener.is_some() {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::PoolOptions;
+    use crate::vhost::{VhostBackend, VhostMode};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// Set in the child process that runs the body of the test below.
+    const FD_CHILD: &str = "NETLIB_TEST_OUT_OF_FDS_CHILD";
+
+    /// A server-mode frontend that finds no free fd when a backend comes (at accept, or
+    /// during the handshake) stays down without panicking, and comes up once fds are back.
+    /// The body runs in a child process (under `prlimit`), since it takes every fd the
+    /// process may have.
+    #[test]
+    fn reconnect_survives_running_out_of_fds() {
+        if std::env::var_os(FD_CHILD).is_some() {
+            out_of_fds_body();
+            return;
+        }
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new("prlimit")
+            .arg("--nofile=512:512")
+            .arg(exe)
+            .args(["--exact", "virtio_user::tests::reconnect_survives_running_out_of_fds", "--nocapture"])
+            .env(FD_CHILD, "1")
+            .output()
+            .expect("running prlimit (util-linux)");
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "child: {}\n{text}", out.status);
+        assert!(text.contains("1 passed"), "the child ran the test: {text}");
+    }
+
+    fn out_of_fds_body() {
+        let path = std::env::temp_dir().join(format!("fp-test-nofds-{}.sock", std::process::id()));
+        let mut pool = PktPool::new(&PoolOptions { nbufs: 512, hugedir: None }).unwrap();
+        let opts = VirtioUserOptions { server: true, reply_timeout: Duration::from_secs(2), ..Default::default() };
+        let mut fe = VirtioUser::open(&path, &mut pool, opts).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (connected_tx, connected_rx) = std::sync::mpsc::channel();
+        let (p2, stop2) = (path.clone(), Arc::clone(&stop));
+        let backend = std::thread::spawn(move || {
+            let mut be = VhostBackend::open(&p2, VhostMode::Connect).unwrap();
+            let mut told = false;
+            while !stop2.load(Ordering::Relaxed) {
+                be.poll();
+                if !told && be.connected() {
+                    told = connected_tx.send(()).is_ok();
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        // The backend's connection waits in our listener's backlog; now take every fd.
+        connected_rx.recv_timeout(Duration::from_secs(5)).expect("backend connected");
+        let mut hog = Vec::new();
+        while let Ok(f) = std::fs::File::open("/dev/null") {
+            hog.push(f);
+        }
+        assert!(!hog.is_empty());
+        fe.poll_control(&mut pool);
+        assert_eq!(fe.link(), LinkState::Down, "accept found no fd");
+        // One fd: enough to accept, not for the fds the handshake shares.
+        hog.pop();
+        std::thread::sleep(RETRY_EVERY + Duration::from_millis(10));
+        fe.poll_control(&mut pool);
+        assert_eq!(fe.link(), LinkState::Down, "the backend could not take our memory's fds");
+        drop(hog);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fe.link() != LinkState::Up && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            fe.poll_control(&mut pool);
+        }
+        stop.store(true, Ordering::Relaxed);
+        backend.join().unwrap();
+        assert_eq!(fe.link(), LinkState::Up, "up once fds are back");
     }
 }
