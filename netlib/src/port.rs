@@ -41,6 +41,9 @@ pub struct PortCounters {
     pub drop_too_big: u64,
     /// Received packets with nowhere to go (a switch's destination is the port itself).
     pub drop_filtered: u64,
+    /// Calls refused because they passed a pool other than the one the port was
+    /// opened with (a bug in the caller; the port logs the first one).
+    pub wrong_pool: u64,
 }
 
 /// A packet port: bursts in, bursts out.
@@ -50,6 +53,11 @@ pub struct PortCounters {
 /// took (those now belong to the port); the rest stay in `pkts` for the caller to
 /// retry or free. Neither allocates, locks, or (in polling mode) makes a syscall,
 /// except for the periodic control check a port does every few hundred calls.
+///
+/// A port that shares its pool's memory with its peer (virtio-user, a VF) must be
+/// given the pool it was opened with on every call: it refuses a call with another
+/// (0 packets, `false`), logs the first such call naming the port and both pools, and
+/// counts each in [`PortCounters::wrong_pool`].
 pub trait Port: Send {
     /// Receives into `pkts` from buffers of `pool`; returns how many were added.
     fn rx_burst(&mut self, pool: &mut PktPool, pkts: &mut Vec<Packet>) -> usize;
@@ -77,5 +85,71 @@ pub trait Port: Send {
         let _ = pool;
         std::thread::sleep(timeout.min(std::time::Duration::from_millis(1)));
         false
+    }
+}
+
+/// The pool a port was opened with, for a port that shares that pool's memory with
+/// its peer: packets of any other pool are at addresses the peer cannot reach.
+#[derive(Debug)]
+pub(crate) struct PoolCheck {
+    addr: u64,
+    warned: bool,
+}
+
+impl PoolCheck {
+    /// Remembers `pool` as the port's own.
+    pub(crate) fn new(pool: &PktPool) -> Self {
+        Self { addr: pool.region().map().addr(), warned: false }
+    }
+
+    /// Where the port's own pool is mapped.
+    pub(crate) fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    /// Whether `pool` is the port's own. When it is not, counts the call in `counters`
+    /// and logs the first time, naming `port`.
+    #[inline]
+    pub(crate) fn accepts(&mut self, pool: &PktPool, port: &str, counters: &mut PortCounters) -> bool {
+        if pool.region().map().addr() == self.addr {
+            return true;
+        }
+        self.refuse(pool, port, counters);
+        false
+    }
+
+    #[cold]
+    fn refuse(&mut self, pool: &PktPool, port: &str, counters: &mut PortCounters) {
+        counters.wrong_pool += 1;
+        if !self.warned {
+            self.warned = true;
+            tracing::warn!(
+                "{port}: called with a pool that is not the one it was opened with (pool at {:#x}, the port's at {:#x}): \
+                 refused, and counted in wrong_pool",
+                pool.region().map().addr(),
+                self.addr
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::PoolOptions;
+
+    #[test]
+    fn pool_check_refuses_and_counts_another_pool() {
+        let opts = PoolOptions { nbufs: 8, hugedir: None };
+        let (own, other) = (PktPool::new(&opts).unwrap(), PktPool::new(&opts).unwrap());
+        let mut check = PoolCheck::new(&own);
+        let mut c = PortCounters::default();
+        assert_eq!(check.addr(), own.region().map().addr());
+        assert!(check.accepts(&own, "p", &mut c));
+        assert_eq!(c.wrong_pool, 0);
+        assert!(!check.accepts(&other, "p", &mut c));
+        assert!(!check.accepts(&other, "p", &mut c));
+        assert_eq!(c, PortCounters { wrong_pool: 2, ..PortCounters::default() });
+        assert!(check.accepts(&own, "p", &mut c));
     }
 }

@@ -12,7 +12,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::cadence::Cadence;
 use crate::pool::{Packet, PktPool, DATA_ROOM, HEADROOM};
-use crate::port::{LinkState, Port, PortCounters};
+use crate::port::{LinkState, PoolCheck, Port, PortCounters};
 use crate::ring::{Desc, DriverRing};
 use crate::spec::{
     NET_HDR_LEN, PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_REPLY_ACK, VHOST_USER_F_PROTOCOL_FEATURES,
@@ -257,7 +257,7 @@ pub struct VirtioUser {
     listener: Option<UnixListener>,
     conn: Option<Conn>,
     pool_fd: OwnedFd,
-    pool_addr: u64,
+    own_pool: PoolCheck,
     pool_len: u64,
     rxq: DriverQueue,
     txq: DriverQueue,
@@ -299,7 +299,7 @@ impl VirtioUser {
             listener,
             conn: None,
             pool_fd,
-            pool_addr: pool.region().map().addr(),
+            own_pool: PoolCheck::new(pool),
             pool_len: pool.region().map().len() as u64,
             rxq: DriverQueue::new(opts.queue_size)?,
             txq: DriverQueue::new(opts.queue_size)?,
@@ -422,7 +422,7 @@ impl VirtioUser {
             reg(m.addr(), m.len() as u64)
         };
         [
-            (reg(self.pool_addr, self.pool_len), self.pool_fd.as_fd()),
+            (reg(self.own_pool.addr(), self.pool_len), self.pool_fd.as_fd()),
             (ring(&self.rxq), self.rxq.ring.region().fd()),
             (ring(&self.txq), self.txq.ring.region().fd()),
         ]
@@ -485,8 +485,8 @@ impl VirtioUser {
     }
 
     #[inline]
-    fn check_pool(&self, pool: &PktPool) -> bool {
-        pool.region().map().addr() == self.pool_addr
+    fn check_pool(&mut self, pool: &PktPool) -> bool {
+        self.own_pool.accepts(pool, &self.name, &mut self.counters)
     }
 
     /// Frees transmitted packets; false if the backend returned a bad id.
@@ -623,7 +623,9 @@ impl Port for VirtioUser {
     }
 
     fn poll_control(&mut self, pool: &mut PktPool) {
-        self.control(pool);
+        if self.check_pool(pool) {
+            self.control(pool);
+        }
     }
 
     fn name(&self) -> &str {
@@ -633,7 +635,7 @@ impl Port for VirtioUser {
     fn flush_tx(&mut self, pool: &mut PktPool, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.state != State::Up || !self.check_pool(pool) {
+            if !self.check_pool(pool) || self.state != State::Up {
                 return false;
             }
             if let Err(f) = self.reclaim_tx(pool) {
@@ -653,8 +655,11 @@ impl Port for VirtioUser {
 
     fn wait_rx(&mut self, pool: &mut PktPool, timeout: Duration) -> bool {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let up = self.state == State::Up && self.check_pool(pool);
-        let Some(conn) = self.conn.as_ref().filter(|_| up) else {
+        if !self.check_pool(pool) {
+            std::thread::sleep(timeout.min(Duration::from_millis(10)));
+            return false;
+        }
+        let Some(conn) = self.conn.as_ref().filter(|_| self.state == State::Up) else {
             self.control(pool);
             std::thread::sleep(timeout.min(Duration::from_millis(10)));
             return false;
@@ -691,10 +696,95 @@ impl Drop for VirtioUser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::PoolOptions;
+    use crate::pool::{burst_vec, PoolOptions};
     use crate::vhost::{VhostBackend, VhostMode};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+
+    fn tmp_sock(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("fp-test-vu-{tag}-{}.sock", std::process::id()))
+    }
+
+    fn small_pool() -> PktPool {
+        PktPool::new(&PoolOptions { nbufs: 512, hugedir: None }).unwrap()
+    }
+
+    /// Our vhost-user backend in a thread, connecting to `path` (a server-mode frontend).
+    struct Backend {
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Backend {
+        /// Starts it and waits until it has connected (the connection then waits in the
+        /// frontend's listener until the frontend accepts).
+        fn connect(path: &Path) -> Self {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (connected_tx, connected_rx) = std::sync::mpsc::channel();
+            let (path, stop2) = (path.to_path_buf(), Arc::clone(&stop));
+            let thread = std::thread::spawn(move || {
+                let mut be = VhostBackend::open(&path, VhostMode::Connect).unwrap();
+                let mut told = false;
+                while !stop2.load(Ordering::Relaxed) {
+                    be.poll();
+                    if !told && be.connected() {
+                        told = connected_tx.send(()).is_ok();
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            });
+            connected_rx.recv_timeout(Duration::from_secs(5)).expect("backend connected");
+            Self { stop, thread: Some(thread) }
+        }
+    }
+
+    impl Drop for Backend {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// Polls `fe` until it is up or `secs` pass.
+    fn wait_up(fe: &mut VirtioUser, pool: &mut PktPool, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while fe.link() != LinkState::Up && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            fe.poll_control(pool);
+        }
+        fe.link() == LinkState::Up
+    }
+
+    /// A call with a pool other than the port's own is refused, counted, and touches
+    /// neither pool: not even the control path, which would post the wrong pool's buffers.
+    #[test]
+    fn another_pool_is_refused_and_counted() {
+        let path = tmp_sock("wrongpool");
+        let (mut own, mut other) = (small_pool(), small_pool());
+        let opts = VirtioUserOptions { server: true, ..Default::default() };
+        let mut fe = VirtioUser::open(&path, &mut own, opts).unwrap();
+        let _be = Backend::connect(&path);
+        let full = other.available();
+        fe.poll_control(&mut other);
+        assert_eq!(fe.link(), LinkState::Down, "no handshake on the wrong pool");
+        assert_eq!(other.available(), full);
+        assert!(wait_up(&mut fe, &mut own, 5), "up on its own pool");
+        let mut pkts = burst_vec();
+        other.alloc_bulk(&mut pkts, 4);
+        assert_eq!(fe.tx_burst(&mut other, &mut pkts), 0);
+        assert_eq!(pkts.len(), 4, "the packets stay with the caller");
+        other.free_all(&mut pkts);
+        assert_eq!(fe.rx_burst(&mut other, &mut pkts), 0);
+        assert!(!fe.flush_tx(&mut other, Duration::ZERO));
+        assert!(!fe.wait_rx(&mut other, Duration::ZERO));
+        assert_eq!(other.available(), full);
+        assert_eq!(fe.counters().wrong_pool, 5);
+        assert_eq!(fe.link(), LinkState::Up, "a wrong call does not take the port down");
+        own.alloc_bulk(&mut pkts, 4);
+        assert_eq!(fe.tx_burst(&mut own, &mut pkts), 4, "its own pool still works");
+    }
 
     /// Set in the child process that runs the body of the test below.
     const FD_CHILD: &str = "NETLIB_TEST_OUT_OF_FDS_CHILD";
@@ -723,26 +813,12 @@ mod tests {
     }
 
     fn out_of_fds_body() {
-        let path = std::env::temp_dir().join(format!("fp-test-nofds-{}.sock", std::process::id()));
-        let mut pool = PktPool::new(&PoolOptions { nbufs: 512, hugedir: None }).unwrap();
+        let path = tmp_sock("nofds");
+        let mut pool = small_pool();
         let opts = VirtioUserOptions { server: true, reply_timeout: Duration::from_secs(2), ..Default::default() };
         let mut fe = VirtioUser::open(&path, &mut pool, opts).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (connected_tx, connected_rx) = std::sync::mpsc::channel();
-        let (p2, stop2) = (path.clone(), Arc::clone(&stop));
-        let backend = std::thread::spawn(move || {
-            let mut be = VhostBackend::open(&p2, VhostMode::Connect).unwrap();
-            let mut told = false;
-            while !stop2.load(Ordering::Relaxed) {
-                be.poll();
-                if !told && be.connected() {
-                    told = connected_tx.send(()).is_ok();
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        });
+        let backend = Backend::connect(&path);
         // The backend's connection waits in our listener's backlog; now take every fd.
-        connected_rx.recv_timeout(Duration::from_secs(5)).expect("backend connected");
         let mut hog = Vec::new();
         while let Ok(f) = std::fs::File::open("/dev/null") {
             hog.push(f);
@@ -756,13 +832,8 @@ mod tests {
         fe.poll_control(&mut pool);
         assert_eq!(fe.link(), LinkState::Down, "the backend could not take our memory's fds");
         drop(hog);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while fe.link() != LinkState::Up && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-            fe.poll_control(&mut pool);
-        }
-        stop.store(true, Ordering::Relaxed);
-        backend.join().unwrap();
-        assert_eq!(fe.link(), LinkState::Up, "up once fds are back");
+        let up = wait_up(&mut fe, &mut pool, 10);
+        drop(backend);
+        assert!(up, "up once fds are back");
     }
 }

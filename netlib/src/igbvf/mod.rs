@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use crate::cadence::Cadence;
 use crate::mem::MemError;
 use crate::pool::{Packet, PktPool, DATA_ROOM, HEADROOM};
-use crate::port::{LinkState, Port, PortCounters};
+use crate::port::{LinkState, PoolCheck, Port, PortCounters};
 use crate::vfio::{DmaMapping, VfioError, VfioPci};
 use desc::{DescRing, RxWb, Which};
 use mbx::{Mailbox, MbxError, Reply};
@@ -214,13 +214,12 @@ pub struct IgbVf {
     /// Oldest descriptor in flight.
     tx_clean: u16,
     tx_inflight: u16,
-    pool_addr: u64,
+    own_pool: PoolCheck,
     /// Transmit buffers are split at multiples of this (the pool's page size).
     split: u64,
     state: State,
     counters: PortCounters,
     cadence: Cadence,
-    warned_foreign: bool,
     /// DMA mappings: pool, then rings. Dropped before the rings and the container.
     maps: Vec<DmaMapping>,
     rings: DescRing,
@@ -276,7 +275,7 @@ impl IgbVf {
             tx_tail: 0,
             tx_clean: 0,
             tx_inflight: 0,
-            pool_addr: pool_map.addr(),
+            own_pool: PoolCheck::new(pool),
             split: match pool.region().backing() {
                 crate::mem::Backing::Memfd => 4096,
                 _ => 2 << 20,
@@ -284,7 +283,6 @@ impl IgbVf {
             state: State::NeedReset,
             counters: PortCounters::default(),
             cadence: Cadence::default(),
-            warned_foreign: false,
             maps,
             rings,
             vfio,
@@ -494,19 +492,7 @@ impl IgbVf {
 
     #[inline]
     fn check_pool(&mut self, pool: &PktPool) -> bool {
-        if pool.region().map().addr() == self.pool_addr {
-            return true;
-        }
-        if !self.warned_foreign {
-            self.warned_foreign = true;
-            tracing::warn!(
-                "{}: packets of a pool that is not mapped for the device (region at {:#x}, mapped pool at {:#x}): refused",
-                self.name,
-                pool.region().map().addr(),
-                self.pool_addr
-            );
-        }
-        false
+        self.own_pool.accepts(pool, &self.name, &mut self.counters)
     }
 
     #[inline]
