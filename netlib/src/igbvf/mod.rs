@@ -352,7 +352,10 @@ impl IgbVf {
             Ok(Reply::Nack) => None,
             Err(e) => return Err(self.mbx_err("VF_RESET", e)),
         };
-        let mac = self.opts.mac.or(pf_mac).unwrap_or_else(|| mac_for_pci(&self.pci).expect("checked when opened"));
+        let mac = self.opts.mac.or(pf_mac).or_else(|| mac_for_pci(&self.pci)).ok_or_else(|| IgbVfError::Options {
+            pci: self.pci.clone(),
+            msg: "the PF gave no MAC and none derives from this PCI address: set one (IgbVfOptions::mac)".into(),
+        })?;
         if pf_mac != Some(mac) {
             let mut out = [0u32; 1];
             match self.mbx.request(&self.mmio, &mbx::msg_set_mac(mac), &mut out) {
