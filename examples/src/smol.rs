@@ -268,9 +268,9 @@ impl Host {
         pin(c.core)?;
         let stop = stop_flag();
         let mut pool = make_pool(c)?;
-        let mut ports = vec![open(&spec, &mut pool, c)?];
+        let mut ports = [open(&spec, &mut pool, c)?];
         wait_link(&mut ports, &mut pool, c, &stop)?;
-        let port = ports.pop().expect("one port");
+        let [port] = ports;
         let mut dev = PortDevice::new(port, pool);
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         config.random_seed = seed();

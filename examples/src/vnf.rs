@@ -68,10 +68,9 @@ impl Vnf {
         pin(c.core)?;
         let stop = stop_flag();
         let mut pool = make_pool(c)?;
-        let mut ports = vec![open(inp, &mut pool, c)?, open(out, &mut pool, c)?];
+        let mut ports = [open(inp, &mut pool, c)?, open(out, &mut pool, c)?];
         wait_link(&mut ports, &mut pool, c, &stop)?;
-        let out = ports.pop().expect("two ports");
-        let inp = ports.pop().expect("two ports");
+        let [inp, out] = ports;
         Ok(Self { pool, inp, out })
     }
 

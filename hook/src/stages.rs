@@ -175,6 +175,13 @@ struct Preflight {
     memlock: (u64, MemlockPlan),
 }
 
+impl Preflight {
+    /// The cgroup directories the hook will write limits into.
+    fn cgroup_paths(&self) -> Vec<PathBuf> {
+        [&self.cpuset, &self.hugetlb, &self.devices].iter().filter_map(|d| d.as_ref().map(|d| d.path.clone())).collect()
+    }
+}
+
 fn preflight(
     ctx: &Ctx,
     req: &Request,
@@ -279,6 +286,16 @@ pub fn create_runtime(ctx: &Ctx, state: &State, spec: &Spec) -> Result<Option<En
     let Some(req) = annotations::parse(&ann, ctx.cfg)? else {
         return Ok(None);
     };
+    let mut entry = draft_entry(ctx, state, spec, &req)?;
+    let pre = preflight(ctx, &req, &ann, spec, &entry.id, entry.pid)?;
+    entry.cgroups = pre.cgroup_paths();
+    let entry = reserve(ctx, &req, &ann, entry)?;
+    apply_or_undo(ctx, &entry, &pre).map(Some)
+}
+
+/// The ledger entry for the container `state` names, as far as it follows from the
+/// request alone (no cores, VFs or cgroups yet). Checks the id, and that its process runs.
+fn draft_entry(ctx: &Ctx, state: &State, spec: &Spec, req: &Request) -> Result<Entry> {
     let id = state.id().clone();
     check_id(&id)?;
     let pid = state.pid().filter(|p| *p > 0).ok_or_else(|| {
@@ -287,75 +304,83 @@ pub fn create_runtime(ctx: &Ctx, state: &State, spec: &Spec) -> Result<Option<En
     let start_time =
         ctx.sys.start_time(pid).ok_or_else(|| Error::Oci(format!("container {id}: pid {pid} is not running")))?;
     let (uid, gid) = user_of(spec);
-    let pre = preflight(ctx, &req, &ann, spec, &id, pid)?;
-    let cores_value = ann.get(CORES).cloned().unwrap_or_default();
-    let vf_value = ann.get(VF).cloned().unwrap_or_default();
-    let sock_dir = (!req.bridges.is_empty()).then(|| ctx.cfg.sock_dir(&id));
+    let ports = req
+        .bridges
+        .iter()
+        .map(|b| PortAlloc {
+            name: switch::port_name(&id, b),
+            bridge: b.clone(),
+            socket: ctx.cfg.sock_dir(&id).join(format!("{b}.sock")),
+        })
+        .collect();
+    Ok(Entry {
+        status: Status::Creating,
+        pid,
+        start_time,
+        bundle: state.bundle().clone(),
+        uid,
+        gid,
+        cores: vec![],
+        hugepages: req.hugepages.map(|h| HugeAlloc { bytes: h.bytes, page_size: h.page_size }),
+        sock_dir: (!req.bridges.is_empty()).then(|| ctx.cfg.sock_dir(&id)),
+        ports,
+        vfs: vec![],
+        inject: req.inject,
+        cgroups: vec![],
+        config: None,
+        created_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        id,
+    })
+}
 
-    let entry = ctx.ledger.update(|l| {
-        if let Some(old) = l.containers.get(&id) {
+/// Under the ledger lock: refuses an id that already holds resources, picks free cores
+/// and VFs for `e`, and records it as creating.
+fn reserve(ctx: &Ctx, req: &Request, ann: &BTreeMap<String, String>, mut e: Entry) -> Result<Entry> {
+    ctx.ledger.update(|l| {
+        if let Some(old) = l.containers.get(&e.id) {
             return Err(Error::Refused(format!(
-                "container id {id} already holds resources in the ledger {}: {}",
+                "container id {} already holds resources in the ledger {}: {}",
+                e.id,
                 ctx.ledger.path().display(),
                 holder(ctx.sys, old)
             )));
         }
-        let held: BTreeMap<usize, String> = l
-            .containers
-            .values()
-            .flat_map(|e| e.cores.iter().map(move |c| (*c, e)))
-            .map(|(c, e)| (c, holder(ctx.sys, e)))
-            .collect();
-        let got = if req.cores > 0 {
-            cores::pick(&ctx.cfg.cores, &held, req.cores)
-                .map_err(|e| Error::annotation(CORES, &cores_value, format!("cannot be met: {e}")))?
-        } else {
-            vec![]
-        };
-        let held_vfs: BTreeMap<String, String> = l
-            .containers
-            .values()
-            .flat_map(|e| e.vfs.iter().map(move |v| (v.pci.clone(), e)))
-            .map(|(p, e)| (p, holder(ctx.sys, e)))
-            .collect();
-        let vfs = devices::pick(&ctx.pci, ctx.cfg, &req.vfs, &vf_value, &held_vfs)?;
-        let ports = req
-            .bridges
-            .iter()
-            .map(|b| PortAlloc {
-                name: switch::port_name(&id, b),
-                bridge: b.clone(),
-                socket: ctx.cfg.sock_dir(&id).join(format!("{b}.sock")),
-            })
-            .collect();
-        let e = Entry {
-            id: id.clone(),
-            status: Status::Creating,
-            pid,
-            start_time,
-            bundle: state.bundle().clone(),
-            uid,
-            gid,
-            cores: got,
-            hugepages: req.hugepages.map(|h| HugeAlloc { bytes: h.bytes, page_size: h.page_size }),
-            sock_dir: sock_dir.clone(),
-            ports,
-            vfs,
-            inject: req.inject,
-            cgroups: [&pre.cpuset, &pre.hugetlb, &pre.devices]
-                .iter()
-                .filter_map(|d| d.as_ref().map(|d| d.path.clone()))
-                .collect(),
-            config: None,
-            created_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        };
-        l.containers.insert(id.clone(), e.clone());
+        e.cores = pick_cores(ctx, l, req.cores, ann.get(CORES).map_or("", String::as_str))?;
+        e.vfs = devices::pick(&ctx.pci, ctx.cfg, &req.vfs, ann.get(VF).map_or("", String::as_str), &held_vfs(ctx, l))?;
+        l.containers.insert(e.id.clone(), e.clone());
         Ok(e)
-    })?;
+    })
+}
 
+/// `n` cores that no container in `l` holds (`value`: the annotation, for the error).
+fn pick_cores(ctx: &Ctx, l: &LedgerData, n: usize, value: &str) -> Result<Vec<usize>> {
+    if n == 0 {
+        return Ok(vec![]);
+    }
+    let held: BTreeMap<usize, String> = l
+        .containers
+        .values()
+        .flat_map(|e| e.cores.iter().map(move |c| (*c, e)))
+        .map(|(c, e)| (c, holder(ctx.sys, e)))
+        .collect();
+    cores::pick(&ctx.cfg.cores, &held, n).map_err(|e| Error::annotation(CORES, value, format!("cannot be met: {e}")))
+}
+
+/// The VFs the containers in `l` hold, by PCI address, with who holds each.
+fn held_vfs(ctx: &Ctx, l: &LedgerData) -> BTreeMap<String, String> {
+    l.containers
+        .values()
+        .flat_map(|e| e.vfs.iter().map(move |v| (v.pci.clone(), e)))
+        .map(|(p, e)| (p, holder(ctx.sys, e)))
+        .collect()
+}
+
+/// Applies what `entry` reserved and records the container as ready. On failure, undoes
+/// what was applied and drops the entry from the ledger.
+fn apply_or_undo(ctx: &Ctx, entry: &Entry, pre: &Preflight) -> Result<Entry> {
     let finish = || -> Result<Entry> {
         let mut e = entry.clone();
-        let memlock = apply(ctx, &mut e, &pre)?;
+        let memlock = apply(ctx, &mut e, pre)?;
         e.config = Some(container_config(&e, memlock));
         e.status = Status::Ready;
         ctx.ledger.update(|l| {
@@ -364,16 +389,13 @@ pub fn create_runtime(ctx: &Ctx, state: &State, spec: &Spec) -> Result<Option<En
         })?;
         Ok(e)
     };
-    match finish() {
-        Ok(e) => Ok(Some(e)),
-        Err(err) => {
-            for w in release_effects(ctx, &entry, false) {
-                tracing::warn!("undoing container {id}: {w}");
-            }
-            forget(ctx, &entry)?;
-            Err(err)
+    finish().or_else(|err| {
+        for w in release_effects(ctx, entry, false) {
+            tracing::warn!("undoing container {}: {w}", entry.id);
         }
-    }
+        forget(ctx, entry)?;
+        Err(err)
+    })
 }
 
 /// The side effects of createRuntime, in order; the caller undoes them on error. Fills in

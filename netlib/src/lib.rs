@@ -17,6 +17,7 @@ pub mod igbvf;
 pub mod mem;
 pub mod pool;
 pub mod port;
+pub mod port_spec;
 mod prefetch;
 pub mod ring;
 pub mod spec;
@@ -26,4 +27,5 @@ pub mod vhost_user;
 pub mod virtio_user;
 
 pub use pool::{Packet, PktPool};
-pub use port::{open_port, LinkState, Port, PortCounters, PortSpec};
+pub use port::{LinkState, Port, PortCounters};
+pub use port_spec::{open_port, PortSpec};

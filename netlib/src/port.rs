@@ -1,8 +1,6 @@
-// The Port trait every driver implements, its counters, and the textual port
-// specs (`vu:PATH`, `vhost:PATH`, ...) that the examples and the switch accept.
+// The Port trait every driver implements, its link state and counters: the seam
+// between drivers and applications (the specs that open a port are in port_spec.rs).
 //! The `Port` seam between drivers and applications.
-
-use std::path::PathBuf;
 
 use crate::pool::{Packet, PktPool};
 
@@ -45,6 +43,9 @@ pub struct PortCounters {
     pub drop_filtered: u64,
     /// Received packets whose source addresses are not the port's own (port security).
     pub drop_spoofed: u64,
+    /// Calls refused because they passed a pool other than the one the port was
+    /// opened with (a bug in the caller; the port logs the first one).
+    pub wrong_pool: u64,
 }
 
 /// A packet port: bursts in, bursts out.
@@ -54,6 +55,11 @@ pub struct PortCounters {
 /// took (those now belong to the port); the rest stay in `pkts` for the caller to
 /// retry or free. Neither allocates, locks, or (in polling mode) makes a syscall,
 /// except for the periodic control check a port does every few hundred calls.
+///
+/// A port that shares its pool's memory with its peer (virtio-user, a VF) must be
+/// given the pool it was opened with on every call: it refuses a call with another
+/// (0 packets, `false`), logs the first such call naming the port and both pools, and
+/// counts each in [`PortCounters::wrong_pool`].
 pub trait Port: Send {
     /// Receives into `pkts` from buffers of `pool`; returns how many were added.
     fn rx_burst(&mut self, pool: &mut PktPool, pkts: &mut Vec<Packet>) -> usize;
@@ -84,125 +90,68 @@ pub trait Port: Send {
     }
 }
 
-/// A textual port specification.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PortSpec {
-    /// `vu:PATH`: virtio-user frontend connecting to a listening backend.
-    VirtioUser(PathBuf),
-    /// `vu-server:PATH`: virtio-user frontend that listens for a backend.
-    VirtioUserServer(PathBuf),
-    /// `vhost:PATH`: vhost-user backend (device side) that listens.
-    Vhost(PathBuf),
-    /// `vhost-client:PATH`: vhost-user backend that connects.
-    VhostClient(PathBuf),
-    /// `vf:DDDD:BB:DD.F`: an SR-IOV virtual function (82576/igbvf) bound to
-    /// vfio-pci, driven by [`crate::igbvf`].
-    Vf(String),
+/// The pool a port was opened with, for a port that shares that pool's memory with
+/// its peer: packets of any other pool are at addresses the peer cannot reach.
+#[derive(Debug)]
+pub(crate) struct PoolCheck {
+    addr: u64,
+    warned: bool,
 }
 
-/// A port spec that could not be parsed.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "port '{0}' is not a port spec (try vu:/path/sock, vu-server:PATH, vhost:PATH, vhost-client:PATH or vf:0000:01:10.0)"
-)]
-pub struct BadPortSpec(pub String);
-
-impl std::str::FromStr for PortSpec {
-    type Err = BadPortSpec;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (kind, path) = s.split_once(':').ok_or_else(|| BadPortSpec(s.into()))?;
-        if path.is_empty() {
-            return Err(BadPortSpec(s.into()));
-        }
-        if kind == "vf" {
-            if !crate::vfio::is_pci_address(path) {
-                return Err(BadPortSpec(s.into()));
-            }
-            return Ok(PortSpec::Vf(path.into()));
-        }
-        let p = PathBuf::from(path);
-        Ok(match kind {
-            "vu" | "virtio-user" => PortSpec::VirtioUser(p),
-            "vu-server" | "virtio-user-server" => PortSpec::VirtioUserServer(p),
-            "vhost" => PortSpec::Vhost(p),
-            "vhost-client" => PortSpec::VhostClient(p),
-            _ => return Err(BadPortSpec(s.into())),
-        })
+impl PoolCheck {
+    /// Remembers `pool` as the port's own.
+    pub(crate) fn new(pool: &PktPool) -> Self {
+        Self { addr: pool.region().map().addr(), warned: false }
     }
-}
 
-impl std::fmt::Display for PortSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let PortSpec::Vf(pci) = self {
-            return write!(f, "vf:{pci}");
-        }
-        let (k, p) = match self {
-            PortSpec::VirtioUser(p) => ("vu", p),
-            PortSpec::VirtioUserServer(p) => ("vu-server", p),
-            PortSpec::Vhost(p) => ("vhost", p),
-            PortSpec::VhostClient(p) => ("vhost-client", p),
-            PortSpec::Vf(_) => unreachable!("written above"),
-        };
-        write!(f, "{k}:{}", p.display())
+    /// Where the port's own pool is mapped.
+    pub(crate) fn addr(&self) -> u64 {
+        self.addr
     }
-}
 
-/// Errors opening a port.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// virtio-user failed.
-    #[error(transparent)]
-    VirtioUser(#[from] crate::virtio_user::VirtioUserError),
-    /// vhost-user backend failed.
-    #[error(transparent)]
-    Vhost(#[from] crate::vhost::VhostError),
-    /// The VF driver failed.
-    #[error(transparent)]
-    Vf(#[from] crate::igbvf::IgbVfError),
-}
-
-/// Opens the port `spec` names, with rings of `queue_size` entries, sharing `pool`.
-/// A VF port takes the MAC its PF gives (or one derived from its PCI address);
-/// open [`crate::igbvf::IgbVf`] directly for other options.
-pub fn open_port(spec: &PortSpec, pool: &mut PktPool, queue_size: u16) -> Result<Box<dyn Port>, OpenError> {
-    use crate::vhost::{VhostBackend, VhostMode};
-    use crate::virtio_user::{VirtioUser, VirtioUserOptions};
-    let vu_opts = |server| VirtioUserOptions { queue_size, server, ..VirtioUserOptions::default() };
-    Ok(match spec {
-        PortSpec::VirtioUser(p) => Box::new(VirtioUser::open(p, pool, vu_opts(false))?),
-        PortSpec::VirtioUserServer(p) => Box::new(VirtioUser::open(p, pool, vu_opts(true))?),
-        PortSpec::Vhost(p) => Box::new(VhostBackend::open(p, VhostMode::Listen)?),
-        PortSpec::VhostClient(p) => Box::new(VhostBackend::open(p, VhostMode::Connect)?),
-        PortSpec::Vf(pci) => {
-            let hugedir = pool.region().backing().hugetlbfs_dir().map(std::path::Path::to_path_buf);
-            let opts = crate::igbvf::IgbVfOptions { queue_size, hugedir, ..Default::default() };
-            Box::new(crate::igbvf::IgbVf::open(pci, pool, opts)?)
+    /// Whether `pool` is the port's own. When it is not, counts the call in `counters`
+    /// and logs the first time, naming `port`.
+    #[inline]
+    pub(crate) fn accepts(&mut self, pool: &PktPool, port: &str, counters: &mut PortCounters) -> bool {
+        if pool.region().map().addr() == self.addr {
+            return true;
         }
-    })
+        self.refuse(pool, port, counters);
+        false
+    }
+
+    #[cold]
+    fn refuse(&mut self, pool: &PktPool, port: &str, counters: &mut PortCounters) {
+        counters.wrong_pool += 1;
+        if !self.warned {
+            self.warned = true;
+            tracing::warn!(
+                "{port}: called with a pool that is not the one it was opened with (pool at {:#x}, the port's at {:#x}): \
+                 refused, and counted in wrong_pool",
+                pool.region().map().addr(),
+                self.addr
+            );
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::PoolOptions;
 
     #[test]
-    fn parses_specs() {
-        assert_eq!("vu:/a".parse::<PortSpec>().unwrap(), PortSpec::VirtioUser("/a".into()));
-        assert_eq!("vhost-client:/b".parse::<PortSpec>().unwrap(), PortSpec::VhostClient("/b".into()));
-        let e = "tap:/x".parse::<PortSpec>().unwrap_err().to_string();
-        assert!(e.contains("tap:/x"), "{e}");
-        assert!("vu:".parse::<PortSpec>().is_err());
-        assert!("nocolon".parse::<PortSpec>().is_err());
-    }
-
-    #[test]
-    fn parses_vf_specs() {
-        let s: PortSpec = "vf:0000:01:10.0".parse().unwrap();
-        assert_eq!(s, PortSpec::Vf("0000:01:10.0".into()));
-        assert_eq!(s.to_string(), "vf:0000:01:10.0");
-        for bad in ["vf:01:10.0", "vf:0000:01:10", "vf:", "vf:/dev/vfio/5"] {
-            let e = bad.parse::<PortSpec>().unwrap_err().to_string();
-            assert!(e.contains(bad) && e.contains("vf:0000:01:10.0"), "{e}");
-        }
+    fn pool_check_refuses_and_counts_another_pool() {
+        let opts = PoolOptions { nbufs: 8, hugedir: None };
+        let (own, other) = (PktPool::new(&opts).unwrap(), PktPool::new(&opts).unwrap());
+        let mut check = PoolCheck::new(&own);
+        let mut c = PortCounters::default();
+        assert_eq!(check.addr(), own.region().map().addr());
+        assert!(check.accepts(&own, "p", &mut c));
+        assert_eq!(c.wrong_pool, 0);
+        assert!(!check.accepts(&other, "p", &mut c));
+        assert!(!check.accepts(&other, "p", &mut c));
+        assert_eq!(c, PortCounters { wrong_pool: 2, ..PortCounters::default() });
+        assert!(check.accepts(&own, "p", &mut c));
     }
 }

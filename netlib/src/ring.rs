@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::mem::{raw::atomic_u16, GuestMemory, MemError, Region};
 use crate::prefetch::prefetch;
+use crate::spec::MAX_QUEUE_SIZE;
 
 /// One descriptor as read from a ring.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -84,6 +85,17 @@ fn read_desc_at(addr: u64) -> Desc {
     }
 }
 
+/// Why a driver-side ring could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverRingError {
+    /// The size is 0 or not a power of two.
+    #[error("ring size {0} is not a power of two in 1..={MAX_QUEUE_SIZE}")]
+    BadSize(u16),
+    /// The ring's memory could not be had.
+    #[error("ring memory: {0}")]
+    Mem(#[from] MemError),
+}
+
 /// The driver side of a split ring, in memory this process owns and shares.
 #[derive(Debug)]
 pub struct DriverRing {
@@ -94,8 +106,11 @@ pub struct DriverRing {
 
 impl DriverRing {
     /// Allocates a zeroed ring of `size` entries (a power of two) in its own region.
-    pub fn new(size: u16, hugedir: Option<&std::path::Path>) -> Result<Self, MemError> {
-        assert!(size.is_power_of_two(), "ring size must be a power of two");
+    pub fn new(size: u16, hugedir: Option<&std::path::Path>) -> Result<Self, DriverRingError> {
+        // A u16 holds no power of two above MAX_QUEUE_SIZE.
+        if !size.is_power_of_two() {
+            return Err(DriverRingError::BadSize(size));
+        }
         let region = Region::create(hugedir, SplitLayout::total_bytes(size))?;
         let layout = SplitLayout::at(region.map().addr(), size);
         Ok(Self { layout, mask: size - 1, region })
@@ -215,7 +230,7 @@ impl DriverRing {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RingSetupError {
     /// Size is 0, not a power of two, or too big.
-    #[error("ring size {0} is not a power of two in 1..=32768")]
+    #[error("ring size {0} is not a power of two in 1..={MAX_QUEUE_SIZE}")]
     BadSize(u32),
     /// An area is misaligned.
     #[error("ring {area} address {addr:#x} is misaligned")]
@@ -253,7 +268,7 @@ impl DeviceRing {
     /// Resolves the ring areas (frontend VAs) in `mem`, once. Each area must be
     /// aligned and wholly inside one region.
     pub fn new(mem: &Arc<GuestMemory>, size: u32, desc: u64, avail: u64, used: u64) -> Result<Self, RingSetupError> {
-        if size == 0 || size > 32768 || !size.is_power_of_two() {
+        if size == 0 || size > u32::from(MAX_QUEUE_SIZE) || !size.is_power_of_two() {
             return Err(RingSetupError::BadSize(size));
         }
         let s = size as u16;
@@ -354,13 +369,23 @@ mod tests {
 
     #[test]
     fn layout_is_aligned_and_disjoint() {
-        for size in [1u16, 2, 256, 1024, 32768] {
+        for size in [1u16, 2, 256, 1024, MAX_QUEUE_SIZE] {
             let l = SplitLayout::at(0x10000, size);
             assert_eq!(l.desc % 16, 0);
             assert!(l.avail >= l.desc + SplitLayout::desc_bytes(size));
             assert!(l.used >= l.avail + SplitLayout::avail_bytes(size));
             assert_eq!(l.used % 64, 0);
         }
+    }
+
+    #[test]
+    fn driver_ring_refuses_bad_sizes() {
+        for bad in [0u16, 3, 100, 65535] {
+            let e = DriverRing::new(bad, None).unwrap_err();
+            assert!(matches!(e, DriverRingError::BadSize(s) if s == bad), "{e:?}");
+            assert_eq!(e.to_string(), format!("ring size {bad} is not a power of two in 1..=32768"));
+        }
+        assert_eq!(DriverRing::new(MAX_QUEUE_SIZE, None).unwrap().size(), MAX_QUEUE_SIZE);
     }
 
     #[test]
@@ -408,7 +433,7 @@ mod tests {
         // a ring too large for the region it starts in
         let end = r.map().addr() + r.map().len() as u64;
         assert!(matches!(
-            DeviceRing::new(&gm, 32768, end - 4096, l.avail, l.used),
+            DeviceRing::new(&gm, MAX_QUEUE_SIZE.into(), end - 4096, l.avail, l.used),
             Err(RingSetupError::Unmapped { area: "desc", .. })
         ));
     }

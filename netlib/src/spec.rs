@@ -7,17 +7,9 @@ pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 /// Feature bit: the device uses buffers in the order the driver made them available,
 /// so a driver knows which buffers came back from the used index alone.
 pub const VIRTIO_F_IN_ORDER: u64 = 1 << 35;
-/// Feature bit: mergeable receive buffers (we never negotiate it).
-pub const VIRTIO_NET_F_MRG_RXBUF: u64 = 1 << 15;
 /// Feature bit: vhost-user protocol features are supported.
 pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
-/// Feature bit: event index (not negotiated: we poll).
-pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
-/// Feature bit: indirect descriptors (not negotiated).
-pub const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
 
-/// Protocol feature: MQ.
-pub const PROTOCOL_F_MQ: u64 = 1 << 0;
 /// Protocol feature: REPLY_ACK.
 pub const PROTOCOL_F_REPLY_ACK: u64 = 1 << 3;
 /// Protocol feature: CONFIGURE_MEM_SLOTS (ADD_MEM_REG/REM_MEM_REG).
@@ -38,7 +30,3 @@ pub const VRING_USED_F_NO_NOTIFY: u16 = 1;
 pub const NET_HDR_LEN: u32 = 12;
 /// Largest ring the virtio spec allows.
 pub const MAX_QUEUE_SIZE: u16 = 32768;
-/// Receive queue index (device → driver).
-pub const RX_QUEUE: u32 = 0;
-/// Transmit queue index (driver → device).
-pub const TX_QUEUE: u32 = 1;

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use fastpath_examples::frame::{parse_mac, seq_of, Template};
+use fastpath_examples::frame::{seq_of, Template};
 use fastpath_examples::{discover_port, init_logging, make_pool, open, pin, report, stop_flag, wait_link, Common};
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
@@ -51,12 +51,8 @@ fn main() -> Result<()> {
     if a.count == 0 {
         bail!("--count must be at least 1");
     }
-    let tpl = Template::new(
-        a.size,
-        parse_mac("02:00:00:00:00:02").expect("mac"),
-        parse_mac("02:00:00:00:00:01").expect("mac"),
-    )
-    .map_err(|e| anyhow::anyhow!("--size: {e}"))?;
+    let tpl = Template::new(a.size, [0x02, 0, 0, 0, 0, 0x02], [0x02, 0, 0, 0, 0, 0x01])
+        .map_err(|e| anyhow::anyhow!("--size: {e}"))?;
     pin(c.core)?;
     let stop = stop_flag();
     let mut pool = make_pool(c)?;

@@ -57,6 +57,7 @@ fn main() -> Result<()> {
         "waited_us": raw.waited.as_micros() as u64,
         "foreign_pool_taken": taken,
         "tx_dropped": c.tx_dropped,
+        "wrong_pool": c.wrong_pool,
         "hw_tx_packets": hw.tx_packets,
         "note": "QEMU's igb sets DD even when the IOMMU refused the read: the fault shows in the guest's dmesg (DMAR)",
     });

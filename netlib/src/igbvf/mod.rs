@@ -23,22 +23,30 @@
 //! Tested under QEMU's emulated igb with TCG: there, every register access is a
 //! trap into the emulator, so performance measured under TCG means nothing.
 //!
-//! `unsafe` lives in [`mmio`] (BAR0 registers) and [`desc`] (ring memory).
+//! The port, its options and its [`Port`] face are here; `setup` brings the VF up (and
+//! again after a PF reset), `burst` moves frames, `probe` is the fault test's raw
+//! descriptor. `unsafe` lives in [`mmio`] (BAR0 registers) and [`desc`] (ring memory).
 
+mod burst;
 pub mod desc;
 pub mod mbx;
 pub mod mmio;
+mod probe;
 pub mod regs;
+mod setup;
+
+#[doc(hidden)]
+pub use probe::RawTxResult;
 
 use std::time::{Duration, Instant};
 
 use crate::cadence::Cadence;
 use crate::mem::MemError;
-use crate::pool::{Packet, PktPool, DATA_ROOM, HEADROOM};
-use crate::port::{LinkState, Port, PortCounters};
+use crate::pool::{Packet, PktPool};
+use crate::port::{LinkState, PoolCheck, Port, PortCounters};
 use crate::vfio::{DmaMapping, VfioError, VfioPci};
-use desc::{DescRing, RxWb, Which};
-use mbx::{Mailbox, MbxError, Reply};
+use desc::DescRing;
+use mbx::{Mailbox, MbxError};
 use mmio::Mmio;
 
 /// Options for an igbvf port.
@@ -166,31 +174,12 @@ pub struct HwStats {
     pub tx_bytes: u32,
 }
 
-/// What the device did with a raw descriptor posted by [`IgbVf::post_raw_tx`].
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RawTxResult {
-    /// Whether the descriptor's DD came back.
-    pub dd: bool,
-    /// TDH after the wait.
-    pub tdh: u32,
-    /// TDT we wrote.
-    pub tdt: u32,
-    /// How long until DD (or the timeout).
-    pub waited: Duration,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Up,
     /// A reset was seen; set up again once the PF is out of reset.
     NeedReset,
 }
-
-/// How long to wait for RSTD after CTRL.RST while the PF is not resetting.
-const RSTD_GRACE: Duration = Duration::from_millis(20);
-/// Reclaim transmitted descriptors when fewer than this many are free.
-const TX_RECLAIM_BELOW: u16 = 32;
 
 /// An 82576 VF port. Drop stops the device before unmapping its memory.
 #[derive(Debug)]
@@ -214,13 +203,12 @@ pub struct IgbVf {
     /// Oldest descriptor in flight.
     tx_clean: u16,
     tx_inflight: u16,
-    pool_addr: u64,
+    own_pool: PoolCheck,
     /// Transmit buffers are split at multiples of this (the pool's page size).
     split: u64,
     state: State,
     counters: PortCounters,
     cadence: Cadence,
-    warned_foreign: bool,
     /// DMA mappings: pool, then rings. Dropped before the rings and the container.
     maps: Vec<DmaMapping>,
     rings: DescRing,
@@ -276,7 +264,7 @@ impl IgbVf {
             tx_tail: 0,
             tx_clean: 0,
             tx_inflight: 0,
-            pool_addr: pool_map.addr(),
+            own_pool: PoolCheck::new(pool),
             split: match pool.region().backing() {
                 crate::mem::Backing::Memfd => 4096,
                 _ => 2 << 20,
@@ -284,7 +272,6 @@ impl IgbVf {
             state: State::NeedReset,
             counters: PortCounters::default(),
             cadence: Cadence::default(),
-            warned_foreign: false,
             maps,
             rings,
             vfio,
@@ -323,190 +310,9 @@ impl IgbVf {
         }
     }
 
-    /// Asks the PF to accept these multicast groups (up to 30; more are cut).
-    pub fn set_multicast(&mut self, macs: &[[u8; 6]]) -> Result<(), IgbVfError> {
-        let (msg, len) = mbx::msg_set_multicast(macs);
-        let mut out = [0u32; 1];
-        match self.mbx.request(&self.mmio, &msg[..len], &mut out) {
-            Ok(Reply::Ack) => Ok(()),
-            Ok(Reply::Nack) => Err(self.mbx_err("SET_MULTICAST", MbxError::Nack("the multicast list".into()))),
-            Err(e) => Err(self.mbx_err("SET_MULTICAST", e)),
-        }
-    }
-
-    fn mbx_err(&self, what: &'static str, source: MbxError) -> IgbVfError {
-        IgbVfError::Mailbox { pci: self.pci.clone(), what, source }
-    }
-
-    /// Resets the VF and sets everything up: mailbox handshake, MAC, rings.
-    fn init(&mut self, pool: &mut PktPool) -> Result<(), IgbVfError> {
-        self.state = State::NeedReset;
-        // Interrupts stay masked: this driver polls.
-        self.mmio.write(regs::EIMC, 0xffff_ffff);
-        self.mmio.write(regs::CTRL, regs::CTRL_RST);
-        // The reset disabled both queues: nothing of ours is in use by the NIC now.
-        self.drop_in_flight(pool);
-        self.mbx.clear();
-        self.wait_reset_done()?;
-        let mut out = [0u32; mbx::PERMADDR_MSG_LEN];
-        let pf_mac = match self.mbx.request(&self.mmio, &mbx::msg_reset(), &mut out) {
-            Ok(Reply::Ack) => mbx::mac_of(&out).filter(|m| valid_unicast(*m)),
-            Ok(Reply::Nack) => None,
-            Err(e) => return Err(self.mbx_err("VF_RESET", e)),
-        };
-        let mac = self.opts.mac.or(pf_mac).unwrap_or_else(|| mac_for_pci(&self.pci).expect("checked when opened"));
-        if pf_mac != Some(mac) {
-            let mut out = [0u32; 1];
-            match self.mbx.request(&self.mmio, &mbx::msg_set_mac(mac), &mut out) {
-                Ok(Reply::Ack) => {}
-                Ok(Reply::Nack) => return Err(IgbVfError::MacRefused { pci: self.pci.clone(), mac: MacFmt(mac) }),
-                Err(e) => return Err(self.mbx_err("SET_MAC_ADDR", e)),
-            }
-        }
-        self.mac = mac;
-        let mut out = [0u32; 1];
-        match self.mbx.request(&self.mmio, &mbx::msg_set_lpe(self.opts.max_frame), &mut out) {
-            Ok(Reply::Ack) => {}
-            Ok(Reply::Nack) => tracing::warn!("{}: PF refused max frame {}", self.name, self.opts.max_frame),
-            Err(e) => return Err(self.mbx_err("SET_LPE", e)),
-        }
-        self.setup_rings(pool)?;
-        self.state = State::Up;
-        Ok(())
-    }
-
-    /// Waits for the end of the VF reset before talking to the PF. Hardware
-    /// sets RSTD within microseconds of CTRL.RST; QEMU's igb sets it only when
-    /// the PF finishes its own reset (CTRL_EXT.PFRSTD), so after a short wait
-    /// with no RSTD we go on as long as the PF is not resetting (RSTI clear):
-    /// the VF_RESET message is what the PF acts on.
-    fn wait_reset_done(&mut self) -> Result<(), IgbVfError> {
-        let start = Instant::now();
-        let limit = self.opts.mbx_timeout;
-        loop {
-            let resetting = self.mbx.pf_resetting(&self.mmio);
-            if self.mbx.check_for_rst(&self.mmio) && !resetting {
-                return Ok(());
-            }
-            if !resetting && start.elapsed() >= RSTD_GRACE {
-                tracing::debug!("{}: no RSTD after CTRL.RST and the PF is not resetting: going on", self.name);
-                return Ok(());
-            }
-            if start.elapsed() >= limit {
-                return Err(IgbVfError::ResetTimeout { pci: self.pci.clone(), ms: limit.as_millis() });
-            }
-            std::thread::sleep(Duration::from_micros(100));
-        }
-    }
-
-    /// Returns every packet the rings hold to the pool (the NIC must be stopped).
-    fn drop_in_flight(&mut self, pool: &mut PktPool) {
-        for s in self.rx_slots.iter_mut().chain(self.tx_slots.iter_mut()) {
-            if let Some(p) = s.take() {
-                pool.free(p);
-            }
-        }
-        self.rx_next = 0;
-        self.rx_tail = 0;
-        self.rx_posted = 0;
-        self.tx_tail = 0;
-        self.tx_clean = 0;
-        self.tx_inflight = 0;
-    }
-
-    fn setup_rings(&mut self, pool: &mut PktPool) -> Result<(), IgbVfError> {
-        let m = &self.mmio;
-        self.rings.zero();
-        m.write(regs::RXDCTL, 0);
-        m.write(regs::TXDCTL, 0);
-        let rx = self.rings.base(Which::Rx);
-        m.write(regs::RDBAL, rx as u32);
-        m.write(regs::RDBAH, (rx >> 32) as u32);
-        m.write(regs::RDLEN, self.rings.len_bytes(Which::Rx));
-        // 2 KiB packet buffers: exactly a pool buffer's room after the headroom.
-        let bsize = u32::from(DATA_ROOM) >> regs::SRRCTL_BSIZEPKT_SHIFT;
-        m.write(regs::SRRCTL, bsize | regs::SRRCTL_DESCTYPE_ADV_ONEBUF | regs::SRRCTL_DROP_EN);
-        m.write(regs::RDH, 0);
-        m.write(regs::RDT, 0);
-        let tx = self.rings.base(Which::Tx);
-        m.write(regs::TDBAL, tx as u32);
-        m.write(regs::TDBAH, (tx >> 32) as u32);
-        m.write(regs::TDLEN, self.rings.len_bytes(Which::Tx));
-        m.write(regs::TDH, 0);
-        m.write(regs::TDT, 0);
-        m.write(regs::TDWBAL, 0);
-        m.write(regs::TDWBAH, 0);
-        m.write(regs::TXDCTL, regs::DCTL_QUEUE_ENABLE);
-        m.write(regs::RXDCTL, regs::DCTL_QUEUE_ENABLE);
-        for (reg, what) in [(regs::RXDCTL, "RXDCTL.ENABLE"), (regs::TXDCTL, "TXDCTL.ENABLE")] {
-            let start = Instant::now();
-            while self.mmio.read(reg) & regs::DCTL_QUEUE_ENABLE == 0 {
-                if start.elapsed() > Duration::from_millis(100) {
-                    return Err(IgbVfError::QueueEnable { pci: self.pci.clone(), what });
-                }
-                std::thread::sleep(Duration::from_micros(100));
-            }
-        }
-        self.refill_rx(pool);
-        Ok(())
-    }
-
-    /// Gives free receive descriptors fresh buffers; one RDT write.
-    #[inline]
-    fn refill_rx(&mut self, pool: &mut PktPool) {
-        let mut added = 0;
-        while self.rx_posted < self.n - 1 {
-            let Some(p) = pool.alloc() else { break };
-            let i = self.rx_tail;
-            self.rings.write(Which::Rx, i, desc::rx_read(pool.data_addr(&p)));
-            self.rx_slots[usize::from(i)] = Some(p);
-            self.rx_tail = (i + 1) & (self.n - 1);
-            self.rx_posted += 1;
-            added += 1;
-        }
-        if added > 0 {
-            // Descriptors are in memory before the NIC learns of them.
-            std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-            self.mmio.write(regs::RDT, u32::from(self.rx_tail));
-        }
-    }
-
-    /// Frees transmitted packets (those whose descriptor has DD).
-    #[inline]
-    fn reclaim_tx(&mut self, pool: &mut PktPool) {
-        while self.tx_inflight > 0 {
-            let i = self.tx_clean;
-            if !desc::tx_done(self.rings.read_hi(Which::Tx, i)) {
-                break;
-            }
-            if let Some(p) = self.tx_slots[usize::from(i)].take() {
-                pool.free(p);
-            }
-            self.tx_clean = (i + 1) & (self.n - 1);
-            self.tx_inflight -= 1;
-        }
-    }
-
-    #[inline]
-    fn tx_free(&self) -> u16 {
-        self.n - 1 - self.tx_inflight
-    }
-
     #[inline]
     fn check_pool(&mut self, pool: &PktPool) -> bool {
-        if pool.region().map().addr() == self.pool_addr {
-            return true;
-        }
-        if !self.warned_foreign {
-            self.warned_foreign = true;
-            tracing::warn!(
-                "{}: packets of a pool that is not mapped for the device (region at {:#x}, mapped pool at {:#x}): refused",
-                self.name,
-                pool.region().map().addr(),
-                self.pool_addr
-            );
-        }
-        false
+        self.own_pool.accepts(pool, &self.name, &mut self.counters)
     }
 
     #[inline]
@@ -516,60 +322,6 @@ impl IgbVf {
         }
         self.state == State::Up
     }
-
-    /// Checks the mailbox for a reset or a PF message; sets the VF up again after a reset.
-    fn control(&mut self, pool: &mut PktPool) {
-        if self.state == State::Up {
-            if self.mbx.check_for_rst(&self.mmio) {
-                tracing::warn!("{}: reset indicated by the PF (RSTI/RSTD)", self.name);
-                self.state = State::NeedReset;
-            } else if self.mbx.check_for_msg(&self.mmio) {
-                let mut msg = [0u32; 1];
-                if self.mbx.read(&self.mmio, &mut msg).is_ok() && msg[0] & mbx::MSGTYPE_CTS == 0 {
-                    tracing::warn!("{}: PF message {:#x} without CTS: the PF forgot us", self.name, msg[0]);
-                    self.state = State::NeedReset;
-                }
-            }
-        }
-        if self.state == State::NeedReset && !self.mbx.pf_resetting(&self.mmio) {
-            match self.init(pool) {
-                Ok(()) => {
-                    self.counters.resets += 1;
-                    tracing::info!("{}: set up again after a reset, MAC {}", self.name, MacFmt(self.mac));
-                }
-                Err(e) => tracing::warn!("{}: setting up after a reset: {e}", self.name),
-            }
-        }
-    }
-
-    /// Test-only: posts one transmit descriptor pointing at `iova` (which need
-    /// not be mapped: this is how the fault test makes the IOMMU refuse a DMA),
-    /// waits up to `wait` for DD and reports what the device did. The PMD's
-    /// own paths never do this.
-    #[doc(hidden)]
-    pub fn post_raw_tx(&mut self, pool: &mut PktPool, iova: u64, len: u16, wait: Duration) -> RawTxResult {
-        self.reclaim_tx(pool);
-        assert!(self.tx_free() > 0, "post_raw_tx: transmit ring full");
-        let i = self.tx_tail;
-        self.rings.write(Which::Tx, i, desc::tx_data(iova, len));
-        self.tx_slots[usize::from(i)] = None;
-        self.tx_tail = (i + 1) & (self.n - 1);
-        self.tx_inflight += 1;
-        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-        self.mmio.write(regs::TDT, u32::from(self.tx_tail));
-        let start = Instant::now();
-        let mut dd = false;
-        while start.elapsed() < wait {
-            if desc::tx_done(self.rings.read_hi(Which::Tx, i)) {
-                dd = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        let waited = start.elapsed();
-        self.reclaim_tx(pool);
-        RawTxResult { dd, tdh: self.mmio.read(regs::TDH), tdt: u32::from(self.tx_tail), waited }
-    }
 }
 
 impl Port for IgbVf {
@@ -577,40 +329,7 @@ impl Port for IgbVf {
         if !self.check_pool(pool) || !self.tick(pool) {
             return 0;
         }
-        let room = pkts.capacity() - pkts.len();
-        let mut got = 0;
-        let mut bytes = 0u64;
-        let mut seen = 0;
-        while seen < room && self.rx_posted > 0 {
-            let i = self.rx_next;
-            let wb = RxWb::from_hi(self.rings.read_hi(Which::Rx, i));
-            if !wb.done() {
-                break;
-            }
-            seen += 1;
-            self.rx_next = (i + 1) & (self.n - 1);
-            self.rx_posted -= 1;
-            let Some(mut p) = self.rx_slots[usize::from(i)].take() else {
-                self.counters.rx_errors += 1;
-                continue;
-            };
-            if !wb.good() || wb.len > DATA_ROOM {
-                self.counters.rx_errors += 1;
-                pool.free(p);
-                continue;
-            }
-            PktPool::reshape(&mut p, HEADROOM, wb.len);
-            bytes += u64::from(wb.len);
-            pkts.push(p);
-            got += 1;
-        }
-        self.counters.rx_packets += got as u64;
-        self.counters.rx_bytes += bytes;
-        // Also after an empty poll: a pool that ran dry may have buffers again.
-        if self.rx_posted < self.n - 1 {
-            self.refill_rx(pool);
-        }
-        got
+        self.receive(pool, pkts)
     }
 
     fn tx_burst(&mut self, pool: &mut PktPool, pkts: &mut Vec<Packet>) -> usize {
@@ -621,53 +340,7 @@ impl Port for IgbVf {
         if !self.tick(pool) {
             return 0;
         }
-        // A frame takes one descriptor, two when it crosses a page (see `split`).
-        if self.tx_free() < TX_RECLAIM_BELOW.max(2 * pkts.len() as u16) {
-            self.reclaim_tx(pool);
-        }
-        let n = pkts.len().min(usize::from(self.tx_free() / 2));
-        let pool_map = &self.maps[0];
-        let mut used = 0u16;
-        let mut sent = 0u64;
-        let mut bytes = 0u64;
-        for p in pkts.drain(..n) {
-            let addr = pool.data_addr(&p);
-            let len = p.len() as u64;
-            // Never give the NIC an address it was not mapped: refuse (and count)
-            // anything outside the pool's DMA mapping, and empty frames.
-            if len == 0 || !pool_map.contains(addr, len) {
-                self.counters.tx_dropped += 1;
-                pool.free(p);
-                continue;
-            }
-            let len = len as u16;
-            let first = desc::tx_first_segment(addr, len, self.split);
-            let (last_addr, last_len) = if first < len {
-                let i = self.tx_tail;
-                self.rings.write(Which::Tx, i, desc::tx_segment(addr, first, len, false));
-                self.tx_slots[usize::from(i)] = None;
-                self.tx_tail = (i + 1) & (self.n - 1);
-                used += 1;
-                (addr + u64::from(first), len - first)
-            } else {
-                (addr, len)
-            };
-            let i = self.tx_tail;
-            self.rings.write(Which::Tx, i, desc::tx_segment(last_addr, last_len, len, true));
-            self.tx_slots[usize::from(i)] = Some(p);
-            self.tx_tail = (i + 1) & (self.n - 1);
-            used += 1;
-            sent += 1;
-            bytes += u64::from(len);
-        }
-        if used > 0 {
-            self.tx_inflight += used;
-            std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-            self.mmio.write(regs::TDT, u32::from(self.tx_tail));
-        }
-        self.counters.tx_packets += sent;
-        self.counters.tx_bytes += bytes;
-        n
+        self.transmit(pool, pkts)
     }
 
     fn link(&self) -> LinkState {

@@ -1,0 +1,180 @@
+// The vhost-user handshake of a fresh connection: features, protocol features, our
+// memory regions and both rings, as requests the backend acknowledges.
+//! virtio-user's handshake.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+use std::time::Duration;
+
+use super::queue::DriverQueue;
+use super::{State, VirtioUser, VirtioUserError};
+use crate::pool::PktPool;
+use crate::spec::{
+    PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_REPLY_ACK, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_IN_ORDER,
+    VIRTIO_F_VERSION_1, VRING_AVAIL_F_NO_INTERRUPT,
+};
+use crate::vhost_user::conn::RawMsg;
+use crate::vhost_user::message::{encode, FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION};
+use crate::vhost_user::{Conn, MemRegion, Request, VringAddr, VringState};
+
+/// A fresh connection to a backend during the handshake, and the protocol features
+/// negotiated on it so far. It borrows the connection (not the port), so that the
+/// handshake can attach the port's own fds to a message without duplicating them.
+struct Channel<'a> {
+    conn: &'a mut Conn,
+    path: &'a Path,
+    reply_timeout: Duration,
+    protocol: u64,
+}
+
+impl Channel<'_> {
+    fn backend_err(&self, msg: String) -> VirtioUserError {
+        VirtioUserError::Backend(msg, self.path.to_path_buf())
+    }
+
+    /// Sends a request; with REPLY_ACK negotiated and `ack`, waits for the ack.
+    fn request(
+        &mut self,
+        req: Request,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+        ack: bool,
+    ) -> Result<(), VirtioUserError> {
+        let want_ack = ack && self.protocol & PROTOCOL_F_REPLY_ACK != 0;
+        let flags = FLAG_VERSION | if want_ack { FLAG_NEED_REPLY } else { 0 };
+        self.conn
+            .send(req as u32, flags, payload, fds)
+            .map_err(|source| VirtioUserError::Conn { path: self.path.to_path_buf(), source })?;
+        if want_ack {
+            let v = self.reply_u64(req)?;
+            if v != 0 {
+                return Err(self.backend_err(format!("{req:?} failed (ack {v})")));
+            }
+        }
+        Ok(())
+    }
+
+    fn reply(&mut self, req: Request) -> Result<RawMsg, VirtioUserError> {
+        let m = self
+            .conn
+            .recv_timeout(self.reply_timeout)
+            .map_err(|source| VirtioUserError::Conn { path: self.path.to_path_buf(), source })?;
+        if m.header.request != req as u32 || m.header.flags & FLAG_REPLY == 0 {
+            return Err(self.backend_err(format!(
+                "expected a reply to {req:?}, got request {} flags {:#x}",
+                m.header.request, m.header.flags
+            )));
+        }
+        Ok(m)
+    }
+
+    fn reply_u64(&mut self, req: Request) -> Result<u64, VirtioUserError> {
+        let m = self.reply(req)?;
+        if m.payload.len() != 8 {
+            return Err(self.backend_err(format!("reply to {req:?} has {} bytes, expected 8", m.payload.len())));
+        }
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&m.payload);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn get_u64(&mut self, req: Request) -> Result<u64, VirtioUserError> {
+        self.request(req, &[], &[], false)?;
+        self.reply_u64(req)
+    }
+}
+
+/// Shares our memory regions with the backend: one ADD_MEM_REG each where it takes them,
+/// else one SET_MEM_TABLE.
+fn send_memory(ch: &mut Channel<'_>, regions: &[(MemRegion, BorrowedFd<'_>)]) -> Result<(), VirtioUserError> {
+    if ch.protocol & PROTOCOL_F_CONFIGURE_MEM_SLOTS != 0 {
+        let slots = ch.get_u64(Request::GetMaxMemSlots)?;
+        if slots < regions.len() as u64 {
+            return Err(ch.backend_err(format!("backend offers {slots} memory slots, we need {}", regions.len())));
+        }
+        for (r, fd) in regions {
+            ch.request(Request::AddMemReg, &encode::one_region(r), &[*fd], true)?;
+        }
+    } else {
+        let table: Vec<MemRegion> = regions.iter().map(|(r, _)| *r).collect();
+        let fds: Vec<BorrowedFd<'_>> = regions.iter().map(|(_, f)| *f).collect();
+        ch.request(Request::SetMemTable, &encode::mem_table(&table), &fds, true)?;
+    }
+    Ok(())
+}
+
+impl VirtioUser {
+    /// Negotiates features with the backend on `conn`, shares our memory and sets up
+    /// both rings; the port is up when it returns `Ok`.
+    pub(super) fn handshake(&mut self, conn: &mut Conn, pool: &mut PktPool) -> Result<(), VirtioUserError> {
+        let mut ch = Channel { conn, path: &self.path, reply_timeout: self.opts.reply_timeout, protocol: 0 };
+        let features = ch.get_u64(Request::GetFeatures)?;
+        if features & VIRTIO_F_VERSION_1 == 0 {
+            return Err(ch.backend_err(format!("features {features:#x} lack VIRTIO_F_VERSION_1")));
+        }
+        if features & VHOST_USER_F_PROTOCOL_FEATURES != 0 {
+            let offered = ch.get_u64(Request::GetProtocolFeatures)?;
+            let want = offered & (PROTOCOL_F_REPLY_ACK | PROTOCOL_F_CONFIGURE_MEM_SLOTS);
+            ch.request(Request::SetProtocolFeatures, &encode::u64(want), &[], false)?;
+            ch.protocol = want;
+        }
+        ch.request(Request::SetOwner, &[], &[], false)?;
+        let ours = VIRTIO_F_VERSION_1 | (features & (VHOST_USER_F_PROTOCOL_FEATURES | VIRTIO_F_IN_ORDER));
+        self.in_order = ours & VIRTIO_F_IN_ORDER != 0;
+        ch.request(Request::SetFeatures, &encode::u64(ours), &[], true)?;
+        send_memory(&mut ch, &self.regions())?;
+        // Receive buffers go in before the backend sees the ring.
+        self.rxq.refill_rx(pool);
+        self.rxq.ring.set_avail_flags(VRING_AVAIL_F_NO_INTERRUPT);
+        self.txq.ring.set_avail_flags(VRING_AVAIL_F_NO_INTERRUPT);
+        for (qi, q) in [(0u32, &self.rxq), (1, &self.txq)] {
+            let l = q.ring.layout();
+            let num = encode::state(VringState { index: qi, num: u32::from(l.size) });
+            let base = encode::state(VringState { index: qi, num: 0 });
+            let addr =
+                encode::addr(VringAddr { index: qi, flags: 0, desc: l.desc, used: l.used, avail: l.avail, log: 0 });
+            ch.request(Request::SetVringNum, &num, &[], true)?;
+            ch.request(Request::SetVringBase, &base, &[], true)?;
+            ch.request(Request::SetVringAddr, &addr, &[], true)?;
+            ch.request(Request::SetVringKick, &encode::u64(u64::from(qi)), &[q.kick.as_fd()], true)?;
+            ch.request(Request::SetVringCall, &encode::u64(u64::from(qi)), &[q.call.as_fd()], true)?;
+        }
+        if features & VHOST_USER_F_PROTOCOL_FEATURES != 0 {
+            for qi in 0..2u32 {
+                let en = encode::state(VringState { index: qi, num: 1 });
+                ch.request(Request::SetVringEnable, &en, &[], true)?;
+            }
+        }
+        self.protocol = ch.protocol;
+        // Rings start on their first kick (vhost-user spec): kick both once.
+        let _ = self.rxq.kick.write(1);
+        let _ = self.txq.kick.write(1);
+        self.state = State::Up;
+        tracing::info!(
+            "{}: up (features {ours:#x}, protocol {:#x}, {} entries per ring)",
+            self.name,
+            self.protocol,
+            self.opts.queue_size
+        );
+        Ok(())
+    }
+
+    /// Our memory regions: the pool and the two rings, identity-mapped (VA as address).
+    fn regions(&self) -> [(MemRegion, BorrowedFd<'_>); 3] {
+        let reg = |addr: u64, len: u64| MemRegion {
+            guest_phys_addr: addr,
+            memory_size: len,
+            userspace_addr: addr,
+            mmap_offset: 0,
+        };
+        let ring = |q: &DriverQueue| {
+            let m = q.ring.region().map();
+            reg(m.addr(), m.len() as u64)
+        };
+        [
+            (reg(self.own_pool.addr(), self.pool_len), self.pool_fd.as_fd()),
+            (ring(&self.rxq), self.rxq.ring.region().fd()),
+            (ring(&self.txq), self.txq.ring.region().fd()),
+        ]
+    }
+}

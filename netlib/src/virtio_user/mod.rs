@@ -1,0 +1,295 @@
+// The virtio-user PMD: a vhost-user frontend that shares our pool and rings
+// with a backend, and the driver side of the two split virtqueues.
+//! virtio-user: a vhost-user frontend and the driver side of a virtio-net device.
+//!
+//! The port's state and its [`Port`] face are here; `queue` holds the driver side of
+//! each virtqueue and its burst work, `handshake` the vhost-user set-up of a fresh
+//! connection, and `reconnect` the connection's life (going down, coming back).
+
+mod handshake;
+mod queue;
+mod reconnect;
+#[cfg(test)]
+mod tests;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::cadence::Cadence;
+use crate::pool::{Packet, PktPool};
+use crate::port::{LinkState, PoolCheck, Port, PortCounters};
+use crate::spec::VRING_AVAIL_F_NO_INTERRUPT;
+use crate::vhost_user::{Conn, ConnError};
+use queue::DriverQueue;
+
+/// Options for a virtio-user port.
+#[derive(Debug, Clone)]
+pub struct VirtioUserOptions {
+    /// Ring entries per queue (power of two).
+    pub queue_size: u16,
+    /// Listen for the backend instead of connecting.
+    pub server: bool,
+    /// How long `open` waits for a listening backend's socket to appear.
+    pub connect_timeout: Duration,
+    /// How long to wait for each reply during the handshake.
+    pub reply_timeout: Duration,
+}
+
+impl Default for VirtioUserOptions {
+    fn default() -> Self {
+        Self {
+            queue_size: 256,
+            server: false,
+            connect_timeout: Duration::from_secs(10),
+            reply_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Errors of the virtio-user port.
+#[derive(Debug, thiserror::Error)]
+pub enum VirtioUserError {
+    /// Bad options.
+    #[error("virtio-user options: {0}")]
+    Options(String),
+    /// Socket errors.
+    #[error("virtio-user {path}: {what}: {source}")]
+    Socket {
+        /// Socket path.
+        path: PathBuf,
+        /// What we were doing.
+        what: &'static str,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// vhost-user connection error.
+    #[error("virtio-user {path}: {source}")]
+    Conn {
+        /// Socket path.
+        path: PathBuf,
+        /// Cause.
+        source: ConnError,
+    },
+    /// The backend answered wrongly.
+    #[error("virtio-user {path}: backend: {0}", path = .1.display())]
+    Backend(String, PathBuf),
+    /// A ring could not be made (its size, or its memory).
+    #[error("virtio-user {0}")]
+    Ring(#[from] crate::ring::DriverRingError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Down,
+    Up,
+}
+
+/// A virtio-user port: our pool and rings shared with a vhost-user backend.
+#[derive(Debug)]
+pub struct VirtioUser {
+    name: String,
+    path: PathBuf,
+    opts: VirtioUserOptions,
+    listener: Option<UnixListener>,
+    conn: Option<Conn>,
+    pool_fd: OwnedFd,
+    own_pool: PoolCheck,
+    pool_len: u64,
+    rxq: DriverQueue,
+    txq: DriverQueue,
+    state: State,
+    protocol: u64,
+    /// VIRTIO_F_IN_ORDER was negotiated.
+    in_order: bool,
+    counters: PortCounters,
+    cadence: Cadence,
+    last_try: Option<Instant>,
+    /// The last unusual accept/connect failure, already logged.
+    retry_error: Option<String>,
+}
+
+impl VirtioUser {
+    /// Opens a port on `path` sharing `pool`'s memory. A client waits up to
+    /// `connect_timeout` for the backend and does the handshake before
+    /// returning; a server returns at once and comes up when a backend connects.
+    pub fn open(path: &Path, pool: &mut PktPool, opts: VirtioUserOptions) -> Result<Self, VirtioUserError> {
+        if !opts.queue_size.is_power_of_two() || opts.queue_size < 8 || opts.queue_size > 4096 {
+            return Err(VirtioUserError::Options(format!(
+                "queue size {} must be a power of two in 8..=4096",
+                opts.queue_size
+            )));
+        }
+        let sock_err = |what, source| VirtioUserError::Socket { path: path.to_path_buf(), what, source };
+        let pool_fd = pool.region().fd().try_clone_to_owned().map_err(|e| sock_err("dup pool fd", e))?;
+        let listener = if opts.server {
+            let _ = std::fs::remove_file(path);
+            let l = UnixListener::bind(path).map_err(|e| sock_err("bind", e))?;
+            l.set_nonblocking(true).map_err(|e| sock_err("set_nonblocking", e))?;
+            Some(l)
+        } else {
+            None
+        };
+        let mut me = Self {
+            name: format!("vu:{}", path.display()),
+            path: path.to_path_buf(),
+            listener,
+            conn: None,
+            pool_fd,
+            own_pool: PoolCheck::new(pool),
+            pool_len: pool.region().map().len() as u64,
+            rxq: DriverQueue::new(opts.queue_size)?,
+            txq: DriverQueue::new(opts.queue_size)?,
+            state: State::Down,
+            protocol: 0,
+            in_order: false,
+            counters: PortCounters::default(),
+            cadence: Cadence::default(),
+            last_try: None,
+            retry_error: None,
+            opts,
+        };
+        if !me.opts.server {
+            let deadline = Instant::now() + me.opts.connect_timeout;
+            let stream = loop {
+                match UnixStream::connect(path) {
+                    Ok(s) => break s,
+                    Err(e) if Instant::now() >= deadline => return Err(sock_err("connect", e)),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            };
+            me.start(stream, pool)?;
+        }
+        Ok(me)
+    }
+
+    /// Whether VIRTIO_F_IN_ORDER was negotiated with the backend now connected (the
+    /// transmit ring is then reclaimed from the used index alone).
+    pub fn in_order(&self) -> bool {
+        self.in_order
+    }
+
+    #[inline]
+    fn check_pool(&mut self, pool: &PktPool) -> bool {
+        self.own_pool.accepts(pool, &self.name, &mut self.counters)
+    }
+
+    #[inline]
+    fn tick(&mut self, pool: &mut PktPool) -> bool {
+        if self.state != State::Up || self.cadence.due() {
+            self.control(pool);
+        }
+        self.state == State::Up
+    }
+}
+
+impl Port for VirtioUser {
+    fn rx_burst(&mut self, pool: &mut PktPool, pkts: &mut Vec<Packet>) -> usize {
+        if !self.check_pool(pool) || !self.tick(pool) {
+            return 0;
+        }
+        let (got, fault) = self.rxq.receive(pool, pkts, &mut self.counters);
+        if let Some(f) = fault {
+            self.go_down(pool, &f);
+        } else if got > 0 {
+            self.rxq.refill_rx(pool);
+        }
+        got
+    }
+
+    fn tx_burst(&mut self, pool: &mut PktPool, pkts: &mut Vec<Packet>) -> usize {
+        if !self.check_pool(pool) || !self.tick(pool) {
+            return 0;
+        }
+        if let Err(f) = self.txq.reclaim_tx(pool, self.in_order) {
+            self.go_down(pool, &f);
+            return 0;
+        }
+        let (n, bytes) = self.txq.transmit(pool, pkts);
+        self.counters.tx_packets += n as u64;
+        self.counters.tx_bytes += bytes;
+        n
+    }
+
+    fn link(&self) -> LinkState {
+        match self.state {
+            State::Up => LinkState::Up,
+            State::Down => LinkState::Down,
+        }
+    }
+
+    fn counters(&self) -> PortCounters {
+        self.counters
+    }
+
+    fn poll_control(&mut self, pool: &mut PktPool) {
+        if self.check_pool(pool) {
+            self.control(pool);
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn flush_tx(&mut self, pool: &mut PktPool, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !self.check_pool(pool) || self.state != State::Up {
+                return false;
+            }
+            if let Err(f) = self.txq.reclaim_tx(pool, self.in_order) {
+                self.go_down(pool, &f);
+                return false;
+            }
+            if self.txq.all_free() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            self.control(pool);
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+
+    fn wait_rx(&mut self, pool: &mut PktPool, timeout: Duration) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        if !self.check_pool(pool) {
+            std::thread::sleep(timeout.min(Duration::from_millis(10)));
+            return false;
+        }
+        let Some(conn) = self.conn.as_ref().filter(|_| self.state == State::Up) else {
+            self.control(pool);
+            std::thread::sleep(timeout.min(Duration::from_millis(10)));
+            return false;
+        };
+        let q = &self.rxq;
+        // Ask for a call, then look once more: packets may have come in between.
+        q.ring.set_avail_flags(0);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        if q.ring.used_idx() != q.last_used {
+            q.ring.set_avail_flags(VRING_AVAIL_F_NO_INTERRUPT);
+            return true;
+        }
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(q.call.as_fd(), PollFlags::POLLIN), PollFd::new(conn.fd(), PollFlags::POLLIN)];
+        let woke = poll(&mut fds, PollTimeout::from(ms)).unwrap_or(0) > 0;
+        let control = fds[1].revents().is_some_and(|r| !r.is_empty());
+        let _ = q.call.read();
+        q.ring.set_avail_flags(VRING_AVAIL_F_NO_INTERRUPT);
+        if control {
+            self.control(pool);
+        }
+        woke
+    }
+}
+
+impl Drop for VirtioUser {
+    fn drop(&mut self) {
+        if self.listener.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
