@@ -6,6 +6,7 @@ use crate::cores::format_list;
 use crate::hostconfig::HostConfig;
 use crate::hugetlb::{format_size, parse_size};
 use crate::{Error, Result};
+use netlib::pci::PciAddress;
 use std::collections::BTreeMap;
 
 /// The prefix every fastpath annotation has.
@@ -43,20 +44,15 @@ pub struct Request {
     pub hugepages: Option<HugeRequest>,
     /// One vhost-user port per bridge.
     pub bridges: Vec<String>,
-    /// VF PCI addresses or pool names, as written.
+    /// VF PCI addresses (written in full, as sysfs names them) or pool names.
     pub vfs: Vec<String>,
     /// Mount libfastpath_net.
     pub inject: bool,
 }
 
-/// Whether a string looks like a PCI address `dddd:bb:dd.f`.
+/// Whether a string is a PCI address ([`PciAddress`]: `0000:81:10.0`, or `81:10.0`).
 pub fn is_pci_address(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 12
-        && b[4] == b':'
-        && b[7] == b':'
-        && b[10] == b'.'
-        && b.iter().enumerate().all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit())
+    s.parse::<PciAddress>().is_ok()
 }
 
 fn is_name(s: &str) -> bool {
@@ -180,7 +176,10 @@ pub fn parse(ann: &BTreeMap<String, String>, cfg: &HostConfig) -> Result<Option<
         }
     }
     if let Some(&v) = ours.get(VF) {
-        r.vfs = list(VF, v, cfg.max_vfs, "VF")?;
+        r.vfs = list(VF, v, cfg.max_vfs, "VF")?
+            .into_iter()
+            .map(|a| a.parse::<PciAddress>().map_or(a, |pci| pci.to_string()))
+            .collect();
         if let Some(b) = r.vfs.iter().find(|b| !is_pci_address(b) && !cfg.vf_pools.contains_key(b.as_str())) {
             return Err(Error::annotation(
                 VF,
@@ -230,6 +229,8 @@ mod tests {
         let r = p(&[(VHOST_USER, "br0, br1"), (VF, "0000:81:10.0,fast")]).unwrap().unwrap();
         assert_eq!(r.bridges, vec!["br0", "br1"]);
         assert_eq!(r.vfs, vec!["0000:81:10.0", "fast"]);
+        let r = p(&[(VF, "81:10.2,0000:81:0A.1")]).unwrap().unwrap();
+        assert_eq!(r.vfs, vec!["0000:81:10.2", "0000:81:0a.1"]);
     }
 
     #[test]
@@ -264,5 +265,7 @@ mod tests {
         assert!(!is_pci_address("0000:81:10"));
         assert!(!is_pci_address("0000-81:10.0"));
         assert!(!is_pci_address("000g:81:10.0"));
+        assert!(is_pci_address("81:10.0"));
+        assert!(!is_pci_address("0000:81:20.0"));
     }
 }

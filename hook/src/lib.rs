@@ -21,7 +21,8 @@ pub mod hugetlb;
 pub mod install;
 pub mod ledger;
 pub mod mounts;
-pub mod pci;
+/// PCI devices through sysfs (VFs, vfio-pci), shared with `fastpathctl vf`.
+pub use fastpath_host::pci;
 pub mod shim;
 pub mod stages;
 pub mod switch;
