@@ -6,12 +6,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use fastpath::config::PortMode;
-use fastpath::control::{call, Request};
-use fastpath::info::PortInfo;
 use fastpath_host::pci::{Pci, PciAddress, Role, VFIO_PCI};
+use fastpath_host::proto::{Client, PortInfo, PortMode, Request, Response};
 
 /// fastpathctl: control a running fastpathd.
 #[derive(Debug, Parser)]
@@ -262,6 +260,14 @@ fn vf_main(a: VfArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How long a control call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One control call; a failure names the socket.
+fn call(ctl: &std::path::Path, req: &Request) -> Result<Response> {
+    Client::new(ctl, CALL_TIMEOUT).call(req).map_err(|e| anyhow!("fastpathd at {}: {e}", ctl.display()))
 }
 
 fn list(ctl: &std::path::Path) -> Result<Vec<PortInfo>> {
