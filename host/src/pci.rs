@@ -39,8 +39,8 @@ pub const VFIO_PCI: &str = "vfio-pci";
 /// (major, minor) of `/dev/vfio/vfio`, the VFIO container device (misc 10:196).
 pub const VFIO_CONTAINER_DEV: (u64, u64) = (10, 196);
 
-/// Called after every sysfs write with the resolved path and the value: lets a fake tree
-/// act like the kernel (a fake tree's, in tests).
+/// Called after every sysfs write with the resolved path and the value: the kernel of a
+/// fake tree, in tests.
 pub type Emulator = Arc<dyn Fn(&Path, &str) + Send + Sync>;
 
 /// Access to PCI devices through a sysfs tree.
