@@ -6,15 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Whether the switch listens on a port's socket or connects to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PortMode {
-    /// The switch listens (the container connects).
-    Server,
-    /// The switch connects to a container that listens (survives switch restarts).
-    Client,
-}
+/// Whether the switch listens on a port's socket or connects to it (a control protocol type).
+pub use fastpath_host::proto::PortMode;
 
 /// One port to create.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use fastpath_host::proto::ErrorCode;
+
 /// Why the switch refused a request about its ports.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SwitchError {
@@ -40,4 +42,46 @@ pub enum SwitchError {
         /// What failed.
         why: String,
     },
+}
+
+impl SwitchError {
+    /// The control protocol's code for this refusal.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NoSuchBridge { .. } => ErrorCode::NoSuchBridge,
+            Self::PortExists(_) => ErrorCode::PortExists,
+            Self::SocketInUse { .. } => ErrorCode::SocketInUse,
+            Self::Full(_) => ErrorCode::SwitchFull,
+            Self::NoSuchPort(_) => ErrorCode::NoSuchPort,
+            Self::Open { .. } => ErrorCode::OpenFailed,
+        }
+    }
+}
+
+impl From<SwitchError> for fastpath_host::proto::Response {
+    fn from(e: SwitchError) -> Self {
+        Self::error(e.code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_has_its_code() {
+        let cases = [
+            (SwitchError::NoSuchBridge { bridge: "x".into(), known: vec!["br0".into()] }, "no_such_bridge"),
+            (SwitchError::PortExists("a".into()), "port_exists"),
+            (SwitchError::SocketInUse { socket: "/s".into(), port: "a".into() }, "socket_in_use"),
+            (SwitchError::Full(64), "switch_full"),
+            (SwitchError::NoSuchPort("a".into()), "no_such_port"),
+            (SwitchError::Open { port: "a".into(), why: "EACCES".into() }, "open_failed"),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.code().as_str(), code, "{e}");
+            let r = fastpath_host::proto::Response::from(e.clone());
+            assert_eq!((r.ok, r.code, r.error), (false, Some(e.code()), Some(e.to_string())));
+        }
+    }
 }

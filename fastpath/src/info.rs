@@ -1,39 +1,5 @@
-// What the switch says about its ports (`list`, `stats`): the counters netlib's
-// ports keep, plus the link state, the last fault and the MACs learned there.
+// What the switch says about its ports (`list`, `stats`): the control protocol's port types,
+// defined once in fastpath-host, here under their old path.
 //! Port information for the control protocol.
 
-use netlib::PortCounters;
-use serde::{Deserialize, Serialize};
-
-use crate::config::PortMode;
-
-/// A snapshot of a port's counters and link.
-#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PortStats {
-    /// The counters (rx: from the port's peer into the switch; tx: to the peer).
-    #[serde(flatten)]
-    pub counters: PortCounters,
-    /// Whether the rings are live.
-    #[serde(default)]
-    pub link_up: bool,
-}
-
-/// Port information for `list`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PortInfo {
-    /// Name.
-    pub name: String,
-    /// Bridge.
-    pub bridge: String,
-    /// Socket path.
-    pub socket: String,
-    /// Server or client.
-    pub mode: PortMode,
-    /// Counters.
-    pub stats: PortStats,
-    /// The last fault, if any.
-    pub last_fault: Option<String>,
-    /// MAC addresses the bridge has learned on this port.
-    #[serde(default)]
-    pub macs: Vec<String>,
-}
+pub use fastpath_host::proto::{PortInfo, PortStats};

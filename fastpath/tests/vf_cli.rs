@@ -1,8 +1,8 @@
-// `fastpathctl vf` against a fake sysfs tree (the hook's pci::fake): what a person sees from
+// `fastpathctl vf` against a fake sysfs tree (fastpath-host's pci::fake): what a person sees from
 // list, the refusals naming the value, and bind --owner preparing the group node.
 //! fastpathctl vf.
 
-use fastpath_hook::pci::fake::FakeTree;
+use fastpath_host::pci::fake::FakeTree;
 use std::process::Command;
 
 struct T(FakeTree);

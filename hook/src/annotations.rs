@@ -6,6 +6,7 @@ use crate::cores::format_list;
 use crate::hostconfig::HostConfig;
 use crate::hugetlb::{format_size, parse_size};
 use crate::{Error, Result};
+use netlib::pci::PciAddress;
 use std::collections::BTreeMap;
 
 /// The prefix every fastpath annotation has.
@@ -43,20 +44,15 @@ pub struct Request {
     pub hugepages: Option<HugeRequest>,
     /// One vhost-user port per bridge.
     pub bridges: Vec<String>,
-    /// VF PCI addresses or pool names, as written.
+    /// VF PCI addresses (written in full, as sysfs names them) or pool names.
     pub vfs: Vec<String>,
     /// Mount libfastpath_net.
     pub inject: bool,
 }
 
-/// Whether a string looks like a PCI address `dddd:bb:dd.f`.
+/// Whether a string is a PCI address ([`PciAddress`]: `0000:81:10.0`, or `81:10.0`).
 pub fn is_pci_address(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 12
-        && b[4] == b':'
-        && b[7] == b':'
-        && b[10] == b'.'
-        && b.iter().enumerate().all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit())
+    s.parse::<PciAddress>().is_ok()
 }
 
 fn is_name(s: &str) -> bool {
@@ -91,112 +87,129 @@ pub fn parse(ann: &BTreeMap<String, String>, cfg: &HostConfig) -> Result<Option<
     if ours.is_empty() {
         return Ok(None);
     }
-    for (k, v) in &ours {
-        if !KNOWN.contains(k) {
-            return Err(Error::annotation(k, v, format!("is not a fastpath annotation (known: {})", KNOWN.join(", "))));
-        }
+    if let Some((k, v)) = ours.iter().find(|(k, _)| !KNOWN.contains(k)) {
+        return Err(Error::annotation(k, v, format!("is not a fastpath annotation (known: {})", KNOWN.join(", "))));
     }
-    let mut r = Request::default();
-    if let Some(&v) = ours.get(CORES) {
-        let n: usize = v
-            .trim()
-            .parse()
-            .map_err(|_| Error::annotation(CORES, v, "is not a number of cores (try \"1\" or \"2\")"))?;
-        if n == 0 {
-            return Err(Error::annotation(CORES, v, "must be 1 or more (leave the annotation out for no cores)"));
-        }
-        if n > cfg.cores.len() {
-            return Err(Error::annotation(
-                CORES,
-                v,
-                format!(
-                    "is more cores than the pool has: pool {} ({} cores, cores in {})",
-                    format_list(&cfg.cores),
-                    cfg.cores.len(),
-                    cfg.shown()
-                ),
-            ));
-        }
-        if n > cfg.max_cores {
-            return Err(Error::annotation(
-                CORES,
-                v,
-                format!("is more than the {} cores per container {} allows (max_cores)", cfg.max_cores, cfg.shown()),
-            ));
-        }
-        r.cores = n;
-    }
+    // Checked cores, hugepage-size, hugepages, vhost-user, vf, inject: of two wrong
+    // annotations, the first of these is named.
+    let cores = ours.get(CORES).map_or(Ok(0), |v| cores(v, cfg))?;
     let page_size = match ours.get(HUGEPAGE_SIZE) {
-        Some(&v) => {
-            let ps = parse_size(v)
-                .ok_or_else(|| Error::annotation(HUGEPAGE_SIZE, v, "is not a page size (try 2Mi or 1Gi)"))?;
-            if !cfg.hugepage_sizes.contains(&ps) {
-                let allowed: Vec<String> = cfg.hugepage_sizes.iter().map(|&s| format_size(s)).collect();
-                return Err(Error::annotation(
-                    HUGEPAGE_SIZE,
-                    v,
-                    format!("is not a hugepage size this host allows ({})", allowed.join(", ")),
-                ));
-            }
-            if !ours.contains_key(HUGEPAGES) {
-                return Err(Error::annotation(HUGEPAGE_SIZE, v, format!("needs {HUGEPAGES} too (how much memory)")));
-            }
-            ps
-        }
+        Some(v) => hugepage_size(v, ours.contains_key(HUGEPAGES), cfg)?,
         None => cfg.default_hugepage_size,
     };
-    if let Some(&v) = ours.get(HUGEPAGES) {
-        let bytes = parse_size(v)
-            .filter(|&b| b > 0)
-            .ok_or_else(|| Error::annotation(HUGEPAGES, v, "is not a size (try 64Mi or 1Gi)"))?;
-        if bytes % page_size != 0 {
-            return Err(Error::annotation(
-                HUGEPAGES,
-                v,
-                format!("is not a whole number of {} pages", format_size(page_size)),
-            ));
-        }
-        if bytes > cfg.max_hugepages {
-            return Err(Error::annotation(
-                HUGEPAGES,
-                v,
-                format!(
-                    "is more than the {} per container {} allows (max_hugepages)",
-                    format_size(cfg.max_hugepages),
-                    cfg.shown()
-                ),
-            ));
-        }
-        r.hugepages = Some(HugeRequest { bytes, page_size });
+    Ok(Some(Request {
+        cores,
+        hugepages: ours.get(HUGEPAGES).map(|v| hugepages(v, page_size, cfg)).transpose()?,
+        bridges: ours.get(VHOST_USER).map_or(Ok(vec![]), |v| bridges(v, cfg))?,
+        vfs: ours.get(VF).map_or(Ok(vec![]), |v| vfs(v, cfg))?,
+        inject: ours.get(INJECT).map_or(Ok(false), |v| inject(v))?,
+    }))
+}
+
+/// `fastpath.io/cores`: a number of cores, at least 1, within the pool and `max_cores`.
+fn cores(v: &str, cfg: &HostConfig) -> Result<usize> {
+    let n: usize =
+        v.trim().parse().map_err(|_| Error::annotation(CORES, v, "is not a number of cores (try \"1\" or \"2\")"))?;
+    if n == 0 {
+        return Err(Error::annotation(CORES, v, "must be 1 or more (leave the annotation out for no cores)"));
     }
-    if let Some(&v) = ours.get(VHOST_USER) {
-        r.bridges = list(VHOST_USER, v, cfg.max_ports, "bridge")?;
-        if let Some(b) = r.bridges.iter().find(|b| !is_name(b)) {
-            return Err(Error::annotation(
-                VHOST_USER,
-                v,
-                format!("'{b}' is not a bridge name (letters, digits, - _ .)"),
-            ));
-        }
+    if n > cfg.cores.len() {
+        return Err(Error::annotation(
+            CORES,
+            v,
+            format!(
+                "is more cores than the pool has: pool {} ({} cores, cores in {})",
+                format_list(&cfg.cores),
+                cfg.cores.len(),
+                cfg.shown()
+            ),
+        ));
     }
-    if let Some(&v) = ours.get(VF) {
-        r.vfs = list(VF, v, cfg.max_vfs, "VF")?;
-        if let Some(b) = r.vfs.iter().find(|b| !is_pci_address(b) && !cfg.vf_pools.contains_key(b.as_str())) {
-            return Err(Error::annotation(
-                VF,
-                v,
-                format!("'{b}' is neither a PCI address (0000:81:10.0) nor a VF pool in {}", cfg.shown()),
-            ));
-        }
+    if n > cfg.max_cores {
+        return Err(Error::annotation(
+            CORES,
+            v,
+            format!("is more than the {} cores per container {} allows (max_cores)", cfg.max_cores, cfg.shown()),
+        ));
     }
-    if let Some(&v) = ours.get(INJECT) {
-        r.inject = match v.trim() {
-            "true" => true,
-            "false" => false,
-            _ => return Err(Error::annotation(INJECT, v, "is not \"true\" or \"false\"")),
-        };
+    Ok(n)
+}
+
+/// `fastpath.io/hugepage-size`: a page size the host allows; only with `fastpath.io/hugepages`.
+fn hugepage_size(v: &str, with_hugepages: bool, cfg: &HostConfig) -> Result<u64> {
+    let ps = parse_size(v).ok_or_else(|| Error::annotation(HUGEPAGE_SIZE, v, "is not a page size (try 2Mi or 1Gi)"))?;
+    if !cfg.hugepage_sizes.contains(&ps) {
+        let allowed: Vec<String> = cfg.hugepage_sizes.iter().map(|&s| format_size(s)).collect();
+        return Err(Error::annotation(
+            HUGEPAGE_SIZE,
+            v,
+            format!("is not a hugepage size this host allows ({})", allowed.join(", ")),
+        ));
     }
-    Ok(Some(r))
+    if !with_hugepages {
+        return Err(Error::annotation(HUGEPAGE_SIZE, v, format!("needs {HUGEPAGES} too (how much memory)")));
+    }
+    Ok(ps)
+}
+
+/// `fastpath.io/hugepages`: a size, a whole number of `page_size` pages, within `max_hugepages`.
+fn hugepages(v: &str, page_size: u64, cfg: &HostConfig) -> Result<HugeRequest> {
+    let bytes = parse_size(v)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| Error::annotation(HUGEPAGES, v, "is not a size (try 64Mi or 1Gi)"))?;
+    if bytes % page_size != 0 {
+        return Err(Error::annotation(
+            HUGEPAGES,
+            v,
+            format!("is not a whole number of {} pages", format_size(page_size)),
+        ));
+    }
+    if bytes > cfg.max_hugepages {
+        return Err(Error::annotation(
+            HUGEPAGES,
+            v,
+            format!(
+                "is more than the {} per container {} allows (max_hugepages)",
+                format_size(cfg.max_hugepages),
+                cfg.shown()
+            ),
+        ));
+    }
+    Ok(HugeRequest { bytes, page_size })
+}
+
+/// `fastpath.io/vhost-user`: bridge names, at most `max_ports`.
+fn bridges(v: &str, cfg: &HostConfig) -> Result<Vec<String>> {
+    let bridges = list(VHOST_USER, v, cfg.max_ports, "bridge")?;
+    if let Some(b) = bridges.iter().find(|b| !is_name(b)) {
+        return Err(Error::annotation(VHOST_USER, v, format!("'{b}' is not a bridge name (letters, digits, - _ .)")));
+    }
+    Ok(bridges)
+}
+
+/// `fastpath.io/vf`: PCI addresses (written in full) or pool names, at most `max_vfs`.
+fn vfs(v: &str, cfg: &HostConfig) -> Result<Vec<String>> {
+    let vfs: Vec<String> = list(VF, v, cfg.max_vfs, "VF")?
+        .into_iter()
+        .map(|a| a.parse::<PciAddress>().map_or(a, |pci| pci.to_string()))
+        .collect();
+    if let Some(b) = vfs.iter().find(|b| !is_pci_address(b) && !cfg.vf_pools.contains_key(b.as_str())) {
+        return Err(Error::annotation(
+            VF,
+            v,
+            format!("'{b}' is neither a PCI address (0000:81:10.0) nor a VF pool in {}", cfg.shown()),
+        ));
+    }
+    Ok(vfs)
+}
+
+/// `fastpath.io/inject`: `true` or `false`.
+fn inject(v: &str) -> Result<bool> {
+    match v.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(Error::annotation(INJECT, v, "is not \"true\" or \"false\"")),
+    }
 }
 
 #[cfg(test)]
@@ -230,6 +243,8 @@ mod tests {
         let r = p(&[(VHOST_USER, "br0, br1"), (VF, "0000:81:10.0,fast")]).unwrap().unwrap();
         assert_eq!(r.bridges, vec!["br0", "br1"]);
         assert_eq!(r.vfs, vec!["0000:81:10.0", "fast"]);
+        let r = p(&[(VF, "81:10.2,0000:81:0A.1")]).unwrap().unwrap();
+        assert_eq!(r.vfs, vec!["0000:81:10.2", "0000:81:0a.1"]);
     }
 
     #[test]
@@ -259,10 +274,22 @@ mod tests {
     }
 
     #[test]
+    fn of_two_wrong_annotations_the_first_checked_is_named() {
+        let all_wrong =
+            [(CORES, "x"), (HUGEPAGE_SIZE, "3Mi"), (HUGEPAGES, "0"), (VHOST_USER, ","), (VF, "slow"), (INJECT, "yes")];
+        for (i, (key, _)) in all_wrong.iter().enumerate() {
+            let e = err(&all_wrong[i..]);
+            assert!(e.starts_with(&format!("annotation {key}:")), "{e}");
+        }
+    }
+
+    #[test]
     fn pci_addresses() {
         assert!(is_pci_address("0000:81:10.0"));
         assert!(!is_pci_address("0000:81:10"));
         assert!(!is_pci_address("0000-81:10.0"));
         assert!(!is_pci_address("000g:81:10.0"));
+        assert!(is_pci_address("81:10.0"));
+        assert!(!is_pci_address("0000:81:20.0"));
     }
 }

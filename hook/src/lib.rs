@@ -7,7 +7,7 @@
 //! container's mount namespace before `pivot_root`: the mounts and `/run/fastpath/config.json`),
 //! `poststop` (release what the ledger says), and `gc` (release what dead containers held).
 //! Every call into the kernel that needs root goes through [`sys::Sys`], so the logic is
-//! unit-tested as a normal user with [`sys::fake::FakeSys`].
+//! unit-tested as a normal user with a test double (`sys::fake::FakeSys`, in test builds).
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -21,7 +21,8 @@ pub mod hugetlb;
 pub mod install;
 pub mod ledger;
 pub mod mounts;
-pub mod pci;
+/// PCI devices through sysfs (VFs, vfio-pci), shared with `fastpathctl vf`.
+pub use fastpath_host::pci;
 pub mod shim;
 pub mod stages;
 pub mod switch;

@@ -1,12 +1,10 @@
-// A client of fastpathd's control socket (one JSON object per line each way), behind a
-// trait so the hook's logic is tested against a fake switch.
+// What the hook asks of fastpathd, behind a trait so the hook's logic is tested against a fake
+// switch; the real one speaks the control protocol through fastpath-host's client.
 //! Switch control.
 
 use crate::{Error, Result};
-use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use fastpath_host::proto::{Client, ClientError, ErrorCode, PortMode, Request, Response};
+use std::path::Path;
 use std::time::Duration;
 
 /// Prefix of the port names the hook gives (so `gc` can tell its own ports).
@@ -34,80 +32,61 @@ pub trait SwitchCtl {
 /// fastpathd over its unix control socket.
 #[derive(Debug, Clone)]
 pub struct UnixSwitch {
-    path: PathBuf,
-    timeout: Duration,
+    client: Client,
 }
 
 impl UnixSwitch {
     /// A client of the switch at `path`; each request waits at most `timeout`.
     pub fn new(path: &Path, timeout: Duration) -> Self {
-        Self { path: path.into(), timeout }
+        Self { client: Client::new(path, timeout) }
     }
 
-    fn err(&self, msg: impl Into<String>) -> Error {
-        Error::Switch { socket: self.path.clone(), msg: msg.into() }
+    fn err(&self, e: &ClientError) -> Error {
+        let hint = if matches!(e, ClientError::Connect { .. }) { " (switch_socket in hook.toml)" } else { "" };
+        Error::Switch { socket: self.client.path().into(), msg: format!("{e}{hint}") }
     }
 
-    fn call(&self, req: &Value) -> Result<Value> {
-        let s = UnixStream::connect(&self.path).map_err(|e| {
-            self.err(format!("not answering ({e}): is fastpathd running? (switch_socket in hook.toml)"))
-        })?;
-        s.set_read_timeout(Some(self.timeout))
-            .and_then(|()| s.set_write_timeout(Some(self.timeout)))
-            .map_err(|e| self.err(e.to_string()))?;
-        let mut line = req.to_string();
-        line.push('\n');
-        (&s).write_all(line.as_bytes()).map_err(|e| self.err(format!("sending: {e}")))?;
-        let mut answer = String::new();
-        BufReader::new(&s)
-            .read_line(&mut answer)
-            .map_err(|e| self.err(format!("no answer within {:?}: {e}", self.timeout)))?;
-        let v: Value =
-            serde_json::from_str(&answer).map_err(|e| self.err(format!("bad answer '{}': {e}", answer.trim())))?;
-        if v["ok"] == Value::Bool(true) {
-            Ok(v)
-        } else {
-            Err(self.err(v["error"].as_str().unwrap_or("refused without a reason").to_string()))
-        }
+    fn call(&self, req: &Request) -> Result<Response> {
+        self.client.call(req).map_err(|e| self.err(&e))
     }
 }
 
 impl SwitchCtl for UnixSwitch {
     fn socket(&self) -> &Path {
-        &self.path
+        self.client.path()
     }
 
     fn bridges(&self) -> Result<Vec<String>> {
-        let v = self.call(&json!({"cmd": "bridges"}))?;
-        Ok(v["bridges"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|b| b.as_str().map(String::from)).collect())
-            .unwrap_or_default())
+        Ok(self.call(&Request::Bridges)?.bridges.unwrap_or_default())
     }
 
     fn add_port(&self, name: &str, bridge: &str, socket: &Path, uid: u32, gid: u32) -> Result<()> {
-        self.call(&json!({"cmd": "add-port", "name": name, "bridge": bridge, "socket": socket, "mode": "server", "uid": uid, "gid": gid}))
-            .map(|_| ())
+        let req = Request::AddPort {
+            name: name.into(),
+            bridge: bridge.into(),
+            socket: socket.into(),
+            mode: PortMode::Server,
+            uid: Some(uid),
+            gid: Some(gid),
+        };
+        self.call(&req).map(drop)
     }
 
     fn del_port(&self, name: &str) -> Result<bool> {
-        match self.call(&json!({"cmd": "del-port", "name": name})) {
+        match self.client.call(&Request::DelPort { name: name.into() }) {
             Ok(_) => Ok(true),
-            Err(Error::Switch { msg, .. }) if msg.contains("does not exist") => Ok(false),
-            Err(e) => Err(e),
+            Err(e) if e.code() == Some(ErrorCode::NoSuchPort) => Ok(false),
+            Err(e) => Err(self.err(&e)),
         }
     }
 
     fn ports(&self) -> Result<Vec<String>> {
-        let v = self.call(&json!({"cmd": "list"}))?;
-        Ok(v["ports"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|p| p["name"].as_str().map(String::from)).collect())
-            .unwrap_or_default())
+        Ok(self.call(&Request::List)?.ports.unwrap_or_default().into_iter().map(|p| p.name).collect())
     }
 }
 
 /// A switch in memory, for tests.
+#[cfg(test)]
 pub mod fake {
     use super::SwitchCtl;
     use crate::{Error, Result};
@@ -167,5 +146,57 @@ pub mod fake {
             self.up()?;
             Ok(self.ports.borrow().keys().cloned().collect())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fastpath_host::proto::fake::FakeSocket;
+
+    fn reply(code: ErrorCode, msg: &str) -> String {
+        Response::error(code, msg).to_line()
+    }
+
+    #[test]
+    fn del_port_tells_a_missing_port_by_its_code_not_its_words() {
+        let gone =
+            FakeSocket::answering("hook-gone", |_| Some(reply(ErrorCode::NoSuchPort, "nothing here by that name")));
+        let sw = UnixSwitch::new(gone.path(), Duration::from_secs(2));
+        assert!(!sw.del_port("fp-x-br0").unwrap());
+        // Words that say "does not exist" under another code are a failure.
+        let other = FakeSocket::answering("hook-other", |_| {
+            Some(reply(ErrorCode::NoSuchBridge, "bridge 'br0' does not exist"))
+        });
+        let sw = UnixSwitch::new(other.path(), Duration::from_secs(2));
+        let e = sw.del_port("fp-x-br0").unwrap_err().to_string();
+        assert_eq!(e, format!("fastpathd at {}: bridge 'br0' does not exist", other.path().display()));
+        let ok = FakeSocket::answering("hook-ok", |_| Some(Response::ok().to_line()));
+        assert!(UnixSwitch::new(ok.path(), Duration::from_secs(2)).del_port("fp-x-br0").unwrap());
+    }
+
+    #[test]
+    fn requests_are_the_protocol_types_and_errors_name_the_socket() {
+        let sw = FakeSocket::answering("hook-req", |line| {
+            let (_, req) = fastpath_host::proto::decode_request(line).unwrap();
+            let want = Request::AddPort {
+                name: "fp-c-br0".into(),
+                bridge: "br0".into(),
+                socket: "/run/fastpath/sock/c/br0.sock".into(),
+                mode: PortMode::Server,
+                uid: Some(1000),
+                gid: Some(1001),
+            };
+            Some(
+                if req == want { Response::ok() } else { Response::error(ErrorCode::BadRequest, "unexpected") }
+                    .to_line(),
+            )
+        });
+        let u = UnixSwitch::new(sw.path(), Duration::from_secs(2));
+        u.add_port("fp-c-br0", "br0", Path::new("/run/fastpath/sock/c/br0.sock"), 1000, 1001).unwrap();
+        let nowhere = sw.path().with_extension("none");
+        let e = UnixSwitch::new(&nowhere, Duration::from_secs(2)).bridges().unwrap_err().to_string();
+        let start = format!("fastpathd at {}: not answering (", nowhere.display());
+        assert!(e.starts_with(&start) && e.ends_with("is fastpathd running? (switch_socket in hook.toml)"), "{e}");
     }
 }

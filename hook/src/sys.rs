@@ -192,6 +192,7 @@ pub fn parse_memlock(limits: &str) -> Option<(u64, u64)> {
 
 /// A test double: an in-memory filesystem and process table that records every call and
 /// can be told to fail one.
+#[cfg(test)]
 pub mod fake {
     use super::{Mount, Sys};
     use std::cell::RefCell;

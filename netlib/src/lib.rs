@@ -4,7 +4,8 @@
 //! region ([`pool`]), the [`Port`] trait, the virtio-user PMD (a vhost-user
 //! frontend, [`virtio_user`]), the vhost-user backend ([`vhost`]) that the
 //! switch and the benchmarks use, and the SR-IOV VF poll-mode driver
-//! ([`igbvf`], over [`vfio`], IOVA == VA).
+//! ([`igbvf`], over [`vfio`], IOVA == VA). [`pci`] parses PCI addresses and reads a
+//! device's IOMMU group, for VFIO here and for the host tools.
 //!
 //! `unsafe` lives only in [`mem`] (mappings, foreign memory), [`ring`] (virtqueue
 //! memory), [`vfio::sys`] (VFIO ioctls, BAR mmap), [`igbvf::mmio`] (BAR0 registers)
@@ -15,6 +16,7 @@ mod cadence;
 pub mod config;
 pub mod igbvf;
 pub mod mem;
+pub mod pci;
 pub mod pool;
 pub mod port;
 pub mod port_spec;

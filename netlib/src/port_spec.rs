@@ -38,7 +38,7 @@ impl std::str::FromStr for PortSpec {
             return Err(BadPortSpec(s.into()));
         }
         if kind == "vf" {
-            if !crate::vfio::is_pci_address(path) {
+            if crate::pci::PciAddress::parse_full(path).is_err() {
                 return Err(BadPortSpec(s.into()));
             }
             return Ok(PortSpec::Vf(path.into()));

@@ -1,17 +1,15 @@
 // fastpathctl: the human front of fastpathd's control socket: add, remove and
 // list ports, and watch per-port rates and drops live; and `vf`: SR-IOV VFs for VFIO
-// (list, create, bind to vfio-pci, give back), with the hook's own PCI code.
+// (list, create, bind to vfio-pci, give back), with the PCI code the hook uses.
 //! fastpathd's command-line client, and the VF tool.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use fastpath::config::PortMode;
-use fastpath::control::{call, Request};
-use fastpath::info::PortInfo;
-use fastpath_hook::pci::{self, Pci, Role, VFIO_PCI};
+use fastpath_host::pci::{Pci, PciAddress, Role, VFIO_PCI};
+use fastpath_host::proto::{Client, PortInfo, PortMode, Request, Response};
 
 /// fastpathctl: control a running fastpathd.
 #[derive(Debug, Parser)]
@@ -115,7 +113,7 @@ the kernel requires); 0 removes them. The PF's own driver must be loaded (and fo
     )]
     Create {
         /// The PF's PCI address (0000:01:00.0, or 01:00.0).
-        pf: String,
+        pf: PciAddress,
         /// How many VFs.
         n: u32,
     },
@@ -129,7 +127,7 @@ needs RLIMIT_MEMLOCK for the memory it maps for DMA)."
     )]
     Bind {
         /// The device's PCI address (0000:01:10.0, or 01:10.0).
-        pci: String,
+        pci: PciAddress,
         /// Give /dev/vfio/<group> to this user: UID:GID (or UID, with GID = UID).
         #[arg(long, value_name = "UID:GID")]
         owner: Option<String>,
@@ -141,7 +139,7 @@ without it, let the kernel probe the device's own driver). A device on another d
     )]
     Unbind {
         /// The device's PCI address (0000:01:10.0, or 01:10.0).
-        pci: String,
+        pci: PciAddress,
         /// The driver to bind (default: whatever the kernel picks, normally the one it had).
         #[arg(long)]
         driver: Option<String>,
@@ -194,7 +192,7 @@ fn vf_main(a: VfArgs) -> Result<()> {
             }
         }
         VfCmd::Create { pf, n } => {
-            let pf = pci::parse_addr(&pf)?;
+            let pf = pf.to_string();
             let vfs = p.set_numvfs(&pf, n)?;
             println!("{pf}: {} VFs", vfs.len());
             for v in vfs {
@@ -206,7 +204,7 @@ fn vf_main(a: VfArgs) -> Result<()> {
             }
         }
         VfCmd::Bind { pci: addr, owner } => {
-            let addr = pci::parse_addr(&addr)?;
+            let addr = addr.to_string();
             let owner = owner.as_deref().map(parse_owner).transpose()?;
             let b = p.bind_vfio(&addr)?;
             if b.changed {
@@ -248,7 +246,7 @@ fn vf_main(a: VfArgs) -> Result<()> {
             }
         }
         VfCmd::Unbind { pci: addr, driver } => {
-            let addr = pci::parse_addr(&addr)?;
+            let addr = addr.to_string();
             let before = p.driver(&addr);
             let now = p.restore(&addr, driver.as_deref())?;
             match before.as_deref() {
@@ -262,6 +260,14 @@ fn vf_main(a: VfArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How long a control call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One control call; a failure names the socket.
+fn call(ctl: &std::path::Path, req: &Request) -> Result<Response> {
+    Client::new(ctl, CALL_TIMEOUT).call(req).map_err(|e| anyhow!("fastpathd at {}: {e}", ctl.display()))
 }
 
 fn list(ctl: &std::path::Path) -> Result<Vec<PortInfo>> {

@@ -1,6 +1,8 @@
 // The kernel's VFIO interface as we use it: the few ioctl structs (from
 // include/uapi/linux/vfio.h), the ioctls themselves and the BAR mmap.
-//! Raw VFIO calls. The only `unsafe` of [`crate::vfio`] lives here.
+//! Raw VFIO calls. The only `unsafe` of [`crate::vfio`] lives here: the generic ioctl
+//! helpers are private, and each request the rest needs has a small safe function that
+//! pairs it with the argument the kernel expects, visible to [`crate::vfio`] only.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
@@ -11,29 +13,29 @@ const fn vfio_io(n: u64) -> u64 {
 }
 
 /// `VFIO_GET_API_VERSION`.
-pub const GET_API_VERSION: u64 = vfio_io(0);
+const GET_API_VERSION: u64 = vfio_io(0);
 /// `VFIO_CHECK_EXTENSION`.
-pub const CHECK_EXTENSION: u64 = vfio_io(1);
+const CHECK_EXTENSION: u64 = vfio_io(1);
 /// `VFIO_SET_IOMMU`.
-pub const SET_IOMMU: u64 = vfio_io(2);
+const SET_IOMMU: u64 = vfio_io(2);
 /// `VFIO_GROUP_GET_STATUS`.
-pub const GROUP_GET_STATUS: u64 = vfio_io(3);
+const GROUP_GET_STATUS: u64 = vfio_io(3);
 /// `VFIO_GROUP_SET_CONTAINER`.
-pub const GROUP_SET_CONTAINER: u64 = vfio_io(4);
+const GROUP_SET_CONTAINER: u64 = vfio_io(4);
 /// `VFIO_GROUP_GET_DEVICE_FD`.
-pub const GROUP_GET_DEVICE_FD: u64 = vfio_io(6);
+const GROUP_GET_DEVICE_FD: u64 = vfio_io(6);
 /// `VFIO_DEVICE_GET_INFO`.
-pub const DEVICE_GET_INFO: u64 = vfio_io(7);
+const DEVICE_GET_INFO: u64 = vfio_io(7);
 /// `VFIO_DEVICE_GET_REGION_INFO`.
-pub const DEVICE_GET_REGION_INFO: u64 = vfio_io(8);
+const DEVICE_GET_REGION_INFO: u64 = vfio_io(8);
 /// `VFIO_DEVICE_RESET`.
-pub const DEVICE_RESET: u64 = vfio_io(11);
+const DEVICE_RESET: u64 = vfio_io(11);
 /// `VFIO_IOMMU_GET_INFO`.
-pub const IOMMU_GET_INFO: u64 = vfio_io(12);
+const IOMMU_GET_INFO: u64 = vfio_io(12);
 /// `VFIO_IOMMU_MAP_DMA`.
-pub const IOMMU_MAP_DMA: u64 = vfio_io(13);
+const IOMMU_MAP_DMA: u64 = vfio_io(13);
 /// `VFIO_IOMMU_UNMAP_DMA`.
-pub const IOMMU_UNMAP_DMA: u64 = vfio_io(14);
+const IOMMU_UNMAP_DMA: u64 = vfio_io(14);
 
 /// `VFIO_API_VERSION`.
 pub const API_VERSION: i32 = 0;
@@ -157,8 +159,10 @@ pub struct DmaUnmap {
 }
 
 /// An ioctl without argument (or with an integer argument); returns its result or the OS error.
-pub fn ioctl_val(fd: BorrowedFd<'_>, req: u64, arg: libc::c_ulong) -> std::io::Result<i32> {
-    // SAFETY: these VFIO requests take an integer (or nothing) and touch no memory of ours.
+/// Private: only the requests wrapped below, which take an integer, go through it.
+fn ioctl_val(fd: BorrowedFd<'_>, req: u64, arg: libc::c_ulong) -> std::io::Result<i32> {
+    // SAFETY: every caller below passes a VFIO request that takes an integer (or nothing)
+    // and touches no memory of ours.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, arg) };
     if r < 0 {
         Err(std::io::Error::last_os_error())
@@ -172,7 +176,7 @@ pub fn ioctl_val(fd: BorrowedFd<'_>, req: u64, arg: libc::c_ulong) -> std::io::R
 ///
 /// # Safety
 /// Implementors must be `#[repr(C)]` plain-old-data matching the kernel's layout.
-pub unsafe trait IoctlArg {}
+unsafe trait IoctlArg {}
 // SAFETY: all of these are #[repr(C)] copies of the uapi structs, only integers.
 unsafe impl IoctlArg for GroupStatus {}
 // SAFETY: as above.
@@ -186,10 +190,12 @@ unsafe impl IoctlArg for DmaUnmap {}
 // SAFETY: a plain fd number (GROUP_SET_CONTAINER takes a pointer to an int).
 unsafe impl IoctlArg for i32 {}
 
-/// An ioctl whose argument is a pointer to `arg`, which the kernel may fill in.
-pub fn ioctl_ptr<T: IoctlArg>(fd: BorrowedFd<'_>, req: u64, arg: &mut T) -> std::io::Result<i32> {
+/// An ioctl whose argument is a pointer to `arg`, which the kernel may fill in. Private:
+/// only the requests wrapped below, each with the struct it expects, go through it.
+fn ioctl_ptr<T: IoctlArg>(fd: BorrowedFd<'_>, req: u64, arg: &mut T) -> std::io::Result<i32> {
     // SAFETY: `arg` is a live, exclusive, correctly laid out struct the request expects
-    // (IoctlArg); the kernel writes at most size_of::<T>() bytes, as argsz says.
+    // (IoctlArg, and each wrapper below pairs a request with its struct); the kernel
+    // writes at most size_of::<T>() bytes, as argsz says.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, std::ptr::from_mut(arg)) };
     if r < 0 {
         Err(std::io::Error::last_os_error())
@@ -198,22 +204,89 @@ pub fn ioctl_ptr<T: IoctlArg>(fd: BorrowedFd<'_>, req: u64, arg: &mut T) -> std:
     }
 }
 
-/// An ioctl whose argument is a byte buffer (`VFIO_IOMMU_GET_INFO` with its
-/// capability chain: the buffer starts with an `argsz` the kernel reads).
-pub fn ioctl_buf(fd: BorrowedFd<'_>, req: u64, buf: &mut [u64]) -> std::io::Result<i32> {
-    debug_assert!(buf.len() * 8 >= std::mem::size_of::<IommuInfo>());
-    // SAFETY: buf is exclusive, 8-byte aligned and at least argsz bytes long (the
-    // caller wrote argsz = its byte length); the kernel writes no more than argsz.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, buf.as_mut_ptr()) };
+/// The size of a uapi struct, for its `argsz` field.
+fn argsz<T>() -> u32 {
+    std::mem::size_of::<T>() as u32
+}
+
+/// `VFIO_GET_API_VERSION` on the container.
+pub(super) fn get_api_version(container: BorrowedFd<'_>) -> std::io::Result<i32> {
+    ioctl_val(container, GET_API_VERSION, 0)
+}
+
+/// `VFIO_CHECK_EXTENSION`: whether the container supports IOMMU type `ext` (> 0: yes).
+pub(super) fn check_extension(container: BorrowedFd<'_>, ext: u64) -> std::io::Result<i32> {
+    ioctl_val(container, CHECK_EXTENSION, ext as libc::c_ulong)
+}
+
+/// `VFIO_SET_IOMMU`: gives the container an IOMMU of type `kind` (after a group joined it).
+pub(super) fn set_iommu(container: BorrowedFd<'_>, kind: u64) -> std::io::Result<()> {
+    ioctl_val(container, SET_IOMMU, kind as libc::c_ulong).map(drop)
+}
+
+/// `VFIO_IOMMU_MAP_DMA`.
+pub(super) fn map_dma(container: BorrowedFd<'_>, flags: u32, vaddr: u64, iova: u64, size: u64) -> std::io::Result<()> {
+    let mut m = DmaMap { argsz: argsz::<DmaMap>(), flags, vaddr, iova, size };
+    ioctl_ptr(container, IOMMU_MAP_DMA, &mut m).map(drop)
+}
+
+/// `VFIO_IOMMU_UNMAP_DMA`.
+pub(super) fn unmap_dma(container: BorrowedFd<'_>, iova: u64, size: u64) -> std::io::Result<()> {
+    let mut u = DmaUnmap { argsz: argsz::<DmaUnmap>(), flags: 0, iova, size };
+    ioctl_ptr(container, IOMMU_UNMAP_DMA, &mut u).map(drop)
+}
+
+/// `VFIO_GROUP_GET_STATUS`: the group's `VFIO_GROUP_FLAGS_*`.
+pub(super) fn group_flags(group: BorrowedFd<'_>) -> std::io::Result<u32> {
+    let mut st = GroupStatus { argsz: argsz::<GroupStatus>(), flags: 0 };
+    ioctl_ptr(group, GROUP_GET_STATUS, &mut st)?;
+    Ok(st.flags)
+}
+
+/// `VFIO_GROUP_SET_CONTAINER`: attaches the group to the container.
+pub(super) fn group_set_container(group: BorrowedFd<'_>, container: BorrowedFd<'_>) -> std::io::Result<()> {
+    let mut cfd = container.as_raw_fd();
+    ioctl_ptr(group, GROUP_SET_CONTAINER, &mut cfd).map(drop)
+}
+
+/// `VFIO_DEVICE_GET_INFO`.
+pub(super) fn device_info(device: BorrowedFd<'_>) -> std::io::Result<DeviceInfo> {
+    let mut info = DeviceInfo { argsz: argsz::<DeviceInfo>(), ..Default::default() };
+    ioctl_ptr(device, DEVICE_GET_INFO, &mut info)?;
+    Ok(info)
+}
+
+/// `VFIO_DEVICE_GET_REGION_INFO` for region `index`.
+pub(super) fn region_info(device: BorrowedFd<'_>, index: u32) -> std::io::Result<RegionInfo> {
+    let mut r = RegionInfo { argsz: argsz::<RegionInfo>(), index, ..Default::default() };
+    ioctl_ptr(device, DEVICE_GET_REGION_INFO, &mut r)?;
+    Ok(r)
+}
+
+/// `VFIO_DEVICE_RESET`.
+pub(super) fn device_reset(device: BorrowedFd<'_>) -> std::io::Result<()> {
+    ioctl_val(device, DEVICE_RESET, 0).map(drop)
+}
+
+/// `VFIO_IOMMU_GET_INFO` into `buf`, a `vfio_iommu_type1_info` followed by room for its
+/// capability chain; the caller writes the buffer's byte length as `argsz` first.
+pub(super) fn iommu_get_info(container: BorrowedFd<'_>, buf: &mut [u64]) -> std::io::Result<()> {
+    let argsz = buf.first().map_or(0, |w| *w as u32 as usize);
+    if buf.len() * 8 < std::mem::size_of::<IommuInfo>() || argsz > buf.len() * 8 {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: buf is exclusive, 8-byte aligned and at least argsz bytes long (checked
+    // above); the kernel writes no more than argsz.
+    let r = unsafe { libc::ioctl(container.as_raw_fd(), IOMMU_GET_INFO as _, buf.as_mut_ptr()) };
     if r < 0 {
         Err(std::io::Error::last_os_error())
     } else {
-        Ok(r)
+        Ok(())
     }
 }
 
 /// `VFIO_GROUP_GET_DEVICE_FD`: the argument is the device's name as a C string.
-pub fn get_device_fd(group: BorrowedFd<'_>, name: &std::ffi::CStr) -> std::io::Result<std::os::fd::OwnedFd> {
+pub(super) fn get_device_fd(group: BorrowedFd<'_>, name: &std::ffi::CStr) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: name is a valid NUL-terminated string the kernel only reads.
     let r = unsafe { libc::ioctl(group.as_raw_fd(), GROUP_GET_DEVICE_FD as _, name.as_ptr()) };

@@ -1,0 +1,32 @@
+// fastpathd's control protocol, defined once for the switch, fastpathctl and the hook: the
+// requests and replies (serde types), error codes, the protocol version and the client.
+//! fastpathd's control protocol.
+//!
+//! One JSON object per line each way over a unix socket. A request names its command in
+//! `cmd` (`{"cmd":"add-port","name":..,"bridge":..,"socket":..}`, `del-port`, `list`,
+//! `bridges`) and carries the client's protocol [`VERSION`] in `version`; a reply is
+//! `{"ok":..,"version":..,"code":..,"error":..,"ports":..,"bridges":..}`. A refusal has a
+//! stable [`ErrorCode`] next to the human message: clients act on the code, never on the
+//! text.
+//!
+//! Version 1 is the protocol before versions (no `version` field): fastpathd still serves
+//! such requests. A fastpathd of version 1 refuses the `version` field as unknown, and
+//! [`Client`] turns that, like a [`ErrorCode::VersionMismatch`] from a newer fastpathd,
+//! into an error naming both versions.
+
+mod client;
+mod code;
+/// A control socket answered by a closure, for tests of clients (the `test-utils` feature).
+#[cfg(any(test, feature = "test-utils"))]
+pub mod fake;
+mod port;
+mod request;
+mod response;
+mod version;
+
+pub use client::{Client, ClientError};
+pub use code::ErrorCode;
+pub use port::{PortInfo, PortMode, PortStats};
+pub use request::Request;
+pub use response::Response;
+pub use version::{decode_request, Served, VersionMismatch, OLDEST_VERSION, VERSION};

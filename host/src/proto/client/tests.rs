@@ -1,0 +1,121 @@
+// The control client against small switches on real unix sockets: this version, one from
+// before versions, a newer one, one that refuses, one that never answers, one that babbles.
+use super::*;
+use crate::proto::fake::FakeSocket;
+use crate::proto::{PortMode, Served};
+
+fn switch(name: &str, answer: impl Fn(&str) -> Option<String> + Send + 'static) -> FakeSocket {
+    FakeSocket::answering(name, answer)
+}
+
+/// This switch: what fastpathd's control loop does with a line, before the worker.
+fn this_switch(served: Served) -> impl Fn(&str) -> Option<String> {
+    move |line| {
+        Some(match served.decode(line) {
+            Ok((_, Request::Bridges)) => {
+                Response { bridges: Some(vec!["br0".into()]), version: Some(served.newest), ..Response::ok() }.to_line()
+            }
+            Ok((_, Request::DelPort { name })) => {
+                Response::error(ErrorCode::NoSuchPort, format!("port '{name}' does not exist")).to_line()
+            }
+            Ok(_) => Response::ok().to_line(),
+            Err(refusal) => refusal.to_line(),
+        })
+    }
+}
+
+/// A switch from before versions: it parsed the whole line as a request, with unknown
+/// fields refused, and answered without `version` or `code`.
+fn unversioned_switch(line: &str) -> String {
+    let r = match serde_json::from_str::<Request>(line) {
+        Ok(_) => Response { ok: true, ..Response::default() },
+        Err(e) => Response { ok: false, error: Some(format!("bad request: {e}")), ..Response::default() },
+    };
+    r.to_line()
+}
+
+fn client(path: &Path) -> Client {
+    Client::new(path, Duration::from_millis(300))
+}
+
+fn add_port() -> Request {
+    Request::AddPort {
+        name: "a".into(),
+        bridge: "br0".into(),
+        socket: "/tmp/a.sock".into(),
+        mode: PortMode::Server,
+        uid: Some(1000),
+        gid: None,
+    }
+}
+
+#[test]
+fn calls_this_switch_and_reads_its_codes() {
+    let p = switch("this", this_switch(Served::THIS));
+    let r = client(p.path()).call(&Request::Bridges).unwrap();
+    assert_eq!((r.ok, r.version, r.bridges), (true, Some(VERSION), Some(vec!["br0".to_string()])));
+    client(p.path()).call(&add_port()).unwrap();
+    let e = client(p.path()).call(&Request::DelPort { name: "x".into() }).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NoSuchPort));
+    assert_eq!(e.to_string(), "port 'x' does not exist");
+}
+
+#[test]
+fn a_switch_from_before_versions_is_named_as_protocol_1() {
+    let p = switch("v1", |line| Some(unversioned_switch(line)));
+    // It refuses our `version` field as unknown ...
+    let raw = unversioned_switch(&encode_request(&add_port(), VERSION).unwrap());
+    assert!(raw.contains("bad request: unknown field `version`"), "{raw}");
+    // ... which the client reads as what it is.
+    for req in [add_port(), Request::DelPort { name: "a".into() }, Request::List, Request::Bridges] {
+        let e = client(p.path()).call(&req).unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::VersionMismatch), "{req:?}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "fastpathd speaks control protocol 1 (from before versions), this client {VERSION}: upgrade fastpathd"
+            )
+        );
+    }
+}
+
+#[test]
+fn a_newer_client_is_told_to_upgrade_fastpathd() {
+    let p = switch("newer-client", this_switch(Served::THIS));
+    let e = client(p.path()).with_version(VERSION + 1).call(&Request::List).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::VersionMismatch));
+    assert_eq!(
+        e.to_string(),
+        format!("fastpathd speaks control protocol {VERSION}, this client {}: upgrade fastpathd", VERSION + 1)
+    );
+}
+
+#[test]
+fn a_newer_switch_tells_this_client_to_upgrade() {
+    let p = switch("newer-switch", this_switch(Served { oldest: VERSION + 1, newest: VERSION + 1 }));
+    let e = client(p.path()).call(&Request::List).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::VersionMismatch));
+    assert_eq!(
+        e.to_string(),
+        format!("fastpathd speaks control protocol {}, this client {VERSION}: upgrade this client", VERSION + 1)
+    );
+    // One that still serves this version answers.
+    let p2 = switch("newer-switch-compatible", this_switch(Served { oldest: 1, newest: VERSION + 1 }));
+    assert_eq!(client(p2.path()).call(&Request::Bridges).unwrap().version, Some(VERSION + 1));
+}
+
+#[test]
+fn transport_failures_say_what_happened() {
+    let nowhere = std::env::temp_dir().join(format!("fastpath-proto-nowhere-{}.sock", std::process::id()));
+    let e = client(&nowhere).call(&Request::List).unwrap_err().to_string();
+    assert!(e.starts_with("not answering (") && e.ends_with("): is fastpathd running?"), "{e}");
+    let p = switch("silent", |_| None);
+    let e = client(p.path()).call(&Request::List).unwrap_err().to_string();
+    assert!(e.starts_with("no answer within 300ms: "), "{e}");
+    let p2 = switch("babble", |_| Some("garbage\n".into()));
+    let e = client(p2.path()).call(&Request::List).unwrap_err().to_string();
+    assert!(e.starts_with("bad answer 'garbage': "), "{e}");
+    let p3 = switch("mute", |_| Some(String::new()));
+    let e = client(p3.path()).call(&Request::List).unwrap_err().to_string();
+    assert_eq!(e, "closed the connection without answering");
+}
