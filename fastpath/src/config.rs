@@ -6,26 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Whether the switch listens on a port's socket or connects to it (a control protocol type).
-pub use fastpath_host::proto::PortMode;
-
-/// One port to create.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortConfig {
-    /// Port name (unique).
-    pub name: String,
-    /// Bridge it belongs to.
-    pub bridge: String,
-    /// vhost-user socket path.
-    pub socket: PathBuf,
-    /// Who listens.
-    #[serde(default = "default_mode")]
-    pub mode: PortMode,
-}
-
-fn default_mode() -> PortMode {
-    PortMode::Server
-}
+/// Whether the switch listens on a port's socket or connects to it, and one port's
+/// description (control protocol types: a config file's ports are `add-port` requests).
+pub use fastpath_host::proto::{ByteSize, PortConfig, PortMode, PortSecurity};
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,9 +29,47 @@ pub struct Config {
     /// MAC entries age out after this many seconds.
     #[serde(default = "default_age")]
     pub mac_age_secs: u32,
+    /// What ports' frames are checked for when a port does not say (`off`, `mac`,
+    /// `mac+ip`); the hook asks for `mac` on the ports it makes.
+    #[serde(default)]
+    pub port_security: PortSecurity,
+    /// Most memory a port's frontend may register when the port does not say.
+    #[serde(default = "default_max_port_memory")]
+    pub max_port_memory: ByteSize,
+    /// Refuse frontend memory that could shrink under the switch's mapping (memfds
+    /// not sealed with `F_SEAL_SHRINK`, hugetlbfs files). Off: such memory is taken,
+    /// and a shrink resets only that port.
+    #[serde(default)]
+    pub require_sealed_memory: bool,
+    /// Largest frame a port's frontend may send, in bytes (a longer one is a fault of
+    /// that port).
+    #[serde(default = "default_max_frame")]
+    pub max_frame: u32,
     /// Ports to create at start.
     #[serde(default)]
     pub ports: Vec<PortConfig>,
+}
+
+/// What a port gets where its own description is silent: the switch-wide settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortDefaults {
+    /// Port security.
+    pub port_security: PortSecurity,
+    /// The device limits of a vhost-user port.
+    pub limits: netlib::vhost::DeviceLimits,
+}
+
+impl Default for PortDefaults {
+    fn default() -> Self {
+        Config::default().port_defaults()
+    }
+}
+
+fn default_max_port_memory() -> ByteSize {
+    ByteSize(netlib::vhost::DEFAULT_MAX_MEMORY)
+}
+fn default_max_frame() -> u32 {
+    netlib::vhost::queue::DEFAULT_MAX_FRAME
 }
 
 fn default_ctl() -> PathBuf {
@@ -69,6 +90,10 @@ impl Default for Config {
             interrupt: false,
             bridges: default_bridges(),
             mac_age_secs: default_age(),
+            port_security: PortSecurity::default(),
+            max_port_memory: default_max_port_memory(),
+            require_sealed_memory: false,
+            max_frame: default_max_frame(),
             ports: Vec::new(),
         }
     }
@@ -108,8 +133,23 @@ impl Config {
         toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), source: e })
     }
 
+    /// The settings ports take where they are silent.
+    pub fn port_defaults(&self) -> PortDefaults {
+        PortDefaults {
+            port_security: self.port_security,
+            limits: netlib::vhost::DeviceLimits {
+                max_memory: self.max_port_memory.0,
+                require_sealed: self.require_sealed_memory,
+                max_frame: self.max_frame,
+            },
+        }
+    }
+
     /// Checks names and references.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(64..=65535).contains(&self.max_frame) {
+            return Err(ConfigError::Invalid(format!("max_frame {} is not in 64..=65535", self.max_frame)));
+        }
         let mut seen = std::collections::HashSet::new();
         for b in &self.bridges {
             if b.is_empty() || !seen.insert(b) {
@@ -129,6 +169,8 @@ impl Config {
             if !names.insert(&p.name) {
                 return Err(ConfigError::Invalid(format!("port name '{}' is repeated", p.name)));
             }
+            crate::security::guard_for(p, self.port_security)
+                .map_err(|e| ConfigError::Invalid(format!("port '{}': {e}", p.name)))?;
         }
         Ok(())
     }
@@ -148,7 +190,7 @@ pub fn parse_port_flag(s: &str) -> Result<PortConfig, ConfigError> {
     if bridge.is_empty() || name.is_empty() || path.is_empty() {
         return Err(ConfigError::PortFlag(s.into()));
     }
-    Ok(PortConfig { name: name.into(), bridge: bridge.into(), socket: path.into(), mode })
+    Ok(PortConfig { mode, ..PortConfig::new(name, bridge, path) })
 }
 
 #[cfg(test)]
@@ -179,5 +221,45 @@ mod tests {
         bad.ports[0].bridge = "nope".into();
         assert!(bad.validate().unwrap_err().to_string().contains("'nope' does not exist"));
         assert!(toml::from_str::<Config>("colour = 1").is_err());
+    }
+
+    #[test]
+    fn port_security_and_limits_from_the_file_and_per_port() {
+        let c: Config = toml::from_str(
+            r#"
+            port_security = "mac"
+            max_port_memory = "256Mi"
+            require_sealed_memory = true
+            [[ports]]
+            name = "a"
+            bridge = "br0"
+            socket = "/tmp/a.sock"
+            mac = "02:00:00:00:00:0a"
+            [[ports]]
+            name = "up"
+            bridge = "br0"
+            socket = "/tmp/up.sock"
+            port_security = "off"
+            max_memory = "4Gi"
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let d = c.port_defaults();
+        assert_eq!(
+            (d.port_security, d.limits.max_memory, d.limits.require_sealed),
+            (PortSecurity::Mac, 256 << 20, true)
+        );
+        assert_eq!(c.ports[1].max_memory, Some(ByteSize(4 << 30)));
+        let mut bad = c.clone();
+        bad.ports[0].mac = None;
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("port 'a'") && e.contains("needs the port's mac"), "{e}");
+        bad.ports[0].mac = Some("02:00".into());
+        assert!(bad.validate().unwrap_err().to_string().contains("'02:00'"));
+        let typo = "[[ports]]\nname = \"a\"\nbridge = \"br0\"\nsocket = \"/x\"\nmacc = \"02:00:00:00:00:0a\"";
+        assert!(toml::from_str::<Config>(typo).unwrap_err().to_string().contains("macc"));
+        let frame = Config { max_frame: 10, ..Config::default() };
+        assert!(frame.validate().unwrap_err().to_string().contains("max_frame 10"));
     }
 }

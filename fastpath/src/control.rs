@@ -11,18 +11,18 @@ use std::time::Duration;
 use fastpath_host::proto::{decode_request, ErrorCode};
 pub use fastpath_host::proto::{Request, Response};
 
-use crate::config::{PortConfig, PortMode};
+use crate::config::{PortDefaults, PortMode};
 use crate::switch::NewPort;
 use crate::worker::Command;
 
 const WORKER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Executes one request against the worker.
-pub fn execute(req: Request, worker: &Sender<Command>) -> Response {
+pub fn execute(req: Request, worker: &Sender<Command>, defaults: &PortDefaults) -> Response {
     let gone = || Response::error(ErrorCode::Internal, "the switch worker is not running");
     match req {
-        Request::AddPort { name, bridge, socket, mode, uid, gid } => {
-            let cfg = PortConfig { name, bridge, socket, mode };
+        Request::AddPort(cfg) => {
+            let (mode, uid, gid) = (cfg.mode, cfg.uid, cfg.gid);
             // Refuse before touching the filesystem, then bind, then add.
             let (tx, rx) = channel();
             if worker.send(Command::Check(cfg.clone(), tx)).is_err() {
@@ -34,7 +34,7 @@ pub fn execute(req: Request, worker: &Sender<Command>) -> Response {
                 Err(_) => return gone(),
             }
             let sock = cfg.socket.clone();
-            let port = match NewPort::open(cfg) {
+            let port = match NewPort::open(cfg, defaults) {
                 Ok(p) => p,
                 Err(e) => return e.into(),
             };
@@ -107,16 +107,16 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 
 /// Serves connections one after another until the listener fails. One thread:
 /// a control call is short, and a client that stalls is cut off by a timeout.
-pub fn serve(listener: &UnixListener, worker: &Sender<Command>) {
+pub fn serve(listener: &UnixListener, worker: &Sender<Command>, defaults: &PortDefaults) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
         let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
-        serve_one(conn, worker);
+        serve_one(conn, worker, defaults);
     }
 }
 
-fn serve_one(conn: UnixStream, worker: &Sender<Command>) {
+fn serve_one(conn: UnixStream, worker: &Sender<Command>, defaults: &PortDefaults) {
     let Ok(mut out) = conn.try_clone() else { return };
     for line in BufReader::new(conn).lines() {
         let Ok(line) = line else { return };
@@ -124,7 +124,7 @@ fn serve_one(conn: UnixStream, worker: &Sender<Command>) {
             continue;
         }
         let resp = match decode_request(&line) {
-            Ok((_version, req)) => execute(req, worker),
+            Ok((_version, req)) => execute(req, worker, defaults),
             Err(refusal) => refusal,
         };
         if out.write_all(resp.to_line().as_bytes()).is_err() {

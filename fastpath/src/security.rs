@@ -5,36 +5,9 @@
 
 use std::net::Ipv4Addr;
 
-use serde::{Deserialize, Serialize};
-
 use crate::mactable::Mac;
 
-/// What a port's frames are checked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PortSecurity {
-    /// Nothing: the port may carry many MACs (uplinks, VMs with bridges inside).
-    #[default]
-    Off,
-    /// The source MAC must be the port's.
-    Mac,
-    /// The source MAC must be the port's, and ARP and IPv4 must carry its IPv4
-    /// address as the sender (DHCP's 0.0.0.0 aside).
-    #[serde(rename = "mac+ip")]
-    MacIp,
-}
-
-impl std::str::FromStr for PortSecurity {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "off" => Ok(Self::Off),
-            "mac" => Ok(Self::Mac),
-            "mac+ip" => Ok(Self::MacIp),
-            _ => Err(format!("port_security '{s}' is not one of off, mac, mac+ip")),
-        }
-    }
-}
+pub use fastpath_host::proto::PortSecurity;
 
 /// A port's identity as the switch enforces it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -97,15 +70,28 @@ impl Guard {
     }
 }
 
-impl PortSecurity {
-    /// The name used in config files.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Off => "off",
-            Self::Mac => "mac",
-            Self::MacIp => "mac+ip",
+/// Parses a MAC written `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Result<Mac, String> {
+    let bad = || format!("mac '{s}' is not six hex bytes separated by colons (aa:bb:cc:dd:ee:ff)");
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next().ok_or_else(bad)?;
+        if p.len() != 2 {
+            return Err(bad());
         }
+        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
     }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(mac)
+}
+
+/// The guard of port `p`: its own `port_security`, else `default`, with its MAC and IP.
+pub fn guard_for(p: &crate::config::PortConfig, default: PortSecurity) -> Result<Guard, String> {
+    let mac = p.mac.as_deref().map(parse_mac).transpose()?;
+    Guard::new(p.port_security.unwrap_or(default), mac, p.ip)
 }
 
 #[cfg(test)]
@@ -163,13 +149,17 @@ mod tests {
     }
 
     #[test]
-    fn modes_parse_and_need_their_addresses() {
-        assert_eq!("mac+ip".parse::<PortSecurity>().unwrap(), PortSecurity::MacIp);
-        assert!("macip".parse::<PortSecurity>().unwrap_err().contains("'macip'"));
+    fn macs_parse_strictly() {
+        assert_eq!(parse_mac("02:00:0a:ff:00:01").unwrap(), [2, 0, 0x0a, 0xff, 0, 1]);
+        for bad in ["02:00:0a:ff:00", "02:00:0a:ff:00:01:02", "2:0:a:ff:0:1", "zz:00:0a:ff:00:01", ""] {
+            assert!(parse_mac(bad).unwrap_err().contains(&format!("'{bad}'")), "{bad}");
+        }
+    }
+
+    #[test]
+    fn modes_need_their_addresses() {
         assert!(Guard::new(PortSecurity::Mac, None, None).unwrap_err().contains("needs the port's mac"));
         assert!(Guard::new(PortSecurity::MacIp, Some(ME), None).unwrap_err().contains("ip"));
         assert!(Guard::new(PortSecurity::Off, None, None).unwrap().is_off());
-        let t: PortSecurity = serde_json::from_str("\"mac+ip\"").unwrap();
-        assert_eq!(t, PortSecurity::MacIp);
     }
 }

@@ -3,7 +3,7 @@
 //! Switch control.
 
 use crate::{Error, Result};
-use fastpath_host::proto::{Client, ClientError, ErrorCode, PortMode, Request, Response};
+use fastpath_host::proto::{Client, ClientError, ErrorCode, PortConfig, Request, Response};
 use std::path::Path;
 use std::time::Duration;
 
@@ -61,14 +61,8 @@ impl SwitchCtl for UnixSwitch {
     }
 
     fn add_port(&self, name: &str, bridge: &str, socket: &Path, uid: u32, gid: u32) -> Result<()> {
-        let req = Request::AddPort {
-            name: name.into(),
-            bridge: bridge.into(),
-            socket: socket.into(),
-            mode: PortMode::Server,
-            uid: Some(uid),
-            gid: Some(gid),
-        };
+        let req =
+            Request::AddPort(PortConfig { uid: Some(uid), gid: Some(gid), ..PortConfig::new(name, bridge, socket) });
         self.call(&req).map(drop)
     }
 
@@ -179,14 +173,11 @@ mod tests {
     fn requests_are_the_protocol_types_and_errors_name_the_socket() {
         let sw = FakeSocket::answering("hook-req", |line| {
             let (_, req) = fastpath_host::proto::decode_request(line).unwrap();
-            let want = Request::AddPort {
-                name: "fp-c-br0".into(),
-                bridge: "br0".into(),
-                socket: "/run/fastpath/sock/c/br0.sock".into(),
-                mode: PortMode::Server,
+            let want = Request::AddPort(PortConfig {
                 uid: Some(1000),
                 gid: Some(1001),
-            };
+                ..PortConfig::new("fp-c-br0", "br0", "/run/fastpath/sock/c/br0.sock")
+            });
             Some(
                 if req == want { Response::ok() } else { Response::error(ErrorCode::BadRequest, "unexpected") }
                     .to_line(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use fastpath_host::pci::{Pci, PciAddress, Role, VFIO_PCI};
-use fastpath_host::proto::{Client, PortInfo, PortMode, Request, Response};
+use fastpath_host::proto::{Client, PortConfig, PortInfo, PortMode, Request, Response};
 
 /// fastpathctl: control a running fastpathd.
 #[derive(Debug, Parser)]
@@ -47,6 +47,21 @@ enum Cmd {
         /// Owner gid of the socket file.
         #[arg(long)]
         gid: Option<u32>,
+        /// The container the port belongs to (its id).
+        #[arg(long)]
+        container: Option<String>,
+        /// The port's MAC, as its owner was told (checked on its frames with --port-security).
+        #[arg(long)]
+        mac: Option<String>,
+        /// The port's IPv4 address (checked on its ARP and IPv4 frames with --port-security mac+ip).
+        #[arg(long)]
+        ip: Option<std::net::Ipv4Addr>,
+        /// What the port's frames are checked for: off, mac or mac+ip [default: the switch's port_security].
+        #[arg(long)]
+        port_security: Option<fastpath::config::PortSecurity>,
+        /// Most memory its frontend may register, e.g. 256Mi [default: the switch's max_port_memory].
+        #[arg(long)]
+        max_memory: Option<fastpath::config::ByteSize>,
     },
     /// Remove a port.
     DelPort {
@@ -322,9 +337,20 @@ fn main() -> Result<()> {
     let a = Args::parse();
     match a.cmd {
         Cmd::Vf(v) => vf_main(v)?,
-        Cmd::AddPort { name, bridge, socket, client, uid, gid } => {
+        Cmd::AddPort { name, bridge, socket, client, uid, gid, container, mac, ip, port_security, max_memory } => {
             let mode = if client { PortMode::Client } else { PortMode::Server };
-            call(&a.ctl, &Request::AddPort { name: name.clone(), bridge, socket, mode, uid, gid })?;
+            let port = PortConfig {
+                mode,
+                uid,
+                gid,
+                container,
+                mac,
+                ip,
+                port_security,
+                max_memory,
+                ..PortConfig::new(name.clone(), bridge, socket)
+            };
+            call(&a.ctl, &Request::AddPort(port))?;
             println!("port {name} added");
         }
         Cmd::DelPort { name } => {

@@ -71,9 +71,10 @@ fn main() -> Result<()> {
     cfg.validate()?;
     let listener =
         control::bind(&cfg.ctl_socket).with_context(|| format!("control socket {}", cfg.ctl_socket.display()))?;
+    let defaults = cfg.port_defaults();
     let mut sw = Switch::new(&cfg.bridges, cfg.mac_age_secs);
     for p in &cfg.ports {
-        let port = NewPort::open(p.clone())?;
+        let port = NewPort::open(p.clone(), &defaults)?;
         sw.add_port(port)?;
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -102,7 +103,7 @@ fn main() -> Result<()> {
         cfg.ports.len()
     );
     let ctl_path = cfg.ctl_socket.clone();
-    std::thread::spawn(move || control::serve(&listener, &tx));
+    std::thread::spawn(move || control::serve(&listener, &tx, &defaults));
     let _ = w.join();
     let _ = std::fs::remove_file(&ctl_path);
     tracing::info!("fastpathd stopped");

@@ -1,6 +1,7 @@
 // The control server with a real switch worker behind it, called through the one client:
 // replies carry codes and the version, and clients of every version get a clear answer.
 use super::*;
+use crate::config::PortConfig;
 use crate::switch::Switch;
 use fastpath_host::proto::{Client, ClientError, VERSION};
 use std::path::PathBuf;
@@ -29,7 +30,7 @@ fn server(name: &str, worker: bool) -> Server {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || crate::worker::run(Switch::new(&["br0".into()], 300), &rx, &stop, false));
     }
-    std::thread::spawn(move || serve(&listener, &tx));
+    std::thread::spawn(move || serve(&listener, &tx, &PortDefaults::default()));
     Server { path, stop }
 }
 
@@ -44,14 +45,7 @@ fn refusals_carry_their_code() {
     assert_eq!((r.version, r.bridges), (Some(VERSION), Some(vec!["br0".to_string()])));
     let e = call(&s, &Request::DelPort { name: "nope".into() }).unwrap_err();
     assert_eq!((e.code(), e.to_string()), (Some(ErrorCode::NoSuchPort), "port 'nope' does not exist".into()));
-    let add = Request::AddPort {
-        name: "a".into(),
-        bridge: "br9".into(),
-        socket: s.path.with_extension("a"),
-        mode: PortMode::Server,
-        uid: None,
-        gid: None,
-    };
+    let add = Request::AddPort(PortConfig::new("a", "br9", s.path.with_extension("a")));
     let e = call(&s, &add).unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NoSuchBridge));
     assert_eq!(e.to_string(), "bridge 'br9' does not exist (bridges: br0)");

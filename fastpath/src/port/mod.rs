@@ -14,7 +14,7 @@ pub mod vhost;
 
 use std::os::fd::BorrowedFd;
 
-use netlib::vhost::Frames;
+use netlib::vhost::{DeviceLimits, Frames};
 use netlib::{LinkState, PortCounters};
 
 use crate::config::{PortConfig, PortMode};
@@ -74,12 +74,15 @@ pub trait SwitchPort: Send + std::fmt::Debug {
     }
 }
 
-/// Opens the port `cfg` describes (binds its socket, or prepares to connect).
-pub fn open(cfg: &PortConfig) -> Result<Box<dyn SwitchPort>, SwitchError> {
+/// Opens the port `cfg` describes (binds its socket, or prepares to connect); its
+/// frontends are held to `limits`.
+pub fn open(cfg: &PortConfig, limits: DeviceLimits) -> Result<Box<dyn SwitchPort>, SwitchError> {
     let err = |e: &dyn std::fmt::Display| SwitchError::Open { port: cfg.name.clone(), why: e.to_string() };
     let name = format!("port {} ({})", cfg.name, cfg.socket.display());
-    Ok(match cfg.mode {
-        PortMode::Server => Box::new(vhost::VhostPort::listen(&cfg.socket, name).map_err(|e| err(&e))?),
-        PortMode::Client => Box::new(vhost::VhostPort::connect(&cfg.socket, name).map_err(|e| err(&e))?),
-    })
+    let mut port = match cfg.mode {
+        PortMode::Server => vhost::VhostPort::listen(&cfg.socket, name).map_err(|e| err(&e))?,
+        PortMode::Client => vhost::VhostPort::connect(&cfg.socket, name).map_err(|e| err(&e))?,
+    };
+    port.set_limits(limits);
+    Ok(Box::new(port))
 }

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
 use netlib::pool::BURST;
-use netlib::vhost::{Burst, Filler, Frames, VhostBackend, VhostError, VhostMode, GUEST_RX, GUEST_TX};
+use netlib::vhost::{Burst, DeviceLimits, Filler, Frames, VhostBackend, VhostError, VhostMode, GUEST_RX, GUEST_TX};
 use netlib::{LinkState, Port, PortCounters};
 
 use super::{SwitchPort, WakeFds};
@@ -29,6 +29,11 @@ impl VhostPort {
     /// A port that connects to a frontend listening at `path` (and reconnects).
     pub fn connect(path: &Path, name: String) -> Result<Self, VhostError> {
         Self::open(path, VhostMode::Connect, name)
+    }
+
+    /// Holds the port's frontends to `limits`.
+    pub fn set_limits(&mut self, limits: DeviceLimits) {
+        self.backend.set_limits(limits);
     }
 
     fn open(path: &Path, mode: VhostMode, name: String) -> Result<Self, VhostError> {

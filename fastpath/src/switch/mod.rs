@@ -8,12 +8,13 @@ mod tests;
 
 use netlib::LinkState;
 
-use crate::config::PortConfig;
+use crate::config::{PortConfig, PortDefaults};
 use crate::error::SwitchError;
 use crate::info::{PortInfo, PortStats};
 use crate::mactable::MacTable;
 use crate::port::{self, SwitchPort};
-use crate::security::Guard;
+use crate::security::{guard_for, Guard};
+use netlib::vhost::DeviceLimits;
 
 use forward::Groups;
 
@@ -32,10 +33,15 @@ pub struct NewPort {
 }
 
 impl NewPort {
-    /// Opens the port `cfg` describes (binds its socket, or prepares to connect).
-    pub fn open(cfg: PortConfig) -> Result<Self, SwitchError> {
-        let port = port::open(&cfg)?;
-        Ok(Self { cfg, port, guard: Guard::default() })
+    /// Opens the port `cfg` describes (binds its socket, or prepares to connect),
+    /// with `defaults` where it is silent; its guard checks its frames.
+    pub fn open(cfg: PortConfig, defaults: &PortDefaults) -> Result<Self, SwitchError> {
+        let guard =
+            guard_for(&cfg, defaults.port_security).map_err(|why| SwitchError::Open { port: cfg.name.clone(), why })?;
+        let limits =
+            DeviceLimits { max_memory: cfg.max_memory.map_or(defaults.limits.max_memory, |b| b.0), ..defaults.limits };
+        let port = port::open(&cfg, limits)?;
+        Ok(Self { cfg, port, guard })
     }
 
     /// A port of any kind (e.g. an in-process [`crate::port::loopback::Loopback`]).

@@ -3,16 +3,10 @@
 //! Switch tests.
 
 use super::*;
-use crate::config::PortMode;
 use crate::port::loopback::{Loopback, LoopbackPeer};
 
 fn cfg(name: &str, bridge: &str) -> PortConfig {
-    PortConfig {
-        name: name.into(),
-        bridge: bridge.into(),
-        socket: format!("/loopback/{name}").into(),
-        mode: PortMode::Server,
-    }
+    PortConfig::new(name, bridge, format!("/loopback/{name}"))
 }
 
 /// A switch with bridges br0 and br1, and loopback ports `names` on br0.

@@ -2,6 +2,9 @@
 // link state, the last fault and the MACs learned there; and who listens on a port's socket.
 //! Port information in the control protocol.
 
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
 use netlib::PortCounters;
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +16,149 @@ pub enum PortMode {
     Server,
     /// The switch connects to a container that listens (survives switch restarts).
     Client,
+}
+
+/// What a port's frames are checked for (port security).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum PortSecurity {
+    /// Nothing: the port may carry many MACs (uplinks, VMs with bridges inside).
+    #[default]
+    #[serde(rename = "off")]
+    Off,
+    /// The source MAC must be the port's.
+    #[serde(rename = "mac")]
+    Mac,
+    /// The source MAC must be the port's, and ARP and IPv4 must carry its IPv4
+    /// address as the sender (DHCP's 0.0.0.0 aside).
+    #[serde(rename = "mac+ip")]
+    MacIp,
+}
+
+impl PortSecurity {
+    /// The name used in config files and requests.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Mac => "mac",
+            Self::MacIp => "mac+ip",
+        }
+    }
+}
+
+impl std::str::FromStr for PortSecurity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(Self::Off),
+            "mac" => Ok(Self::Mac),
+            "mac+ip" => Ok(Self::MacIp),
+            _ => Err(format!("port_security '{s}' is not one of off, mac, mac+ip")),
+        }
+    }
+}
+
+/// A size in bytes, written as a number or as a string with a binary suffix
+/// (`"64Mi"`, `"16Gi"`, `"512Ki"`, `"4096"`); always serialized as a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize)]
+#[serde(into = "u64")]
+pub struct ByteSize(pub u64);
+
+impl From<ByteSize> for u64 {
+    fn from(b: ByteSize) -> Self {
+        b.0
+    }
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let (num, mult) = [("Ki", 1u64 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("Ti", 1 << 40)]
+            .iter()
+            .find_map(|(suf, m)| t.strip_suffix(suf).map(|n| (n, *m)))
+            .unwrap_or((t, 1));
+        num.parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(mult))
+            .map(ByteSize)
+            .ok_or_else(|| format!("'{s}' is not a size (bytes, or a number with Ki, Mi, Gi or Ti)"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(n) => Ok(ByteSize(n)),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// One port: what a config file's `[[ports]]` entry, an `add-port` request and
+/// fastpathd's state file all say about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// Port name (unique in the switch).
+    pub name: String,
+    /// Bridge it belongs to.
+    pub bridge: String,
+    /// vhost-user socket path.
+    pub socket: PathBuf,
+    /// Who listens (default: the switch).
+    #[serde(default = "server")]
+    pub mode: PortMode,
+    /// Give the socket file to this uid (so a non-root container can connect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// ... and this gid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// The container the port belongs to (its id): ports are reconciled with the
+    /// hook's ledger by it after restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The port's MAC (`aa:bb:cc:dd:ee:ff`), as its owner was told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// The port's IPv4 address, as its owner was told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    /// What its frames are checked for (default: the switch's `port_security`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_security: Option<PortSecurity>,
+    /// Most memory its frontend may register (default: the switch's `max_port_memory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<ByteSize>,
+}
+
+fn server() -> PortMode {
+    PortMode::Server
+}
+
+impl PortConfig {
+    /// A server-mode port with nothing else said.
+    pub fn new(name: impl Into<String>, bridge: impl Into<String>, socket: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            bridge: bridge.into(),
+            socket: socket.into(),
+            mode: PortMode::Server,
+            uid: None,
+            gid: None,
+            container: None,
+            mac: None,
+            ip: None,
+            port_security: None,
+            max_memory: None,
+        }
+    }
 }
 
 /// A snapshot of a port's counters and link.
@@ -44,4 +190,28 @@ pub struct PortInfo {
     /// MAC addresses the bridge has learned on this port.
     #[serde(default)]
     pub macs: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_as_numbers_or_with_binary_suffixes() {
+        assert_eq!("64Mi".parse::<ByteSize>().unwrap(), ByteSize(64 << 20));
+        assert_eq!("4096".parse::<ByteSize>().unwrap(), ByteSize(4096));
+        assert!("12Q".parse::<ByteSize>().unwrap_err().contains("'12Q'"));
+        assert!("99999999999Ti".parse::<ByteSize>().is_err(), "overflow");
+        assert_eq!(serde_json::from_str::<ByteSize>("\"1Gi\"").unwrap(), ByteSize(1 << 30));
+        assert_eq!(serde_json::from_str::<ByteSize>("7").unwrap(), ByteSize(7));
+        assert_eq!(serde_json::to_string(&ByteSize(5)).unwrap(), "5");
+    }
+
+    #[test]
+    fn port_security_names() {
+        assert_eq!("mac+ip".parse::<PortSecurity>().unwrap(), PortSecurity::MacIp);
+        assert!("macip".parse::<PortSecurity>().unwrap_err().contains("'macip'"));
+        assert_eq!(serde_json::to_string(&PortSecurity::MacIp).unwrap(), "\"mac+ip\"");
+        assert_eq!(serde_json::from_str::<PortSecurity>("\"off\"").unwrap(), PortSecurity::Off);
+    }
 }

@@ -2,7 +2,7 @@
 // before versions, a newer one, one that refuses, one that never answers, one that babbles.
 use super::*;
 use crate::proto::fake::FakeSocket;
-use crate::proto::{PortMode, Served};
+use crate::proto::{PortConfig, Served};
 
 fn switch(name: &str, answer: impl Fn(&str) -> Option<String> + Send + 'static) -> FakeSocket {
     FakeSocket::answering(name, answer)
@@ -39,14 +39,7 @@ fn client(path: &Path) -> Client {
 }
 
 fn add_port() -> Request {
-    Request::AddPort {
-        name: "a".into(),
-        bridge: "br0".into(),
-        socket: "/tmp/a.sock".into(),
-        mode: PortMode::Server,
-        uid: Some(1000),
-        gid: None,
-    }
+    Request::AddPort(PortConfig { uid: Some(1000), ..PortConfig::new("a", "br0", "/tmp/a.sock") })
 }
 
 #[test]
