@@ -1,7 +1,7 @@
 // fastpathd and fastpathctl: fastpathd's command line and start (`fastpathd_args`,
 // `fastpathd_port`, `spawn_fastpathd`), the port list with its counters (`fastpathctl_list`,
-// `port_stat`), waiting for links (`wait_ports_up`), notes (`show_ports`) and the switch's
-// counters after a transfer (`check_switch_counters`).
+// `port_stat`, `link_up`), waiting for links (`wait_ports_up`), notes (`show_ports`) and the
+// switch's counters after a transfer (`check_switch_counters`).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -82,9 +82,9 @@ pub fn port_stat(list: &[Value], name: &str, key: &str) -> Option<u64> {
     port_entry(list, name).and_then(|p| p.get("stats")).and_then(|s| field(s, key))
 }
 
-fn port_up(list: &[Value], name: &str) -> bool {
+/// The link state of port `name` in a `list` (`None`: no such port).
+pub fn link_up(list: &[Value], name: &str) -> Option<bool> {
     port_entry(list, name).and_then(|p| p.get("stats")).and_then(|s| s.get("link_up")).and_then(Value::as_bool)
-        == Some(true)
 }
 
 /// Waits until fastpathd reports link up on every port of `names`.
@@ -93,7 +93,7 @@ pub fn wait_ports_up(peers: &Peers, ctl: &Path, names: &[&str], t: Duration) -> 
     loop {
         let list = fastpathctl_list(peers, ctl);
         if let Ok(l) = &list {
-            if names.iter().all(|n| port_up(l, n)) {
+            if names.iter().all(|n| link_up(l, n) == Some(true)) {
                 return Ok(());
             }
         }
