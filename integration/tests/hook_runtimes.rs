@@ -110,6 +110,9 @@ fn contract(rt: Rt, test: &str) {
     eprintln!("{test}: ok, {got}/{FRAMES} frames, cores {a:?} and {b:?}, {:.1} s", t0.elapsed().as_secs_f64());
 }
 
+/// What the container of `gc_after_kill` allocates in its hugetlbfs (`fallocate -l 32M`).
+const HELD: u64 = 32 << 20;
+
 /// The pid of conmon for a podman container (the test kills only that process).
 fn conmon_of(id: &str) -> Option<i32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
@@ -132,7 +135,10 @@ fn gc_after_kill(rt: Rt, test: &str) {
     let cgroups = cgroups_of(&ledger);
     let (id, e) = ledger.iter().next().unwrap();
     let pid = e["pid"].as_i64().unwrap() as i32;
-    std::thread::sleep(Duration::from_millis(300));
+    // The container runs its script (it holds its hugepages) before its runtime is killed.
+    let held = PathBuf::from(format!("/proc/{pid}/root/dev/hugepages/held"));
+    let running = wait_until(Duration::from_secs(30), || std::fs::metadata(&held).is_ok_and(|m| m.len() == HELD));
+    assert!(running, "container {id} (pid {pid}) did not allocate {HELD} bytes in {} within 30 s", held.display());
     // The runtime dies mid-flight: no poststop will run.
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     let _ = child.wait();
@@ -145,6 +151,8 @@ fn gc_after_kill(rt: Rt, test: &str) {
         wait_until(Duration::from_secs(30), || !Path::new(&format!("/proc/{pid}")).exists()),
         "container pid {pid} lives on"
     );
+    // What is under test: nothing releases the entry of a container whose runtime was killed.
+    // This pause is the window in which a wrong release (a poststop, a cleanup) would show.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(fx.entries().len(), 1, "the entry should outlive the killed runtime: {}", fx.ledger());
     assert_eq!(fx.ports().len(), 1);

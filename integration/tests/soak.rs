@@ -9,8 +9,8 @@ mod hook_common;
 
 use fastpath_oci::{hook_stages, write_bundle, Mounts, Spec, CONTRACT};
 use integration::{
-    fastpathctl_list_with, fastpathd_args, fastpathd_port, last_json_line, link_up, output_text, port_stat, wait_until,
-    Proc, TestDir,
+    fastpathctl_list_with, fastpathd_args, fastpathd_port, last_json_line, link_up, output_text, port_stat,
+    wait_ctl_idle, wait_until, Proc, TestDir,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -40,6 +40,8 @@ const CONTAINER_PORT: &str = "vu:/run/fastpath/sock/br0.sock";
 const POOL: &str = "1";
 /// How long one `runc run` may take.
 const CYCLE_TIMEOUT: Duration = Duration::from_mins(1);
+/// How long fastpathd may take to settle before the figures are taken (see `Soak::settled`).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn cycles() -> u64 {
     match std::env::var("FASTPATH_SOAK_CYCLES") {
@@ -297,6 +299,15 @@ impl Soak {
         s
     }
 
+    /// Whether fastpathd has settled back to `before`: no control connection open, and no
+    /// more fds and mappings than then.
+    fn settled(&self, before: &Figures) -> bool {
+        let pid = self.fastpathd.pid();
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(usize::MAX, Iterator::count);
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_or(usize::MAX, |m| m.lines().count());
+        integration::ctl_connections(&self.ctl) == 0 && fds <= before.fds.len() && maps <= before.maps.len()
+    }
+
     /// The figures; fastpathd's own first, before this test talks to its control socket
     /// (a control connection is an fd until fastpathd has read its end of it).
     fn figures(&self) -> Figures {
@@ -423,8 +434,9 @@ fn soak_1000_container_cycles_runc() {
     let Some(peers) = hook_common::require(TEST, Some("runc")) else { return };
     let n = cycles();
     let mut soak = Soak::new(peers);
-    // The same settling as after the cycles (control connections of the setup closing).
-    std::thread::sleep(Duration::from_secs(1));
+    // The setup's control connections closed: fastpathd's fds are its own.
+    let idle = wait_ctl_idle(&soak.ctl, SETTLE_TIMEOUT);
+    assert!(idle, "{TEST}: fastpathd kept a control connection open for {SETTLE_TIMEOUT:?}\n{}", soak.describe());
     let before = soak.figures();
     let ports = soak.list_ports().unwrap_or_else(|e| panic!("{TEST}: {e}\n{}", soak.describe()));
     let mut delivered = sink_stat(&ports, "tx_packets");
@@ -482,8 +494,9 @@ fn soak_1000_container_cycles_runc() {
         }
     }
     let total = t0.elapsed();
-    // Let the switch and the hook settle (lazy frees, control connections closing).
-    std::thread::sleep(Duration::from_secs(1));
+    // The switch settles: its control connections closed, and what it freed lazily (if it
+    // does) freed. If that never happens, the figures below say what grew.
+    wait_until(SETTLE_TIMEOUT, || soak.settled(&before));
     let mut after = soak.figures();
     if after.hugepages_free < before.hugepages_free {
         // The pool is the host's: other people's processes (fuzzers, benchmarks) take and give
