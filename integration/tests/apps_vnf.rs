@@ -77,6 +77,14 @@ fn finish(v: &mut Verdict, gen: &mut Proc, f: &mut Proc) -> (Option<Value>, Opti
     (gen.last_json(), f.last_json())
 }
 
+/// Prints flowgen's and the VNF's results and the time since `t0`, then fails with the
+/// problems of `v`, if any.
+fn done(test: &str, t0: Instant, v: Verdict, gen: (&mut Proc, Option<&Value>), vnf: (&mut Proc, Option<&Value>)) {
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!("[{}] {test}: flowgen {} {} {} in {secs:.2} s", stamp(), show(gen.1), vnf.0.name(), show(vnf.1));
+    v.finish(&mut [gen.0, vnf.0]);
+}
+
 /// Every frame sent came back, intact.
 fn check_all_back(v: &mut Verdict, g: Option<&Value>, n: u64) {
     v.check(
@@ -148,14 +156,7 @@ fn lb_spreads_flows_and_rewrites_intact() {
     v.check(int(l.as_ref(), "forwarded") == Some(N) && int(l.as_ref(), "filtered") == Some(0), || {
         format!("lb: expected \"forwarded\":{N}, \"filtered\":0, got {}", show(l.as_ref()))
     });
-    eprintln!(
-        "[{}] {TEST}: flowgen {} lb {} in {:.2} s",
-        stamp(),
-        show(g.as_ref()),
-        show(l.as_ref()),
-        t0.elapsed().as_secs_f64()
-    );
-    v.finish(&mut [&mut gen, &mut lb]);
+    done(TEST, t0, v, (&mut gen, g.as_ref()), (&mut lb, l.as_ref()));
 }
 
 #[test]
@@ -202,14 +203,7 @@ fn lb_added_backend_takes_flows_only_from_the_others() {
         format!("flowgen: expected about 1/4 of {FLOWS} flows to move (150..=350), got {moved}: {}", show(g.as_ref()))
     });
     v.check(int(g.as_ref(), "moved") == Some(moved), || "flowgen: a flow moved more than once".to_string());
-    eprintln!(
-        "[{}] {TEST}: flowgen {} lb {} in {:.2} s",
-        stamp(),
-        show(g.as_ref()),
-        show(l.as_ref()),
-        t0.elapsed().as_secs_f64()
-    );
-    v.finish(&mut [&mut gen, &mut lb]);
+    done(TEST, t0, v, (&mut gen, g.as_ref()), (&mut lb, l.as_ref()));
 }
 
 #[test]
@@ -272,12 +266,5 @@ fn fw_filters_by_first_matching_rule() {
     v.check(reports >= 2, || {
         format!("fw: expected its counters on stderr on SIGUSR1 and at exit (2 reports), saw {reports}")
     });
-    eprintln!(
-        "[{}] {TEST}: flowgen {} fw {} in {:.2} s",
-        stamp(),
-        show(g.as_ref()),
-        show(f.as_ref()),
-        t0.elapsed().as_secs_f64()
-    );
-    v.finish(&mut [&mut gen, &mut fw]);
+    done(TEST, t0, v, (&mut gen, g.as_ref()), (&mut fw, f.as_ref()));
 }
