@@ -1,12 +1,13 @@
-// Shared pieces of the end-to-end interop tests, in modules that are all re-exported
-// here (`integration::X`): `peers` (where the binaries and peers are, skip-or-fail when
-// they are missing), `proc` (one lock so tests never overlap, a temp dir per test, child
-// processes in their own process group that are killed when dropped or when the test
-// thread dies, waits with timeouts), `verdict` (the JSON results of our binaries and the
-// collected problems of a run), `apps` (pktgen and sink command lines, a transfer's
-// check), `switch` (fastpathd and fastpathctl), `testpmd` (a DPDK testpmd launcher that
-// returns testpmd's final forward statistics and removes its hugepage files); `guest`
-// (public, `integration::guest::X`) is the QEMU guest harness. This file: the constants.
+// Shared pieces of the end-to-end interop tests, in modules that are all re-exported here
+// (`integration::X`): `peers` (where the binaries and peers are, skip-or-fail when they are
+// missing), `proc` (one lock so tests never overlap, a temp dir per test, child processes in
+// their own process group that are killed when dropped or when the test thread dies), `wait`
+// (waits with timeouts: a condition, a socket, a command), `verdict` (the JSON results of our
+// binaries and the collected problems of a run), `apps` (pktgen and sink command lines, a
+// transfer's check), `switch` (fastpathd and fastpathctl), `testpmd` (a DPDK testpmd launcher
+// that returns testpmd's final forward statistics and removes its hugepage files); `guest`
+// (public, `integration::guest::X`) is the QEMU guest harness. Containers (config.json,
+// rootfs, hook.toml) are the `fastpath-oci` crate's, shared with xtask. This file: the constants.
 //! Helpers for fastpath's end-to-end interop tests.
 
 use std::time::Duration;
@@ -18,6 +19,7 @@ mod proc;
 mod switch;
 mod testpmd;
 mod verdict;
+mod wait;
 
 pub use apps::*;
 pub use peers::*;
@@ -25,6 +27,7 @@ pub use proc::*;
 pub use switch::*;
 pub use testpmd::*;
 pub use verdict::*;
+pub use wait::*;
 
 /// Frames each test sends.
 pub const FRAMES: u64 = 50_000;

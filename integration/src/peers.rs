@@ -1,5 +1,5 @@
-// Locating our binaries and the peers (dpdk-testpmd): `bin_dir`, `require` (skip, or fail
-// with FASTPATH_REQUIRE_PEERS=1, when something is missing) and the `Peers` it returns.
+// Locating our binaries (`bin_dir`, `static_bin_dir`) and the peers (dpdk-testpmd): `require`
+// and the `Peers` it returns; `skip_or_fail`, the one way a test says that something is missing.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,16 @@ pub fn bin_dir() -> PathBuf {
     match std::env::var_os("FASTPATH_BIN_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
         _ => workspace_dir().join("target").join("release"),
+    }
+}
+
+/// Where the statically linked binaries are (for containers and guests, which have no
+/// loader): `$FASTPATH_STATIC_BIN_DIR`, else where `cargo xtask test` builds them
+/// (`<workspace>/target/static/x86_64-unknown-linux-gnu/release`).
+pub fn static_bin_dir() -> PathBuf {
+    match std::env::var_os("FASTPATH_STATIC_BIN_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => workspace_dir().join("target/static/x86_64-unknown-linux-gnu/release"),
     }
 }
 
@@ -47,7 +57,7 @@ impl Peers {
 }
 
 /// Whether a missing peer is a failure (`FASTPATH_REQUIRE_PEERS=1`) or a skip.
-pub fn peers_required() -> bool {
+fn peers_required() -> bool {
     std::env::var("FASTPATH_REQUIRE_PEERS").is_ok_and(|v| v == "1")
 }
 
@@ -84,9 +94,11 @@ pub fn require(test: &str, bins: &[&str], testpmd: bool) -> Option<Peers> {
     None
 }
 
-/// A peer of `test` is missing (`reason`): panics if `FASTPATH_REQUIRE_PEERS=1`, else prints
-/// a loud SKIPPED block on stderr.
-pub(crate) fn skip_or_fail(test: &str, reason: &str) {
+/// Something `test` needs is missing (`reason` says what, and how to get it): panics if
+/// `FASTPATH_REQUIRE_PEERS=1` (CI, `cargo xtask test`), else prints a loud SKIPPED block
+/// on stderr; the test then returns without checking anything. Every test that skips says
+/// so through here.
+pub fn skip_or_fail(test: &str, reason: &str) {
     assert!(!peers_required(), "{test}: FASTPATH_REQUIRE_PEERS=1 but a peer is missing: {reason}");
     // Straight to fd 2: libtest captures eprintln! of passing tests, and a skip must be seen.
     let stars = "*".repeat(72);

@@ -1,15 +1,13 @@
 // Process control: the machine-wide test lock (`serial`), a temp dir per test (`TestDir`),
-// child processes in their own process group killed on drop (`Proc`), waits with timeouts
-// (`wait_until`, `wait_for_socket`, `run_with_timeout`) and failure-message helpers
-// (`stamp`, `strip_ansi`, `machine_note`, `dump`).
+// child processes in their own process group killed on drop (`Proc`) and failure-message
+// helpers (`stamp`, `strip_ansi`, `machine_note`, `dump`).
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::os::unix::fs::FileTypeExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -337,70 +335,6 @@ pub fn dump(procs: &mut [&mut Proc]) -> String {
         s.push_str(&p.describe(20, 6));
     }
     s
-}
-
-// ---------------------------------------------------------------------------
-// Waits.
-
-/// Polls `f` every 10 ms until it is true or `t` passes; returns the last result.
-pub fn wait_until(t: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + t;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Whether `p` is a unix socket.
-pub fn is_socket(p: &Path) -> bool {
-    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket())
-}
-
-/// Waits up to `t` for the unix socket `p` to exist.
-pub fn wait_for_socket(p: &Path, t: Duration) -> bool {
-    wait_until(t, || is_socket(p))
-}
-
-/// Runs `cmd` to completion (stdout and stderr captured), killing it after `t`.
-pub fn run_with_timeout(cmd: &mut Command, t: Duration) -> Result<Output, String> {
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {what}: {e}"))?;
-    // Read both pipes on threads so a chatty child cannot block on a full pipe.
-    let mut so = child.stdout.take().expect("piped");
-    let mut se = child.stderr.take().expect("piped");
-    let ro = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut so, &mut v);
-        v
-    });
-    let re = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut se, &mut v);
-        v
-    });
-    let deadline = Instant::now() + t;
-    let status = loop {
-        if let Some(s) = child.try_wait().map_err(|e| format!("wait for {what}: {e}"))? {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("{what} did not finish within {t:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Ok(Output { status, stdout: ro.join().unwrap_or_default(), stderr: re.join().unwrap_or_default() })
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 // fastpathd and fastpathctl: fastpathd's command line and start (`fastpathd_args`,
 // `fastpathd_port`, `spawn_fastpathd`), the port list with its counters (`fastpathctl_list`,
-// `port_stat`), waiting for links (`wait_ports_up`), notes (`show_ports`) and the switch's
-// counters after a transfer (`check_switch_counters`).
+// `port_stat`, `link_up`), waiting for links (`wait_ports_up`) and for fastpathd to close its
+// control connections (`wait_ctl_idle`), notes (`show_ports`) and the switch's counters after
+// a transfer (`check_switch_counters`).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -82,9 +83,9 @@ pub fn port_stat(list: &[Value], name: &str, key: &str) -> Option<u64> {
     port_entry(list, name).and_then(|p| p.get("stats")).and_then(|s| field(s, key))
 }
 
-fn port_up(list: &[Value], name: &str) -> bool {
+/// The link state of port `name` in a `list` (`None`: no such port).
+pub fn link_up(list: &[Value], name: &str) -> Option<bool> {
     port_entry(list, name).and_then(|p| p.get("stats")).and_then(|s| s.get("link_up")).and_then(Value::as_bool)
-        == Some(true)
 }
 
 /// Waits until fastpathd reports link up on every port of `names`.
@@ -93,7 +94,7 @@ pub fn wait_ports_up(peers: &Peers, ctl: &Path, names: &[&str], t: Duration) -> 
     loop {
         let list = fastpathctl_list(peers, ctl);
         if let Ok(l) = &list {
-            if names.iter().all(|n| port_up(l, n)) {
+            if names.iter().all(|n| link_up(l, n) == Some(true)) {
                 return Ok(());
             }
         }
@@ -106,6 +107,33 @@ pub fn wait_ports_up(peers: &Peers, ctl: &Path, names: &[&str], t: Duration) -> 
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// How many control connections fastpathd holds open on its control socket `ctl`: the
+/// accepted ends of `ctl` in /proc/net/unix (all but the listening one). A connection is an
+/// fd of fastpathd's until it has read the client's end of it, so a test that counts
+/// fastpathd's fds waits for none first ([`wait_ctl_idle`]).
+pub fn ctl_connections(ctl: &Path) -> usize {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else { return 0 };
+    count_accepted(&table, &ctl.display().to_string())
+}
+
+/// In the text of /proc/net/unix (`Num RefCount Protocol Flags Type St Inode Path`), the
+/// sockets bound to `path` that are not listening (flag `__SO_ACCEPTCON`, 0x10000, unset).
+fn count_accepted(table: &str, path: &str) -> usize {
+    const ACCEPTCON: u32 = 0x10000;
+    table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() >= 8 && f[7] == path)
+        .filter(|f| u32::from_str_radix(f[3], 16).is_ok_and(|flags| flags & ACCEPTCON == 0))
+        .count()
+}
+
+/// Waits up to `t` until fastpathd holds no control connection on `ctl` ([`ctl_connections`]).
+pub fn wait_ctl_idle(ctl: &Path, t: Duration) -> bool {
+    crate::wait_until(t, || ctl_connections(ctl) == 0)
 }
 
 /// One line per port with its counters, for notes.
@@ -149,5 +177,24 @@ pub fn check_switch_counters(v: &mut Verdict, list: &[Value], counters: &[(&str,
                 )
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_accepted_control_connections_only() {
+        let table = "Num       RefCount Protocol Flags    Type St Inode Path
+0000000000000000: 00000002 00000000 00010000 0001 01 6248255 /tmp/x/ctl.sock
+0000000000000000: 00000003 00000000 00000000 0001 03 6248258 /tmp/x/ctl.sock
+0000000000000000: 00000002 00000000 00000000 0001 03 6248259 /tmp/x/ctl.sock
+0000000000000000: 00000003 00000000 00000000 0001 03 6248260
+0000000000000000: 00000003 00000000 00000000 0001 03 6248261 /tmp/x/a.sock
+";
+        assert_eq!(count_accepted(table, "/tmp/x/ctl.sock"), 2);
+        assert_eq!(count_accepted(table, "/tmp/x/a.sock"), 1);
+        assert_eq!(count_accepted(table, "/tmp/y/ctl.sock"), 0);
     }
 }

@@ -8,16 +8,17 @@ mod hook_common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use apps_common::{build_c, c_toolchain, int, show, Link, INJECTED_LIB_DIR};
-use hook_common::{
-    bin_dir, last_json, require, run_timeout, static_bin_dir, text, wait_output, wait_until, Fixture, Peers, Rt,
-    CONTRACT,
+use fastpath_oci::CONTRACT;
+use hook_common::{require, run_timeout, Fixture, Peers, Rt};
+use integration::{
+    bin_dir, check_sink, last_json_line, output_text, spawn_piped, static_bin_dir, wait_output, wait_until,
+    workspace_dir, TestDir,
 };
-use integration::{check_sink, TestDir};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Frames the C sender sends to the Rust sink.
 const FRAMES: u64 = 20_000;
@@ -32,10 +33,6 @@ const APP: &str = "--idle-sleep-us 20 --queue-size 1024 --json --quiet --link-ti
 /// How long a container may run.
 const RUN: Duration = Duration::from_secs(90);
 
-fn spawn(c: &mut Command) -> Child {
-    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
-}
-
 /// The fixture's annotations plus `extra`.
 fn annotations(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
     let mut a = CONTRACT.to_vec();
@@ -45,29 +42,15 @@ fn annotations(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'s
 
 /// Waits until `n` switch ports are up; else stops the container `name` and fails with its output.
 fn wait_ports_up(fx: &Fixture, n: usize, name: &str, child: &mut Option<Child>) {
-    let up = wait_until(Duration::from_secs(40), || {
-        fx.ctl(&json!({"cmd": "list"}))["ports"]
-            .as_array()
-            .is_some_and(|a| a.iter().filter(|p| p["stats"]["link_up"] == true).count() >= n)
-    });
-    if !up {
-        let list = fx.ctl(&json!({"cmd": "list"}));
+    if !fx.wait_links_up(n, Duration::from_secs(40)) {
+        let list = fx.list();
         let out = child.take().map(|c| finish(fx, name, c, Duration::ZERO));
         panic!(
-            "expected {n} switch port(s) up within 40 s: {list}\n{name} container: {}\nhook log: {}",
-            out.as_ref().map_or_else(String::new, text),
+            "expected {n} switch port(s) up within 40 s: {list:?}\n{name} container: {}\nhook log: {}",
+            out.as_ref().map_or_else(String::new, output_text),
             fx.hook_log()
         );
     }
-}
-
-/// Waits until poststop has released every container of the fixture.
-fn wait_released(fx: &Fixture) {
-    assert!(
-        wait_until(Duration::from_secs(20), || fx.entries().is_empty()),
-        "poststop did not release: {}",
-        fx.ledger()
-    );
 }
 
 /// Sends SIGTERM to a container's first process (runc kill).
@@ -84,7 +67,7 @@ fn finish(fx: &Fixture, name: &str, child: Child, t: Duration) -> Output {
     if !done {
         term(fx, name);
     }
-    wait_output(child, RUN)
+    wait_output(child, RUN).unwrap_or_else(|e| panic!("container {name}: {e}"))
 }
 
 fn is_zombie(pid: u32) -> bool {
@@ -144,7 +127,7 @@ fn add_c_runtime(fx: &Fixture, programs: &[PathBuf]) {
 fn provide_library(fx: &Fixture) {
     let lib = fx.dir.join("lib");
     std::fs::copy(bin_dir().join("libfastpath_net.so"), lib.join("libfastpath_net.so")).unwrap();
-    let h = hook_common::workspace_dir().join("netlib/ffi/include/fastpath_net.h");
+    let h = workspace_dir().join("netlib/ffi/include/fastpath_net.h");
     std::fs::copy(h, lib.join("fastpath_net.h")).unwrap();
 }
 
@@ -162,8 +145,9 @@ fn add_static(fx: &Fixture, names: &[&str]) -> Result<(), String> {
 
 /// A container's JSON result, or a panic showing its output.
 fn result(who: &str, o: &Output) -> Value {
-    assert!(o.status.success(), "{who} container: {}", text(o));
-    last_json(&String::from_utf8_lossy(&o.stdout)).unwrap_or_else(|| panic!("{who}: no JSON result: {}", text(o)))
+    assert!(o.status.success(), "{who} container: {}", output_text(o));
+    last_json_line(&String::from_utf8_lossy(&o.stdout))
+        .unwrap_or_else(|| panic!("{who}: no JSON result: {}", output_text(o)))
 }
 
 fn c_peers(test: &str) -> Option<Peers> {
@@ -183,7 +167,7 @@ fn c_sender_in_container_to_rust_sink_in_container() {
     add_c_runtime(&fx, &[fp_send]);
 
     let sink = format!("exec sink --check --count {FRAMES} --idle-exit 3 {APP}");
-    let mut sink_child = Some(spawn(&mut fx.run_cmd("fpsink", &sink, &CONTRACT, None)));
+    let mut sink_child = Some(spawn_piped(&mut fx.run_cmd("fpsink", &sink, &CONTRACT, None)));
     wait_ports_up(&fx, 1, "fpsink", &mut sink_child);
     let sink_child = sink_child.expect("running");
     // The sender proves the library is the injected one, then opens its port from config.json.
@@ -191,7 +175,8 @@ fn c_sender_in_container_to_rust_sink_in_container() {
         "echo LIB=$(ls {INJECTED_LIB_DIR}); echo CAPEFF=$(grep '^CapEff:' /proc/self/status | tr -d ' \\t' | cut -d: -f2); \
          exec fp_send discover {FRAMES} 50000"
     );
-    let send_child = spawn(&mut fx.run_cmd("fpcsend", &send, &annotations(&[("fastpath.io/inject", "true")]), None));
+    let send_child =
+        spawn_piped(&mut fx.run_cmd("fpcsend", &send, &annotations(&[("fastpath.io/inject", "true")]), None));
     let send_out = finish(&fx, "fpcsend", send_child, RUN);
     let sink_out = finish(&fx, "fpsink", sink_child, Duration::from_secs(20));
     let sj = result("fp_send", &send_out);
@@ -205,7 +190,7 @@ fn c_sender_in_container_to_rust_sink_in_container() {
     assert_eq!(int(Some(&sj), "sent"), Some(FRAMES), "fp_send: {}", show(Some(&sj)));
     assert_eq!(int(Some(&sj), "held"), Some(0), "fp_send: {}", show(Some(&sj)));
     check_sink(Some(&kj), FRAMES).unwrap_or_else(|e| panic!("{e}"));
-    wait_released(&fx);
+    fx.assert_released();
     fx.assert_clean(&[]);
     eprintln!("{TEST}: fp_send {sj} sink {kj} in {:.1} s", t0.elapsed().as_secs_f64());
 }
@@ -222,7 +207,7 @@ fn rust_ping_in_container_through_c_echo_in_container() {
     add_c_runtime(&fx, &[fp_echo]);
     add_static(&fx, &["ping"]).unwrap_or_else(|e| panic!("{e}"));
 
-    let mut echo_child = Some(spawn(&mut fx.run_cmd(
+    let mut echo_child = Some(spawn_piped(&mut fx.run_cmd(
         "fpcecho",
         &format!("exec fp_echo discover {}", PINGS + PINGS / 10),
         &annotations(&[("fastpath.io/inject", "true")]),
@@ -232,14 +217,14 @@ fn rust_ping_in_container_through_c_echo_in_container() {
     let echo_child = echo_child.expect("running");
     // An absolute path: busybox sh would run its own ping applet.
     let ping = format!("exec /bin/ping --count {PINGS} {APP}");
-    let ping_child = spawn(&mut fx.run_cmd("fpping", &ping, &CONTRACT, None));
+    let ping_child = spawn_piped(&mut fx.run_cmd("fpping", &ping, &CONTRACT, None));
     let ping_out = finish(&fx, "fpping", ping_child, RUN);
     let echo_out = finish(&fx, "fpcecho", echo_child, Duration::from_secs(10));
     let pj = result("ping", &ping_out);
     let ej = result("fp_echo", &echo_out);
     assert!(int(Some(&pj), "count") == Some(PINGS) && int(Some(&pj), "lost") == Some(0), "ping: {pj}");
     assert!(int(Some(&ej), "echoed").is_some_and(|n| n >= PINGS) && int(Some(&ej), "held") == Some(0), "fp_echo: {ej}");
-    wait_released(&fx);
+    fx.assert_released();
     fx.assert_clean(&[]);
     eprintln!("{TEST}: ping {pj} fp_echo {ej} in {:.1} s", t0.elapsed().as_secs_f64());
 }
@@ -253,7 +238,7 @@ fn smoltcp_udp_and_tcp_between_containers() {
     add_static(&fx, &["udp_echo", "udp_rr", "tcp_echo"]).unwrap_or_else(|e| panic!("{e}"));
 
     // UDP: echo server at 10.0.0.2, request/response client at 10.0.0.1.
-    let mut echo_child = Some(spawn(&mut fx.run_cmd(
+    let mut echo_child = Some(spawn_piped(&mut fx.run_cmd(
         "fpudpecho",
         &format!("exec udp_echo --ip 10.0.0.2/24 --listen 7 {APP}"),
         &CONTRACT,
@@ -262,7 +247,7 @@ fn smoltcp_udp_and_tcp_between_containers() {
     wait_ports_up(&fx, 1, "fpudpecho", &mut echo_child);
     let echo_child = echo_child.expect("running");
     let rr = format!("exec udp_rr --ip 10.0.0.1/24 --server 10.0.0.2:7 --count {TRANSACTIONS} {APP}");
-    let rr_child = spawn(&mut fx.run_cmd("fpudprr", &rr, &CONTRACT, None));
+    let rr_child = spawn_piped(&mut fx.run_cmd("fpudprr", &rr, &CONTRACT, None));
     let rr_out = finish(&fx, "fpudprr", rr_child, RUN);
     // The server runs until told to stop.
     let echo_out = finish(&fx, "fpudpecho", echo_child, Duration::ZERO);
@@ -275,15 +260,15 @@ fn smoltcp_udp_and_tcp_between_containers() {
         "udp_rr: expected count {TRANSACTIONS}, lost 0, bad 0: {rj}"
     );
     assert!(int(Some(&ej), "echoed").is_some_and(|n| n >= TRANSACTIONS), "udp_echo: {ej}");
-    wait_released(&fx);
+    fx.assert_released();
 
     // TCP: server at 10.0.1.2 (exits after one connection), checking client at 10.0.1.1.
     let server = format!("exec tcp_echo --ip 10.0.1.2/24 --listen 7 --conns 1 {APP}");
-    let mut server_child = Some(spawn(&mut fx.run_cmd("fptcpsrv", &server, &CONTRACT, None)));
+    let mut server_child = Some(spawn_piped(&mut fx.run_cmd("fptcpsrv", &server, &CONTRACT, None)));
     wait_ports_up(&fx, 1, "fptcpsrv", &mut server_child);
     let server_child = server_child.expect("running");
     let client = format!("exec tcp_echo --ip 10.0.1.1/24 --connect 10.0.1.2:7 --bytes {TCP_BYTES} {APP}");
-    let client_child = spawn(&mut fx.run_cmd("fptcpcli", &client, &CONTRACT, None));
+    let client_child = spawn_piped(&mut fx.run_cmd("fptcpcli", &client, &CONTRACT, None));
     let client_out = finish(&fx, "fptcpcli", client_child, RUN);
     let server_out = finish(&fx, "fptcpsrv", server_child, Duration::from_secs(10));
     let cj = result("tcp_echo client", &client_out);
@@ -295,7 +280,7 @@ fn smoltcp_udp_and_tcp_between_containers() {
         "tcp_echo client: expected ok, received {TCP_BYTES}, wrong 0: {cj}"
     );
     assert!(int(Some(&sj), "echoed") == Some(TCP_BYTES) && int(Some(&sj), "conns") == Some(1), "tcp_echo server: {sj}");
-    wait_released(&fx);
+    fx.assert_released();
     fx.assert_clean(&[]);
     eprintln!("{TEST}: udp_rr {rj} tcp client {cj} in {:.1} s", t0.elapsed().as_secs_f64());
 }

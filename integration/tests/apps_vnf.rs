@@ -9,13 +9,16 @@ use std::time::{Duration, Instant};
 
 use apps_common::{int, show, spec};
 use integration::{
-    app_flags, require, serial, stamp, wait_for_socket, Peers, Proc, TestDir, Verdict, SETUP_TIMEOUT, VU_LINK_UP,
+    app_flags, require, serial, stamp, wait_for_socket, wait_until, Peers, Proc, TestDir, Verdict, SETUP_TIMEOUT,
+    VU_LINK_UP,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
 const BACKENDS: [&str; 3] = ["02:00:00:00:01:01", "02:00:00:00:01:02", "02:00:00:00:01:03"];
 const NEW_BACKEND: &str = "02:00:00:00:01:04";
+/// The first rule of the firewall test, as fw's counter reports name it.
+const FW_RULE_1: &str = "(line   2) deny udp 10.0.0.0/25 any -> any any";
 
 /// flowgen sending on `in.sock` and receiving on `out.sock` (both vhost, listening).
 fn flowgen(peers: &Peers, dir: &TestDir, extra: &[&str]) -> Proc {
@@ -74,6 +77,14 @@ fn finish(v: &mut Verdict, gen: &mut Proc, f: &mut Proc) -> (Option<Value>, Opti
     (gen.last_json(), f.last_json())
 }
 
+/// Prints flowgen's and the VNF's results and the time since `t0`, then fails with the
+/// problems of `v`, if any.
+fn done(test: &str, t0: Instant, v: Verdict, gen: (&mut Proc, Option<&Value>), vnf: (&mut Proc, Option<&Value>)) {
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!("[{}] {test}: flowgen {} {} {} in {secs:.2} s", stamp(), show(gen.1), vnf.0.name(), show(vnf.1));
+    v.finish(&mut [gen.0, vnf.0]);
+}
+
 /// Every frame sent came back, intact.
 fn check_all_back(v: &mut Verdict, g: Option<&Value>, n: u64) {
     v.check(
@@ -83,6 +94,26 @@ fn check_all_back(v: &mut Verdict, g: Option<&Value>, n: u64) {
             && int(g, "foreign") == Some(0),
         || format!("flowgen: expected \"sent\":{n}, \"received\":{n}, \"bad\":0, \"foreign\":0, got {}", show(g)),
     );
+}
+
+/// Frames lb has balanced so far, by its counters (SIGUSR1 prints them on stderr as
+/// `backend MAC: N packets` lines, then `not IPv4 (dropped): N packets`): asks for a report,
+/// then sums the backends of the last complete one (0 before the first).
+fn balanced(lb: &mut Proc) -> u64 {
+    lb.signal(Signal::SIGUSR1);
+    let mut sum = 0;
+    let mut last = 0;
+    for l in lb.stderr().lines() {
+        let packets =
+            || l.rsplit_once(": ").and_then(|(_, n)| n.strip_suffix(" packets")).and_then(|n| n.parse::<u64>().ok());
+        if l.starts_with("backend ") {
+            sum += packets().unwrap_or(0);
+        } else if l.starts_with("not IPv4 (dropped): ") {
+            last = sum;
+            sum = 0;
+        }
+    }
+    last
 }
 
 fn per_mac(g: Option<&Value>, key: &str) -> Vec<(String, u64)> {
@@ -125,14 +156,7 @@ fn lb_spreads_flows_and_rewrites_intact() {
     v.check(int(l.as_ref(), "forwarded") == Some(N) && int(l.as_ref(), "filtered") == Some(0), || {
         format!("lb: expected \"forwarded\":{N}, \"filtered\":0, got {}", show(l.as_ref()))
     });
-    eprintln!(
-        "[{}] {TEST}: flowgen {} lb {} in {:.2} s",
-        stamp(),
-        show(g.as_ref()),
-        show(l.as_ref()),
-        t0.elapsed().as_secs_f64()
-    );
-    v.finish(&mut [&mut gen, &mut lb]);
+    done(TEST, t0, v, (&mut gen, g.as_ref()), (&mut lb, l.as_ref()));
 }
 
 #[test]
@@ -156,17 +180,12 @@ fn lb_added_backend_takes_flows_only_from_the_others() {
         &["--backends", &path],
     );
     // Both of lb's ports up, then about a third of the traffic before the new backend.
-    let up = lb.wait_for_stderr(VU_LINK_UP, SETUP_TIMEOUT) && {
-        let deadline = Instant::now() + SETUP_TIMEOUT;
-        while lb.stderr().matches(VU_LINK_UP).count() < 2 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        lb.stderr().matches(VU_LINK_UP).count() >= 2
-    };
-    if !up {
+    if !wait_until(SETUP_TIMEOUT, || lb.stderr().matches(VU_LINK_UP).count() >= 2) {
         v.abort("lb: expected both of its ports up", &mut [&mut gen, &mut lb]);
     }
-    std::thread::sleep(Duration::from_millis(700));
+    if !wait_until(Duration::from_secs(20), || balanced(&mut lb) >= N / 3) {
+        v.abort(format!("lb: expected {} frames balanced within 20 s", N / 3), &mut [&mut gen, &mut lb]);
+    }
     std::fs::write(&file, format!("{}\n{NEW_BACKEND}\n", BACKENDS.join("\n"))).expect("rewrite backends file");
     lb.signal(Signal::SIGHUP);
     v.check(lb.wait_for_stderr("lb: reloaded: 4 backend(s)", Duration::from_secs(5)), || {
@@ -184,14 +203,7 @@ fn lb_added_backend_takes_flows_only_from_the_others() {
         format!("flowgen: expected about 1/4 of {FLOWS} flows to move (150..=350), got {moved}: {}", show(g.as_ref()))
     });
     v.check(int(g.as_ref(), "moved") == Some(moved), || "flowgen: a flow moved more than once".to_string());
-    eprintln!(
-        "[{}] {TEST}: flowgen {} lb {} in {:.2} s",
-        stamp(),
-        show(g.as_ref()),
-        show(l.as_ref()),
-        t0.elapsed().as_secs_f64()
-    );
-    v.finish(&mut [&mut gen, &mut lb]);
+    done(TEST, t0, v, (&mut gen, g.as_ref()), (&mut lb, l.as_ref()));
 }
 
 #[test]
@@ -222,9 +234,12 @@ fn fw_filters_by_first_matching_rule() {
         "fw",
         &["--rules", &path],
     );
+    // fw takes SIGUSR1 from before it opens its ports: once one is up, it reports.
     if fw.wait_for_stderr(VU_LINK_UP, SETUP_TIMEOUT) {
-        std::thread::sleep(Duration::from_millis(300));
         fw.signal(Signal::SIGUSR1);
+        v.check(fw.wait_for_stderr(FW_RULE_1, Duration::from_secs(5)), || {
+            "fw: expected its counters on stderr within 5 s of SIGUSR1".into()
+        });
     }
     let (g, f) = finish(&mut v, &mut gen, &mut fw);
     v.check(
@@ -247,16 +262,9 @@ fn fw_filters_by_first_matching_rule() {
     v.check(int(f.as_ref(), "forwarded") == Some(ALLOWED) && int(f.as_ref(), "filtered") == Some(DENIED), || {
         format!("fw: expected \"forwarded\":{ALLOWED}, \"filtered\":{DENIED}, got {}", show(f.as_ref()))
     });
-    let reports = fw.stderr().matches("(line   2) deny udp 10.0.0.0/25 any -> any any").count();
+    let reports = fw.stderr().matches(FW_RULE_1).count();
     v.check(reports >= 2, || {
         format!("fw: expected its counters on stderr on SIGUSR1 and at exit (2 reports), saw {reports}")
     });
-    eprintln!(
-        "[{}] {TEST}: flowgen {} fw {} in {:.2} s",
-        stamp(),
-        show(g.as_ref()),
-        show(f.as_ref()),
-        t0.elapsed().as_secs_f64()
-    );
-    v.finish(&mut [&mut gen, &mut fw]);
+    done(TEST, t0, v, (&mut gen, g.as_ref()), (&mut fw, f.as_ref()));
 }

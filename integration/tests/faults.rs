@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use integration::{
-    fastpathctl_list, fastpathd_port, port_entry, port_stat, require, serial, spawn_fastpathd, wait_for_socket,
-    wait_until, Peers, Proc, TestDir,
+    fastpathctl_list, fastpathd_port, link_up, port_stat, require, serial, spawn_fastpathd, wait_ctl_idle,
+    wait_for_socket, wait_ports_up, wait_until, Peers, Proc, TestDir, SETUP_TIMEOUT,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -21,11 +21,6 @@ fn list(peers: &Peers, ctl: &Path) -> Vec<Value> {
 
 fn stat(ports: &[Value], name: &str, key: &str) -> u64 {
     port_stat(ports, name, key).unwrap_or(0)
-}
-
-/// A port's `link_up` (a JSON bool), if the port is listed.
-fn link_up(ports: &[Value], name: &str) -> Option<bool> {
-    port_entry(ports, name).and_then(|p| p["stats"]["link_up"].as_bool())
 }
 
 fn macs(ports: &[Value], name: &str) -> usize {
@@ -58,7 +53,10 @@ fn frontend_killed_mid_traffic_leaks_nothing() {
     let ports = [fastpathd_port("br0", "a", "vhost", &a), fastpathd_port("br0", "b", "vhost", &b)];
     let mut sw = spawn_fastpathd("fastpathd", &peers, &dir, &ctl, &[], &ports);
     assert!(wait_for_socket(&ctl, Duration::from_secs(10)) && wait_for_socket(&b, Duration::from_secs(10)));
-    std::thread::sleep(Duration::from_millis(300));
+    // fastpathd has started its threads once it answers (the worker makes the list), and its
+    // fds are its own once it has closed that control connection.
+    let ready = wait_until(SETUP_TIMEOUT, || fastpathctl_list(&peers, &ctl).is_ok());
+    assert!(ready && wait_ctl_idle(&ctl, SETUP_TIMEOUT), "fastpathd did not answer and close its control connection");
     let before = resources(sw.pid());
     let mut sink = app("sink", &dir, &bins, &["--port", &format!("vu:{}", a.display()), "--check"]);
     let mut gen = app("pktgen", &dir, &bins, &["--port", &format!("vu:{}", b.display()), "--rate", "100000"]);
@@ -111,7 +109,9 @@ fn switch_restart_under_traffic_resumes() {
     let resume_ms = t0.elapsed().as_secs_f64() * 1000.0;
     assert!(resumed, "traffic did not resume within 20 s of the restart: {:?}", list(&peers, &ctl));
     eprintln!("fastpathd restarted under traffic: traffic resumed {resume_ms:.0} ms after the new switch started");
-    std::thread::sleep(Duration::from_millis(500));
+    // As much traffic through the new switch as through the old one before pktgen stops.
+    let steady = wait_until(Duration::from_secs(20), || stat(&list(&peers, &ctl), "a", "tx_packets") > 20_000);
+    assert!(steady, "the new switch did not deliver 20000 frames within 20 s: {:?}", list(&peers, &ctl));
     gen.stop(Signal::SIGINT, Duration::from_secs(5));
     let ended = sink.wait_timeout(Duration::from_secs(30));
     let v = sink.last_json().unwrap_or_default();
@@ -139,7 +139,8 @@ fn stalled_consumer_drops_on_its_own_port_only() {
     let mut s1 = app("sink1", &dir, &bins, &["--port", &format!("vu:{}", s("s1").display())]);
     let mut s2 =
         app("sink2", &dir, &bins, &["--port", &format!("vu:{}", s("s2").display()), "--check", "--idle-exit", "5"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // The generators start once the sinks' ports are up: the bridges flood to who is there.
+    wait_ports_up(&peers, &ctl, &["s1", "s2"], SETUP_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
     let mut g1 = app("pktgen1", &dir, &bins, &["--port", &format!("vu:{}", s("g1").display()), "--rate", "50000"]);
     let n2: u64 = 150_000;
     let mut g2 = app(
@@ -164,7 +165,10 @@ fn stalled_consumer_drops_on_its_own_port_only() {
     assert_eq!(v["received"].as_u64(), Some(n2), "the other pair lost packets while s1 was stalled: {v}");
     assert_eq!(v["lost"].as_u64(), Some(0), "{v}");
     g1.stop(Signal::SIGINT, Duration::from_secs(5));
-    std::thread::sleep(Duration::from_millis(300));
+    // Once fastpathd has seen pktgen1 go (link down on g1), it takes nothing more from g1: the
+    // counters are final.
+    let g1_down = wait_until(Duration::from_secs(5), || link_up(&list(&peers, &ctl), "g1") == Some(false));
+    assert!(g1_down, "port g1 still up 5 s after pktgen1 exited: {:?}", list(&peers, &ctl));
     // Counters add up: what the switch took from g1 went to s1 or was dropped with a reason.
     let l = list(&peers, &ctl);
     let taken = stat(&l, "g1", "rx_packets");

@@ -4,21 +4,19 @@
 
 mod hook_common;
 
+use fastpath_oci::CONTRACT;
 use hook_common::*;
+use integration::{last_json_line, output_text, spawn_piped, wait_output, wait_until};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 const SOCK: &str = "vu:/run/fastpath/sock/br0.sock";
 const APP: &str = "--idle-sleep-us 20 --queue-size 4096 --json --quiet --link-timeout 30";
-
-fn spawn(c: &mut Command) -> std::process::Child {
-    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
-}
 
 /// Ledger entries by id, once `n` are ready.
 fn wait_ready(fx: &Fixture, n: usize, t: Duration) -> BTreeMap<String, Value> {
@@ -47,7 +45,7 @@ fn host_hugepages_dev() -> String {
 /// Checks one contract container's report against the ledger.
 fn check_container(who: &str, o: &Output, ledger: &BTreeMap<String, Value>, host_dev: &str) -> Vec<usize> {
     let out = String::from_utf8_lossy(&o.stdout);
-    let all = text(o);
+    let all = output_text(o);
     let k = kv(&out);
     assert_eq!(k.get("UID").map(String::as_str), Some("1000"), "{who}: uid\n{all}");
     assert_eq!(k.get("CAPEFF").map(String::as_str), Some("0000000000000000"), "{who}: CapEff\n{all}");
@@ -85,40 +83,35 @@ fn contract(rt: Rt, test: &str) {
     let ann = CONTRACT;
     let sink = format!("{CHECKS}\nexec sink --port {SOCK} --check --count {FRAMES} --idle-exit 3 {APP}");
     let mut c = fx.run_cmd("fpsink", &sink, &ann, None);
-    let sink_child = spawn(&mut c);
+    let sink_child = spawn_piped(&mut c);
     // The sender starts once the receiver's port is up (the bridge floods to who is there).
-    let up = wait_until(Duration::from_secs(40), || {
-        fx.ctl(&serde_json::json!({"cmd": "list"}))["ports"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|p| p["stats"]["link_up"] == true))
-    });
-    assert!(up, "the sink's port never came up: {}", fx.ctl(&serde_json::json!({"cmd": "list"})));
+    let up = fx.wait_links_up(1, Duration::from_secs(40));
+    assert!(up, "the sink's port never came up: {:?}", fx.list());
     let gen = format!("{CHECKS}\nexec pktgen --port {SOCK} --count {FRAMES} --rate 50000 {APP}");
     let mut c = fx.run_cmd("fpgen", &gen, &ann, None);
-    let gen_child = spawn(&mut c);
+    let gen_child = spawn_piped(&mut c);
     let ledger = wait_ready(&fx, 2, Duration::from_secs(40));
     let cgroups = cgroups_of(&ledger);
-    let gen_out = wait_output(gen_child, Duration::from_secs(90));
-    let sink_out = wait_output(sink_child, Duration::from_secs(90));
-    assert!(gen_out.status.success(), "pktgen container: {}", text(&gen_out));
-    assert!(sink_out.status.success(), "sink container: {}", text(&sink_out));
+    let gen_out = wait_output(gen_child, Duration::from_secs(90)).unwrap_or_else(|e| panic!("pktgen container: {e}"));
+    let sink_out = wait_output(sink_child, Duration::from_secs(90)).unwrap_or_else(|e| panic!("sink container: {e}"));
+    assert!(gen_out.status.success(), "pktgen container: {}", output_text(&gen_out));
+    assert!(sink_out.status.success(), "sink container: {}", output_text(&sink_out));
     let a = check_container("sink", &sink_out, &ledger, &host_dev);
     let b = check_container("pktgen", &gen_out, &ledger, &host_dev);
     assert!(a.iter().all(|c| !b.contains(c)), "both containers got core(s) {a:?} / {b:?}");
-    let r = last_json(&String::from_utf8_lossy(&sink_out.stdout))
-        .unwrap_or_else(|| panic!("no sink JSON: {}", text(&sink_out)));
+    let r = last_json_line(&String::from_utf8_lossy(&sink_out.stdout))
+        .unwrap_or_else(|| panic!("no sink JSON: {}", output_text(&sink_out)));
     let got = r["received"].as_u64().unwrap_or(0);
     assert!(got >= FRAMES * 99 / 100 && r["bad"] == 0, "sink: {r}");
     // After both exit: poststop released everything.
-    assert!(
-        wait_until(Duration::from_secs(20), || fx.entries().is_empty()),
-        "poststop did not release: {}",
-        fx.ledger()
-    );
+    fx.assert_released();
     fx.assert_clean(&cgroups);
     assert_hugepages_back(free_before);
     eprintln!("{test}: ok, {got}/{FRAMES} frames, cores {a:?} and {b:?}, {:.1} s", t0.elapsed().as_secs_f64());
 }
+
+/// What the container of `gc_after_kill` allocates in its hugetlbfs (`fallocate -l 32M`).
+const HELD: u64 = 32 << 20;
 
 /// The pid of conmon for a podman container (the test kills only that process).
 fn conmon_of(id: &str) -> Option<i32> {
@@ -137,12 +130,15 @@ fn gc_after_kill(rt: Rt, test: &str) {
     let mut fx = Fixture::new(&peers, rt, "0-1");
     let free_before = free_hugepages();
     let mut c = fx.run_cmd("fpkill", "fallocate -l 32M /dev/hugepages/held; sleep 3", &CONTRACT, None);
-    let mut child = spawn(&mut c);
+    let mut child = spawn_piped(&mut c);
     let ledger = wait_ready(&fx, 1, Duration::from_secs(40));
     let cgroups = cgroups_of(&ledger);
     let (id, e) = ledger.iter().next().unwrap();
     let pid = e["pid"].as_i64().unwrap() as i32;
-    std::thread::sleep(Duration::from_millis(300));
+    // The container runs its script (it holds its hugepages) before its runtime is killed.
+    let held = PathBuf::from(format!("/proc/{pid}/root/dev/hugepages/held"));
+    let running = wait_until(Duration::from_secs(30), || std::fs::metadata(&held).is_ok_and(|m| m.len() == HELD));
+    assert!(running, "container {id} (pid {pid}) did not allocate {HELD} bytes in {} within 30 s", held.display());
     // The runtime dies mid-flight: no poststop will run.
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     let _ = child.wait();
@@ -152,16 +148,18 @@ fn gc_after_kill(rt: Rt, test: &str) {
         }
     }
     assert!(
-        wait_until(Duration::from_secs(30), || !PathBuf::from(format!("/proc/{pid}")).exists()),
+        wait_until(Duration::from_secs(30), || !Path::new(&format!("/proc/{pid}")).exists()),
         "container pid {pid} lives on"
     );
+    // What is under test: nothing releases the entry of a container whose runtime was killed.
+    // This pause is the window in which a wrong release (a poststop, a cleanup) would show.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(fx.entries().len(), 1, "the entry should outlive the killed runtime: {}", fx.ledger());
     assert_eq!(fx.ports().len(), 1);
     let o = fx.gc();
-    assert!(o.status.success(), "gc: {}", text(&o));
+    assert!(o.status.success(), "gc: {}", output_text(&o));
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(r["released"], serde_json::json!([id]), "{}", text(&o));
+    assert_eq!(r["released"], serde_json::json!([id]), "{}", output_text(&o));
     fx.assert_clean(&cgroups);
     assert_hugepages_back(free_before);
     eprintln!("{test}: ok, {:.1} s", t0.elapsed().as_secs_f64());
@@ -175,7 +173,7 @@ fn race(rt: Rt, test: &str) {
     let mut kids = Vec::new();
     for i in 0..10 {
         let mut c = fx.run_cmd(&format!("fprace{i}"), "echo STARTED; sleep 60", &ann, None);
-        kids.push((i, spawn(&mut c)));
+        kids.push((i, spawn_piped(&mut c)));
     }
     // Nine fail; one runs.
     let end = Instant::now() + Duration::from_mins(2);
@@ -199,7 +197,7 @@ fn race(rt: Rt, test: &str) {
     let msg = "annotation fastpath.io/cores: '1' cannot be met: the core pool 1 has 0 free of 1";
     let held = format!("core 1 held by container {holder}");
     for (i, o) in &failed {
-        let all = text(o);
+        let all = output_text(o);
         assert!(!o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("STARTED"), "fprace{i} ran: {all}");
         // runc passes the hook's stderr on; crun drops it (the hook's log has it for all).
         if rt == Rt::Runc {
@@ -225,18 +223,18 @@ fn race(rt: Rt, test: &str) {
         _ => k.arg("--root").arg(fx.rt_root()).args(["kill", &name, "KILL"]),
     };
     let ko = run_timeout(&mut k, Duration::from_secs(30));
-    assert!(ko.status.success(), "kill: {}", text(&ko));
-    let _ = wait_output(winner, Duration::from_mins(1));
+    assert!(ko.status.success(), "kill: {}", output_text(&ko));
+    wait_output(winner, Duration::from_mins(1)).unwrap_or_else(|e| panic!("{name}, killed: {e}"));
     if rt == Rt::Podman {
         fx.force_delete(&name);
     } else {
         // runc/crun `run` deletes the container (and runs poststop) when it exits.
-        assert!(wait_until(Duration::from_secs(20), || fx.entries().is_empty()), "{}", fx.ledger());
+        fx.assert_released();
     }
     for i in 0..10 {
         fx.force_delete(&format!("fprace{i}"));
     }
-    assert!(wait_until(Duration::from_secs(20), || fx.entries().is_empty()), "{}", fx.ledger());
+    fx.assert_released();
     fx.assert_clean(&cgroups);
     eprintln!("{test}: ok, winner {holder}, {:.1} s", t0.elapsed().as_secs_f64());
 }
@@ -287,7 +285,7 @@ fn bad_input(rt: Rt, test: &str) {
         let logged = fx.hook_log().len();
         let mut c = fx.run_cmd(name, "echo STARTED", &ann, cfg.as_deref());
         let o = run_timeout(&mut c, Duration::from_mins(1));
-        let all = text(&o);
+        let all = output_text(&o);
         assert!(!o.status.success(), "{name}: the container started: {all}");
         assert!(!String::from_utf8_lossy(&o.stdout).contains("STARTED"), "{name}: the container ran: {all}");
         // runc passes the hook's stderr on; crun drops it, so the hook's log must have it.
@@ -318,13 +316,13 @@ if touch /usr/local/lib/fastpath/x 2>/dev/null; then echo WRITE=allowed; else ec
 grep -o '"lib_dir": *"[^"]*"' /run/fastpath/config.json"#;
     let mut c = fx.run_cmd("fpinject", script, &[("fastpath.io/inject", "true")], None);
     let o = run_timeout(&mut c, Duration::from_mins(1));
-    let all = text(&o);
+    let all = output_text(&o);
     assert!(o.status.success(), "{all}\nhook.log: {}", fx.hook_log());
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("not really a library") && out.contains("fastpath_net.h"), "{all}");
     assert_eq!(kv(&out).get("WRITE").map(String::as_str), Some("refused"), "{all}");
     assert!(out.contains(r#""lib_dir": "/usr/local/lib/fastpath""#), "{all}");
-    assert!(wait_until(Duration::from_secs(20), || fx.entries().is_empty()), "{}", fx.ledger());
+    fx.assert_released();
     fx.assert_clean(&[]);
     eprintln!("{test}: ok, {:.1} s", t0.elapsed().as_secs_f64());
 }

@@ -4,7 +4,9 @@
 
 mod hook_common;
 
+use fastpath_oci::{write_bundle, Spec, CONTRACT};
 use hook_common::*;
+use integration::{output_text, wait_until};
 use serde_json::Value;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -20,13 +22,11 @@ fn shim(fx: &Fixture, runc: &Path, args: &[&str]) -> Command {
     c
 }
 
+/// A bundle as docker writes it: no hooks (the shim adds them).
 fn bundle_without_hooks(fx: &Fixture, name: &str, script: &str, ann: &[(&str, &str)]) -> PathBuf {
-    let b = fx.bundle(name, script, ann, None);
-    let p = b.join("config.json");
-    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-    v.as_object_mut().unwrap().remove("hooks");
-    std::fs::write(&p, serde_json::to_string(&v).unwrap()).unwrap();
-    b
+    let args = ["sh", "-c", script];
+    let spec = Spec { annotations: ann, ..Spec::new(name, &fx.rootfs, &args) };
+    write_bundle(&fx.dir.join(&format!("b-{name}")), &spec).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
@@ -58,7 +58,7 @@ fn hook_docker_shim_runc() {
     assert!(st.success(), "plain create: {st}");
     assert_eq!(std::fs::read(plain.join("config.json")).unwrap(), before, "the shim changed a plain bundle");
     let o = run_timeout(&mut shim(&fx, &runc, &["delete", "--force", "fpplain"]), Duration::from_secs(30));
-    assert!(o.status.success(), "plain delete: {}", text(&o));
+    assert!(o.status.success(), "plain delete: {}", output_text(&o));
 
     // The contract container through the shim.
     let b = bundle_without_hooks(&fx, "fpshim", &format!("{CHECKS}\necho DONE"), &CONTRACT);
@@ -93,13 +93,13 @@ fn hook_docker_shim_runc() {
         ledger["fpshim"]["cgroups"].as_array().unwrap().iter().map(|p| PathBuf::from(p.as_str().unwrap())).collect();
     let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
     let o = run_timeout(&mut shim(&fx, &runc, &["start", "fpshim"]), Duration::from_secs(30));
-    assert!(o.status.success(), "start: {}", text(&o));
+    assert!(o.status.success(), "start: {}", output_text(&o));
     assert!(
         wait_until(Duration::from_secs(30), || !Path::new(&format!("/proc/{pid}")).exists()),
         "container did not exit"
     );
     let o = run_timeout(&mut shim(&fx, &runc, &["delete", "fpshim"]), Duration::from_secs(30));
-    assert!(o.status.success(), "delete: {}", text(&o));
+    assert!(o.status.success(), "delete: {}", output_text(&o));
 
     let report = std::fs::read_to_string(&out_path).unwrap();
     let k = kv(&report);

@@ -4,12 +4,15 @@
 //! Hostile vhost-user frontends against fastpathd.
 #![allow(clippy::many_single_char_names)]
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use integration::{bin_dir, fastpathctl_list_with, fastpathd_args, fastpathd_port, port_entry};
+use integration::{
+    fastpathctl_list, fastpathd_port, port_entry, port_stat, require, run_with_timeout, serial, spawn_fastpathd,
+    wait_for_socket, wait_ports_up, wait_until, Peers, Proc, TestDir, SETUP_TIMEOUT,
+};
+use serde_json::Value;
 
 const CASES: &[(&str, &str)] = &[
     ("short-payload", "payload of 4 bytes"),
@@ -33,94 +36,72 @@ const CASES: &[(&str, &str)] = &[
     ("used-scribble", ""),
 ];
 
-/// Kills the child's process when dropped.
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::SIGKILL);
-        let _ = self.0.wait();
-    }
+const TEST: &str = "hostile_frontends_reset_only_their_port";
+const BINS: &[&str] = &["fastpathd", "fastpathctl", "pktgen", "sink"];
+/// How long one hostile frontend may run (each ends within about 3 s).
+const HOSTILE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long fastpathd may take, once a hostile frontend has gone, to count the reset of its
+/// port and to have logged its fault.
+const RESET_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn ctl_list(peers: &Peers, ctl: &Path) -> Vec<Value> {
+    fastpathctl_list(peers, ctl).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn spawn(name: &'static str, args: &[&str], stdout: bool) -> Proc {
-    let mut c = Command::new(bin_dir().join(name));
-    c.args(args).stdin(Stdio::null()).stderr(Stdio::piped());
-    c.stdout(if stdout { Stdio::piped() } else { Stdio::null() });
-    Proc(c.spawn().unwrap_or_else(|e| panic!("start {name}: {e}")))
-}
-
-fn wait_path(p: &Path) {
-    let t = Instant::now();
-    while !p.exists() {
-        assert!(t.elapsed() < Duration::from_secs(10), "{} never appeared", p.display());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn ctl_list(ctl: &Path) -> Vec<serde_json::Value> {
-    fastpathctl_list_with(&bin_dir().join("fastpathctl"), ctl).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn port<'a>(list: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+fn port<'a>(list: &'a [Value], name: &str) -> &'a Value {
     port_entry(list, name).unwrap_or_else(|| panic!("no port {name}"))
+}
+
+/// fastpathd's warning lines (a fault it found) on its stderr so far.
+fn warnings(sw: &Proc) -> Vec<String> {
+    sw.stderr().lines().filter(|l| l.contains("WARN")).map(String::from).collect()
 }
 
 #[test]
 fn hostile_frontends_reset_only_their_port() {
-    let bins = bin_dir();
-    for b in ["fastpathd", "fastpathctl", "pktgen", "sink"] {
-        if !bins.join(b).exists() {
-            let msg = format!("{b} not built in {} (cargo build --release --workspace)", bins.display());
-            assert!(std::env::var("FASTPATH_REQUIRE_PEERS").as_deref() != Ok("1"), "{msg}");
-            eprintln!("SKIPPED: {msg}");
-            return;
-        }
-    }
-    let dir = std::env::temp_dir().join(format!("fp-hostile-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    let path = |n: &str| dir.join(n).to_str().expect("utf8").to_string();
-    let (ctl, a, b, h) = (path("ctl.sock"), path("a.sock"), path("b.sock"), path("h.sock"));
-    let sw_args = fastpathd_args(
-        Path::new(&ctl),
-        &["br0", "br1"],
-        &[
-            fastpathd_port("br0", "a", "vhost", Path::new(&a)),
-            fastpathd_port("br0", "b", "vhost", Path::new(&b)),
-            fastpathd_port("br1", "h", "vhost", Path::new(&h)),
-        ],
-    );
-    let mut sw = spawn("fastpathd", &sw_args.iter().map(String::as_str).collect::<Vec<_>>(), false);
-    let log = sw.0.stderr.take().expect("stderr");
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let l2 = std::sync::Arc::clone(&lines);
-    std::thread::spawn(move || {
-        for line in BufReader::new(log).lines().map_while(Result::ok) {
-            l2.lock().expect("lock").push(line);
-        }
-    });
+    let Some(peers) = require(TEST, BINS, false) else { return };
+    let _serial = serial();
+    let dir = TestDir::new("hostile");
+    let (ctl, a, b, h) = (dir.join("ctl.sock"), dir.join("a.sock"), dir.join("b.sock"), dir.join("h.sock"));
+    let ports = [
+        fastpathd_port("br0", "a", "vhost", &a),
+        fastpathd_port("br0", "b", "vhost", &b),
+        fastpathd_port("br1", "h", "vhost", &h),
+    ];
+    let mut sw = spawn_fastpathd("fastpathd", &peers, &dir, &ctl, &["br0", "br1"], &ports);
     for s in [&ctl, &a, &b, &h] {
-        wait_path(Path::new(s));
+        assert!(wait_for_socket(s, SETUP_TIMEOUT), "{} never appeared:\n{}", s.display(), sw.describe(20, 0));
     }
     // Traffic beside the hostile port, for the whole test (stopped at the end).
     let common = ["--queue-size", "1024", "--idle-sleep-us", "20", "--json", "--quiet"];
-    let mut sink =
-        spawn("sink", &[&["--port", &format!("vu:{a}"), "--check", "--idle-exit", "5"], &common[..]].concat(), true);
-    std::thread::sleep(Duration::from_millis(300));
-    let gen = spawn("pktgen", &[&["--port", &format!("vu:{b}"), "--rate", "40000"], &common[..]].concat(), false);
-    let hostile = env!("CARGO_BIN_EXE_hostile");
+    let (vu_a, vu_b) = (format!("vu:{}", a.display()), format!("vu:{}", b.display()));
+    let sink_args = [&["--port", &vu_a, "--check", "--idle-exit", "5"], &common[..]].concat();
+    let mut sink = Proc::spawn("sink", &dir, &peers.bin("sink"), &sink_args, &[]);
+    // pktgen starts once the sink's port is up: the bridge floods to who is there.
+    wait_ports_up(&peers, &ctl, &["a"], SETUP_TIMEOUT).unwrap_or_else(|e| panic!("{e}\n{}", sink.describe(20, 0)));
+    let gen_args = [&["--port", &vu_b, "--rate", "40000"], &common[..]].concat();
+    let mut gen = Proc::spawn("pktgen", &dir, &peers.bin("pktgen"), &gen_args, &[]);
+    let hostile = Path::new(env!("CARGO_BIN_EXE_hostile"));
     let mut resets = 0u64;
     for (case, expect) in CASES {
-        let before = lines.lock().expect("lock").len();
-        let out = Command::new(hostile).args([case, h.as_str()]).output().expect("hostile");
+        let before = warnings(&sw).len();
+        let out = run_with_timeout(Command::new(hostile).arg(case).arg(&h), HOSTILE_TIMEOUT)
+            .unwrap_or_else(|e| panic!("hostile {case}: {e}"));
         assert!(out.status.success(), "hostile {case}: {}", String::from_utf8_lossy(&out.stderr));
-        std::thread::sleep(Duration::from_millis(200));
-        assert!(sw.0.try_wait().expect("wait").is_none(), "fastpathd died on case {case}");
-        let list = ctl_list(Path::new(&ctl));
-        let hp = port(&list, "h");
         resets += 1;
+        // The frontend has gone: fastpathd resets port h (and has logged the fault, if any).
+        let lines = usize::from(!expect.is_empty());
+        let settled = wait_until(RESET_TIMEOUT, || {
+            sw.try_status().is_some()
+                || (fastpathctl_list(&peers, &ctl).is_ok_and(|l| port_stat(&l, "h", "resets") == Some(resets))
+                    && warnings(&sw).len() >= before + lines)
+        });
+        assert!(sw.try_status().is_none(), "fastpathd died on case {case}:\n{}", sw.describe(20, 0));
+        let list = ctl_list(&peers, &ctl);
+        let hp = port(&list, "h");
+        assert!(settled, "case {case}: fastpathd did not reset port h ({resets} resets) and log {lines} fault line(s) within {RESET_TIMEOUT:?}: {hp}\n{}", sw.describe(20, 0));
         assert_eq!(hp["stats"]["resets"].as_u64(), Some(resets), "case {case}: port h resets, list: {hp}");
-        let new: Vec<String> =
-            lines.lock().expect("lock")[before..].iter().filter(|l| l.contains("WARN")).cloned().collect();
+        let new: Vec<String> = warnings(&sw).split_off(before);
         if expect.is_empty() {
             assert!(new.is_empty(), "case {case}: expected no fault line, got {new:?}");
         } else {
@@ -135,17 +116,13 @@ fn hostile_frontends_reset_only_their_port() {
             assert_eq!(port(&list, other)["stats"]["resets"].as_u64(), Some(0), "case {case}: port {other} was reset");
         }
     }
-    drop(gen);
-    let mut out = String::new();
-    let t = Instant::now();
-    while sink.0.try_wait().expect("wait").is_none() && t.elapsed() < Duration::from_mins(1) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    sink.0.stdout.take().expect("stdout").read_to_string(&mut out).expect("read");
-    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("{}")).expect("sink json");
-    let list = ctl_list(Path::new(&ctl));
-    let _ = std::fs::remove_dir_all(&dir);
+    gen.kill();
+    // The sink exits after 5 s without a frame.
+    let ended = sink.wait_timeout(Duration::from_mins(1));
+    let v = sink.last_json().unwrap_or_default();
+    let list = ctl_list(&peers, &ctl);
     eprintln!("neighbours' traffic during {} hostile cases: {v}", CASES.len());
+    assert!(ended.is_some(), "sink did not finish within 1 min of pktgen's end:\n{}", sink.describe(20, 5));
     let received = v["received"].as_u64().unwrap_or(0);
     let sent = port(&list, "b")["stats"]["rx_packets"].as_u64().unwrap_or(0);
     assert!(sent > 0, "pktgen sent nothing");

@@ -7,9 +7,13 @@
 #[path = "hook_common/mod.rs"]
 mod hook_common;
 
-use integration::{fastpathd_args, fastpathd_port, Proc, TestDir};
+use fastpath_oci::{hook_stages, write_bundle, Mounts, Spec, CONTRACT};
+use integration::{
+    fastpathctl_list_with, fastpathd_args, fastpathd_port, last_json_line, link_up, output_text, port_stat,
+    wait_ctl_idle, wait_until, Proc, TestDir,
+};
 use nix::sys::signal::Signal;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -36,6 +40,8 @@ const CONTAINER_PORT: &str = "vu:/run/fastpath/sock/br0.sock";
 const POOL: &str = "1";
 /// How long one `runc run` may take.
 const CYCLE_TIMEOUT: Duration = Duration::from_mins(1);
+/// How long fastpathd may take to settle before the figures are taken (see `Soak::settled`).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn cycles() -> u64 {
     match std::env::var("FASTPATH_SOAK_CYCLES") {
@@ -46,32 +52,9 @@ fn cycles() -> u64 {
     }
 }
 
-/// One request to fastpathd's control socket.
-fn ctl(sock: &Path, req: &Value) -> Result<Value, String> {
-    use std::io::{BufRead, BufReader, Write};
-    let s = std::os::unix::net::UnixStream::connect(sock).map_err(|e| format!("connect {}: {e}", sock.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    (&s).write_all(format!("{req}\n").as_bytes()).map_err(|e| format!("send {req}: {e}"))?;
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line).map_err(|e| format!("answer to {req}: {e}"))?;
-    let v: Value = serde_json::from_str(&line).map_err(|e| format!("answer to {req} is not JSON ({e}): {line}"))?;
-    if v["ok"] == true {
-        Ok(v)
-    } else {
-        Err(format!("fastpathd refused {req}: {v}"))
-    }
-}
-
-fn list_ports(sock: &Path) -> Result<Vec<Value>, String> {
-    Ok(ctl(sock, &json!({"cmd": "list"}))?["ports"].as_array().cloned().unwrap_or_default())
-}
-
-fn port<'a>(ports: &'a [Value], name: &str) -> Option<&'a Value> {
-    ports.iter().find(|p| p["name"] == name)
-}
-
-fn stat(p: Option<&Value>, key: &str) -> u64 {
-    p.and_then(|p| p["stats"][key].as_u64()).unwrap_or(0)
+/// A counter of the sink's switch port (0 when it is not listed).
+fn sink_stat(ports: &[Value], key: &str) -> u64 {
+    port_stat(ports, SINK_PORT, key).unwrap_or(0)
 }
 
 fn status_kb(pid: u32, key: &str) -> u64 {
@@ -79,14 +62,6 @@ fn status_kb(pid: u32, key: &str) -> u64 {
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
-        .unwrap_or(0)
-}
-
-fn meminfo(key: &str) -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0)
 }
 
@@ -179,17 +154,13 @@ impl Soak {
         let dir = TestDir::new("soak");
         // Private copies: other people rebuild target/ while a soak runs for minutes.
         std::fs::create_dir_all(dir.join("bin")).unwrap();
-        for p in [&mut peers.hook, &mut peers.fastpathd, &mut peers.sink] {
+        for p in [&mut peers.hook, &mut peers.fastpathd, &mut peers.fastpathctl, &mut peers.sink] {
             let copy = dir.join("bin").join(p.file_name().unwrap());
             std::fs::copy(&*p, &copy).unwrap_or_else(|e| panic!("copy {} to {}: {e}", p.display(), copy.display()));
             *p = copy;
         }
-        let state = dir.join("s");
-        let ctl = dir.join("ctl.sock");
-        let config = dir.join("hook.toml");
-        hook_common::write_hook_config(&config, POOL, &state, &ctl, &dir.join("lib"));
-        let rootfs = dir.join("rootfs");
-        hook_common::make_rootfs(&peers, &rootfs);
+        let hook_common::HookFiles { config, state, ctl, rootfs, .. } =
+            hook_common::HookFiles::write(&dir, &peers, POOL);
         let sink_sock = dir.join("sink.sock");
         let mut fastpathd = Proc::spawn(
             "fastpathd",
@@ -199,7 +170,7 @@ impl Soak {
             &[],
         );
         assert!(
-            integration::wait_until(Duration::from_secs(10), || ctl_ok(&ctl)),
+            wait_until(Duration::from_secs(10), || fastpathctl_list_with(&peers.fastpathctl, &ctl).is_ok()),
             "{TEST}: fastpathd did not answer on {}:\n{}",
             ctl.display(),
             fastpathd.describe(20, 0)
@@ -238,10 +209,9 @@ impl Soak {
             foreign_cgroups: container_cgroups(),
             _lock: lock,
         };
-        let up = integration::wait_until(Duration::from_secs(15), || {
-            list_ports(&s.ctl).is_ok_and(|l| port(&l, SINK_PORT).is_some_and(|p| p["stats"]["link_up"] == true))
-        });
-        assert!(up, "{TEST}: the host sink's port never came up: {:?}\n{}", list_ports(&s.ctl), s.describe());
+        let up =
+            wait_until(Duration::from_secs(15), || s.list_ports().is_ok_and(|l| link_up(&l, SINK_PORT) == Some(true)));
+        assert!(up, "{TEST}: the host sink's port never came up: {:?}\n{}", s.list_ports(), s.describe());
         s.write_bundle(&rootfs);
         s
     }
@@ -249,14 +219,7 @@ impl Soak {
     /// The bundle every cycle runs: pktgen (no shell) as uid 1000 without capabilities, with
     /// the contract's annotations and the hook at createRuntime, createContainer and poststop.
     fn write_bundle(&mut self, rootfs: &Path) {
-        std::fs::create_dir_all(&self.bundle).unwrap();
-        let hooks: serde_json::Map<String, Value> = ["createRuntime", "createContainer", "poststop"]
-            .iter()
-            .map(|s| {
-                let args = json!(["fastpath-hook", "--config", self.config, s]);
-                ((*s).to_string(), json!([{"path": self.peers.hook, "args": args, "timeout": 30}]))
-            })
-            .collect();
+        let hooks = hook_stages(&self.peers.hook, &self.config);
         let (count, rate) = (FRAMES_PER_CYCLE.to_string(), RATE.to_string());
         let args = [
             "/bin/pktgen",
@@ -277,34 +240,19 @@ impl Soak {
             "--json",
             "--quiet",
         ];
-        let spec = json!({
-            "ociVersion": "1.0.2",
-            "process": {
-                "terminal": false,
-                "user": {"uid": 1000, "gid": 1000},
-                "args": args,
-                "env": ["PATH=/bin", "HOME=/tmp", "RUST_LOG=warn"],
-                "cwd": "/",
-                "capabilities": {"bounding": [], "effective": [], "inheritable": [], "permitted": [], "ambient": []},
-                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-                "noNewPrivileges": true
-            },
-            "root": {"path": rootfs, "readonly": false},
-            "hostname": "soak",
-            "mounts": [
-                {"destination": "/proc", "type": "proc", "source": "proc"},
-                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-                {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}
-            ],
-            "annotations": hook_common::CONTRACT.iter().map(|(k, v)| ((*k).to_string(), Value::from(*v))).collect::<serde_json::Map<_, _>>(),
-            "hooks": hooks,
-            "linux": {
-                "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
-                "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
-                "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-            }
-        });
-        std::fs::write(self.bundle.join("config.json"), serde_json::to_string_pretty(&spec).unwrap()).unwrap();
+        let spec = Spec {
+            env: &["RUST_LOG=warn"],
+            annotations: &CONTRACT,
+            hooks: Some(&hooks),
+            mounts: Mounts::Minimal,
+            ..Spec::new("soak", rootfs, &args)
+        };
+        write_bundle(&self.bundle, &spec).unwrap_or_else(|e| panic!("{TEST}: {e}"));
+    }
+
+    /// fastpathd's ports with their counters.
+    fn list_ports(&self) -> Result<Vec<Value>, String> {
+        fastpathctl_list_with(&self.peers.fastpathctl, &self.ctl)
     }
 
     fn runc(&self) -> Command {
@@ -351,6 +299,15 @@ impl Soak {
         s
     }
 
+    /// Whether fastpathd has settled back to `before`: no control connection open, and no
+    /// more fds and mappings than then.
+    fn settled(&self, before: &Figures) -> bool {
+        let pid = self.fastpathd.pid();
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(usize::MAX, Iterator::count);
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_or(usize::MAX, |m| m.lines().count());
+        integration::ctl_connections(&self.ctl) == 0 && fds <= before.fds.len() && maps <= before.maps.len()
+    }
+
     /// The figures; fastpathd's own first, before this test talks to its control socket
     /// (a control connection is an fd until fastpathd has read its end of it).
     fn figures(&self) -> Figures {
@@ -388,8 +345,8 @@ impl Soak {
                 format!("{} {} {}", f.get(4).unwrap_or(&"?"), t.next().unwrap_or("?"), t.next().unwrap_or("?"))
             })
             .collect();
-        let hugepages_free = meminfo("HugePages_Free:");
-        let ports = list_ports(&self.ctl).map_or_else(
+        let hugepages_free = hook_common::free_hugepages();
+        let ports = self.list_ports().map_or_else(
             |e| vec![format!("(list failed: {e})")],
             |l| l.iter().filter_map(|p| p["name"].as_str().map(str::to_string)).collect(),
         );
@@ -434,10 +391,6 @@ fn container_cgroups() -> Vec<String> {
     v
 }
 
-fn ctl_ok(sock: &Path) -> bool {
-    ctl(sock, &json!({"cmd": "bridges"})).is_ok()
-}
-
 impl Drop for Soak {
     fn drop(&mut self) {
         for name in self.containers() {
@@ -461,7 +414,7 @@ impl Drop for Soak {
             for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
             }
-            let gone = integration::wait_until(Duration::from_secs(5), || std::fs::remove_dir(&cg).is_ok());
+            let gone = wait_until(Duration::from_secs(5), || std::fs::remove_dir(&cg).is_ok());
             eprintln!("{TEST}: leftover cgroup {cg}: {}", if gone { "removed" } else { "could not remove it" });
         }
         // Then the fields: the sink and fastpathd are killed (Proc), the directory removed (TestDir).
@@ -481,11 +434,13 @@ fn soak_1000_container_cycles_runc() {
     let Some(peers) = hook_common::require(TEST, Some("runc")) else { return };
     let n = cycles();
     let mut soak = Soak::new(peers);
-    // The same settling as after the cycles (control connections of the setup closing).
-    std::thread::sleep(Duration::from_secs(1));
+    // The setup's control connections closed: fastpathd's fds are its own.
+    let idle = wait_ctl_idle(&soak.ctl, SETTLE_TIMEOUT);
+    assert!(idle, "{TEST}: fastpathd kept a control connection open for {SETTLE_TIMEOUT:?}\n{}", soak.describe());
     let before = soak.figures();
-    let mut delivered = stat(port(&list_ports(&soak.ctl).unwrap(), SINK_PORT), "tx_packets");
-    let mut sink_drops = stat(port(&list_ports(&soak.ctl).unwrap(), SINK_PORT), "drop_ring_full");
+    let ports = soak.list_ports().unwrap_or_else(|e| panic!("{TEST}: {e}\n{}", soak.describe()));
+    let mut delivered = sink_stat(&ports, "tx_packets");
+    let mut sink_drops = sink_stat(&ports, "drop_ring_full");
     eprintln!("{TEST}: {n} cycles of {FRAMES_PER_CYCLE} frames at {RATE}/s, fastpathd pid {}", soak.fastpathd.pid());
     let t0 = Instant::now();
     let mut last = (0u64, t0);
@@ -499,19 +454,18 @@ fn soak_1000_container_cycles_runc() {
         run_times.push(t.elapsed());
         let tc = Instant::now();
         let out = String::from_utf8_lossy(&o.stdout);
-        let sent = hook_common::last_json(&out).and_then(|j| j["sent"].as_u64());
+        let sent = last_json_line(&out).and_then(|j| j["sent"].as_u64());
         assert!(
             o.status.success() && sent == Some(FRAMES_PER_CYCLE),
             "{TEST}: cycle {i}: expected the container to exit 0 after pktgen sent {FRAMES_PER_CYCLE} frames; \
                  got sent={sent:?}\nrunc run {name}: {}\n{}",
-            hook_common::text(&o),
+            output_text(&o),
             soak.describe()
         );
         // runc run returns after the poststop hook: the container's port is gone, its frames
         // were forwarded (or lost) by then, and nothing of it may be in the ledger.
-        let ports = list_ports(&soak.ctl).unwrap_or_else(|e| panic!("{TEST}: cycle {i}: {e}\n{}", soak.describe()));
-        let sp = port(&ports, SINK_PORT);
-        let (now, drops) = (stat(sp, "tx_packets"), stat(sp, "drop_ring_full"));
+        let ports = soak.list_ports().unwrap_or_else(|e| panic!("{TEST}: cycle {i}: {e}\n{}", soak.describe()));
+        let (now, drops) = (sink_stat(&ports, "tx_packets"), sink_stat(&ports, "drop_ring_full"));
         let ledger = soak.ledger();
         let names: Vec<_> = ports.iter().map(|p| p["name"].clone()).collect();
         assert!(
@@ -540,13 +494,14 @@ fn soak_1000_container_cycles_runc() {
         }
     }
     let total = t0.elapsed();
-    // Let the switch and the hook settle (lazy frees, control connections closing).
-    std::thread::sleep(Duration::from_secs(1));
+    // The switch settles: its control connections closed, and what it freed lazily (if it
+    // does) freed. If that never happens, the figures below say what grew.
+    wait_until(SETTLE_TIMEOUT, || soak.settled(&before));
     let mut after = soak.figures();
     if after.hugepages_free < before.hugepages_free {
         // The pool is the host's: other people's processes (fuzzers, benchmarks) take and give
         // back pages meanwhile. Ours are back once the count is, within 30 s.
-        integration::wait_until(Duration::from_secs(30), || meminfo("HugePages_Free:") >= before.hugepages_free);
+        wait_until(Duration::from_secs(30), || hook_common::free_hugepages() >= before.hugepages_free);
         after = soak.figures();
     }
     // The sink's result: every frame of every cycle, intact.

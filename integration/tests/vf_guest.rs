@@ -96,7 +96,8 @@ const HOST_MAC: &str = "02:00:00:00:00:01";
 const HOST_IP: [u8; 4] = [10, 0, 0, 2];
 const GUEST_IP: [u8; 4] = [10, 0, 0, 1];
 
-/// The wire body: PF address, carrier, an ARP request out, then counts what the host sends in.
+/// The wire body: PF address, carrier, an ARP request out, then counts what the host sends in
+/// and waits (up to 2 s) for the host in the PF's neighbour table before it reports the table.
 const WIRE_BODY: &str = r#"
 ip addr add 10.0.0.1/24 dev "$PF_IF"
 st=/sys/class/net/$PF_IF/statistics
@@ -110,7 +111,8 @@ ready wire
 i=0
 while [ "$(cat $st/rx_packets)" -lt $((rx0 + {INJECT})) ] && [ $i -lt 1500 ]; do usleep 10000; i=$((i + 1)); done
 result rx-after "$(cat $st/rx_packets)"
-usleep 200000
+i=0
+until ip neigh show dev "$PF_IF" | grep -q '{HOST_MAC}' || [ $i -ge 200 ]; do usleep 10000; i=$((i + 1)); done
 result neigh "$(ip neigh show dev "$PF_IF" | tr '\n' ' ')"
 "#;
 
@@ -133,7 +135,7 @@ fn vf_guest_pf_wire_host_peer() {
     let mut v = Verdict::new(TEST);
     let pf = parse_mac(PF_MAC).expect("PF_MAC is a MAC");
     let host = parse_mac(HOST_MAC).expect("HOST_MAC is a MAC");
-    let body = WIRE_BODY.replace("{INJECT}", &INJECT.to_string());
+    let body = WIRE_BODY.replace("{INJECT}", &INJECT.to_string()).replace("{HOST_MAC}", HOST_MAC);
     let mut g = match Guest::new(&peers).num_vfs(0).body(&body).start(&dir) {
         Ok(g) => g,
         Err(e) => v.abort(e, &mut []),

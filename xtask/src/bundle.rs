@@ -1,10 +1,9 @@
-// OCI containers with fastpath-hook for bench and demo: busybox-static rootfs with static apps, the
-// hook's host side (hook.toml, ledger, private fastpathd), config.json bundles, runc/crun calls.
+// OCI containers with fastpath-hook for bench and demo: the hook's host side (hook.toml, ledger,
+// private fastpathd) and runc/crun calls; the rootfs and config.json come from fastpath-oci.
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write as _};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -12,6 +11,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use fastpath_oci::HookConfig;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
@@ -19,30 +19,12 @@ use serde_json::{json, Value};
 use crate::procs::{Spawn, Stream};
 use crate::scratch::{ProcId, Sandbox};
 
-/// The annotations of the hook's contract: one exclusive core, 64 MiB of hugepages, a port on br0.
-pub const CONTRACT: [(&str, &str); 3] =
-    [("fastpath.io/cores", "1"), ("fastpath.io/hugepages", "64Mi"), ("fastpath.io/vhost-user", "br0")];
-/// Where busybox-static puts its binary.
-pub const BUSYBOX: &str = "/bin/busybox";
-/// The uid and gid the containers run as.
-pub const APP_UID: u32 = 1000;
-/// The bridge fastpathd creates and the containers ask for.
-pub const BRIDGE: &str = "br0";
+pub use fastpath_oci::{write_bundle, Spec, BRIDGE, CONTRACT};
+
 /// How long fastpathd gets to create its control socket.
 const SWITCH_WAIT: Duration = Duration::from_secs(20);
 /// How long one runtime or hook command (kill, delete, list, gc, install) may take.
 const COMMAND_WAIT: Duration = Duration::from_secs(60);
-
-/// Whether `p` is a statically linked executable (it names no program interpreter).
-pub fn is_static(p: &Path) -> bool {
-    std::fs::read(p).is_ok_and(|b| !b.windows(15).any(|w| w == b"/ld-linux-x86-6"))
-}
-
-/// `name` on `$PATH`, if installed.
-pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
-}
 
 /// Fails unless `p` is a file, saying how to get it.
 pub fn require_file(p: &Path, how: &str) -> Result<()> {
@@ -83,44 +65,10 @@ pub fn core_pool(want: usize) -> String {
     pick.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 
-/// Builds a container root at `root`: busybox with its applet links, `apps` (host file, name in
-/// /bin), /etc/passwd and /etc/group with the app user.
+/// Builds a container root at `root`: busybox-static with its applet links and the static
+/// programs `apps` (host file, name in /bin); see [`fastpath_oci::make_rootfs`].
 pub fn make_rootfs(root: &Path, apps: &[(&Path, &str)]) -> Result<()> {
-    let busybox = Path::new(BUSYBOX);
-    require_file(busybox, "apt-get install busybox-static")?;
-    if !is_static(busybox) {
-        bail!("{BUSYBOX} is not statically linked (apt-get install busybox-static)");
-    }
-    let bin = root.join("bin");
-    for d in ["bin", "proc", "dev", "sys", "tmp", "run", "etc"] {
-        let p = root.join(d);
-        std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
-    }
-    std::fs::copy(busybox, bin.join("busybox")).with_context(|| format!("copying {BUSYBOX} into {}", bin.display()))?;
-    let list = Command::new(busybox).arg("--list").output().with_context(|| format!("running {BUSYBOX} --list"))?;
-    for applet in String::from_utf8_lossy(&list.stdout).lines().filter(|a| *a != "busybox") {
-        let link = bin.join(applet);
-        std::os::unix::fs::symlink("busybox", &link).with_context(|| format!("linking {}", link.display()))?;
-    }
-    for (src, name) in apps {
-        require_file(src, "cargo xtask demo builds it")?;
-        if !is_static(src) {
-            bail!("{} is not statically linked: it cannot run in the busybox rootfs", src.display());
-        }
-        let dst = bin.join(name);
-        std::fs::copy(src, &dst).with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
-        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("chmod 755 {}", dst.display()))?;
-    }
-    let etc = root.join("etc");
-    let users = [
-        ("passwd", format!("root:x:0:0::/:/bin/sh\napp:x:{APP_UID}:{APP_UID}::/tmp:/bin/sh\n")),
-        ("group", format!("root:x:0:\napp:x:{APP_UID}:\n")),
-    ];
-    for (file, text) in users {
-        std::fs::write(etc.join(file), text).with_context(|| format!("writing {}", etc.join(file).display()))?;
-    }
-    Ok(())
+    fastpath_oci::make_rootfs(root, apps).with_context(|| format!("building the container root {}", root.display()))
 }
 
 /// Runs `cmd` (stdin /dev/null, output captured) to completion within `timeout`, in its own
@@ -213,12 +161,8 @@ impl HookHost {
             ctl,
             own_state,
         };
-        let text = format!(
-            "# fastpath-hook configuration of one xtask run\ncores = \"{pool}\"\nstate_dir = \"{}\"\nswitch_socket = \"{}\"\n",
-            host.state.display(),
-            host.ctl.display()
-        );
-        std::fs::write(&host.config, text).with_context(|| format!("writing {}", host.config.display()))?;
+        HookConfig { cores: pool, state_dir: &host.state, switch_socket: &host.ctl, lib_dir: None }
+            .write(&host.config)?;
         Ok(host)
     }
 
@@ -316,66 +260,6 @@ impl Drop for HookHost {
     }
 }
 
-/// What goes into one container's config.json.
-pub struct Spec<'a> {
-    /// Container name (also its hostname).
-    pub name: &'a str,
-    /// Its root filesystem (shared, read-write, as in the hook tests).
-    pub rootfs: &'a Path,
-    /// The process's argv.
-    pub args: &'a [&'a str],
-    /// Annotations (none for a container without fastpath).
-    pub annotations: &'a [(&'a str, &'a str)],
-    /// The `hooks` object, if any.
-    pub hooks: Option<&'a Value>,
-}
-
-/// Writes `<dir>/config.json` for `spec`: uid/gid 1000, no capabilities, no new privileges,
-/// its own pid, network, ipc, uts and mount namespaces. Returns `dir` (the bundle).
-pub fn write_bundle(dir: &Path, spec: &Spec) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating bundle {}", dir.display()))?;
-    let mut cfg = json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": false,
-            "user": {"uid": APP_UID, "gid": APP_UID},
-            "args": spec.args,
-            "env": ["PATH=/bin", "HOME=/tmp"],
-            "cwd": "/",
-            "capabilities": {"bounding": [], "effective": [], "inheritable": [], "permitted": [], "ambient": []},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": true
-        },
-        "root": {"path": spec.rootfs, "readonly": false},
-        "hostname": spec.name,
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}
-        ],
-        "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
-            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-        }
-    });
-    if !spec.annotations.is_empty() {
-        let ann: serde_json::Map<String, Value> =
-            spec.annotations.iter().map(|(k, v)| ((*k).to_string(), Value::from(*v))).collect();
-        cfg["annotations"] = Value::Object(ann);
-    }
-    if let Some(h) = spec.hooks {
-        cfg["hooks"] = h.clone();
-    }
-    let path = dir.join("config.json");
-    let text = serde_json::to_string_pretty(&cfg).context("serializing config.json")?;
-    std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
-    Ok(dir.to_path_buf())
-}
-
 /// An OCI runtime (runc or crun) with a private state root. On drop, every container still in
 /// that root is deleted with `delete --force` (which runs its poststop hooks).
 pub struct Runtime {
@@ -391,7 +275,8 @@ impl Runtime {
         if !matches!(name, "runc" | "crun") {
             bail!("runtime {name:?}: only runc and crun take a bundle's config.json hooks as they are");
         }
-        let bin = which(name).ok_or_else(|| anyhow!("{name} is not installed (apt-get install {name})"))?;
+        let bin =
+            fastpath_oci::which(name).ok_or_else(|| anyhow!("{name} is not installed (apt-get install {name})"))?;
         Ok(Self { name: name.to_string(), bin, root })
     }
 

@@ -236,13 +236,8 @@ pub fn run(ws: &Workspace, args: &DemoArgs) -> Result<()> {
         app_script("pktgen", &format!("--rate {} --queue-size 1024 --idle-sleep-us {IDLE_SLEEP_US}", args.rate));
     let mut bundles = Vec::new();
     for (id, script) in [(&sink_id, &sink_sh), (&gen_id, &gen_sh)] {
-        let spec = Spec {
-            name: id,
-            rootfs: &rootfs,
-            args: &["sh", "-c", script],
-            annotations: &CONTRACT,
-            hooks: Some(&hooks),
-        };
+        let args = ["sh", "-c", script];
+        let spec = Spec { annotations: &CONTRACT, hooks: Some(&hooks), ..Spec::new(id, &rootfs, &args) };
         bundles.push(bundle::write_bundle(&dir.join(format!("bundle-{id}")), &spec)?);
     }
     let ann: Vec<String> = CONTRACT.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -42,6 +42,8 @@ struct Hostile {
 }
 
 const QSIZE: u16 = 256;
+/// How long a case keeps its connection open for the switch to find the fault and close it.
+const HOLD: Duration = Duration::from_secs(5);
 
 impl Hostile {
     fn connect(path: &PathBuf) -> Result<Self> {
@@ -54,6 +56,19 @@ impl Hostile {
             }
         };
         Ok(Self { conn: Conn::new(s)? })
+    }
+
+    /// Keeps our end open until the switch closes the connection (as it does when it resets the
+    /// port on a fault) or `t` passes: either way it has read everything we sent, and a switch
+    /// that resets the port must do so itself, not because we went away.
+    fn hold_until_closed(&mut self, t: Duration) {
+        let deadline = Instant::now() + t;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            // Ok: a reply to one of our requests; Err: closed (or time is up).
+            if self.conn.recv_timeout(left).is_err() {
+                return;
+            }
+        }
     }
 
     fn send(&self, req: Request, payload: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> Result<()> {
@@ -208,7 +223,8 @@ fn run_case(case: &str, path: &PathBuf) -> Result<()> {
             // the used ring the switch writes. The switch never trusts what it wrote.
             h.start()?;
             h.rings(&rx, &tx, &data)?;
-            std::thread::sleep(Duration::from_millis(300));
+            // The switch answers in order: once it has answered this, it has set up both rings.
+            h.get(Request::GetFeatures)?;
             let t = Instant::now();
             let mut idx: u16 = 0;
             let used_off = (rx.layout().used - rx.layout().desc) as usize;
@@ -232,11 +248,12 @@ fn run_case(case: &str, path: &PathBuf) -> Result<()> {
                 rx.publish_avail(idx);
                 std::thread::sleep(Duration::from_micros(200));
             }
+            // Nothing here is a fault the switch acts on: it keeps the connection, we close it.
+            return Ok(());
         }
         other => bail!("unknown case '{other}' (known: {})", CASES.iter().map(|c| c.0).collect::<Vec<_>>().join(", ")),
     }
-    // Give the switch time to read it, and keep our end open so it must close it.
-    std::thread::sleep(Duration::from_millis(500));
+    h.hold_until_closed(HOLD);
     Ok(())
 }
 

@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::path::Path;
 
-use super::{Guest, BUSYBOX, GUEST_UID};
+use fastpath_oci::BUSYBOX;
+
+use super::{Guest, GUEST_UID};
 use crate::TestDir;
 
 // ---------------------------------------------------------------------------

@@ -109,8 +109,6 @@ pub const GUEST_TIMEOUT: Duration = Duration::from_mins(1);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(40);
 /// Where `cargo xtask setup` links the ready guest kernel folder.
 pub const DEFAULT_KERNEL_DIR: &str = "/var/cache/fastpath/guest/kernel";
-/// The static busybox (`busybox-static`).
-pub const BUSYBOX: &str = "/bin/busybox";
 /// The QEMU binary (from `PATH`, or `$FASTPATH_QEMU`).
 pub const QEMU: &str = "qemu-system-x86_64";
 
@@ -176,7 +174,7 @@ impl Guest {
         }
     }
 
-    /// Puts our static binary `name` (from [`static_bin_dir`]) at `/bin/NAME` in the guest.
+    /// Puts our static binary `name` (from [`crate::static_bin_dir`]) at `/bin/NAME` in the guest.
     #[must_use]
     pub fn static_bin(self, name: &str) -> Self {
         let p = self.peers.bin(name);

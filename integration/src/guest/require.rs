@@ -1,14 +1,15 @@
 // Finding what a guest test needs: QEMU (>= 8.0), the guest kernel folder, static busybox
-// and our static binaries (`require_guest`, `GuestPeers`, `is_static_elf`).
+// and our static binaries (`require_guest`, `GuestPeers`).
 
 use std::path::{Path, PathBuf};
 
-use super::{BUSYBOX, DEFAULT_KERNEL_DIR, QEMU};
-use crate::peers::skip_or_fail;
-use crate::workspace_dir;
+use fastpath_oci::{is_static, BUSYBOX};
+
+use super::{DEFAULT_KERNEL_DIR, QEMU};
+use crate::{skip_or_fail, static_bin_dir};
 
 // ---------------------------------------------------------------------------
-// Finding QEMU, the kernel, busybox and the static binaries.
+// Finding QEMU and the kernel.
 
 /// The guest kernel folder: `$FASTPATH_GUEST_KERNEL_DIR`, else [`DEFAULT_KERNEL_DIR`]. It
 /// holds `vmlinuz`, `modules/NAME.ko` and `load-order` (module names, dependencies first).
@@ -16,15 +17,6 @@ pub fn kernel_dir() -> PathBuf {
     match std::env::var_os("FASTPATH_GUEST_KERNEL_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
         _ => PathBuf::from(DEFAULT_KERNEL_DIR),
-    }
-}
-
-/// Where the static binaries are: `$FASTPATH_STATIC_BIN_DIR`, else where
-/// `cargo xtask test` builds them (`<workspace>/target/static/x86_64-unknown-linux-gnu/release`).
-pub fn static_bin_dir() -> PathBuf {
-    match std::env::var_os("FASTPATH_STATIC_BIN_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => workspace_dir().join("target/static/x86_64-unknown-linux-gnu/release"),
     }
 }
 
@@ -43,26 +35,6 @@ fn qemu_version(qemu: &Path) -> Option<(u32, u32)> {
     let v = text.split("version ").nth(1)?.split_whitespace().next()?;
     let mut n = v.split('.').map(|x| x.parse::<u32>().ok());
     Some((n.next()??, n.next()??))
-}
-
-/// Whether `p` is an x86-64 ELF executable without a program interpreter (static).
-/// `Err` if it is not an ELF file at all.
-pub fn is_static_elf(p: &Path) -> Result<bool, String> {
-    let b = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
-        return Err(format!("{} is not a 64-bit ELF file", p.display()));
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(b[0x20..0x28].try_into().expect("8 bytes")) as usize;
-    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
-    for i in 0..phnum {
-        let o = phoff + i * phentsize;
-        let Some(t) = b.get(o..o + 4) else { break };
-        if u32::from_le_bytes(t.try_into().expect("4 bytes")) == 3 {
-            return Ok(false); // PT_INTERP: dynamically linked
-        }
-    }
-    Ok(true)
 }
 
 /// What a guest test found: QEMU, the guest kernel folder, busybox and the static binaries.
@@ -116,7 +88,7 @@ pub fn require_guest(test: &str, bins: &[&str]) -> Option<GuestPeers> {
             ));
         }
     }
-    match is_static_elf(Path::new(BUSYBOX)) {
+    match is_static(Path::new(BUSYBOX)) {
         Ok(true) => {}
         Ok(false) => missing.push(format!("{BUSYBOX} is not static (apt-get install busybox-static)")),
         Err(e) => missing.push(format!("{e} (apt-get install busybox-static)")),
@@ -124,7 +96,7 @@ pub fn require_guest(test: &str, bins: &[&str]) -> Option<GuestPeers> {
     let dir = static_bin_dir();
     for b in bins {
         let p = dir.join(b);
-        match is_static_elf(&p) {
+        match is_static(&p) {
             Ok(true) => {}
             Ok(false) => missing.push(format!("{} is not a static executable", p.display())),
             Err(_) => missing.push(format!(

@@ -7,30 +7,25 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use integration::{bin_dir, peers_required, run_with_timeout, workspace_dir, TestDir};
+use integration::{bin_dir, run_with_timeout, skip_or_fail, workspace_dir, TestDir};
 use serde_json::Value;
 
 /// How long gcc may take for one example.
 const GCC_TIMEOUT: Duration = Duration::from_secs(45);
 
-/// Prints the loud SKIPPED block (or panics under FASTPATH_REQUIRE_PEERS=1).
-pub fn skip(test: &str, reason: &str) {
-    assert!(!peers_required(), "{test}: FASTPATH_REQUIRE_PEERS=1 but {reason}");
-    eprintln!("\n************************************************************");
-    eprintln!("SKIPPED: {test}: {reason}");
-    eprintln!("************************************************************\n");
-}
-
 /// Whether gcc and the built libfastpath_net (.so and .a) are there; else skips.
 pub fn c_toolchain(test: &str) -> bool {
     if !Command::new("gcc").arg("--version").output().is_ok_and(|o| o.status.success()) {
-        skip(test, "gcc is not installed (apt-get install gcc)");
+        skip_or_fail(test, "gcc is not installed (apt-get install gcc)");
         return false;
     }
     let dir = bin_dir();
     for f in ["libfastpath_net.so", "libfastpath_net.a"] {
         if !dir.join(f).is_file() {
-            skip(test, &format!("{f} not found in {} (build with `cargo build --release --workspace`)", dir.display()));
+            skip_or_fail(
+                test,
+                &format!("{f} not found in {} (build with `cargo build --release --workspace`)", dir.display()),
+            );
             return false;
         }
     }

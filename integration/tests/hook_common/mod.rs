@@ -1,79 +1,50 @@
-// Helpers for the fastpath-hook end-to-end tests: binaries, skip-or-fail, a fixture with its own
-// fastpathd, ledger and rootfs, bundles for runc/crun, podman command lines, and clean-state checks.
-//! Hook test helpers (used by `hook_*.rs` only).
-#![allow(dead_code, missing_docs)]
+// Helpers for the tests of fastpath-hook with real runtimes (hook_*.rs, apps_containers.rs,
+// soak.rs): what they need from the machine, a fixture with its own fastpathd, ledger and
+// rootfs, bundles for runc/crun, podman command lines, and clean-state checks.
+//! Hook test helpers (the `integration` crate and `fastpath-oci` do the generic parts).
+#![allow(dead_code)] // each test binary uses a different subset
 
-use integration::fastpathd_args;
-use nix::fcntl::{Flock, FlockArg};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use serde_json::{json, Value};
-use std::fs::File;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-/// The contract's annotations.
-pub const CONTRACT: [(&str, &str); 3] =
-    [("fastpath.io/cores", "1"), ("fastpath.io/hugepages", "64Mi"), ("fastpath.io/vhost-user", "br0")];
+use fastpath_oci::{hook_stages, make_rootfs, require_static, which, write_bundle, HookConfig, Spec, BUSYBOX};
+use integration::{
+    bin_dir, fastpathctl_list_with, fastpathd_args, output_text, run_with_timeout, serial, skip_or_fail,
+    static_bin_dir, wait_for_socket, wait_until, Proc, Serial, TestDir,
+};
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+
 /// Frames sent from one container to the other.
 pub const FRAMES: u64 = 20_000;
-
-pub fn workspace_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-/// `$FASTPATH_BIN_DIR`, else `<workspace>/target/release`.
-pub fn bin_dir() -> PathBuf {
-    match std::env::var_os("FASTPATH_BIN_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => workspace_dir().join("target/release"),
-    }
-}
-
-/// Statically linked apps for the busybox rootfs: `$FASTPATH_STATIC_BIN_DIR`, else
-/// `<workspace>/target/static/x86_64-unknown-linux-gnu/release`.
-pub fn static_bin_dir() -> PathBuf {
-    match std::env::var_os("FASTPATH_STATIC_BIN_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => workspace_dir().join("target/static/x86_64-unknown-linux-gnu/release"),
-    }
-}
-
-pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
-}
-
-fn is_static(p: &Path) -> bool {
-    // A static executable has no PT_INTERP: look for the loader's name in the file.
-    std::fs::read(p).is_ok_and(|b| !b.windows(15).any(|w| w == b"/ld-linux-x86-6"))
-}
+/// Free 2 MiB hugepages a hook test needs (two containers of 64 MiB, and room for others').
+const HUGEPAGES_NEEDED: u64 = 96;
 
 /// Everything a hook test needs from the machine.
 #[derive(Debug, Clone)]
 pub struct Peers {
+    /// fastpath-hook.
     pub hook: PathBuf,
+    /// fastpathd.
     pub fastpathd: PathBuf,
+    /// fastpathctl.
+    pub fastpathctl: PathBuf,
+    /// The static pktgen for the rootfs.
     pub pktgen: PathBuf,
+    /// The static sink for the rootfs.
     pub sink: PathBuf,
-    pub busybox: PathBuf,
+    /// The OCI runtime the test asked for.
     pub runtime: Option<PathBuf>,
 }
 
-/// Checks the machine; on a missing piece prints `SKIPPED: reason` and returns `None`, or
-/// panics when `FASTPATH_REQUIRE_PEERS=1` (CI).
+/// Checks the machine for a hook test under `runtime` (runc, crun, podman, or none); on a
+/// missing piece, skips or fails ([`skip_or_fail`]) and returns `None`.
 pub fn require(test: &str, runtime: Option<&str>) -> Option<Peers> {
     match find(runtime) {
         Ok(p) => Some(p),
         Err(reason) => {
-            assert!(
-                std::env::var("FASTPATH_REQUIRE_PEERS").as_deref() != Ok("1"),
-                "{test}: FASTPATH_REQUIRE_PEERS=1 but {reason}"
-            );
-            eprintln!("SKIPPED: {test}: {reason}");
+            skip_or_fail(test, &reason);
             None
         }
     }
@@ -88,29 +59,27 @@ fn find(runtime: Option<&str>) -> Result<Peers, String> {
     let need =
         |p: PathBuf, how: &str| if p.is_file() { Ok(p) } else { Err(format!("{} is missing ({how})", p.display())) };
     let release = "cargo build --release -p fastpath-hook -p fastpath";
-    let stat = "RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release --target x86_64-unknown-linux-gnu -p fastpath-examples --target-dir target/static";
+    let stat = "cargo xtask test builds them: RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release \
+                --target x86_64-unknown-linux-gnu -p fastpath-examples --target-dir target/static";
     let p = Peers {
         hook: need(b.join("fastpath-hook"), release)?,
         fastpathd: need(b.join("fastpathd"), release)?,
-        pktgen: need(s.join("pktgen"), stat)?,
-        sink: need(s.join("sink"), stat)?,
-        busybox: need(PathBuf::from("/bin/busybox"), "apt-get install busybox-static")?,
+        fastpathctl: need(b.join("fastpathctl"), release)?,
+        pktgen: s.join("pktgen"),
+        sink: s.join("sink"),
         runtime: match runtime {
             Some(r) => Some(which(r).ok_or_else(|| format!("{r} is not installed (apt-get install {r})"))?),
             None => None,
         },
     };
-    if !is_static(&p.busybox) {
-        return Err("/bin/busybox is not static (apt-get install busybox-static)".into());
+    require_static(Path::new(BUSYBOX), "apt-get install busybox-static").map_err(|e| e.to_string())?;
+    for app in [&p.pktgen, &p.sink] {
+        require_static(app, stat).map_err(|e| e.to_string())?;
     }
-    if !is_static(&p.pktgen) || !is_static(&p.sink) {
-        return Err(format!("pktgen/sink in {} are not static ({stat})", s.display()));
-    }
-    let free = std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").unwrap_or_default();
-    if free.trim().parse::<u64>().unwrap_or(0) < 96 {
+    let free = free_hugepages();
+    if free < HUGEPAGES_NEEDED {
         return Err(format!(
-            "fewer than 96 free 2 MiB hugepages ({}): echo 1024 > /proc/sys/vm/nr_hugepages",
-            free.trim()
+            "fewer than {HUGEPAGES_NEEDED} free 2 MiB hugepages ({free}): echo 1024 > /proc/sys/vm/nr_hugepages"
         ));
     }
     crun_hybrid_fix()?;
@@ -136,38 +105,42 @@ pub fn crun_hybrid_fix() -> Result<(), String> {
     }
 }
 
-/// Writes the hook's config `path`: core pool `pool`, state dir `state`, fastpathd's control
-/// socket `ctl`, the hook's library dir `lib`.
-pub fn write_hook_config(path: &Path, pool: &str, state: &Path, ctl: &Path, lib: &Path) {
-    std::fs::write(
-        path,
-        format!(
-            "cores = \"{pool}\"\nstate_dir = \"{}\"\nswitch_socket = \"{}\"\nlib_dir = \"{}\"\n",
-            state.display(),
-            ctl.display(),
-            lib.display()
-        ),
-    )
-    .unwrap();
+/// The hook's files in a test directory: its hook.toml and what that names, and the rootfs
+/// its containers share.
+pub struct HookFiles {
+    /// `<dir>/hook.toml`.
+    pub config: PathBuf,
+    /// The hook's state directory, `<dir>/s`.
+    pub state: PathBuf,
+    /// fastpathd's control socket, `<dir>/ctl.sock` (the test starts fastpathd).
+    pub ctl: PathBuf,
+    /// What `fastpath.io/inject` mounts, `<dir>/lib` (not created).
+    pub lib: PathBuf,
+    /// The busybox rootfs with the static pktgen and sink, `<dir>/rootfs`.
+    pub rootfs: PathBuf,
 }
 
-/// Serialises against every other integration test (they share 2 CPUs).
-pub fn serial() -> Flock<File> {
-    let f = File::options().create(true).truncate(false).write(true).open("/tmp/fastpath-integration.lock").unwrap();
-    Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap()
-}
-
-pub fn wait_until(t: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + t;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+impl HookFiles {
+    /// Writes hook.toml (core pool `pool`) and builds the rootfs with `peers`' pktgen and sink.
+    pub fn write(dir: &TestDir, peers: &Peers, pool: &str) -> Self {
+        let f = Self {
+            config: dir.join("hook.toml"),
+            state: dir.join("s"),
+            ctl: dir.join("ctl.sock"),
+            lib: dir.join("lib"),
+            rootfs: dir.join("rootfs"),
+        };
+        HookConfig { cores: pool, state_dir: &f.state, switch_socket: &f.ctl, lib_dir: Some(&f.lib) }
+            .write(&f.config)
+            .unwrap_or_else(|e| panic!("{e}"));
+        make_rootfs(&f.rootfs, &[(&peers.pktgen, "pktgen"), (&peers.sink, "sink")]).unwrap_or_else(|e| panic!("{e}"));
+        f
     }
+}
+
+/// `cmd` run to completion within `t`; panics (with its output so far) when it is late.
+pub fn run_timeout(cmd: &mut Command, t: Duration) -> Output {
+    run_with_timeout(cmd, t).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Processes that map hugetlbfs files now (pid, command): who holds hugepages.
@@ -196,6 +169,7 @@ pub fn assert_hugepages_back(before: u64) {
     );
 }
 
+/// Free 2 MiB hugepages on the host.
 pub fn free_hugepages() -> u64 {
     std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
         .ok()
@@ -203,72 +177,19 @@ pub fn free_hugepages() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs a command to completion with a deadline; kills it when late.
-pub fn run_timeout(cmd: &mut Command, t: Duration) -> Output {
-    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    wait_output(child, t)
-}
-
-/// Waits for a spawned child (stdout/stderr piped) with a deadline; kills it when late. The
-/// pipes are read on threads and given up on shortly after the child exits, so a grandchild
-/// that inherited them (a created container) cannot hang the test.
-pub fn wait_output(mut child: Child, t: Duration) -> Output {
-    use std::io::Read;
-    fn reader<R: Read + Send + 'static>(r: Option<R>) -> std::sync::mpsc::Receiver<Vec<u8>> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut v);
-            }
-            let _ = tx.send(v);
-        });
-        rx
-    }
-    let (out, err) = (reader(child.stdout.take()), reader(child.stderr.take()));
-    let end = Instant::now() + t;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let grace = Duration::from_secs(3);
-    let stdout = out.recv_timeout(grace).unwrap_or_default();
-    let stderr = err.recv_timeout(grace).unwrap_or_default();
-    let Some(status) = status else {
-        panic!(
-            "command timed out after {t:?}\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&stdout),
-            String::from_utf8_lossy(&stderr)
-        );
-    };
-    Output { status, stdout, stderr }
-}
-
-pub fn text(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// The runtimes under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rt {
+    /// runc, with a bundle per container.
     Runc,
+    /// crun, with a bundle per container.
     Crun,
+    /// podman, with the hook installed in a hooks.d.
     Podman,
 }
 
 impl Rt {
+    /// The runtime's command name.
     pub fn name(self) -> &'static str {
         match self {
             Rt::Runc => "runc",
@@ -278,99 +199,92 @@ impl Rt {
     }
 }
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// One test's world: a directory, a rootfs, a hook.toml, a ledger, its own fastpathd.
+/// One test's world: a directory, a rootfs, a hook.toml, a ledger, its own fastpathd. Holds
+/// the machine-wide test lock while it lives.
 pub struct Fixture {
+    /// What the test found on the machine.
     pub peers: Peers,
+    /// The runtime under test.
     pub rt: Rt,
-    pub dir: PathBuf,
+    /// The root filesystem every container of the fixture shares.
     pub rootfs: PathBuf,
+    /// The hook's hook.toml.
     pub config: PathBuf,
+    /// The hook's state directory.
     pub state: PathBuf,
+    /// fastpathd's control socket.
     pub ctl: PathBuf,
+    /// The hooks.d podman is given.
     pub hooks_dir: PathBuf,
-    pub fastpathd: Option<Child>,
+    /// The fixture's fastpathd (bridge br0).
+    pub fastpathd: Option<Proc>,
     /// Container names this test started (deleted on drop).
     pub names: Vec<String>,
-    /// Runtime processes still to reap on drop.
-    pub children: Vec<Child>,
-    _lock: Flock<File>,
+    /// The fixture's directory (removed last, on drop).
+    pub dir: TestDir,
+    _lock: Serial,
 }
 
 impl Fixture {
     /// A fixture whose hook pool is `pool`, with fastpathd running one bridge, br0.
     pub fn new(peers: &Peers, rt: Rt, pool: &str) -> Self {
         let lock = serial();
-        let n = SEQ.fetch_add(1, Ordering::Relaxed);
         // Short: the hook's socket path is <state>/sock/<64-char podman id>/br0.sock (< 108 bytes).
-        let dir = PathBuf::from(format!("/tmp/fph{}.{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let state = dir.join("s");
-        let ctl = dir.join("ctl.sock");
-        let config = dir.join("hook.toml");
-        write_hook_config(&config, pool, &state, &ctl, &dir.join("lib"));
+        let dir = TestDir::new("h");
+        let host = HookFiles::write(&dir, peers, pool);
         // What fastpath.io/inject mounts: a stand-in for libfastpath_net.so and its header.
-        std::fs::create_dir_all(dir.join("lib")).unwrap();
-        std::fs::write(dir.join("lib/libfastpath_net.so"), "not really a library\n").unwrap();
-        std::fs::write(dir.join("lib/fastpath_net.h"), "/* header */\n").unwrap();
-        let rootfs = dir.join("rootfs");
-        make_rootfs(peers, &rootfs);
+        std::fs::create_dir_all(&host.lib).unwrap();
+        std::fs::write(host.lib.join("libfastpath_net.so"), "not really a library\n").unwrap();
+        std::fs::write(host.lib.join("fastpath_net.h"), "/* header */\n").unwrap();
         let mut fx = Fixture {
             peers: peers.clone(),
             rt,
-            dir: dir.clone(),
-            rootfs,
-            config,
-            state,
-            ctl,
+            rootfs: host.rootfs,
+            config: host.config,
+            state: host.state,
+            ctl: host.ctl,
             hooks_dir: dir.join("hooks.d"),
             fastpathd: None,
             names: vec![],
-            children: vec![],
+            dir,
             _lock: lock,
         };
         fx.start_switch();
         if rt == Rt::Podman {
-            let o = run_timeout(
-                Command::new(&peers.hook)
-                    .args(["--config"])
-                    .arg(&fx.config)
-                    .args(["install", "--hooks-dir"])
-                    .arg(&fx.hooks_dir)
-                    .arg("--hook")
-                    .arg(&peers.hook),
-                Duration::from_secs(10),
-            );
-            assert!(o.status.success(), "install: {}", text(&o));
+            let hooks_dir = fx.hooks_dir.clone();
+            fx.install_hook(&fx.config, &hooks_dir);
         }
         fx
     }
 
-    pub fn start_switch(&mut self) {
-        let log = File::create(self.dir.join("fastpathd.log")).unwrap();
-        let child = Command::new(&self.peers.fastpathd)
-            .args(fastpathd_args(&self.ctl, &["br0"], &[]))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.fastpathd = Some(child);
-        assert!(
-            wait_until(Duration::from_secs(10), || self.ctl.exists()),
-            "fastpathd did not create {}",
-            self.ctl.display()
+    /// `fastpath-hook --config CONFIG install --hooks-dir DIR`: podman's hooks.d for `config`.
+    fn install_hook(&self, config: &Path, hooks_dir: &Path) {
+        let o = run_timeout(
+            Command::new(&self.peers.hook)
+                .arg("--config")
+                .arg(config)
+                .args(["install", "--hooks-dir"])
+                .arg(hooks_dir)
+                .arg("--hook")
+                .arg(&self.peers.hook),
+            Duration::from_secs(10),
         );
+        assert!(o.status.success(), "install: {}", output_text(&o));
     }
 
+    /// Starts the fixture's fastpathd (bridge br0) and waits for its control socket.
+    pub fn start_switch(&mut self) {
+        let args = fastpathd_args(&self.ctl, &["br0"], &[]);
+        let mut sw = Proc::spawn("fastpathd", &self.dir, &self.peers.fastpathd, &args, &[]);
+        let up = wait_for_socket(&self.ctl, Duration::from_secs(10));
+        assert!(up, "fastpathd did not create {}:\n{}", self.ctl.display(), sw.describe(20, 0));
+        self.fastpathd = Some(sw);
+    }
+
+    /// Stops the fixture's fastpathd (SIGTERM, SIGKILL after 5 s).
     pub fn stop_switch(&mut self) {
-        if let Some(mut c) = self.fastpathd.take() {
-            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
-            if !wait_until(Duration::from_secs(5), || c.try_wait().ok().flatten().is_some()) {
-                let _ = c.kill();
-            }
-            let _ = c.wait();
+        if let Some(mut sw) = self.fastpathd.take() {
+            sw.stop(Signal::SIGTERM, Duration::from_secs(5));
         }
     }
 
@@ -384,24 +298,25 @@ impl Fixture {
         p
     }
 
-    /// A request to fastpathd.
-    pub fn ctl(&self, req: &Value) -> Value {
-        use std::io::{BufRead, BufReader, Write};
-        let mut s = std::os::unix::net::UnixStream::connect(&self.ctl).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        writeln!(s, "{req}").unwrap();
-        let mut line = String::new();
-        BufReader::new(&s).read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap()
+    /// fastpathd's ports with their counters (`fastpathctl list --json`).
+    pub fn list(&self) -> Vec<Value> {
+        fastpathctl_list_with(&self.peers.fastpathctl, &self.ctl).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The names of fastpathd's ports.
     pub fn ports(&self) -> Vec<String> {
-        self.ctl(&json!({"cmd": "list"}))["ports"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|p| p["name"].as_str().map(String::from)).collect())
-            .unwrap_or_default()
+        self.list().iter().filter_map(|p| p["name"].as_str().map(String::from)).collect()
     }
 
+    /// Waits up to `t` until at least `n` of fastpathd's ports have their link up.
+    pub fn wait_links_up(&self, n: usize, t: Duration) -> bool {
+        wait_until(t, || {
+            fastpathctl_list_with(&self.peers.fastpathctl, &self.ctl)
+                .is_ok_and(|l| l.iter().filter(|p| p["stats"]["link_up"] == true).count() >= n)
+        })
+    }
+
+    /// The hook's ledger (`{"containers": {}}` when there is none yet).
     pub fn ledger(&self) -> Value {
         std::fs::read_to_string(self.state.join("ledger.json"))
             .ok()
@@ -409,12 +324,21 @@ impl Fixture {
             .unwrap_or_else(|| json!({"containers": {}}))
     }
 
+    /// The ledger's entries by container id.
     pub fn entries(&self) -> serde_json::Map<String, Value> {
         self.ledger()["containers"].as_object().cloned().unwrap_or_default()
     }
 
+    /// The ledger entries whose status is "ready".
     pub fn ready_entries(&self) -> Vec<Value> {
         self.entries().values().filter(|e| e["status"] == "ready").cloned().collect()
+    }
+
+    /// Waits up to 20 s for the ledger to empty: poststop (or a delete) released every
+    /// container of the fixture. Fails with what the ledger still holds.
+    pub fn assert_released(&self) {
+        let released = wait_until(Duration::from_secs(20), || self.entries().is_empty());
+        assert!(released, "poststop did not release within 20 s: {}", self.ledger());
     }
 
     /// The hook's failure log (`<state>/hook.log`): crun drops a hook's stderr.
@@ -430,61 +354,22 @@ impl Fixture {
         )
     }
 
-    /// The bundle (runc, crun) for a container.
+    /// The bundle (runc, crun) for a container running `sh -c script` with annotations `ann`
+    /// and the hook at every stage, with the fixture's hook.toml or `config`.
     pub fn bundle(&self, name: &str, script: &str, ann: &[(&str, &str)], config: Option<&Path>) -> PathBuf {
-        let b = self.dir.join(format!("b-{name}"));
-        std::fs::create_dir_all(&b).unwrap();
-        let cfg = config.unwrap_or(&self.config);
-        let hooks: serde_json::Map<String, Value> = ["createRuntime", "createContainer", "poststop"]
-            .iter()
-            .map(|s| {
-                (
-                    (*s).to_string(),
-                    json!([{"path": self.peers.hook, "args": ["fastpath-hook", "--config", cfg, s], "timeout": 30}]),
-                )
-            })
-            .collect();
-        let spec = json!({
-            "ociVersion": "1.0.2",
-            "process": {
-                "terminal": false,
-                "user": {"uid": 1000, "gid": 1000},
-                "args": ["sh", "-c", script],
-                "env": ["PATH=/bin", "HOME=/tmp"],
-                "cwd": "/",
-                "capabilities": {"bounding": [], "effective": [], "inheritable": [], "permitted": [], "ambient": []},
-                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-                "noNewPrivileges": true
-            },
-            "root": {"path": self.rootfs, "readonly": false},
-            "hostname": name,
-            "mounts": [
-                {"destination": "/proc", "type": "proc", "source": "proc"},
-                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-                {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
-                {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-                {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-                {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}
-            ],
-            "annotations": ann.iter().map(|(k, v)| ((*k).to_string(), Value::from(*v))).collect::<serde_json::Map<_, _>>(),
-            "hooks": hooks,
-            "linux": {
-                "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
-                "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
-                "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-            }
-        });
-        std::fs::write(b.join("config.json"), serde_json::to_string_pretty(&spec).unwrap()).unwrap();
-        b
+        let hooks = hook_stages(&self.peers.hook, config.unwrap_or(&self.config));
+        let args = ["sh", "-c", script];
+        let spec = Spec { annotations: ann, hooks: Some(&hooks), ..Spec::new(name, &self.rootfs, &args) };
+        write_bundle(&self.dir.join(&format!("b-{name}")), &spec).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The runtime's state directory (private to the fixture).
     pub fn rt_root(&self) -> PathBuf {
-        self.dir.join(format!("{}-root", self.rt.name()))
+        self.dir.join(&format!("{}-root", self.rt.name()))
     }
 
-    /// Podman's global flags: private storage, cgroupfs, the fixture's hooks.d.
-    pub fn podman_global(&self) -> Vec<String> {
+    /// Podman's global flags: private storage, cgroupfs, `hooks_dir`.
+    fn podman_flags(&self, hooks_dir: &Path) -> Vec<String> {
         vec![
             "--root".into(),
             self.dir.join("pm/root").display().to_string(),
@@ -492,9 +377,14 @@ impl Fixture {
             self.dir.join("pm/run").display().to_string(),
             "--cgroup-manager=cgroupfs".into(),
             "--hooks-dir".into(),
-            self.hooks_dir.display().to_string(),
+            hooks_dir.display().to_string(),
             "--log-level=error".into(),
         ]
+    }
+
+    /// Podman's global flags: private storage, cgroupfs, the fixture's hooks.d.
+    pub fn podman_global(&self) -> Vec<String> {
+        self.podman_flags(&self.hooks_dir)
     }
 
     /// The command that runs a container in the foreground (stdout = the container's).
@@ -511,25 +401,13 @@ impl Fixture {
                 let hooks_dir = match config {
                     Some(cfg) => {
                         // A second hooks.d pointing at the other config.
-                        let d = self.dir.join(format!("hooks-{name}"));
-                        let o = run_timeout(
-                            Command::new(&self.peers.hook)
-                                .arg("--config")
-                                .arg(cfg)
-                                .args(["install", "--hooks-dir"])
-                                .arg(&d)
-                                .arg("--hook")
-                                .arg(&self.peers.hook),
-                            Duration::from_secs(10),
-                        );
-                        assert!(o.status.success(), "{}", text(&o));
+                        let d = self.dir.join(&format!("hooks-{name}"));
+                        self.install_hook(cfg, &d);
                         d
                     }
                     None => self.hooks_dir.clone(),
                 };
-                let mut g = self.podman_global();
-                g[6] = hooks_dir.display().to_string();
-                c.args(g).args(["run", "--rm", "--name", name]);
+                c.args(self.podman_flags(&hooks_dir)).args(["run", "--rm", "--name", name]);
                 c.args([
                     "--user",
                     "1000:1000",
@@ -582,14 +460,14 @@ impl Fixture {
         let pm = self.dir.join("pm");
         let ours: Vec<&str> = mi
             .lines()
-            .filter(|l| l.contains(self.dir.to_str().unwrap()) && !l.contains(pm.to_str().unwrap()))
+            .filter(|l| l.contains(self.dir.path().to_str().unwrap()) && !l.contains(pm.to_str().unwrap()))
             .collect();
         assert!(ours.is_empty(), "mounts left: {ours:?}");
         for c in cgroups {
             assert!(!c.exists(), "cgroup {} left", c.display());
         }
-        if let Some(c) = &self.fastpathd {
-            let maps = std::fs::read_to_string(format!("/proc/{}/maps", c.id())).unwrap_or_default();
+        if let Some(sw) = &self.fastpathd {
+            let maps = std::fs::read_to_string(format!("/proc/{}/maps", sw.pid())).unwrap_or_default();
             let huge: Vec<&str> = maps.lines().filter(|l| l.contains("hugepages")).collect();
             assert!(huge.is_empty(), "fastpathd still maps container memory: {huge:?}");
         }
@@ -598,24 +476,24 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
         for n in self.names.clone() {
             self.force_delete(&n);
         }
-        let _ = self.gc();
+        let _ = run_with_timeout(
+            Command::new(&self.peers.hook).arg("--config").arg(&self.config).args(["gc", "--json"]),
+            Duration::from_secs(20),
+        );
         self.stop_switch();
         if self.rt == Rt::Podman {
             // A killed conmon never cleaned up: its container's state stays in the OCI
             // runtime's default root. Delete those whose bundle is ours, and only those.
+            let ours = self.dir.path().display().to_string();
             for (rt, root) in [("crun", "/run/crun"), ("runc", "/run/runc")] {
                 for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
                     let status = std::fs::read_to_string(e.path().join("status"))
                         .or_else(|_| std::fs::read_to_string(e.path().join("state.json")))
                         .unwrap_or_default();
-                    if status.contains(self.dir.to_str().unwrap()) {
+                    if status.contains(&ours) {
                         let _ = Command::new(rt)
                             .args(["delete", "--force"])
                             .arg(e.file_name())
@@ -627,36 +505,18 @@ impl Drop for Fixture {
                 }
             }
             // podman's private storage may hold overlay mounts; it unmounts them itself.
-            let _ = Command::new(self.peers.runtime.as_ref().unwrap())
-                .args(self.podman_global())
-                .args(["system", "reset", "--force"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            if let Some(podman) = &self.peers.runtime {
+                let _ = Command::new(podman)
+                    .args(self.podman_global())
+                    .args(["system", "reset", "--force"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // Then the fields: the directory is removed (TestDir), the lock released (Serial).
     }
-}
-
-/// busybox (with its applet links), pktgen and sink.
-pub fn make_rootfs(p: &Peers, root: &Path) {
-    let bin = root.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    for d in ["proc", "dev", "sys", "tmp", "run", "etc"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy(&p.busybox, bin.join("busybox")).unwrap();
-    let list = Command::new(&p.busybox).arg("--list").output().unwrap();
-    for a in String::from_utf8_lossy(&list.stdout).lines().filter(|a| *a != "busybox") {
-        let _ = std::os::unix::fs::symlink("busybox", bin.join(a));
-    }
-    for (src, name) in [(&p.pktgen, "pktgen"), (&p.sink, "sink")] {
-        std::fs::copy(src, bin.join(name)).unwrap();
-        std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0::/:/bin/sh\napp:x:1000:1000::/tmp:/bin/sh\n").unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
 }
 
 /// The checks each contract container runs before its app; prints KEY=VALUE lines.
@@ -675,11 +535,6 @@ echo "SOCKET=$(ls /run/fastpath/sock)"
 /// Parses `KEY=VALUE` lines.
 pub fn kv(out: &str) -> std::collections::BTreeMap<String, String> {
     out.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
-/// The last line of `out` that is a JSON object.
-pub fn last_json(out: &str) -> Option<Value> {
-    out.lines().rev().find_map(|l| serde_json::from_str::<Value>(l.trim()).ok().filter(Value::is_object))
 }
 
 /// Formats a CPU list for comparison with Cpus_allowed_list.

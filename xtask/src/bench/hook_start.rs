@@ -54,7 +54,7 @@ impl World {
 
     /// The spec of the `/bin/true` container.
     fn spec<'a>(&'a self, ann: &'a [(&'a str, &'a str)], hooks: Option<&'a serde_json::Value>) -> Spec<'a> {
-        Spec { name: "hook-start", rootfs: &self.rootfs, args: &["/bin/true"], annotations: ann, hooks }
+        Spec { annotations: ann, hooks, ..Spec::new("hook-start", &self.rootfs, &["/bin/true"]) }
     }
 
     /// Runs one container from `bundle` to its exit; ms from `runc run` to its exit.
