@@ -58,6 +58,7 @@ struct File {
     vf_bind: Option<VfBind>,
     vf_memlock: Option<String>,
     switch_timeout_ms: Option<u64>,
+    port_security: Option<fastpath_host::proto::PortSecurity>,
 }
 
 /// The host configuration, checked and with defaults filled in.
@@ -96,6 +97,9 @@ pub struct HostConfig {
     pub vf_memlock: u64,
     /// How long to wait for fastpathd to answer, in milliseconds.
     pub switch_timeout_ms: u64,
+    /// What the switch checks the frames of the ports the hook makes for
+    /// (`port_security`: `off`, `mac` or `mac+ip`).
+    pub port_security: fastpath_host::proto::PortSecurity,
 }
 
 /// The default core pool: the online CPUs but CPU 0 (left for the host), or CPU 0 alone
@@ -154,6 +158,7 @@ impl HostConfig {
                 None => 64 << 20,
             },
             switch_timeout_ms: f.switch_timeout_ms.unwrap_or(3000),
+            port_security: f.port_security.unwrap_or_default(),
         })
     }
 
@@ -203,6 +208,10 @@ mod tests {
         assert_eq!(c.switch_socket, PathBuf::from("/run/fastpath/fastpathd.sock"));
         assert_eq!(c.memlock, MemlockPolicy::Warn);
         assert_eq!((c.vf_bind, c.vf_memlock), (VfBind::Vfs, 64 << 20));
+        assert_eq!(c.port_security, fastpath_host::proto::PortSecurity::Off);
+        let m = HostConfig::parse("port_security = \"mac\"", None, "0-1").unwrap();
+        assert_eq!(m.port_security, fastpath_host::proto::PortSecurity::Mac);
+        assert!(HostConfig::parse("port_security = \"mad\"", None, "0-1").unwrap_err().to_string().contains("mad"));
         assert_eq!(HostConfig::parse("", None, "0").unwrap().cores, [0].into());
     }
 

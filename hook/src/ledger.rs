@@ -38,6 +38,9 @@ pub struct PortAlloc {
     pub bridge: String,
     /// Host path of its socket.
     pub socket: PathBuf,
+    /// The MAC the container was given for it (empty in ledgers from before MACs).
+    #[serde(default)]
+    pub mac: String,
 }
 
 /// A VF held.

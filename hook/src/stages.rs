@@ -311,6 +311,7 @@ fn draft_entry(ctx: &Ctx, state: &State, spec: &Spec, req: &Request) -> Result<E
             name: switch::port_name(&id, b),
             bridge: b.clone(),
             socket: ctx.cfg.sock_dir(&id).join(format!("{b}.sock")),
+            mac: switch::port_mac(&id, b),
         })
         .collect();
     Ok(Entry {
@@ -408,7 +409,7 @@ fn apply(ctx: &Ctx, e: &mut Entry, pre: &Preflight) -> Result<Option<nc::Memlock
     }
     for p in &e.ports {
         ctx.switch
-            .add_port(&p.name, &p.bridge, &p.socket, e.uid, e.gid)
+            .add_port(&switch_port(ctx, e, p))
             .map_err(|err| Error::annotation(VHOST_USER, &p.bridge, format!("adding port {}: {err}", p.name)))?;
     }
     if let Some(d) = &pre.cpuset {
@@ -446,6 +447,26 @@ fn apply(ctx: &Ctx, e: &mut Entry, pre: &Preflight) -> Result<Option<nc::Memlock
     Ok(memlock)
 }
 
+/// Memory a container's frontend may register on its port beyond its hugepage grant:
+/// its rings and any region that fell back to a memfd.
+pub const PORT_MEMORY_SLACK: u64 = 64 << 20;
+
+/// What the hook asks of the switch for the container's port `p`: a server-mode port
+/// whose socket the container's user owns, that knows whose it is and its MAC, whose
+/// frames are checked per `port_security` in hook.toml, and whose frontend may register
+/// the container's hugepages and a little more (else the switch's default).
+pub(crate) fn switch_port(ctx: &Ctx, e: &Entry, p: &PortAlloc) -> fastpath_host::proto::PortConfig {
+    fastpath_host::proto::PortConfig {
+        uid: Some(e.uid),
+        gid: Some(e.gid),
+        container: Some(e.id.clone()),
+        mac: (!p.mac.is_empty()).then(|| p.mac.clone()),
+        port_security: Some(ctx.cfg.port_security),
+        max_memory: e.hugepages.map(|h| fastpath_host::proto::ByteSize(h.bytes + PORT_MEMORY_SLACK)),
+        ..fastpath_host::proto::PortConfig::new(p.name.clone(), p.bridge.clone(), p.socket.clone())
+    }
+}
+
 /// The config.json the container gets.
 fn container_config(e: &Entry, memlock: Option<nc::Memlock>) -> nc::Config {
     nc::Config {
@@ -465,6 +486,7 @@ fn container_config(e: &Entry, memlock: Option<nc::Memlock>) -> nc::Config {
                 bridge: p.bridge.clone(),
                 socket: Path::new(mounts::SOCK_DIR).join(format!("{}.sock", p.bridge)),
                 mode: "client".into(),
+                mac: (!p.mac.is_empty()).then(|| p.mac.clone()),
             })
             .collect(),
         vfs: e

@@ -15,14 +15,29 @@ pub fn port_name(id: &str, bridge: &str) -> String {
     format!("{PORT_PREFIX}{id}-{bridge}")
 }
 
+/// The MAC a container's port on a bridge gets: locally administered and unicast
+/// (`02:` first), the other five bytes a hash of the container id and the bridge, so
+/// that the same container gets the same MAC again (after a switch restart, say).
+/// Two ports share one with a chance of about n²/2⁴¹ among n ports.
+pub fn port_mac(id: &str, bridge: &str) -> String {
+    // FNV-1a, 64 bits: stable across builds and platforms (unlike std's hasher).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes().chain([b'/']).chain(bridge.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[3], b[4], b[5], b[6], b[7])
+}
+
 /// What the hook asks of the switch.
 pub trait SwitchCtl {
     /// The control socket, for messages.
     fn socket(&self) -> &Path;
     /// The bridges the switch has.
     fn bridges(&self) -> Result<Vec<String>>;
-    /// Adds a server-mode vhost-user port whose socket the switch binds and gives to `uid:gid`.
-    fn add_port(&self, name: &str, bridge: &str, socket: &Path, uid: u32, gid: u32) -> Result<()>;
+    /// Adds a port (for the hook: a server-mode vhost-user port whose socket the switch
+    /// binds and gives to the container's uid and gid).
+    fn add_port(&self, port: &PortConfig) -> Result<()>;
     /// Removes a port; `Ok(false)` when there was no such port.
     fn del_port(&self, name: &str) -> Result<bool>;
     /// The names of all ports.
@@ -60,10 +75,8 @@ impl SwitchCtl for UnixSwitch {
         Ok(self.call(&Request::Bridges)?.bridges.unwrap_or_default())
     }
 
-    fn add_port(&self, name: &str, bridge: &str, socket: &Path, uid: u32, gid: u32) -> Result<()> {
-        let req =
-            Request::AddPort(PortConfig { uid: Some(uid), gid: Some(gid), ..PortConfig::new(name, bridge, socket) });
-        self.call(&req).map(drop)
+    fn add_port(&self, port: &PortConfig) -> Result<()> {
+        self.call(&Request::AddPort(port.clone())).map(drop)
     }
 
     fn del_port(&self, name: &str) -> Result<bool> {
@@ -84,17 +97,18 @@ impl SwitchCtl for UnixSwitch {
 pub mod fake {
     use super::SwitchCtl;
     use crate::{Error, Result};
+    use fastpath_host::proto::PortConfig;
     use std::cell::RefCell;
     use std::collections::BTreeMap;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     /// In-memory switch: bridges, ports, and switches to make it fail.
     #[derive(Debug, Default)]
     pub struct FakeSwitch {
         /// Bridges.
         pub bridges: Vec<String>,
-        /// Ports: name → (bridge, socket, uid).
-        pub ports: RefCell<BTreeMap<String, (String, PathBuf, u32)>>,
+        /// Ports by name, as asked for.
+        pub ports: RefCell<BTreeMap<String, PortConfig>>,
         /// Whether it answers at all.
         pub down: bool,
         /// Refuse `add-port` for this bridge.
@@ -124,12 +138,12 @@ pub mod fake {
             self.up()?;
             Ok(self.bridges.clone())
         }
-        fn add_port(&self, name: &str, bridge: &str, socket: &Path, uid: u32, _gid: u32) -> Result<()> {
+        fn add_port(&self, port: &PortConfig) -> Result<()> {
             self.up()?;
-            if self.fail_add_on.as_deref() == Some(bridge) {
+            if self.fail_add_on.as_deref() == Some(port.bridge.as_str()) {
                 return Err(Error::Switch { socket: "/fake".into(), msg: "the switch is full".into() });
             }
-            self.ports.borrow_mut().insert(name.into(), (bridge.into(), socket.into(), uid));
+            self.ports.borrow_mut().insert(port.name.clone(), port.clone());
             Ok(())
         }
         fn del_port(&self, name: &str) -> Result<bool> {
@@ -169,22 +183,39 @@ mod tests {
         assert!(UnixSwitch::new(ok.path(), Duration::from_secs(2)).del_port("fp-x-br0").unwrap());
     }
 
+    fn want_port() -> PortConfig {
+        PortConfig {
+            uid: Some(1000),
+            gid: Some(1001),
+            container: Some("c".into()),
+            mac: Some(port_mac("c", "br0")),
+            ..PortConfig::new("fp-c-br0", "br0", "/run/fastpath/sock/c/br0.sock")
+        }
+    }
+
+    #[test]
+    fn port_macs_are_unicast_local_stable_and_differ() {
+        let m = port_mac("c1", "br0");
+        assert_eq!(m, port_mac("c1", "br0"));
+        assert!(m.starts_with("02:") && m.len() == 17, "{m}");
+        let all: std::collections::BTreeSet<String> =
+            (0..2000).map(|i| port_mac(&format!("container-{i}"), "br0")).collect();
+        assert_eq!(all.len(), 2000);
+        assert_ne!(port_mac("c1", "br0"), port_mac("c1", "br1"));
+    }
+
     #[test]
     fn requests_are_the_protocol_types_and_errors_name_the_socket() {
         let sw = FakeSocket::answering("hook-req", |line| {
             let (_, req) = fastpath_host::proto::decode_request(line).unwrap();
-            let want = Request::AddPort(PortConfig {
-                uid: Some(1000),
-                gid: Some(1001),
-                ..PortConfig::new("fp-c-br0", "br0", "/run/fastpath/sock/c/br0.sock")
-            });
+            let want = Request::AddPort(want_port());
             Some(
                 if req == want { Response::ok() } else { Response::error(ErrorCode::BadRequest, "unexpected") }
                     .to_line(),
             )
         });
         let u = UnixSwitch::new(sw.path(), Duration::from_secs(2));
-        u.add_port("fp-c-br0", "br0", Path::new("/run/fastpath/sock/c/br0.sock"), 1000, 1001).unwrap();
+        u.add_port(&want_port()).unwrap();
         let nowhere = sw.path().with_extension("none");
         let e = UnixSwitch::new(&nowhere, Duration::from_secs(2)).bridges().unwrap_err().to_string();
         let start = format!("fastpathd at {}: not answering (", nowhere.display());

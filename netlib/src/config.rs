@@ -70,6 +70,10 @@ pub struct PortInfo {
     pub socket: PathBuf,
     /// `"client"`: the switch listens, the app connects (`vu:` spec).
     pub mode: String,
+    /// The MAC the port was given (`aa:bb:cc:dd:ee:ff`): the app sends with it as its
+    /// source address; the switch may drop frames that claim another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 impl PortInfo {
@@ -224,6 +228,7 @@ mod tests {
                 bridge: "br0".into(),
                 socket: "/run/fastpath/sock/br0.sock".into(),
                 mode: "client".into(),
+                mac: Some("02:00:00:00:00:0a".into()),
             }],
             vfs: vec![],
             lib_dir: None,

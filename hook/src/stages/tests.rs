@@ -116,12 +116,17 @@ fn contract_end_to_end_then_poststop_releases_everything() {
     assert_eq!(w.sys.get("/sys/fs/cgroup/cpuset/c100/cpuset.cpus").unwrap(), "2");
     assert_eq!(w.sys.get("/sys/fs/cgroup/hugetlb/c100/hugetlb.2MB.limit_in_bytes").unwrap(), "67108864");
     let ports = w.sw.ports.borrow().clone();
-    let (bridge, sock, uid) = &ports["fp-c100-br0"];
-    assert_eq!((bridge.as_str(), uid), ("br0", &1000));
-    assert_eq!(sock, &w.cfg.sock_dir("c100").join("br0.sock"));
+    let p = &ports["fp-c100-br0"];
+    assert_eq!((p.bridge.as_str(), p.uid, p.gid), ("br0", Some(1000), Some(1000)));
+    assert_eq!(p.socket, w.cfg.sock_dir("c100").join("br0.sock"));
+    // The port says whose it is, and the MAC the container was told (below, config.json).
+    assert_eq!(p.container.as_deref(), Some("c100"));
+    assert_eq!(p.mac.as_deref(), Some(crate::switch::port_mac("c100", "br0").as_str()));
+    assert_eq!(p.max_memory, Some(fastpath_host::proto::ByteSize((64 << 20) + PORT_MEMORY_SLACK)));
     assert_eq!(w.sys.st.borrow().dirs[&w.cfg.sock_dir("c100")], (0o700, 1000, 1000));
     // No CAP_SYS_RESOURCE and a hard limit of 8Mi: said, not silently dropped.
     let cfg = e.config.clone().unwrap();
+    assert_eq!(cfg.ports[0].mac, p.mac, "the container is told its port's MAC");
     let m = cfg.memlock.clone().unwrap();
     assert_eq!((m.wanted, m.soft, m.hard), (64 << 20, 8 << 20, 8 << 20));
     assert!(m.note.unwrap().contains("CAP_SYS_RESOURCE"));
@@ -271,8 +276,8 @@ fn gc_releases_the_dead_and_orphans_and_keeps_the_living() {
     create_runtime(&w.ctx(), &state("c101", Some(101), &CONTRACT), &spec()).unwrap().unwrap();
     // c100's runtime crashed: its process is gone, its cgroup empty; no poststop ran.
     w.sys.st.borrow_mut().procs.remove(&100);
-    w.sw.add_port("fp-lost-br0", "br0", Path::new("/x"), 0, 0).unwrap();
-    w.sw.add_port("someone-else", "br0", Path::new("/y"), 0, 0).unwrap();
+    w.sw.add_port(&fastpath_host::proto::PortConfig::new("fp-lost-br0", "br0", "/x")).unwrap();
+    w.sw.add_port(&fastpath_host::proto::PortConfig::new("someone-else", "br0", "/y")).unwrap();
     w.sys.mkdir_owned(&w.cfg.sock_dir("lost"), 0o700, 0, 0).unwrap();
     let r = gc(&w.ctx()).unwrap();
     assert_eq!(r.released, vec!["c100"]);
