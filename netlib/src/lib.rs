@@ -11,6 +11,7 @@
 //! memory), [`vfio::sys`] (VFIO ioctls, BAR mmap), [`igbvf::mmio`] (BAR0 registers)
 //! and [`igbvf::desc`] (descriptor ring memory).
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
 mod cadence;
 pub mod config;

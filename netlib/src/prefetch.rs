@@ -1,6 +1,7 @@
 // Cache-line prefetch hints (x86_64 `prefetcht0` and `prefetchw`): the data path
 // starts every load of a burst before it waits on any.
 //! Prefetch hints.
+#![allow(unsafe_code)]
 
 /// Asks the CPU to start loading the cache line at `addr` (a hint: never faults).
 #[inline(always)]

@@ -6,6 +6,7 @@
 //! resolved once, when a queue is set up; the per-packet path then only reads
 //! and writes through them. Avail and used indices are loaded with acquire and
 //! published with release, as the virtio spec's memory model asks.
+#![allow(unsafe_code)]
 // Every ring address is 16-aligned (descriptors) or checked aligned at setup
 // (avail 2, used 4), so the casts from byte pointers below are aligned.
 #![allow(clippy::cast_ptr_alignment)]

@@ -6,6 +6,7 @@
 //! decoders are plain functions on those words; [`DescRing`] reads and writes
 //! them in ring memory (a [`Region`] that the driver maps for the device) with
 //! volatile accesses, since the NIC writes back into the same words.
+#![allow(unsafe_code)]
 
 use std::sync::atomic::{fence, Ordering};
 

@@ -1,6 +1,7 @@
 // Volatile 32-bit access to the VF's BAR0 registers, mapped through VFIO.
 // One of netlib's few `unsafe` modules: every access is bounds- and alignment-checked.
 //! BAR0 register access.
+#![allow(unsafe_code)]
 
 use crate::vfio::BarMap;
 

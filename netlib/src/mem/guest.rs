@@ -1,6 +1,7 @@
 // A frontend's memory as a vhost-user backend maps it: the table that turns its
 // addresses into ours, and the bounded spans every copy in and out goes through.
 //! A peer's memory, mapped here.
+#![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,6 +1,7 @@
 // A MAP_SHARED mapping of an fd, unmapped on drop, with bounds-checked slices:
 // the one place netlib calls mmap on memory it shares with another process.
 //! Shared mappings.
+#![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;

@@ -6,6 +6,7 @@
 //! [`region`] (`memfd_create`), [`sigbus`] (the SIGBUS handler) and [`guest`] (copies in and out of a peer's
 //! memory): every raw pointer that the rest of netlib touches is created here, with
 //! its bounds checked here.
+#![allow(unsafe_code)]
 
 mod guest;
 mod mapping;

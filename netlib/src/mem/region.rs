@@ -1,6 +1,7 @@
 // Regions of our own memory that another process can map: a hugetlbfs file, a
 // MFD_HUGETLB memfd or a plain memfd, chosen (and logged) at creation.
 //! Our own shareable regions.
+#![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::fs::OpenOptions;

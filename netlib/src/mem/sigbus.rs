@@ -12,6 +12,7 @@
 //! mark ([`Watch::poisoned`], cheaply through [`epoch`]) and resets the port. A SIGBUS
 //! outside every watched range goes to the handler that was there before (Rust's
 //! stack-overflow handler, or the default action).
+#![allow(unsafe_code)]
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

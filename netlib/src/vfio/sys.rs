@@ -3,6 +3,7 @@
 //! Raw VFIO calls. The only `unsafe` of [`crate::vfio`] lives here: the generic ioctl
 //! helpers are private, and each request the rest needs has a small safe function that
 //! pairs it with the argument the kernel expects, visible to [`crate::vfio`] only.
+#![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;

@@ -1,6 +1,7 @@
 // A vhost-user connection: sends a message with its fds in one sendmsg, and
 // receives messages incrementally so that a slow or hostile peer never blocks us.
 //! The socket side of vhost-user.
+#![allow(unsafe_code)]
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
