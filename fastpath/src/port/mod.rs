@@ -10,6 +10,7 @@
 //! into the destination's.
 
 pub mod loopback;
+pub mod tap;
 pub mod vhost;
 
 use std::os::fd::BorrowedFd;
