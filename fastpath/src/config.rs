@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Whether the switch listens on a port's socket or connects to it, and one port's
 /// description (control protocol types: a config file's ports are `add-port` requests).
-pub use fastpath_host::proto::{ByteSize, PortConfig, PortMode, PortSecurity};
+pub use fastpath_host::proto::{ByteSize, PortConfig, PortKind, PortMode, PortSecurity};
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,7 +119,7 @@ pub enum ConfigError {
         source: toml::de::Error,
     },
     /// A --port flag that doesn't parse.
-    #[error("--port '{0}' is not BRIDGE:NAME:vhost:PATH or BRIDGE:NAME:vhost-client:PATH")]
+    #[error("--port '{0}' is not BRIDGE:NAME:vhost:PATH, BRIDGE:NAME:vhost-client:PATH or BRIDGE:NAME:tap:IFNAME")]
     PortFlag(String),
     /// Inconsistent contents.
     #[error("config: {0}")]
@@ -169,10 +169,31 @@ impl Config {
             if !names.insert(&p.name) {
                 return Err(ConfigError::Invalid(format!("port name '{}' is repeated", p.name)));
             }
+            check_port(p).map_err(|e| ConfigError::Invalid(format!("port '{}': {e}", p.name)))?;
             crate::security::guard_for(p, self.port_security)
                 .map_err(|e| ConfigError::Invalid(format!("port '{}': {e}", p.name)))?;
         }
         Ok(())
+    }
+}
+
+/// Checks that a port has what its kind needs, and nothing of another kind's.
+pub fn check_port(p: &PortConfig) -> Result<(), String> {
+    match p.kind {
+        PortKind::Vhost if p.socket.as_os_str().is_empty() => Err("a vhost port needs a socket".into()),
+        PortKind::Vhost if p.ifname.is_some() => Err("a vhost port has a socket, not an ifname".into()),
+        PortKind::Tap => match p.ifname.as_deref() {
+            None => Err("a tap port needs an ifname".into()),
+            Some(n) if n.is_empty() || n.len() > crate::port::tap::MAX_IFNAME || n.contains(['/', ' ']) => {
+                Err(format!(
+                    "ifname '{n}' is not an interface name (1 to {} bytes, no '/' or space)",
+                    crate::port::tap::MAX_IFNAME
+                ))
+            }
+            Some(_) if !p.socket.as_os_str().is_empty() => Err("a tap port has an ifname, not a socket".into()),
+            Some(_) => Ok(()),
+        },
+        PortKind::Vhost => Ok(()),
     }
 }
 
@@ -182,14 +203,15 @@ pub fn parse_port_flag(s: &str) -> Result<PortConfig, ConfigError> {
     let (Some(bridge), Some(name), Some(kind), Some(path)) = (it.next(), it.next(), it.next(), it.next()) else {
         return Err(ConfigError::PortFlag(s.into()));
     };
-    let mode = match kind {
-        "vhost" | "server" => PortMode::Server,
-        "vhost-client" | "client" => PortMode::Client,
-        _ => return Err(ConfigError::PortFlag(s.into())),
-    };
     if bridge.is_empty() || name.is_empty() || path.is_empty() {
         return Err(ConfigError::PortFlag(s.into()));
     }
+    let mode = match kind {
+        "vhost" | "server" => PortMode::Server,
+        "vhost-client" | "client" => PortMode::Client,
+        "tap" => return Ok(PortConfig::tap(name, bridge, path)),
+        _ => return Err(ConfigError::PortFlag(s.into())),
+    };
     Ok(PortConfig { mode, ..PortConfig::new(name, bridge, path) })
 }
 
@@ -216,7 +238,12 @@ mod tests {
         assert_eq!(c.ports[0].mode, PortMode::Client);
         let p = parse_port_flag("br0:x:vhost:/tmp/x.sock").unwrap();
         assert_eq!(p.socket, PathBuf::from("/tmp/x.sock"));
-        assert!(parse_port_flag("br0:x:tap:/tmp").is_err());
+        assert!(parse_port_flag("br0:x:tup:/tmp").is_err());
+        let t = parse_port_flag("br0:host:tap:fp-host").unwrap();
+        assert_eq!((t.kind, t.ifname.as_deref()), (PortKind::Tap, Some("fp-host")));
+        check_port(&t).unwrap();
+        assert!(check_port(&PortConfig { ifname: Some("a/b".into()), ..t.clone() }).unwrap_err().contains("'a/b'"));
+        assert!(check_port(&PortConfig { ifname: None, ..t }).unwrap_err().contains("needs an ifname"));
         let mut bad = c.clone();
         bad.ports[0].bridge = "nope".into();
         assert!(bad.validate().unwrap_err().to_string().contains("'nope' does not exist"));

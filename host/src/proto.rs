@@ -26,7 +26,7 @@ mod version;
 
 pub use client::{Client, ClientError};
 pub use code::ErrorCode;
-pub use port::{ByteSize, PortConfig, PortInfo, PortMode, PortSecurity, PortStats};
+pub use port::{ByteSize, PortConfig, PortInfo, PortKind, PortMode, PortSecurity, PortStats};
 pub use request::Request;
 pub use response::Response;
 pub use version::{decode_request, Served, VersionMismatch, OLDEST_VERSION, VERSION};

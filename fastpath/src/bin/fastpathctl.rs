@@ -27,7 +27,7 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Add a vhost-user port to a bridge.
+    /// Add a port to a bridge: a vhost-user socket (--socket) or a TAP interface (--tap).
     AddPort {
         /// Port name.
         #[arg(long)]
@@ -35,9 +35,12 @@ enum Cmd {
         /// Bridge.
         #[arg(long, default_value = "br0")]
         bridge: String,
-        /// Socket path.
-        #[arg(long)]
-        socket: PathBuf,
+        /// vhost-user socket path.
+        #[arg(long, required_unless_present = "tap", conflicts_with = "tap")]
+        socket: Option<PathBuf>,
+        /// A TAP interface instead (created if absent, set up): the host's own stack on the bridge.
+        #[arg(long, value_name = "IFNAME")]
+        tap: Option<String>,
         /// The switch connects to a listening container instead of listening.
         #[arg(long)]
         client: bool,
@@ -337,19 +340,13 @@ fn main() -> Result<()> {
     let a = Args::parse();
     match a.cmd {
         Cmd::Vf(v) => vf_main(v)?,
-        Cmd::AddPort { name, bridge, socket, client, uid, gid, container, mac, ip, port_security, max_memory } => {
+        Cmd::AddPort { name, bridge, socket, tap, client, uid, gid, container, mac, ip, port_security, max_memory } => {
             let mode = if client { PortMode::Client } else { PortMode::Server };
-            let port = PortConfig {
-                mode,
-                uid,
-                gid,
-                container,
-                mac,
-                ip,
-                port_security,
-                max_memory,
-                ..PortConfig::new(name.clone(), bridge, socket)
+            let base = match tap {
+                Some(ifname) => PortConfig::tap(name.clone(), bridge, ifname),
+                None => PortConfig::new(name.clone(), bridge, socket.unwrap_or_default()),
             };
+            let port = PortConfig { mode, uid, gid, container, mac, ip, port_security, max_memory, ..base };
             call(&a.ctl, &Request::AddPort(port))?;
             println!("port {name} added");
         }

@@ -18,7 +18,7 @@ use std::os::fd::BorrowedFd;
 use netlib::vhost::{DeviceLimits, Frames};
 use netlib::{LinkState, PortCounters};
 
-use crate::config::{PortConfig, PortMode};
+use crate::config::{PortConfig, PortKind, PortMode};
 use crate::error::SwitchError;
 
 /// The fds a port's peer wakes a sleeping switch with.
@@ -79,6 +79,11 @@ pub trait SwitchPort: Send + std::fmt::Debug {
 /// frontends are held to `limits`.
 pub fn open(cfg: &PortConfig, limits: DeviceLimits) -> Result<Box<dyn SwitchPort>, SwitchError> {
     let err = |e: &dyn std::fmt::Display| SwitchError::Open { port: cfg.name.clone(), why: e.to_string() };
+    crate::config::check_port(cfg).map_err(|e| err(&e))?;
+    if cfg.kind == PortKind::Tap {
+        let ifname = cfg.ifname.as_deref().unwrap_or_default();
+        return Ok(Box::new(tap::TapPort::open(ifname).map_err(|e| err(&e))?));
+    }
     let name = format!("port {} ({})", cfg.name, cfg.socket.display());
     let mut port = match cfg.mode {
         PortMode::Server => vhost::VhostPort::listen(&cfg.socket, name).map_err(|e| err(&e))?,

@@ -119,8 +119,8 @@ impl Switch {
             if p.cfg.name == cfg.name {
                 return Err(SwitchError::PortExists(cfg.name.clone()));
             }
-            if p.cfg.socket == cfg.socket {
-                return Err(SwitchError::SocketInUse { socket: cfg.socket.clone(), port: p.cfg.name.clone() });
+            if p.cfg.place() == cfg.place() {
+                return Err(SwitchError::SocketInUse { socket: cfg.place().into(), port: p.cfg.name.clone() });
             }
         }
         if self.ports.iter().all(Option::is_some) {
@@ -137,13 +137,7 @@ impl Switch {
         else {
             return Err(SwitchError::Full(MAX_PORTS));
         };
-        tracing::info!(
-            "port {} added to {} ({:?} on {})",
-            p.cfg.name,
-            p.cfg.bridge,
-            p.cfg.mode,
-            p.cfg.socket.display()
-        );
+        tracing::info!("port {} added to {} ({:?} on {})", p.cfg.name, p.cfg.bridge, p.cfg.mode, p.cfg.place());
         let seen_resets = p.port.counters().resets;
         self.ports[slot] = Some(Slot { cfg: p.cfg, bridge: b, port: p.port, guard: p.guard, seen_resets });
         self.bridges[b].members.push(slot as u16);
@@ -176,7 +170,7 @@ impl Switch {
             .map(|(slot, p)| PortInfo {
                 name: p.cfg.name.clone(),
                 bridge: p.cfg.bridge.clone(),
-                socket: p.cfg.socket.display().to_string(),
+                socket: p.cfg.place(),
                 mode: p.cfg.mode,
                 stats: PortStats { counters: p.port.counters(), link_up: p.port.link() == LinkState::Up },
                 last_fault: p.port.last_fault().map(str::to_owned),

@@ -100,6 +100,27 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// What kind of port: where its frames come from and go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortKind {
+    /// A vhost-user socket (`socket`, `mode`): a container's or a VM's virtio rings.
+    #[default]
+    Vhost,
+    /// A kernel TAP interface (`ifname`): the host's own stack.
+    Tap,
+}
+
+impl PortKind {
+    /// The name used in config files, flags and requests.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Vhost => "vhost",
+            Self::Tap => "tap",
+        }
+    }
+}
+
 /// One port: what a config file's `[[ports]]` entry, an `add-port` request and
 /// fastpathd's state file all say about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,8 +130,15 @@ pub struct PortConfig {
     pub name: String,
     /// Bridge it belongs to.
     pub bridge: String,
-    /// vhost-user socket path.
+    /// Its kind (default: vhost).
+    #[serde(default, skip_serializing_if = "is_vhost")]
+    pub kind: PortKind,
+    /// vhost-user socket path (vhost ports).
+    #[serde(default, skip_serializing_if = "path_is_empty")]
     pub socket: PathBuf,
+    /// Kernel interface name (tap ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
     /// Who listens (default: the switch).
     #[serde(default = "server")]
     pub mode: PortMode,
@@ -142,13 +170,37 @@ fn server() -> PortMode {
     PortMode::Server
 }
 
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
+fn is_vhost(k: &PortKind) -> bool {
+    *k == PortKind::Vhost
+}
+
+fn path_is_empty(p: &std::path::Path) -> bool {
+    p.as_os_str().is_empty()
+}
+
 impl PortConfig {
-    /// A server-mode port with nothing else said.
+    /// A TAP port on the interface `ifname`.
+    pub fn tap(name: impl Into<String>, bridge: impl Into<String>, ifname: impl Into<String>) -> Self {
+        Self { kind: PortKind::Tap, socket: PathBuf::new(), ifname: Some(ifname.into()), ..Self::new(name, bridge, "") }
+    }
+
+    /// Where the port is, for messages and listings: its socket, or its interface.
+    pub fn place(&self) -> String {
+        match self.kind {
+            PortKind::Vhost => self.socket.display().to_string(),
+            PortKind::Tap => format!("tap:{}", self.ifname.as_deref().unwrap_or("?")),
+        }
+    }
+
+    /// A server-mode vhost-user port with nothing else said.
     pub fn new(name: impl Into<String>, bridge: impl Into<String>, socket: impl Into<PathBuf>) -> Self {
         Self {
             name: name.into(),
             bridge: bridge.into(),
+            kind: PortKind::Vhost,
             socket: socket.into(),
+            ifname: None,
             mode: PortMode::Server,
             uid: None,
             gid: None,

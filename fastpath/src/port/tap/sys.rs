@@ -12,7 +12,10 @@ use std::os::unix::fs::OpenOptionsExt;
 pub const MAX_IFNAME: usize = libc::IFNAMSIZ - 1;
 
 fn ifreq(name: &str) -> io::Result<libc::ifreq> {
-    if name.is_empty() || name.len() > MAX_IFNAME || name.bytes().any(|b| b == 0 || b == b'/' || b.is_ascii_whitespace()) {
+    if name.is_empty()
+        || name.len() > MAX_IFNAME
+        || name.bytes().any(|b| b == 0 || b == b'/' || b.is_ascii_whitespace())
+    {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("'{name}' is not an interface name (1 to {MAX_IFNAME} bytes, no '/', space or NUL)"),
