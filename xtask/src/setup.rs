@@ -12,7 +12,8 @@ use nix::mount::{mount, MsFlags};
 use crate::procs::{self, Spawn, Stream};
 use crate::scratch::{self, HUGEPAGES};
 
-/// Debian packages the tests and benchmarks use (`xz-utils` and `kmod`: unpacking the
+/// Debian packages the tests and benchmarks use (`iputils-ping`: the host pinging a container
+/// through a TAP port; `xz-utils` and `kmod`: unpacking the
 /// guest kernel's modules; QEMU comes from `install_qemu`).
 const PACKAGES: &[&str] = &[
     "dpdk-dev",
@@ -23,6 +24,7 @@ const PACKAGES: &[&str] = &[
     "busybox-static",
     "linux-perf",
     "iproute2",
+    "iputils-ping",
     "xz-utils",
     "kmod",
 ];
