@@ -119,7 +119,9 @@ pub enum ConfigError {
         source: toml::de::Error,
     },
     /// A --port flag that doesn't parse.
-    #[error("--port '{0}' is not BRIDGE:NAME:vhost:PATH, BRIDGE:NAME:vhost-client:PATH or BRIDGE:NAME:tap:IFNAME")]
+    #[error(
+        "--port '{0}' is not BRIDGE:NAME:vhost:PATH, BRIDGE:NAME:vhost-client:PATH, BRIDGE:NAME:tap:IFNAME or BRIDGE:NAME:afxdp:IFNAME[:QUEUE]"
+    )]
     PortFlag(String),
     /// Inconsistent contents.
     #[error("config: {0}")]
@@ -182,15 +184,18 @@ pub fn check_port(p: &PortConfig) -> Result<(), String> {
     match p.kind {
         PortKind::Vhost if p.socket.as_os_str().is_empty() => Err("a vhost port needs a socket".into()),
         PortKind::Vhost if p.ifname.is_some() => Err("a vhost port has a socket, not an ifname".into()),
-        PortKind::Tap => match p.ifname.as_deref() {
-            None => Err("a tap port needs an ifname".into()),
+        PortKind::Tap | PortKind::Afxdp => match p.ifname.as_deref() {
+            None => Err(format!("a {} port needs an ifname", p.kind.label())),
             Some(n) if n.is_empty() || n.len() > crate::port::tap::MAX_IFNAME || n.contains(['/', ' ']) => {
                 Err(format!(
                     "ifname '{n}' is not an interface name (1 to {} bytes, no '/' or space)",
                     crate::port::tap::MAX_IFNAME
                 ))
             }
-            Some(_) if !p.socket.as_os_str().is_empty() => Err("a tap port has an ifname, not a socket".into()),
+            Some(_) if !p.socket.as_os_str().is_empty() => {
+                Err(format!("a {} port has an ifname, not a socket", p.kind.label()))
+            }
+            Some(_) if p.kind == PortKind::Tap && p.queue.is_some() => Err("a tap port has no queue".into()),
             Some(_) => Ok(()),
         },
         PortKind::Vhost => Ok(()),
@@ -210,6 +215,13 @@ pub fn parse_port_flag(s: &str) -> Result<PortConfig, ConfigError> {
         "vhost" | "server" => PortMode::Server,
         "vhost-client" | "client" => PortMode::Client,
         "tap" => return Ok(PortConfig::tap(name, bridge, path)),
+        "afxdp" => {
+            let (ifname, queue) = match path.split_once(':') {
+                Some((i, q)) => (i, q.parse::<u32>().map_err(|_| ConfigError::PortFlag(s.into()))?),
+                None => (path, 0),
+            };
+            return Ok(PortConfig::afxdp(name, bridge, ifname, queue));
+        }
         _ => return Err(ConfigError::PortFlag(s.into())),
     };
     Ok(PortConfig { mode, ..PortConfig::new(name, bridge, path) })
@@ -244,6 +256,10 @@ mod tests {
         check_port(&t).unwrap();
         assert!(check_port(&PortConfig { ifname: Some("a/b".into()), ..t.clone() }).unwrap_err().contains("'a/b'"));
         assert!(check_port(&PortConfig { ifname: None, ..t }).unwrap_err().contains("needs an ifname"));
+        let x = parse_port_flag("br0:up:afxdp:eth1:3").unwrap();
+        assert_eq!((x.kind, x.ifname.as_deref(), x.queue), (PortKind::Afxdp, Some("eth1"), Some(3)));
+        assert_eq!(parse_port_flag("br0:up:afxdp:eth1").unwrap().queue, Some(0));
+        assert!(parse_port_flag("br0:up:afxdp:eth1:x").is_err());
         let mut bad = c.clone();
         bad.ports[0].bridge = "nope".into();
         assert!(bad.validate().unwrap_err().to_string().contains("'nope' does not exist"));

@@ -36,11 +36,14 @@ enum Cmd {
         #[arg(long, default_value = "br0")]
         bridge: String,
         /// vhost-user socket path.
-        #[arg(long, required_unless_present = "tap", conflicts_with = "tap")]
+        #[arg(long, required_unless_present_any = ["tap", "afxdp"], conflicts_with_all = ["tap", "afxdp"])]
         socket: Option<PathBuf>,
         /// A TAP interface instead (created if absent, set up): the host's own stack on the bridge.
-        #[arg(long, value_name = "IFNAME")]
+        #[arg(long, value_name = "IFNAME", conflicts_with = "afxdp")]
         tap: Option<String>,
+        /// One queue of a kernel interface instead, through AF_XDP: IFNAME or IFNAME:QUEUE.
+        #[arg(long, value_name = "IFNAME[:QUEUE]")]
+        afxdp: Option<String>,
         /// The switch connects to a listening container instead of listening.
         #[arg(long)]
         client: bool,
@@ -340,11 +343,34 @@ fn main() -> Result<()> {
     let a = Args::parse();
     match a.cmd {
         Cmd::Vf(v) => vf_main(v)?,
-        Cmd::AddPort { name, bridge, socket, tap, client, uid, gid, container, mac, ip, port_security, max_memory } => {
+        Cmd::AddPort {
+            name,
+            bridge,
+            socket,
+            tap,
+            afxdp,
+            client,
+            uid,
+            gid,
+            container,
+            mac,
+            ip,
+            port_security,
+            max_memory,
+        } => {
             let mode = if client { PortMode::Client } else { PortMode::Server };
-            let base = match tap {
-                Some(ifname) => PortConfig::tap(name.clone(), bridge, ifname),
-                None => PortConfig::new(name.clone(), bridge, socket.unwrap_or_default()),
+            let base = match (tap, afxdp) {
+                (Some(ifname), _) => PortConfig::tap(name.clone(), bridge, ifname),
+                (None, Some(x)) => {
+                    let (ifname, queue) = match x.split_once(':') {
+                        Some((i, q)) => {
+                            (i.to_string(), q.parse().with_context(|| format!("--afxdp {x}: queue '{q}'"))?)
+                        }
+                        None => (x.clone(), 0),
+                    };
+                    PortConfig::afxdp(name.clone(), bridge, ifname, queue)
+                }
+                (None, None) => PortConfig::new(name.clone(), bridge, socket.unwrap_or_default()),
             };
             let port = PortConfig { mode, uid, gid, container, mac, ip, port_security, max_memory, ..base };
             call(&a.ctl, &Request::AddPort(port))?;

@@ -9,8 +9,11 @@
 //! [`SwitchPort::release`] it. A frame is copied once, from the source's buffers
 //! into the destination's.
 
+pub mod afxdp;
 pub mod loopback;
 pub mod tap;
+#[cfg(test)]
+mod test_frames;
 pub mod vhost;
 
 use std::os::fd::BorrowedFd;
@@ -80,9 +83,13 @@ pub trait SwitchPort: Send + std::fmt::Debug {
 pub fn open(cfg: &PortConfig, limits: DeviceLimits) -> Result<Box<dyn SwitchPort>, SwitchError> {
     let err = |e: &dyn std::fmt::Display| SwitchError::Open { port: cfg.name.clone(), why: e.to_string() };
     crate::config::check_port(cfg).map_err(|e| err(&e))?;
-    if cfg.kind == PortKind::Tap {
-        let ifname = cfg.ifname.as_deref().unwrap_or_default();
-        return Ok(Box::new(tap::TapPort::open(ifname).map_err(|e| err(&e))?));
+    let ifname = cfg.ifname.as_deref().unwrap_or_default();
+    match cfg.kind {
+        PortKind::Tap => return Ok(Box::new(tap::TapPort::open(ifname).map_err(|e| err(&e))?)),
+        PortKind::Afxdp => {
+            return Ok(Box::new(afxdp::AfxdpPort::open(ifname, cfg.queue.unwrap_or(0)).map_err(|e| err(&e))?));
+        }
+        PortKind::Vhost => {}
     }
     let name = format!("port {} ({})", cfg.name, cfg.socket.display());
     let mut port = match cfg.mode {

@@ -109,6 +109,9 @@ pub enum PortKind {
     Vhost,
     /// A kernel TAP interface (`ifname`): the host's own stack.
     Tap,
+    /// One queue (`queue`, default 0) of a kernel interface (`ifname`) through an
+    /// AF_XDP socket: a NIC, a veth, any interface with a driver.
+    Afxdp,
 }
 
 impl PortKind {
@@ -117,6 +120,7 @@ impl PortKind {
         match self {
             Self::Vhost => "vhost",
             Self::Tap => "tap",
+            Self::Afxdp => "afxdp",
         }
     }
 }
@@ -136,9 +140,12 @@ pub struct PortConfig {
     /// vhost-user socket path (vhost ports).
     #[serde(default, skip_serializing_if = "path_is_empty")]
     pub socket: PathBuf,
-    /// Kernel interface name (tap ports).
+    /// Kernel interface name (tap and afxdp ports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ifname: Option<String>,
+    /// The interface's queue (afxdp ports; default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<u32>,
     /// Who listens (default: the switch).
     #[serde(default = "server")]
     pub mode: PortMode,
@@ -185,11 +192,18 @@ impl PortConfig {
         Self { kind: PortKind::Tap, socket: PathBuf::new(), ifname: Some(ifname.into()), ..Self::new(name, bridge, "") }
     }
 
+    /// An AF_XDP port on queue `queue` of interface `ifname`.
+    pub fn afxdp(name: impl Into<String>, bridge: impl Into<String>, ifname: impl Into<String>, queue: u32) -> Self {
+        Self { kind: PortKind::Afxdp, queue: Some(queue), ..Self::tap(name, bridge, ifname) }
+    }
+
     /// Where the port is, for messages and listings: its socket, or its interface.
     pub fn place(&self) -> String {
+        let ifname = self.ifname.as_deref().unwrap_or("?");
         match self.kind {
             PortKind::Vhost => self.socket.display().to_string(),
-            PortKind::Tap => format!("tap:{}", self.ifname.as_deref().unwrap_or("?")),
+            PortKind::Tap => format!("tap:{ifname}"),
+            PortKind::Afxdp => format!("afxdp:{ifname}:{}", self.queue.unwrap_or(0)),
         }
     }
 
@@ -201,6 +215,7 @@ impl PortConfig {
             kind: PortKind::Vhost,
             socket: socket.into(),
             ifname: None,
+            queue: None,
             mode: PortMode::Server,
             uid: None,
             gid: None,

@@ -141,6 +141,13 @@ pub enum Frames<'a> {
     },
     /// Frames in buffers of our own.
     Local(&'a [FrameBuf]),
+    /// Frames at (offset, length) in one buffer of our own (e.g. an AF_XDP UMEM).
+    Spans {
+        /// The buffer.
+        base: &'a [u8],
+        /// Where each frame is in it.
+        spans: &'a [(u32, u32)],
+    },
 }
 
 impl<'a> Frames<'a> {
@@ -153,6 +160,7 @@ impl<'a> Frames<'a> {
         match self {
             Frames::Guest { chains, .. } => chains.len(),
             Frames::Local(f) => f.len(),
+            Frames::Spans { spans, .. } => spans.len(),
         }
     }
 
@@ -168,6 +176,11 @@ impl<'a> Frames<'a> {
         match *self {
             Frames::Guest { mem, chains, skip } => Frame::Guest { mem, chain: &chains[i], skip },
             Frames::Local(f) => Frame::Local(f[i].as_slice()),
+            Frames::Spans { base, spans } => {
+                let (off, len) = spans[i];
+                // A span outside the buffer reads as an empty frame (its owner checked it).
+                Frame::Local(base.get(off as usize..off as usize + len as usize).unwrap_or_default())
+            }
         }
     }
 }

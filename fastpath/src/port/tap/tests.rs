@@ -3,6 +3,7 @@
 //! TAP port tests.
 
 use super::*;
+use crate::port::test_frames::arp_request;
 
 fn tun_available() -> bool {
     let ok = nix::unistd::geteuid().is_root() && std::path::Path::new("/dev/net/tun").exists();
@@ -42,19 +43,6 @@ fn the_interface_appears_up_and_goes_with_the_port() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     assert!(!flags.exists(), "a TAP device we created goes when its fd closes");
-}
-
-/// An ARP request from `mac`/`ip` for `target`.
-fn arp_request(mac: [u8; 6], ip: [u8; 4], target: [u8; 4]) -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&target);
-    f.resize(60, 0);
-    f
 }
 
 #[test]
