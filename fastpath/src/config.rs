@@ -1,5 +1,5 @@
 // fastpathd's configuration: a TOML file and/or command-line flags naming the
-// worker core, the control socket, bridges, and ports to create at start.
+// worker core, the control socket, the state directory, bridges, and ports to create at start.
 //! Switch configuration.
 
 use std::path::{Path, PathBuf};
@@ -17,6 +17,16 @@ pub struct Config {
     /// Control socket path.
     #[serde(default = "default_ctl")]
     pub ctl_socket: PathBuf,
+    /// Where the state file (`fastpathd-state.json`: every port held, restored at start)
+    /// lives. Default: the control socket's directory (`/run/fastpath` with the default
+    /// socket), so that switches on different control sockets keep apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    /// The hook's ledger, which ports are reconciled with at start. Default:
+    /// `ledger.json` in the state directory (where the hook keeps it with its defaults);
+    /// no such file: no reconciliation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_ledger: Option<PathBuf>,
     /// CPU the polling worker is pinned to (none: not pinned).
     #[serde(default)]
     pub core: Option<usize>,
@@ -86,6 +96,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             ctl_socket: default_ctl(),
+            state_dir: None,
+            hook_ledger: None,
             core: None,
             interrupt: false,
             bridges: default_bridges(),
@@ -133,6 +145,18 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.into(), source: e })?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), source: e })
+    }
+
+    /// The state directory: `state_dir`, else the control socket's directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| {
+            self.ctl_socket.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf()
+        })
+    }
+
+    /// The hook's ledger: `hook_ledger`, else `ledger.json` in the state directory.
+    pub fn hook_ledger(&self) -> PathBuf {
+        self.hook_ledger.clone().unwrap_or_else(|| self.state_dir().join(fastpath_host::ledger::LEDGER_FILE))
     }
 
     /// The settings ports take where they are silent.
@@ -248,6 +272,11 @@ mod tests {
         .unwrap();
         c.validate().unwrap();
         assert_eq!(c.ports[0].mode, PortMode::Client);
+        assert_eq!((c.state_dir(), c.hook_ledger()), ("/tmp".into(), "/tmp/ledger.json".into()));
+        let d = Config::default();
+        assert_eq!((d.state_dir(), d.hook_ledger()), ("/run/fastpath".into(), "/run/fastpath/ledger.json".into()));
+        let own: Config = toml::from_str("state_dir = \"/var/lib/fp\"\nhook_ledger = \"/run/h/l.json\"").unwrap();
+        assert_eq!((own.state_dir(), own.hook_ledger()), ("/var/lib/fp".into(), "/run/h/l.json".into()));
         let p = parse_port_flag("br0:x:vhost:/tmp/x.sock").unwrap();
         assert_eq!(p.socket, PathBuf::from("/tmp/x.sock"));
         assert!(parse_port_flag("br0:x:tup:/tmp").is_err());

@@ -1,5 +1,5 @@
 // fastpath: the host data plane. A polling vhost-user switch (learning bridges
-// of vhost-user backend ports), its configuration and its control protocol.
+// of vhost-user backend ports), its configuration, control protocol and durable state.
 //! The fastpathd switch as a library (the binaries are thin).
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
@@ -12,5 +12,6 @@ pub mod info;
 pub mod mactable;
 pub mod port;
 pub mod security;
+pub mod state;
 pub mod switch;
 pub mod worker;

@@ -1,10 +1,10 @@
-// The polling worker thread: owns the switch, runs passes back to back, and
-// between batches of passes applies commands from the control thread.
+// The polling worker thread: owns the switch, runs passes back to back, between batches of
+// passes applies commands from the control thread, and notes when it first forwarded a frame.
 //! The switch's worker thread.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::error::SwitchError;
@@ -24,6 +24,33 @@ pub enum Command {
     List(Sender<Vec<PortInfo>>),
     /// List bridges.
     Bridges(Sender<Vec<String>>),
+    /// Stop: close every port (the switch is dropped), then answer.
+    Stop(Sender<()>),
+}
+
+/// When the worker first forwarded a frame, counted from the switch's start or, when it took
+/// over from another switch, from that one stopping: the outage its frontends saw.
+#[derive(Debug)]
+pub struct FirstFrame {
+    since: Instant,
+    at: OnceLock<Instant>,
+}
+
+impl FirstFrame {
+    /// Counting from `since`.
+    pub fn since(since: Instant) -> Self {
+        Self { since, at: OnceLock::new() }
+    }
+
+    /// Notes that a frame was forwarded (only the first call counts).
+    pub fn mark(&self) {
+        let _ = self.at.set(Instant::now());
+    }
+
+    /// Milliseconds from the start to the first frame; `None` before one.
+    pub fn ms(&self) -> Option<f64> {
+        self.at.get().map(|t| t.duration_since(self.since).as_secs_f64() * 1000.0)
+    }
 }
 
 /// Passes between two looks at the command queue and the clock.
@@ -34,15 +61,22 @@ const IDLE_BATCHES: u32 = 8;
 /// Longest sleep (commands from the control thread wait at most this long).
 const SLEEP: Duration = Duration::from_millis(10);
 
-/// Runs the switch until `stop` is set. With `interrupt`, the worker sleeps on
-/// the ports' kick eventfds when no port has had traffic for a while.
-pub fn run(mut sw: Switch, commands: &Receiver<Command>, stop: &Arc<AtomicBool>, interrupt: bool) {
+/// Runs the switch until `stop` is set or a [`Command::Stop`] comes. With `interrupt`, the
+/// worker sleeps on the ports' kick eventfds when no port has had traffic for a while. The
+/// first frame it forwards is marked in `first`.
+pub fn run(mut sw: Switch, commands: &Receiver<Command>, stop: &Arc<AtomicBool>, interrupt: bool, first: &FirstFrame) {
     let mut second = Instant::now();
     let mut idle = 0u32;
-    while !stop.load(Ordering::Relaxed) {
+    let mut forwarded = false;
+    let mut stopping = None;
+    while !stop.load(Ordering::Relaxed) && stopping.is_none() {
         let mut moved = 0;
         for _ in 0..PASSES {
             moved += sw.poll_once();
+        }
+        if !forwarded && moved > 0 {
+            forwarded = true;
+            first.mark();
         }
         if interrupt {
             idle = if moved == 0 { idle + 1 } else { 0 };
@@ -67,11 +101,19 @@ pub fn run(mut sw: Switch, commands: &Receiver<Command>, stop: &Arc<AtomicBool>,
                 Command::Bridges(reply) => {
                     let _ = reply.send(sw.bridge_names());
                 }
+                Command::Stop(reply) => {
+                    stopping = Some(reply);
+                    break;
+                }
             }
         }
         if second.elapsed() >= Duration::from_secs(1) {
             second = Instant::now();
             sw.tick_second();
         }
+    }
+    drop(sw);
+    if let Some(reply) = stopping {
+        let _ = reply.send(());
     }
 }

@@ -1,119 +1,16 @@
 // The ledger: what each container holds (cores, hugepages, ports, VFs, cgroups), in one JSON
 // file under the state directory, changed only under an exclusive flock and replaced atomically.
 //! Ledger.
+//!
+//! The entry types are fastpath-host's (`fastpath_host::ledger`), where fastpathd reads them
+//! too; this module owns the file: the lock, and every change to it.
 
 use crate::{Error, Result};
+pub use fastpath_host::ledger::{Entry, HugeAlloc, LedgerData, PortAlloc, Status, VfAlloc};
 use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// Where an entry is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Status {
-    /// Reserved; createRuntime is still applying it (or died doing so).
-    Creating,
-    /// Everything applied.
-    Ready,
-}
-
-/// Hugepages held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HugeAlloc {
-    /// Bytes.
-    pub bytes: u64,
-    /// Page size.
-    pub page_size: u64,
-}
-
-/// A switch port held.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortAlloc {
-    /// Name on the switch.
-    pub name: String,
-    /// Bridge.
-    pub bridge: String,
-    /// Host path of its socket.
-    pub socket: PathBuf,
-    /// The MAC the container was given for it (empty in ledgers from before MACs).
-    #[serde(default)]
-    pub mac: String,
-}
-
-/// A VF held.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VfAlloc {
-    /// PCI address.
-    pub pci: String,
-    /// IOMMU group.
-    pub group: u32,
-    /// (major, minor) of `/dev/vfio/<group>` (known once the VF is on vfio-pci).
-    pub dev: (u64, u64),
-    /// Whether the hook bound it to vfio-pci (and gives it back at release).
-    #[serde(default)]
-    pub hook_bound: bool,
-    /// The driver it had before the hook bound it (`None`: none); bound again at release.
-    #[serde(default)]
-    pub previous_driver: Option<String>,
-}
-
-/// What one container holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    /// Container id.
-    pub id: String,
-    /// Life stage.
-    pub status: Status,
-    /// The container's init pid on the host.
-    pub pid: i32,
-    /// Its start time (with the pid, identifies the process across pid reuse).
-    pub start_time: u64,
-    /// The bundle directory.
-    pub bundle: PathBuf,
-    /// The container's uid.
-    pub uid: u32,
-    /// The container's gid.
-    pub gid: u32,
-    /// Exclusive cores.
-    pub cores: Vec<usize>,
-    /// Hugepages.
-    pub hugepages: Option<HugeAlloc>,
-    /// Host directory of its sockets.
-    pub sock_dir: Option<PathBuf>,
-    /// Switch ports.
-    pub ports: Vec<PortAlloc>,
-    /// VFs.
-    pub vfs: Vec<VfAlloc>,
-    /// Whether libfastpath_net is mounted.
-    pub inject: bool,
-    /// Cgroup directories the hook wrote limits into.
-    pub cgroups: Vec<PathBuf>,
-    /// What createContainer writes to /run/fastpath/config.json.
-    pub config: Option<netlib::config::Config>,
-    /// When it was reserved (seconds since the epoch).
-    pub created_unix: u64,
-}
-
-impl Entry {
-    /// A short description for messages: `container ID (pid N)`.
-    pub fn who(&self) -> String {
-        format!("container {} (pid {})", self.id, self.pid)
-    }
-}
-
-/// The whole ledger.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct LedgerData {
-    /// Schema version (1).
-    #[serde(default)]
-    pub version: u32,
-    /// Entries by container id.
-    #[serde(default)]
-    pub containers: BTreeMap<String, Entry>,
-}
 
 /// The ledger file and its lock.
 #[derive(Debug, Clone)]
@@ -125,7 +22,7 @@ pub struct Ledger {
 impl Ledger {
     /// The ledger in `state_dir` (`ledger.json`, locked through `ledger.lock`).
     pub fn new(state_dir: &Path) -> Self {
-        Self { path: state_dir.join("ledger.json"), lock_path: state_dir.join("ledger.lock") }
+        Self { path: state_dir.join(fastpath_host::ledger::LEDGER_FILE), lock_path: state_dir.join("ledger.lock") }
     }
 
     /// The ledger file.
@@ -152,13 +49,10 @@ impl Ledger {
 
     fn load(&self) -> Result<LedgerData> {
         match std::fs::read_to_string(&self.path) {
-            Ok(t) if t.trim().is_empty() => Ok(LedgerData { version: 1, ..LedgerData::default() }),
-            Ok(t) => serde_json::from_str(&t).map_err(|e| {
+            Ok(t) => LedgerData::parse(&t).map_err(|e| {
                 self.err(format!("is not a ledger ({e}); move it aside only once no container holds anything"))
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(LedgerData { version: 1, ..LedgerData::default() })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LedgerData::empty()),
             Err(e) => Err(self.err(format!("reading: {e}"))),
         }
     }
@@ -209,24 +103,7 @@ mod tests {
     }
 
     pub(crate) fn entry(id: &str, cores: Vec<usize>) -> Entry {
-        Entry {
-            id: id.into(),
-            status: Status::Ready,
-            pid: 1,
-            start_time: 1,
-            bundle: "/b".into(),
-            uid: 1000,
-            gid: 1000,
-            cores,
-            hugepages: None,
-            sock_dir: None,
-            ports: vec![],
-            vfs: vec![],
-            inject: false,
-            cgroups: vec![],
-            config: None,
-            created_unix: 0,
-        }
+        Entry { bundle: "/b".into(), cores, ..Entry::new(id, 1, 1, 1000) }
     }
 
     #[test]

@@ -41,7 +41,8 @@ enum Cmd {
     /// Hook stage: release what the ledger says the container holds.
     #[command(name = "poststop")]
     Poststop,
-    /// Release what containers that no longer exist still hold.
+    /// Release what containers that no longer exist still hold, and give live containers back
+    /// the switch ports the switch lost.
     Gc {
         /// Print the report as JSON.
         #[arg(long)]
@@ -186,7 +187,8 @@ fn real_main() -> Result<()> {
                 println!(
                     "{}",
                     serde_json::json!({"released": r.released, "orphan_ports": r.orphan_ports,
-                                       "orphan_dirs": r.orphan_dirs, "warnings": r.warnings})
+                                       "restored_ports": r.restored_ports, "orphan_dirs": r.orphan_dirs,
+                                       "warnings": r.warnings})
                 );
             } else {
                 for c in &r.released {
@@ -194,6 +196,9 @@ fn real_main() -> Result<()> {
                 }
                 for p in &r.orphan_ports {
                     println!("deleted orphan port {p}");
+                }
+                for p in &r.restored_ports {
+                    println!("added back port {p} (the switch had lost it)");
                 }
                 for d in &r.orphan_dirs {
                     println!("removed orphan {}", d.display());

@@ -14,6 +14,8 @@ use crate::pci::Pci;
 use crate::switch::{self, SwitchCtl};
 use crate::sys::Sys;
 use crate::{error::io, Error, Result};
+use fastpath_host::ledger::HeldPort;
+pub use fastpath_host::ledger::PORT_MEMORY_SLACK;
 use netlib::config as nc;
 use oci_spec::runtime::{PosixRlimitType, Spec, State};
 use std::collections::{BTreeMap, BTreeSet};
@@ -312,6 +314,7 @@ fn draft_entry(ctx: &Ctx, state: &State, spec: &Spec, req: &Request) -> Result<E
             bridge: b.clone(),
             socket: ctx.cfg.sock_dir(&id).join(format!("{b}.sock")),
             mac: switch::port_mac(&id, b),
+            port_security: Some(ctx.cfg.port_security),
         })
         .collect();
     Ok(Entry {
@@ -447,24 +450,17 @@ fn apply(ctx: &Ctx, e: &mut Entry, pre: &Preflight) -> Result<Option<nc::Memlock
     Ok(memlock)
 }
 
-/// Memory a container's frontend may register on its port beyond its hugepage grant:
-/// its rings and any region that fell back to a memfd.
-pub const PORT_MEMORY_SLACK: u64 = 64 << 20;
-
-/// What the hook asks of the switch for the container's port `p`: a server-mode port
-/// whose socket the container's user owns, that knows whose it is and its MAC, whose
-/// frames are checked per `port_security` in hook.toml, and whose frontend may register
-/// the container's hugepages and a little more (else the switch's default).
+/// What the hook asks of the switch for the container's port `p`: the ledger's account of it
+/// ([`Entry::port_config`]), with hook.toml's `port_security` where the ledger is from before
+/// the hook recorded it.
 pub(crate) fn switch_port(ctx: &Ctx, e: &Entry, p: &PortAlloc) -> fastpath_host::proto::PortConfig {
-    fastpath_host::proto::PortConfig {
-        uid: Some(e.uid),
-        gid: Some(e.gid),
-        container: Some(e.id.clone()),
-        mac: (!p.mac.is_empty()).then(|| p.mac.clone()),
-        port_security: Some(ctx.cfg.port_security),
-        max_memory: e.hugepages.map(|h| fastpath_host::proto::ByteSize(h.bytes + PORT_MEMORY_SLACK)),
-        ..fastpath_host::proto::PortConfig::new(p.name.clone(), p.bridge.clone(), p.socket.clone())
-    }
+    with_hook_defaults(ctx, e.port_config(p))
+}
+
+/// `c` with hook.toml's `port_security` where it says none.
+fn with_hook_defaults(ctx: &Ctx, mut c: fastpath_host::proto::PortConfig) -> fastpath_host::proto::PortConfig {
+    c.port_security = c.port_security.or(Some(ctx.cfg.port_security));
+    c
 }
 
 /// The config.json the container gets.
@@ -590,6 +586,8 @@ pub struct GcReport {
     pub released: Vec<String>,
     /// Switch ports named by the hook that no entry held, deleted.
     pub orphan_ports: Vec<String>,
+    /// Ports of live containers the switch had lost (a restart without its state), added back.
+    pub restored_ports: Vec<String>,
     /// Socket directories no entry held, removed.
     pub orphan_dirs: Vec<PathBuf>,
     /// What could not be undone.
@@ -597,8 +595,10 @@ pub struct GcReport {
 }
 
 /// gc: under the ledger lock (so no createRuntime reserves meanwhile), releases every entry
-/// whose container process is gone, then the hook's switch ports and socket directories
-/// that no entry holds.
+/// whose container process is gone, then reconciles the switch with what is left
+/// ([`fastpath_host::ledger::plan`], the rule fastpathd follows at start too): the hook's
+/// ports that no entry holds go, and the ports of ready containers that the switch lacks come
+/// back. Last, the socket directories no entry holds go.
 pub fn gc(ctx: &Ctx) -> Result<GcReport> {
     ctx.ledger.update(|l: &mut LedgerData| {
         let mut r = GcReport::default();
@@ -608,16 +608,22 @@ pub fn gc(ctx: &Ctx) -> Result<GcReport> {
             r.released.push(e.id.clone());
             l.containers.remove(&e.id);
         }
-        let held_ports: BTreeSet<&str> =
-            l.containers.values().flat_map(|e| e.ports.iter().map(|p| p.name.as_str())).collect();
         match ctx.switch.ports() {
-            Ok(ports) => {
-                for p in
-                    ports.into_iter().filter(|p| p.starts_with(switch::PORT_PREFIX) && !held_ports.contains(p.as_str()))
-                {
+            Ok(names) => {
+                let held: Vec<HeldPort> = names.iter().map(|name| HeldPort { name, container: None }).collect();
+                // Every entry left is alive: the dead were released above.
+                let plan = fastpath_host::ledger::plan(l, &held, |_| true);
+                for p in plan.remove {
                     match ctx.switch.del_port(&p) {
                         Ok(_) => r.orphan_ports.push(p),
                         Err(e) => r.warnings.push(format!("deleting orphan port {p}: {e}")),
+                    }
+                }
+                for c in plan.add {
+                    let who = c.container.clone().unwrap_or_default();
+                    match ctx.switch.add_port(&with_hook_defaults(ctx, c.clone())) {
+                        Ok(()) => r.restored_ports.push(c.name),
+                        Err(e) => r.warnings.push(format!("container {who}: adding back port {}: {e}", c.name)),
                     }
                 }
             }

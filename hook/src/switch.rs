@@ -7,8 +7,8 @@ use fastpath_host::proto::{Client, ClientError, ErrorCode, PortConfig, Request, 
 use std::path::Path;
 use std::time::Duration;
 
-/// Prefix of the port names the hook gives (so `gc` can tell its own ports).
-pub const PORT_PREFIX: &str = "fp-";
+/// Prefix of the port names the hook gives (so `gc` and fastpathd can tell its own ports).
+pub use fastpath_host::ledger::PORT_PREFIX;
 
 /// The port name for a container's port on a bridge.
 pub fn port_name(id: &str, bridge: &str) -> String {

@@ -177,8 +177,7 @@ impl Sys for RealSys {
     }
 
     fn start_time(&self, pid: i32) -> Option<u64> {
-        let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
-        (stat.state != 'Z' && stat.state != 'X').then_some(stat.starttime)
+        fastpath_host::ledger::process_start_time(pid)
     }
 }
 

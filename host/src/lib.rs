@@ -1,13 +1,15 @@
 // fastpath-host: the code fastpath's host-side programs share (fastpathd, fastpathctl, the OCI
-// hook): PCI devices through sysfs, and fastpathd's control protocol.
+// hook): PCI devices through sysfs, fastpathd's control protocol, and the hook's ledger.
 //! What the host-side binaries share.
 //!
 //! [`pci`]: SR-IOV VFs through sysfs (listing, creating, binding to vfio-pci, the
 //! `/dev/vfio` nodes), for the hook's `fastpath.io/vf` and `fastpathctl vf`. [`proto`]:
 //! fastpathd's control protocol (requests, replies, error codes, versions) and its client,
-//! for fastpathd, `fastpathctl` and the hook.
+//! for fastpathd, `fastpathctl` and the hook. [`ledger`]: the hook's record of what each
+//! container holds, which fastpathd reads to reconcile its ports with at start.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod ledger;
 pub mod pci;
 pub mod proto;

@@ -22,6 +22,7 @@ pub mod fake;
 mod port;
 mod request;
 mod response;
+mod status;
 mod version;
 
 pub use client::{Client, ClientError};
@@ -29,4 +30,5 @@ pub use code::ErrorCode;
 pub use port::{ByteSize, PortConfig, PortInfo, PortKind, PortMode, PortSecurity, PortStats};
 pub use request::Request;
 pub use response::Response;
+pub use status::SwitchStatus;
 pub use version::{decode_request, Served, VersionMismatch, OLDEST_VERSION, VERSION};

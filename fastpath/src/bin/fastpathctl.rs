@@ -1,6 +1,6 @@
-// fastpathctl: the human front of fastpathd's control socket: add, remove and
-// list ports, and watch per-port rates and drops live; and `vf`: SR-IOV VFs for VFIO
-// (list, create, bind to vfio-pci, give back), with the PCI code the hook uses.
+// fastpathctl: the human front of fastpathd's control socket: add, remove and list ports,
+// watch per-port rates and drops live, the switch's status, and replacing it with a new binary
+// (`upgrade`); and `vf`: SR-IOV VFs for VFIO (list, create, bind to vfio-pci, give back).
 //! fastpathd's command-line client, and the VF tool.
 
 use std::path::PathBuf;
@@ -87,6 +87,30 @@ enum Cmd {
         /// Refresh every second until Ctrl-C.
         #[arg(long)]
         watch: bool,
+    },
+    /// The switch's pid, port count, state file, and when it forwarded its first frame.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the running fastpathd with another binary, keeping its ports.
+    #[command(
+        long_about = "Replace the running fastpathd with BINARY: start it with the running one's command line plus --takeover (and --config FILE if given); it asks the running one to hand over (that one closes its ports, saves its state and exits), restores every port and serves the control socket. The frontends reconnect by themselves. Prints the outage: from the old switch stopping to the first frame through the new one. For fastpathd run outside systemd; under the unit, install the new binary and `systemctl restart fastpathd` (the state file keeps the ports)."
+    )]
+    Upgrade {
+        /// The new fastpathd binary.
+        #[arg(long)]
+        binary: PathBuf,
+        /// The config file the new one reads (default: the running one's --config, if any).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Append the new fastpathd's output to this file (default: this command's stdout and stderr).
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// How long to wait for a frame through the new switch before reporting without one.
+        #[arg(long, default_value_t = 10.0)]
+        wait_traffic: f64,
     },
     /// SR-IOV VFs for userspace drivers: list, create, bind to vfio-pci, give back.
     #[command(
@@ -339,6 +363,116 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
     }
 }
 
+/// The new switch's command line: the running one's arguments (`old`, without the program
+/// name), with `--config FILE` replaced (or added) when `config` is given, and `--takeover`.
+fn takeover_args(old: &[String], config: Option<&std::path::Path>) -> Vec<String> {
+    let mut args = Vec::with_capacity(old.len() + 3);
+    let mut it = old.iter();
+    while let Some(a) = it.next() {
+        if a == "--takeover" {
+            continue;
+        }
+        if config.is_some() && (a == "--config" || a.starts_with("--config=")) {
+            if a == "--config" {
+                it.next();
+            }
+            continue;
+        }
+        args.push(a.clone());
+    }
+    if let Some(c) = config {
+        args.push("--config".into());
+        args.push(c.display().to_string());
+    }
+    args.push("--takeover".into());
+    args
+}
+
+/// A process's arguments (without the program name), from /proc/PID/cmdline.
+fn cmdline(pid: u32) -> Result<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .with_context(|| format!("reading the command line of pid {pid}"))?;
+    Ok(raw
+        .split(|b| *b == 0)
+        .skip(1)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect())
+}
+
+/// Starts `binary` to take over from the fastpathd on `ctl`, waits until it serves there, and
+/// reports the outage its frontends saw.
+fn upgrade(
+    ctl: &std::path::Path,
+    binary: &std::path::Path,
+    config: Option<&std::path::Path>,
+    log: Option<&std::path::Path>,
+    wait_traffic: f64,
+) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let old = call(ctl, &Request::Status)?
+        .status
+        .ok_or_else(|| anyhow!("fastpathd at {}: no status in its answer", ctl.display()))?;
+    let args = takeover_args(&cmdline(old.pid)?, config);
+    let mut cmd = std::process::Command::new(binary);
+    cmd.args(&args).stdin(std::process::Stdio::null()).process_group(0);
+    if let Some(l) = log {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(l)
+            .with_context(|| format!("opening --log {}", l.display()))?;
+        cmd.stdout(f.try_clone()?).stderr(f);
+    }
+    let mut child = cmd.spawn().with_context(|| format!("starting {}", binary.display()))?;
+    let pid = child.id();
+    eprintln!("started {} {} (pid {pid})", binary.display(), args.join(" "));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new = loop {
+        if let Some(s) = child.try_wait()? {
+            bail!("the new fastpathd (pid {pid}) exited ({s}) before serving{}; pid {} keeps running if it did not hand over",
+                log.map_or_else(String::new, |l| format!(": see {}", l.display())), old.pid);
+        }
+        if let Ok(Some(st)) = Client::new(ctl, Duration::from_secs(1)).call(&Request::Status).map(|r| r.status) {
+            if st.pid == pid {
+                break st;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the new fastpathd (pid {pid}) did not serve on {} within 30 s", ctl.display());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let old_gone = {
+        let until = Instant::now() + Duration::from_secs(5);
+        while std::path::Path::new(&format!("/proc/{}", old.pid)).exists() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        !std::path::Path::new(&format!("/proc/{}", old.pid)).exists()
+    };
+    println!(
+        "fastpathd upgraded: pid {} -> pid {pid} ({}), {} of {} ports{}",
+        old.pid,
+        binary.display(),
+        new.ports,
+        old.ports,
+        if old_gone { "" } else { "; the old process has not exited yet" }
+    );
+    let until = Instant::now() + Duration::from_secs_f64(wait_traffic.max(0.0));
+    loop {
+        let st = call(ctl, &Request::Status)?.status;
+        if let Some(ms) = st.and_then(|s| s.first_frame_ms) {
+            println!("outage: {ms:.1} ms from the old switch stopping to the first frame through the new one");
+            return Ok(());
+        }
+        if Instant::now() > until {
+            println!("outage: no frame through the new switch within {wait_traffic} s (no traffic?)");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn main() -> Result<()> {
     let a = Args::parse();
     match a.cmd {
@@ -398,6 +532,32 @@ fn main() -> Result<()> {
                 }
             }
         }
+        Cmd::Status { json } => {
+            let st = call(&a.ctl, &Request::Status)?.status.ok_or_else(|| anyhow!("no status in the answer"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                println!(
+                    "pid {}, {} ports, state {}",
+                    st.pid,
+                    st.ports,
+                    st.state_file.as_ref().map_or_else(|| "-".into(), |p| p.display().to_string())
+                );
+                if let Some(old) = st.took_over_from {
+                    println!("took over from pid {old}");
+                }
+                match st.first_frame_ms {
+                    Some(ms) => println!(
+                        "first frame through {ms:.1} ms after {}",
+                        if st.took_over_from.is_some() { "the old switch stopped" } else { "start" }
+                    ),
+                    None => println!("no frame through yet"),
+                }
+            }
+        }
+        Cmd::Upgrade { binary, config, log, wait_traffic } => {
+            upgrade(&a.ctl, &binary, config.as_deref(), log.as_deref(), wait_traffic)?;
+        }
         Cmd::Bridges => {
             for b in call(&a.ctl, &Request::Bridges)?.bridges.unwrap_or_default() {
                 println!("{b}");
@@ -422,4 +582,23 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_new_switch_gets_the_old_command_line_with_takeover() {
+        let old: Vec<String> = ["--config", "/etc/a.toml", "--core", "0", "--takeover"].map(String::from).to_vec();
+        assert_eq!(takeover_args(&old, None), ["--config", "/etc/a.toml", "--core", "0", "--takeover"]);
+        let new = takeover_args(&old, Some(std::path::Path::new("/etc/b.toml")));
+        assert_eq!(new, ["--core", "0", "--config", "/etc/b.toml", "--takeover"]);
+        let eq: Vec<String> = vec!["--config=/x".into(), "--ctl".into(), "/c".into()];
+        assert_eq!(
+            takeover_args(&eq, Some(std::path::Path::new("/y"))),
+            ["--ctl", "/c", "--config", "/y", "--takeover"]
+        );
+        assert_eq!(cmdline(std::process::id()).unwrap(), std::env::args().skip(1).collect::<Vec<_>>());
+    }
 }

@@ -1,18 +1,24 @@
-// fastpathd: the switch daemon. Reads the config and flags, creates the ports,
-// pins the polling worker, and serves the control socket until SIGINT/SIGTERM.
+// fastpathd: the switch daemon. Reads the config and flags (taking over from a running switch
+// if asked), restores its ports, pins the polling worker, and serves the control socket until
+// SIGINT/SIGTERM or a handover.
 //! The fastpath switch daemon.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use fastpath::config::{parse_port_flag, Config};
 use fastpath::control;
-use fastpath::switch::{NewPort, Switch};
-use fastpath::worker;
+use fastpath::state::{restore, Durable};
+use fastpath::switch::Switch;
+use fastpath::worker::{self, FirstFrame};
+
+/// How long a running switch may take to hand over.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// fastpathd: a polling vhost-user switch for containers.
 #[derive(Debug, Parser)]
@@ -30,6 +36,15 @@ struct Args {
     /// Control socket path.
     #[arg(long)]
     ctl: Option<PathBuf>,
+    /// State directory: where the ports are kept across restarts (default: the control
+    /// socket's directory).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Replace the fastpathd running on the control socket: ask it to hand its ports over
+    /// (it closes them, saves its state and exits), then restore them here. Frontends
+    /// reconnect; the outage is logged ("first frame through N ms after ... stopped").
+    #[arg(long)]
+    takeover: bool,
     /// CPU to pin the polling worker to.
     #[arg(long)]
     core: Option<usize>,
@@ -46,6 +61,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    let started = Instant::now();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let a = Args::parse();
@@ -55,6 +71,9 @@ fn main() -> Result<()> {
     };
     if let Some(c) = a.ctl {
         cfg.ctl_socket = c;
+    }
+    if let Some(d) = a.state_dir {
+        cfg.state_dir = Some(d);
     }
     if a.core.is_some() {
         cfg.core = a.core;
@@ -69,14 +88,32 @@ fn main() -> Result<()> {
         cfg.ports.push(parse_port_flag(p)?);
     }
     cfg.validate()?;
-    let listener =
-        control::bind(&cfg.ctl_socket).with_context(|| format!("control socket {}", cfg.ctl_socket.display()))?;
+    // Everything that can fail without touching the running switch is done: now ask it to go.
+    let (listener, since, took_over_from) = if a.takeover {
+        let old = control::take_over(&cfg.ctl_socket, TAKEOVER_TIMEOUT).map_err(|e| {
+            anyhow::anyhow!("--takeover: the fastpathd at {} did not hand over: {e}", cfg.ctl_socket.display())
+        })?;
+        let stopped = Instant::now();
+        tracing::info!("fastpathd pid {} handed over {} ports", old.pid, old.ports);
+        let l = control::bind_over(&cfg.ctl_socket)
+            .with_context(|| format!("control socket {}", cfg.ctl_socket.display()))?;
+        (l, stopped, Some(old.pid))
+    } else {
+        let l =
+            control::bind(&cfg.ctl_socket).with_context(|| format!("control socket {}", cfg.ctl_socket.display()))?;
+        (l, started, None)
+    };
     let defaults = cfg.port_defaults();
-    let mut sw = Switch::new(&cfg.bridges, cfg.mac_age_secs);
-    for p in &cfg.ports {
-        let port = NewPort::open(p.clone(), &defaults)?;
-        sw.add_port(port)?;
+    let found = restore::find(&cfg);
+    let ledger = found.ledger.as_ref().map(|(p, l)| (p.as_path(), l));
+    let plan = restore::plan(&cfg.ports, found.saved.as_ref(), ledger, restore::container_alive);
+    for n in &plan.notes {
+        tracing::info!("{n}");
     }
+    let mut sw = Switch::new(&cfg.bridges, cfg.mac_age_secs);
+    let held = restore::open(plan, &mut sw, &defaults)?;
+    let ports = Durable::new(found.file, held);
+    ports.save().context("fastpathd keeps its ports in its state directory (state_dir)")?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
@@ -85,6 +122,8 @@ fn main() -> Result<()> {
     let core = cfg.core;
     let interrupt = cfg.interrupt;
     let wstop = Arc::clone(&stop);
+    let first_frame = Arc::new(FirstFrame::since(since));
+    let wfirst = Arc::clone(&first_frame);
     let w = std::thread::Builder::new().name("fastpath-worker".into()).spawn(move || {
         if let Some(c) = core {
             let mut set = nix::sched::CpuSet::new();
@@ -94,18 +133,68 @@ fn main() -> Result<()> {
                 tracing::warn!("could not pin the worker to CPU {c}");
             }
         }
-        worker::run(sw, &rx, &wstop, interrupt);
+        worker::run(sw, &rx, &wstop, interrupt, &wfirst);
     })?;
     tracing::info!(
-        "fastpathd running: control {}, bridges {}, {} ports",
+        "fastpathd running: control {}, bridges {}, {} ports, state {}",
         cfg.ctl_socket.display(),
         cfg.bridges.join(","),
-        cfg.ports.len()
+        ports.len(),
+        ports.path().display()
     );
     let ctl_path = cfg.ctl_socket.clone();
-    std::thread::spawn(move || control::serve(&listener, &tx, &defaults));
+    let handed_over = Arc::new(AtomicBool::new(false));
+    let server = control::Server {
+        worker: tx,
+        defaults,
+        ports,
+        first_frame: Arc::clone(&first_frame),
+        took_over_from,
+        handed_over: Arc::clone(&handed_over),
+    };
+    let ctl = std::thread::spawn(move || control::serve(listener, server));
+    watch(&w, &first_frame, took_over_from);
     let _ = w.join();
-    let _ = std::fs::remove_file(&ctl_path);
+    if handed_over.load(Ordering::Relaxed) {
+        // The answer to the handover is still being written: the new switch owns the socket.
+        let _ = ctl.join();
+    } else {
+        let _ = std::fs::remove_file(&ctl_path);
+    }
     tracing::info!("fastpathd stopped");
     Ok(())
+}
+
+/// Waits for the worker to end, saying (once) when it forwarded its first frame: the outage
+/// its frontends saw, from this switch's start, or from the old switch stopping on a takeover.
+fn watch(w: &std::thread::JoinHandle<()>, first: &FirstFrame, took_over_from: Option<u32>) {
+    let mut said = false;
+    while !w.is_finished() {
+        if !said {
+            if let Some(ms) = first.ms() {
+                said = true;
+                let after = took_over_from.map_or_else(|| "start".into(), |pid| format!("fastpathd pid {pid} stopped"));
+                tracing::info!("first frame through {ms:.1} ms after {after}");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The systemd unit's command line is one this fastpathd takes (the integration tests
+    /// start fastpathd with it, so the unit and the tests never drift apart).
+    #[test]
+    fn the_systemd_units_command_line_parses() {
+        let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dist/fastpathd.service")).unwrap();
+        let exec: Vec<&str> =
+            unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap().split_whitespace().collect();
+        assert!(exec[0].ends_with("/fastpathd"), "{exec:?}");
+        let a = Args::try_parse_from(&exec).unwrap();
+        assert_eq!(a.config.as_deref(), Some(std::path::Path::new("/etc/fastpath/fastpathd.toml")));
+        assert!(unit.lines().any(|l| l == "Restart=always"), "{unit}");
+    }
 }

@@ -1,40 +1,60 @@
 // The control server with a real switch worker behind it, called through the one client:
-// replies carry codes and the version, and clients of every version get a clear answer.
+// replies carry codes and the version, clients of every version get a clear answer, ports are
+// saved as they change, and a handover stops the worker and the server.
 use super::*;
 use crate::config::PortConfig;
+use crate::state::{Origin, StateFile};
 use crate::switch::Switch;
 use fastpath_host::proto::{Client, ClientError, VERSION};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-struct Server {
+struct TestServer {
     path: PathBuf,
+    dir: PathBuf,
     stop: Arc<AtomicBool>,
+    handed_over: Arc<AtomicBool>,
+    served: std::thread::JoinHandle<()>,
 }
 
-impl Drop for Server {
+impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// fastpathd's control loop on a fresh socket, with a worker (`None`: the worker is gone).
-fn server(name: &str, worker: bool) -> Server {
+/// fastpathd's control loop on a fresh socket, its state in a fresh directory, with a worker
+/// (`false`: the worker is gone).
+fn server(name: &str, worker: bool) -> TestServer {
     let path = std::env::temp_dir().join(format!("fastpath-ctl-{name}-{}.sock", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("fastpath-ctl-{name}-{}.d", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
     let listener = bind(&path).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
+    let first_frame = Arc::new(FirstFrame::since(std::time::Instant::now()));
     let (tx, rx) = channel();
     if worker {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || crate::worker::run(Switch::new(&["br0".into()], 300), &rx, &stop, false));
+        let (stop, first) = (Arc::clone(&stop), Arc::clone(&first_frame));
+        std::thread::spawn(move || crate::worker::run(Switch::new(&["br0".into()], 300), &rx, &stop, false, &first));
     }
-    std::thread::spawn(move || serve(&listener, &tx, &PortDefaults::default()));
-    Server { path, stop }
+    let handed_over = Arc::new(AtomicBool::new(false));
+    let server = Server {
+        worker: tx,
+        defaults: PortDefaults::default(),
+        ports: Durable::new(StateFile::in_dir(&dir), vec![]),
+        first_frame,
+        took_over_from: None,
+        handed_over: Arc::clone(&handed_over),
+    };
+    let served = std::thread::spawn(move || serve(listener, server));
+    TestServer { path, dir, stop, handed_over, served }
 }
 
-fn call(s: &Server, req: &Request) -> Result<Response, ClientError> {
+fn call(s: &TestServer, req: &Request) -> Result<Response, ClientError> {
     Client::new(&s.path, Duration::from_secs(5)).call(req)
 }
 
@@ -81,4 +101,49 @@ fn a_missing_worker_is_an_internal_error() {
     let s = server("gone", false);
     let e = call(&s, &Request::List).unwrap_err();
     assert_eq!((e.code(), e.to_string()), (Some(ErrorCode::Internal), "the switch worker is not running".into()));
+}
+
+#[test]
+fn ports_are_saved_before_the_answer_and_an_unsavable_port_is_not_kept() {
+    let s = server("durable", true);
+    let add = |name: &str| Request::AddPort(PortConfig::new(name, "br0", s.dir.join(format!("{name}.sock"))));
+    call(&s, &add("a")).unwrap();
+    call(&s, &add("b")).unwrap();
+    let file = StateFile::in_dir(&s.dir);
+    let saved = |f: &StateFile| {
+        f.load().unwrap().unwrap().ports.into_iter().map(|p| (p.port.name, p.origin)).collect::<Vec<_>>()
+    };
+    assert_eq!(saved(&file), [("a".to_string(), Origin::Runtime), ("b".to_string(), Origin::Runtime)]);
+    call(&s, &Request::DelPort { name: "a".into() }).unwrap();
+    assert_eq!(saved(&file), [("b".to_string(), Origin::Runtime)]);
+    let st = call(&s, &Request::Status).unwrap().status.unwrap();
+    assert_eq!((st.pid, st.ports, st.state_file), (std::process::id(), 1, Some(file.path().to_path_buf())));
+    // The state file can no longer be written (its name is a directory now): refused, not held.
+    std::fs::remove_file(file.path()).unwrap();
+    std::fs::create_dir(file.path()).unwrap();
+    let e = call(&s, &add("c")).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Internal));
+    assert!(e.to_string().starts_with(&format!("port 'c' not added: state file {}: ", file.path().display())), "{e}");
+    let ports = call(&s, &Request::List).unwrap().ports.unwrap();
+    assert_eq!(ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["b"]);
+    assert!(!s.dir.join("c.sock").exists(), "the refused port's socket is gone");
+}
+
+#[test]
+fn a_handover_stops_the_worker_answers_with_the_status_and_ends_the_server() {
+    let s = server("handover", true);
+    call(&s, &Request::AddPort(PortConfig::new("a", "br0", s.dir.join("a.sock")))).unwrap();
+    assert!(s.dir.join("a.sock").exists());
+    let st = take_over(&s.path, Duration::from_secs(5)).unwrap();
+    assert_eq!((st.pid, st.ports), (std::process::id(), 1));
+    assert!(s.handed_over.load(std::sync::atomic::Ordering::Relaxed));
+    // The worker dropped the switch: the port's socket is gone; the state still has it.
+    assert!(!s.dir.join("a.sock").exists());
+    assert_eq!(StateFile::in_dir(&s.dir).load().unwrap().unwrap().ports.len(), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !s.served.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(s.served.is_finished(), "the server kept serving after the handover");
+    assert!(call(&s, &Request::List).is_err(), "the old listener still answers");
 }

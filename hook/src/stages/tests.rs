@@ -296,6 +296,30 @@ fn gc_releases_the_dead_and_orphans_and_keeps_the_living() {
     w.assert_clean();
 }
 
+#[test]
+fn gc_gives_a_live_container_back_the_port_the_switch_lost() {
+    let w = world("gc-readd", "2-3");
+    create_runtime(&w.ctx(), &state("c100", Some(100), &CONTRACT), &spec()).unwrap().unwrap();
+    let asked = w.sw.ports.borrow()["fp-c100-br0"].clone();
+    // The switch restarted without its state: the port is gone, the container lives.
+    w.sw.ports.borrow_mut().clear();
+    let r = gc(&w.ctx()).unwrap();
+    assert_eq!((r.released.len(), r.orphan_ports.len()), (0, 0), "{r:?}");
+    assert_eq!(r.restored_ports, vec!["fp-c100-br0"]);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert_eq!(w.sw.ports.borrow()["fp-c100-br0"], asked, "added back as createRuntime asked for it");
+    // Nothing more to do the second time.
+    assert_eq!(gc(&w.ctx()).unwrap(), GcReport::default());
+    // A switch that refuses is a warning, not a failure of gc.
+    w.sw.ports.borrow_mut().clear();
+    let mut sw = FakeSwitch::with(&["br0"]);
+    sw.fail_add_on = Some("br0".into());
+    let ctx = Ctx { switch: &sw, ..w.ctx() };
+    let r = gc(&ctx).unwrap();
+    assert!(r.restored_ports.is_empty() && r.warnings.len() == 1, "{r:?}");
+    assert!(r.warnings[0].starts_with("container c100: adding back port fp-c100-br0: "), "{:?}", r.warnings);
+}
+
 const VF_REQ: [(&str, &str); 2] = [("fastpath.io/cores", "1"), ("fastpath.io/vf", "0000:81:10.2")];
 
 fn driver(w: &World, pci: &str) -> Option<String> {

@@ -79,20 +79,23 @@ impl ClientError {
 pub struct Client {
     path: PathBuf,
     timeout: Duration,
-    version: u32,
+    /// The version to put on every request (tests of version handling); `None`: each
+    /// request's own [`Request::min_version`].
+    version: Option<u32>,
 }
 
 impl Client {
     /// A client of the switch at `path`; sending and waiting for the reply each take at
     /// most `timeout`.
     pub fn new(path: impl Into<PathBuf>, timeout: Duration) -> Self {
-        Self { path: path.into(), timeout, version: VERSION }
+        Self { path: path.into(), timeout, version: None }
     }
 
-    /// Speaks protocol `version` instead of [`VERSION`] (for tests of version handling).
+    /// Tags every request with protocol `version` instead of the request's own
+    /// [`Request::min_version`] (for tests of version handling).
     #[must_use]
     pub fn with_version(mut self, version: u32) -> Self {
-        self.version = version;
+        self.version = Some(version);
         self
     }
 
@@ -106,7 +109,8 @@ impl Client {
     /// not meet ours ([`ErrorCode::VersionMismatch`], or no `version` at all: protocol 1,
     /// which refuses our `version` field as unknown) is [`ClientError::Version`].
     pub fn call(&self, req: &Request) -> Result<Response, ClientError> {
-        let line = encode_request(req, self.version).map_err(|source| ClientError::Encode { source })?;
+        let version = self.version.unwrap_or_else(|| req.min_version().min(VERSION));
+        let line = encode_request(req, version).map_err(|source| ClientError::Encode { source })?;
         let s = UnixStream::connect(&self.path).map_err(|source| ClientError::Connect { source })?;
         s.set_read_timeout(Some(self.timeout))
             .and_then(|()| s.set_write_timeout(Some(self.timeout)))
@@ -122,7 +126,7 @@ impl Client {
         let r: Response = serde_json::from_str(&answer)
             .map_err(|source| ClientError::Decode { answer: answer.trim().into(), source })?;
         if r.version.is_none() || r.code == Some(ErrorCode::VersionMismatch) {
-            return Err(VersionMismatch { switch: r.version.unwrap_or(1), client: self.version }.into());
+            return Err(VersionMismatch { switch: r.version.unwrap_or(1), client: version }.into());
         }
         if r.ok {
             return Ok(r);

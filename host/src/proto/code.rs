@@ -24,8 +24,11 @@ pub enum ErrorCode {
     OpenFailed,
     /// The client and the switch speak protocol versions that do not meet.
     VersionMismatch,
-    /// The switch itself failed (its worker is not running).
+    /// The switch itself failed (its worker is not running, its state could not be saved).
     Internal,
+    /// The switch is handing its ports over to a new one and takes no more requests (ask
+    /// the new one).
+    ShuttingDown,
     /// A code this client does not know (from a newer fastpathd), or none (from a
     /// fastpathd of protocol 1).
     #[serde(other)]
@@ -45,6 +48,7 @@ impl ErrorCode {
             Self::OpenFailed => "open_failed",
             Self::VersionMismatch => "version_mismatch",
             Self::Internal => "internal",
+            Self::ShuttingDown => "shutting_down",
             Self::Unknown => "unknown",
         }
     }
@@ -60,7 +64,7 @@ impl std::fmt::Display for ErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 10] = [
+    const ALL: [ErrorCode; 11] = [
         ErrorCode::NoSuchPort,
         ErrorCode::PortExists,
         ErrorCode::NoSuchBridge,
@@ -70,6 +74,7 @@ mod tests {
         ErrorCode::OpenFailed,
         ErrorCode::VersionMismatch,
         ErrorCode::Internal,
+        ErrorCode::ShuttingDown,
         ErrorCode::Unknown,
     ];
 

@@ -21,6 +21,25 @@ pub enum Request {
     List,
     /// Bridge names.
     Bridges,
+    /// The switch's pid, port count, state file and first frame ([`super::SwitchStatus`]).
+    Status,
+    /// Hand the ports over to a new switch (`fastpathd --takeover`): the switch closes every
+    /// port, saves its state, answers with its status and exits, leaving the control socket
+    /// to the new one. Requests that come after it are refused (`shutting_down`).
+    Handover,
+}
+
+impl Request {
+    /// The protocol version a client puts on this request: the oldest a switch must speak to
+    /// serve it. Requests of protocols 1 and 2 go out as 2 (a client always sends `version`,
+    /// which protocol 1 refuses), so that a newer client still drives an older switch with
+    /// them; `status` and `handover` came with 3.
+    pub fn min_version(&self) -> u32 {
+        match self {
+            Self::AddPort(_) | Self::DelPort { .. } | Self::List | Self::Bridges => 2,
+            Self::Status | Self::Handover => 3,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -38,5 +57,8 @@ mod tests {
         assert!(e.contains("colour"), "{e}");
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
         assert_eq!(serde_json::to_string(&Request::List).unwrap(), r#"{"cmd":"list"}"#);
+        assert_eq!(serde_json::to_string(&Request::Handover).unwrap(), r#"{"cmd":"handover"}"#);
+        assert_eq!(serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).unwrap(), Request::Status);
+        assert_eq!((Request::List.min_version(), Request::Handover.min_version()), (2, 3));
     }
 }

@@ -1,10 +1,10 @@
 // fastpathd's reply to one request: success or a refusal with its code and message, the
-// switch's protocol version, and the ports or bridges asked for.
+// switch's protocol version, and the ports, bridges or status asked for.
 //! Control replies.
 
 use serde::{Deserialize, Serialize};
 
-use super::{ErrorCode, PortInfo, VERSION};
+use super::{ErrorCode, PortInfo, SwitchStatus, VERSION};
 
 /// A control reply.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -26,6 +26,9 @@ pub struct Response {
     /// Bridges (for `bridges`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridges: Option<Vec<String>>,
+    /// The switch's status (for `status` and `handover`; boxed: most replies have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Box<SwitchStatus>>,
 }
 
 impl Response {

@@ -6,8 +6,10 @@ use serde_json::Value;
 
 use super::{ErrorCode, Request, Response};
 
-/// The protocol version this code speaks.
-pub const VERSION: u32 = 2;
+/// The newest protocol version this code speaks: 3 added `status` and `handover`. A client
+/// tags each request with [`Request::min_version`], so it still drives older switches with
+/// the requests they know.
+pub const VERSION: u32 = 3;
 /// The oldest version fastpathd serves: 1, the protocol from before versions (a request
 /// without `version`), which differs from 2 only in that field.
 pub const OLDEST_VERSION: u32 = 1;
@@ -104,9 +106,10 @@ mod tests {
 
     #[test]
     fn a_newer_client_is_told_to_upgrade_fastpathd() {
-        let (code, msg, v) = refusal(decode_request(r#"{"cmd":"list","version":3}"#));
+        let newer = VERSION + 1;
+        let (code, msg, v) = refusal(decode_request(&format!(r#"{{"cmd":"list","version":{newer}}}"#)));
         assert_eq!(code, Some(ErrorCode::VersionMismatch));
-        assert_eq!(msg, format!("fastpathd speaks control protocol {VERSION}, this client 3: upgrade fastpathd"));
+        assert_eq!(msg, format!("fastpathd speaks control protocol {VERSION}, this client {newer}: upgrade fastpathd"));
         assert_eq!(v, Some(VERSION));
     }
 

@@ -60,13 +60,14 @@ fn a_switch_from_before_versions_is_named_as_protocol_1() {
     let raw = unversioned_switch(&encode_request(&add_port(), VERSION).unwrap());
     assert!(raw.contains("bad request: unknown field `version`"), "{raw}");
     // ... which the client reads as what it is.
-    for req in [add_port(), Request::DelPort { name: "a".into() }, Request::List, Request::Bridges] {
+    for req in [add_port(), Request::DelPort { name: "a".into() }, Request::List, Request::Bridges, Request::Status] {
         let e = client(p.path()).call(&req).unwrap_err();
         assert_eq!(e.code(), Some(ErrorCode::VersionMismatch), "{req:?}");
         assert_eq!(
             e.to_string(),
             format!(
-                "fastpathd speaks control protocol 1 (from before versions), this client {VERSION}: upgrade fastpathd"
+                "fastpathd speaks control protocol 1 (from before versions), this client {}: upgrade fastpathd",
+                req.min_version()
             )
         );
     }
@@ -86,7 +87,7 @@ fn a_newer_client_is_told_to_upgrade_fastpathd() {
 #[test]
 fn a_newer_switch_tells_this_client_to_upgrade() {
     let p = switch("newer-switch", this_switch(Served { oldest: VERSION + 1, newest: VERSION + 1 }));
-    let e = client(p.path()).call(&Request::List).unwrap_err();
+    let e = client(p.path()).call(&Request::Status).unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::VersionMismatch));
     assert_eq!(
         e.to_string(),
@@ -111,4 +112,19 @@ fn transport_failures_say_what_happened() {
     let p3 = switch("mute", |_| Some(String::new()));
     let e = client(p3.path()).call(&Request::List).unwrap_err().to_string();
     assert_eq!(e, "closed the connection without answering");
+}
+
+#[test]
+fn old_requests_still_drive_a_switch_of_protocol_2_and_new_ones_say_it_is_too_old() {
+    let v2 = Served { oldest: 1, newest: 2 };
+    let p = switch("v2", move |line| {
+        Some(match v2.decode(line) {
+            Ok(_) => Response { version: Some(2), ..Response::ok() }.to_line(),
+            Err(refusal) => refusal.to_line(),
+        })
+    });
+    assert_eq!(client(p.path()).call(&add_port()).unwrap().version, Some(2));
+    let e = client(p.path()).call(&Request::Handover).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::VersionMismatch));
+    assert_eq!(e.to_string(), "fastpathd speaks control protocol 2, this client 3: upgrade fastpathd");
 }

@@ -1,0 +1,26 @@
+// What fastpathd says about itself: the reply to `status`, and to `handover` (the old switch's
+// last word before it exits): its pid, ports, state file, and how soon it forwarded a frame.
+//! Switch status.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A switch's account of itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SwitchStatus {
+    /// Its process id.
+    pub pid: u32,
+    /// How many ports it holds.
+    pub ports: usize,
+    /// The file it keeps its ports in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<PathBuf>,
+    /// The pid of the switch it took over from (`fastpathd --takeover`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub took_over_from: Option<u32>,
+    /// Milliseconds from its start (when it took over: from the old switch stopping) to the
+    /// first frame it forwarded; `None` until one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_frame_ms: Option<f64>,
+}
