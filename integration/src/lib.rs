@@ -14,6 +14,7 @@ use std::time::Duration;
 
 mod apps;
 pub mod guest;
+mod netns;
 mod peers;
 mod proc;
 mod switch;
@@ -22,6 +23,7 @@ mod verdict;
 mod wait;
 
 pub use apps::*;
+pub use netns::*;
 pub use peers::*;
 pub use proc::*;
 pub use switch::*;
