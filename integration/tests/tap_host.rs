@@ -87,7 +87,7 @@ fn host_pings_and_udp_echoes_a_smoltcp_app_through_a_tap_port() {
             "--json",
             "--quiet",
         ],
-        Duration::from_secs(60),
+        Duration::from_mins(1),
     ) {
         Ok(o) => {
             let text = output_text(&o);
