@@ -152,7 +152,8 @@ struct VethPair {
 /// Addresses of the two ends.
 const VETH_IPS: [&str; 2] = ["10.99.0.1", "10.99.0.2"];
 
-fn ip(args: &[&str]) -> Result<()> {
+/// Runs `ip ARGS`, failing with what it said.
+pub(super) fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip").args(args).output().context("running ip (apt-get install iproute2)")?;
     if !out.status.success() {
         bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());

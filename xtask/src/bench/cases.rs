@@ -12,6 +12,7 @@ use super::interrupt;
 use super::ours::{final_json, number, port, Ctx};
 use super::ovs::Ovs;
 use super::testpmd::{self, Memory, Testpmd, BURST};
+use super::uplink;
 use crate::procs::check_interrupt;
 use crate::scratch::{ProcId, Sandbox};
 
@@ -79,6 +80,12 @@ enum Kind {
     Wake,
     /// CPU used by an idle switch and idle apps in interrupt mode (vs polling).
     IdleCpu,
+    /// From the far end of a veth through an AF_XDP port to a vhost port (vs testpmd
+    /// net_af_xdp ↔ net_vhost).
+    Afxdp,
+    /// UDP request/response from a host socket through a TAP port to smoltcp (vs the
+    /// kernel over a veth pair).
+    TapRr,
 }
 
 /// A benchmark case: one pair of runs per round yields one value per metric and side.
@@ -122,6 +129,12 @@ pub const CASES: &[Case] = &[
         kind: Kind::Wake,
     },
     Case { name: "idle_cpu", metrics: &[Metric { name: "idle_cpu", unit: Unit::Ms }], kind: Kind::IdleCpu },
+    Case { name: "afxdp_64", metrics: &[Metric { name: "afxdp_64", unit: Unit::Mpps }], kind: Kind::Afxdp },
+    Case {
+        name: "tap_rr",
+        metrics: &[Metric { name: "tap_rr", unit: Unit::Us }, Metric { name: "tap_rr_p99", unit: Unit::Us }],
+        kind: Kind::TapRr,
+    },
 ];
 
 /// Packets in flight in the looping cases (ours: `--prime 256`).
@@ -149,6 +162,8 @@ impl Case {
             Kind::HookStart => hook_start::ours(&mut sb, ctx),
             Kind::Wake => interrupt::wake(&mut sb, ctx, true),
             Kind::IdleCpu => interrupt::idle_cpu(&mut sb, ctx, true),
+            Kind::Afxdp => uplink::ours_afxdp_64(&mut sb, ctx),
+            Kind::TapRr => uplink::ours_tap_rr(&mut sb, ctx),
         }
     }
 
@@ -163,10 +178,12 @@ impl Case {
             Kind::Rtt => peer_rtt(&mut sb, ctx),
             Kind::Start => peer_start(&mut sb, ctx),
             Kind::Vnf(_) => apps::vnf_64(&mut sb, ctx, apps::Vnf::L2fwd),
-            Kind::UdpRr => apps::kernel_udp_rr(&mut sb, ctx),
+            // tap_rr's peer is the same kernel path: UDP sockets over a veth pair.
+            Kind::UdpRr | Kind::TapRr => apps::kernel_udp_rr(&mut sb, ctx),
             Kind::HookStart => hook_start::peer(&mut sb, ctx),
             Kind::Wake => interrupt::eventfd_floor(),
             Kind::IdleCpu => interrupt::idle_cpu(&mut sb, ctx, false),
+            Kind::Afxdp => uplink::peer_afxdp_64(&mut sb, ctx),
         }
     }
 }

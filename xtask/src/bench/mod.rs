@@ -10,6 +10,7 @@ mod ovs;
 mod probe;
 mod report;
 mod testpmd;
+mod uplink;
 
 use std::fmt::Write as _;
 use std::time::Duration;
