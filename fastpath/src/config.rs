@@ -132,9 +132,12 @@ pub enum ConfigError {
     },
     /// A --port flag that doesn't parse.
     #[error(
-        "--port '{0}' is not BRIDGE:NAME:vhost:PATH, BRIDGE:NAME:vhost-client:PATH, BRIDGE:NAME:tap:IFNAME or BRIDGE:NAME:afxdp:IFNAME[:QUEUE]"
+        "--port '{0}' is not BRIDGE:NAME:vhost:PATH, BRIDGE:NAME:vhost-client:PATH, BRIDGE:NAME:tap:IFNAME, BRIDGE:NAME:afxdp:IFNAME[:QUEUE] or BRIDGE:NAME:vxlan:UPLINK,vni=N,local=IP,remote=IP[+IP...]"
     )]
     PortFlag(String),
+    /// A vxlan --port flag that doesn't parse.
+    #[error("--port '{0}': {1} (a vxlan port is BRIDGE:NAME:vxlan:afxdp:IFNAME[:QUEUE],vni=N,local=IP,remote=IP[+IP...][,next_hop_mac=MAC], or tap:IFNAME as the uplink)")]
+    VxlanFlag(String, String),
     /// Inconsistent contents.
     #[error("config: {0}")]
     Invalid(String),
@@ -205,10 +208,22 @@ impl Config {
 
 /// Checks that a port has what its kind needs, and nothing of another kind's.
 pub fn check_port(p: &PortConfig) -> Result<(), String> {
+    if p.kind != PortKind::Vxlan {
+        let set = [
+            ("vni", p.vni.is_some()),
+            ("local", p.local.is_some()),
+            ("remotes", !p.remotes.is_empty()),
+            ("next_hop_mac", p.next_hop_mac.is_some()),
+            ("uplink", p.uplink.is_some()),
+        ];
+        if let Some((field, _)) = set.iter().find(|(_, is)| *is) {
+            return Err(format!("a {} port has no {field} (a vxlan port's setting)", p.kind.label()));
+        }
+    }
     match p.kind {
         PortKind::Vhost if p.socket.as_os_str().is_empty() => Err("a vhost port needs a socket".into()),
         PortKind::Vhost if p.ifname.is_some() => Err("a vhost port has a socket, not an ifname".into()),
-        PortKind::Tap | PortKind::Afxdp => match p.ifname.as_deref() {
+        PortKind::Tap | PortKind::Afxdp | PortKind::Vxlan => match p.ifname.as_deref() {
             None => Err(format!("a {} port needs an ifname", p.kind.label())),
             Some(n) if n.is_empty() || n.len() > crate::port::tap::MAX_IFNAME || n.contains(['/', ' ']) => {
                 Err(format!(
@@ -220,10 +235,75 @@ pub fn check_port(p: &PortConfig) -> Result<(), String> {
                 Err(format!("a {} port has an ifname, not a socket", p.kind.label()))
             }
             Some(_) if p.kind == PortKind::Tap && p.queue.is_some() => Err("a tap port has no queue".into()),
+            Some(_) if p.kind == PortKind::Vxlan => check_vxlan(p),
             Some(_) => Ok(()),
         },
         PortKind::Vhost => Ok(()),
     }
+}
+
+/// Checks a vxlan port's own settings.
+fn check_vxlan(p: &PortConfig) -> Result<(), String> {
+    use crate::port::vxlan::{MAX_REMOTES, MAX_VNI};
+    let vni = p.vni.ok_or("a vxlan port needs a vni (0 to 16777215)")?;
+    if vni > MAX_VNI {
+        return Err(format!("vni {vni} is not in 0..={MAX_VNI}"));
+    }
+    let local = p.local.ok_or("a vxlan port needs local (the local VTEP's IPv4 address)")?;
+    if local.is_unspecified() || local.is_multicast() || local.is_broadcast() {
+        return Err(format!("local {local} is not a unicast address"));
+    }
+    match p.uplink {
+        Some(PortKind::Tap) if p.queue.is_some() => return Err("a vxlan port over a tap uplink has no queue".into()),
+        None | Some(PortKind::Afxdp | PortKind::Tap) => {}
+        Some(k) => return Err(format!("uplink '{}' is not afxdp or tap", k.label())),
+    }
+    if p.remotes.len() > MAX_REMOTES {
+        return Err(format!("remotes: {} VTEPs, at most {MAX_REMOTES}", p.remotes.len()));
+    }
+    for (i, r) in p.remotes.iter().enumerate() {
+        if r.is_unspecified() || r.is_multicast() || r.is_broadcast() || *r == local {
+            return Err(format!("remote {r} is not a remote VTEP's unicast address"));
+        }
+        if p.remotes[..i].contains(r) {
+            return Err(format!("remote {r} is repeated"));
+        }
+    }
+    if let Some(m) = &p.next_hop_mac {
+        crate::security::parse_mac(m).map_err(|e| format!("next_hop_{e}"))?;
+    }
+    Ok(())
+}
+
+/// A vxlan port with nothing but its uplink, `afxdp:IFNAME[:QUEUE]` or `tap:IFNAME`.
+pub fn vxlan_over(name: &str, bridge: &str, uplink: &str) -> Result<PortConfig, String> {
+    let (kind, ifname, queue) = match uplink.split(':').collect::<Vec<_>>()[..] {
+        ["afxdp", i] => (PortKind::Afxdp, i, Some(0)),
+        ["afxdp", i, q] => (PortKind::Afxdp, i, Some(q.parse().map_err(|_| format!("queue '{q}' is not a number"))?)),
+        ["tap", i] => (PortKind::Tap, i, None),
+        _ => return Err(format!("uplink '{uplink}' is not afxdp:IFNAME[:QUEUE] or tap:IFNAME")),
+    };
+    Ok(PortConfig { kind: PortKind::Vxlan, uplink: Some(kind), queue, ..PortConfig::tap(name, bridge, ifname) })
+}
+
+/// Parses a vxlan port's `--port` tail: `afxdp:IFNAME[:QUEUE]` or `tap:IFNAME`, then
+/// `,vni=N,local=IP[,remote=IP[+IP...]][,next_hop_mac=MAC]`.
+fn parse_vxlan_flag(name: &str, bridge: &str, tail: &str) -> Result<PortConfig, String> {
+    let mut parts = tail.split(',');
+    let mut p = vxlan_over(name, bridge, parts.next().unwrap_or_default())?;
+    for kv in parts {
+        let (k, v) = kv.split_once('=').ok_or_else(|| format!("'{kv}' is not KEY=VALUE"))?;
+        let ip = |v: &str| v.parse::<std::net::Ipv4Addr>().map_err(|_| format!("{k} '{v}' is not an IPv4 address"));
+        match k {
+            "vni" => p.vni = Some(v.parse().map_err(|_| format!("vni '{v}' is not a number"))?),
+            "local" => p.local = Some(ip(v)?),
+            "remote" | "remotes" => p.remotes = v.split('+').map(ip).collect::<Result<_, _>>()?,
+            "next_hop_mac" => p.next_hop_mac = Some(v.into()),
+            _ => return Err(format!("'{k}' is not vni, local, remote or next_hop_mac")),
+        }
+    }
+    check_port(&p)?;
+    Ok(p)
 }
 
 /// Parses `BRIDGE:NAME:vhost:PATH` / `BRIDGE:NAME:vhost-client:PATH`.
@@ -239,6 +319,7 @@ pub fn parse_port_flag(s: &str) -> Result<PortConfig, ConfigError> {
         "vhost" | "server" => PortMode::Server,
         "vhost-client" | "client" => PortMode::Client,
         "tap" => return Ok(PortConfig::tap(name, bridge, path)),
+        "vxlan" => return parse_vxlan_flag(name, bridge, path).map_err(|why| ConfigError::VxlanFlag(s.into(), why)),
         "afxdp" => {
             let (ifname, queue) = match path.split_once(':') {
                 Some((i, q)) => (i, q.parse::<u32>().map_err(|_| ConfigError::PortFlag(s.into()))?),
@@ -285,14 +366,66 @@ mod tests {
         check_port(&t).unwrap();
         assert!(check_port(&PortConfig { ifname: Some("a/b".into()), ..t.clone() }).unwrap_err().contains("'a/b'"));
         assert!(check_port(&PortConfig { ifname: None, ..t }).unwrap_err().contains("needs an ifname"));
-        let x = parse_port_flag("br0:up:afxdp:eth1:3").unwrap();
-        assert_eq!((x.kind, x.ifname.as_deref(), x.queue), (PortKind::Afxdp, Some("eth1"), Some(3)));
+        let xdp = parse_port_flag("br0:up:afxdp:eth1:3").unwrap();
+        assert_eq!((xdp.kind, xdp.ifname.as_deref(), xdp.queue), (PortKind::Afxdp, Some("eth1"), Some(3)));
         assert_eq!(parse_port_flag("br0:up:afxdp:eth1").unwrap().queue, Some(0));
         assert!(parse_port_flag("br0:up:afxdp:eth1:x").is_err());
         let mut bad = c.clone();
         bad.ports[0].bridge = "nope".into();
         assert!(bad.validate().unwrap_err().to_string().contains("'nope' does not exist"));
         assert!(toml::from_str::<Config>("colour = 1").is_err());
+    }
+
+    #[test]
+    fn vxlan_ports_from_flags_and_files_with_errors_naming_field_and_value() {
+        let p = parse_port_flag("br0:vx:vxlan:afxdp:veth0:1,vni=42,local=10.0.0.1,remote=10.0.0.2+10.0.0.3").unwrap();
+        assert_eq!(
+            (p.kind, p.uplink, p.ifname.as_deref(), p.queue),
+            (PortKind::Vxlan, Some(PortKind::Afxdp), Some("veth0"), Some(1))
+        );
+        assert_eq!((p.vni, p.local), (Some(42), Some("10.0.0.1".parse().unwrap())));
+        assert_eq!(p.remotes.len(), 2);
+        assert_eq!(p.place(), "vxlan:42@afxdp:veth0:1");
+        let t = parse_port_flag("br0:vx:vxlan:tap:fp0,vni=7,local=10.0.0.1,next_hop_mac=02:00:00:00:00:01").unwrap();
+        assert_eq!(
+            (t.uplink, t.queue, t.next_hop_mac.as_deref()),
+            (Some(PortKind::Tap), None, Some("02:00:00:00:00:01"))
+        );
+        let err = |s: &str| parse_port_flag(s).unwrap_err().to_string();
+        assert!(
+            err("br0:vx:vxlan:afxdp:v0,vni=16777216,local=10.0.0.1").contains("vni 16777216 is not in 0..=16777215")
+        );
+        assert!(err("br0:vx:vxlan:afxdp:v0,vni=1,local=10.0.0.x").contains("local '10.0.0.x' is not an IPv4 address"));
+        assert!(err("br0:vx:vxlan:afxdp:v0,vni=1").contains("needs local"));
+        assert!(err("br0:vx:vxlan:afxdp:v0,local=10.0.0.1").contains("needs a vni"));
+        assert!(err("br0:vx:vxlan:vhost:/x,vni=1,local=10.0.0.1").contains("uplink 'vhost:/x'"));
+        assert!(err("br0:vx:vxlan:afxdp:v0,vni=1,local=10.0.0.1,colour=red").contains("'colour'"));
+        assert!(err("br0:vx:vxlan:afxdp:v0,vni=1,local=10.0.0.1,next_hop_mac=zz").contains("next_hop_mac 'zz'"));
+        assert!(err("br0:vx:vxlan:afxdp:v0,vni=1,local=10.0.0.1,remote=10.0.0.1").contains("remote 10.0.0.1"));
+        assert!(err("br0:vx:vxlan:afxdp:v0,vni=1,local=10.0.0.1,remote=10.0.0.2+10.0.0.2").contains("repeated"));
+        let c: Config = toml::from_str(
+            r#"
+            [[ports]]
+            name = "vx"
+            bridge = "br0"
+            kind = "vxlan"
+            ifname = "veth0"
+            vni = 42
+            local = "10.0.0.1"
+            remotes = ["10.0.0.2"]
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.ports[0].uplink, None, "afxdp by default");
+        let mut bad = c.clone();
+        bad.ports[0].uplink = Some(PortKind::Vhost);
+        assert!(bad.validate().unwrap_err().to_string().contains("uplink 'vhost' is not afxdp or tap"));
+        let mut stray = PortConfig::tap("t", "br0", "tap0");
+        stray.vni = Some(3);
+        assert!(check_port(&stray).unwrap_err().contains("a tap port has no vni"));
+        let json = serde_json::to_string(&c.ports[0]).unwrap();
+        assert_eq!(serde_json::from_str::<PortConfig>(&json).unwrap(), c.ports[0], "the state file keeps it");
     }
 
     #[test]

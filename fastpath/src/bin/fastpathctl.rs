@@ -25,9 +25,12 @@ struct Args {
     cmd: Cmd,
 }
 
+// Parsed once per run: add-port's many flags inline cost nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Add a port to a bridge: a vhost-user socket (--socket) or a TAP interface (--tap).
+    /// Add a port to a bridge: a vhost-user socket (--socket), a TAP interface (--tap), a queue
+    /// of an interface through AF_XDP (--afxdp) or a VXLAN overlay over an uplink (--vxlan).
     AddPort {
         /// Port name.
         #[arg(long)]
@@ -36,14 +39,29 @@ enum Cmd {
         #[arg(long, default_value = "br0")]
         bridge: String,
         /// vhost-user socket path.
-        #[arg(long, required_unless_present_any = ["tap", "afxdp"], conflicts_with_all = ["tap", "afxdp"])]
+        #[arg(long, required_unless_present_any = ["tap", "afxdp", "vxlan"], conflicts_with_all = ["tap", "afxdp", "vxlan"])]
         socket: Option<PathBuf>,
         /// A TAP interface instead (created if absent, set up): the host's own stack on the bridge.
-        #[arg(long, value_name = "IFNAME", conflicts_with = "afxdp")]
+        #[arg(long, value_name = "IFNAME", conflicts_with_all = ["afxdp", "vxlan"])]
         tap: Option<String>,
         /// One queue of a kernel interface instead, through AF_XDP: IFNAME or IFNAME:QUEUE.
-        #[arg(long, value_name = "IFNAME[:QUEUE]")]
+        #[arg(long, value_name = "IFNAME[:QUEUE]", conflicts_with = "vxlan")]
         afxdp: Option<String>,
+        /// A VXLAN overlay instead, for this VNI (with --local, --uplink, --remote).
+        #[arg(long, value_name = "VNI", requires_all = ["local", "uplink"])]
+        vxlan: Option<u32>,
+        /// The local VTEP's IPv4 address (vxlan).
+        #[arg(long, requires = "vxlan")]
+        local: Option<std::net::Ipv4Addr>,
+        /// The uplink the overlay goes through: afxdp:IFNAME[:QUEUE] or tap:IFNAME (vxlan).
+        #[arg(long, value_name = "KIND:IFNAME", requires = "vxlan")]
+        uplink: Option<String>,
+        /// A remote VTEP (repeat for each): broadcast and unknown destinations go to every one (vxlan).
+        #[arg(long, requires = "vxlan")]
+        remote: Vec<std::net::Ipv4Addr>,
+        /// The outer next hop's MAC for every remote VTEP [default: ARP for each] (vxlan).
+        #[arg(long, requires = "vxlan")]
+        next_hop_mac: Option<String>,
         /// The switch connects to a listening container instead of listening.
         #[arg(long)]
         client: bool,
@@ -360,6 +378,11 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
             p.stats.counters.drop_filtered,
             p.stats.counters.resets
         );
+        let kind: Vec<String> =
+            p.kind_counters.iter().filter(|(_, v)| *v > 0).map(|(n, v)| format!("{n} {v}")).collect();
+        if !kind.is_empty() {
+            println!("  {:<w$} {}", "", kind.join(", "));
+        }
     }
 }
 
@@ -483,6 +506,11 @@ fn main() -> Result<()> {
             socket,
             tap,
             afxdp,
+            vxlan,
+            local,
+            uplink,
+            remote,
+            next_hop_mac,
             client,
             uid,
             gid,
@@ -494,6 +522,14 @@ fn main() -> Result<()> {
         } => {
             let mode = if client { PortMode::Client } else { PortMode::Server };
             let base = match (tap, afxdp) {
+                _ if vxlan.is_some() => PortConfig {
+                    vni: vxlan,
+                    local,
+                    remotes: remote,
+                    next_hop_mac,
+                    ..fastpath::config::vxlan_over(&name, &bridge, uplink.as_deref().unwrap_or_default())
+                        .map_err(|e| anyhow!("--{e}"))?
+                },
                 (Some(ifname), _) => PortConfig::tap(name.clone(), bridge, ifname),
                 (None, Some(x)) => {
                     let (ifname, queue) = match x.split_once(':') {

@@ -121,6 +121,40 @@ impl Loopback {
     }
 }
 
+impl Loopback {
+    /// Hands the peer `n` frames, each written by `write(k, buf)`; returns how many it took.
+    fn transmit(&mut self, n: usize, mut write: impl FnMut(usize, &mut [u8]) -> Result<usize, super::Unsent>) -> usize {
+        let peer = self.peer.clone();
+        let mut p = peer.lock();
+        if let Some(why) = p.fault.take() {
+            self.fault(why, &mut p);
+        }
+        let mut sent = 0;
+        for k in 0..n {
+            if !self.up || p.room == 0 {
+                self.counters.tx_dropped += 1;
+                self.counters.drop_ring_full += 1;
+                continue;
+            }
+            let mut v = vec![0; p.max_frame];
+            let len = match write(k, &mut v) {
+                Ok(len) => len,
+                Err(why) => {
+                    why.count(&mut self.counters);
+                    continue;
+                }
+            };
+            v.truncate(len);
+            p.room -= 1;
+            sent += 1;
+            self.counters.tx_packets += 1;
+            self.counters.tx_bytes += v.len() as u64;
+            p.outbox.push(v);
+        }
+        sent
+    }
+}
+
 impl SwitchPort for Loopback {
     fn poll(&mut self) -> bool {
         let up = self.peer.lock().link_up;
@@ -161,33 +195,11 @@ impl SwitchPort for Loopback {
     }
 
     fn send(&mut self, src: &Frames<'_>, picks: &[u8]) {
-        let peer = self.peer.clone();
-        let mut p = peer.lock();
-        if let Some(why) = p.fault.take() {
-            self.fault(why, &mut p);
-        }
-        for &i in picks {
-            let f = src.get(i as usize);
-            if !self.up || p.room == 0 {
-                self.counters.tx_dropped += 1;
-                self.counters.drop_ring_full += 1;
-                continue;
-            }
-            if f.len() as usize > p.max_frame {
-                self.counters.tx_dropped += 1;
-                self.counters.drop_too_big += 1;
-                continue;
-            }
-            let mut v = vec![0; f.len() as usize];
-            if !f.read_all(&mut v) {
-                self.counters.tx_dropped += 1;
-                continue;
-            }
-            p.room -= 1;
-            self.counters.tx_packets += 1;
-            self.counters.tx_bytes += v.len() as u64;
-            p.outbox.push(v);
-        }
+        self.transmit(picks.len(), |k, buf| super::copy_pick(src, picks, k, buf));
+    }
+
+    fn send_built(&mut self, n: usize, build: &mut dyn FnMut(usize, &mut [u8]) -> usize) -> usize {
+        self.transmit(n, |k, buf| super::built(build(k, buf)))
     }
 
     fn counters(&self) -> PortCounters {

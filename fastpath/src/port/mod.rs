@@ -15,6 +15,7 @@ pub mod tap;
 #[cfg(test)]
 mod test_frames;
 pub mod vhost;
+pub mod vxlan;
 
 use std::os::fd::BorrowedFd;
 
@@ -62,6 +63,19 @@ pub trait SwitchPort: Send + std::fmt::Debug {
     fn link(&self) -> LinkState;
     /// The last fault that reset the port, if any.
     fn last_fault(&self) -> Option<&str>;
+    /// Sends `n` frames written straight into the port's own transmit buffers:
+    /// `build(k, buf)` writes frame `k` at the start of `buf` and returns its length, or
+    /// 0 to send nothing for it (the caller counts why). Counts what it sends and drops
+    /// like [`Self::send`]; returns how many went out. A kind with no buffers of its own
+    /// to lend (vhost) sends nothing.
+    fn send_built(&mut self, n: usize, build: &mut dyn FnMut(usize, &mut [u8]) -> usize) -> usize {
+        let _ = (n, build);
+        0
+    }
+    /// What the port's kind counts beyond [`PortCounters`], by name (none by default).
+    fn kind_counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
     /// Interrupt mode: asks the peer to signal when it sends; returns whether frames
     /// are already waiting (checked after asking, so none is missed).
     fn arm_wakeup(&mut self) -> bool {
@@ -78,6 +92,54 @@ pub trait SwitchPort: Send + std::fmt::Debug {
     }
 }
 
+/// Why a frame being written into a port's transmit buffer was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsent {
+    /// Larger than the buffer (`drop_too_big`).
+    TooBig,
+    /// Its source could not be read (`tx_dropped` only).
+    Unreadable,
+    /// The builder chose to send nothing (counted by the builder).
+    Skipped,
+}
+
+impl Unsent {
+    /// Counts the frame in `c` as its reason says.
+    pub fn count(self, c: &mut PortCounters) {
+        match self {
+            Self::TooBig => {
+                c.tx_dropped += 1;
+                c.drop_too_big += 1;
+            }
+            Self::Unreadable => c.tx_dropped += 1,
+            Self::Skipped => {}
+        }
+    }
+}
+
+/// Writes frame `picks[k]` of `src` into `buf` (for a port's transmit loop).
+#[inline]
+pub fn copy_pick(src: &Frames<'_>, picks: &[u8], k: usize, buf: &mut [u8]) -> Result<usize, Unsent> {
+    let f = src.get(picks[k] as usize);
+    let len = f.len() as usize;
+    let dst = buf.get_mut(..len).ok_or(Unsent::TooBig)?;
+    if f.read_all(dst) {
+        Ok(len)
+    } else {
+        Err(Unsent::Unreadable)
+    }
+}
+
+/// A caller's builder (0: nothing to send) as a transmit loop's.
+#[inline]
+pub fn built(len: usize) -> Result<usize, Unsent> {
+    if len == 0 {
+        Err(Unsent::Skipped)
+    } else {
+        Ok(len)
+    }
+}
+
 /// Opens the port `cfg` describes (binds its socket, or prepares to connect); its
 /// frontends are held to `limits`.
 pub fn open(cfg: &PortConfig, limits: DeviceLimits) -> Result<Box<dyn SwitchPort>, SwitchError> {
@@ -89,6 +151,7 @@ pub fn open(cfg: &PortConfig, limits: DeviceLimits) -> Result<Box<dyn SwitchPort
         PortKind::Afxdp => {
             return Ok(Box::new(afxdp::AfxdpPort::open(ifname, cfg.queue.unwrap_or(0)).map_err(|e| err(&e))?));
         }
+        PortKind::Vxlan => return Ok(Box::new(vxlan::VxlanPort::open(cfg, limits).map_err(|e| err(&e))?)),
         PortKind::Vhost => {}
     }
     let name = format!("port {} ({})", cfg.name, cfg.socket.display());

@@ -174,6 +174,7 @@ impl Switch {
                 mode: p.cfg.mode,
                 stats: PortStats { counters: p.port.counters(), link_up: p.port.link() == LinkState::Up },
                 last_fault: p.port.last_fault().map(str::to_owned),
+                kind_counters: p.port.kind_counters().into_iter().map(|(n, v)| (n.to_string(), v)).collect(),
                 macs: self.bridges[p.bridge]
                     .macs
                     .entries(self.now)

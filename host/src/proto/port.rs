@@ -112,6 +112,9 @@ pub enum PortKind {
     /// One queue (`queue`, default 0) of a kernel interface (`ifname`) through an
     /// AF_XDP socket: a NIC, a veth, any interface with a driver.
     Afxdp,
+    /// A VXLAN overlay (RFC 7348, UDP 4789) over an uplink (`uplink`: afxdp or tap, on
+    /// `ifname`): the bridge's frames to and from remote VTEPs (`vni`, `local`, `remotes`).
+    Vxlan,
 }
 
 impl PortKind {
@@ -121,6 +124,7 @@ impl PortKind {
             Self::Vhost => "vhost",
             Self::Tap => "tap",
             Self::Afxdp => "afxdp",
+            Self::Vxlan => "vxlan",
         }
     }
 }
@@ -171,6 +175,24 @@ pub struct PortConfig {
     /// Most memory its frontend may register (default: the switch's `max_port_memory`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_memory: Option<ByteSize>,
+    /// The VXLAN network identifier, 0 to 16777215 (vxlan ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// The local VTEP's IPv4 address: the outer source, the address decapsulated
+    /// packets must be sent to (vxlan ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<Ipv4Addr>,
+    /// The remote VTEPs: broadcast, unknown unicast and multicast go to each (vxlan ports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remotes: Vec<Ipv4Addr>,
+    /// The outer next hop's MAC (`aa:bb:cc:dd:ee:ff`) for every remote VTEP; without it
+    /// the port asks each remote VTEP's MAC with ARP on the uplink (vxlan ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop_mac: Option<String>,
+    /// The kind of the uplink a vxlan port sends through (`afxdp`, the default, or `tap`),
+    /// on `ifname` (and `queue`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<PortKind>,
 }
 
 fn server() -> PortMode {
@@ -200,10 +222,39 @@ impl PortConfig {
     /// Where the port is, for messages and listings: its socket, or its interface.
     pub fn place(&self) -> String {
         let ifname = self.ifname.as_deref().unwrap_or("?");
+        let on_interface = |kind| match kind {
+            PortKind::Tap => format!("tap:{ifname}"),
+            _ => format!("afxdp:{ifname}:{}", self.queue.unwrap_or(0)),
+        };
         match self.kind {
             PortKind::Vhost => self.socket.display().to_string(),
-            PortKind::Tap => format!("tap:{ifname}"),
-            PortKind::Afxdp => format!("afxdp:{ifname}:{}", self.queue.unwrap_or(0)),
+            PortKind::Tap | PortKind::Afxdp => on_interface(self.kind),
+            PortKind::Vxlan => format!(
+                "vxlan:{}@{}",
+                self.vni.map_or_else(|| "?".into(), |v| v.to_string()),
+                on_interface(self.uplink.unwrap_or(PortKind::Afxdp))
+            ),
+        }
+    }
+
+    /// A VXLAN port for `vni` from the VTEP `local` to `remotes`, over an AF_XDP uplink
+    /// on queue `queue` of `ifname`.
+    pub fn vxlan(
+        name: impl Into<String>,
+        bridge: impl Into<String>,
+        vni: u32,
+        local: Ipv4Addr,
+        remotes: Vec<Ipv4Addr>,
+        ifname: impl Into<String>,
+        queue: u32,
+    ) -> Self {
+        Self {
+            kind: PortKind::Vxlan,
+            vni: Some(vni),
+            local: Some(local),
+            remotes,
+            uplink: Some(PortKind::Afxdp),
+            ..Self::afxdp(name, bridge, ifname, queue)
         }
     }
 
@@ -224,6 +275,11 @@ impl PortConfig {
             ip: None,
             port_security: None,
             max_memory: None,
+            vni: None,
+            local: None,
+            remotes: Vec::new(),
+            next_hop_mac: None,
+            uplink: None,
         }
     }
 }
@@ -257,6 +313,10 @@ pub struct PortInfo {
     /// MAC addresses the bridge has learned on this port.
     #[serde(default)]
     pub macs: Vec<String>,
+    /// What the port's kind counts beyond the common counters, by name (a vxlan port's
+    /// drops per reason, its ARP and encapsulation counts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kind_counters: Vec<(String, u64)>,
 }
 
 #[cfg(test)]

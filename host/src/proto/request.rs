@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::PortConfig;
 
 /// A control request.
+// One request at a time on the control path: a port's whole description inline costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {

@@ -214,6 +214,55 @@ impl AfxdpPort {
     }
 }
 
+impl AfxdpPort {
+    /// Sends `n` frames, each written by `write(k, buf)` straight into a UMEM frame;
+    /// returns how many went out.
+    #[inline]
+    fn transmit(&mut self, n: usize, mut write: impl FnMut(usize, &mut [u8]) -> Result<usize, super::Unsent>) -> usize {
+        let Some(l) = self.live.as_mut() else {
+            self.counters.tx_dropped += n as u64;
+            self.counters.drop_ring_full += n as u64;
+            return 0;
+        };
+        l.xsk.completed(&mut l.free_tx);
+        let mut room = l.xsk.tx_room();
+        let mut sent = 0;
+        for k in 0..n {
+            if room == 0 {
+                self.counters.tx_dropped += 1;
+                self.counters.drop_ring_full += 1;
+                continue;
+            }
+            let Some(addr) = l.free_tx.pop() else {
+                self.counters.tx_dropped += 1;
+                self.counters.drop_ring_full += 1;
+                continue;
+            };
+            let written = match l.umem.map_mut().slice_mut(addr as usize, FRAME_SIZE as usize) {
+                Ok(buf) => write(k, buf),
+                Err(_) => Err(super::Unsent::Unreadable),
+            };
+            let len = match written {
+                Ok(len) => len as u32,
+                Err(why) => {
+                    l.free_tx.push(addr);
+                    why.count(&mut self.counters);
+                    continue;
+                }
+            };
+            l.xsk.tx_push(addr, len);
+            room -= 1;
+            sent += 1;
+            self.counters.tx_packets += 1;
+            self.counters.tx_bytes += u64::from(len);
+        }
+        if sent > 0 {
+            l.xsk.tx_publish();
+        }
+        sent
+    }
+}
+
 impl SwitchPort for AfxdpPort {
     #[inline]
     fn poll(&mut self) -> bool {
@@ -272,47 +321,11 @@ impl SwitchPort for AfxdpPort {
 
     #[inline]
     fn send(&mut self, src: &Frames<'_>, picks: &[u8]) {
-        let Some(l) = self.live.as_mut() else {
-            self.counters.tx_dropped += picks.len() as u64;
-            self.counters.drop_ring_full += picks.len() as u64;
-            return;
-        };
-        l.xsk.completed(&mut l.free_tx);
-        let mut room = l.xsk.tx_room();
-        let mut sent = 0;
-        for &i in picks {
-            let f = src.get(i as usize);
-            let len = f.len();
-            if len > FRAME_SIZE {
-                self.counters.tx_dropped += 1;
-                self.counters.drop_too_big += 1;
-                continue;
-            }
-            if room == 0 {
-                self.counters.tx_dropped += 1;
-                self.counters.drop_ring_full += 1;
-                continue;
-            }
-            let Some(addr) = l.free_tx.pop() else {
-                self.counters.tx_dropped += 1;
-                self.counters.drop_ring_full += 1;
-                continue;
-            };
-            let ok = l.umem.map_mut().slice_mut(addr as usize, len as usize).is_ok_and(|b| f.read_all(b));
-            if !ok {
-                l.free_tx.push(addr);
-                self.counters.tx_dropped += 1;
-                continue;
-            }
-            l.xsk.tx_push(addr, len);
-            room -= 1;
-            sent += 1;
-            self.counters.tx_packets += 1;
-            self.counters.tx_bytes += u64::from(len);
-        }
-        if sent > 0 {
-            l.xsk.tx_publish();
-        }
+        self.transmit(picks.len(), |k, buf| super::copy_pick(src, picks, k, buf));
+    }
+
+    fn send_built(&mut self, n: usize, build: &mut dyn FnMut(usize, &mut [u8]) -> usize) -> usize {
+        self.transmit(n, |k, buf| super::built(build(k, buf)))
     }
 
     fn counters(&self) -> PortCounters {

@@ -86,6 +86,41 @@ impl TapPort {
     }
 }
 
+impl TapPort {
+    /// Writes `n` frames to the device, each written by `write(k, buf)` into the
+    /// port's frame buffer first; returns how many went out.
+    fn transmit(&mut self, n: usize, mut write: impl FnMut(usize, &mut [u8]) -> Result<usize, super::Unsent>) -> usize {
+        let mut sent = 0;
+        for k in 0..n {
+            let len = match write(k, &mut self.out) {
+                Ok(len) => len,
+                Err(why) => {
+                    why.count(&mut self.counters);
+                    continue;
+                }
+            };
+            match self.dev.write(&self.out[..len]) {
+                Ok(_) => {
+                    sent += 1;
+                    self.counters.tx_packets += 1;
+                    self.counters.tx_bytes += len as u64;
+                }
+                // The kernel's queue is full (or the interface is down): dropped here.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.counters.tx_dropped += 1;
+                    self.counters.drop_ring_full += 1;
+                }
+                Err(e) => {
+                    self.counters.tx_dropped += 1;
+                    let e = std::io::Error::new(e.kind(), e.to_string());
+                    self.fault("write", &e);
+                }
+            }
+        }
+        sent
+    }
+}
+
 impl SwitchPort for TapPort {
     fn poll(&mut self) -> bool {
         true
@@ -121,35 +156,11 @@ impl SwitchPort for TapPort {
     }
 
     fn send(&mut self, src: &Frames<'_>, picks: &[u8]) {
-        for &i in picks {
-            let f = src.get(i as usize);
-            let len = f.len() as usize;
-            let Some(buf) = self.out.get_mut(..len) else {
-                self.counters.tx_dropped += 1;
-                self.counters.drop_too_big += 1;
-                continue;
-            };
-            if !f.read_all(buf) {
-                self.counters.tx_dropped += 1;
-                continue;
-            }
-            match self.dev.write(buf) {
-                Ok(_) => {
-                    self.counters.tx_packets += 1;
-                    self.counters.tx_bytes += len as u64;
-                }
-                // The kernel's queue is full (or the interface is down): dropped here.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    self.counters.tx_dropped += 1;
-                    self.counters.drop_ring_full += 1;
-                }
-                Err(e) => {
-                    self.counters.tx_dropped += 1;
-                    let e = std::io::Error::new(e.kind(), e.to_string());
-                    self.fault("write", &e);
-                }
-            }
-        }
+        self.transmit(picks.len(), |k, buf| super::copy_pick(src, picks, k, buf));
+    }
+
+    fn send_built(&mut self, n: usize, build: &mut dyn FnMut(usize, &mut [u8]) -> usize) -> usize {
+        self.transmit(n, |k, buf| super::built(build(k, buf)))
     }
 
     fn counters(&self) -> PortCounters {
