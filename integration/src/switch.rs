@@ -150,6 +150,9 @@ pub fn show_ports(list: &[Value]) -> String {
         if let Some(f) = p.get("last_fault").and_then(Value::as_str) {
             let _ = write!(s, " last_fault={f}");
         }
+        if let Some(k) = p.get("kind_counters") {
+            let _ = write!(s, " kind_counters={k}");
+        }
     }
     s
 }

@@ -13,7 +13,8 @@ use crate::procs::{self, Spawn, Stream};
 use crate::scratch::{self, HUGEPAGES};
 
 /// Debian packages the tests and benchmarks use (`iputils-ping`: the host pinging a container
-/// through a TAP port; `xz-utils` and `kmod`: unpacking the
+/// through a TAP port; `ethtool`: checksum offload off on the veth the kernel's VXLAN sends
+/// through, so that its frames carry whole checksums; `xz-utils` and `kmod`: unpacking the
 /// guest kernel's modules; QEMU comes from `install_qemu`).
 const PACKAGES: &[&str] = &[
     "dpdk-dev",
@@ -25,6 +26,7 @@ const PACKAGES: &[&str] = &[
     "linux-perf",
     "iproute2",
     "iputils-ping",
+    "ethtool",
     "xz-utils",
     "kmod",
 ];

@@ -138,6 +138,13 @@ pub struct VxlanPort {
     uplink: Box<dyn SwitchPort>,
     /// The uplink's interface, to follow its MTU (none for an in-process uplink).
     ifname: Option<String>,
+    /// Whether the outer MAC is the uplink interface's (followed when it is re-created).
+    mac_of_interface: bool,
+    /// The uplink's resets when the next hops were last trusted.
+    seen_resets: u64,
+    /// A next hop is wanted now (at start, or a frame found none): ask at the next poll
+    /// rather than at the next second.
+    ask_now: bool,
     settings: VxlanSettings,
     outer: Outer,
     vteps: Vteps,
@@ -206,6 +213,7 @@ impl VxlanPort {
         );
         let mut port = Self::over(uplink, settings);
         port.ifname = Some(ifname);
+        port.mac_of_interface = kind == PortKind::Afxdp;
         Ok(port)
     }
 
@@ -214,6 +222,9 @@ impl VxlanPort {
         Self {
             uplink,
             ifname: None,
+            mac_of_interface: false,
+            seen_resets: 0,
+            ask_now: true,
             outer: Outer { mac: settings.mac, local: settings.local, vni: settings.vni },
             vteps: Vteps::new(&settings.remotes, settings.next_hop_mac, REMOTE_MAC_AGE),
             settings,
@@ -245,16 +256,32 @@ impl VxlanPort {
         self.now += secs;
     }
 
-    /// Once a second: the clock, the uplink's MTU, ARP for the next hops still unknown.
+    /// Once a second: the clock, the uplink's MTU and MAC, ARP for the next hops unknown.
     fn every_second(&mut self) {
         self.now = self.now.wrapping_add(1).max(1);
-        if let Some(mtu) = self.ifname.as_deref().and_then(|i| sysfs(i, "mtu").ok()).and_then(|m| m.parse().ok()) {
+        self.follow_interface();
+        self.ask_next_hops();
+    }
+
+    /// Follows the uplink interface: its MTU, and its MAC (a re-created one has another).
+    fn follow_interface(&mut self) {
+        let Some(ifname) = self.ifname.as_deref() else { return };
+        if let Some(mtu) = sysfs(ifname, "mtu").ok().and_then(|m| m.parse().ok()) {
             if mtu != self.settings.mtu {
-                tracing::info!("vxlan: uplink MTU {} -> {mtu}", self.settings.mtu);
+                tracing::info!("vxlan VNI {}: uplink MTU {} -> {mtu}", self.settings.vni, self.settings.mtu);
                 self.settings.mtu = mtu;
             }
         }
-        self.ask_next_hops();
+        if !self.mac_of_interface {
+            return;
+        }
+        if let Some(mac) = sysfs(ifname, "address").ok().and_then(|m| crate::security::parse_mac(&m).ok()) {
+            if mac != self.settings.mac {
+                tracing::info!("vxlan VNI {}: uplink {ifname} has a new MAC", self.settings.vni);
+                self.settings.mac = mac;
+                self.outer.mac = mac;
+            }
+        }
     }
 
     /// Sends the ARP requests due.
@@ -320,6 +347,19 @@ impl SwitchPort for VxlanPort {
     #[inline]
     fn poll(&mut self) -> bool {
         let up = self.uplink.poll();
+        let resets = self.uplink.counters().resets;
+        if resets != self.seen_resets {
+            // The uplink came back (perhaps another interface, or another link): the
+            // next hops are asked again.
+            self.seen_resets = resets;
+            self.vteps.forget_hops();
+            self.follow_interface();
+            self.ask_now = true;
+        }
+        if self.ask_now && up {
+            self.ask_now = false;
+            self.ask_next_hops();
+        }
         self.calls = self.calls.wrapping_add(1);
         if self.calls.is_multiple_of(CLOCK_EVERY) {
             let now = Instant::now();
@@ -454,6 +494,7 @@ impl SwitchPort for VxlanPort {
                     self.plan.push((i, v));
                 } else {
                     self.vteps.want(v);
+                    self.ask_now = true;
                     self.counters.tx_dropped += 1;
                     self.vx.tx_no_next_hop += 1;
                 }

@@ -78,7 +78,10 @@ fn decapsulated_frames_reach_the_bridge_and_answers_go_back_to_the_learned_vtep(
     let back = inner(REMOTE_APP, LOCAL_APP, 200);
     b.app.send(&back);
     b.sw.poll_once();
-    let out = b.wire.take_delivered();
+    let mut out = b.wire.take_delivered();
+    let asked = out.len();
+    out.retain(|f| f[12..14] != [0x08, 0x06]);
+    assert_eq!(asked - out.len(), 2, "at its first poll the port asked ARP for both remotes");
     assert_eq!(out.len(), 1, "unicast to the learned VTEP");
     let d = header::decap(&out[0], R1, 42).unwrap_or_else(|r| panic!("{r:?}"));
     assert_eq!(&out[0][d.offset..d.offset + d.len], &back[..]);
@@ -232,17 +235,23 @@ fn a_frame_too_big_once_encapsulated_is_dropped_and_counted() {
 #[test]
 fn the_next_hop_is_asked_with_arp_and_the_local_vtep_answers_arp() {
     let (mut p, wire) = port(settings(None, 1500));
+    // At the first poll, every remote is asked for.
+    p.poll();
+    let asked = wire.take_delivered();
+    assert_eq!(asked.len(), 2, "an ARP request per remote VTEP");
+    p.poll();
+    assert!(wire.take_delivered().is_empty(), "once a second only");
     // Nothing known yet: the frame is dropped, and counted.
     send(&mut p, &[inner([0xff; 6], LOCAL_APP, 60)]);
     assert!(wire.take_delivered().is_empty());
     assert_eq!(p.vxlan_counters().tx_no_next_hop, 2);
-    p.every_second();
-    let asked = wire.take_delivered();
-    assert_eq!(asked.len(), 2, "an ARP request per remote VTEP");
     let a = arp::parse(&asked[0]).unwrap();
     assert_eq!((a.request, a.spa, a.tpa, a.sha), (true, LOCAL, R1, OUR_MAC));
     p.every_second();
     assert_eq!(wire.take_delivered().len(), 2, "asked again a second later");
+    p.advance(1);
+    p.poll();
+    assert_eq!(wire.take_delivered().len(), 2, "and at once when a frame wanted them");
     // R1 answers; R2 asks who has our address (and so is heard too).
     let mut reply = [0u8; 64];
     let n = arp::write(&mut reply, &R1_MAC, R1, Some(OUR_MAC), LOCAL);
@@ -257,7 +266,7 @@ fn the_next_hop_is_asked_with_arp_and_the_local_vtep_answers_arp() {
     assert_eq!((a.request, a.sha, a.spa, a.tpa), (false, OUR_MAC, LOCAL, R2));
     assert_eq!(&answer[0][0..6], &HOP);
     let c = p.vxlan_counters();
-    assert_eq!((c.arp_in, c.arp_replies, c.arp_requests), (2, 1, 4));
+    assert_eq!((c.arp_in, c.arp_replies, c.arp_requests), (2, 1, 6));
     send(&mut p, &[inner([0xff; 6], LOCAL_APP, 60)]);
     let out = wire.take_delivered();
     assert_eq!(out.iter().map(|p| p[0..6].to_vec()).collect::<Vec<_>>(), [R1_MAC.to_vec(), HOP.to_vec()]);

@@ -115,6 +115,14 @@ impl Vteps {
         }
     }
 
+    /// Forgets every next hop ARP or traffic gave (the uplink was reset).
+    pub fn forget_hops(&mut self) {
+        for v in &mut self.list {
+            v.hop = self.static_hop;
+            v.asked = 0;
+        }
+    }
+
     /// A frame for the VTEP at `i` found no next hop: it will be asked for.
     #[inline]
     pub fn want(&mut self, i: u16) {
@@ -187,6 +195,9 @@ mod tests {
         v.heard(B, M1, 2);
         assert!(asked(&mut v, 30).is_empty());
         assert_eq!(asked(&mut v, 62), [A, B], "refreshed after a minute");
+        v.forget_hops();
+        assert_eq!(v.get(0).unwrap().hop, None, "forgotten when the uplink resets");
+        assert_eq!(asked(&mut v, 63), [A, B], "and asked again at once");
         let mut s = Vteps::new(&[A], Some(HOP), 300);
         assert!(asked(&mut s, 1).is_empty(), "a static next hop needs no ARP");
         assert_eq!(s.get(0).unwrap().hop, Some(HOP));
