@@ -13,6 +13,7 @@ use super::ours::{final_json, number, port, Ctx};
 use super::ovs::Ovs;
 use super::testpmd::{self, Memory, Testpmd, BURST};
 use super::uplink;
+use super::vxlan;
 use crate::procs::check_interrupt;
 use crate::scratch::{ProcId, Sandbox};
 
@@ -88,6 +89,9 @@ enum Kind {
     /// UDP request/response from a host socket through a TAP port to smoltcp (vs the
     /// kernel over a veth pair).
     TapRr,
+    /// App → fastpathd A → VXLAN over a veth → fastpathd B → app (vs UDP sockets over the
+    /// kernel's vxlan devices in the same place).
+    Vxlan,
 }
 
 /// A benchmark case: one pair of runs per round yields one value per metric and side.
@@ -138,6 +142,7 @@ pub const CASES: &[Case] = &[
         metrics: &[Metric { name: "tap_rr", unit: Unit::Us }, Metric { name: "tap_rr_p99", unit: Unit::Us }],
         kind: Kind::TapRr,
     },
+    Case { name: "vxlan_64", metrics: &[Metric { name: "vxlan_64", unit: Unit::Mpps }], kind: Kind::Vxlan },
 ];
 
 /// Packets in flight in the looping cases (ours: `--prime 256`).
@@ -167,6 +172,7 @@ impl Case {
             Kind::IdleCpu => interrupt::idle_cpu(&mut sb, ctx, true),
             Kind::Afxdp | Kind::AfxdpOvs => uplink::ours_afxdp_64(&mut sb, ctx),
             Kind::TapRr => uplink::ours_tap_rr(&mut sb, ctx),
+            Kind::Vxlan => vxlan::ours_vxlan_64(&mut sb, ctx),
         }
     }
 
@@ -188,6 +194,7 @@ impl Case {
             Kind::IdleCpu => interrupt::idle_cpu(&mut sb, ctx, false),
             Kind::Afxdp => uplink::peer_afxdp_64(&mut sb, ctx),
             Kind::AfxdpOvs => uplink::ovs_afxdp_64(&mut sb, ctx),
+            Kind::Vxlan => vxlan::kernel_vxlan_64(&mut sb, ctx),
         }
     }
 }

@@ -11,6 +11,7 @@ mod probe;
 mod report;
 mod testpmd;
 mod uplink;
+mod vxlan;
 
 use std::fmt::Write as _;
 use std::time::Duration;
