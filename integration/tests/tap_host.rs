@@ -4,12 +4,11 @@
 // from which the real `ping` and a kernel-socket udp_rr talk to the app.
 //! Interop: the kernel's stack (ping, UDP sockets) ↔ TAP port ↔ fastpathd ↔ smoltcp.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use integration::{
-    app_flags, fastpathctl_list, fastpathd_port, output_text, require, run_with_timeout, serial, show_ports,
-    spawn_fastpathd, stamp, wait_for_socket, wait_ports_up, Proc, TestDir, Verdict, SETUP_TIMEOUT,
+    app_flags, fastpathctl_list, fastpathd_port, ip, output_text, require, serial, show_ports, spawn_fastpathd, stamp,
+    wait_for_socket, wait_ports_up, Netns, Proc, TestDir, Verdict, SETUP_TIMEOUT,
 };
 use nix::sys::signal::Signal;
 
@@ -17,42 +16,6 @@ use nix::sys::signal::Signal;
 const TRANSACTIONS: u64 = 500;
 const HOST_IP: &str = "10.77.0.1";
 const APP_IP: &str = "10.77.0.2";
-
-/// A network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: &str) -> Result<Self, String> {
-        let _ = Command::new("ip").args(["netns", "del", name]).output();
-        ip(&["netns", "add", name])?;
-        Ok(Self(name.into()))
-    }
-    fn ip(&self, args: &[&str]) -> Result<String, String> {
-        let mut v = vec!["-n", self.0.as_str()];
-        v.extend_from_slice(args);
-        ip(&v)
-    }
-    fn exec(&self, cmd: &[&str], t: Duration) -> Result<std::process::Output, String> {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0]).args(cmd);
-        run_with_timeout(&mut c, t)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-fn ip(args: &[&str]) -> Result<String, String> {
-    let o = run_with_timeout(Command::new("ip").args(args), Duration::from_secs(10))?;
-    if o.status.success() {
-        Ok(output_text(&o))
-    } else {
-        Err(format!("ip {}: {}", args.join(" "), output_text(&o)))
-    }
-}
 
 #[test]
 fn host_pings_and_udp_echoes_a_smoltcp_app_through_a_tap_port() {
@@ -124,7 +87,7 @@ fn host_pings_and_udp_echoes_a_smoltcp_app_through_a_tap_port() {
             "--json",
             "--quiet",
         ],
-        Duration::from_secs(60),
+        Duration::from_mins(1),
     ) {
         Ok(o) => {
             let text = output_text(&o);
