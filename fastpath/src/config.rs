@@ -203,8 +203,10 @@ impl Config {
     }
 }
 
-/// Checks that a port has what its kind needs, and nothing of another kind's.
+/// Checks that a port has what its kind needs, and nothing of another kind's, and
+/// its VLANs.
 pub fn check_port(p: &PortConfig) -> Result<(), String> {
+    p.check_vlans()?;
     match p.kind {
         PortKind::Vhost if p.socket.as_os_str().is_empty() => Err("a vhost port needs a socket".into()),
         PortKind::Vhost if p.ifname.is_some() => Err("a vhost port has a socket, not an ifname".into()),
@@ -285,8 +287,8 @@ mod tests {
         check_port(&t).unwrap();
         assert!(check_port(&PortConfig { ifname: Some("a/b".into()), ..t.clone() }).unwrap_err().contains("'a/b'"));
         assert!(check_port(&PortConfig { ifname: None, ..t }).unwrap_err().contains("needs an ifname"));
-        let x = parse_port_flag("br0:up:afxdp:eth1:3").unwrap();
-        assert_eq!((x.kind, x.ifname.as_deref(), x.queue), (PortKind::Afxdp, Some("eth1"), Some(3)));
+        let xdp = parse_port_flag("br0:up:afxdp:eth1:3").unwrap();
+        assert_eq!((xdp.kind, xdp.ifname.as_deref(), xdp.queue), (PortKind::Afxdp, Some("eth1"), Some(3)));
         assert_eq!(parse_port_flag("br0:up:afxdp:eth1").unwrap().queue, Some(0));
         assert!(parse_port_flag("br0:up:afxdp:eth1:x").is_err());
         let mut bad = c.clone();
@@ -333,5 +335,38 @@ mod tests {
         assert!(toml::from_str::<Config>(typo).unwrap_err().to_string().contains("macc"));
         let frame = Config { max_frame: 10, ..Config::default() };
         assert!(frame.validate().unwrap_err().to_string().contains("max_frame 10"));
+    }
+
+    #[test]
+    fn access_vlans_and_trunks_from_the_file() {
+        let c: Config = toml::from_str(
+            r#"
+            [[ports]]
+            name = "a"
+            bridge = "br0"
+            socket = "/tmp/a.sock"
+            vlan = 100
+            [[ports]]
+            name = "up"
+            bridge = "br0"
+            kind = "afxdp"
+            ifname = "eth1"
+            trunk = [100, 200]
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.ports[0].vlan, c.ports[1].trunk.as_deref()), (Some(100), Some(&[100, 200][..])));
+        let mut bad = c.clone();
+        bad.ports[0].vlan = Some(4095);
+        let e = bad.validate().unwrap_err().to_string();
+        assert_eq!(e, "config: port 'a': vlan 4095 is not a VLAN id (1 to 4094)");
+        bad.ports[0].vlan = Some(100);
+        bad.ports[0].trunk = Some(vec![100]);
+        assert!(bad.validate().unwrap_err().to_string().contains("not both"));
+        let e = toml::from_str::<Config>("[[ports]]\nname = \"a\"\nbridge = \"br0\"\nsocket = \"/x\"\nvlan = 70000")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("vlan = 70000"), "{e}");
     }
 }
