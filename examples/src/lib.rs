@@ -6,6 +6,7 @@
 pub mod acl;
 pub mod flow;
 pub mod frame;
+pub mod gap;
 pub mod lb;
 pub mod smol;
 pub mod vnf;

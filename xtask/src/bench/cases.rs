@@ -11,6 +11,7 @@ use super::hook_start;
 use super::interrupt;
 use super::ours::{final_json, number, port, Ctx};
 use super::ovs::Ovs;
+use super::restart;
 use super::testpmd::{self, Memory, Testpmd, BURST};
 use super::uplink;
 use crate::procs::check_interrupt;
@@ -88,6 +89,9 @@ enum Kind {
     /// UDP request/response from a host socket through a TAP port to smoltcp (vs the
     /// kernel over a veth pair).
     TapRr,
+    /// pktgen → switch → sink, the switch killed with SIGKILL and started again: the
+    /// outage (vs OVS-DPDK with dpdkvhostuserclient ports).
+    Restart,
 }
 
 /// A benchmark case: one pair of runs per round yields one value per metric and side.
@@ -138,6 +142,11 @@ pub const CASES: &[Case] = &[
         metrics: &[Metric { name: "tap_rr", unit: Unit::Us }, Metric { name: "tap_rr_p99", unit: Unit::Us }],
         kind: Kind::TapRr,
     },
+    Case {
+        name: "restart",
+        metrics: &[Metric { name: "restart", unit: Unit::Ms }, Metric { name: "restart_new", unit: Unit::Ms }],
+        kind: Kind::Restart,
+    },
 ];
 
 /// Packets in flight in the looping cases (ours: `--prime 256`).
@@ -167,6 +176,7 @@ impl Case {
             Kind::IdleCpu => interrupt::idle_cpu(&mut sb, ctx, true),
             Kind::Afxdp | Kind::AfxdpOvs => uplink::ours_afxdp_64(&mut sb, ctx),
             Kind::TapRr => uplink::ours_tap_rr(&mut sb, ctx),
+            Kind::Restart => restart::ours(&mut sb, ctx),
         }
     }
 
@@ -188,6 +198,7 @@ impl Case {
             Kind::IdleCpu => interrupt::idle_cpu(&mut sb, ctx, false),
             Kind::Afxdp => uplink::peer_afxdp_64(&mut sb, ctx),
             Kind::AfxdpOvs => uplink::ovs_afxdp_64(&mut sb, ctx),
+            Kind::Restart => restart::peer(&mut sb, ctx),
         }
     }
 }
@@ -300,7 +311,7 @@ fn stamping_sink(sb: &mut Sandbox, ctx: &Ctx) -> Result<(ProcId, std::path::Path
 }
 
 /// CLOCK_REALTIME in nanoseconds.
-fn unix_ns() -> i128 {
+pub(super) fn unix_ns() -> i128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128)
 }
 
