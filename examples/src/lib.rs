@@ -8,6 +8,7 @@ pub mod flow;
 pub mod frame;
 pub mod lb;
 pub mod smol;
+pub mod timeline;
 pub mod vnf;
 
 use std::sync::atomic::{AtomicBool, Ordering};
