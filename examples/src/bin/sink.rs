@@ -1,11 +1,12 @@
 // sink: receives frames, counts them, and with --check verifies each one's
-// checksum and sequence number, reporting loss, reordering and damage.
+// checksum and sequence number, reporting loss, reordering, damage and the longest gap.
 //! Packet sink.
 
 use anyhow::Result;
 use clap::Parser;
 use fastpath_examples::frame::{check, Check, SeqTracker};
 use fastpath_examples::gap::{unix_ns, Gaps};
+use fastpath_examples::timeline::Timeline;
 use fastpath_examples::{
     discover_port, init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Idler, Meter,
 };
@@ -39,6 +40,10 @@ struct Args {
     /// final JSON line.
     #[arg(long, value_name = "MS")]
     gaps: Option<f64>,
+    /// Print a JSON line every this many milliseconds (0: never): the window's frames and
+    /// longest gap, and the totals so far ({"event":"interval",...}).
+    #[arg(long, default_value_t = 0)]
+    interval_ms: u64,
     #[command(flatten)]
     common: Common,
 }
@@ -65,9 +70,20 @@ fn main() -> Result<()> {
     let idle_for = Duration::from_secs_f64(a.idle_exit);
     let mut empty_loops: u32 = 0;
     let mut idler = Idler::default();
+    let mut timeline = Timeline::new(Some(Duration::from_millis(a.interval_ms)), Instant::now());
     while !stop.load(Ordering::Relaxed) && (a.count == 0 || received < a.count) && meter.tick(received) {
         let n = port.rx_burst(&mut pool, &mut burst);
+        let now = Instant::now();
+        if let Some(w) = timeline.window_due(now) {
+            println!(
+                "{}",
+                serde_json::json!({"event":"interval","unix_ms":w.end_unix_ms,"secs":w.secs,"frames":w.frames,
+                "max_gap_us":w.max_gap.as_micros() as u64,"open_gap_us":w.open_gap.as_micros() as u64,"received":received,"bad":bad,"foreign":foreign,
+                "lost":seqs.lost,"reordered":seqs.reordered})
+            );
+        }
         if n == 0 {
+            timeline.empty(now);
             idler.empty(c, port.as_mut(), &mut pool);
             empty_loops += 1;
             if a.idle_exit > 0.0 && first.is_some() && empty_loops.is_multiple_of(4096) && last.elapsed() > idle_for {
@@ -76,8 +92,8 @@ fn main() -> Result<()> {
             continue;
         }
         empty_loops = 0;
+        timeline.frames(now, n as u64);
         idler.busy();
-        let now = Instant::now();
         if let Some(gap) = gaps.as_mut().and_then(|g| g.frame(now)) {
             let ms = gap.as_secs_f64() * 1000.0;
             println!("{}", serde_json::json!({"event":"gap","gap_ms":ms,"unix_ns":unix_ns()}));
@@ -106,6 +122,7 @@ fn main() -> Result<()> {
     let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
     let mut v = serde_json::json!({"role":"sink","received":received,"bad":bad,"foreign":foreign,
         "lost":seqs.lost,"reordered":seqs.reordered,"next_seq":seqs.next,"secs":secs,"mpps":mpps(received, secs),
+        "max_gap_us":timeline.max_gap().as_micros() as u64,
         "port":spec.to_string(),"counters":port.counters()});
     if let Some(g) = &gaps {
         v["longest_gap_ms"] = serde_json::json!(g.longest().as_secs_f64() * 1000.0);

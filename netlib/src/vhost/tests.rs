@@ -435,6 +435,40 @@ fn malformed_messages_reset_the_port_and_it_keeps_serving() {
 }
 
 #[test]
+fn a_fault_in_memory_the_frontend_shrank_is_reported_as_the_shrink() {
+    let path = tmp_sock("shrunk");
+    let mut be = VhostBackend::open(&path, VhostMode::Listen).unwrap();
+    let fd = nix::sys::memfd::memfd_create(c"shrinks", nix::sys::memfd::MemFdCreateFlag::empty()).unwrap();
+    let r = Region::from_fd(fd, 1 << 16).unwrap();
+    let m = MemRegion { guest_phys_addr: 0x10000, memory_size: 1 << 16, userspace_addr: 0x10000, mmap_offset: 0 };
+    let payload = encode::mem_table(&[m]);
+    let header = Header { request: Request::SetMemTable as u32, flags: FLAG_VERSION, size: payload.len() as u32 };
+    let fds = vec![r.fd().try_clone_to_owned().unwrap()];
+    be.dev.handle(crate::vhost_user::conn::RawMsg { header, payload, fds }).unwrap();
+    // A plain fault first: reported as itself.
+    let jump = ChainFault::AvailJump { avail: 0, last: 9, ahead: 65527, size: 256 };
+    be.fault(&jump.clone().into());
+    assert!(be.last_fault().unwrap().contains("entries ahead"), "{:?}", be.last_fault());
+    be.dev
+        .handle(crate::vhost_user::conn::RawMsg {
+            header,
+            payload: encode::mem_table(&[m]),
+            fds: vec![r.fd().try_clone_to_owned().unwrap()],
+        })
+        .unwrap();
+    // The frontend shrinks the file; our next read of it faults (SIGBUS, recovered: zeros).
+    nix::unistd::ftruncate(r.fd(), 0).unwrap();
+    let span = be.dev.mem().translate(0x10000 + 4096, 8).unwrap();
+    let mut out = [1u8; 8];
+    assert!(be.dev.mem().read(span, 0, &mut out));
+    assert_eq!(out, [0; 8]);
+    // What the zeros then look like to the ring is not the fault: the shrink is.
+    be.fault(&jump.into());
+    assert_eq!(be.last_fault(), Some(PortFault::MemoryTruncated.to_string().as_str()));
+    assert_eq!(be.counters().resets, 2);
+}
+
+#[test]
 fn mem_table_region_past_end_of_file_is_refused() {
     let path = tmp_sock("memtable");
     let mut be = VhostBackend::open(&path, VhostMode::Listen).unwrap();
