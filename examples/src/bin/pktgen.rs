@@ -6,8 +6,8 @@ use anyhow::{bail, Result};
 use clap::Parser;
 use fastpath_examples::frame::{parse_mac, Template};
 use fastpath_examples::{
-    discover_port, idle, init_logging, make_pool, mpps, open, pin, report, send_budget, stop_flag, wait_link, Common,
-    Meter,
+    discover_port, idle, init_logging, make_pool, mpps, open, own_mac_or, pin, report, send_budget, stop_flag,
+    wait_link, Common, Meter, DEFAULT_SRC_MAC,
 };
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
@@ -34,9 +34,10 @@ struct Args {
     /// Destination MAC.
     #[arg(long, default_value = "02:00:00:00:00:02")]
     dst_mac: String,
-    /// Source MAC.
-    #[arg(long, default_value = "02:00:00:00:00:01")]
-    src_mac: String,
+    /// Source MAC (default: the port's MAC from the container's fastpath config, else
+    /// 02:00:00:00:00:01).
+    #[arg(long, visible_alias = "mac")]
+    src_mac: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -46,12 +47,9 @@ fn main() -> Result<()> {
     let mut a = Args::parse();
     let spec = discover_port(a.port.take(), &mut a.common)?;
     let c = &a.common;
-    let tpl = Template::new(
-        a.size,
-        parse_mac(&a.dst_mac).map_err(anyhow::Error::msg)?,
-        parse_mac(&a.src_mac).map_err(anyhow::Error::msg)?,
-    )
-    .map_err(|e| anyhow::anyhow!("--size: {e}"))?;
+    let src = own_mac_or(a.src_mac.as_deref(), "--src-mac", &spec, DEFAULT_SRC_MAC)?;
+    let tpl = Template::new(a.size, parse_mac(&a.dst_mac).map_err(|e| anyhow::anyhow!("--dst-mac: {e}"))?, src)
+        .map_err(|e| anyhow::anyhow!("--size: {e}"))?;
     if a.rate < 0.0 {
         bail!("--rate {} must not be negative", a.rate);
     }

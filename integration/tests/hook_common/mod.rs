@@ -5,19 +5,21 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use fastpath_oci::{hook_stages, make_rootfs, require_static, which, write_bundle, HookConfig, Spec, BUSYBOX};
 use integration::{
     bin_dir, fastpathctl_list_with, fastpathd_args, output_text, run_with_timeout, serial, skip_or_fail,
-    static_bin_dir, wait_for_socket, wait_until, Proc, Serial, TestDir,
+    static_bin_dir, wait_for_socket, wait_output, wait_until, Proc, Serial, TestDir,
 };
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 /// Frames sent from one container to the other.
 pub const FRAMES: u64 = 20_000;
+/// How long a container of an app test may run.
+pub const RUN: Duration = Duration::from_secs(90);
 /// Free 2 MiB hugepages a hook test needs (two containers of 64 MiB, and room for others').
 const HUGEPAGES_NEEDED: u64 = 96;
 
@@ -303,6 +305,13 @@ impl Fixture {
         fastpathctl_list_with(&self.peers.fastpathctl, &self.ctl).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// A hook.toml like the fixture's plus the line `line` (e.g. `port_security = "off"`).
+    pub fn config_plus(&self, name: &str, line: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        std::fs::write(&p, format!("{}{line}\n", std::fs::read_to_string(&self.config).unwrap())).unwrap();
+        p
+    }
+
     /// The names of fastpathd's ports.
     pub fn ports(&self) -> Vec<String> {
         self.list().iter().filter_map(|p| p["name"].as_str().map(String::from)).collect()
@@ -540,4 +549,40 @@ pub fn kv(out: &str) -> std::collections::BTreeMap<String, String> {
 /// Formats a CPU list for comparison with Cpus_allowed_list.
 pub fn cpu_list(cores: &Value) -> String {
     cores.as_array().map(|a| a.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")).unwrap_or_default()
+}
+
+/// Waits until `n` switch ports are up; else stops the container `name` and fails with its output.
+pub fn wait_ports_up(fx: &Fixture, n: usize, name: &str, child: &mut Option<Child>) {
+    if !fx.wait_links_up(n, Duration::from_secs(40)) {
+        let list = fx.list();
+        let out = child.take().map(|c| finish(fx, name, c, Duration::ZERO));
+        panic!(
+            "expected {n} switch port(s) up within 40 s: {list:?}\n{name} container: {}\nhook log: {}",
+            out.as_ref().map_or_else(String::new, output_text),
+            fx.hook_log()
+        );
+    }
+}
+
+/// Sends SIGTERM to a container's first process (runc kill).
+pub fn term(fx: &Fixture, name: &str) {
+    let rt = fx.peers.runtime.clone().expect("a runtime");
+    let o = run_timeout(Command::new(rt).arg("--root").arg(fx.rt_root()).args(["kill", name, "TERM"]), RUN);
+    eprintln!("runc kill {name} TERM: {}", o.status);
+}
+
+/// Waits for a container; if it is still running after `t`, stops it with SIGTERM first.
+pub fn finish(fx: &Fixture, name: &str, child: Child, t: Duration) -> Output {
+    let pid = child.id();
+    let done = wait_until(t, || !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid));
+    if !done {
+        term(fx, name);
+    }
+    wait_output(child, RUN).unwrap_or_else(|e| panic!("container {name}: {e}"))
+}
+
+/// Whether process `pid` has exited and waits to be reaped.
+pub fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
 }

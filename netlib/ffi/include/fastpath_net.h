@@ -38,7 +38,7 @@ extern "C" {
 #define FP_ERR_NOBUF (-4)    /* no free packet buffer */
 #define FP_ERR_HANDLE (-5)   /* the packet handle is not one the application holds */
 #define FP_ERR_LINK (-6)     /* the link did not come up in time */
-#define FP_ERR_CONFIG (-7)   /* no usable discovered configuration */
+#define FP_ERR_CONFIG (-7)   /* no usable discovered configuration (or nothing it says) */
 #define FP_ERR_INTERNAL (-8) /* a bug in the library */
 
 /* An open port with its own packet pool (opaque). */
@@ -116,6 +116,12 @@ int fp_pkt_room(fp_port *port, fp_pkt pkt);
 
 /* Copies the port's counters. */
 int fp_counters(fp_port *port, struct fp_counters *out);
+
+/* Copies the MAC the fastpath hook gave the port into out[0..6]: send with it as the
+ * source MAC (a switch with port security drops frames that claim another). Known for
+ * ports of the container's config (fp_open_discovered, or fp_open of the same socket);
+ * otherwise FP_ERR_CONFIG and `out` is left as it was. */
+int fp_port_mac(fp_port *port, uint8_t out[6]);
 
 /* Packets the application holds now (allocated or received, not sent or freed). */
 int fp_held(fp_port *port);

@@ -99,7 +99,7 @@ fn header_declares_exactly_the_exported_functions() {
 fn abi_check_c() -> String {
     use fastpath_net::*;
     use std::fmt::Write as _;
-    let mut s = String::from("#define _POSIX_C_SOURCE 200809L\n#include <stddef.h>\n#include <stdio.h>\n#include <string.h>\n#include \"fastpath_net.h\"\n");
+    let mut s = String::from("#define _POSIX_C_SOURCE 200809L\n#include <stddef.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#include \"fastpath_net.h\"\n");
     for (name, v) in [
         ("FP_OK", FP_OK),
         ("FP_ERR_NULL", FP_ERR_NULL),
@@ -150,12 +150,39 @@ int main(void) {
     CHECK(fp_pkt_free(NULL, 0) == FP_ERR_NULL);
     CHECK(fp_counters(NULL, &c) == FP_ERR_NULL);
     fp_close(NULL);
+    uint8_t mac[6] = {0};
+    CHECK(fp_port_mac(NULL, mac) == FP_ERR_NULL);
+    /* The port the config names (FASTPATH_CONFIG, a vu-server port: it opens without a
+     * peer) has the hook's MAC; a port of no config has none. */
+    if (getenv("FASTPATH_CONFIG") != NULL) {
+        CHECK(fp_open_discovered(NULL, 64, 256, &p) == FP_OK);
+        CHECK(fp_port_mac(p, NULL) == FP_ERR_NULL);
+        CHECK(fp_port_mac(p, mac) == FP_OK);
+        CHECK(mac[0] == 0x02 && mac[1] == 0x1a && mac[2] == 0x2b && mac[3] == 0x3c && mac[4] == 0x4d && mac[5] == 0x5e);
+        fp_close(p);
+        CHECK(fp_open(getenv("FP_OTHER_SPEC"), 64, 256, &p) == FP_OK);
+        memset(mac, 0, sizeof mac);
+        CHECK(fp_port_mac(p, mac) == FP_ERR_CONFIG);
+        CHECK(strstr(fp_last_error(), "has no MAC") != NULL);
+        CHECK(mac[0] == 0 && mac[5] == 0);
+        fp_close(p);
+        puts("mac ok");
+    }
     puts("abi ok");
     return 0;
 }
 "#,
     );
     s
+}
+
+/// A container config as fastpath-hook writes it, with one port: a listening (`server`)
+/// virtio-user socket at `sock`, so that it opens without a peer, with MAC `mac`.
+fn config_with_mac(sock: &Path, mac: &str) -> String {
+    format!(
+        r#"{{"version":1,"container_id":"c","ports":[{{"name":"c-br0","bridge":"br0","socket":"{}","mode":"server","mac":"{mac}"}}],"uid":0,"gid":0}}"#,
+        sock.display()
+    )
 }
 
 fn gcc_strict(out: &Path) -> Command {
@@ -186,6 +213,12 @@ fn c_compiles_cleanly_against_the_header_and_both_libraries() {
         .arg("-lfastpath_net")
         .arg(format!("-Wl,-rpath,{}", lib.display())));
     assert!(run(&mut Command::new(&dyn_bin)).contains("abi ok"));
+    // The port's MAC from a config as the hook writes it.
+    let cfg = tmp.join("config.json");
+    std::fs::write(&cfg, config_with_mac(&tmp.join("br0.sock"), "02:1a:2b:3c:4d:5e")).expect("write config");
+    let other = format!("vu-server:{}", tmp.join("other.sock").display());
+    let out = run(Command::new(&dyn_bin).env("FASTPATH_CONFIG", &cfg).env("FP_OTHER_SPEC", &other));
+    assert!(out.contains("mac ok") && out.contains("abi ok"), "{out}");
 
     // Against the static archive.
     let static_bin = tmp.join("abi_check_static");
