@@ -57,15 +57,26 @@ int main(int argc, char **argv) {
     int have_own = rc == FP_OK;
     fp_pkt pkts[BURST];
     uint64_t echoed = 0, dropped = 0;
+    int link = 1;
+    unsigned idle = 0;
     while (!stop && (count == 0 || echoed < count)) {
         int n = fp_rx_burst(port, pkts, BURST);
         if (n < 0)
             return die("fp_rx_burst", n);
         if (n == 0) {
+            /* Now and then while idle: has the switch gone away (or come back)? */
+            if (++idle % 1024 == 0 || !link) {
+                int up = fp_link_up(port);
+                if (up != link)
+                    fprintf(stderr, "fp_echo: link %s after %llu frames\n", up ? "up" : "down",
+                            (unsigned long long)echoed);
+                link = up;
+            }
             struct timespec s = {0, 20000};
             nanosleep(&s, NULL);
             continue;
         }
+        idle = 0;
         for (int i = 0; i < n; i++) {
             uint8_t *d, mac[6];
             uint32_t len;

@@ -78,7 +78,7 @@ int main(int argc, char **argv) {
         return die("fp_port_mac", rc);
 
     fp_pkt pkts[BURST];
-    int have = 0;
+    int have = 0, link = 1;
     uint64_t seq = 0, sent = 0;
     double t0 = now();
     while (sent < count) {
@@ -107,6 +107,13 @@ int main(int argc, char **argv) {
         sent += (uint64_t)n;
         memmove(pkts, pkts + n, (size_t)(have - n) * sizeof pkts[0]);
         have -= n;
+        /* Nothing taken: a full ring, or the switch went away (it comes back by itself). */
+        if (n == 0 || !link) {
+            int up = fp_link_up(port);
+            if (up != link)
+                fprintf(stderr, "fp_send: link %s after %llu frames\n", up ? "up" : "down", (unsigned long long)sent);
+            link = up;
+        }
         if (n == 0) {
             struct timespec s = {0, 20000};
             nanosleep(&s, NULL);

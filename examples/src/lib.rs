@@ -317,6 +317,19 @@ pub fn send_budget(room: usize, queued: u64, count: u64, rate: f64, start: Insta
     want
 }
 
+/// The start of a `--rate` schedule on which `queued` frames are exactly on time now: what
+/// a generator resumes from after its link was down, so that it does not send the frames
+/// of the outage in one burst when the link comes back (their sequence numbers were never
+/// used; nothing is lost, the stream just pauses).
+pub fn schedule_from(queued: u64, rate: f64) -> Instant {
+    let now = Instant::now();
+    if rate <= 0.0 {
+        return now;
+    }
+    let behind = Duration::try_from_secs_f64(queued as f64 / rate).unwrap_or(Duration::ZERO);
+    now.checked_sub(behind).unwrap_or(now)
+}
+
 /// Mpps of `count` over `secs`.
 pub fn mpps(count: u64, secs: f64) -> f64 {
     if secs > 0.0 {
@@ -345,6 +358,19 @@ mod tests {
     struct T {
         #[command(flatten)]
         c: Common,
+    }
+
+    #[test]
+    fn a_schedule_resumed_after_an_outage_does_not_catch_up() {
+        // 1000 frames queued at 10,000/s: the schedule restarts with them on time, so a
+        // generator may add almost nothing now, and about 10 more per millisecond after.
+        let s = schedule_from(1000, 10_000.0);
+        assert!(send_budget(32, 1000, 0, 10_000.0, s) <= 1);
+        std::thread::sleep(Duration::from_millis(2));
+        let n = send_budget(32, 1000, 0, 10_000.0, s);
+        assert!((15..=32).contains(&n), "{n}");
+        // Without a rate there is no schedule to keep.
+        assert_eq!(send_budget(32, 1000, 0, 0.0, schedule_from(1000, 0.0)), 32);
     }
 
     #[test]

@@ -81,7 +81,14 @@ int fp_open_discovered(const char *bridge, uint32_t pool_size, uint32_t queue_si
  * NULL is ignored. */
 void fp_close(fp_port *port);
 
-/* Drives the control path once; 1 if the link is up, 0 if not. */
+/* Drives the control path once; 1 if the link is up, 0 if not.
+ *
+ * The link goes down when the peer goes away (fastpathd killed, restarted or upgraded)
+ * and comes back by itself: a "vu:" port tries the peer again at once, then after 2 ms,
+ * doubling up to 128 ms, and redoes the handshake when it answers. Meanwhile nothing is
+ * an error: fp_rx_burst returns 0, fp_tx_burst takes nothing (the packets stay the
+ * application's), the pool, the handles the application holds and the counters are
+ * kept (`resets` counts the reconnects). Call this now and then to log the change. */
 int fp_link_up(fp_port *port);
 
 /* Waits up to `timeout_ms` for the link; FP_OK or FP_ERR_LINK. */

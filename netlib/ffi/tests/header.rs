@@ -2,48 +2,12 @@
 // functions as the exported fp_* symbols, matching constants and layout, and C that compiles cleanly.
 //! Header vs library.
 
+mod common;
+
+use common::{build_shared, c_test, gcc_strict, have, header, lib_dir, manifest, run};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn manifest() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn header() -> PathBuf {
-    manifest().join("include").join("fastpath_net.h")
-}
-
-/// The directory holding the libfastpath_net.so/.a that cargo built with this test
-/// (`target/<profile>/deps` for test builds, `target/<profile>` otherwise).
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let deps = exe.parent().expect("deps dir").to_path_buf();
-    for d in [deps.clone(), deps.parent().expect("profile dir").to_path_buf()] {
-        if d.join("libfastpath_net.so").is_file() && d.join("libfastpath_net.a").is_file() {
-            return d;
-        }
-    }
-    panic!("libfastpath_net.so and .a not found next to {} (cargo builds them with this crate)", exe.display());
-}
-
-/// Whether `tool` runs; if not, fails under FASTPATH_REQUIRE_PEERS=1, else prints SKIPPED.
-fn have(tool: &str, test: &str) -> bool {
-    if Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success()) {
-        return true;
-    }
-    let required = std::env::var("FASTPATH_REQUIRE_PEERS").is_ok_and(|v| v == "1");
-    assert!(!required, "{test}: FASTPATH_REQUIRE_PEERS=1 but {tool} is not installed");
-    eprintln!("SKIPPED: {test}: {tool} is not installed (apt-get install build-essential)");
-    false
-}
-
-fn run(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success(), "{cmd:?} failed ({}):\n{out}", o.status);
-    out
-}
 
 /// Function names the header declares: `... fp_name(` at the start of a declaration line.
 fn header_functions() -> BTreeSet<String> {
@@ -185,33 +149,16 @@ fn config_with_mac(sock: &Path, mac: &str) -> String {
     )
 }
 
-fn gcc_strict(out: &Path) -> Command {
-    let mut c = Command::new("gcc");
-    c.args(["-Wall", "-Wextra", "-Werror", "-pedantic", "-std=c11", "-O1", "-I"]).arg(manifest().join("include"));
-    c.arg("-o").arg(out);
-    c
-}
-
 #[test]
 fn c_compiles_cleanly_against_the_header_and_both_libraries() {
     const TEST: &str = "c_compiles_cleanly_against_the_header_and_both_libraries";
-    if !have("gcc", TEST) {
-        return;
-    }
-    let lib = lib_dir();
-    let tmp = std::env::temp_dir().join(format!("fastpath-net-header-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).expect("temp dir");
+    let Some((lib, tmp)) = c_test(TEST, "header") else { return };
     let src = tmp.join("abi_check.c");
     std::fs::write(&src, abi_check_c()).expect("write C");
 
     // Against the shared library.
     let dyn_bin = tmp.join("abi_check_dyn");
-    run(gcc_strict(&dyn_bin)
-        .arg(&src)
-        .arg("-L")
-        .arg(&lib)
-        .arg("-lfastpath_net")
-        .arg(format!("-Wl,-rpath,{}", lib.display())));
+    build_shared(&src, &dyn_bin, &lib);
     assert!(run(&mut Command::new(&dyn_bin)).contains("abi ok"));
     // The port's MAC from a config as the hook writes it.
     let cfg = tmp.join("config.json");
