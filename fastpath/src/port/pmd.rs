@@ -45,7 +45,21 @@ pub trait Wakeup {
 
 impl Wakeup for netlib::vhost::VhostBackend {}
 
-impl Wakeup for IgbVf {}
+/// The VF's receive interrupt: MSI-X through VFIO to an eventfd, unmasked while the
+/// switch sleeps.
+impl Wakeup for IgbVf {
+    fn arm(&mut self) -> bool {
+        self.arm_rx_interrupt()
+    }
+
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.rx_interrupt_fd()
+    }
+
+    fn disarm(&mut self, woken: bool) {
+        self.disarm_rx_interrupt(woken);
+    }
+}
 
 /// Errors opening a VF port.
 #[derive(Debug, thiserror::Error)]
