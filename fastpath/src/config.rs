@@ -203,8 +203,10 @@ impl Config {
     }
 }
 
-/// Checks that a port has what its kind needs, and nothing of another kind's.
+/// Checks that a port has what its kind needs, and nothing of another kind's, and
+/// its VLANs.
 pub fn check_port(p: &PortConfig) -> Result<(), String> {
+    p.check_vlans()?;
     if p.kind != PortKind::Vf && p.pci.is_some() {
         return Err(format!("a {} port has no pci", p.kind.label()));
     }
@@ -386,5 +388,38 @@ mod tests {
         assert!(toml::from_str::<Config>(typo).unwrap_err().to_string().contains("macc"));
         let frame = Config { max_frame: 10, ..Config::default() };
         assert!(frame.validate().unwrap_err().to_string().contains("max_frame 10"));
+    }
+
+    #[test]
+    fn access_vlans_and_trunks_from_the_file() {
+        let c: Config = toml::from_str(
+            r#"
+            [[ports]]
+            name = "a"
+            bridge = "br0"
+            socket = "/tmp/a.sock"
+            vlan = 100
+            [[ports]]
+            name = "up"
+            bridge = "br0"
+            kind = "afxdp"
+            ifname = "eth1"
+            trunk = [100, 200]
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.ports[0].vlan, c.ports[1].trunk.as_deref()), (Some(100), Some(&[100, 200][..])));
+        let mut bad = c.clone();
+        bad.ports[0].vlan = Some(4095);
+        let e = bad.validate().unwrap_err().to_string();
+        assert_eq!(e, "config: port 'a': vlan 4095 is not a VLAN id (1 to 4094)");
+        bad.ports[0].vlan = Some(100);
+        bad.ports[0].trunk = Some(vec![100]);
+        assert!(bad.validate().unwrap_err().to_string().contains("not both"));
+        let e = toml::from_str::<Config>("[[ports]]\nname = \"a\"\nbridge = \"br0\"\nsocket = \"/x\"\nvlan = 70000")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("vlan = 70000"), "{e}");
     }
 }

@@ -5,7 +5,8 @@
 // (waits with timeouts: a condition, a socket, a command), `verdict` (the JSON results of our
 // binaries and the collected problems of a run), `apps` (pktgen and sink command lines, a
 // transfer's check), `switch` (fastpathd and fastpathctl), `testpmd` (a DPDK testpmd launcher
-// that returns testpmd's final forward statistics and removes its hugepage files); `guest`
+// that returns testpmd's final forward statistics and removes its hugepage files), `netns`
+// (network namespaces and `ip` for the tests with kernel interfaces); `guest`
 // (public, `integration::guest::X`) is the QEMU guest harness. Containers (config.json,
 // rootfs, hook.toml) are the `fastpath-oci` crate's, shared with xtask. This file: the constants.
 //! Helpers for fastpath's end-to-end interop tests.

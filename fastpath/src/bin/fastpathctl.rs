@@ -73,6 +73,12 @@ enum Cmd {
         /// Most memory its frontend may register, e.g. 256Mi [default: the switch's max_port_memory].
         #[arg(long)]
         max_memory: Option<fastpath::config::ByteSize>,
+        /// An access port of this VLAN (1-4094): its frames come and go untagged.
+        #[arg(long, value_name = "VLAN", conflicts_with = "trunk")]
+        vlan: Option<u16>,
+        /// A trunk carrying these VLANs tagged (802.1Q), e.g. 100,200.
+        #[arg(long, value_name = "VLAN,...", value_delimiter = ',')]
+        trunk: Option<Vec<u16>>,
     },
     /// Remove a port.
     DelPort {
@@ -329,7 +335,7 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
     let w = ports.iter().map(|p| p.name.len()).max().unwrap_or(0).max(12);
     let wb = ports.iter().map(|p| p.bridge.len()).max().unwrap_or(0).max(6);
     println!(
-        "{:<w$} {:<wb$} {:<5} {:>12} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9} {:>6}",
+        "{:<w$} {:<wb$} {:<5} {:>12} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>6}",
         "port",
         "bridge",
         "link",
@@ -340,6 +346,7 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
         "drop full",
         "drop big",
         "filtered",
+        "drop vlan",
         "resets"
     );
     for p in ports {
@@ -352,7 +359,7 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
                 )
             });
         println!(
-            "{:<w$} {:<wb$} {:<5} {:>12} {:>12} {:>10.3} {:>10.3} {:>9} {:>9} {:>9} {:>6}",
+            "{:<w$} {:<wb$} {:<5} {:>12} {:>12} {:>10.3} {:>10.3} {:>9} {:>9} {:>9} {:>9} {:>6}",
             p.name,
             p.bridge,
             if p.stats.link_up { "up" } else { "down" },
@@ -363,6 +370,7 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
             p.stats.counters.drop_ring_full,
             p.stats.counters.drop_too_big,
             p.stats.counters.drop_filtered,
+            p.stats.counters.drop_vlan,
             p.stats.counters.resets
         );
     }
@@ -497,6 +505,8 @@ fn main() -> Result<()> {
             ip,
             port_security,
             max_memory,
+            vlan,
+            trunk,
         } => {
             let mode = if client { PortMode::Client } else { PortMode::Server };
             let base = match (tap, afxdp, vf) {
@@ -516,7 +526,8 @@ fn main() -> Result<()> {
                 }
                 (None, None, None) => PortConfig::new(name.clone(), bridge, socket.unwrap_or_default()),
             };
-            let port = PortConfig { mode, uid, gid, container, mac, ip, port_security, max_memory, ..base };
+            let port =
+                PortConfig { mode, uid, gid, container, mac, ip, port_security, max_memory, vlan, trunk, ..base };
             call(&a.ctl, &Request::AddPort(port))?;
             println!("port {name} added");
         }
@@ -530,8 +541,15 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&ports)?);
             } else {
                 for p in &ports {
+                    let vlans = match (p.vlan, &p.trunk) {
+                        (_, Some(t)) => {
+                            format!(" trunk={}", t.iter().map(u16::to_string).collect::<Vec<_>>().join(","))
+                        }
+                        (Some(v), None) => format!(" vlan={v}"),
+                        (None, None) => String::new(),
+                    };
                     println!(
-                        "{} bridge={} socket={} mode={:?} link={} fault={}",
+                        "{} bridge={} socket={} mode={:?}{vlans} link={} fault={}",
                         p.name,
                         p.bridge,
                         p.socket,

@@ -178,6 +178,26 @@ pub struct PortConfig {
     /// Most memory its frontend may register (default: the switch's `max_port_memory`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_memory: Option<ByteSize>,
+    /// An access port: the VLAN (1..=4094) its frames belong to; they come and go untagged.
+    /// Neither this nor `trunk`: untagged, on no VLAN (VLAN 0), as every port of a bridge
+    /// without VLANs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// A trunk port (an uplink): the VLANs (1..=4094) whose frames it carries, tagged (802.1Q).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trunk: Option<Vec<u16>>,
+}
+
+/// The VLAN ids a port may name (802.1Q reserves 0 and 4095).
+pub const VLAN_IDS: std::ops::RangeInclusive<u16> = 1..=4094;
+
+/// Whether `id` is a VLAN id a port may name; the error names `field` and the value.
+pub fn check_vlan_id(field: &str, id: u16) -> Result<u16, String> {
+    if VLAN_IDS.contains(&id) {
+        Ok(id)
+    } else {
+        Err(format!("{field} {id} is not a VLAN id (1 to 4094)"))
+    }
 }
 
 fn server() -> PortMode {
@@ -239,7 +259,31 @@ impl PortConfig {
             ip: None,
             port_security: None,
             max_memory: None,
+            vlan: None,
+            trunk: None,
         }
+    }
+
+    /// Checks the port's VLANs: an access VLAN or a trunk, not both; ids in 1..=4094; a
+    /// trunk carries at least one, each once. The error names the field and the value.
+    pub fn check_vlans(&self) -> Result<(), String> {
+        if let Some(v) = self.vlan {
+            check_vlan_id("vlan", v)?;
+        }
+        let Some(t) = &self.trunk else { return Ok(()) };
+        if let Some(v) = self.vlan {
+            return Err(format!("vlan {v} and trunk {t:?}: a port is an access port (vlan) or a trunk, not both"));
+        }
+        if t.is_empty() {
+            return Err("trunk []: a trunk carries at least one VLAN".into());
+        }
+        for (i, &id) in t.iter().enumerate() {
+            check_vlan_id("trunk", id).map_err(|e| format!("{e} (in trunk {t:?})"))?;
+            if t[..i].contains(&id) {
+                return Err(format!("trunk {t:?}: VLAN {id} is repeated"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -269,9 +313,15 @@ pub struct PortInfo {
     pub stats: PortStats,
     /// The last fault, if any.
     pub last_fault: Option<String>,
-    /// MAC addresses the bridge has learned on this port.
+    /// MAC addresses the bridge has learned on this port (`MAC vlan N` on a VLAN).
     #[serde(default)]
     pub macs: Vec<String>,
+    /// Its access VLAN, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// The VLANs it carries tagged, if it is a trunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trunk: Option<Vec<u16>>,
 }
 
 #[cfg(test)]
@@ -287,6 +337,28 @@ mod tests {
         assert_eq!(serde_json::from_str::<ByteSize>("\"1Gi\"").unwrap(), ByteSize(1 << 30));
         assert_eq!(serde_json::from_str::<ByteSize>("7").unwrap(), ByteSize(7));
         assert_eq!(serde_json::to_string(&ByteSize(5)).unwrap(), "5");
+    }
+
+    #[test]
+    fn vlans_are_checked_naming_the_field_and_value() {
+        let p = PortConfig::new("a", "br0", "/x");
+        p.check_vlans().unwrap();
+        PortConfig { vlan: Some(4094), ..p.clone() }.check_vlans().unwrap();
+        PortConfig { trunk: Some(vec![1, 100, 200]), ..p.clone() }.check_vlans().unwrap();
+        let err = |q: PortConfig| q.check_vlans().unwrap_err();
+        assert_eq!(err(PortConfig { vlan: Some(0), ..p.clone() }), "vlan 0 is not a VLAN id (1 to 4094)");
+        assert_eq!(err(PortConfig { vlan: Some(4095), ..p.clone() }), "vlan 4095 is not a VLAN id (1 to 4094)");
+        let e = err(PortConfig { trunk: Some(vec![100, 5000]), ..p.clone() });
+        assert_eq!(e, "trunk 5000 is not a VLAN id (1 to 4094) (in trunk [100, 5000])");
+        assert!(err(PortConfig { trunk: Some(vec![7, 7]), ..p.clone() }).contains("VLAN 7 is repeated"));
+        assert!(err(PortConfig { trunk: Some(vec![]), ..p.clone() }).contains("at least one"));
+        let both = err(PortConfig { vlan: Some(1), trunk: Some(vec![2]), ..p.clone() });
+        assert!(both.contains("vlan 1 and trunk [2]") && both.contains("not both"), "{both}");
+        let json = r#"{"name":"a","bridge":"br0","socket":"/x","trunk":[100,200]}"#;
+        let t: PortConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(t.trunk, Some(vec![100, 200]));
+        assert!(serde_json::to_string(&t).unwrap().ends_with(r#""trunk":[100,200]}"#));
+        assert!(!serde_json::to_string(&p).unwrap().contains("vlan"), "no attribute, nothing written");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 pub use device::{DeviceLimits, ProtocolFault, Reply, VhostDevice, DEFAULT_MAX_MEMORY};
 pub use engine::{Burst, Filler};
-pub use frame::{copy_chain, read_chain, write_chain, Frame, FrameBuf, Frames};
+pub use frame::{copy_chain, read_chain, write_chain, Frame, FrameBuf, Frames, TagEdit, TAG_LEN, TPID_8021Q};
 pub use queue::{Chain, ChainFault, DeviceQueue};
 
 use crate::cadence::Cadence;

@@ -83,6 +83,8 @@ enum Kind {
     /// From the far end of a veth through an AF_XDP port to a vhost port (vs testpmd
     /// net_af_xdp ↔ net_vhost).
     Afxdp,
+    /// The same as `Afxdp`, against OVS-DPDK with an afxdp port.
+    AfxdpOvs,
     /// UDP request/response from a host socket through a TAP port to smoltcp (vs the
     /// kernel over a veth pair).
     TapRr,
@@ -130,6 +132,7 @@ pub const CASES: &[Case] = &[
     },
     Case { name: "idle_cpu", metrics: &[Metric { name: "idle_cpu", unit: Unit::Ms }], kind: Kind::IdleCpu },
     Case { name: "afxdp_64", metrics: &[Metric { name: "afxdp_64", unit: Unit::Mpps }], kind: Kind::Afxdp },
+    Case { name: "afxdp_ovs_64", metrics: &[Metric { name: "afxdp_ovs_64", unit: Unit::Mpps }], kind: Kind::AfxdpOvs },
     Case {
         name: "tap_rr",
         metrics: &[Metric { name: "tap_rr", unit: Unit::Us }, Metric { name: "tap_rr_p99", unit: Unit::Us }],
@@ -162,7 +165,7 @@ impl Case {
             Kind::HookStart => hook_start::ours(&mut sb, ctx),
             Kind::Wake => interrupt::wake(&mut sb, ctx, true),
             Kind::IdleCpu => interrupt::idle_cpu(&mut sb, ctx, true),
-            Kind::Afxdp => uplink::ours_afxdp_64(&mut sb, ctx),
+            Kind::Afxdp | Kind::AfxdpOvs => uplink::ours_afxdp_64(&mut sb, ctx),
             Kind::TapRr => uplink::ours_tap_rr(&mut sb, ctx),
         }
     }
@@ -184,6 +187,7 @@ impl Case {
             Kind::Wake => interrupt::eventfd_floor(),
             Kind::IdleCpu => interrupt::idle_cpu(&mut sb, ctx, false),
             Kind::Afxdp => uplink::peer_afxdp_64(&mut sb, ctx),
+            Kind::AfxdpOvs => uplink::ovs_afxdp_64(&mut sb, ctx),
         }
     }
 }

@@ -71,6 +71,12 @@ impl Ovs {
         Ok(ovs)
     }
 
+    /// Adds kernel interface `ifname` to `br0` as an `afxdp` port (OVS's AF_XDP netdev,
+    /// one receive queue, polled by the PMD thread).
+    pub fn add_afxdp(&self, ifname: &str) -> Result<()> {
+        self.vsctl(&["add-port", "br0", ifname, "--", "set", "Interface", ifname, "type=afxdp", "options:n_rxq=1"])
+    }
+
     /// The vhost-user socket of port `name` (OVS puts them in its run directory).
     pub fn socket(&self, name: &str) -> PathBuf {
         self.dir.join(name)

@@ -10,6 +10,7 @@ use nix::sys::signal::Signal;
 
 use super::apps::ip;
 use super::ours::{final_json, number, port, Ctx};
+use super::ovs::Ovs;
 use super::testpmd::{Memory, Testpmd};
 use crate::procs::Spawn;
 use crate::scratch::{ProcId, Sandbox};
@@ -136,6 +137,16 @@ pub fn peer_afxdp_64(sb: &mut Sandbox, ctx: &Ctx) -> Result<Vec<f64>> {
     .spawn(sb)?;
     sb.wait_for_path(&sock, SOCKET_WAIT)?;
     Ok(vec![sink_rate(sb, ctx, &veth, &sock, &[fwd])?])
+}
+
+/// OVS-DPDK in the same place: a netdev bridge with an `afxdp` port on the near end and a
+/// `dpdkvhostuser` port (PMD on CPU 0), our sink on it; the same generator.
+pub fn ovs_afxdp_64(sb: &mut Sandbox, ctx: &Ctx) -> Result<Vec<f64>> {
+    let veth = Veth::new().context("creating a veth pair (needs root)")?;
+    let ovs = Ovs::start(sb, 0, &["app"])?;
+    ovs.add_afxdp(&veth.ends[0])?;
+    let sock = ovs.socket("app");
+    Ok(vec![sink_rate(sb, ctx, &veth, &sock, &[])?])
 }
 
 /// A network namespace for the host's side of tap_rr, deleted on drop.
