@@ -132,7 +132,7 @@ pub enum ConfigError {
     },
     /// A --port flag that doesn't parse.
     #[error(
-        "--port '{0}' is not BRIDGE:NAME:vhost:PATH, BRIDGE:NAME:vhost-client:PATH, BRIDGE:NAME:tap:IFNAME or BRIDGE:NAME:afxdp:IFNAME[:QUEUE]"
+        "--port '{0}' is not BRIDGE:NAME:vhost:PATH, BRIDGE:NAME:vhost-client:PATH, BRIDGE:NAME:tap:IFNAME, BRIDGE:NAME:afxdp:IFNAME[:QUEUE] or BRIDGE:NAME:vf:PCI"
     )]
     PortFlag(String),
     /// Inconsistent contents.
@@ -207,6 +207,9 @@ impl Config {
 /// its VLANs.
 pub fn check_port(p: &PortConfig) -> Result<(), String> {
     p.check_vlans()?;
+    if p.kind != PortKind::Vf && p.pci.is_some() {
+        return Err(format!("a {} port has no pci", p.kind.label()));
+    }
     match p.kind {
         PortKind::Vhost if p.socket.as_os_str().is_empty() => Err("a vhost port needs a socket".into()),
         PortKind::Vhost if p.ifname.is_some() => Err("a vhost port has a socket, not an ifname".into()),
@@ -224,11 +227,22 @@ pub fn check_port(p: &PortConfig) -> Result<(), String> {
             Some(_) if p.kind == PortKind::Tap && p.queue.is_some() => Err("a tap port has no queue".into()),
             Some(_) => Ok(()),
         },
+        PortKind::Vf => match p.pci.as_deref() {
+            None => Err("a vf port needs a pci address (pci = \"0000:01:10.0\")".into()),
+            Some(a) => match netlib::pci::PciAddress::parse_full(a) {
+                Err(e) => Err(format!("pci: {e}")),
+                Ok(_) if !p.socket.as_os_str().is_empty() || p.ifname.is_some() || p.queue.is_some() => {
+                    Err("a vf port has a pci address, not a socket, an ifname or a queue".into())
+                }
+                Ok(_) => Ok(()),
+            },
+        },
         PortKind::Vhost => Ok(()),
     }
 }
 
-/// Parses `BRIDGE:NAME:vhost:PATH` / `BRIDGE:NAME:vhost-client:PATH`.
+/// Parses `BRIDGE:NAME:KIND:WHERE`: `vhost:PATH`, `vhost-client:PATH`, `tap:IFNAME`,
+/// `afxdp:IFNAME[:QUEUE]` or `vf:PCI`.
 pub fn parse_port_flag(s: &str) -> Result<PortConfig, ConfigError> {
     let mut it = s.splitn(4, ':');
     let (Some(bridge), Some(name), Some(kind), Some(path)) = (it.next(), it.next(), it.next(), it.next()) else {
@@ -248,6 +262,7 @@ pub fn parse_port_flag(s: &str) -> Result<PortConfig, ConfigError> {
             };
             return Ok(PortConfig::afxdp(name, bridge, ifname, queue));
         }
+        "vf" => return Ok(PortConfig::vf(name, bridge, path)),
         _ => return Err(ConfigError::PortFlag(s.into())),
     };
     Ok(PortConfig { mode, ..PortConfig::new(name, bridge, path) })
@@ -295,6 +310,44 @@ mod tests {
         bad.ports[0].bridge = "nope".into();
         assert!(bad.validate().unwrap_err().to_string().contains("'nope' does not exist"));
         assert!(toml::from_str::<Config>("colour = 1").is_err());
+    }
+
+    #[test]
+    fn vf_ports_from_flags_and_toml_name_a_bad_pci_address() {
+        let v = parse_port_flag("br0:up:vf:0000:01:10.0").unwrap();
+        assert_eq!(
+            (v.kind, v.pci.as_deref(), v.place()),
+            (PortKind::Vf, Some("0000:01:10.0"), "vf:0000:01:10.0".into())
+        );
+        check_port(&v).unwrap();
+        let c: Config = toml::from_str(
+            r#"
+            [[ports]]
+            name = "up"
+            bridge = "br0"
+            kind = "vf"
+            pci = "0000:01:10.2"
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.ports[0], PortConfig::vf("up", "br0", "0000:01:10.2"));
+        let e = check_port(&PortConfig::vf("up", "br0", "01:10.0")).unwrap_err();
+        assert!(e.starts_with("pci: '01:10.0' is not a PCI address"), "{e}");
+        let e = check_port(&PortConfig { pci: None, ..v.clone() }).unwrap_err();
+        assert!(e.contains("needs a pci address"), "{e}");
+        let e = check_port(&PortConfig { ifname: Some("eth0".into()), ..v.clone() }).unwrap_err();
+        assert!(e.contains("not a socket, an ifname or a queue"), "{e}");
+        let e = check_port(&PortConfig { pci: Some("0000:01:10.0".into()), ..PortConfig::tap("t", "br0", "t0") })
+            .unwrap_err();
+        assert_eq!(e, "a tap port has no pci");
+        let mut bad = c.clone();
+        bad.ports[0].pci = Some("0000:01:10".into());
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("port 'up': pci: '0000:01:10' is not a PCI address"), "{e}");
+        let json = serde_json::to_string(&v).unwrap();
+        assert!(json.contains(r#""kind":"vf""#) && json.contains(r#""pci":"0000:01:10.0""#), "{json}");
+        assert_eq!(serde_json::from_str::<PortConfig>(&json).unwrap(), v);
     }
 
     #[test]

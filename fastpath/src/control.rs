@@ -82,7 +82,7 @@ impl Server {
         match req {
             Request::AddPort(cfg) => {
                 // Refuse before touching the filesystem, then bind, then add, then save.
-                match self.ask(|tx| Command::Check(cfg.clone(), tx)) {
+                match self.ask(|tx| Command::Check(Box::new(cfg.clone()), tx)) {
                     Some(Ok(())) => {}
                     Some(Err(e)) => return e.into(),
                     None => return gone(),

@@ -17,7 +17,7 @@ pub enum Command {
     /// Add an opened port.
     Add(Box<NewPort>, Sender<Result<(), SwitchError>>),
     /// Check that a port could be added.
-    Check(crate::config::PortConfig, Sender<Result<(), SwitchError>>),
+    Check(Box<crate::config::PortConfig>, Sender<Result<(), SwitchError>>),
     /// Remove a port by name.
     Del(String, Sender<Result<(), SwitchError>>),
     /// List ports with counters.

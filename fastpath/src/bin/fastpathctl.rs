@@ -27,7 +27,8 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Add a port to a bridge: a vhost-user socket (--socket) or a TAP interface (--tap).
+    /// Add a port to a bridge: a vhost-user socket (--socket), a TAP interface (--tap), a
+    /// queue of a kernel interface through AF_XDP (--afxdp) or an SR-IOV VF (--vf).
     AddPort {
         /// Port name.
         #[arg(long)]
@@ -36,14 +37,18 @@ enum Cmd {
         #[arg(long, default_value = "br0")]
         bridge: String,
         /// vhost-user socket path.
-        #[arg(long, required_unless_present_any = ["tap", "afxdp"], conflicts_with_all = ["tap", "afxdp"])]
+        #[arg(long, required_unless_present_any = ["tap", "afxdp", "vf"], conflicts_with_all = ["tap", "afxdp", "vf"])]
         socket: Option<PathBuf>,
         /// A TAP interface instead (created if absent, set up): the host's own stack on the bridge.
-        #[arg(long, value_name = "IFNAME", conflicts_with = "afxdp")]
+        #[arg(long, value_name = "IFNAME", conflicts_with_all = ["afxdp", "vf"])]
         tap: Option<String>,
         /// One queue of a kernel interface instead, through AF_XDP: IFNAME or IFNAME:QUEUE.
-        #[arg(long, value_name = "IFNAME[:QUEUE]")]
+        #[arg(long, value_name = "IFNAME[:QUEUE]", conflicts_with = "vf")]
         afxdp: Option<String>,
+        /// An SR-IOV virtual function instead (an 82576 VF bound to vfio-pci: `vf bind`),
+        /// driven by the switch from user space: an uplink to the NIC's wire.
+        #[arg(long, value_name = "PCI")]
+        vf: Option<String>,
         /// The switch connects to a listening container instead of listening.
         #[arg(long)]
         client: bool,
@@ -491,6 +496,7 @@ fn main() -> Result<()> {
             socket,
             tap,
             afxdp,
+            vf,
             client,
             uid,
             gid,
@@ -503,9 +509,13 @@ fn main() -> Result<()> {
             trunk,
         } => {
             let mode = if client { PortMode::Client } else { PortMode::Server };
-            let base = match (tap, afxdp) {
-                (Some(ifname), _) => PortConfig::tap(name.clone(), bridge, ifname),
-                (None, Some(x)) => {
+            let base = match (tap, afxdp, vf) {
+                (Some(ifname), _, _) => PortConfig::tap(name.clone(), bridge, ifname),
+                (None, None, Some(pci)) => {
+                    PciAddress::parse_full(&pci).context("--vf")?;
+                    PortConfig::vf(name.clone(), bridge, pci)
+                }
+                (None, Some(x), _) => {
                     let (ifname, queue) = match x.split_once(':') {
                         Some((i, q)) => {
                             (i.to_string(), q.parse().with_context(|| format!("--afxdp {x}: queue '{q}'"))?)
@@ -514,7 +524,7 @@ fn main() -> Result<()> {
                     };
                     PortConfig::afxdp(name.clone(), bridge, ifname, queue)
                 }
-                (None, None) => PortConfig::new(name.clone(), bridge, socket.unwrap_or_default()),
+                (None, None, None) => PortConfig::new(name.clone(), bridge, socket.unwrap_or_default()),
             };
             let port =
                 PortConfig { mode, uid, gid, container, mac, ip, port_security, max_memory, vlan, trunk, ..base };

@@ -112,6 +112,9 @@ pub enum PortKind {
     /// One queue (`queue`, default 0) of a kernel interface (`ifname`) through an
     /// AF_XDP socket: a NIC, a veth, any interface with a driver.
     Afxdp,
+    /// An SR-IOV virtual function (`pci`, bound to vfio-pci) driven by netlib's igbvf
+    /// poll-mode driver: an uplink to the NIC's wire.
+    Vf,
 }
 
 impl PortKind {
@@ -121,6 +124,7 @@ impl PortKind {
             Self::Vhost => "vhost",
             Self::Tap => "tap",
             Self::Afxdp => "afxdp",
+            Self::Vf => "vf",
         }
     }
 }
@@ -146,6 +150,9 @@ pub struct PortConfig {
     /// The interface's queue (afxdp ports; default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<u32>,
+    /// The PCI address of the virtual function (vf ports: `0000:01:10.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci: Option<String>,
     /// Who listens (default: the switch).
     #[serde(default = "server")]
     pub mode: PortMode,
@@ -217,13 +224,20 @@ impl PortConfig {
         Self { kind: PortKind::Afxdp, queue: Some(queue), ..Self::tap(name, bridge, ifname) }
     }
 
-    /// Where the port is, for messages and listings: its socket, or its interface.
+    /// A VF port on the virtual function at `pci` (`0000:01:10.0`; checked where it is opened).
+    pub fn vf(name: impl Into<String>, bridge: impl Into<String>, pci: impl Into<String>) -> Self {
+        Self { kind: PortKind::Vf, socket: PathBuf::new(), pci: Some(pci.into()), ..Self::new(name, bridge, "") }
+    }
+
+    /// Where the port is, for messages and listings: its socket, its interface, or its
+    /// PCI address.
     pub fn place(&self) -> String {
         let ifname = self.ifname.as_deref().unwrap_or("?");
         match self.kind {
             PortKind::Vhost => self.socket.display().to_string(),
             PortKind::Tap => format!("tap:{ifname}"),
             PortKind::Afxdp => format!("afxdp:{ifname}:{}", self.queue.unwrap_or(0)),
+            PortKind::Vf => format!("vf:{}", self.pci.as_deref().unwrap_or("?")),
         }
     }
 
@@ -236,6 +250,7 @@ impl PortConfig {
             socket: socket.into(),
             ifname: None,
             queue: None,
+            pci: None,
             mode: PortMode::Server,
             uid: None,
             gid: None,
