@@ -310,7 +310,7 @@ struct Row {
 impl Row {
     fn line(&self) -> String {
         format!(
-            "{:<19} {:>7.0} {:>7.0} {:>5.1}% {:>8.1} {:>8.1} {:>6} {:>6} {:>9} {:>6.1} {:>5}/{:<5} {}",
+            "{:<24} {:>7.0} {:>7.0} {:>5.1}% {:>8.1} {:>8.1} {:>6} {:>6} {:>9} {:>6.1} {:>5}/{:<5} {}",
             self.name,
             self.rate_before,
             self.rate_during,
@@ -329,7 +329,7 @@ impl Row {
 }
 
 const HEADER: &str =
-    "case                 before  during  kept  gap(ms)  allowed switch    fds      maps  rss+MiB warns/resets";
+    "case                      before  during  kept  gap(ms)  allowed switch    fds      maps  rss+MiB warns/resets";
 
 /// Adds the hostile port `name` on `sock` with `flags`; without them if this build refuses
 /// them (a problem of the case, which still runs).
