@@ -55,7 +55,10 @@ fn unit_command(bin: &Path, config: &Path) -> Vec<String> {
     let mut words: Vec<String> = exec.split_whitespace().map(str::to_string).collect();
     assert!(words[0].ends_with("/fastpathd"), "ExecStart= starts with fastpathd: {exec}");
     words[0] = bin.display().to_string();
-    let cfg = words.iter_mut().find(|w| w.ends_with(".toml")).expect("ExecStart= names a config file");
+    let cfg = words
+        .iter_mut()
+        .find(|w| std::path::Path::new(w.as_str()).extension().is_some_and(|e| e == "toml"))
+        .expect("ExecStart= names a config file");
     *cfg = config.display().to_string();
     words.drain(1..).collect()
 }
@@ -283,7 +286,7 @@ fn switch_restart_kill9_ten_containers_runc() {
         let macs = format!("--src-mac 02:00:00:00:0{k}:01 --dst-mac 02:00:00:00:0{k}:02");
         w.run(&format!("gen{k}"), &bridge(k), "pktgen", &format!("--rate {RATE} {macs}"));
     }
-    let flowing = wait_until(Duration::from_secs(60), || {
+    let flowing = wait_until(Duration::from_mins(1), || {
         w.list().is_ok_and(|l| l.len() == 2 * PAIRS && delivered(&l).iter().all(|d| d.unwrap_or(0) > RATE / 10))
     });
     assert!(flowing, "{TEST}: the ten containers' traffic never flowed: {:?}\n{}", w.list(), w.describe());
