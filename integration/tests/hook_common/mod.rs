@@ -1,6 +1,7 @@
 // Helpers for the tests of fastpath-hook with real runtimes (hook_*.rs, apps_containers.rs,
 // soak.rs): what they need from the machine, a fixture with its own fastpathd, ledger and
-// rootfs, bundles for runc/crun, podman command lines, and clean-state checks.
+// rootfs, bundles for runc/crun, podman command lines, clean-state checks, and what a process
+// and the host hold (fds, mappings, mounts) with the difference of two such lists.
 //! Hook test helpers (the `integration` crate and `fastpath-oci` do the generic parts).
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -585,4 +586,94 @@ pub fn finish(fx: &Fixture, name: &str, child: Child, t: Duration) -> Output {
 pub fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+}
+
+/// A count from the environment variable `var` (a test's cycles or rounds), `default`
+/// when it is unset or empty; panics naming it when it is not a number.
+pub fn env_count(var: &str, default: u64) -> u64 {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse().unwrap_or_else(|_| panic!("{var}={v:?} is not a whole number"))
+        }
+        _ => default,
+    }
+}
+
+/// A field of /proc/PID/status in kB (`VmRSS:`), 0 when unreadable.
+pub fn status_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+/// A process's open fds: what each points at, sockets and pipes by kind alone
+/// (`socket:[123]` → `socket`), so that two processes holding the same things compare equal.
+pub fn fd_kinds(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let t = std::fs::read_link(e.path()).map(|p| p.display().to_string()).unwrap_or_default();
+                    match t.split_once(":[") {
+                        Some((kind, _)) if kind == "socket" || kind == "pipe" => kind.to_string(),
+                        _ => t,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A process's mappings: permissions and path (`[anon]` for none).
+pub fn mappings(pid: u32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let path = f.get(5..).map(|p| p.join(" ")).filter(|p| !p.is_empty());
+            format!("{} {}", f.get(1).unwrap_or(&"?"), path.unwrap_or_else(|| "[anon]".into()))
+        })
+        .collect()
+}
+
+/// The host's mounts: mount point, type, source.
+pub fn mounts() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let tail = l.split_once(" - ").map_or("", |(_, t)| t);
+            let mut t = tail.split(' ');
+            format!("{} {} {}", f.get(4).unwrap_or(&"?"), t.next().unwrap_or("?"), t.next().unwrap_or("?"))
+        })
+        .collect()
+}
+
+/// What is in `after` and not in `before` (as multisets), then what went away, counted.
+pub fn diff(before: &[String], after: &[String]) -> String {
+    let count = |v: &[String]| {
+        let mut m = std::collections::BTreeMap::<String, i64>::new();
+        for s in v {
+            *m.entry(s.clone()).or_default() += 1;
+        }
+        m
+    };
+    let (b, a) = (count(before), count(after));
+    let mut out = Vec::new();
+    for k in b.keys().chain(a.keys()).collect::<std::collections::BTreeSet<_>>() {
+        let d = a.get(k).copied().unwrap_or(0) - b.get(k).copied().unwrap_or(0);
+        if d != 0 {
+            out.push(format!("{d:+} {k}"));
+        }
+    }
+    if out.len() > 30 {
+        let more = out.len() - 30;
+        out.truncate(30);
+        out.push(format!("... and {more} more"));
+    }
+    out.join("; ")
 }
