@@ -1,5 +1,6 @@
 /* fp_echo: a reflector in C on libfastpath_net: sends every frame it receives back out of
- * the same port with the MAC addresses swapped, until COUNT frames or SIGINT/SIGTERM. */
+ * the same port to its sender, from the port's MAC (fp_port_mac; for a port the hook did not
+ * give, the MAC addresses swapped), until COUNT frames or SIGINT/SIGTERM. */
 #define _POSIX_C_SOURCE 200809L
 #include <signal.h>
 #include <stdint.h>
@@ -48,17 +49,34 @@ int main(int argc, char **argv) {
         struct timespec s = {0, 1000000};
         nanosleep(&s, NULL);
     }
+    /* Reply as the port: the switch may drop frames with another source MAC. */
+    uint8_t own[6];
+    rc = fp_port_mac(port, own);
+    if (rc < 0 && rc != FP_ERR_CONFIG)
+        return die("fp_port_mac", rc);
+    int have_own = rc == FP_OK;
     fp_pkt pkts[BURST];
     uint64_t echoed = 0, dropped = 0;
+    int link = 1;
+    unsigned idle = 0;
     while (!stop && (count == 0 || echoed < count)) {
         int n = fp_rx_burst(port, pkts, BURST);
         if (n < 0)
             return die("fp_rx_burst", n);
         if (n == 0) {
+            /* Now and then while idle: has the switch gone away (or come back)? */
+            if (++idle % 1024 == 0 || !link) {
+                int up = fp_link_up(port);
+                if (up != link)
+                    fprintf(stderr, "fp_echo: link %s after %llu frames\n", up ? "up" : "down",
+                            (unsigned long long)echoed);
+                link = up;
+            }
             struct timespec s = {0, 20000};
             nanosleep(&s, NULL);
             continue;
         }
+        idle = 0;
         for (int i = 0; i < n; i++) {
             uint8_t *d, mac[6];
             uint32_t len;
@@ -67,7 +85,7 @@ int main(int argc, char **argv) {
             if (len >= 12) {
                 memcpy(mac, d, 6);
                 memmove(d, d + 6, 6);
-                memcpy(d + 6, mac, 6);
+                memcpy(d + 6, have_own ? own : mac, 6);
             }
         }
         int sent = fp_tx_burst(port, pkts, (uint32_t)n);

@@ -1,5 +1,6 @@
 /* fp_send: a packet sender in C on libfastpath_net: COUNT 64-byte test frames (the format of
- * examples/src/frame.rs: ethertype 0x88b5, "FPG1", sequence, checksum) at RATE frames/s. */
+ * examples/src/frame.rs: ethertype 0x88b5, "FPG1", sequence, checksum) at RATE frames/s, sent
+ * from the port's MAC (fp_port_mac; 02:00:00:00:00:01 for a port the hook did not give). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdint.h>
 #include <stdio.h>
@@ -18,9 +19,9 @@ static uint32_t byte_sum(const uint8_t *b, size_t n) {
     return s;
 }
 
-/* Writes test frame `seq` into f (FRAME bytes). */
-static void make_frame(uint8_t *f, uint64_t seq) {
-    static const uint8_t dst[6] = {2, 0, 0, 0, 0, 2}, src[6] = {2, 0, 0, 0, 0, 1};
+/* Writes test frame `seq` from `src` into f (FRAME bytes). */
+static void make_frame(uint8_t *f, const uint8_t src[6], uint64_t seq) {
+    static const uint8_t dst[6] = {2, 0, 0, 0, 0, 2};
     memcpy(f, dst, 6);
     memcpy(f + 6, src, 6);
     f[12] = 0x88;
@@ -71,9 +72,13 @@ int main(int argc, char **argv) {
         return die("fp_open", rc);
     if ((rc = fp_wait_link(port, 10000)) < 0)
         return die("fp_wait_link", rc);
+    /* Send as the port: the switch may drop frames with another source MAC. */
+    uint8_t src[6] = {2, 0, 0, 0, 0, 1};
+    if ((rc = fp_port_mac(port, src)) < 0 && rc != FP_ERR_CONFIG)
+        return die("fp_port_mac", rc);
 
     fp_pkt pkts[BURST];
-    int have = 0;
+    int have = 0, link = 1;
     uint64_t seq = 0, sent = 0;
     double t0 = now();
     while (sent < count) {
@@ -88,7 +93,7 @@ int main(int argc, char **argv) {
             uint8_t *d;
             if ((rc = fp_pkt_set_len(port, p, FRAME)) < 0 || (rc = fp_pkt_data(port, p, &d, NULL)) < 0)
                 return die("filling a packet", rc);
-            make_frame(d, seq++);
+            make_frame(d, src, seq++);
             pkts[have++] = p;
         }
         if (have == 0) {
@@ -102,6 +107,13 @@ int main(int argc, char **argv) {
         sent += (uint64_t)n;
         memmove(pkts, pkts + n, (size_t)(have - n) * sizeof pkts[0]);
         have -= n;
+        /* Nothing taken: a full ring, or the switch went away (it comes back by itself). */
+        if (n == 0 || !link) {
+            int up = fp_link_up(port);
+            if (up != link)
+                fprintf(stderr, "fp_send: link %s after %llu frames\n", up ? "up" : "down", (unsigned long long)sent);
+            link = up;
+        }
         if (n == 0) {
             struct timespec s = {0, 20000};
             nanosleep(&s, NULL);

@@ -16,18 +16,7 @@ const FILL_OFF: usize = 30;
 /// Where a timestamp (ns) may be put by ping.
 pub const STAMP_OFF: usize = 30;
 
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    if parts.len() != 6 {
-        return Err(format!("MAC '{s}' must have 6 parts like 02:00:00:00:00:01"));
-    }
-    let mut m = [0u8; 6];
-    for (i, p) in parts.iter().enumerate() {
-        m[i] = u8::from_str_radix(p, 16).map_err(|_| format!("MAC '{s}': '{p}' is not a hex byte"))?;
-    }
-    Ok(m)
-}
+pub use netlib::mac::parse_mac;
 
 /// A frame template: everything but the sequence number and checksum.
 #[derive(Debug, Clone)]
@@ -122,6 +111,24 @@ pub fn seq_of(f: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(s))
 }
 
+/// Turns a received frame into a reply from `mac`: its source becomes the destination
+/// and `mac` the source (what a reflector with a MAC of its own does).
+#[inline]
+pub fn reply_from(f: &mut [u8], mac: &[u8; 6]) {
+    if f.len() >= 12 {
+        f.copy_within(6..12, 0);
+        f[6..12].copy_from_slice(mac);
+    }
+}
+
+/// Writes `mac` as the frame's source MAC (a forwarder sending as itself).
+#[inline]
+pub fn set_src(f: &mut [u8], mac: &[u8; 6]) {
+    if let Some(s) = f.get_mut(6..12) {
+        s.copy_from_slice(mac);
+    }
+}
+
 /// Swaps source and destination MAC.
 #[inline]
 pub fn macswap(f: &mut [u8]) {
@@ -193,11 +200,21 @@ mod tests {
     #[test]
     fn macs() {
         assert_eq!(parse_mac("02:00:00:00:00:0a").unwrap(), [2, 0, 0, 0, 0, 10]);
-        assert!(parse_mac("02:00").unwrap_err().contains("6 parts"));
+        assert!(parse_mac("02:00").unwrap_err().to_string().contains("6 parts"));
         assert!(parse_mac("zz:00:00:00:00:00").is_err());
         let mut f = [1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2];
         macswap(&mut f);
         assert_eq!(f[0], 2);
         assert_eq!(f[6], 1);
+        let me = [2, 0, 0, 0, 0, 9];
+        reply_from(&mut f, &me);
+        assert_eq!(f, [1, 1, 1, 1, 1, 1, 2, 0, 0, 0, 0, 9]);
+        set_src(&mut f, &[2, 0, 0, 0, 0, 7]);
+        assert_eq!(f, [1, 1, 1, 1, 1, 1, 2, 0, 0, 0, 0, 7]);
+        // Too short to have addresses: left alone.
+        let mut runt = [5u8; 8];
+        reply_from(&mut runt, &me);
+        set_src(&mut runt, &me);
+        assert_eq!(runt, [5; 8]);
     }
 }

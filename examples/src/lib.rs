@@ -6,15 +6,18 @@
 pub mod acl;
 pub mod flow;
 pub mod frame;
+pub mod gap;
 pub mod lb;
 pub mod smol;
+pub mod timeline;
 pub mod vnf;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use netlib::mac::{format_mac, parse_source_mac, Mac};
 use netlib::pool::PoolOptions;
 use netlib::{open_port, LinkState, PktPool, Port, PortSpec};
 
@@ -104,6 +107,31 @@ pub fn discover_port(port: Option<PortSpec>, c: &mut Common) -> Result<PortSpec>
         c.core = cfg.cores.first().copied();
     }
     Ok(spec)
+}
+
+/// The source MAC an app uses when neither a flag nor the container's config gives one.
+pub const DEFAULT_SRC_MAC: Mac = [2, 0, 0, 0, 0, 1];
+/// The destination MAC of the test frames an app sends when no flag gives one.
+pub const DEFAULT_DST_MAC: Mac = [2, 0, 0, 0, 0, 2];
+
+/// The MAC an app sends with on `spec`: `flag` (the flag `name`, for messages) when
+/// given, else the one fastpath-hook gave that port (in the container's config.json,
+/// [`netlib::config::discover_mac`]); `None` when neither has one (an app run by hand),
+/// so the app keeps its own default.
+pub fn own_mac(flag: Option<&str>, name: &str, spec: &PortSpec) -> Result<Option<Mac>> {
+    if let Some(m) = flag {
+        return parse_source_mac(m).map(Some).map_err(|e| anyhow!("{name}: {e}"));
+    }
+    let mac = netlib::config::discover_mac(spec).context("reading the port's MAC from the fastpath config")?;
+    if let Some(m) = mac {
+        tracing::info!("{spec}: sending as {}, the MAC fastpath-hook gave the port", format_mac(&m));
+    }
+    Ok(mac)
+}
+
+/// [`own_mac`], or `default` when neither the flag nor the config gives one.
+pub fn own_mac_or(flag: Option<&str>, name: &str, spec: &PortSpec, default: Mac) -> Result<Mac> {
+    Ok(own_mac(flag, name, spec)?.unwrap_or(default))
 }
 
 /// A pool built from the common flags.
@@ -254,10 +282,8 @@ impl Idler {
 /// Sends `count` 64-byte frames (`src` → `dst`, numbered from 0) out of `port`: the
 /// packets a two-way benchmark loop starts with. Gives up after 5 s; returns how many
 /// went out.
-pub fn prime(port: &mut dyn Port, pool: &mut PktPool, count: u32, dst: &str, src: &str) -> Result<u64> {
-    use frame::{parse_mac, Template};
-    let mac = |m: &str| parse_mac(m).map_err(anyhow::Error::msg);
-    let tpl = Template::new(64, mac(dst)?, mac(src)?).map_err(anyhow::Error::msg)?;
+pub fn prime(port: &mut dyn Port, pool: &mut PktPool, count: u32, dst: Mac, src: Mac) -> Result<u64> {
+    let tpl = frame::Template::new(64, dst, src).map_err(anyhow::Error::msg)?;
     let mut burst = netlib::pool::burst_vec();
     let (mut seq, mut sent) = (0u64, 0u64);
     let started = Instant::now();
@@ -291,6 +317,19 @@ pub fn send_budget(room: usize, queued: u64, count: u64, rate: f64, start: Insta
     want
 }
 
+/// The start of a `--rate` schedule on which `queued` frames are exactly on time now: what
+/// a generator resumes from after its link was down, so that it does not send the frames
+/// of the outage in one burst when the link comes back (their sequence numbers were never
+/// used; nothing is lost, the stream just pauses).
+pub fn schedule_from(queued: u64, rate: f64) -> Instant {
+    let now = Instant::now();
+    if rate <= 0.0 {
+        return now;
+    }
+    let behind = Duration::try_from_secs_f64(queued as f64 / rate).unwrap_or(Duration::ZERO);
+    now.checked_sub(behind).unwrap_or(now)
+}
+
 /// Mpps of `count` over `secs`.
 pub fn mpps(count: u64, secs: f64) -> f64 {
     if secs > 0.0 {
@@ -322,13 +361,26 @@ mod tests {
     }
 
     #[test]
-    fn port_and_core_come_from_the_container_config_when_not_given() {
+    fn a_schedule_resumed_after_an_outage_does_not_catch_up() {
+        // 1000 frames queued at 10,000/s: the schedule restarts with them on time, so a
+        // generator may add almost nothing now, and about 10 more per millisecond after.
+        let s = schedule_from(1000, 10_000.0);
+        assert!(send_budget(32, 1000, 0, 10_000.0, s) <= 1);
+        std::thread::sleep(Duration::from_millis(2));
+        let n = send_budget(32, 1000, 0, 10_000.0, s);
+        assert!((15..=32).contains(&n), "{n}");
+        // Without a rate there is no schedule to keep.
+        assert_eq!(send_budget(32, 1000, 0, 0.0, schedule_from(1000, 0.0)), 32);
+    }
+
+    #[test]
+    fn port_core_and_mac_come_from_the_container_config_when_not_given() {
         let dir = std::env::temp_dir().join(format!("fp-discover-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("config.json");
         std::fs::write(
             &p,
-            r#"{"version":1,"container_id":"c1","cores":[1],"hugepages":null,"ports":[{"name":"c1-br0","bridge":"br0","socket":"/run/fastpath/sock/br0.sock","mode":"client"}],"vfs":[],"lib_dir":null,"memlock":null,"uid":1000,"gid":1000}"#,
+            r#"{"version":1,"container_id":"c1","cores":[1],"hugepages":null,"ports":[{"name":"c1-br0","bridge":"br0","socket":"/run/fastpath/sock/br0.sock","mode":"client","mac":"02:aa:bb:cc:dd:ee"}],"vfs":[],"lib_dir":null,"memlock":null,"uid":1000,"gid":1000}"#,
         )
         .unwrap();
         std::env::set_var("FASTPATH_CONFIG", &p);
@@ -336,6 +388,15 @@ mod tests {
         let spec = discover_port(None, &mut t.c).unwrap();
         assert_eq!(spec.to_string(), "vu:/run/fastpath/sock/br0.sock");
         assert_eq!(t.c.core, Some(1));
+        // The port's MAC: the flag's, else the config's, else none (the app's default).
+        let me = [2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee];
+        assert_eq!(own_mac(None, "--mac", &spec).unwrap(), Some(me));
+        assert_eq!(own_mac(Some("02:00:00:00:00:33"), "--mac", &spec).unwrap(), Some([2, 0, 0, 0, 0, 0x33]));
+        let e = own_mac(Some("01:00:00:00:00:33"), "--src-mac", &spec).unwrap_err().to_string();
+        assert!(e.starts_with("--src-mac: ") && e.contains("multicast"), "{e}");
+        let elsewhere: PortSpec = "vu:/tmp/other.sock".parse().unwrap();
+        assert_eq!(own_mac_or(None, "--mac", &elsewhere, DEFAULT_SRC_MAC).unwrap(), DEFAULT_SRC_MAC);
+        assert_eq!(own_mac_or(None, "--mac", &spec, DEFAULT_SRC_MAC).unwrap(), me);
         // An explicit --port wins and the config is not read.
         let given: PortSpec = "vhost:/x".parse().unwrap();
         assert_eq!(discover_port(Some(given.clone()), &mut t.c).unwrap(), given);

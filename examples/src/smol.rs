@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use netlib::pool::{burst_vec, BURST, DATA_ROOM};
 use netlib::{Packet, PktPool, Port, PortCounters, PortSpec};
 use smoltcp::iface::{Config, Interface, SocketSet};
@@ -19,8 +19,7 @@ use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 
-use crate::frame::parse_mac;
-use crate::{discover_port, make_pool, open, pin, stop_flag, wait_link, Common};
+use crate::{discover_port, make_pool, open, own_mac, pin, stop_flag, wait_link, Common};
 
 /// Largest Ethernet frame (no FCS) the device takes: an IP MTU of 1500.
 pub const MAX_FRAME: usize = 1514;
@@ -213,7 +212,8 @@ pub struct HostArgs {
     /// This host's IPv4 address and prefix, e.g. 10.0.0.2/24.
     #[arg(long)]
     pub ip: Option<String>,
-    /// This host's MAC (default: 02:00 followed by the IPv4 address).
+    /// This host's MAC (default: the port's MAC from the container's fastpath config, else
+    /// 02:00 followed by the IPv4 address).
     #[arg(long)]
     pub mac: Option<String>,
     /// Default gateway.
@@ -253,13 +253,7 @@ impl Host {
         let cidr = h.ip.as_deref().ok_or_else(|| anyhow!("--ip ADDRESS/PREFIX is required with --port"))?;
         let (addr, len) = parse_cidr(cidr).map_err(|e| anyhow!("--ip: {e}"))?;
         let o = addr.octets();
-        let mac = match &h.mac {
-            Some(m) => parse_mac(m).map_err(|e| anyhow!("--mac: {e}"))?,
-            None => [2, 0, o[0], o[1], o[2], o[3]],
-        };
-        if mac[0] & 1 != 0 {
-            bail!("--mac: {:02x}:.. is a multicast address; use a unicast one like 02:00:00:00:00:01", mac[0]);
-        }
+        let mac = own_mac(h.mac.as_deref(), "--mac", &spec)?.unwrap_or([2, 0, o[0], o[1], o[2], o[3]]);
         let gateway = h
             .gateway
             .as_deref()

@@ -1,15 +1,31 @@
-// The packet loop the one-way VNFs (lb, fw) share: receive on --in, let the VNF
-// keep/rewrite or drop each frame, send the kept ones on --out; replies on --out go back unchanged.
+// The packet loop the one-way VNFs (lb, fw) share: receive on --in, let the VNF keep/rewrite
+// or drop each frame, send the kept ones on --out; replies on --out go back; each port sends as itself.
 //! A two-port, one-way VNF loop.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Result;
+use netlib::mac::Mac;
 use netlib::pool::burst_vec;
 use netlib::{PktPool, Port, PortSpec};
 
-use crate::{idle, make_pool, mpps, open, pin, stop_flag, wait_link, Common, Meter};
+use crate::frame::set_src;
+use crate::{idle, make_pool, mpps, open, own_mac, pin, stop_flag, wait_link, Common, Meter};
+
+/// The MACs a VNF's ports send with: a VNF behind a switch with port security sends
+/// what it forwards as itself.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MacArgs {
+    /// Source MAC of the frames sent on --out (default: --out's MAC from the container's
+    /// fastpath config; with neither, forwarded frames keep their source MAC).
+    #[arg(long)]
+    pub mac: Option<String>,
+    /// Source MAC of the frames sent back on --in (default: --in's MAC from the
+    /// container's fastpath config; with neither, they keep their source MAC).
+    #[arg(long)]
+    pub in_mac: Option<String>,
+}
 
 /// What a VNF loop moved.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -60,18 +76,25 @@ pub struct Vnf {
     pub inp: Box<dyn Port>,
     /// Egress port.
     pub out: Box<dyn Port>,
+    /// The source MAC of frames sent on the ingress port, when it has one.
+    pub in_mac: Option<Mac>,
+    /// The source MAC of frames sent on the egress port, when it has one.
+    pub out_mac: Option<Mac>,
 }
 
 impl Vnf {
-    /// Pins, opens `inp` and `out` and waits for both links.
-    pub fn open(inp: &PortSpec, out: &PortSpec, c: &Common) -> Result<Self> {
+    /// Pins, opens `inp` and `out` and waits for both links; `macs` (or the container's
+    /// config) says which MAC each port sends with.
+    pub fn open(inp: &PortSpec, out: &PortSpec, macs: &MacArgs, c: &Common) -> Result<Self> {
+        let in_mac = own_mac(macs.in_mac.as_deref(), "--in-mac", inp)?;
+        let out_mac = own_mac(macs.mac.as_deref(), "--mac", out)?;
         pin(c.core)?;
         let stop = stop_flag();
         let mut pool = make_pool(c)?;
         let mut ports = [open(inp, &mut pool, c)?, open(out, &mut pool, c)?];
         wait_link(&mut ports, &mut pool, c, &stop)?;
         let [inp, out] = ports;
-        Ok(Self { pool, inp, out })
+        Ok(Self { pool, inp, out, in_mac, out_mac })
     }
 
     /// Runs `logic` until Ctrl-C or `--secs`.
@@ -83,7 +106,7 @@ impl Vnf {
         let mut fwd = burst_vec();
         let mut first: Option<Instant> = None;
         let mut loops: u32 = 0;
-        let Self { pool, inp, out } = self;
+        let Self { pool, inp, out, in_mac, out_mac } = self;
         while !stop.load(Ordering::Relaxed) && meter.tick(t.forwarded) {
             loops = loops.wrapping_add(1);
             let n = inp.rx_burst(pool, &mut burst);
@@ -94,7 +117,11 @@ impl Vnf {
                 }
                 t.rx += n as u64;
                 for p in burst.drain(..) {
-                    if logic.process(pool.data_mut(&p)) {
+                    let f = pool.data_mut(&p);
+                    if logic.process(f) {
+                        if let Some(m) = out_mac {
+                            set_src(f, m);
+                        }
                         fwd.push(p);
                     } else {
                         t.filtered += 1;
@@ -107,9 +134,14 @@ impl Vnf {
                     pool.free_all(&mut fwd);
                 }
             }
-            // Replies (and ARP) from the egress side go back as they are.
+            // Replies (and ARP) from the egress side go back, from the ingress port's MAC.
             let m = out.rx_burst(pool, &mut burst);
             if m > 0 {
+                if let Some(mac) = in_mac {
+                    for p in &burst {
+                        set_src(pool.data_mut(p), mac);
+                    }
+                }
                 t.returned += inp.tx_burst(pool, &mut burst) as u64;
                 pool.free_all(&mut burst);
             }

@@ -132,7 +132,7 @@ pub enum ConfigError {
     },
     /// A --port flag that doesn't parse.
     #[error(
-        "--port '{0}' is not BRIDGE:NAME:vhost:PATH, BRIDGE:NAME:vhost-client:PATH, BRIDGE:NAME:tap:IFNAME, BRIDGE:NAME:afxdp:IFNAME[:QUEUE] or BRIDGE:NAME:vxlan:UPLINK,vni=N,local=IP,remote=IP[+IP...]"
+        "--port '{0}' is not BRIDGE:NAME:vhost:PATH, BRIDGE:NAME:vhost-client:PATH, BRIDGE:NAME:tap:IFNAME, BRIDGE:NAME:afxdp:IFNAME[:QUEUE], BRIDGE:NAME:vf:PCI or BRIDGE:NAME:vxlan:UPLINK,vni=N,local=IP,remote=IP[+IP...]"
     )]
     PortFlag(String),
     /// A vxlan --port flag that doesn't parse.
@@ -206,8 +206,13 @@ impl Config {
     }
 }
 
-/// Checks that a port has what its kind needs, and nothing of another kind's.
+/// Checks that a port has what its kind needs, and nothing of another kind's, and
+/// its VLANs.
 pub fn check_port(p: &PortConfig) -> Result<(), String> {
+    p.check_vlans()?;
+    if p.kind != PortKind::Vf && p.pci.is_some() {
+        return Err(format!("a {} port has no pci", p.kind.label()));
+    }
     if p.kind != PortKind::Vxlan {
         let set = [
             ("vni", p.vni.is_some()),
@@ -237,6 +242,16 @@ pub fn check_port(p: &PortConfig) -> Result<(), String> {
             Some(_) if p.kind == PortKind::Tap && p.queue.is_some() => Err("a tap port has no queue".into()),
             Some(_) if p.kind == PortKind::Vxlan => check_vxlan(p),
             Some(_) => Ok(()),
+        },
+        PortKind::Vf => match p.pci.as_deref() {
+            None => Err("a vf port needs a pci address (pci = \"0000:01:10.0\")".into()),
+            Some(a) => match netlib::pci::PciAddress::parse_full(a) {
+                Err(e) => Err(format!("pci: {e}")),
+                Ok(_) if !p.socket.as_os_str().is_empty() || p.ifname.is_some() || p.queue.is_some() => {
+                    Err("a vf port has a pci address, not a socket, an ifname or a queue".into())
+                }
+                Ok(_) => Ok(()),
+            },
         },
         PortKind::Vhost => Ok(()),
     }
@@ -306,7 +321,8 @@ fn parse_vxlan_flag(name: &str, bridge: &str, tail: &str) -> Result<PortConfig, 
     Ok(p)
 }
 
-/// Parses `BRIDGE:NAME:vhost:PATH` / `BRIDGE:NAME:vhost-client:PATH`.
+/// Parses `BRIDGE:NAME:KIND:WHERE`: `vhost:PATH`, `vhost-client:PATH`, `tap:IFNAME`,
+/// `afxdp:IFNAME[:QUEUE]`, `vf:PCI` or `vxlan:UPLINK,...`.
 pub fn parse_port_flag(s: &str) -> Result<PortConfig, ConfigError> {
     let mut it = s.splitn(4, ':');
     let (Some(bridge), Some(name), Some(kind), Some(path)) = (it.next(), it.next(), it.next(), it.next()) else {
@@ -327,6 +343,7 @@ pub fn parse_port_flag(s: &str) -> Result<PortConfig, ConfigError> {
             };
             return Ok(PortConfig::afxdp(name, bridge, ifname, queue));
         }
+        "vf" => return Ok(PortConfig::vf(name, bridge, path)),
         _ => return Err(ConfigError::PortFlag(s.into())),
     };
     Ok(PortConfig { mode, ..PortConfig::new(name, bridge, path) })
@@ -429,6 +446,44 @@ mod tests {
     }
 
     #[test]
+    fn vf_ports_from_flags_and_toml_name_a_bad_pci_address() {
+        let v = parse_port_flag("br0:up:vf:0000:01:10.0").unwrap();
+        assert_eq!(
+            (v.kind, v.pci.as_deref(), v.place()),
+            (PortKind::Vf, Some("0000:01:10.0"), "vf:0000:01:10.0".into())
+        );
+        check_port(&v).unwrap();
+        let c: Config = toml::from_str(
+            r#"
+            [[ports]]
+            name = "up"
+            bridge = "br0"
+            kind = "vf"
+            pci = "0000:01:10.2"
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.ports[0], PortConfig::vf("up", "br0", "0000:01:10.2"));
+        let e = check_port(&PortConfig::vf("up", "br0", "01:10.0")).unwrap_err();
+        assert!(e.starts_with("pci: '01:10.0' is not a PCI address"), "{e}");
+        let e = check_port(&PortConfig { pci: None, ..v.clone() }).unwrap_err();
+        assert!(e.contains("needs a pci address"), "{e}");
+        let e = check_port(&PortConfig { ifname: Some("eth0".into()), ..v.clone() }).unwrap_err();
+        assert!(e.contains("not a socket, an ifname or a queue"), "{e}");
+        let e = check_port(&PortConfig { pci: Some("0000:01:10.0".into()), ..PortConfig::tap("t", "br0", "t0") })
+            .unwrap_err();
+        assert_eq!(e, "a tap port has no pci");
+        let mut bad = c.clone();
+        bad.ports[0].pci = Some("0000:01:10".into());
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("port 'up': pci: '0000:01:10' is not a PCI address"), "{e}");
+        let json = serde_json::to_string(&v).unwrap();
+        assert!(json.contains(r#""kind":"vf""#) && json.contains(r#""pci":"0000:01:10.0""#), "{json}");
+        assert_eq!(serde_json::from_str::<PortConfig>(&json).unwrap(), v);
+    }
+
+    #[test]
     fn port_security_and_limits_from_the_file_and_per_port() {
         let c: Config = toml::from_str(
             r#"
@@ -466,5 +521,38 @@ mod tests {
         assert!(toml::from_str::<Config>(typo).unwrap_err().to_string().contains("macc"));
         let frame = Config { max_frame: 10, ..Config::default() };
         assert!(frame.validate().unwrap_err().to_string().contains("max_frame 10"));
+    }
+
+    #[test]
+    fn access_vlans_and_trunks_from_the_file() {
+        let c: Config = toml::from_str(
+            r#"
+            [[ports]]
+            name = "a"
+            bridge = "br0"
+            socket = "/tmp/a.sock"
+            vlan = 100
+            [[ports]]
+            name = "up"
+            bridge = "br0"
+            kind = "afxdp"
+            ifname = "eth1"
+            trunk = [100, 200]
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.ports[0].vlan, c.ports[1].trunk.as_deref()), (Some(100), Some(&[100, 200][..])));
+        let mut bad = c.clone();
+        bad.ports[0].vlan = Some(4095);
+        let e = bad.validate().unwrap_err().to_string();
+        assert_eq!(e, "config: port 'a': vlan 4095 is not a VLAN id (1 to 4094)");
+        bad.ports[0].vlan = Some(100);
+        bad.ports[0].trunk = Some(vec![100]);
+        assert!(bad.validate().unwrap_err().to_string().contains("not both"));
+        let e = toml::from_str::<Config>("[[ports]]\nname = \"a\"\nbridge = \"br0\"\nsocket = \"/x\"\nvlan = 70000")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("vlan = 70000"), "{e}");
     }
 }

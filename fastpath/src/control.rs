@@ -21,6 +21,11 @@ use crate::switch::NewPort;
 use crate::worker::{Command, FirstFrame};
 
 const WORKER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a control socket may still answer after its switch was killed: the kernel closes
+/// a dead process's sockets as it tears the process down, a few ms after `kill -9` returns,
+/// so a new switch started at once (by hand, or by a supervisor that does not wait) waits
+/// for that instead of refusing to start.
+const DYING_SWITCH_GRACE: Duration = Duration::from_millis(500);
 
 /// Opens the port `cfg` describes with `defaults` where it is silent, and gives a socket the
 /// switch listens on to the port's uid and gid.
@@ -145,9 +150,19 @@ impl Server {
     }
 }
 
-/// Binds the control socket; refuses if another switch answers on it.
+/// Binds the control socket; refuses if another switch still answers on it after
+/// [`DYING_SWITCH_GRACE`].
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    if UnixStream::connect(path).is_ok() {
+    bind_unless_live(path, DYING_SWITCH_GRACE)
+}
+
+fn bind_unless_live(path: &Path, grace: Duration) -> std::io::Result<UnixListener> {
+    let deadline = std::time::Instant::now() + grace;
+    while UnixStream::connect(path).is_ok() {
+        if std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
         return Err(std::io::Error::new(
             std::io::ErrorKind::AddrInUse,
             format!("{} is in use: is another fastpathd running?", path.display()),

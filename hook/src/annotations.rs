@@ -23,8 +23,10 @@ pub const VHOST_USER: &str = "fastpath.io/vhost-user";
 pub const VF: &str = "fastpath.io/vf";
 /// Mount libfastpath_net read-only.
 pub const INJECT: &str = "fastpath.io/inject";
+/// The access VLAN of the container's switch ports.
+pub const VLAN: &str = "fastpath.io/vlan";
 /// Every annotation this hook knows.
-pub const KNOWN: [&str; 6] = [CORES, HUGEPAGES, HUGEPAGE_SIZE, VHOST_USER, VF, INJECT];
+pub const KNOWN: [&str; 7] = [CORES, HUGEPAGES, HUGEPAGE_SIZE, VHOST_USER, VF, INJECT, VLAN];
 
 /// Hugepages asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +50,8 @@ pub struct Request {
     pub vfs: Vec<String>,
     /// Mount libfastpath_net.
     pub inject: bool,
+    /// The access VLAN of its switch ports (none: no VLAN).
+    pub vlan: Option<u16>,
 }
 
 /// Whether a string is a PCI address ([`PciAddress`]: `0000:81:10.0`, or `81:10.0`).
@@ -90,7 +94,7 @@ pub fn parse(ann: &BTreeMap<String, String>, cfg: &HostConfig) -> Result<Option<
     if let Some((k, v)) = ours.iter().find(|(k, _)| !KNOWN.contains(k)) {
         return Err(Error::annotation(k, v, format!("is not a fastpath annotation (known: {})", KNOWN.join(", "))));
     }
-    // Checked cores, hugepage-size, hugepages, vhost-user, vf, inject: of two wrong
+    // Checked cores, hugepage-size, hugepages, vhost-user, vf, inject, vlan: of two wrong
     // annotations, the first of these is named.
     let cores = ours.get(CORES).map_or(Ok(0), |v| cores(v, cfg))?;
     let page_size = match ours.get(HUGEPAGE_SIZE) {
@@ -103,6 +107,7 @@ pub fn parse(ann: &BTreeMap<String, String>, cfg: &HostConfig) -> Result<Option<
         bridges: ours.get(VHOST_USER).map_or(Ok(vec![]), |v| bridges(v, cfg))?,
         vfs: ours.get(VF).map_or(Ok(vec![]), |v| vfs(v, cfg))?,
         inject: ours.get(INJECT).map_or(Ok(false), |v| inject(v))?,
+        vlan: ours.get(VLAN).map(|v| vlan(v, ours.contains_key(VHOST_USER))).transpose()?,
     }))
 }
 
@@ -212,6 +217,20 @@ fn inject(v: &str) -> Result<bool> {
     }
 }
 
+/// `fastpath.io/vlan`: a VLAN id, 1 to 4094; only with `fastpath.io/vhost-user`.
+fn vlan(v: &str, with_ports: bool) -> Result<u16> {
+    let id = v
+        .trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|id| fastpath_host::proto::VLAN_IDS.contains(id))
+        .ok_or_else(|| Error::annotation(VLAN, v, "is not a VLAN id (1 to 4094, e.g. \"100\")"))?;
+    if !with_ports {
+        return Err(Error::annotation(VLAN, v, format!("needs {VHOST_USER} too (the ports on that VLAN)")));
+    }
+    Ok(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,12 +290,27 @@ mod tests {
         assert!(err(&[(VHOST_USER, "br/0")]).contains("'br/0' is not a bridge name"));
         assert!(err(&[(VF, "slow")]).contains("neither a PCI address"));
         assert!(err(&[(INJECT, "yes")]).contains("'yes' is not \"true\""));
+        assert_eq!(
+            err(&[(VHOST_USER, "br0"), (VLAN, "4095")]),
+            "annotation fastpath.io/vlan: '4095' is not a VLAN id (1 to 4094, e.g. \"100\")"
+        );
+        assert!(err(&[(VHOST_USER, "br0"), (VLAN, "0")]).contains("'0' is not a VLAN id"));
+        assert!(err(&[(VHOST_USER, "br0"), (VLAN, "vlan100")]).contains("'vlan100' is not a VLAN id"));
+        assert!(err(&[(VLAN, "100")]).contains("needs fastpath.io/vhost-user"));
+        assert_eq!(p(&[(VHOST_USER, "br0"), (VLAN, " 100 ")]).unwrap().unwrap().vlan, Some(100));
     }
 
     #[test]
     fn of_two_wrong_annotations_the_first_checked_is_named() {
-        let all_wrong =
-            [(CORES, "x"), (HUGEPAGE_SIZE, "3Mi"), (HUGEPAGES, "0"), (VHOST_USER, ","), (VF, "slow"), (INJECT, "yes")];
+        let all_wrong = [
+            (CORES, "x"),
+            (HUGEPAGE_SIZE, "3Mi"),
+            (HUGEPAGES, "0"),
+            (VHOST_USER, ","),
+            (VF, "slow"),
+            (INJECT, "yes"),
+            (VLAN, "x"),
+        ];
         for (i, (key, _)) in all_wrong.iter().enumerate() {
             let e = err(&all_wrong[i..]);
             assert!(e.starts_with(&format!("annotation {key}:")), "{e}");

@@ -98,7 +98,8 @@ pub struct HostConfig {
     /// How long to wait for fastpathd to answer, in milliseconds.
     pub switch_timeout_ms: u64,
     /// What the switch checks the frames of the ports the hook makes for
-    /// (`port_security`: `off`, `mac` or `mac+ip`).
+    /// (`port_security`: `off`, `mac` or `mac+ip`; default `mac`: a container's port sends
+    /// only with the MAC the hook gave it, which the apps read from config.json).
     pub port_security: fastpath_host::proto::PortSecurity,
 }
 
@@ -158,7 +159,7 @@ impl HostConfig {
                 None => 64 << 20,
             },
             switch_timeout_ms: f.switch_timeout_ms.unwrap_or(3000),
-            port_security: f.port_security.unwrap_or_default(),
+            port_security: f.port_security.unwrap_or(fastpath_host::proto::PortSecurity::Mac),
         })
     }
 
@@ -208,9 +209,9 @@ mod tests {
         assert_eq!(c.switch_socket, PathBuf::from("/run/fastpath/fastpathd.sock"));
         assert_eq!(c.memlock, MemlockPolicy::Warn);
         assert_eq!((c.vf_bind, c.vf_memlock), (VfBind::Vfs, 64 << 20));
-        assert_eq!(c.port_security, fastpath_host::proto::PortSecurity::Off);
-        let m = HostConfig::parse("port_security = \"mac\"", None, "0-1").unwrap();
-        assert_eq!(m.port_security, fastpath_host::proto::PortSecurity::Mac);
+        assert_eq!(c.port_security, fastpath_host::proto::PortSecurity::Mac);
+        let m = HostConfig::parse("port_security = \"off\"", None, "0-1").unwrap();
+        assert_eq!(m.port_security, fastpath_host::proto::PortSecurity::Off);
         assert!(HostConfig::parse("port_security = \"mad\"", None, "0-1").unwrap_err().to_string().contains("mad"));
         assert_eq!(HostConfig::parse("", None, "0").unwrap().cores, [0].into());
     }

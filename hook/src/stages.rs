@@ -315,6 +315,7 @@ fn draft_entry(ctx: &Ctx, state: &State, spec: &Spec, req: &Request) -> Result<E
             socket: ctx.cfg.sock_dir(&id).join(format!("{b}.sock")),
             mac: switch::port_mac(&id, b),
             port_security: Some(ctx.cfg.port_security),
+            vlan: req.vlan,
         })
         .collect();
     Ok(Entry {

@@ -27,7 +27,7 @@ mod version;
 
 pub use client::{Client, ClientError};
 pub use code::ErrorCode;
-pub use port::{ByteSize, PortConfig, PortInfo, PortKind, PortMode, PortSecurity, PortStats};
+pub use port::{check_vlan_id, ByteSize, PortConfig, PortInfo, PortKind, PortMode, PortSecurity, PortStats, VLAN_IDS};
 pub use request::Request;
 pub use response::Response;
 pub use status::SwitchStatus;

@@ -6,7 +6,7 @@
 // binaries and the collected problems of a run), `apps` (pktgen and sink command lines, a
 // transfer's check), `switch` (fastpathd and fastpathctl), `testpmd` (a DPDK testpmd launcher
 // that returns testpmd's final forward statistics and removes its hugepage files), `netns` and
-// `overlay` (namespaces, veth pairs, VXLAN ports and their counters); `guest`
+// `overlay` (namespaces, veth pairs, `ip`, VXLAN ports and their counters); `guest`
 // (public, `integration::guest::X`) is the QEMU guest harness. Containers (config.json,
 // rootfs, hook.toml) are the `fastpath-oci` crate's, shared with xtask. This file: the constants.
 //! Helpers for fastpath's end-to-end interop tests.

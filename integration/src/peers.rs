@@ -17,6 +17,21 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
+/// The switch's own binaries (`fastpathd`, `fastpathctl`), which
+/// `$FASTPATH_SWITCH_BIN_DIR` may take from elsewhere than [`bin_dir`]: to run a test
+/// against another build of the switch (an older one, to show a test failing before a fix)
+/// with this build's apps.
+const SWITCH_BINS: &[&str] = &["fastpathd", "fastpathctl"];
+
+/// Where binary `name` is: [`bin_dir`], or `$FASTPATH_SWITCH_BIN_DIR` for the switch's own
+/// ([`SWITCH_BINS`]) when that is set.
+pub fn bin_path(name: &str) -> PathBuf {
+    match std::env::var_os("FASTPATH_SWITCH_BIN_DIR") {
+        Some(d) if !d.is_empty() && SWITCH_BINS.contains(&name) => PathBuf::from(d).join(name),
+        _ => bin_dir().join(name),
+    }
+}
+
 /// Where the statically linked binaries are (for containers and guests, which have no
 /// loader): `$FASTPATH_STATIC_BIN_DIR`, else where `cargo xtask test` builds them
 /// (`<workspace>/target/static/x86_64-unknown-linux-gnu/release`).
@@ -40,14 +55,13 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 /// The binaries and peers a test found.
 #[derive(Debug, Clone)]
 pub struct Peers {
-    bins: PathBuf,
     testpmd: Option<PathBuf>,
 }
 
 impl Peers {
     /// Path of one of our binaries.
     pub fn bin(&self, name: &str) -> PathBuf {
-        self.bins.join(name)
+        bin_path(name)
     }
 
     /// Path of `dpdk-testpmd` (the test asked for it).
@@ -65,14 +79,13 @@ fn peers_required() -> bool {
 /// or `PATH`). When something is missing: panics if `FASTPATH_REQUIRE_PEERS=1`,
 /// else prints a loud SKIPPED line on stderr and returns `None`.
 pub fn require(test: &str, bins: &[&str], testpmd: bool) -> Option<Peers> {
-    let dir = bin_dir();
     let mut missing = Vec::new();
-    let absent: Vec<&str> = bins.iter().copied().filter(|b| !is_executable(&dir.join(b))).collect();
+    let absent: Vec<String> =
+        bins.iter().map(|b| bin_path(b)).filter(|p| !is_executable(p)).map(|p| p.display().to_string()).collect();
     if !absent.is_empty() {
         missing.push(format!(
-            "{} not found in {} (build with `cargo build --release --workspace`, or set FASTPATH_BIN_DIR)",
-            absent.join(", "),
-            dir.display()
+            "{} not found (build with `cargo build --release --workspace`, or set FASTPATH_BIN_DIR)",
+            absent.join(", ")
         ));
     }
     let tp = if testpmd {
@@ -88,7 +101,7 @@ pub fn require(test: &str, bins: &[&str], testpmd: bool) -> Option<Peers> {
         None
     };
     if missing.is_empty() {
-        return Some(Peers { bins: dir, testpmd: tp });
+        return Some(Peers { testpmd: tp });
     }
     skip_or_fail(test, &missing.join("; "));
     None

@@ -8,15 +8,14 @@ mod hook_common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use apps_common::{build_c, c_toolchain, int, show, Link, INJECTED_LIB_DIR};
 use fastpath_oci::CONTRACT;
-use hook_common::{require, run_timeout, Fixture, Peers, Rt};
+use hook_common::{finish, require, wait_ports_up, Fixture, Peers, Rt, RUN};
 use integration::{
-    bin_dir, check_sink, last_json_line, output_text, spawn_piped, static_bin_dir, wait_output, wait_until,
-    workspace_dir, TestDir,
+    bin_dir, check_sink, last_json_line, output_text, spawn_piped, static_bin_dir, workspace_dir, TestDir,
 };
 use serde_json::Value;
 
@@ -30,49 +29,12 @@ const TRANSACTIONS: u64 = 2_000;
 const TCP_BYTES: u64 = 1_000_000;
 /// The Rust apps' common flags (the port comes from the container's config.json).
 const APP: &str = "--idle-sleep-us 20 --queue-size 1024 --json --quiet --link-timeout 30";
-/// How long a container may run.
-const RUN: Duration = Duration::from_secs(90);
 
 /// The fixture's annotations plus `extra`.
 fn annotations(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
     let mut a = CONTRACT.to_vec();
     a.extend_from_slice(extra);
     a
-}
-
-/// Waits until `n` switch ports are up; else stops the container `name` and fails with its output.
-fn wait_ports_up(fx: &Fixture, n: usize, name: &str, child: &mut Option<Child>) {
-    if !fx.wait_links_up(n, Duration::from_secs(40)) {
-        let list = fx.list();
-        let out = child.take().map(|c| finish(fx, name, c, Duration::ZERO));
-        panic!(
-            "expected {n} switch port(s) up within 40 s: {list:?}\n{name} container: {}\nhook log: {}",
-            out.as_ref().map_or_else(String::new, output_text),
-            fx.hook_log()
-        );
-    }
-}
-
-/// Sends SIGTERM to a container's first process (runc kill).
-fn term(fx: &Fixture, name: &str) {
-    let rt = fx.peers.runtime.clone().expect("a runtime");
-    let o = run_timeout(Command::new(rt).arg("--root").arg(fx.rt_root()).args(["kill", name, "TERM"]), RUN);
-    eprintln!("runc kill {name} TERM: {}", o.status);
-}
-
-/// Waits for a container; if it is still running after `t`, stops it with SIGTERM first.
-fn finish(fx: &Fixture, name: &str, child: Child, t: Duration) -> Output {
-    let pid = child.id();
-    let done = wait_until(t, || !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid));
-    if !done {
-        term(fx, name);
-    }
-    wait_output(child, RUN).unwrap_or_else(|e| panic!("container {name}: {e}"))
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
 }
 
 /// Copies `src` to `root/dst_rel` (mode 0755).

@@ -7,6 +7,8 @@
 #[path = "hook_common/mod.rs"]
 mod hook_common;
 
+use hook_common::{diff, fd_kinds, mappings, mounts, status_kb};
+
 use fastpath_oci::{hook_stages, write_bundle, Mounts, Spec, CONTRACT};
 use integration::{
     fastpathctl_list_with, fastpathd_args, fastpathd_port, last_json_line, link_up, output_text, port_stat,
@@ -14,7 +16,6 @@ use integration::{
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -44,25 +45,12 @@ const CYCLE_TIMEOUT: Duration = Duration::from_mins(1);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn cycles() -> u64 {
-    match std::env::var("FASTPATH_SOAK_CYCLES") {
-        Ok(v) if !v.trim().is_empty() => {
-            v.trim().parse().unwrap_or_else(|_| panic!("FASTPATH_SOAK_CYCLES={v:?} is not a number of cycles"))
-        }
-        _ => DEFAULT_CYCLES,
-    }
+    hook_common::env_count("FASTPATH_SOAK_CYCLES", DEFAULT_CYCLES)
 }
 
 /// A counter of the sink's switch port (0 when it is not listed).
 fn sink_stat(ports: &[Value], key: &str) -> u64 {
     port_stat(ports, SINK_PORT, key).unwrap_or(0)
-}
-
-fn status_kb(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
-        .unwrap_or(0)
 }
 
 /// Everything that must not grow, with enough detail to say what grew.
@@ -102,31 +90,6 @@ impl Figures {
             ("container cgroups", n(&self.cgroups)),
         ]
     }
-}
-
-/// What is in `after` and not in `before` (as multisets), then what went away, counted.
-fn diff(before: &[String], after: &[String]) -> String {
-    let count = |v: &[String]| {
-        let mut m = BTreeMap::<String, i64>::new();
-        for s in v {
-            *m.entry(s.clone()).or_default() += 1;
-        }
-        m
-    };
-    let (b, a) = (count(before), count(after));
-    let mut out = Vec::new();
-    for k in b.keys().chain(a.keys()).collect::<std::collections::BTreeSet<_>>() {
-        let d = a.get(k).copied().unwrap_or(0) - b.get(k).copied().unwrap_or(0);
-        if d != 0 {
-            out.push(format!("{d:+} {k}"));
-        }
-    }
-    if out.len() > 30 {
-        let more = out.len() - 30;
-        out.truncate(30);
-        out.push(format!("... and {more} more"));
-    }
-    out.join("; ")
 }
 
 /// The soak's world: a directory, a rootfs and bundle, a hook.toml, fastpathd and a host sink.
@@ -312,39 +275,10 @@ impl Soak {
     /// (a control connection is an fd until fastpathd has read its end of it).
     fn figures(&self) -> Figures {
         let pid = self.fastpathd.pid();
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|d| {
-                d.flatten()
-                    .map(|e| {
-                        let t = std::fs::read_link(e.path()).map(|p| p.display().to_string()).unwrap_or_default();
-                        match t.split_once(":[") {
-                            Some((kind, _)) if kind == "socket" || kind == "pipe" => kind.to_string(),
-                            _ => t,
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let fds = fd_kinds(pid);
         let rss_kb = status_kb(pid, "VmRSS:");
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                let path = f.get(5..).map(|p| p.join(" ")).filter(|p| !p.is_empty());
-                format!("{} {}", f.get(1).unwrap_or(&"?"), path.unwrap_or_else(|| "[anon]".into()))
-            })
-            .collect();
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .map(|l| {
-                let f: Vec<&str> = l.split(' ').collect();
-                let tail = l.split_once(" - ").map_or("", |(_, t)| t);
-                let mut t = tail.split(' ');
-                format!("{} {} {}", f.get(4).unwrap_or(&"?"), t.next().unwrap_or("?"), t.next().unwrap_or("?"))
-            })
-            .collect();
+        let maps = mappings(pid);
+        let mounts = mounts();
         let hugepages_free = hook_common::free_hugepages();
         let ports = self.list_ports().map_or_else(
             |e| vec![format!("(list failed: {e})")],

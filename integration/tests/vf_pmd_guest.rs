@@ -7,8 +7,14 @@
 // sends to VF 1 through the NIC's internal switch (sink on VF 1 receives them, the wire sees
 // none), and a probe posts a descriptor at a never-mapped address, which the IOMMU must refuse
 // (a DMAR fault in the guest's dmesg).
-// Two boots: the wire (both directions), then VF to VF and the fault (last: it leaves VF 0 in
-// an unknown state). A third test checks the static binaries never name /proc/self/pagemap.
+// The wire boot also runs fastpathd in the guest with VF 0 as its uplink (`vf` port kind) and
+// vhost ports to a sink and a pktgen (wire → switch → sink, pktgen → switch → wire, counted
+// and checked both ways), then an idle `sink --interrupt` on VF 1, whose CPU time over a few
+// seconds must be almost nothing (it sleeps on the VF's MSI-X interrupt) and which then
+// wakes on frames from the wire.
+// Two boots: the wire (both directions, the switch, the interrupt), then VF to VF and the
+// fault (last: it leaves VF 0 in an unknown state). A third test checks the static binaries
+// never name /proc/self/pagemap.
 //! QEMU guest: fastpath's igbvf PMD on SR-IOV VFs, as an unprivileged user, behind the IOMMU.
 
 use std::fmt::Write as _;
@@ -16,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use fastpath_examples::frame::{self, Check, Template};
 use fastpath_oci::is_static;
-use integration::guest::{fmt_mac, parse_mac, require_guest, Frame, Guest, GuestRun, GUEST_UID, VF_PCI};
+use integration::guest::{fmt_mac, parse_mac, require_guest, Frame, Guest, GuestRun, RunningGuest, GUEST_UID, VF_PCI};
 use integration::{check_sink, serial, skip_or_fail, stamp, static_bin_dir, TestDir, Verdict};
 use netlib::igbvf::mac_for_pci;
 use serde_json::Value;
@@ -43,6 +49,23 @@ const FAULT_WAIT_MS: u64 = 500;
 const FAULT_KILL_SECS: u64 = 20;
 /// The static binaries the guest needs.
 const BINS: [&str; 4] = ["fastpathctl", "pktgen", "sink", "vf_fault"];
+/// ... and the wire boot, which also runs the switch.
+const WIRE_BINS: [&str; 5] = ["fastpathctl", "pktgen", "sink", "vf_fault", "fastpathd"];
+/// The wire boot's limits: its body does more than the other's.
+const WIRE_BODY_TIMEOUT: Duration = Duration::from_secs(90);
+const WIRE_TIMEOUT: Duration = Duration::from_secs(150);
+/// What the pktgen behind the guest's switch sends to (through VF 0, the switch's uplink).
+const OUT_MAC_UPLINK: &str = "02:00:00:00:00:9b";
+/// Frames the idle interrupt-mode sink on VF 1 waits for.
+const M: u64 = 200;
+/// Seconds the idle interrupt-mode sink's CPU time is measured over.
+const IDLE_SECS: u32 = 3;
+/// Most of one CPU the idle interrupt-mode sink may use (a polling sink uses all of it; one
+/// that naps 1 ms between runs of polls a good part).
+const IDLE_CPU_MAX: f64 = 0.05;
+/// Most times a second the idle interrupt-mode sink may wake: it sleeps on the interrupt for
+/// up to 100 ms at a time (a sink that naps 1 ms instead wakes about 1000 times a second).
+const IDLE_WAKES_PER_SEC: f64 = 25.0;
 
 /// The start of every body: helpers, then both VFs bound by the hook's code for uid 1000.
 const BIND_BODY: &str = r#"
@@ -67,6 +90,9 @@ as_user_ids() {
 }
 # tail_of FILE: its last lines on one line.
 tail_of() { tail -n 6 "$1" | tr '\n' '|'; }
+# reap NAME PID OUT ERR: waits for PID, then reports its status (NAME-rc), the last line of
+# its OUT (NAME) and the end of its ERR (NAME-err).
+reap() { wait "$2"; result "$1-rc" "$?"; result "$1" "$(tail -n 1 "$3")"; result "$1-err" "$(tail_of "$4")"; }
 for vf in $VF0 $VF1; do
     fastpathctl vf bind $vf --owner 1000:1000 > /tmp/bind.out 2>&1
     result "bind-rc-$vf" "$?"
@@ -91,10 +117,7 @@ if wait_file /tmp/s0.err ': up' 20; then
 else
     result sink0-up "no ': up' in its log after 20 s"
 fi
-wait $spid
-result sink0-rc "$?"
-result sink0 "$(tail -n 1 /tmp/s0.out)"
-result sink0-err "$(tail_of /tmp/s0.err)"
+reap sink0 $spid /tmp/s0.out /tmp/s0.err
 as_user_ids pktgen0 pktgen --port vf:$VF0 --count {N} --rate {PPS} --dst-mac {OUT_MAC} --src-mac "${VF0_MAC:-{VF0_MAC}}" $APP $TX > /tmp/p0.out 2> /tmp/p0.err
 result pktgen0-rc "$?"
 result pktgen0 "$(tail -n 1 /tmp/p0.out)"
@@ -107,6 +130,59 @@ result pktgen0big "$(tail -n 1 /tmp/p0b.out)"
 result pktgen0big-ids "$(cat /tmp/ids-pktgen0big)"
 result pktgen0big-mac "$(mac_of /tmp/p0b.err)"
 result pktgen0big-err "$(tail_of /tmp/p0b.err)"
+# link_up NAME SECS: waits until the guest's switch says port NAME's link is up.
+link_up() { i=0; until fastpathctl --ctl /tmp/fp.sock list --json 2>/dev/null | tr -d ' \n' | grep -q "\"name\":\"$1\"[^}]*\"link_up\":true"; do i=$((i + 1)); [ "$i" -gt $(($2 * 10)) ] && return 1; usleep 100000; done; }
+# The switch in the guest: VF 0 its uplink, vhost ports c (a sink) and p (a pktgen).
+mkdir -p /tmp/fps
+fastpathd --interrupt --ctl /tmp/fp.sock --state-dir /tmp/fps --port br0:up:vf:$VF0 --port br0:c:vhost:/tmp/c.sock --port br0:p:vhost:/tmp/p.sock > /tmp/fpd.out 2> /tmp/fpd.err &
+fpid=$!
+wait_path /tmp/c.sock 20
+sink --port vu:/tmp/c.sock --count {N} --check --secs 20 --idle-exit 3 --interrupt $APP > /tmp/sc.out 2> /tmp/sc.err &
+scpid=$!
+if link_up up 20 && link_up c 20; then
+    UP_MAC=$(mac_of /tmp/fpd.err)
+    result up-mac "$UP_MAC"
+    ready uplink
+else
+    result uplink-up "$(fastpathctl --ctl /tmp/fp.sock list --json 2>&1 | tr -d ' \n')"
+fi
+reap sinkc $scpid /tmp/sc.out /tmp/sc.err
+pktgen --port vu:/tmp/p.sock --count {N} --rate {UPLINK_PPS} --dst-mac {OUT_MAC_UPLINK} --src-mac "${UP_MAC:-{VF0_MAC}}" $APP > /tmp/pp.out 2> /tmp/pp.err
+result pktgenp-rc "$?"
+result pktgenp "$(tail -n 1 /tmp/pp.out)"
+result pktgenp-err "$(tail_of /tmp/pp.err)"
+sleep 1
+result fpd-list "$(fastpathctl --ctl /tmp/fp.sock list --json 2>&1 | tr -d ' \n')"
+kill $fpid
+wait $fpid
+result fpd-err "$(grep -v ' INFO ' /tmp/fpd.err | tail -n 6 | tr '\n' '|')"
+result fpd-irq "$(grep -c 'receive interrupt on MSI-X vector' /tmp/fpd.err)"
+# An idle sink in interrupt mode on VF 1: its CPU time (utime + stime, in ticks of 1/100 s)
+# and its voluntary context switches (how often it woke) over IDLE_SECS, then frames from the
+# wire wake it.
+# wakes PID: its voluntary context switches.
+wakes() { sed -n 's/^voluntary_ctxt_switches:[[:space:]]*//p' /proc/$1/status; }
+as_user sink --port vf:$VF1 --interrupt --count {M} --check --secs 40 --idle-exit 3 $APP $RX > /tmp/si.out 2> /tmp/si.err &
+sipid=$!
+if wait_file /tmp/si.err ': up' 20; then
+    p=$(pidof sink)
+    result vf1i-mac "$(mac_of /tmp/si.err)"
+    sleep 1
+    a=$(cut -d' ' -f14,15 /proc/$p/stat)
+    u0=$(cut -d' ' -f1 /proc/uptime)
+    w0=$(wakes $p)
+    sleep {IDLE_SECS}
+    b=$(cut -d' ' -f14,15 /proc/$p/stat)
+    u1=$(cut -d' ' -f1 /proc/uptime)
+    w1=$(wakes $p)
+    result isink-idle "$a $b $u0 $u1"
+    result isink-wakes "$w0 $w1"
+    ready isink
+else
+    result isink-up "no ': up' in its log after 20 s"
+fi
+reap isink $sipid /tmp/si.out /tmp/si.err
+result isink-irq "$(grep -c 'receive interrupt on MSI-X vector' /tmp/si.err)"
 "#;
 
 /// Boot 2: pktgen on VF 0 → VF 1's MAC, switched in the NIC, sink on VF 1 (a second process);
@@ -128,10 +204,7 @@ if wait_file /tmp/s1.err ': up' 20; then
 else
     result sink1-up "no ': up' in its log after 20 s"
 fi
-wait $spid
-result sink1-rc "$?"
-result sink1 "$(tail -n 1 /tmp/s1.out)"
-result sink1-err "$(tail_of /tmp/s1.err)"
+reap sink1 $spid /tmp/s1.out /tmp/s1.err
 t0=$(cut -d' ' -f1 /proc/uptime)
 timeout -s KILL {FAULT_KILL_SECS} su -s /bin/sh -c 'exec "$0" "$@"' -- user vf_fault --pci $VF0 --wait-ms {FAULT_WAIT_MS} > /tmp/f.out 2> /tmp/f.err
 result fault-rc "$?"
@@ -153,6 +226,10 @@ fn fill(body: &str, vf0_mac: &str) -> String {
         .replace("{VF0_MAC}", vf0_mac)
         .replace("{FAULT_WAIT_MS}", &FAULT_WAIT_MS.to_string())
         .replace("{FAULT_KILL_SECS}", &FAULT_KILL_SECS.to_string())
+        .replace("{UPLINK_PPS}", &HOST_PPS.to_string())
+        .replace("{OUT_MAC_UPLINK}", OUT_MAC_UPLINK)
+        .replace("{M}", &M.to_string())
+        .replace("{IDLE_SECS}", &IDLE_SECS.to_string())
 }
 
 /// The MAC the PMD gives VF 0 when the PF has none for it (igbvf docs: derived from the PCI address).
@@ -309,6 +386,119 @@ fn check_sink_result(v: &mut Verdict, run: &GuestRun, name: &str) {
     check_proc(v, run, &format!("{name}-proc"), "/bin/sink");
 }
 
+/// Waits for the guest's `ready` marker, reads the MAC it reported as result `mac_result`,
+/// and sends it `n` numbered frames from the host at [`HOST_PPS`], their sizes cycling
+/// through `sizes`; returns how many went out.
+fn send_when_ready(
+    g: &mut RunningGuest,
+    v: &mut Verdict,
+    ready: &str,
+    mac_result: &str,
+    n: u64,
+    sizes: &[usize],
+) -> u64 {
+    let host = parse_mac(HOST_MAC).expect("HOST_MAC is a MAC");
+    if let Err(e) = g.wait_ready(ready, Duration::from_mins(1)) {
+        v.fail(e);
+        return 0;
+    }
+    let mac = serial_result(&g.serial_log(), mac_result).unwrap_or_default();
+    let Some(dst) = parse_mac(&mac) else {
+        v.fail(format!("guest: expected a MAC (result {mac_result}), got {mac:?}"));
+        return 0;
+    };
+    let tpl: Vec<Template> = sizes.iter().map(|&s| Template::new(s, dst, host).expect("a valid template")).collect();
+    match g.peer().send_at_rate(n, HOST_PPS, |i| {
+        let tpl = &tpl[(i % tpl.len() as u64) as usize];
+        let mut f = vec![0u8; tpl.len()];
+        tpl.write(&mut f, i);
+        f
+    }) {
+        Ok(sent) => sent,
+        Err(e) => {
+            v.fail(e);
+            0
+        }
+    }
+}
+
+/// A port's counters in the guest switch's `fastpathctl list --json`.
+fn port_counter(list: &Value, port: &str, counter: &str) -> Option<u64> {
+    list.as_array()?.iter().find(|p| p["name"] == port)?["stats"][counter].as_u64()
+}
+
+/// Checks the guest's switch: the sink behind it got every frame from the wire, intact and in
+/// order; the wire got every frame of the pktgen behind it, from the uplink's MAC; the switch
+/// counted them on both ports.
+fn check_uplink(v: &mut Verdict, run: &GuestRun) {
+    let j = json_result(v, run, "sinkc");
+    if j.is_some() {
+        v.check_result(check_sink(j.as_ref(), N).map_err(|e| format!("guest sinkc (behind the switch): {e}")));
+    }
+    let p = json_result(v, run, "pktgenp");
+    let sent = p.as_ref().and_then(|j| j["sent"].as_u64());
+    v.check(sent == Some(N), || {
+        format!("guest: expected pktgenp (behind the switch) to report sent={N}, got {sent:?}")
+    });
+    let up = run.result("up-mac").unwrap_or_default().to_string();
+    let (Some(src), Some(out)) = (parse_mac(&up), parse_mac(OUT_MAC_UPLINK)) else {
+        return v.fail(format!(
+            "guest: expected the uplink's MAC (result up-mac), got {up:?}; the switch said {:?}",
+            run.result("uplink-up")
+        ));
+    };
+    v.check_result(check_wire(run.frames(), out, src, N, SIZE).map_err(|e| format!("through the switch: {e}")));
+    let list = run.result_json("fpd-list").unwrap_or(Value::Null);
+    let c = |port, counter| port_counter(&list, port, counter);
+    let fpd = run.result("fpd-err").unwrap_or("");
+    v.check(c("up", "rx_packets").is_some_and(|n| n >= N) && c("c", "tx_packets").is_some_and(|n| n >= N), || {
+        format!("guest switch: expected ≥ {N} frames in on port up and out on port c, got {list}; its log: {fpd:?}")
+    });
+    v.check(c("p", "rx_packets") == Some(N) && c("up", "tx_packets") == Some(N), || {
+        format!("guest switch: expected {N} frames in on port p and out on port up, got {list}; its log: {fpd:?}")
+    });
+}
+
+/// Checks the idle interrupt-mode sink on VF 1: it used at most [`IDLE_CPU_MAX`] of a CPU
+/// while idle, armed the VF's receive interrupt, and then got every frame from the wire.
+/// Returns its idle CPU share, written out.
+fn check_interrupt_sink(v: &mut Verdict, run: &GuestRun) -> String {
+    let j = json_result(v, run, "isink");
+    if j.is_some() {
+        v.check_result(check_sink(j.as_ref(), M).map_err(|e| format!("guest isink (interrupt mode, VF 1): {e}")));
+    }
+    expect(v, run, "isink-irq", "1");
+    let raw = run.result("isink-idle").unwrap_or_default();
+    let f: Vec<f64> = raw.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let Some(&[ut0, st0, ut1, st1, up0, up1]) = f.get(..6) else {
+        v.fail(format!("guest: expected the idle sink's CPU ticks and uptimes (result isink-idle), got {raw:?}"));
+        return "-".into();
+    };
+    let share = (ut1 + st1 - ut0 - st0) / 100.0 / (up1 - up0).max(0.001);
+    v.check(share <= IDLE_CPU_MAX, || {
+        format!(
+            "guest: expected the idle sink --interrupt on VF 1 to use at most {:.0} % of a CPU, it used {:.1} % ({raw}); \
+             its stderr ends {:?}",
+            IDLE_CPU_MAX * 100.0,
+            share * 100.0,
+            run.result("isink-err")
+        )
+    });
+    let w = run.result("isink-wakes").unwrap_or_default();
+    let wakes: Vec<f64> = w.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let per_sec = match wakes[..] {
+        [w0, w1] => (w1 - w0) / (up1 - up0).max(0.001),
+        _ => f64::NAN,
+    };
+    v.check(per_sec <= IDLE_WAKES_PER_SEC, || {
+        format!(
+            "guest: expected the idle sink --interrupt on VF 1 to wake at most {IDLE_WAKES_PER_SEC} times a second (it \
+             sleeps on the VF's receive interrupt), it woke {per_sec:.1} times ({w:?} voluntary context switches)"
+        )
+    });
+    format!("{:.1} % CPU, {per_sec:.1} wake-ups/s", share * 100.0)
+}
+
 /// The guest's DMA remapping faults in its dmesg.
 fn dmar_faults(run: &GuestRun) -> Vec<&str> {
     run.dmesg_matching("DMAR: [DMA")
@@ -317,46 +507,28 @@ fn dmar_faults(run: &GuestRun) -> Vec<&str> {
 #[test]
 fn vf_pmd_guest_wire_both_ways() {
     const TEST: &str = "vf_pmd_guest_wire_both_ways";
-    let Some(peers) = require_guest(TEST, &BINS) else { return };
+    let Some(peers) = require_guest(TEST, &WIRE_BINS) else { return };
     let _serial = serial();
     let t0 = Instant::now();
     let dir = TestDir::new("gpmdw");
     let mut v = Verdict::new(TEST);
     let out = parse_mac(OUT_MAC).expect("OUT_MAC is a MAC");
     let out_big = parse_mac(OUT_MAC_BIG).expect("OUT_MAC_BIG is a MAC");
-    let host = parse_mac(HOST_MAC).expect("HOST_MAC is a MAC");
     let body = fill(WIRE_BODY, &vf0_mac());
-    let mut g = match BINS.iter().fold(Guest::new(&peers), |g, b| g.static_bin(b)).body(&body).start(&dir) {
+    let guest = WIRE_BINS.iter().fold(Guest::new(&peers), |g, b| g.static_bin(b));
+    let mut g = match guest.body(&body).memory_mb(384).body_timeout(WIRE_BODY_TIMEOUT).timeout(WIRE_TIMEOUT).start(&dir)
+    {
         Ok(g) => g,
         Err(e) => v.abort(e, &mut []),
     };
-    // Host → sink on VF 0: once it is up, N frames to the MAC it logged.
-    let mut sent_in = 0;
-    let mut send_secs = 0.0;
-    match g.wait_ready("sink0", Duration::from_secs(50)) {
-        Ok(_) => {
-            let mac = serial_result(&g.serial_log(), "vf0-mac").unwrap_or_default();
-            match parse_mac(&mac) {
-                Some(vf0) => {
-                    // One sequence, the sizes alternating (each frame checks on its own).
-                    let tpl = [SIZE, BIG].map(|s| Template::new(s, vf0, host).expect("a valid template"));
-                    let t = Instant::now();
-                    match g.peer().send_at_rate(N, HOST_PPS, |i| {
-                        let tpl = &tpl[(i % 2) as usize];
-                        let mut f = vec![0u8; tpl.len()];
-                        tpl.write(&mut f, i);
-                        f
-                    }) {
-                        Ok(n) => sent_in = n,
-                        Err(e) => v.fail(e),
-                    }
-                    send_secs = t.elapsed().as_secs_f64();
-                }
-                None => v.fail(format!("guest: expected VF 0's MAC (result vf0-mac) from the sink's log, got {mac:?}")),
-            }
-        }
-        Err(e) => v.fail(e),
-    }
+    // Host → sink on VF 0: once it is up, N frames (the sizes alternating) to the MAC it logged.
+    let t = Instant::now();
+    let sent_in = send_when_ready(&mut g, &mut v, "sink0", "vf0-mac", N, &[SIZE, BIG]);
+    let send_secs = t.elapsed().as_secs_f64();
+    // Host → the guest's switch through its uplink (VF 0) → the sink on its port c.
+    let sent_uplink = send_when_ready(&mut g, &mut v, "uplink", "up-mac", N, &[SIZE]);
+    // Host → the idle interrupt-mode sink on VF 1.
+    let sent_isink = send_when_ready(&mut g, &mut v, "isink", "vf1i-mac", M, &[SIZE]);
     let mut run = g.wait();
     run.check(&mut v);
     check_bind(&mut v, &run);
@@ -374,17 +546,29 @@ fn vf_pmd_guest_wire_both_ways() {
         }
         None => v.fail(format!("guest: expected VF 0's MAC (result vf0-mac), got {vf0:?}")),
     }
+    // The switch: wire → VF 0 (its uplink) → sink on port c, pktgen on port p → VF 0 → wire.
+    v.check(sent_uplink == N, || {
+        format!("host peer: expected to send {N} frames to the switch's uplink, sent {sent_uplink}")
+    });
+    check_uplink(&mut v, &run);
+    expect(&mut v, &run, "fpd-irq", "1");
+    // The idle interrupt-mode sink on VF 1: almost no CPU, then woken by the wire's frames.
+    v.check(sent_isink == M, || format!("host peer: expected to send {M} frames to VF 1, sent {sent_isink}"));
+    let idle = check_interrupt_sink(&mut v, &run);
     let dmar = dmar_faults(&run);
     v.check(dmar.is_empty(), || {
         format!("guest dmesg: expected no DMA remapping fault with normal traffic, got {dmar:?}")
     });
     eprintln!(
-        "[{}] {TEST}: VF 0 MAC {vf0}; host sent {sent_in} frames in {send_secs:.2} s; sink0 {}; pktgen0 {}; pktgen0big {}; {} frames \
-         on the wire; {}; test {:.2} s",
+        "[{}] {TEST}: VF 0 MAC {vf0}; host sent {sent_in} frames in {send_secs:.2} s; sink0 {}; pktgen0 {}; pktgen0big {}; \
+         switch: sinkc {}, pktgenp {}; interrupt sink: {idle} idle, {}; {} frames on the wire; {}; test {:.2} s",
         stamp(),
         run.result("sink0").unwrap_or("-"),
         run.result("pktgen0").unwrap_or("-"),
         run.result("pktgen0big").unwrap_or("-"),
+        run.result("sinkc").unwrap_or("-"),
+        run.result("pktgenp").unwrap_or("-"),
+        run.result("isink").unwrap_or("-"),
         run.frames().len(),
         run.timings(),
         t0.elapsed().as_secs_f64()

@@ -6,6 +6,7 @@
 //! wires; the same types serialize it there and parse it here, so the two
 //! sides cannot drift apart.
 
+use crate::mac::{parse_source_mac, BadMac, Mac};
 use crate::PortSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -85,6 +86,16 @@ impl PortInfo {
             PortSpec::VirtioUser(self.socket.clone())
         }
     }
+
+    /// The port's MAC as bytes (`Ok(None)`: the hook gave it none); an unreadable or
+    /// multicast one is an error naming the port.
+    pub fn mac_bytes(&self) -> Result<Option<Mac>, ConfigError> {
+        self.mac
+            .as_deref()
+            .map(parse_source_mac)
+            .transpose()
+            .map_err(|source| ConfigError::Mac { port: self.name.clone(), source })
+    }
 }
 
 /// One virtual function.
@@ -146,6 +157,14 @@ pub enum ConfigError {
         /// The error.
         source: serde_json::Error,
     },
+    /// A port's `mac` is not a unicast MAC address.
+    #[error("port {port}: mac: {source}")]
+    Mac {
+        /// The port's name.
+        port: String,
+        /// What is wrong with it.
+        source: BadMac,
+    },
     /// Written by a newer hook.
     #[error("{path}: configuration version {found}, this library reads version {VERSION}")]
     Version {
@@ -202,9 +221,29 @@ impl Config {
         self.ports.iter().find(|p| p.bridge == bridge)
     }
 
+    /// The port `spec` opens, if it is one of the container's (the same socket, the same mode).
+    pub fn port_for(&self, spec: &PortSpec) -> Option<&PortInfo> {
+        self.ports.iter().find(|p| p.spec() == *spec)
+    }
+
     /// The hugetlbfs directory for packet memory, if the container has one.
     pub fn hugedir(&self) -> Option<&Path> {
         self.hugepages.as_ref().map(|h| h.dir.as_path())
+    }
+}
+
+/// The MAC the hook gave the port `spec` opens, from the discovered configuration
+/// ([`Config::discover`]): `Ok(None)` when there is no configuration or the port is not
+/// one of its ports (an app run by hand), or the port has no MAC.
+pub fn discover_mac(spec: &PortSpec) -> Result<Option<Mac>, ConfigError> {
+    // The hook's ports are virtio-user frontends: another kind of spec needs no file.
+    if !matches!(spec, PortSpec::VirtioUser(_) | PortSpec::VirtioUserServer(_)) {
+        return Ok(None);
+    }
+    match Config::discover() {
+        Ok(cfg) => cfg.port_for(spec).map_or(Ok(None), PortInfo::mac_bytes),
+        Err(ConfigError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -247,6 +286,44 @@ mod tests {
         assert_eq!(back.port("br0").unwrap().spec(), PortSpec::VirtioUser("/run/fastpath/sock/br0.sock".into()));
         assert!(back.port("br1").is_none());
         assert_eq!(back.hugedir(), Some(Path::new("/dev/hugepages")));
+    }
+
+    #[test]
+    fn a_port_is_found_by_its_spec_and_gives_its_mac() {
+        let mut c = sample();
+        let vu = PortSpec::VirtioUser("/run/fastpath/sock/br0.sock".into());
+        let p = c.port_for(&vu).unwrap();
+        assert_eq!(p.mac_bytes().unwrap(), Some([2, 0, 0, 0, 0, 0x0a]));
+        // Another socket, or the same one in another mode, is not the container's port.
+        assert!(c.port_for(&PortSpec::VirtioUser("/tmp/x.sock".into())).is_none());
+        assert!(c.port_for(&PortSpec::VirtioUserServer("/run/fastpath/sock/br0.sock".into())).is_none());
+        c.ports[0].mac = None;
+        assert_eq!(c.ports[0].mac_bytes().unwrap(), None);
+        c.ports[0].mac = Some("03:00:00:00:00:01".into());
+        let e = c.ports[0].mac_bytes().unwrap_err().to_string();
+        assert!(e.contains("c1-br0") && e.contains("multicast"), "{e}");
+    }
+
+    #[test]
+    fn discover_mac_reads_the_containers_config_and_is_none_without_one() {
+        // The only test here that sets FASTPATH_CONFIG (tests run in parallel).
+        let dir = std::env::temp_dir().join(format!("netlib-mac-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("config.json");
+        std::fs::write(&p, serde_json::to_string(&sample()).unwrap()).unwrap();
+        let vu = PortSpec::VirtioUser("/run/fastpath/sock/br0.sock".into());
+        std::env::set_var(ENV_VAR, &p);
+        assert_eq!(discover_mac(&vu).unwrap(), Some([2, 0, 0, 0, 0, 0x0a]));
+        assert_eq!(discover_mac(&PortSpec::VirtioUser("/elsewhere.sock".into())).unwrap(), None);
+        std::env::set_var(ENV_VAR, dir.join("missing.json"));
+        assert_eq!(discover_mac(&vu).unwrap(), None);
+        std::fs::write(&p, "not json").unwrap();
+        std::env::set_var(ENV_VAR, &p);
+        assert!(matches!(discover_mac(&vu), Err(ConfigError::Parse { .. })));
+        // A port the hook cannot have made does not read the file.
+        assert_eq!(discover_mac(&PortSpec::Vhost("/run/fastpath/sock/br0.sock".into())).unwrap(), None);
+        std::env::remove_var(ENV_VAR);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct PortCounters {
     pub drop_filtered: u64,
     /// Received packets whose source addresses are not the port's own (port security).
     pub drop_spoofed: u64,
+    /// Received packets outside the port's VLANs (a switch's trunk port: untagged, or a
+    /// tag it does not carry; an access port: tagged).
+    pub drop_vlan: u64,
     /// Calls refused because they passed a pool other than the one the port was
     /// opened with (a bug in the caller; the port logs the first one).
     pub wrong_pool: u64,

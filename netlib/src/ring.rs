@@ -112,7 +112,19 @@ impl DriverRing {
         if !size.is_power_of_two() {
             return Err(DriverRingError::BadSize(size));
         }
-        let region = Region::create(hugedir, SplitLayout::total_bytes(size))?;
+        Self::in_region(Region::create(hugedir, SplitLayout::total_bytes(size))?, size)
+    }
+
+    /// A ring of `size` entries (a power of two) at the start of `region`, which must
+    /// hold it (e.g. a region of the caller's own making, [`Region::from_fd`]).
+    pub fn in_region(region: Region, size: u16) -> Result<Self, DriverRingError> {
+        if !size.is_power_of_two() {
+            return Err(DriverRingError::BadSize(size));
+        }
+        let need = SplitLayout::total_bytes(size);
+        if (region.map().len() as u64) < need {
+            return Err(MemError::OutOfBounds { off: 0, len: need as usize, size: region.map().len() }.into());
+        }
         let layout = SplitLayout::at(region.map().addr(), size);
         Ok(Self { layout, mask: size - 1, region })
     }
@@ -387,6 +399,17 @@ mod tests {
             assert_eq!(e.to_string(), format!("ring size {bad} is not a power of two in 1..=32768"));
         }
         assert_eq!(DriverRing::new(MAX_QUEUE_SIZE, None).unwrap().size(), MAX_QUEUE_SIZE);
+    }
+
+    #[test]
+    fn a_ring_in_a_given_region_must_fit() {
+        let fd = || nix::sys::memfd::memfd_create(c"ring", nix::sys::memfd::MemFdCreateFlag::empty()).unwrap();
+        let r = DriverRing::in_region(Region::from_fd(fd(), 4096).unwrap(), 64).unwrap();
+        assert_eq!((r.size(), r.layout().desc), (64, r.region().map().addr()));
+        let e = DriverRing::in_region(Region::from_fd(fd(), 4096).unwrap(), 1024).unwrap_err();
+        assert!(matches!(e, DriverRingError::Mem(MemError::OutOfBounds { .. })), "{e:?}");
+        let e = DriverRing::in_region(Region::from_fd(fd(), 4096).unwrap(), 6).unwrap_err();
+        assert!(matches!(e, DriverRingError::BadSize(6)), "{e:?}");
     }
 
     #[test]

@@ -159,6 +159,8 @@ pub struct ProcId(usize);
 /// first), then the DPDK prefixes' hugepage files are removed, then the directory.
 pub struct Sandbox {
     procs: Vec<Proc>,
+    /// Children killed on purpose ([`Sandbox::kill`]): their exit is no failure.
+    killed: Vec<ProcId>,
     prefixes: Vec<String>,
     dir: TempDir,
 }
@@ -166,7 +168,7 @@ pub struct Sandbox {
 impl Sandbox {
     /// A sandbox with a new temporary directory named after `tag`.
     pub fn new(tag: &str) -> Result<Self> {
-        Ok(Self { procs: Vec::new(), prefixes: Vec::new(), dir: TempDir::new(tag)? })
+        Ok(Self { procs: Vec::new(), killed: Vec::new(), prefixes: Vec::new(), dir: TempDir::new(tag)? })
     }
 
     /// The sandbox directory.
@@ -200,8 +202,8 @@ impl Sandbox {
 
     /// Fails (with its stderr tail) if any child of the sandbox has exited.
     pub fn check_alive(&mut self) -> Result<()> {
-        for p in &mut self.procs {
-            if p.poll().is_some() {
+        for (i, p) in self.procs.iter_mut().enumerate() {
+            if !self.killed.contains(&ProcId(i)) && p.poll().is_some() {
                 bail!("{}", p.failure());
             }
         }
@@ -232,6 +234,7 @@ impl Sandbox {
                 let mine = ids.contains(&ProcId(i));
                 match p.poll() {
                     Some(s) if mine && s.success() => {}
+                    Some(_) if self.killed.contains(&ProcId(i)) => {}
                     Some(_) => bail!("{}", p.failure()),
                     None if mine => running.push(p.name().to_string()),
                     None => {}
@@ -248,6 +251,13 @@ impl Sandbox {
         }
     }
 
+    /// Kills child `id` and its process group with SIGKILL, as `kill -9` would, and reaps it;
+    /// from then on its exit is expected, not a failure of the run.
+    pub fn kill(&mut self, id: ProcId) {
+        self.killed.push(id);
+        self.proc(id).stop(Signal::SIGKILL, Duration::ZERO);
+    }
+
     /// Stops child `id` with `signal` (then SIGKILL after `grace`).
     pub fn stop(&mut self, id: ProcId, signal: Signal, grace: Duration) {
         self.proc(id).stop(signal, grace);
@@ -262,5 +272,29 @@ impl Drop for Sandbox {
         for prefix in self.prefixes.drain(..) {
             remove_prefix_files(&prefix);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_killed_on_purpose_is_no_failure_but_another_exit_is() {
+        let mut sb = Sandbox::new("scratch-test").unwrap();
+        let victim = sb.spawn(Spawn::new("victim", "sleep").args(["30"])).unwrap();
+        sb.spawn(Spawn::new("server", "sleep").args(["30"])).unwrap();
+        sb.kill(victim);
+        assert!(sb.proc(victim).poll().is_some(), "the killed child was not reaped");
+        sb.check_alive().unwrap();
+        let quick = sb.spawn(Spawn::new("quick", "true")).unwrap();
+        sb.wait_all_success(&[quick], Duration::from_secs(10)).unwrap();
+        // Any other exit still fails a wait.
+        let mut sb = Sandbox::new("scratch-test").unwrap();
+        let server = sb.spawn(Spawn::new("server", "sleep").args(["30"])).unwrap();
+        sb.kill(server);
+        let late = sb.spawn(Spawn::new("late", "false")).unwrap();
+        let e = sb.wait_all_success(&[late], Duration::from_secs(10)).unwrap_err().to_string();
+        assert!(e.starts_with("late exited"), "{e}");
     }
 }

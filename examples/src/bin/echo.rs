@@ -1,12 +1,13 @@
-// echo: a reflector. Sends back every frame it receives (MACs swapped unless
-// --no-macswap); --prime starts a loop of N frames for two-way benchmarks.
+// echo: a reflector. Sends back every frame it receives, to its sender and from its own MAC
+// (else MACs swapped; unchanged with --no-macswap); --prime starts a loop of N frames.
 //! Reflector.
 
 use anyhow::Result;
 use clap::Parser;
-use fastpath_examples::frame::macswap;
+use fastpath_examples::frame::{macswap, reply_from};
 use fastpath_examples::{
-    discover_port, init_logging, make_pool, mpps, open, pin, prime, report, stop_flag, wait_link, Common, Idler, Meter,
+    discover_port, init_logging, make_pool, mpps, open, own_mac, pin, prime, report, stop_flag, wait_link, Common,
+    Idler, Meter, DEFAULT_DST_MAC, DEFAULT_SRC_MAC,
 };
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
@@ -24,6 +25,10 @@ struct Args {
     /// Leave MAC addresses as they are.
     #[arg(long)]
     no_macswap: bool,
+    /// This port's MAC: replies go to their sender from it (default: the port's MAC from
+    /// the container's fastpath config; with neither, the two MACs are swapped).
+    #[arg(long)]
+    mac: Option<String>,
     /// Send this many 64-byte frames first (starts a loop with another reflector).
     #[arg(long, default_value_t = 0)]
     prime: u32,
@@ -36,6 +41,7 @@ fn main() -> Result<()> {
     let mut a = Args::parse();
     let spec = discover_port(a.port.take(), &mut a.common)?;
     let c = &a.common;
+    let me = own_mac(a.mac.as_deref(), "--mac", &spec)?;
     pin(c.core)?;
     let stop = stop_flag();
     let mut pool = make_pool(c)?;
@@ -44,7 +50,7 @@ fn main() -> Result<()> {
     let port = &mut ports[0];
     let mut burst = burst_vec();
     if a.prime > 0 {
-        prime(port.as_mut(), &mut pool, a.prime, "02:00:00:00:00:02", "02:00:00:00:00:01")?;
+        prime(port.as_mut(), &mut pool, a.prime, DEFAULT_DST_MAC, me.unwrap_or(DEFAULT_SRC_MAC))?;
     }
     let (mut fwd, mut dropped) = (0u64, 0u64);
     let mut meter = Meter::new("echo", c);
@@ -62,7 +68,10 @@ fn main() -> Result<()> {
         }
         if !a.no_macswap {
             for p in &burst {
-                macswap(pool.data_mut(p));
+                match &me {
+                    Some(m) => reply_from(pool.data_mut(p), m),
+                    None => macswap(pool.data_mut(p)),
+                }
             }
         }
         fwd += port.tx_burst(&mut pool, &mut burst) as u64;

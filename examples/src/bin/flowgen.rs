@@ -14,7 +14,8 @@ use fastpath_examples::flow::{
 };
 use fastpath_examples::frame::parse_mac;
 use fastpath_examples::{
-    idle, init_logging, make_pool, mpps, open, pin, report, send_budget, stop_flag, wait_link, Common, Meter,
+    idle, init_logging, make_pool, mpps, open, own_mac_or, pin, report, send_budget, stop_flag, wait_link, Common,
+    Meter, DEFAULT_SRC_MAC,
 };
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
@@ -62,9 +63,10 @@ struct Args {
     /// Destination MAC.
     #[arg(long, default_value = "02:00:00:00:00:fe")]
     dst_mac: String,
-    /// Source MAC.
-    #[arg(long, default_value = "02:00:00:00:00:01")]
-    src_mac: String,
+    /// Source MAC (default: --port's MAC from the container's fastpath config, else
+    /// 02:00:00:00:00:01).
+    #[arg(long, visible_alias = "mac")]
+    src_mac: Option<String>,
     /// Frames to send (0: no limit).
     #[arg(long, default_value_t = 0)]
     count: u64,
@@ -94,7 +96,7 @@ fn flows(a: &Args) -> Result<Vec<Flow>> {
     let src = parse_ip(&a.src).map_err(|e| anyhow::anyhow!("--src: {e}"))?;
     let dst = parse_ip(&a.dst).map_err(|e| anyhow::anyhow!("--dst: {e}"))?;
     let dst_mac = parse_mac(&a.dst_mac).map_err(|e| anyhow::anyhow!("--dst-mac: {e}"))?;
-    let src_mac = parse_mac(&a.src_mac).map_err(|e| anyhow::anyhow!("--src-mac: {e}"))?;
+    let src_mac = own_mac_or(a.src_mac.as_deref(), "--src-mac", &a.port, DEFAULT_SRC_MAC)?;
     if a.flows == 0 || a.flows > 1 << 20 {
         bail!("--flows {} must be in 1..=1048576", a.flows);
     }

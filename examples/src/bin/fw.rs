@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 use fastpath_examples::acl::{Acl, Verdict};
-use fastpath_examples::vnf::{take_flag, Logic, Totals, Vnf};
+use fastpath_examples::vnf::{take_flag, Logic, MacArgs, Totals, Vnf};
 use fastpath_examples::{init_logging, report, Common};
 use netlib::PortSpec;
 
@@ -35,6 +35,8 @@ struct Args {
     /// Print the per-rule counters every second on stderr.
     #[arg(long)]
     stats: bool,
+    #[command(flatten)]
+    macs: MacArgs,
     #[command(flatten)]
     common: Common,
 }
@@ -71,7 +73,7 @@ fn main() -> Result<()> {
     let acl = Acl::parse(&text, &a.rules.display().to_string()).map_err(anyhow::Error::msg)?;
     let usr1 = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&usr1))?;
-    let mut vnf = Vnf::open(&a.inp, &a.out, c)?;
+    let mut vnf = Vnf::open(&a.inp, &a.out, &a.macs, c)?;
     if !c.quiet {
         eprintln!("fw: {} rule(s), default {}; {} -> {}", acl.rules().len(), acl.default_verdict(), a.inp, a.out);
     }

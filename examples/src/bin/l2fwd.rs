@@ -1,11 +1,13 @@
-// l2fwd: forwards every frame from one port to the other, both ways, unchanged;
-// --prime starts a loop of N frames on the first port.
+// l2fwd: forwards every frame from one port to the other, both ways, sent from the egress
+// port's own MAC when it has one (else unchanged); --prime starts a loop of N frames on the first port.
 //! Two-port forwarder.
 
 use anyhow::{bail, Result};
 use clap::Parser;
+use fastpath_examples::frame::set_src;
 use fastpath_examples::{
-    idle, init_logging, make_pool, mpps, open, pin, prime, report, stop_flag, wait_link, Common, Meter,
+    idle, init_logging, make_pool, mpps, open, own_mac, pin, prime, report, stop_flag, wait_link, Common, Meter,
+    DEFAULT_SRC_MAC,
 };
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
@@ -19,6 +21,11 @@ struct Args {
     /// The two ports (give --port twice).
     #[arg(long, num_args = 1)]
     port: Vec<PortSpec>,
+    /// The ports' MACs, in --port order (at most twice): frames leave a port with its MAC
+    /// as their source (default: the port's MAC from the container's fastpath config; with
+    /// neither, frames leave unchanged).
+    #[arg(long, num_args = 1)]
+    mac: Vec<String>,
     /// Send this many 64-byte frames on the first port at start.
     #[arg(long, default_value_t = 0)]
     prime: u32,
@@ -33,6 +40,12 @@ fn main() -> Result<()> {
     if a.port.len() != 2 {
         bail!("--port must be given exactly twice (got {})", a.port.len());
     }
+    if a.mac.len() > 2 {
+        bail!("--mac may be given at most twice, once per --port (got {})", a.mac.len());
+    }
+    let macs = [0, 1].map(|i| own_mac(a.mac.get(i).map(String::as_str), "--mac", &a.port[i]));
+    let [mac_a, mac_b] = macs;
+    let macs = [mac_a?, mac_b?];
     pin(c.core)?;
     let stop = stop_flag();
     let mut pool = make_pool(c)?;
@@ -40,7 +53,8 @@ fn main() -> Result<()> {
     wait_link(&mut ports, &mut pool, c, &stop)?;
     let mut burst = burst_vec();
     if a.prime > 0 {
-        prime(ports[0].as_mut(), &mut pool, a.prime, "02:00:00:00:00:99", "02:00:00:00:00:01")?;
+        let src = macs[0].unwrap_or(DEFAULT_SRC_MAC);
+        prime(ports[0].as_mut(), &mut pool, a.prime, [2, 0, 0, 0, 0, 0x99], src)?;
     }
     let (mut fwd, mut dropped) = (0u64, 0u64);
     let mut meter = Meter::new("l2fwd", c);
@@ -53,6 +67,11 @@ fn main() -> Result<()> {
             let (from, to) = if dir == 0 { (&mut *pa, &mut *pb) } else { (&mut *pb, &mut *pa) };
             if from.rx_burst(&mut pool, &mut burst) == 0 {
                 continue;
+            }
+            if let Some(m) = &macs[1 - dir] {
+                for p in &burst {
+                    set_src(pool.data_mut(p), m);
+                }
             }
             if first.is_none() {
                 first = Some(Instant::now());

@@ -9,9 +9,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use fastpath_examples::frame::parse_mac;
 use fastpath_examples::lb::{parse_backends, Action, Backend, Balancer};
-use fastpath_examples::vnf::{take_flag, Logic, Totals, Vnf};
+use fastpath_examples::vnf::{take_flag, Logic, MacArgs, Totals, Vnf};
 use fastpath_examples::{init_logging, report, Common};
 use netlib::PortSpec;
 
@@ -37,9 +36,8 @@ struct Args {
     /// A file of backends, one MAC or MAC,IP a line; re-read on SIGHUP.
     #[arg(long = "backends")]
     backends_file: Option<PathBuf>,
-    /// Source MAC to put on forwarded frames (default: leave it).
-    #[arg(long)]
-    mac: Option<String>,
+    #[command(flatten)]
+    macs: MacArgs,
     #[command(flatten)]
     common: Common,
 }
@@ -103,13 +101,13 @@ fn main() -> Result<()> {
     init_logging();
     let a = Args::parse();
     let c = &a.common;
-    let src_mac = a.mac.as_deref().map(parse_mac).transpose().map_err(|e| anyhow::anyhow!("--mac: {e}"))?;
-    let lb = Balancer::new(load(&a)?, src_mac).map_err(anyhow::Error::msg)?;
+    // The source MAC is the egress port's, written by the VNF loop (MacArgs).
+    let lb = Balancer::new(load(&a)?, None).map_err(anyhow::Error::msg)?;
     let usr1 = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&usr1))?;
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))?;
-    let mut vnf = Vnf::open(&a.inp, &a.out, c)?;
+    let mut vnf = Vnf::open(&a.inp, &a.out, &a.macs, c)?;
     if !c.quiet {
         eprintln!("lb: {} backend(s); {} -> {}", lb.backends().len(), a.inp, a.out);
     }

@@ -5,7 +5,10 @@
 use anyhow::{bail, Result};
 use clap::Parser;
 use fastpath_examples::frame::{seq_of, Template};
-use fastpath_examples::{discover_port, init_logging, make_pool, open, pin, report, stop_flag, wait_link, Common};
+use fastpath_examples::{
+    discover_port, init_logging, make_pool, open, own_mac_or, pin, report, stop_flag, wait_link, Common,
+    DEFAULT_DST_MAC, DEFAULT_SRC_MAC,
+};
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
 use std::sync::atomic::Ordering;
@@ -28,6 +31,10 @@ struct Args {
     /// Pause between round trips, in microseconds (lets a sleeping reflector fall asleep).
     #[arg(long, default_value_t = 0)]
     interval_us: u64,
+    /// Source MAC (default: the port's MAC from the container's fastpath config, else
+    /// 02:00:00:00:00:01).
+    #[arg(long)]
+    mac: Option<String>,
     /// Give up on one frame after this many milliseconds (counted as lost).
     #[arg(long, default_value_t = 100)]
     timeout_ms: u64,
@@ -51,8 +58,8 @@ fn main() -> Result<()> {
     if a.count == 0 {
         bail!("--count must be at least 1");
     }
-    let tpl = Template::new(a.size, [0x02, 0, 0, 0, 0, 0x02], [0x02, 0, 0, 0, 0, 0x01])
-        .map_err(|e| anyhow::anyhow!("--size: {e}"))?;
+    let src = own_mac_or(a.mac.as_deref(), "--mac", &spec, DEFAULT_SRC_MAC)?;
+    let tpl = Template::new(a.size, DEFAULT_DST_MAC, src).map_err(|e| anyhow::anyhow!("--size: {e}"))?;
     pin(c.core)?;
     let stop = stop_flag();
     let mut pool = make_pool(c)?;

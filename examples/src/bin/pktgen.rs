@@ -6,11 +6,11 @@ use anyhow::{bail, Result};
 use clap::Parser;
 use fastpath_examples::frame::{parse_mac, Template};
 use fastpath_examples::{
-    discover_port, idle, init_logging, make_pool, mpps, open, pin, report, send_budget, stop_flag, wait_link, Common,
-    Meter,
+    discover_port, idle, init_logging, make_pool, mpps, open, own_mac_or, pin, report, schedule_from, send_budget,
+    stop_flag, wait_link, Common, Meter, DEFAULT_SRC_MAC,
 };
 use netlib::pool::burst_vec;
-use netlib::PortSpec;
+use netlib::{LinkState, PortSpec};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -34,9 +34,10 @@ struct Args {
     /// Destination MAC.
     #[arg(long, default_value = "02:00:00:00:00:02")]
     dst_mac: String,
-    /// Source MAC.
-    #[arg(long, default_value = "02:00:00:00:00:01")]
-    src_mac: String,
+    /// Source MAC (default: the port's MAC from the container's fastpath config, else
+    /// 02:00:00:00:00:01).
+    #[arg(long, visible_alias = "mac")]
+    src_mac: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -46,12 +47,9 @@ fn main() -> Result<()> {
     let mut a = Args::parse();
     let spec = discover_port(a.port.take(), &mut a.common)?;
     let c = &a.common;
-    let tpl = Template::new(
-        a.size,
-        parse_mac(&a.dst_mac).map_err(anyhow::Error::msg)?,
-        parse_mac(&a.src_mac).map_err(anyhow::Error::msg)?,
-    )
-    .map_err(|e| anyhow::anyhow!("--size: {e}"))?;
+    let src = own_mac_or(a.src_mac.as_deref(), "--src-mac", &spec, DEFAULT_SRC_MAC)?;
+    let tpl = Template::new(a.size, parse_mac(&a.dst_mac).map_err(|e| anyhow::anyhow!("--dst-mac: {e}"))?, src)
+        .map_err(|e| anyhow::anyhow!("--size: {e}"))?;
     if a.rate < 0.0 {
         bail!("--rate {} must not be negative", a.rate);
     }
@@ -70,6 +68,9 @@ fn main() -> Result<()> {
     let mut sent: u64 = 0;
     let mut meter = Meter::new("pktgen", c);
     let start = Instant::now();
+    // The --rate schedule: restarted after the link was down (see schedule_from).
+    let mut schedule = start;
+    let mut link_was_down = false;
     let mut loops: u32 = 0;
     while !stop.load(Ordering::Relaxed) && (a.count == 0 || sent < a.count) && meter.tick(sent) {
         loops = loops.wrapping_add(1);
@@ -87,7 +88,11 @@ fn main() -> Result<()> {
                 filled.fill(false);
             }
         }
-        let want = send_budget(burst.capacity() - burst.len(), sent + burst.len() as u64, a.count, a.rate, start);
+        if link_was_down && port.link() == LinkState::Up {
+            link_was_down = false;
+            schedule = schedule_from(sent + burst.len() as u64, a.rate);
+        }
+        let want = send_budget(burst.capacity() - burst.len(), sent + burst.len() as u64, a.count, a.rate, schedule);
         let before = burst.len();
         pool.alloc_bulk(&mut burst, want);
         for p in &mut burst[before..] {
@@ -113,7 +118,14 @@ fn main() -> Result<()> {
             }
             continue;
         }
-        sent += port.tx_burst(&mut pool, &mut burst) as u64;
+        let took = port.tx_burst(&mut pool, &mut burst);
+        sent += took as u64;
+        // The switch went away (restarted, upgraded): the port reconnects by itself, and
+        // the stream resumes at its rate when it is back.
+        link_was_down |= took == 0 && port.link() == LinkState::Down;
+        if took == 0 {
+            idle(c);
+        }
     }
     pool.free_all(&mut burst);
     let secs = start.elapsed().as_secs_f64();

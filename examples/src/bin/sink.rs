@@ -1,17 +1,19 @@
 // sink: receives frames, counts them, and with --check verifies each one's
-// checksum and sequence number, reporting loss, reordering and damage.
+// checksum and sequence number, reporting loss, reordering, damage and the longest gap.
 //! Packet sink.
 
 use anyhow::Result;
 use clap::Parser;
 use fastpath_examples::frame::{check, Check, SeqTracker};
+use fastpath_examples::gap::{unix_ns, Gaps};
+use fastpath_examples::timeline::Timeline;
 use fastpath_examples::{
     discover_port, init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Idler, Meter,
 };
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Receives and counts frames.
 #[derive(Debug, Parser)]
@@ -33,6 +35,15 @@ struct Args {
     /// Print {"event":"first_packet","unix_ns":N} when the first frame arrives.
     #[arg(long)]
     stamp_first: bool,
+    /// Print {"event":"gap","gap_ms":G,"unix_ns":N} when frames come after more than MS
+    /// milliseconds without one (N: when they came), and add "longest_gap_ms" to the
+    /// final JSON line.
+    #[arg(long, value_name = "MS")]
+    gaps: Option<f64>,
+    /// Print a JSON line every this many milliseconds (0: never): the window's frames and
+    /// longest gap, and the totals so far ({"event":"interval",...}).
+    #[arg(long, default_value_t = 0)]
+    interval_ms: u64,
     #[command(flatten)]
     common: Common,
 }
@@ -42,6 +53,8 @@ fn main() -> Result<()> {
     let mut a = Args::parse();
     let spec = discover_port(a.port.take(), &mut a.common)?;
     let c = &a.common;
+    let mut gaps =
+        a.gaps.map(|ms| Gaps::threshold_ms("--gaps", ms).map(Gaps::new)).transpose().map_err(anyhow::Error::msg)?;
     pin(c.core)?;
     let stop = stop_flag();
     let mut pool = make_pool(c)?;
@@ -57,9 +70,20 @@ fn main() -> Result<()> {
     let idle_for = Duration::from_secs_f64(a.idle_exit);
     let mut empty_loops: u32 = 0;
     let mut idler = Idler::default();
+    let mut timeline = Timeline::new(Some(Duration::from_millis(a.interval_ms)), Instant::now());
     while !stop.load(Ordering::Relaxed) && (a.count == 0 || received < a.count) && meter.tick(received) {
         let n = port.rx_burst(&mut pool, &mut burst);
+        let now = Instant::now();
+        if let Some(w) = timeline.window_due(now) {
+            println!(
+                "{}",
+                serde_json::json!({"event":"interval","unix_ms":w.end_unix_ms,"secs":w.secs,"frames":w.frames,
+                "max_gap_us":w.max_gap.as_micros() as u64,"open_gap_us":w.open_gap.as_micros() as u64,"received":received,"bad":bad,"foreign":foreign,
+                "lost":seqs.lost,"reordered":seqs.reordered})
+            );
+        }
         if n == 0 {
+            timeline.empty(now);
             idler.empty(c, port.as_mut(), &mut pool);
             empty_loops += 1;
             if a.idle_exit > 0.0 && first.is_some() && empty_loops.is_multiple_of(4096) && last.elapsed() > idle_for {
@@ -68,13 +92,17 @@ fn main() -> Result<()> {
             continue;
         }
         empty_loops = 0;
+        timeline.frames(now, n as u64);
         idler.busy();
+        if let Some(gap) = gaps.as_mut().and_then(|g| g.frame(now)) {
+            let ms = gap.as_secs_f64() * 1000.0;
+            println!("{}", serde_json::json!({"event":"gap","gap_ms":ms,"unix_ns":unix_ns()}));
+        }
         if first.is_none() {
-            first = Some(Instant::now());
+            first = Some(now);
             meter.restart();
             if a.stamp_first {
-                let ns = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
-                println!("{}", serde_json::json!({"event":"first_packet","unix_ns":ns as u64}));
+                println!("{}", serde_json::json!({"event":"first_packet","unix_ns":unix_ns()}));
             }
         }
         if a.check {
@@ -86,17 +114,19 @@ fn main() -> Result<()> {
                 }
             }
         }
-        last = Instant::now();
+        last = now;
         received += n as u64;
         pool.free_all(&mut burst);
     }
     // The rate counts from the first frame to the last one, not idle time around them.
     let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
-    report(
-        c,
-        &serde_json::json!({"role":"sink","received":received,"bad":bad,"foreign":foreign,
+    let mut v = serde_json::json!({"role":"sink","received":received,"bad":bad,"foreign":foreign,
         "lost":seqs.lost,"reordered":seqs.reordered,"next_seq":seqs.next,"secs":secs,"mpps":mpps(received, secs),
-        "port":spec.to_string(),"counters":port.counters()}),
-    );
+        "max_gap_us":timeline.max_gap().as_micros() as u64,
+        "port":spec.to_string(),"counters":port.counters()});
+    if let Some(g) = &gaps {
+        v["longest_gap_ms"] = serde_json::json!(g.longest().as_secs_f64() * 1000.0);
+    }
+    report(c, &v);
     Ok(())
 }

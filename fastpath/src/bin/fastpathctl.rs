@@ -29,8 +29,9 @@ struct Args {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Add a port to a bridge: a vhost-user socket (--socket), a TAP interface (--tap), a queue
-    /// of an interface through AF_XDP (--afxdp) or a VXLAN overlay over an uplink (--vxlan).
+    /// Add a port to a bridge: a vhost-user socket (--socket), a TAP interface (--tap), a
+    /// queue of a kernel interface through AF_XDP (--afxdp), an SR-IOV VF (--vf) or a VXLAN
+    /// overlay over an uplink (--vxlan).
     AddPort {
         /// Port name.
         #[arg(long)]
@@ -39,14 +40,18 @@ enum Cmd {
         #[arg(long, default_value = "br0")]
         bridge: String,
         /// vhost-user socket path.
-        #[arg(long, required_unless_present_any = ["tap", "afxdp", "vxlan"], conflicts_with_all = ["tap", "afxdp", "vxlan"])]
+        #[arg(long, required_unless_present_any = ["tap", "afxdp", "vf", "vxlan"], conflicts_with_all = ["tap", "afxdp", "vf", "vxlan"])]
         socket: Option<PathBuf>,
         /// A TAP interface instead (created if absent, set up): the host's own stack on the bridge.
-        #[arg(long, value_name = "IFNAME", conflicts_with_all = ["afxdp", "vxlan"])]
+        #[arg(long, value_name = "IFNAME", conflicts_with_all = ["afxdp", "vf", "vxlan"])]
         tap: Option<String>,
         /// One queue of a kernel interface instead, through AF_XDP: IFNAME or IFNAME:QUEUE.
-        #[arg(long, value_name = "IFNAME[:QUEUE]", conflicts_with = "vxlan")]
+        #[arg(long, value_name = "IFNAME[:QUEUE]", conflicts_with_all = ["vf", "vxlan"])]
         afxdp: Option<String>,
+        /// An SR-IOV virtual function instead (an 82576 VF bound to vfio-pci: `vf bind`),
+        /// driven by the switch from user space: an uplink to the NIC's wire.
+        #[arg(long, value_name = "PCI", conflicts_with = "vxlan")]
+        vf: Option<String>,
         /// A VXLAN overlay instead, for this VNI (with --local, --uplink, --remote).
         #[arg(long, value_name = "VNI", requires_all = ["local", "uplink"])]
         vxlan: Option<u32>,
@@ -86,6 +91,12 @@ enum Cmd {
         /// Most memory its frontend may register, e.g. 256Mi [default: the switch's max_port_memory].
         #[arg(long)]
         max_memory: Option<fastpath::config::ByteSize>,
+        /// An access port of this VLAN (1-4094): its frames come and go untagged.
+        #[arg(long, value_name = "VLAN", conflicts_with = "trunk")]
+        vlan: Option<u16>,
+        /// A trunk carrying these VLANs tagged (802.1Q), e.g. 100,200.
+        #[arg(long, value_name = "VLAN,...", value_delimiter = ',')]
+        trunk: Option<Vec<u16>>,
     },
     /// Remove a port.
     DelPort {
@@ -342,7 +353,7 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
     let w = ports.iter().map(|p| p.name.len()).max().unwrap_or(0).max(12);
     let wb = ports.iter().map(|p| p.bridge.len()).max().unwrap_or(0).max(6);
     println!(
-        "{:<w$} {:<wb$} {:<5} {:>12} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9} {:>6}",
+        "{:<w$} {:<wb$} {:<5} {:>12} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>6}",
         "port",
         "bridge",
         "link",
@@ -353,6 +364,7 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
         "drop full",
         "drop big",
         "filtered",
+        "drop vlan",
         "resets"
     );
     for p in ports {
@@ -365,7 +377,7 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
                 )
             });
         println!(
-            "{:<w$} {:<wb$} {:<5} {:>12} {:>12} {:>10.3} {:>10.3} {:>9} {:>9} {:>9} {:>6}",
+            "{:<w$} {:<wb$} {:<5} {:>12} {:>12} {:>10.3} {:>10.3} {:>9} {:>9} {:>9} {:>9} {:>6}",
             p.name,
             p.bridge,
             if p.stats.link_up { "up" } else { "down" },
@@ -376,6 +388,7 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
             p.stats.counters.drop_ring_full,
             p.stats.counters.drop_too_big,
             p.stats.counters.drop_filtered,
+            p.stats.counters.drop_vlan,
             p.stats.counters.resets
         );
         let kind: Vec<String> =
@@ -511,6 +524,7 @@ fn main() -> Result<()> {
             uplink,
             remote,
             next_hop_mac,
+            vf,
             client,
             uid,
             gid,
@@ -519,9 +533,11 @@ fn main() -> Result<()> {
             ip,
             port_security,
             max_memory,
+            vlan,
+            trunk,
         } => {
             let mode = if client { PortMode::Client } else { PortMode::Server };
-            let base = match (tap, afxdp) {
+            let base = match (tap, afxdp, vf) {
                 _ if vxlan.is_some() => PortConfig {
                     vni: vxlan,
                     local,
@@ -530,8 +546,12 @@ fn main() -> Result<()> {
                     ..fastpath::config::vxlan_over(&name, &bridge, uplink.as_deref().unwrap_or_default())
                         .map_err(|e| anyhow!("--{e}"))?
                 },
-                (Some(ifname), _) => PortConfig::tap(name.clone(), bridge, ifname),
-                (None, Some(x)) => {
+                (Some(ifname), _, _) => PortConfig::tap(name.clone(), bridge, ifname),
+                (None, None, Some(pci)) => {
+                    PciAddress::parse_full(&pci).context("--vf")?;
+                    PortConfig::vf(name.clone(), bridge, pci)
+                }
+                (None, Some(x), _) => {
                     let (ifname, queue) = match x.split_once(':') {
                         Some((i, q)) => {
                             (i.to_string(), q.parse().with_context(|| format!("--afxdp {x}: queue '{q}'"))?)
@@ -540,9 +560,10 @@ fn main() -> Result<()> {
                     };
                     PortConfig::afxdp(name.clone(), bridge, ifname, queue)
                 }
-                (None, None) => PortConfig::new(name.clone(), bridge, socket.unwrap_or_default()),
+                (None, None, None) => PortConfig::new(name.clone(), bridge, socket.unwrap_or_default()),
             };
-            let port = PortConfig { mode, uid, gid, container, mac, ip, port_security, max_memory, ..base };
+            let port =
+                PortConfig { mode, uid, gid, container, mac, ip, port_security, max_memory, vlan, trunk, ..base };
             call(&a.ctl, &Request::AddPort(port))?;
             println!("port {name} added");
         }
@@ -556,8 +577,15 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&ports)?);
             } else {
                 for p in &ports {
+                    let vlans = match (p.vlan, &p.trunk) {
+                        (_, Some(t)) => {
+                            format!(" trunk={}", t.iter().map(u16::to_string).collect::<Vec<_>>().join(","))
+                        }
+                        (Some(v), None) => format!(" vlan={v}"),
+                        (None, None) => String::new(),
+                    };
                     println!(
-                        "{} bridge={} socket={} mode={:?} link={} fault={}",
+                        "{} bridge={} socket={} mode={:?}{vlans} link={} fault={}",
                         p.name,
                         p.bridge,
                         p.socket,

@@ -55,7 +55,8 @@ struct Args {
     /// cost near zero; adds a wake-up to the first packet after a pause).
     #[arg(long)]
     interrupt: bool,
-    /// A port: BRIDGE:NAME:vhost:PATH (switch listens) or BRIDGE:NAME:vhost-client:PATH (repeatable).
+    /// A port (repeatable): BRIDGE:NAME:vhost:PATH (switch listens), BRIDGE:NAME:vhost-client:PATH,
+    /// BRIDGE:NAME:tap:IFNAME, BRIDGE:NAME:afxdp:IFNAME[:QUEUE] or BRIDGE:NAME:vf:PCI.
     #[arg(long = "port")]
     ports: Vec<String>,
 }

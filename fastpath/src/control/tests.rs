@@ -147,3 +147,24 @@ fn a_handover_stops_the_worker_answers_with_the_status_and_ends_the_server() {
     assert!(s.served.is_finished(), "the server kept serving after the handover");
     assert!(call(&s, &Request::List).is_err(), "the old listener still answers");
 }
+
+/// A control socket whose switch is dying (still listening for a moment after `kill -9`) is
+/// taken over once it goes; one whose switch lives is refused after the grace.
+#[test]
+fn bind_waits_for_a_dying_switch_and_refuses_a_live_one() {
+    let path = std::env::temp_dir().join(format!("fastpath-ctl-dying-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let dying = UnixListener::bind(&path).unwrap();
+    let gone = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(60));
+        drop(dying);
+    });
+    let l = bind_unless_live(&path, Duration::from_secs(5)).expect("the dying switch's socket is taken over");
+    gone.join().unwrap();
+    let t = std::time::Instant::now();
+    let e = bind_unless_live(&path, Duration::from_millis(100)).unwrap_err();
+    assert!(e.to_string().contains("is in use: is another fastpathd running?"), "{e}");
+    assert!(t.elapsed() >= Duration::from_millis(100), "refused only after the grace");
+    drop(l);
+    let _ = std::fs::remove_file(&path);
+}

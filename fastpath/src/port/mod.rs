@@ -1,5 +1,5 @@
-// The switch's port interface: what every port kind (vhost-user today; AF_XDP,
-// TAP, VXLAN, VFs next) gives the forwarding loop, and the opener of each kind.
+// The switch's port interface: what every port kind (vhost-user, TAP, AF_XDP, VFs;
+// VXLAN next) gives the forwarding loop, and the opener of each kind.
 //! Switch ports.
 //!
 //! A port kind is one module with a type implementing [`SwitchPort`], plus one arm in
@@ -11,6 +11,7 @@
 
 pub mod afxdp;
 pub mod loopback;
+pub mod pmd;
 pub mod tap;
 #[cfg(test)]
 mod test_frames;
@@ -152,6 +153,10 @@ pub fn open(cfg: &PortConfig, limits: DeviceLimits) -> Result<Box<dyn SwitchPort
             return Ok(Box::new(afxdp::AfxdpPort::open(ifname, cfg.queue.unwrap_or(0)).map_err(|e| err(&e))?));
         }
         PortKind::Vxlan => return Ok(Box::new(vxlan::VxlanPort::open(cfg, limits).map_err(|e| err(&e))?)),
+        PortKind::Vf => {
+            let pci = cfg.pci.as_deref().unwrap_or_default();
+            return Ok(Box::new(pmd::vf(pci).map_err(|e| err(&e))?));
+        }
         PortKind::Vhost => {}
     }
     let name = format!("port {} ({})", cfg.name, cfg.socket.display());

@@ -1,5 +1,6 @@
 // One burst of one port through its bridge: learn the senders, look up each
-// destination, group the frames by destination port, hand each group over at once.
+// destination (on the frame's VLAN), group the frames by destination port, hand
+// each group over at once (its tags pushed or popped on the way).
 //! Forwarding.
 
 use netlib::pool::BURST;
@@ -7,6 +8,7 @@ use netlib::pool::BURST;
 use crate::mactable::{is_multicast, Mac};
 use crate::security::{Guard, GUARD_BYTES};
 
+use super::vlan::Membership;
 use super::{Bridge, Switch, MAX_PORTS};
 
 /// No group yet for a port.
@@ -71,12 +73,13 @@ struct Tally {
     runts: u64,
     filtered: u64,
     spoofed: u64,
+    vlan: u64,
 }
 
 impl Switch {
     /// Forwards one burst from port `s`; returns the frames taken from it.
     pub(super) fn forward_from(&mut self, s: usize) -> usize {
-        let Switch { ports, bridges, now, groups } = self;
+        let Switch { ports, bridges, now, groups, vlans } = self;
         let Some(sp) = ports[s].as_mut() else { return 0 };
         let bridge = &mut bridges[sp.bridge];
         if !sp.port.poll() {
@@ -92,17 +95,25 @@ impl Switch {
         if taken == 0 {
             return 0;
         }
-        let tally = classify(sp.port.frames(), s as u16, &sp.guard, bridge, *now, groups);
+        let frames = sp.port.frames();
+        // One check per burst: a bridge without VLANs forwards as if they did not exist.
+        let tally = if bridge.vlan_ports == 0 {
+            classify::<false>(frames, s as u16, &sp.guard, bridge, vlans, *now, groups)
+        } else {
+            classify::<true>(frames, s as u16, &sp.guard, bridge, vlans, *now, groups)
+        };
         let c = sp.port.counters_mut();
         c.rx_packets += tally.rx;
         c.rx_bytes += tally.bytes;
         c.rx_errors += tally.runts;
         c.drop_filtered += tally.filtered;
         c.drop_spoofed += tally.spoofed;
+        c.drop_vlan += tally.vlan;
         for g in 0..groups.n {
             let o = groups.dest[g] as usize;
             if let Ok([Some(src), Some(dst)]) = ports.get_disjoint_mut([s, o]) {
-                dst.port.send(&src.port.frames(), &groups.picks[g][..groups.count[g] as usize]);
+                let edit = vlans[s].edit_to(&vlans[o]);
+                dst.port.send(&src.port.frames().edited(edit), &groups.picks[g][..groups.count[g] as usize]);
             }
         }
         groups.clear();
@@ -116,24 +127,35 @@ impl Switch {
 /// Learns the burst's senders on port `s` and sorts its frames into `groups` by
 /// destination port (flooding unknown, broadcast and multicast destinations). A
 /// frame the port's `guard` refuses is counted, and neither learned nor forwarded.
+/// With `VLANS` (the bridge has ports on VLANs, whose memberships are `vlans`), each
+/// frame belongs to a VLAN: it is learned and looked up there and floods only to the
+/// ports carrying it; one outside the port's VLANs is counted and dropped.
 #[inline]
-fn classify(
+fn classify<const VLANS: bool>(
     frames: netlib::vhost::Frames<'_>,
     s: u16,
     guard: &Guard,
     bridge: &mut Bridge,
+    vlans: &[Membership],
     now: u32,
     groups: &mut Groups,
 ) -> Tally {
     let mut t = Tally::default();
     // A burst usually comes from one sender and goes to one receiver: learn each run
     // of one source MAC once, and look each run of one destination MAC up once.
-    let mut learned: Option<Mac> = None;
-    let mut last: Option<(Mac, Option<u16>)> = None;
+    let mut learned: Option<(u16, Mac)> = None;
+    let mut last: Option<(u16, Mac, Option<u16>)> = None;
+    let from = &vlans[s as usize];
     for i in 0..frames.len() {
         let f = frames.get(i);
         let mut head = [0u8; GUARD_BYTES];
-        let want = if guard.reads_ip() { GUARD_BYTES } else { 12 };
+        let want = if guard.reads_ip() {
+            GUARD_BYTES
+        } else if VLANS {
+            16
+        } else {
+            12
+        };
         let got = f.read_head(&mut head[..want]);
         if got < 12 {
             t.runts += 1;
@@ -143,20 +165,29 @@ fn classify(
             t.spoofed += 1;
             continue;
         }
+        let vlan = if VLANS {
+            let Some(v) = from.ingress(&head[..got]) else {
+                t.vlan += 1;
+                continue;
+            };
+            v
+        } else {
+            0
+        };
         let (dst, src) = head[..12].split_at(6);
         let dst: Mac = dst.try_into().unwrap_or_default();
         let src: Mac = src.try_into().unwrap_or_default();
-        if learned != Some(src) && !is_multicast(&src) {
-            bridge.macs.learn(&src, s, now);
-            learned = Some(src);
+        if learned != Some((vlan, src)) && !is_multicast(&src) {
+            bridge.macs.learn(vlan, &src, s, now);
+            learned = Some((vlan, src));
         }
         t.rx += 1;
         t.bytes += u64::from(f.len());
         let to = match last {
-            Some((mac, port)) if mac == dst => port,
+            Some((v, mac, port)) if v == vlan && mac == dst => port,
             _ => {
-                let port = if is_multicast(&dst) { None } else { bridge.macs.lookup(&dst, now) };
-                last = Some((dst, port));
+                let port = if is_multicast(&dst) { None } else { bridge.macs.lookup(vlan, &dst, now) };
+                last = Some((vlan, dst, port));
                 port
             }
         };
@@ -165,7 +196,7 @@ fn classify(
             Some(o) => groups.add(o, i as u8),
             None => {
                 for &o in &bridge.members {
-                    if o != s {
+                    if o != s && (!VLANS || vlans[o as usize].carries(vlan)) {
                         groups.add(o, i as u8);
                     }
                 }

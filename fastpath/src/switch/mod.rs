@@ -1,10 +1,12 @@
-// The switch: learning bridges of ports of any kind, driven one burst at a time
-// by the worker; adding, removing and listing ports; sleeping in interrupt mode.
+// The switch: learning bridges of ports of any kind, on VLANs or not, driven one
+// burst at a time by the worker; adding, removing and listing ports; sleeping in
+// interrupt mode.
 //! The polling L2 switch.
 
 mod forward;
 #[cfg(test)]
 mod tests;
+mod vlan;
 
 use netlib::LinkState;
 
@@ -17,6 +19,7 @@ use crate::security::{guard_for, Guard};
 use netlib::vhost::DeviceLimits;
 
 use forward::Groups;
+use vlan::Membership;
 
 /// Most ports one switch holds.
 pub const MAX_PORTS: usize = 64;
@@ -74,6 +77,8 @@ struct Bridge {
     name: String,
     macs: MacTable,
     members: Vec<u16>,
+    /// Members on a VLAN (access or trunk): none, and the bridge forwards without VLANs.
+    vlan_ports: usize,
 }
 
 /// The switch: bridges and their ports, driven by [`Switch::poll_once`].
@@ -85,6 +90,8 @@ pub struct Switch {
     now: u32,
     /// Where each frame of the burst being forwarded goes (kept: no per-burst setup).
     groups: Box<Groups>,
+    /// Each slot's VLANs.
+    vlans: Vec<Membership>,
 }
 
 impl Switch {
@@ -98,10 +105,12 @@ impl Switch {
                     name: b.clone(),
                     macs: MacTable::new(MAC_CAPACITY, mac_age_secs),
                     members: Vec::with_capacity(MAX_PORTS),
+                    vlan_ports: 0,
                 })
                 .collect(),
             now: 1,
             groups: Box::default(),
+            vlans: vec![Membership::Untagged; MAX_PORTS],
         }
     }
 
@@ -139,6 +148,9 @@ impl Switch {
         };
         tracing::info!("port {} added to {} ({:?} on {})", p.cfg.name, p.cfg.bridge, p.cfg.mode, p.cfg.place());
         let seen_resets = p.port.counters().resets;
+        let vlans = Membership::of(&p.cfg);
+        self.bridges[b].vlan_ports += usize::from(vlans.is_vlan());
+        self.vlans[slot] = vlans;
         self.ports[slot] = Some(Slot { cfg: p.cfg, bridge: b, port: p.port, guard: p.guard, seen_resets });
         self.bridges[b].members.push(slot as u16);
         Ok(())
@@ -157,6 +169,7 @@ impl Switch {
         let b = &mut self.bridges[p.bridge];
         b.members.retain(|&m| m as usize != slot);
         b.macs.flush_port(slot as u16);
+        b.vlan_ports -= usize::from(std::mem::take(&mut self.vlans[slot]).is_vlan());
         tracing::info!("port {name} removed");
         Ok(())
     }
@@ -179,9 +192,18 @@ impl Switch {
                     .macs
                     .entries(self.now)
                     .into_iter()
-                    .filter(|&(_, port)| port as usize == slot)
-                    .map(|(m, _)| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+                    .filter(|&(_, _, port)| port as usize == slot)
+                    .map(|(vlan, m, _)| {
+                        let mac = m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+                        if vlan == 0 {
+                            mac
+                        } else {
+                            format!("{mac} vlan {vlan}")
+                        }
+                    })
                     .collect(),
+                vlan: p.cfg.vlan,
+                trunk: p.cfg.trunk.clone(),
             })
             .collect()
     }

@@ -1,5 +1,5 @@
 // The switch's data plane without sockets: loopback ports on its bridges, frames
-// injected by hand. Learning, flooding, ageing, full rings, faults, 64 ports.
+// injected by hand. Learning, flooding, ageing, full rings, faults, 64 ports, VLANs.
 //! Switch tests.
 
 use super::*;
@@ -301,4 +301,148 @@ fn a_port_that_spoofs_a_neighbours_mac_diverts_nothing_and_is_counted() {
     evil.send(&frame(mac(2), mac(9), 0, 60));
     run(&mut sw);
     assert_eq!(p[1].take_delivered().len(), 1);
+}
+
+/// Adds a loopback port on br0 on access VLAN `vlan`, or trunk `trunk`.
+fn add_vlan(sw: &mut Switch, name: &str, vlan: Option<u16>, trunk: Option<&[u16]>) -> LoopbackPeer {
+    let (port, peer) = Loopback::new();
+    let c = PortConfig { vlan, trunk: trunk.map(<[u16]>::to_vec), ..cfg(name, "br0") };
+    sw.add_port(NewPort::with(c, Box::new(port))).unwrap();
+    peer
+}
+
+/// `f` with an 802.1Q tag of VLAN `vid` after its MACs.
+fn tagged(vid: u16, f: &[u8]) -> Vec<u8> {
+    [&f[..12], &[0x81, 0x00], &vid.to_be_bytes()[..], &f[12..]].concat()
+}
+
+#[test]
+fn access_ports_of_two_vlans_never_see_each_others_frames() {
+    let mut sw = Switch::new(&["br0".into()], 300);
+    let a = add_vlan(&mut sw, "a", Some(100), None);
+    let b = add_vlan(&mut sw, "b", Some(100), None);
+    let c = add_vlan(&mut sw, "c", Some(200), None);
+    let d200 = add_vlan(&mut sw, "d", Some(200), None);
+    let u = add(&mut sw, "u", "br0");
+    // Broadcasts stay in their VLAN (and the port with no VLAN keeps to VLAN 0).
+    for (i, p) in [&a, &b, &c, &d200, &u].iter().enumerate() {
+        p.send(&frame(BCAST, mac(i as u8 + 1), 0, 60));
+    }
+    run(&mut sw);
+    let got = |p: &LoopbackPeer| p.take_delivered().iter().map(|f| f[11]).collect::<Vec<_>>();
+    assert_eq!((got(&a), got(&b), got(&c), got(&d200), got(&u)), (vec![2], vec![1], vec![4], vec![3], vec![]));
+    // Unicast to a MAC learned on the other VLAN is unknown here: it floods this VLAN only.
+    a.send(&frame(mac(3), mac(1), 1, 60));
+    u.send(&frame(mac(1), mac(5), 2, 60));
+    run(&mut sw);
+    assert_eq!(b.take_delivered(), vec![frame(mac(3), mac(1), 1, 60)]);
+    assert!(c.take_delivered().is_empty() && d200.take_delivered().is_empty() && u.take_delivered().is_empty());
+    assert!(a.take_delivered().is_empty(), "a's MAC is not on VLAN 0");
+    // Unicast within a VLAN goes to the port alone.
+    c.send(&frame(mac(4), mac(3), 3, 60));
+    run(&mut sw);
+    assert_eq!(d200.take_delivered(), vec![frame(mac(4), mac(3), 3, 60)]);
+    assert!(a.take_delivered().is_empty() && b.take_delivered().is_empty());
+    let tx: Vec<u64> = ["a", "b", "c", "d", "u"].iter().map(|n| stats(&sw, n).tx_packets).collect();
+    assert_eq!(tx, [1, 2, 1, 2, 0]);
+}
+
+#[test]
+fn a_trunk_carries_its_vlans_tagged_and_access_ports_get_them_untagged() {
+    let mut sw = Switch::new(&["br0".into()], 300);
+    let a = add_vlan(&mut sw, "a", Some(100), None);
+    let c = add_vlan(&mut sw, "c", Some(200), None);
+    let t = add_vlan(&mut sw, "t", None, Some(&[100, 200]));
+    let t100 = add_vlan(&mut sw, "t100", None, Some(&[100]));
+    // Out of an access port, into the trunks: tagged with the port's VLAN.
+    a.send(&frame(BCAST, mac(1), 1, 60));
+    c.send(&frame(BCAST, mac(3), 2, 60));
+    run(&mut sw);
+    assert_eq!(
+        t.take_delivered(),
+        vec![tagged(100, &frame(BCAST, mac(1), 1, 60)), tagged(200, &frame(BCAST, mac(3), 2, 60))]
+    );
+    assert_eq!(t100.take_delivered(), vec![tagged(100, &frame(BCAST, mac(1), 1, 60))], "t100 does not carry 200");
+    // From the trunk, one burst of both VLANs: each frame to its VLAN's port, untagged;
+    // to another trunk carrying the VLAN, as it is.
+    t.send(&tagged(100, &frame(mac(1), mac(7), 3, 60)));
+    t.send(&tagged(200, &frame(mac(3), mac(8), 4, 60)));
+    t.send(&tagged(100, &frame(BCAST, mac(7), 5, 60)));
+    run(&mut sw);
+    assert_eq!(a.take_delivered(), vec![frame(mac(1), mac(7), 3, 60), frame(BCAST, mac(7), 5, 60)]);
+    assert_eq!(c.take_delivered(), vec![frame(mac(3), mac(8), 4, 60)]);
+    assert_eq!(t100.take_delivered(), vec![tagged(100, &frame(BCAST, mac(7), 5, 60))]);
+    // The trunk's MACs were learned on their VLANs: answers go back to it, tagged.
+    a.send(&frame(mac(7), mac(1), 6, 60));
+    c.send(&frame(mac(8), mac(3), 7, 60));
+    run(&mut sw);
+    assert_eq!(
+        t.take_delivered(),
+        vec![tagged(100, &frame(mac(7), mac(1), 6, 60)), tagged(200, &frame(mac(8), mac(3), 7, 60))]
+    );
+    assert!(t100.take_delivered().is_empty());
+    let (ts, cs) = (stats(&sw, "t"), stats(&sw, "c"));
+    assert_eq!((ts.rx_packets, ts.rx_bytes, ts.tx_packets, ts.tx_bytes), (3, 3 * 64, 4, 4 * 64));
+    assert_eq!((cs.tx_packets, cs.tx_bytes, cs.drop_vlan), (1, 60, 0));
+}
+
+#[test]
+fn frames_outside_a_ports_vlans_are_dropped_and_counted() {
+    let mut sw = Switch::new(&["br0".into()], 300);
+    let a = add_vlan(&mut sw, "a", Some(100), None);
+    let t = add_vlan(&mut sw, "t", None, Some(&[100]));
+    let u = add(&mut sw, "u", "br0");
+    t.send(&frame(BCAST, mac(7), 1, 60)); // untagged on a trunk
+    t.send(&tagged(300, &frame(BCAST, mac(7), 2, 60))); // a VLAN the trunk does not carry
+    t.send(&tagged(100, &frame(BCAST, mac(7), 3, 60))[..14]); // a tag cut short
+    a.send(&tagged(100, &frame(BCAST, mac(1), 4, 60))); // tagged on an access port
+    run(&mut sw);
+    for p in [&a, &t, &u] {
+        assert!(p.take_delivered().is_empty());
+    }
+    let (ts, as_) = (stats(&sw, "t"), stats(&sw, "a"));
+    assert_eq!((ts.drop_vlan, ts.rx_packets, as_.drop_vlan, as_.rx_packets), (3, 0, 1, 0));
+    assert!(sw.list().iter().all(|p| p.macs.is_empty()), "nothing learned from dropped frames");
+    // The port with no VLAN takes tagged frames as they are, on VLAN 0, as without VLANs.
+    let v = add(&mut sw, "v", "br0");
+    u.send(&tagged(100, &frame(BCAST, mac(5), 5, 60)));
+    run(&mut sw);
+    assert_eq!(v.take_delivered(), vec![tagged(100, &frame(BCAST, mac(5), 5, 60))]);
+    assert!(a.take_delivered().is_empty() && t.take_delivered().is_empty());
+    assert_eq!(stats(&sw, "u").drop_vlan, 0);
+}
+
+#[test]
+fn one_mac_is_learned_on_two_vlans_behind_two_ports() {
+    let mut sw = Switch::new(&["br0".into()], 300);
+    let a = add_vlan(&mut sw, "a", Some(100), None);
+    let c = add_vlan(&mut sw, "c", Some(200), None);
+    let trunk = add_vlan(&mut sw, "t", None, Some(&[100, 200]));
+    // One MAC (a VM with a leg in each VLAN) behind a and behind c.
+    a.send(&frame(BCAST, mac(9), 1, 60));
+    c.send(&frame(BCAST, mac(9), 2, 60));
+    run(&mut sw);
+    trunk.take_delivered();
+    trunk.send(&tagged(200, &frame(mac(9), mac(7), 3, 60)));
+    trunk.send(&tagged(100, &frame(mac(9), mac(7), 4, 60)));
+    run(&mut sw);
+    assert_eq!(a.take_delivered(), vec![frame(mac(9), mac(7), 4, 60)]);
+    assert_eq!(c.take_delivered(), vec![frame(mac(9), mac(7), 3, 60)]);
+    let listed = sw.list();
+    let macs = |n: &str| listed.iter().find(|p| p.name == n).unwrap().macs.clone();
+    assert_eq!(macs("a"), ["02:00:00:00:00:09 vlan 100"]);
+    assert_eq!(macs("c"), ["02:00:00:00:00:09 vlan 200"]);
+    let mut on_t = macs("t");
+    on_t.sort();
+    assert_eq!(on_t, ["02:00:00:00:00:07 vlan 100", "02:00:00:00:00:07 vlan 200"]);
+    let t_info = listed.iter().find(|p| p.name == "t").unwrap();
+    assert_eq!((t_info.vlan, t_info.trunk.as_deref()), (None, Some(&[100, 200][..])));
+    // Removing the VLAN ports leaves a bridge without VLANs: it forwards everything again.
+    for n in ["a", "c", "t"] {
+        sw.del_port(n).unwrap();
+    }
+    let (x, y) = (add(&mut sw, "x", "br0"), add(&mut sw, "y", "br0"));
+    x.send(&tagged(300, &frame(BCAST, mac(1), 5, 60)));
+    run(&mut sw);
+    assert_eq!(y.take_delivered().len(), 1);
 }

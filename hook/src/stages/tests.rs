@@ -320,6 +320,26 @@ fn gc_gives_a_live_container_back_the_port_the_switch_lost() {
     assert!(r.warnings[0].starts_with("container c100: adding back port fp-c100-br0: "), "{:?}", r.warnings);
 }
 
+#[test]
+fn the_vlan_annotation_puts_the_containers_ports_on_that_vlan_and_the_ledger_keeps_it() {
+    let w = world("vlan", "2-3");
+    let ann = [("fastpath.io/vhost-user", "br0,br1"), ("fastpath.io/vlan", "100")];
+    let e = create_runtime(&w.ctx(), &state("c100", Some(100), &ann), &spec()).unwrap().unwrap();
+    assert!(e.ports.iter().all(|p| p.vlan == Some(100)), "{:?}", e.ports);
+    let asked = w.sw.ports.borrow().clone();
+    assert_eq!((asked["fp-c100-br0"].vlan, asked["fp-c100-br1"].vlan), (Some(100), Some(100)));
+    assert_eq!(w.ctx().ledger.read().unwrap().containers["c100"].ports, e.ports, "recorded");
+    // A switch that lost the ports gets them back on the VLAN.
+    w.sw.ports.borrow_mut().clear();
+    gc(&w.ctx()).unwrap();
+    assert_eq!(*w.sw.ports.borrow(), asked);
+    // A bad VLAN is refused, naming the annotation and its value, before anything is held.
+    let bad = [("fastpath.io/vhost-user", "br0"), ("fastpath.io/vlan", "5000")];
+    let err = create_runtime(&w.ctx(), &state("c101", Some(101), &bad), &spec()).unwrap_err().to_string();
+    assert!(err.starts_with("annotation fastpath.io/vlan: '5000' is not a VLAN id"), "{err}");
+    assert_eq!(w.entries(), 1);
+}
+
 const VF_REQ: [(&str, &str); 2] = [("fastpath.io/cores", "1"), ("fastpath.io/vf", "0000:81:10.2")];
 
 fn driver(w: &World, pci: &str) -> Option<String> {

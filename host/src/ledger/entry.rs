@@ -51,6 +51,9 @@ pub struct PortAlloc {
     /// before it was recorded: the hook's current setting, or the switch's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_security: Option<PortSecurity>,
+    /// The access VLAN it was given (`fastpath.io/vlan`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
 }
 
 /// A VF held.
@@ -138,8 +141,9 @@ impl Entry {
 
     /// What the switch is asked for the container's port `p`: a server-mode port whose
     /// socket the container's user owns, that knows whose it is and its MAC, whose frames
-    /// are checked as recorded, and whose frontend may register the container's hugepages
-    /// and a little more ([`PORT_MEMORY_SLACK`]; else the switch's default).
+    /// are checked as recorded, on its access VLAN if it has one, and whose frontend may
+    /// register the container's hugepages and a little more ([`PORT_MEMORY_SLACK`]; else
+    /// the switch's default).
     pub fn port_config(&self, p: &PortAlloc) -> PortConfig {
         PortConfig {
             uid: Some(self.uid),
@@ -147,6 +151,7 @@ impl Entry {
             container: Some(self.id.clone()),
             mac: (!p.mac.is_empty()).then(|| p.mac.clone()),
             port_security: p.port_security,
+            vlan: p.vlan,
             max_memory: self.hugepages.map(|h| ByteSize(h.bytes + PORT_MEMORY_SLACK)),
             ..PortConfig::new(p.name.clone(), p.bridge.clone(), p.socket.clone())
         }

@@ -66,6 +66,7 @@ mod tests {
                 socket: format!("/run/fastpath/sock/{id}/br0.sock").into(),
                 mac: "02:00:00:00:00:01".into(),
                 port_security: Some(PortSecurity::Mac),
+                vlan: Some(100),
             }],
             ..Entry::new(id, pid, 7, 1000)
         }
@@ -96,6 +97,7 @@ mod tests {
             container: Some("up".into()),
             mac: Some("02:00:00:00:00:01".into()),
             port_security: Some(PortSecurity::Mac),
+            vlan: Some(100),
             max_memory: Some(ByteSize((64 << 20) + (64 << 20))),
             ..PortConfig::new("fp-up-br0", "br0", "/run/fastpath/sock/up/br0.sock")
         };

@@ -115,6 +115,9 @@ pub enum PortKind {
     /// A VXLAN overlay (RFC 7348, UDP 4789) over an uplink (`uplink`: afxdp or tap, on
     /// `ifname`): the bridge's frames to and from remote VTEPs (`vni`, `local`, `remotes`).
     Vxlan,
+    /// An SR-IOV virtual function (`pci`, bound to vfio-pci) driven by netlib's igbvf
+    /// poll-mode driver: an uplink to the NIC's wire.
+    Vf,
 }
 
 impl PortKind {
@@ -125,6 +128,7 @@ impl PortKind {
             Self::Tap => "tap",
             Self::Afxdp => "afxdp",
             Self::Vxlan => "vxlan",
+            Self::Vf => "vf",
         }
     }
 }
@@ -150,6 +154,9 @@ pub struct PortConfig {
     /// The interface's queue (afxdp ports; default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<u32>,
+    /// The PCI address of the virtual function (vf ports: `0000:01:10.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci: Option<String>,
     /// Who listens (default: the switch).
     #[serde(default = "server")]
     pub mode: PortMode,
@@ -193,6 +200,26 @@ pub struct PortConfig {
     /// on `ifname` (and `queue`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<PortKind>,
+    /// An access port: the VLAN (1..=4094) its frames belong to; they come and go untagged.
+    /// Neither this nor `trunk`: untagged, on no VLAN (VLAN 0), as every port of a bridge
+    /// without VLANs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// A trunk port (an uplink): the VLANs (1..=4094) whose frames it carries, tagged (802.1Q).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trunk: Option<Vec<u16>>,
+}
+
+/// The VLAN ids a port may name (802.1Q reserves 0 and 4095).
+pub const VLAN_IDS: std::ops::RangeInclusive<u16> = 1..=4094;
+
+/// Whether `id` is a VLAN id a port may name; the error names `field` and the value.
+pub fn check_vlan_id(field: &str, id: u16) -> Result<u16, String> {
+    if VLAN_IDS.contains(&id) {
+        Ok(id)
+    } else {
+        Err(format!("{field} {id} is not a VLAN id (1 to 4094)"))
+    }
 }
 
 fn server() -> PortMode {
@@ -219,7 +246,13 @@ impl PortConfig {
         Self { kind: PortKind::Afxdp, queue: Some(queue), ..Self::tap(name, bridge, ifname) }
     }
 
-    /// Where the port is, for messages and listings: its socket, or its interface.
+    /// A VF port on the virtual function at `pci` (`0000:01:10.0`; checked where it is opened).
+    pub fn vf(name: impl Into<String>, bridge: impl Into<String>, pci: impl Into<String>) -> Self {
+        Self { kind: PortKind::Vf, socket: PathBuf::new(), pci: Some(pci.into()), ..Self::new(name, bridge, "") }
+    }
+
+    /// Where the port is, for messages and listings: its socket, its interface, or its
+    /// PCI address.
     pub fn place(&self) -> String {
         let ifname = self.ifname.as_deref().unwrap_or("?");
         let on_interface = |kind| match kind {
@@ -229,6 +262,7 @@ impl PortConfig {
         match self.kind {
             PortKind::Vhost => self.socket.display().to_string(),
             PortKind::Tap | PortKind::Afxdp => on_interface(self.kind),
+            PortKind::Vf => format!("vf:{}", self.pci.as_deref().unwrap_or("?")),
             PortKind::Vxlan => format!(
                 "vxlan:{}@{}",
                 self.vni.map_or_else(|| "?".into(), |v| v.to_string()),
@@ -267,6 +301,7 @@ impl PortConfig {
             socket: socket.into(),
             ifname: None,
             queue: None,
+            pci: None,
             mode: PortMode::Server,
             uid: None,
             gid: None,
@@ -280,7 +315,31 @@ impl PortConfig {
             remotes: Vec::new(),
             next_hop_mac: None,
             uplink: None,
+            vlan: None,
+            trunk: None,
         }
+    }
+
+    /// Checks the port's VLANs: an access VLAN or a trunk, not both; ids in 1..=4094; a
+    /// trunk carries at least one, each once. The error names the field and the value.
+    pub fn check_vlans(&self) -> Result<(), String> {
+        if let Some(v) = self.vlan {
+            check_vlan_id("vlan", v)?;
+        }
+        let Some(t) = &self.trunk else { return Ok(()) };
+        if let Some(v) = self.vlan {
+            return Err(format!("vlan {v} and trunk {t:?}: a port is an access port (vlan) or a trunk, not both"));
+        }
+        if t.is_empty() {
+            return Err("trunk []: a trunk carries at least one VLAN".into());
+        }
+        for (i, &id) in t.iter().enumerate() {
+            check_vlan_id("trunk", id).map_err(|e| format!("{e} (in trunk {t:?})"))?;
+            if t[..i].contains(&id) {
+                return Err(format!("trunk {t:?}: VLAN {id} is repeated"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -310,13 +369,19 @@ pub struct PortInfo {
     pub stats: PortStats,
     /// The last fault, if any.
     pub last_fault: Option<String>,
-    /// MAC addresses the bridge has learned on this port.
+    /// MAC addresses the bridge has learned on this port (`MAC vlan N` on a VLAN).
     #[serde(default)]
     pub macs: Vec<String>,
     /// What the port's kind counts beyond the common counters, by name (a vxlan port's
     /// drops per reason, its ARP and encapsulation counts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kind_counters: Vec<(String, u64)>,
+    /// Its access VLAN, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// The VLANs it carries tagged, if it is a trunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trunk: Option<Vec<u16>>,
 }
 
 #[cfg(test)]
@@ -332,6 +397,28 @@ mod tests {
         assert_eq!(serde_json::from_str::<ByteSize>("\"1Gi\"").unwrap(), ByteSize(1 << 30));
         assert_eq!(serde_json::from_str::<ByteSize>("7").unwrap(), ByteSize(7));
         assert_eq!(serde_json::to_string(&ByteSize(5)).unwrap(), "5");
+    }
+
+    #[test]
+    fn vlans_are_checked_naming_the_field_and_value() {
+        let p = PortConfig::new("a", "br0", "/x");
+        p.check_vlans().unwrap();
+        PortConfig { vlan: Some(4094), ..p.clone() }.check_vlans().unwrap();
+        PortConfig { trunk: Some(vec![1, 100, 200]), ..p.clone() }.check_vlans().unwrap();
+        let err = |q: PortConfig| q.check_vlans().unwrap_err();
+        assert_eq!(err(PortConfig { vlan: Some(0), ..p.clone() }), "vlan 0 is not a VLAN id (1 to 4094)");
+        assert_eq!(err(PortConfig { vlan: Some(4095), ..p.clone() }), "vlan 4095 is not a VLAN id (1 to 4094)");
+        let e = err(PortConfig { trunk: Some(vec![100, 5000]), ..p.clone() });
+        assert_eq!(e, "trunk 5000 is not a VLAN id (1 to 4094) (in trunk [100, 5000])");
+        assert!(err(PortConfig { trunk: Some(vec![7, 7]), ..p.clone() }).contains("VLAN 7 is repeated"));
+        assert!(err(PortConfig { trunk: Some(vec![]), ..p.clone() }).contains("at least one"));
+        let both = err(PortConfig { vlan: Some(1), trunk: Some(vec![2]), ..p.clone() });
+        assert!(both.contains("vlan 1 and trunk [2]") && both.contains("not both"), "{both}");
+        let json = r#"{"name":"a","bridge":"br0","socket":"/x","trunk":[100,200]}"#;
+        let t: PortConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(t.trunk, Some(vec![100, 200]));
+        assert!(serde_json::to_string(&t).unwrap().ends_with(r#""trunk":[100,200]}"#));
+        assert!(!serde_json::to_string(&p).unwrap().contains("vlan"), "no attribute, nothing written");
     }
 
     #[test]

@@ -7,10 +7,11 @@ use serde::{Deserialize, Serialize};
 use super::PortConfig;
 
 /// A control request.
-// One request at a time on the control path: a port's whole description inline costs nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+// A port's whole description is most of a request's size: one request is made per control
+// message, never held in bulk, so a box would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Request {
     /// Add a port (its whole description: the same type as a config file's ports).
     AddPort(PortConfig),

@@ -1,23 +1,26 @@
 // Helpers for the tests of fastpath-hook with real runtimes (hook_*.rs, apps_containers.rs,
 // soak.rs): what they need from the machine, a fixture with its own fastpathd, ledger and
-// rootfs, bundles for runc/crun, podman command lines, and clean-state checks.
+// rootfs, bundles for runc/crun, podman command lines, clean-state checks, and what a process
+// and the host hold (fds, mappings, mounts) with the difference of two such lists.
 //! Hook test helpers (the `integration` crate and `fastpath-oci` do the generic parts).
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use fastpath_oci::{hook_stages, make_rootfs, require_static, which, write_bundle, HookConfig, Spec, BUSYBOX};
 use integration::{
     bin_dir, fastpathctl_list_with, fastpathd_args, output_text, run_with_timeout, serial, skip_or_fail,
-    static_bin_dir, wait_for_socket, wait_until, Proc, Serial, TestDir,
+    static_bin_dir, wait_for_socket, wait_output, wait_until, Proc, Serial, TestDir,
 };
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 /// Frames sent from one container to the other.
 pub const FRAMES: u64 = 20_000;
+/// How long a container of an app test may run.
+pub const RUN: Duration = Duration::from_secs(90);
 /// Free 2 MiB hugepages a hook test needs (two containers of 64 MiB, and room for others').
 const HUGEPAGES_NEEDED: u64 = 96;
 
@@ -303,6 +306,13 @@ impl Fixture {
         fastpathctl_list_with(&self.peers.fastpathctl, &self.ctl).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// A hook.toml like the fixture's plus the line `line` (e.g. `port_security = "off"`).
+    pub fn config_plus(&self, name: &str, line: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        std::fs::write(&p, format!("{}{line}\n", std::fs::read_to_string(&self.config).unwrap())).unwrap();
+        p
+    }
+
     /// The names of fastpathd's ports.
     pub fn ports(&self) -> Vec<String> {
         self.list().iter().filter_map(|p| p["name"].as_str().map(String::from)).collect()
@@ -540,4 +550,130 @@ pub fn kv(out: &str) -> std::collections::BTreeMap<String, String> {
 /// Formats a CPU list for comparison with Cpus_allowed_list.
 pub fn cpu_list(cores: &Value) -> String {
     cores.as_array().map(|a| a.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")).unwrap_or_default()
+}
+
+/// Waits until `n` switch ports are up; else stops the container `name` and fails with its output.
+pub fn wait_ports_up(fx: &Fixture, n: usize, name: &str, child: &mut Option<Child>) {
+    if !fx.wait_links_up(n, Duration::from_secs(40)) {
+        let list = fx.list();
+        let out = child.take().map(|c| finish(fx, name, c, Duration::ZERO));
+        panic!(
+            "expected {n} switch port(s) up within 40 s: {list:?}\n{name} container: {}\nhook log: {}",
+            out.as_ref().map_or_else(String::new, output_text),
+            fx.hook_log()
+        );
+    }
+}
+
+/// Sends SIGTERM to a container's first process (runc kill).
+pub fn term(fx: &Fixture, name: &str) {
+    let rt = fx.peers.runtime.clone().expect("a runtime");
+    let o = run_timeout(Command::new(rt).arg("--root").arg(fx.rt_root()).args(["kill", name, "TERM"]), RUN);
+    eprintln!("runc kill {name} TERM: {}", o.status);
+}
+
+/// Waits for a container; if it is still running after `t`, stops it with SIGTERM first.
+pub fn finish(fx: &Fixture, name: &str, child: Child, t: Duration) -> Output {
+    let pid = child.id();
+    let done = wait_until(t, || !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid));
+    if !done {
+        term(fx, name);
+    }
+    wait_output(child, RUN).unwrap_or_else(|e| panic!("container {name}: {e}"))
+}
+
+/// Whether process `pid` has exited and waits to be reaped.
+pub fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+}
+
+/// A count from the environment variable `var` (a test's cycles or rounds), `default`
+/// when it is unset or empty; panics naming it when it is not a number.
+pub fn env_count(var: &str, default: u64) -> u64 {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse().unwrap_or_else(|_| panic!("{var}={v:?} is not a whole number"))
+        }
+        _ => default,
+    }
+}
+
+/// A field of /proc/PID/status in kB (`VmRSS:`), 0 when unreadable.
+pub fn status_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+/// A process's open fds: what each points at, sockets and pipes by kind alone
+/// (`socket:[123]` → `socket`), so that two processes holding the same things compare equal.
+pub fn fd_kinds(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let t = std::fs::read_link(e.path()).map(|p| p.display().to_string()).unwrap_or_default();
+                    match t.split_once(":[") {
+                        Some((kind, _)) if kind == "socket" || kind == "pipe" => kind.to_string(),
+                        _ => t,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A process's mappings: permissions and path (`[anon]` for none).
+pub fn mappings(pid: u32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let path = f.get(5..).map(|p| p.join(" ")).filter(|p| !p.is_empty());
+            format!("{} {}", f.get(1).unwrap_or(&"?"), path.unwrap_or_else(|| "[anon]".into()))
+        })
+        .collect()
+}
+
+/// The host's mounts: mount point, type, source.
+pub fn mounts() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let tail = l.split_once(" - ").map_or("", |(_, t)| t);
+            let mut t = tail.split(' ');
+            format!("{} {} {}", f.get(4).unwrap_or(&"?"), t.next().unwrap_or("?"), t.next().unwrap_or("?"))
+        })
+        .collect()
+}
+
+/// What is in `after` and not in `before` (as multisets), then what went away, counted.
+pub fn diff(before: &[String], after: &[String]) -> String {
+    let count = |v: &[String]| {
+        let mut m = std::collections::BTreeMap::<String, i64>::new();
+        for s in v {
+            *m.entry(s.clone()).or_default() += 1;
+        }
+        m
+    };
+    let (b, a) = (count(before), count(after));
+    let mut out = Vec::new();
+    for k in b.keys().chain(a.keys()).collect::<std::collections::BTreeSet<_>>() {
+        let d = a.get(k).copied().unwrap_or(0) - b.get(k).copied().unwrap_or(0);
+        if d != 0 {
+            out.push(format!("{d:+} {k}"));
+        }
+    }
+    if out.len() > 30 {
+        let more = out.len() - 30;
+        out.truncate(30);
+        out.push(format!("... and {more} more"));
+    }
+    out.join("; ")
 }

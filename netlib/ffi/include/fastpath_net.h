@@ -38,7 +38,7 @@ extern "C" {
 #define FP_ERR_NOBUF (-4)    /* no free packet buffer */
 #define FP_ERR_HANDLE (-5)   /* the packet handle is not one the application holds */
 #define FP_ERR_LINK (-6)     /* the link did not come up in time */
-#define FP_ERR_CONFIG (-7)   /* no usable discovered configuration */
+#define FP_ERR_CONFIG (-7)   /* no usable discovered configuration (or nothing it says) */
 #define FP_ERR_INTERNAL (-8) /* a bug in the library */
 
 /* An open port with its own packet pool (opaque). */
@@ -81,7 +81,14 @@ int fp_open_discovered(const char *bridge, uint32_t pool_size, uint32_t queue_si
  * NULL is ignored. */
 void fp_close(fp_port *port);
 
-/* Drives the control path once; 1 if the link is up, 0 if not. */
+/* Drives the control path once; 1 if the link is up, 0 if not.
+ *
+ * The link goes down when the peer goes away (fastpathd killed, restarted or upgraded)
+ * and comes back by itself: a "vu:" port tries the peer again at once, then after 2 ms,
+ * doubling up to 128 ms, and redoes the handshake when it answers. Meanwhile nothing is
+ * an error: fp_rx_burst returns 0, fp_tx_burst takes nothing (the packets stay the
+ * application's), the pool, the handles the application holds and the counters are
+ * kept (`resets` counts the reconnects). Call this now and then to log the change. */
 int fp_link_up(fp_port *port);
 
 /* Waits up to `timeout_ms` for the link; FP_OK or FP_ERR_LINK. */
@@ -116,6 +123,12 @@ int fp_pkt_room(fp_port *port, fp_pkt pkt);
 
 /* Copies the port's counters. */
 int fp_counters(fp_port *port, struct fp_counters *out);
+
+/* Copies the MAC the fastpath hook gave the port into out[0..6]: send with it as the
+ * source MAC (a switch with port security drops frames that claim another). Known for
+ * ports of the container's config (fp_open_discovered, or fp_open of the same socket);
+ * otherwise FP_ERR_CONFIG and `out` is left as it was. */
+int fp_port_mac(fp_port *port, uint8_t out[6]);
 
 /* Packets the application holds now (allocated or received, not sent or freed). */
 int fp_held(fp_port *port);

@@ -17,7 +17,8 @@ use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use netlib::config::Config;
+use netlib::config::{discover_mac, Config};
+use netlib::mac::Mac;
 use netlib::pool::{burst_vec, PoolOptions, BURST};
 use netlib::{open_port, LinkState, Packet, PktPool, Port, PortSpec};
 
@@ -35,7 +36,7 @@ pub const FP_ERR_NOBUF: c_int = -4;
 pub const FP_ERR_HANDLE: c_int = -5;
 /// The link did not come up in time.
 pub const FP_ERR_LINK: c_int = -6;
-/// No usable discovered configuration.
+/// No usable discovered configuration (or nothing it says: a port without a MAC).
 pub const FP_ERR_CONFIG: c_int = -7;
 /// A bug in the library (an internal panic was caught).
 pub const FP_ERR_INTERNAL: c_int = -8;
@@ -93,6 +94,8 @@ pub struct FpPort {
     burst: Vec<Packet>,
     /// Received packets not handed out yet (a burst brought more than asked for).
     rx_stash: VecDeque<Packet>,
+    /// The MAC fastpath-hook gave the port, when it is one of the container's.
+    mac: Option<Mac>,
 }
 
 thread_local! {
@@ -165,7 +168,7 @@ impl FpPort {
         let mut pool = PktPool::new(&opts).map_err(|e| fail(FP_ERR_OPEN, format!("{spec}: {e}")))?;
         let port = open_port(spec, &mut pool, qs).map_err(|e| fail(FP_ERR_OPEN, format!("{spec}: {e}")))?;
         let held = (0..pool.capacity()).map(|_| None).collect();
-        Ok(Self { pool, port, held, burst: burst_vec(), rx_stash: VecDeque::with_capacity(BURST) })
+        Ok(Self { pool, port, held, burst: burst_vec(), rx_stash: VecDeque::with_capacity(BURST), mac: None })
     }
 
     /// Takes the packet behind handle `h` out of the held set.
@@ -261,8 +264,12 @@ pub unsafe extern "C" fn fp_open(spec: *const c_char, pool_size: u32, queue_size
             Ok(p) => p,
             Err(e) => return fail(FP_ERR_ARG, format!("fp_open: {e}")),
         };
+        let port = FpPort::open(&spec, pool_size, queue_size, None).and_then(|mut p| {
+            p.mac = discover_mac(&spec).map_err(|e| fail(FP_ERR_CONFIG, format!("fp_open: {e}")))?;
+            Ok(p)
+        });
         // SAFETY: out checked non-NULL above; writable per the contract.
-        unsafe { give(out, FpPort::open(&spec, pool_size, queue_size, None)) }
+        unsafe { give(out, port) }
     })
 }
 
@@ -311,9 +318,16 @@ pub unsafe extern "C" fn fp_open_discovered(
                 ),
             );
         };
-        let spec = info.spec();
+        let mac = match info.mac_bytes() {
+            Ok(m) => m,
+            Err(e) => return fail(FP_ERR_CONFIG, format!("fp_open_discovered: {e}")),
+        };
+        let port = FpPort::open(&info.spec(), pool_size, queue_size, cfg.hugedir()).map(|mut p| {
+            p.mac = mac;
+            p
+        });
         // SAFETY: out checked non-NULL above; writable per the contract.
-        unsafe { give(out, FpPort::open(&spec, pool_size, queue_size, cfg.hugedir())) }
+        unsafe { give(out, port) }
     })
 }
 
@@ -630,6 +644,38 @@ pub unsafe extern "C" fn fp_counters(port: *mut FpPort, out: *mut fp_counters) -
         let v = fp_counters::from(p.port.counters());
         // SAFETY: non-NULL and writable per the contract.
         unsafe { out.write(v) };
+        FP_OK
+    })
+}
+
+/// Copies the MAC fastpath-hook gave the port (the source MAC its frames must carry
+/// when the switch checks them) into `out[0..6]`; `FP_ERR_CONFIG` when it has none
+/// (not a port of the container's config), with `out` left as it was.
+///
+/// # Safety
+/// `port` is NULL or an open port; `out` is NULL or 6 writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn fp_port_mac(port: *mut FpPort, out: *mut u8) -> c_int {
+    guard("fp_port_mac", || {
+        // SAFETY: the caller's contract on port.
+        let p = match unsafe { self::port(port, "fp_port_mac") } {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        if out.is_null() {
+            return fail(FP_ERR_NULL, "fp_port_mac: out is NULL");
+        }
+        let Some(mac) = p.mac else {
+            return fail(
+                FP_ERR_CONFIG,
+                format!(
+                    "fp_port_mac: {} has no MAC: it is not a port fastpath-hook gave this container",
+                    p.port.name()
+                ),
+            );
+        };
+        // SAFETY: non-NULL and 6 writable bytes per the contract.
+        unsafe { std::ptr::copy_nonoverlapping(mac.as_ptr(), out, mac.len()) };
         FP_OK
     })
 }

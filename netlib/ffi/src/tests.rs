@@ -234,9 +234,18 @@ fn opens_the_discovered_port() {
     poller.join().unwrap();
     std::env::remove_var("FASTPATH_CONFIG");
     assert_eq!(rc, FP_OK, "{}", last());
-    // SAFETY: both ports are open; closed once each.
+    // SAFETY: both ports are open; closed once each; `mac` is 6 writable bytes.
     unsafe {
         assert_eq!(fp_wait_link(out, 5000), FP_OK, "{}", last());
+        let mut mac = [0u8; 6];
+        assert_eq!(fp_port_mac(out, mac.as_mut_ptr()), FP_OK, "{}", last());
+        assert_eq!(mac, [2, 0, 0, 0, 0, 0x0a]);
+        // The backend is no port of the container's: no MAC, and `mac` untouched.
+        assert_eq!(fp_port_mac(be, mac.as_mut_ptr()), FP_ERR_CONFIG);
+        assert!(last().contains("has no MAC"), "{}", last());
+        assert_eq!(mac, [2, 0, 0, 0, 0, 0x0a]);
+        assert_eq!(fp_port_mac(out, null_mut()), FP_ERR_NULL);
+        assert_eq!(fp_port_mac(null_mut(), mac.as_mut_ptr()), FP_ERR_NULL);
         fp_close(out);
         fp_close(be);
     }
@@ -248,7 +257,7 @@ fn config_json(sock: &std::path::Path, hugedir: &str) -> String {
     format!(
         r#"{{"version":1,"container_id":"test","cores":[1],
         "hugepages":{{"dir":"{hugedir}","page_size":2097152,"bytes":67108864}},
-        "ports":[{{"name":"test-br0","bridge":"br0","socket":"{}","mode":"client"}}],
+        "ports":[{{"name":"test-br0","bridge":"br0","socket":"{}","mode":"client","mac":"02:00:00:00:00:0a"}}],
         "uid":0,"gid":0}}"#,
         sock.display()
     )

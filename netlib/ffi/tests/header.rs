@@ -2,48 +2,12 @@
 // functions as the exported fp_* symbols, matching constants and layout, and C that compiles cleanly.
 //! Header vs library.
 
+mod common;
+
+use common::{build_shared, c_test, gcc_strict, have, header, lib_dir, manifest, run};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn manifest() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn header() -> PathBuf {
-    manifest().join("include").join("fastpath_net.h")
-}
-
-/// The directory holding the libfastpath_net.so/.a that cargo built with this test
-/// (`target/<profile>/deps` for test builds, `target/<profile>` otherwise).
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let deps = exe.parent().expect("deps dir").to_path_buf();
-    for d in [deps.clone(), deps.parent().expect("profile dir").to_path_buf()] {
-        if d.join("libfastpath_net.so").is_file() && d.join("libfastpath_net.a").is_file() {
-            return d;
-        }
-    }
-    panic!("libfastpath_net.so and .a not found next to {} (cargo builds them with this crate)", exe.display());
-}
-
-/// Whether `tool` runs; if not, fails under FASTPATH_REQUIRE_PEERS=1, else prints SKIPPED.
-fn have(tool: &str, test: &str) -> bool {
-    if Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success()) {
-        return true;
-    }
-    let required = std::env::var("FASTPATH_REQUIRE_PEERS").is_ok_and(|v| v == "1");
-    assert!(!required, "{test}: FASTPATH_REQUIRE_PEERS=1 but {tool} is not installed");
-    eprintln!("SKIPPED: {test}: {tool} is not installed (apt-get install build-essential)");
-    false
-}
-
-fn run(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success(), "{cmd:?} failed ({}):\n{out}", o.status);
-    out
-}
 
 /// Function names the header declares: `... fp_name(` at the start of a declaration line.
 fn header_functions() -> BTreeSet<String> {
@@ -99,7 +63,7 @@ fn header_declares_exactly_the_exported_functions() {
 fn abi_check_c() -> String {
     use fastpath_net::*;
     use std::fmt::Write as _;
-    let mut s = String::from("#define _POSIX_C_SOURCE 200809L\n#include <stddef.h>\n#include <stdio.h>\n#include <string.h>\n#include \"fastpath_net.h\"\n");
+    let mut s = String::from("#define _POSIX_C_SOURCE 200809L\n#include <stddef.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#include \"fastpath_net.h\"\n");
     for (name, v) in [
         ("FP_OK", FP_OK),
         ("FP_ERR_NULL", FP_ERR_NULL),
@@ -150,6 +114,24 @@ int main(void) {
     CHECK(fp_pkt_free(NULL, 0) == FP_ERR_NULL);
     CHECK(fp_counters(NULL, &c) == FP_ERR_NULL);
     fp_close(NULL);
+    uint8_t mac[6] = {0};
+    CHECK(fp_port_mac(NULL, mac) == FP_ERR_NULL);
+    /* The port the config names (FASTPATH_CONFIG, a vu-server port: it opens without a
+     * peer) has the hook's MAC; a port of no config has none. */
+    if (getenv("FASTPATH_CONFIG") != NULL) {
+        CHECK(fp_open_discovered(NULL, 64, 256, &p) == FP_OK);
+        CHECK(fp_port_mac(p, NULL) == FP_ERR_NULL);
+        CHECK(fp_port_mac(p, mac) == FP_OK);
+        CHECK(mac[0] == 0x02 && mac[1] == 0x1a && mac[2] == 0x2b && mac[3] == 0x3c && mac[4] == 0x4d && mac[5] == 0x5e);
+        fp_close(p);
+        CHECK(fp_open(getenv("FP_OTHER_SPEC"), 64, 256, &p) == FP_OK);
+        memset(mac, 0, sizeof mac);
+        CHECK(fp_port_mac(p, mac) == FP_ERR_CONFIG);
+        CHECK(strstr(fp_last_error(), "has no MAC") != NULL);
+        CHECK(mac[0] == 0 && mac[5] == 0);
+        fp_close(p);
+        puts("mac ok");
+    }
     puts("abi ok");
     return 0;
 }
@@ -158,34 +140,32 @@ int main(void) {
     s
 }
 
-fn gcc_strict(out: &Path) -> Command {
-    let mut c = Command::new("gcc");
-    c.args(["-Wall", "-Wextra", "-Werror", "-pedantic", "-std=c11", "-O1", "-I"]).arg(manifest().join("include"));
-    c.arg("-o").arg(out);
-    c
+/// A container config as fastpath-hook writes it, with one port: a listening (`server`)
+/// virtio-user socket at `sock`, so that it opens without a peer, with MAC `mac`.
+fn config_with_mac(sock: &Path, mac: &str) -> String {
+    format!(
+        r#"{{"version":1,"container_id":"c","ports":[{{"name":"c-br0","bridge":"br0","socket":"{}","mode":"server","mac":"{mac}"}}],"uid":0,"gid":0}}"#,
+        sock.display()
+    )
 }
 
 #[test]
 fn c_compiles_cleanly_against_the_header_and_both_libraries() {
     const TEST: &str = "c_compiles_cleanly_against_the_header_and_both_libraries";
-    if !have("gcc", TEST) {
-        return;
-    }
-    let lib = lib_dir();
-    let tmp = std::env::temp_dir().join(format!("fastpath-net-header-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).expect("temp dir");
+    let Some((lib, tmp)) = c_test(TEST, "header") else { return };
     let src = tmp.join("abi_check.c");
     std::fs::write(&src, abi_check_c()).expect("write C");
 
     // Against the shared library.
     let dyn_bin = tmp.join("abi_check_dyn");
-    run(gcc_strict(&dyn_bin)
-        .arg(&src)
-        .arg("-L")
-        .arg(&lib)
-        .arg("-lfastpath_net")
-        .arg(format!("-Wl,-rpath,{}", lib.display())));
+    build_shared(&src, &dyn_bin, &lib);
     assert!(run(&mut Command::new(&dyn_bin)).contains("abi ok"));
+    // The port's MAC from a config as the hook writes it.
+    let cfg = tmp.join("config.json");
+    std::fs::write(&cfg, config_with_mac(&tmp.join("br0.sock"), "02:1a:2b:3c:4d:5e")).expect("write config");
+    let other = format!("vu-server:{}", tmp.join("other.sock").display());
+    let out = run(Command::new(&dyn_bin).env("FASTPATH_CONFIG", &cfg).env("FP_OTHER_SPEC", &other));
+    assert!(out.contains("mac ok") && out.contains("abi ok"), "{out}");
 
     // Against the static archive.
     let static_bin = tmp.join("abi_check_static");

@@ -24,17 +24,20 @@
 //! trap into the emulator, so performance measured under TCG means nothing.
 //!
 //! The port, its options and its [`Port`] face are here; `setup` brings the VF up (and
-//! again after a PF reset), `burst` moves frames, `probe` is the fault test's raw
-//! descriptor. `unsafe` lives in [`mmio`] (BAR0 registers) and [`desc`] (ring memory).
+//! again after a PF reset), `burst` moves frames, `irq` is interrupt mode (the receive
+//! queue's MSI-X vector to an eventfd, so that [`Port::wait_rx`] sleeps), `probe` is
+//! the fault test's raw descriptor. `unsafe` lives in [`mmio`] (BAR0 registers) and [`desc`] (ring memory).
 
 mod burst;
 pub mod desc;
+mod irq;
 pub mod mbx;
 pub mod mmio;
 mod probe;
 pub mod regs;
 mod setup;
 
+pub use irq::RX_VECTOR;
 #[doc(hidden)]
 pub use probe::RawTxResult;
 
@@ -209,6 +212,8 @@ pub struct IgbVf {
     state: State,
     counters: PortCounters,
     cadence: Cadence,
+    /// The receive interrupt (interrupt mode).
+    irq: irq::RxIrq,
     /// DMA mappings: pool, then rings. Dropped before the rings and the container.
     maps: Vec<DmaMapping>,
     rings: DescRing,
@@ -272,6 +277,7 @@ impl IgbVf {
             state: State::NeedReset,
             counters: PortCounters::default(),
             cadence: Cadence::default(),
+            irq: irq::RxIrq::default(),
             maps,
             rings,
             vfio,
@@ -381,6 +387,16 @@ impl Port for IgbVf {
             std::thread::sleep(Duration::from_micros(50));
         }
     }
+
+    /// Sleeps on the VF's receive interrupt (MSI-X through VFIO, set up on first use;
+    /// see [`IgbVf::arm_rx_interrupt`]); naps where VFIO gives none.
+    fn wait_rx(&mut self, pool: &mut PktPool, timeout: Duration) -> bool {
+        if !self.check_pool(pool) {
+            std::thread::sleep(timeout.min(Duration::from_millis(10)));
+            return false;
+        }
+        self.sleep_rx(pool, timeout)
+    }
 }
 
 impl Drop for IgbVf {
@@ -394,7 +410,9 @@ impl Drop for IgbVf {
             hw.tx_packets,
             hw.tx_bytes
         );
-        // Stop DMA before the mappings go: queues off (reset), then bus master off.
+        // Stop DMA before the mappings go: interrupt off, queues off (reset), then bus
+        // master off.
+        self.release_rx_irq();
         self.mmio.write(regs::CTRL, regs::CTRL_RST);
         if let Err(e) = self.vfio.device.disable_bus_master() {
             tracing::warn!("{}: {e}", self.name);

@@ -9,10 +9,19 @@ pub const BAR0_SIZE: usize = 0x4000;
 pub const CTRL: u32 = 0x0000;
 /// Device status (the PF's, read-only for the VF).
 pub const STATUS: u32 = 0x0008;
+/// Extended interrupt mask set (VTEIMS): a 1 enables that MSI-X vector's causes.
+pub const EIMS: u32 = 0x1524;
 /// Extended interrupt mask clear.
 pub const EIMC: u32 = 0x1528;
-/// Extended interrupt auto clear.
+/// Extended interrupt auto clear: causes cleared when their MSI-X message is sent.
 pub const EIAC: u32 = 0x152C;
+/// Extended interrupt cause (VTEICR): write 1 to clear.
+pub const EICR: u32 = 0x1580;
+/// Interrupt vector allocation for queue 0 (VTIVAR0): byte 0 the receive queue's
+/// MSI-X vector, byte 1 the transmit queue's, each valid with [`IVAR_VALID`].
+pub const IVAR0: u32 = 0x1700;
+/// `IVAR0`: the entry is valid.
+pub const IVAR_VALID: u32 = 0x80;
 
 /// `CTRL`: VF reset.
 pub const CTRL_RST: u32 = 1 << 26;
@@ -99,6 +108,6 @@ pub const MB_R2C_BITS: u32 = MB_RSTD | MB_PFSTS | MB_PFACK;
 
 /// Every register offset the driver uses, for tests that they fit in BAR0.
 pub const ALL: &[u32] = &[
-    CTRL, STATUS, EIMC, EIAC, RDBAL, RDBAH, RDLEN, SRRCTL, RDH, RDT, RXDCTL, TDBAL, TDBAH, TDLEN, TDH, TDT, TXDCTL,
-    TDWBAL, TDWBAH, VFGPRC, VFGPTC, VFGORC, VFGOTC, VFMPRC, V2PMAILBOX, VMBMEM,
+    CTRL, STATUS, EIMS, EIMC, EIAC, EICR, IVAR0, RDBAL, RDBAH, RDLEN, SRRCTL, RDH, RDT, RXDCTL, TDBAL, TDBAH, TDLEN,
+    TDH, TDT, TXDCTL, TDWBAL, TDWBAH, VFGPRC, VFGPTC, VFGORC, VFGOTC, VFMPRC, V2PMAILBOX, VMBMEM,
 ];

@@ -30,7 +30,8 @@ impl IgbVf {
     /// Resets the VF and sets everything up: mailbox handshake, MAC, rings.
     pub(super) fn init(&mut self, pool: &mut PktPool) -> Result<(), IgbVfError> {
         self.state = State::NeedReset;
-        // Interrupts stay masked: this driver polls.
+        // Interrupts stay masked: this driver polls (interrupt mode unmasks the receive
+        // vector only while its owner sleeps: `irq`).
         self.mmio.write(regs::EIMC, 0xffff_ffff);
         self.mmio.write(regs::CTRL, regs::CTRL_RST);
         // The reset disabled both queues: nothing of ours is in use by the NIC now.
@@ -63,6 +64,9 @@ impl IgbVf {
             Err(e) => return Err(self.mbx_err("SET_LPE", e)),
         }
         self.setup_rings(pool)?;
+        if matches!(self.irq, super::irq::RxIrq::On(_)) {
+            self.route_rx_irq();
+        }
         self.state = State::Up;
         Ok(())
     }

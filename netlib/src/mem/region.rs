@@ -21,6 +21,8 @@ pub enum Backing {
     MemfdHuge,
     /// A plain memfd (4 KiB pages): works everywhere, slower.
     Memfd,
+    /// A file its creator made and handed over ([`Region::from_fd`]), unsealed.
+    Given,
 }
 
 impl Backing {
@@ -39,6 +41,7 @@ impl std::fmt::Display for Backing {
             Backing::HugetlbfsFile(p) => write!(f, "hugetlbfs file in {}", p.display()),
             Backing::MemfdHuge => f.write_str("memfd with MFD_HUGETLB"),
             Backing::Memfd => f.write_str("plain memfd (no hugepages)"),
+            Backing::Given => f.write_str("a file its creator gave (unsealed)"),
         }
     }
 }
@@ -125,7 +128,7 @@ impl Region {
     fn with_fd(fd: OwnedFd, len: u64, backing: Backing) -> Result<Self, MemError> {
         nix::unistd::ftruncate(&fd, len as i64)
             .map_err(|e| MemError::Sys { what: format!("ftruncate to {len} ({backing})"), source: e.into() })?;
-        if !matches!(backing, Backing::HugetlbfsFile(_)) {
+        if matches!(backing, Backing::Memfd | Backing::MemfdHuge) {
             // The size is final: sealed, so that a backend that maps it knows it can't
             // shrink under its mapping (a hugetlbfs file can't be sealed).
             let seals = nix::fcntl::SealFlag::F_SEAL_SHRINK | nix::fcntl::SealFlag::F_SEAL_GROW;
@@ -135,6 +138,17 @@ impl Region {
         }
         let map = Mapping::map_fd(fd.as_fd(), len as usize)?;
         Ok(Self { fd, map, backing })
+    }
+
+    /// A region over `fd`, a file the caller made (a memfd, a hugetlbfs or tmpfs file):
+    /// sized to `len` bytes and mapped, and nothing sealed, so its creator can still
+    /// shrink it (what a hostile tenant does to a backend that maps it; our own regions
+    /// come from [`Region::create`], sealed where they can be).
+    pub fn from_fd(fd: OwnedFd, len: u64) -> Result<Self, MemError> {
+        if len == 0 || len > (1 << 40) {
+            return Err(MemError::BadSize(len));
+        }
+        Self::with_fd(fd, len, Backing::Given)
     }
 
     /// The fd to send to a backend.

@@ -83,3 +83,17 @@ fn our_memfd_regions_are_sealed_against_shrinking() {
         assert_eq!(g.unsealed(), 0);
     }
 }
+
+#[test]
+fn a_given_file_is_mapped_unsealed() {
+    let fd = nix::sys::memfd::memfd_create(c"given", nix::sys::memfd::MemFdCreateFlag::MFD_ALLOW_SEALING).unwrap();
+    let mut r = Region::from_fd(fd, 3 * 4096).unwrap();
+    assert_eq!((r.map().len(), r.backing()), (3 * 4096, &Backing::Given));
+    r.map_mut().slice_mut(8191, 2).unwrap().copy_from_slice(b"ok");
+    // Its creator may still shrink it: nothing was sealed.
+    nix::unistd::ftruncate(r.fd(), 4096).unwrap();
+    assert!(matches!(
+        Region::from_fd(nix::sys::memfd::memfd_create(c"empty", nix::sys::memfd::MemFdCreateFlag::empty()).unwrap(), 0),
+        Err(MemError::BadSize(0))
+    ));
+}

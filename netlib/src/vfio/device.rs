@@ -1,9 +1,10 @@
-// A VFIO device fd: its regions, BAR mappings, config space (bus mastering) and reset.
+// A VFIO device fd: its regions, BAR mappings, config space (bus mastering), MSI-X
+// interrupts to an eventfd, and reset.
 //! VFIO devices.
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 
 use super::error::{ioctl_err, VfioError};
@@ -125,6 +126,33 @@ impl Device {
     pub fn disable_bus_master(&self) -> Result<(), VfioError> {
         let cmd = self.config_read_u16(PCI_COMMAND)?;
         self.config_write_u16(PCI_COMMAND, cmd & !PCI_COMMAND_MASTER)
+    }
+
+    /// Has vector `vector` of the device's MSI-X signal `fd` (an eventfd), enabling MSI-X
+    /// with vectors `0..=vector` (`VFIO_DEVICE_SET_IRQS`, `DATA_EVENTFD | ACTION_TRIGGER`).
+    /// The device then interrupts through the IOMMU's interrupt remapping into `fd`.
+    pub fn enable_msix(&self, vector: u32, fd: BorrowedFd<'_>) -> Result<(), VfioError> {
+        let info = sys::irq_info(self.file.as_fd(), sys::PCI_MSIX_IRQ_INDEX)
+            .map_err(ioctl_err(self.pci.clone(), "VFIO_DEVICE_GET_IRQ_INFO(MSI-X)"))?;
+        if info.flags & sys::IRQ_INFO_EVENTFD == 0 || vector >= info.count {
+            return Err(VfioError::Irq {
+                pci: self.pci.clone(),
+                why: format!(
+                    "MSI-X vector {vector} wanted, the device has {} (flags {:#x}{})",
+                    info.count,
+                    info.flags,
+                    if info.flags & sys::IRQ_INFO_EVENTFD == 0 { ", no eventfd" } else { "" }
+                ),
+            });
+        }
+        sys::set_irq_eventfd(self.file.as_fd(), sys::PCI_MSIX_IRQ_INDEX, vector, fd)
+            .map_err(ioctl_err(self.pci.clone(), format!("VFIO_DEVICE_SET_IRQS(MSI-X vector {vector} to an eventfd)")))
+    }
+
+    /// Disables MSI-X (no vector signals anything any more).
+    pub fn disable_msix(&self) -> Result<(), VfioError> {
+        sys::disable_irqs(self.file.as_fd(), sys::PCI_MSIX_IRQ_INDEX)
+            .map_err(ioctl_err(self.pci.clone(), "VFIO_DEVICE_SET_IRQS(MSI-X off)"))
     }
 
     /// Resets the function (`VFIO_DEVICE_RESET`), when the device can.

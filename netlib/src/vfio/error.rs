@@ -57,6 +57,14 @@ pub enum VfioError {
         /// What is wrong.
         why: String,
     },
+    /// An interrupt the driver needs is missing or unusable.
+    #[error("{pci}: interrupts: {why}")]
+    Irq {
+        /// The device.
+        pci: String,
+        /// What is wrong.
+        why: String,
+    },
     /// Memory that the IOMMU cannot map at IOVA == VA.
     #[error(
         "DMA range {start:#x}-{end:#x} ({len} bytes at VA == IOVA) is not inside one usable IOVA range of the IOMMU \

@@ -29,6 +29,10 @@ const GROUP_GET_DEVICE_FD: u64 = vfio_io(6);
 const DEVICE_GET_INFO: u64 = vfio_io(7);
 /// `VFIO_DEVICE_GET_REGION_INFO`.
 const DEVICE_GET_REGION_INFO: u64 = vfio_io(8);
+/// `VFIO_DEVICE_GET_IRQ_INFO`.
+const DEVICE_GET_IRQ_INFO: u64 = vfio_io(9);
+/// `VFIO_DEVICE_SET_IRQS`.
+const DEVICE_SET_IRQS: u64 = vfio_io(10);
 /// `VFIO_DEVICE_RESET`.
 const DEVICE_RESET: u64 = vfio_io(11);
 /// `VFIO_IOMMU_GET_INFO`.
@@ -56,6 +60,16 @@ pub const REGION_FLAG_WRITE: u32 = 1 << 1;
 pub const REGION_FLAG_MMAP: u32 = 1 << 2;
 /// `VFIO_PCI_CONFIG_REGION_INDEX`.
 pub const PCI_CONFIG_REGION_INDEX: u32 = 7;
+/// `VFIO_PCI_MSIX_IRQ_INDEX`.
+pub const PCI_MSIX_IRQ_INDEX: u32 = 2;
+/// `VFIO_IRQ_INFO_EVENTFD`: the interrupt can signal an eventfd.
+pub const IRQ_INFO_EVENTFD: u32 = 1;
+/// `VFIO_IRQ_SET_DATA_NONE`.
+pub const IRQ_SET_DATA_NONE: u32 = 1;
+/// `VFIO_IRQ_SET_DATA_EVENTFD`.
+pub const IRQ_SET_DATA_EVENTFD: u32 = 1 << 2;
+/// `VFIO_IRQ_SET_ACTION_TRIGGER`.
+pub const IRQ_SET_ACTION_TRIGGER: u32 = 1 << 5;
 /// `VFIO_IOMMU_INFO_PGSIZES`.
 pub const IOMMU_INFO_PGSIZES: u32 = 1;
 /// `VFIO_IOMMU_INFO_CAPS`.
@@ -112,6 +126,35 @@ pub struct RegionInfo {
     /// Offset of the region in the device fd.
     pub offset: u64,
 }
+
+/// `struct vfio_irq_info`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IrqInfo {
+    /// Size of this struct.
+    pub argsz: u32,
+    /// `VFIO_IRQ_INFO_*`.
+    pub flags: u32,
+    /// Interrupt index (`VFIO_PCI_*_IRQ_INDEX`).
+    pub index: u32,
+    /// Vectors of that index.
+    pub count: u32,
+}
+
+/// `struct vfio_irq_set` with room for one eventfd in its `data[]`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct IrqSetOne {
+    argsz: u32,
+    flags: u32,
+    index: u32,
+    start: u32,
+    count: u32,
+    fd: i32,
+}
+
+/// The size of `struct vfio_irq_set` without its data.
+const IRQ_SET_HEADER: u32 = 20;
 
 /// `struct vfio_iommu_type1_info` (followed by its capability chain).
 #[repr(C)]
@@ -188,6 +231,10 @@ unsafe impl IoctlArg for RegionInfo {}
 unsafe impl IoctlArg for DmaMap {}
 // SAFETY: as above.
 unsafe impl IoctlArg for DmaUnmap {}
+// SAFETY: as above.
+unsafe impl IoctlArg for IrqInfo {}
+// SAFETY: as above (the header, then one i32: no padding).
+unsafe impl IoctlArg for IrqSetOne {}
 // SAFETY: a plain fd number (GROUP_SET_CONTAINER takes a pointer to an int).
 unsafe impl IoctlArg for i32 {}
 
@@ -262,6 +309,44 @@ pub(super) fn region_info(device: BorrowedFd<'_>, index: u32) -> std::io::Result
     let mut r = RegionInfo { argsz: argsz::<RegionInfo>(), index, ..Default::default() };
     ioctl_ptr(device, DEVICE_GET_REGION_INFO, &mut r)?;
     Ok(r)
+}
+
+/// `VFIO_DEVICE_GET_IRQ_INFO` for interrupt index `index`.
+pub(super) fn irq_info(device: BorrowedFd<'_>, index: u32) -> std::io::Result<IrqInfo> {
+    let mut i = IrqInfo { argsz: argsz::<IrqInfo>(), index, ..Default::default() };
+    ioctl_ptr(device, DEVICE_GET_IRQ_INFO, &mut i)?;
+    Ok(i)
+}
+
+/// `VFIO_DEVICE_SET_IRQS`: vector `vector` of interrupt index `index` signals `fd`
+/// (`DATA_EVENTFD | ACTION_TRIGGER`; for MSI-X this enables vectors 0..=vector).
+pub(super) fn set_irq_eventfd(
+    device: BorrowedFd<'_>,
+    index: u32,
+    vector: u32,
+    fd: BorrowedFd<'_>,
+) -> std::io::Result<()> {
+    let mut s = IrqSetOne {
+        argsz: argsz::<IrqSetOne>(),
+        flags: IRQ_SET_DATA_EVENTFD | IRQ_SET_ACTION_TRIGGER,
+        index,
+        start: vector,
+        count: 1,
+        fd: fd.as_raw_fd(),
+    };
+    ioctl_ptr(device, DEVICE_SET_IRQS, &mut s).map(drop)
+}
+
+/// `VFIO_DEVICE_SET_IRQS` with `DATA_NONE | ACTION_TRIGGER` and no vector: every vector
+/// of interrupt index `index` off (for MSI-X: MSI-X disabled).
+pub(super) fn disable_irqs(device: BorrowedFd<'_>, index: u32) -> std::io::Result<()> {
+    let mut s = IrqSetOne {
+        argsz: IRQ_SET_HEADER,
+        flags: IRQ_SET_DATA_NONE | IRQ_SET_ACTION_TRIGGER,
+        index,
+        ..Default::default()
+    };
+    ioctl_ptr(device, DEVICE_SET_IRQS, &mut s).map(drop)
 }
 
 /// `VFIO_DEVICE_RESET`.
@@ -370,5 +455,18 @@ impl Drop for BarMap {
         unsafe {
             libc::munmap(self.base.as_ptr().cast(), self.len);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn irq_structs_have_the_kernels_layout() {
+        assert_eq!(std::mem::size_of::<IrqInfo>(), 16);
+        assert_eq!(std::mem::size_of::<IrqSetOne>(), IRQ_SET_HEADER as usize + 4);
+        assert_eq!(std::mem::offset_of!(IrqSetOne, fd), IRQ_SET_HEADER as usize);
+        assert_eq!((DEVICE_GET_IRQ_INFO, DEVICE_SET_IRQS), (0x3b6d, 0x3b6e));
     }
 }

@@ -1,10 +1,47 @@
 // A frame to be copied: in a peer's memory (a descriptor chain after its
-// virtio-net header) or in our own; and the three copies between chains and bytes.
+// virtio-net header) or in our own, its 802.1Q tag pushed or popped on the way;
+// and the three copies between chains and bytes.
 //! Frames and the copies that move them.
 
 use crate::mem::GuestMemory;
 
 use super::queue::Chain;
+
+/// The 802.1Q tag protocol identifier, the first two bytes of a VLAN tag.
+pub const TPID_8021Q: [u8; 2] = [0x81, 0x00];
+/// Bytes of a VLAN tag.
+pub const TAG_LEN: u32 = 4;
+/// Where a tag sits in a frame: after the destination and source MACs.
+const TAG_AT: u32 = 12;
+/// Most bytes of header [`Frame::write_to`] writes before an edited frame.
+const MAX_EDIT_HDR: usize = 32;
+
+/// How a frame's 802.1Q tag changes on its way to one destination. The edit is made
+/// during the one copy into the destination's buffers: the MACs are written, then the
+/// tag (pushed), then the rest of the frame from after the MACs (or after the popped
+/// tag); the frame is never copied twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TagEdit {
+    /// Copied as it is.
+    #[default]
+    Keep,
+    /// A tag with this TCI (the VLAN id in its low 12 bits) is inserted after the MACs.
+    Push(u16),
+    /// The tag after the MACs is removed.
+    Pop,
+}
+
+impl TagEdit {
+    /// The length of a `len`-byte frame after the edit.
+    #[inline]
+    pub fn len_after(self, len: u32) -> u32 {
+        match self {
+            TagEdit::Keep => len,
+            TagEdit::Push(_) => len + TAG_LEN,
+            TagEdit::Pop => len.saturating_sub(TAG_LEN),
+        }
+    }
+}
 
 /// One frame, wherever it lies: the unit every port kind hands to the switch and
 /// every destination copies from.
@@ -22,15 +59,25 @@ pub enum Frame<'a> {
     },
     /// Bytes in our own memory.
     Local(&'a [u8]),
+    /// Frame `i` of `frames`, its tag edited as it is copied (see [`Frames::edited`]).
+    Edited {
+        /// The burst it is in.
+        frames: &'a Frames<'a>,
+        /// Its position there.
+        i: usize,
+        /// How its tag changes.
+        edit: TagEdit,
+    },
 }
 
-impl Frame<'_> {
+impl<'a> Frame<'a> {
     /// The frame's length in bytes (0 for a chain shorter than its header).
     #[inline]
     pub fn len(&self) -> u32 {
         match self {
             Frame::Guest { chain, skip, .. } => chain.total.saturating_sub(*skip),
             Frame::Local(b) => b.len() as u32,
+            Frame::Edited { frames, i, edit } => edit.len_after(frames.get(*i).len()),
         }
     }
 
@@ -44,12 +91,32 @@ impl Frame<'_> {
     /// copied (fewer when the frame is shorter, or a span could not be read).
     #[inline]
     pub fn read_head(&self, dst: &mut [u8]) -> usize {
+        self.read_at(0, dst)
+    }
+
+    /// Copies the frame's bytes from `off` on into `dst` (as many as fit); returns how many
+    /// were copied.
+    #[inline]
+    fn read_at(&self, off: u32, dst: &mut [u8]) -> usize {
         match self {
-            Frame::Guest { mem, chain, skip } => read_chain(mem, chain, *skip, dst).0,
+            Frame::Guest { mem, chain, skip } => read_chain(mem, chain, skip.saturating_add(off), dst).0,
             Frame::Local(b) => {
+                let b = b.get(off as usize..).unwrap_or_default();
                 let n = b.len().min(dst.len());
                 dst[..n].copy_from_slice(&b[..n]);
                 n
+            }
+            Frame::Edited { .. } => {
+                let Some((head, n, rest)) = self.edited_head() else { return 0 };
+                let (head, off) = (&head[..n], off as usize);
+                let from_head = head.get(off..).unwrap_or_default();
+                let k = from_head.len().min(dst.len());
+                dst[..k].copy_from_slice(&from_head[..k]);
+                if k == dst.len() {
+                    return k;
+                }
+                let (plain, past) = (self.plain(), (off.saturating_sub(n)) as u32);
+                k + plain.read_at(rest.saturating_add(past), &mut dst[k..])
             }
         }
     }
@@ -67,6 +134,15 @@ impl Frame<'_> {
                 dst.copy_from_slice(b);
                 true
             }
+            Frame::Edited { .. } => {
+                let Some((head, n, rest)) = self.edited_head() else { return false };
+                if dst.len() != self.len() as usize || dst.len() < n {
+                    return false;
+                }
+                let (to_head, to_rest) = dst.split_at_mut(n);
+                to_head.copy_from_slice(&head[..n]);
+                self.plain().read_at(rest, to_rest) == to_rest.len()
+            }
         }
     }
 
@@ -77,6 +153,56 @@ impl Frame<'_> {
         match self {
             Frame::Guest { mem, chain, skip } => copy_chain(dst_mem, dst, hdr, mem, chain, *skip),
             Frame::Local(b) => write_chain(dst_mem, dst, hdr, b),
+            Frame::Edited { .. } => {
+                // `hdr`, the MACs and a pushed tag go first, as one header; then the rest of
+                // the frame, copied once from where it lies.
+                let (head, n, rest) = self.edited_head()?;
+                let mut pre = [0u8; MAX_EDIT_HDR];
+                let pre_len = hdr.len() + n;
+                pre.get_mut(..hdr.len())?.copy_from_slice(hdr);
+                pre.get_mut(hdr.len()..pre_len)?.copy_from_slice(&head[..n]);
+                match self.plain() {
+                    Frame::Guest { mem, chain, skip } => {
+                        copy_chain(dst_mem, dst, &pre[..pre_len], mem, chain, skip.checked_add(rest)?)
+                    }
+                    Frame::Local(b) => write_chain(dst_mem, dst, &pre[..pre_len], b.get(rest as usize..)?),
+                    Frame::Edited { .. } => None,
+                }
+            }
+        }
+    }
+
+    /// The frame an [`Frame::Edited`] is made from (itself for the others).
+    #[inline]
+    fn plain(&self) -> Frame<'a> {
+        match *self {
+            Frame::Edited { frames, i, .. } => frames.get(i),
+            f => f,
+        }
+    }
+
+    /// An edited frame's first bytes, which are not where its source has them: its MACs,
+    /// and the tag pushed. Returns them, how many there are, and where in the source frame
+    /// the rest of the frame starts. `None`: the source is too short (or is itself edited).
+    #[inline]
+    fn edited_head(&self) -> Option<([u8; 16], usize, u32)> {
+        let Frame::Edited { edit, .. } = *self else { return Some(([0; 16], 0, 0)) };
+        let plain = self.plain();
+        if matches!(plain, Frame::Edited { .. }) {
+            return None;
+        }
+        let mut head = [0u8; 16];
+        if plain.read_at(0, &mut head[..TAG_AT as usize]) < TAG_AT as usize {
+            return None;
+        }
+        match edit {
+            TagEdit::Keep => Some((head, TAG_AT as usize, TAG_AT)),
+            TagEdit::Push(tci) => {
+                head[12..14].copy_from_slice(&TPID_8021Q);
+                head[14..16].copy_from_slice(&tci.to_be_bytes());
+                Some((head, 16, TAG_AT))
+            }
+            TagEdit::Pop => (plain.len() >= TAG_AT + TAG_LEN).then_some((head, TAG_AT as usize, TAG_AT + TAG_LEN)),
         }
     }
 }
@@ -148,6 +274,13 @@ pub enum Frames<'a> {
         /// Where each frame is in it.
         spans: &'a [(u32, u32)],
     },
+    /// The frames of another burst, each with its 802.1Q tag edited as it is copied.
+    Edited {
+        /// The burst.
+        frames: &'a Frames<'a>,
+        /// How every frame's tag changes.
+        edit: TagEdit,
+    },
 }
 
 impl<'a> Frames<'a> {
@@ -161,6 +294,18 @@ impl<'a> Frames<'a> {
             Frames::Guest { chains, .. } => chains.len(),
             Frames::Local(f) => f.len(),
             Frames::Spans { spans, .. } => spans.len(),
+            Frames::Edited { frames, .. } => frames.len(),
+        }
+    }
+
+    /// These frames with their tags edited by `edit` as a destination copies them
+    /// (`Keep`: the frames as they are, with nothing in the way).
+    #[inline]
+    #[must_use]
+    pub fn edited(&'a self, edit: TagEdit) -> Frames<'a> {
+        match edit {
+            TagEdit::Keep => *self,
+            edit => Frames::Edited { frames: self, edit },
         }
     }
 
@@ -181,6 +326,7 @@ impl<'a> Frames<'a> {
                 // A span outside the buffer reads as an empty frame (its owner checked it).
                 Frame::Local(base.get(off as usize..off as usize + len as usize).unwrap_or_default())
             }
+            Frames::Edited { frames, edit } => Frame::Edited { frames, i, edit },
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 pub use device::{DeviceLimits, ProtocolFault, Reply, VhostDevice, DEFAULT_MAX_MEMORY};
 pub use engine::{Burst, Filler};
-pub use frame::{copy_chain, read_chain, write_chain, Frame, FrameBuf, Frames};
+pub use frame::{copy_chain, read_chain, write_chain, Frame, FrameBuf, Frames, TagEdit, TAG_LEN, TPID_8021Q};
 pub use queue::{Chain, ChainFault, DeviceQueue};
 
 use crate::cadence::Cadence;
@@ -228,8 +228,12 @@ impl VhostBackend {
         self.dev.ready().then_some(&self.dev)
     }
 
-    /// Drops the connection after a fault, with one log line naming port and fault.
+    /// Drops the connection after a fault, with one log line naming port and fault. A
+    /// fault found while the frontend's memory is poisoned (it shrank the file under our
+    /// mapping, which now reads zeros) is that shrink's doing, and is reported as such:
+    /// whatever the zeros looked like (an avail index far ahead, a bad descriptor).
     pub fn fault(&mut self, f: &PortFault) {
+        let f = if self.dev.mem().poisoned() { &PortFault::MemoryTruncated } else { f };
         if let PortFault::Conn(ConnError::Closed) = f {
             tracing::info!("{}: frontend disconnected", self.name);
         } else {

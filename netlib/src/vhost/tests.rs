@@ -1,6 +1,7 @@
 // Bad input for the backend: descriptors and chains a buggy or hostile frontend
 // could write, and malformed protocol messages. Each must fault the port, not crash.
-//! Backend robustness tests.
+// And the 802.1Q tag pushed or popped during the copy, between chains and buffers.
+//! Backend robustness tests, and tag edits.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -209,6 +210,97 @@ fn short_receive_buffer_is_refused_by_write_chain() {
     assert_eq!(write_chain(&r.mem, &c, &RX_NET_HDR, &[7u8; 8]), Some(20));
 }
 
+/// A frame from MAC 02:..:02 to 02:..:01, `len` bytes, tagged with VLAN `vid` unless 0.
+fn vlan_frame(vid: u16, len: usize) -> Vec<u8> {
+    let mut f: Vec<u8> = [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]].concat();
+    if vid != 0 {
+        f.extend_from_slice(&TPID_8021Q);
+        f.extend_from_slice(&vid.to_be_bytes());
+    }
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend((0..).map(|i: u32| i as u8).take(len - f.len()));
+    f
+}
+
+#[test]
+fn tags_are_pushed_and_popped_on_frames_of_our_own() {
+    let (untagged, tagged) = (vlan_frame(0, 100), vlan_frame(100, 104));
+    let bufs: Vec<FrameBuf> = [&untagged, &tagged]
+        .iter()
+        .map(|f| {
+            let mut b = FrameBuf::with_capacity(256);
+            assert!(b.fill_from(f));
+            b
+        })
+        .collect();
+    let burst = Frames::Local(&bufs);
+    assert!(matches!(burst.edited(TagEdit::Keep), Frames::Local(_)), "no edit: the frames as they are");
+    let pushed = burst.edited(TagEdit::Push(100));
+    let popped = burst.edited(TagEdit::Pop);
+    assert_eq!((pushed.len(), pushed.get(0).len(), popped.get(1).len()), (2, 104, 100));
+    let mut out = vec![0u8; 104];
+    assert!(pushed.get(0).read_all(&mut out));
+    assert_eq!(out, tagged);
+    let mut out = vec![0u8; 100];
+    assert!(popped.get(1).read_all(&mut out));
+    assert_eq!(out, untagged);
+    assert!(!popped.get(1).read_all(&mut [0u8; 104]), "the length is the edited one");
+    // The head reads through the edit too: the MACs, then the tag, then the frame's own bytes.
+    let mut head = [0u8; 20];
+    assert_eq!(pushed.get(0).read_head(&mut head), 20);
+    assert_eq!(head[..], tagged[..20]);
+    assert_eq!(popped.get(1).read_head(&mut head), 20);
+    assert_eq!(head[..], untagged[..20]);
+    // A frame too short to hold a tag has none to pop.
+    let mut short = FrameBuf::with_capacity(64);
+    assert!(short.fill_from(&untagged[..14]));
+    let shorts = [short];
+    let short = Frames::Local(&shorts);
+    assert!(!short.edited(TagEdit::Pop).get(0).read_all(&mut [0u8; 10]));
+}
+
+#[test]
+fn tags_are_pushed_and_popped_in_the_copy_between_chains() {
+    let mut r = rig();
+    let (untagged, tagged) = (vlan_frame(0, 300), vlan_frame(200, 304));
+    // A frontend's frame after its net header, split inside the MACs and again further on;
+    // receive buffers of one segment and of two (the second starting inside the MACs).
+    let src = |r: &mut Rig, f: &[u8]| {
+        r.data.map_mut().slice_mut(100, 5).unwrap().copy_from_slice(&f[..5]);
+        r.data.map_mut().slice_mut(200, f.len() - 5).unwrap().copy_from_slice(&f[5..]);
+        r.drv.set_desc(0, d(r.buf(0), 12, VRING_DESC_F_NEXT, 1));
+        r.drv.set_desc(1, d(r.buf(100), 5, VRING_DESC_F_NEXT, 2));
+        r.drv.set_desc(2, d(r.buf(200), f.len() as u32 - 5, 0, 0));
+    };
+    r.drv.set_desc(3, d(r.buf(1000), 400, VRING_DESC_F_WRITE, 0));
+    r.drv.set_desc(4, d(r.buf(2000), 20, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 5));
+    r.drv.set_desc(5, d(r.buf(3000), 400, VRING_DESC_F_WRITE, 0));
+    for (round, (from, edit, want)) in
+        [(&untagged, TagEdit::Push(200), &tagged), (&tagged, TagEdit::Pop, &untagged)].into_iter().enumerate()
+    {
+        src(&mut r, from);
+        for (k, head) in [0, 3, 4].into_iter().enumerate() {
+            r.drv.set_avail((3 * round + k) as u16, head);
+        }
+        r.drv.publish_avail(3 * round as u16 + 3);
+        let (s, one, two) = (r.pop(false).unwrap(), r.pop(true).unwrap(), r.pop(true).unwrap());
+        let chains = [s];
+        let frames = Frames::Guest { mem: &r.mem, chains: &chains, skip: NET_HDR_LEN };
+        let f = frames.edited(edit).get(0);
+        assert_eq!(f.len() as usize, want.len());
+        let n = want.len() + RX_NET_HDR.len();
+        assert_eq!(f.write_to(&r.mem, &one, &RX_NET_HDR), Some(n as u32), "{edit:?}, one segment");
+        assert_eq!(r.data.map().slice(1000 + 12, want.len()).unwrap(), &want[..]);
+        assert_eq!(f.write_to(&r.mem, &two, &RX_NET_HDR), Some(n as u32), "{edit:?}, two segments");
+        let mut got = r.data.map().slice(2000 + 12, 8).unwrap().to_vec();
+        got.extend_from_slice(r.data.map().slice(3000, want.len() - 8).unwrap());
+        assert_eq!(&got, want, "{edit:?}, two segments");
+        let mut all = vec![0u8; want.len()];
+        assert!(f.read_all(&mut all));
+        assert_eq!(&all, want);
+    }
+}
+
 fn tmp_sock(tag: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("fp-test-{tag}-{}.sock", std::process::id()))
 }
@@ -340,6 +432,40 @@ fn malformed_messages_reset_the_port_and_it_keeps_serving() {
     assert!(up, "a good frontend after the bad ones");
     t.join().unwrap().unwrap();
     let _ = be.rx_burst(&mut pool, &mut crate::pool::burst_vec());
+}
+
+#[test]
+fn a_fault_in_memory_the_frontend_shrank_is_reported_as_the_shrink() {
+    let path = tmp_sock("shrunk");
+    let mut be = VhostBackend::open(&path, VhostMode::Listen).unwrap();
+    let fd = nix::sys::memfd::memfd_create(c"shrinks", nix::sys::memfd::MemFdCreateFlag::empty()).unwrap();
+    let r = Region::from_fd(fd, 1 << 16).unwrap();
+    let m = MemRegion { guest_phys_addr: 0x10000, memory_size: 1 << 16, userspace_addr: 0x10000, mmap_offset: 0 };
+    let payload = encode::mem_table(&[m]);
+    let header = Header { request: Request::SetMemTable as u32, flags: FLAG_VERSION, size: payload.len() as u32 };
+    let fds = vec![r.fd().try_clone_to_owned().unwrap()];
+    be.dev.handle(crate::vhost_user::conn::RawMsg { header, payload, fds }).unwrap();
+    // A plain fault first: reported as itself.
+    let jump = ChainFault::AvailJump { avail: 0, last: 9, ahead: 65527, size: 256 };
+    be.fault(&jump.clone().into());
+    assert!(be.last_fault().unwrap().contains("entries ahead"), "{:?}", be.last_fault());
+    be.dev
+        .handle(crate::vhost_user::conn::RawMsg {
+            header,
+            payload: encode::mem_table(&[m]),
+            fds: vec![r.fd().try_clone_to_owned().unwrap()],
+        })
+        .unwrap();
+    // The frontend shrinks the file; our next read of it faults (SIGBUS, recovered: zeros).
+    nix::unistd::ftruncate(r.fd(), 0).unwrap();
+    let span = be.dev.mem().translate(0x10000 + 4096, 8).unwrap();
+    let mut out = [1u8; 8];
+    assert!(be.dev.mem().read(span, 0, &mut out));
+    assert_eq!(out, [0; 8]);
+    // What the zeros then look like to the ring is not the fault: the shrink is.
+    be.fault(&jump.into());
+    assert_eq!(be.last_fault(), Some(PortFault::MemoryTruncated.to_string().as_str()));
+    assert_eq!(be.counters().resets, 2);
 }
 
 #[test]

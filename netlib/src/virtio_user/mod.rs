@@ -6,6 +6,7 @@
 //! each virtqueue and its burst work, `handshake` the vhost-user set-up of a fresh
 //! connection, and `reconnect` the connection's life (going down, coming back).
 
+mod backoff;
 mod handshake;
 mod queue;
 mod reconnect;
@@ -105,7 +106,10 @@ pub struct VirtioUser {
     in_order: bool,
     counters: PortCounters,
     cadence: Cadence,
-    last_try: Option<Instant>,
+    /// When the port tries its backend again while down.
+    backoff: backoff::Backoff,
+    /// When the port went down after having been up (for the "up again" log line).
+    down_since: Option<Instant>,
     /// The last unusual accept/connect failure, already logged.
     retry_error: Option<String>,
 }
@@ -146,7 +150,8 @@ impl VirtioUser {
             in_order: false,
             counters: PortCounters::default(),
             cadence: Cadence::default(),
-            last_try: None,
+            backoff: backoff::Backoff::default(),
+            down_since: None,
             retry_error: None,
             opts,
         };

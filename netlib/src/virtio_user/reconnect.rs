@@ -1,16 +1,19 @@
 // The connection's life: a fresh one taken through the handshake, the port going down
 // on a fault or a disconnect, and, while down, accepting or reconnecting to a backend.
 //! virtio-user's connection and reconnection.
+//!
+//! A port whose backend goes away (a switch killed, restarted or upgraded) goes down with
+//! one log line, keeps its pool, counters and rings, and tries the backend again on the
+//! [`Backoff`] schedule; it comes back up with one log line saying how long it was down.
+//! Its owner sees bursts of nothing meanwhile, never an error.
 
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use super::backoff::RETRY_MAX;
 use super::{State, VirtioUser, VirtioUserError};
 use crate::pool::PktPool;
 use crate::vhost_user::Conn;
-
-/// How often a down port retries its backend.
-pub(super) const RETRY_EVERY: Duration = Duration::from_millis(100);
 
 impl VirtioUser {
     /// Takes a fresh connection through the whole handshake and brings the port up.
@@ -27,7 +30,14 @@ impl VirtioUser {
         self.in_order = false;
         let res = self.handshake(&mut conn, pool);
         match &res {
-            Ok(()) => self.conn = Some(conn),
+            Ok(()) => {
+                self.conn = Some(conn);
+                self.backoff.reset();
+                if let Some(t) = self.down_since.take() {
+                    let ms = t.elapsed().as_secs_f64() * 1000.0;
+                    tracing::info!("{}: up again after {ms:.1} ms down (reset {})", self.name, self.counters.resets);
+                }
+            }
             Err(e) => {
                 tracing::warn!("{}: handshake failed: {e}", self.name);
                 self.rxq.reset(pool);
@@ -40,9 +50,11 @@ impl VirtioUser {
     /// Drops the connection after a fault or a disconnect, with one log line saying why,
     /// and takes back every packet in flight.
     pub(super) fn go_down(&mut self, pool: &mut PktPool, why: &str) {
-        tracing::warn!("{}: down: {why}", self.name);
+        tracing::warn!("{}: down: {why}; reconnecting", self.name);
         self.conn = None;
         self.state = State::Down;
+        self.down_since = Some(Instant::now());
+        self.backoff.reset();
         self.counters.resets += 1;
         self.rxq.reset(pool);
         self.txq.reset(pool);
@@ -61,10 +73,9 @@ impl VirtioUser {
             }
             return;
         }
-        if self.last_try.is_some_and(|t| t.elapsed() < RETRY_EVERY) {
+        if !self.backoff.due(Instant::now()) {
             return;
         }
-        self.last_try = Some(Instant::now());
         let stream = match &self.listener {
             Some(l) => l.accept().map(|(s, _)| s),
             None => UnixStream::connect(&self.path),
@@ -75,9 +86,16 @@ impl VirtioUser {
                 let _ = s.set_nonblocking(false);
                 if let Err(e) = self.start(s, pool) {
                     tracing::warn!("{}: {e}", self.name);
+                    self.backoff.failed();
                 }
             }
-            Err(e) => self.note_retry_error(&e),
+            Err(e) if self.listener.is_some() && e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.backoff.nothing_yet();
+            }
+            Err(e) => {
+                self.backoff.failed();
+                self.note_retry_error(&e);
+            }
         }
     }
 
@@ -91,7 +109,7 @@ impl VirtioUser {
             return;
         }
         let what = if self.listener.is_some() { "accepting a backend" } else { "connecting" };
-        tracing::warn!("{}: {what}: {text}; staying down, retrying every {RETRY_EVERY:?}", self.name);
+        tracing::warn!("{}: {what}: {text}; staying down, retrying at least every {RETRY_MAX:?}", self.name);
         self.retry_error = Some(text);
     }
 }

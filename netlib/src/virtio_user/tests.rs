@@ -1,8 +1,8 @@
-// Tests of the virtio-user port against our own vhost-user backend: the wrong pool, and
-// running out of fds at reconnect.
+// Tests of the virtio-user port against our own vhost-user backend: the wrong pool, running
+// out of fds at reconnect, and a client across its backend's restart.
 //! virtio-user tests.
 
-use super::reconnect::RETRY_EVERY;
+use super::backoff::RETRY_MAX;
 use super::*;
 use crate::pool::{burst_vec, PoolOptions};
 use crate::vhost::{VhostBackend, VhostMode};
@@ -17,23 +17,31 @@ fn small_pool() -> PktPool {
     PktPool::new(&PoolOptions { nbufs: 512, hugedir: None }).unwrap()
 }
 
-/// Our vhost-user backend in a thread, connecting to `path` (a server-mode frontend).
+/// A thread polling one of our vhost-user backends, stopped and joined on drop.
 struct Backend {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Backend {
-    /// Starts it and waits until it has connected (the connection then waits in the
-    /// frontend's listener until the frontend accepts).
-    fn connect(path: &Path) -> Self {
+    /// Runs `body` in a thread until the `Backend` is dropped (`body` polls until the flag
+    /// it is given is set).
+    fn spawn(body: impl FnOnce(&AtomicBool) + Send + 'static) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || body(&stop2));
+        Self { stop, thread: Some(thread) }
+    }
+
+    /// A backend connecting to `path` (a server-mode frontend); returns once it has
+    /// connected (the connection then waits in the frontend's listener until it accepts).
+    fn connect(path: &Path) -> Self {
         let (connected_tx, connected_rx) = std::sync::mpsc::channel();
-        let (path, stop2) = (path.to_path_buf(), Arc::clone(&stop));
-        let thread = std::thread::spawn(move || {
+        let path = path.to_path_buf();
+        let be = Self::spawn(move |stop| {
             let mut be = VhostBackend::open(&path, VhostMode::Connect).unwrap();
             let mut told = false;
-            while !stop2.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 be.poll();
                 if !told && be.connected() {
                     told = connected_tx.send(()).is_ok();
@@ -42,7 +50,24 @@ impl Backend {
             }
         });
         connected_rx.recv_timeout(Duration::from_secs(5)).expect("backend connected");
-        Self { stop, thread: Some(thread) }
+        be
+    }
+
+    /// A backend listening on `path` (as fastpathd's ports do), counting in `got` the
+    /// frames it receives.
+    fn listen(path: &Path, got: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        let mut be = VhostBackend::open(path, VhostMode::Listen).unwrap();
+        Self::spawn(move |stop| {
+            let mut pool = small_pool();
+            let mut pkts = burst_vec();
+            while !stop.load(Ordering::Relaxed) {
+                be.poll_control(&mut pool);
+                let n = be.rx_burst(&mut pool, &mut pkts);
+                got.fetch_add(n as u64, Ordering::Relaxed);
+                pool.free_all(&mut pkts);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
     }
 }
 
@@ -136,11 +161,85 @@ fn out_of_fds_body() {
     assert_eq!(fe.link(), LinkState::Down, "accept found no fd");
     // One fd: enough to accept, not for the fds the handshake shares.
     hog.pop();
-    std::thread::sleep(RETRY_EVERY + Duration::from_millis(10));
+    std::thread::sleep(RETRY_MAX + Duration::from_millis(10));
     fe.poll_control(&mut pool);
     assert_eq!(fe.link(), LinkState::Down, "the backend could not take our memory's fds");
     drop(hog);
     let up = wait_up(&mut fe, &mut pool, 10);
     drop(backend);
     assert!(up, "up once fds are back");
+}
+
+/// Sends one burst of `n` frames on `fe` (each a fresh buffer); returns how many it took.
+fn send(fe: &mut VirtioUser, pool: &mut PktPool, n: usize) -> usize {
+    let mut pkts = burst_vec();
+    pool.alloc_bulk(&mut pkts, n);
+    for p in &mut pkts {
+        pool.set_len(p, 60).fill(0xab);
+    }
+    let took = fe.tx_burst(pool, &mut pkts);
+    pool.free_all(&mut pkts);
+    took
+}
+
+/// The mode the hook's containers use (a client of fastpathd): when the backend goes away
+/// the port goes down without an error to its owner, keeps its pool and counters, and is up
+/// again soon after a new backend listens on the same path (the back-off starts short);
+/// frames then flow again.
+#[test]
+fn client_comes_back_when_its_backend_is_restarted() {
+    use std::sync::atomic::AtomicU64;
+    let path = tmp_sock("restart");
+    let _ = std::fs::remove_file(&path);
+    let got = Arc::new(AtomicU64::new(0));
+    let be = Backend::listen(&path, Arc::clone(&got));
+    let mut pool = small_pool();
+    let full = pool.available();
+    let mut fe = VirtioUser::open(&path, &mut pool, VirtioUserOptions::default()).unwrap();
+    assert_eq!(fe.link(), LinkState::Up);
+    let sent_before = send(&mut fe, &mut pool, 16);
+    assert_eq!(sent_before, 16);
+    let t = Instant::now();
+    while got.load(Ordering::Relaxed) < 16 && t.elapsed() < Duration::from_secs(5) {
+        fe.poll_control(&mut pool);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(got.load(Ordering::Relaxed), 16, "frames cross before the restart");
+    // The backend dies (its socket file stays behind, as a killed switch's does).
+    drop(be);
+    let t = Instant::now();
+    while fe.link() == LinkState::Up && t.elapsed() < Duration::from_secs(5) {
+        fe.poll_control(&mut pool);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(fe.link(), LinkState::Down, "the port noticed its backend went away");
+    // Down: nothing is taken, nothing is an error, and every buffer is back in the pool.
+    assert_eq!(send(&mut fe, &mut pool, 8), 0);
+    let mut rx = burst_vec();
+    assert_eq!(fe.rx_burst(&mut pool, &mut rx), 0);
+    // Tries fail for a while (no backend), growing the back-off to its cap.
+    let t = Instant::now();
+    while t.elapsed() < RETRY_MAX * 3 {
+        fe.poll_control(&mut pool);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(pool.available(), full, "every buffer is back in the pool while down");
+    let _be = Backend::listen(&path, Arc::clone(&got));
+    let back = Instant::now();
+    while fe.link() != LinkState::Up && back.elapsed() < Duration::from_secs(5) {
+        fe.poll_control(&mut pool);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let took = back.elapsed();
+    assert_eq!(fe.link(), LinkState::Up, "up again once a backend listens");
+    assert!(took <= RETRY_MAX + Duration::from_millis(100), "up {took:?} after the backend came back");
+    assert_eq!(send(&mut fe, &mut pool, 16), 16);
+    let t = Instant::now();
+    while got.load(Ordering::Relaxed) < 32 && t.elapsed() < Duration::from_secs(5) {
+        fe.poll_control(&mut pool);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(got.load(Ordering::Relaxed), 32, "frames cross after the restart");
+    let c = fe.counters();
+    assert_eq!((c.resets, c.tx_packets), (1, 32), "counters kept across the restart: {c:?}");
 }

@@ -11,6 +11,7 @@ use super::hook_start;
 use super::interrupt;
 use super::ours::{final_json, number, port, Ctx};
 use super::ovs::Ovs;
+use super::restart;
 use super::testpmd::{self, Memory, Testpmd, BURST};
 use super::uplink;
 use super::vxlan;
@@ -92,6 +93,9 @@ enum Kind {
     /// App → fastpathd A → VXLAN over a veth → fastpathd B → app (vs UDP sockets over the
     /// kernel's vxlan devices in the same place).
     Vxlan,
+    /// pktgen → switch → sink, the switch killed with SIGKILL and started again: the
+    /// outage (vs OVS-DPDK with dpdkvhostuserclient ports).
+    Restart,
 }
 
 /// A benchmark case: one pair of runs per round yields one value per metric and side.
@@ -143,6 +147,11 @@ pub const CASES: &[Case] = &[
         kind: Kind::TapRr,
     },
     Case { name: "vxlan_64", metrics: &[Metric { name: "vxlan_64", unit: Unit::Mpps }], kind: Kind::Vxlan },
+    Case {
+        name: "restart",
+        metrics: &[Metric { name: "restart", unit: Unit::Ms }, Metric { name: "restart_new", unit: Unit::Ms }],
+        kind: Kind::Restart,
+    },
 ];
 
 /// Packets in flight in the looping cases (ours: `--prime 256`).
@@ -173,6 +182,7 @@ impl Case {
             Kind::Afxdp | Kind::AfxdpOvs => uplink::ours_afxdp_64(&mut sb, ctx),
             Kind::TapRr => uplink::ours_tap_rr(&mut sb, ctx),
             Kind::Vxlan => vxlan::ours_vxlan_64(&mut sb, ctx),
+            Kind::Restart => restart::ours(&mut sb, ctx),
         }
     }
 
@@ -195,6 +205,7 @@ impl Case {
             Kind::Afxdp => uplink::peer_afxdp_64(&mut sb, ctx),
             Kind::AfxdpOvs => uplink::ovs_afxdp_64(&mut sb, ctx),
             Kind::Vxlan => vxlan::kernel_vxlan_64(&mut sb, ctx),
+            Kind::Restart => restart::peer(&mut sb, ctx),
         }
     }
 }
@@ -307,7 +318,7 @@ fn stamping_sink(sb: &mut Sandbox, ctx: &Ctx) -> Result<(ProcId, std::path::Path
 }
 
 /// CLOCK_REALTIME in nanoseconds.
-fn unix_ns() -> i128 {
+pub(super) fn unix_ns() -> i128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128)
 }
 

@@ -2,11 +2,12 @@
 // fastpathd) from the release directory and reads their final JSON line.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
 
-use crate::procs::Spawn;
+use crate::procs::{self, Spawn};
 use crate::scratch::{ProcId, Sandbox};
 
 /// Where our binaries are and how long each run lasts.
@@ -30,11 +31,22 @@ impl Ctx {
 
     /// Like [`Ctx::spawn`], naming the process `name` in messages.
     pub fn spawn_as(&self, sb: &mut Sandbox, name: &str, bin: &str, args: &[&str]) -> Result<ProcId> {
+        sb.spawn(Spawn::new(name, self.program(bin)?).args(args))
+    }
+
+    /// Runs our binary `bin` with `args` to a successful end within `timeout`.
+    pub fn run(&self, bin: &str, args: &[&str], timeout: Duration) -> Result<()> {
+        procs::run(Spawn::new(bin, self.program(bin)?).args(args), timeout)?;
+        Ok(())
+    }
+
+    /// The path of our binary `bin`; fails clearly if it was not built.
+    fn program(&self, bin: &str) -> Result<PathBuf> {
         let path = self.bin_dir.join(bin);
         if !path.is_file() {
             bail!("our binary {} is missing (not written yet, or the release build failed)", path.display());
         }
-        sb.spawn(Spawn::new(name, path).args(args))
+        Ok(path)
     }
 }
 

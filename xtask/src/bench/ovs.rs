@@ -1,13 +1,13 @@
 // A private OVS-DPDK for one benchmark run: its own ovsdb and vswitchd under the sandbox
-// directory (no system service), a netdev bridge with dpdkvhostuser ports; torn down with it.
+// directory (no system service), a netdev bridge with vhost-user ports; torn down with it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
 use crate::procs::{self, Spawn};
-use crate::scratch::Sandbox;
+use crate::scratch::{ProcId, Sandbox};
 
 /// The OVS-DPDK daemon shipped by `openvswitch-switch-dpdk`.
 const VSWITCHD: &str = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk";
@@ -19,6 +19,16 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// A running private OVS; its processes and files belong to the sandbox.
 pub struct Ovs {
     dir: PathBuf,
+    vswitchd: ProcId,
+}
+
+/// One vhost-user port of OVS's bridge.
+enum VhostPort<'a> {
+    /// `dpdkvhostuser`: OVS listens on `<run dir>/NAME`.
+    Server(&'a str),
+    /// `dpdkvhostuserclient`: OVS connects to a frontend listening on the path, and
+    /// reconnects when either side comes back.
+    Client(&'a str, &'a Path),
 }
 
 impl Ovs {
@@ -26,49 +36,86 @@ impl Ovs {
     /// `br0` (datapath netdev, the default NORMAL flow: a MAC-learning switch) with one
     /// `dpdkvhostuser` port per name in `ports` (OVS listens), and waits for their sockets.
     pub fn start(sb: &mut Sandbox, pmd_cpu: u8, ports: &[&str]) -> Result<Self> {
+        let ports: Vec<VhostPort> = ports.iter().map(|&p| VhostPort::Server(p)).collect();
+        Self::start_with(sb, pmd_cpu, &ports)
+    }
+
+    /// As [`Ovs::start`], with one `dpdkvhostuserclient` port per (name, socket) in `ports`:
+    /// OVS connects to frontends listening there (virtio-user in server mode), OVS's
+    /// documented way for its ports to survive a restart of ovs-vswitchd.
+    pub fn start_clients(sb: &mut Sandbox, pmd_cpu: u8, ports: &[(&str, &Path)]) -> Result<Self> {
+        let ports: Vec<VhostPort> = ports.iter().map(|&(n, p)| VhostPort::Client(n, p)).collect();
+        Self::start_with(sb, pmd_cpu, &ports)
+    }
+
+    fn start_with(sb: &mut Sandbox, pmd_cpu: u8, ports: &[VhostPort]) -> Result<Self> {
         let dir = sb.path("ovs");
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let ovs = Self { dir };
-        let db = ovs.dir.join("conf.db");
-        let db_sock = ovs.dir.join("db.sock");
+        let db = dir.join("conf.db");
+        let db_sock = dir.join("db.sock");
         procs::run(
-            ovs.cmd("ovsdb-tool", "ovsdb-tool").args(["create".as_ref(), db.as_os_str(), SCHEMA.as_ref()]),
+            cmd(&dir, "ovsdb-tool", "ovsdb-tool").args(["create".as_ref(), db.as_os_str(), SCHEMA.as_ref()]),
             Duration::from_secs(20),
         )?;
-        sb.spawn(ovs.cmd("ovsdb-server", "ovsdb-server").args([
+        sb.spawn(cmd(&dir, "ovsdb-server", "ovsdb-server").args([
             db.display().to_string(),
             format!("--remote=punix:{}", db_sock.display()),
-            format!("--unixctl={}", ovs.dir.join("ovsdb.ctl").display()),
-            format!("--log-file={}", ovs.dir.join("ovsdb.log").display()),
+            format!("--unixctl={}", dir.join("ovsdb.ctl").display()),
+            format!("--log-file={}", dir.join("ovsdb.log").display()),
         ]))?;
         sb.wait_for_path(&db_sock, START_TIMEOUT)?;
         let prefix = sb.dpdk_prefix();
-        ovs.vsctl(&["--no-wait", "init"])?;
-        ovs.vsctl(&[
-            "--no-wait",
-            "set",
-            "Open_vSwitch",
-            ".",
-            "other_config:dpdk-init=true",
-            &format!("other_config:dpdk-extra=--no-pci --file-prefix={prefix}"),
-            "other_config:dpdk-socket-mem=512",
-            &format!("other_config:pmd-cpu-mask={:#x}", 1u32 << pmd_cpu),
-        ])?;
-        sb.spawn(ovs.cmd("ovs-vswitchd", VSWITCHD).args([
-            format!("unix:{}", db_sock.display()),
-            format!("--pidfile={}", ovs.dir.join("vswitchd.pid").display()),
-            format!("--log-file={}", ovs.dir.join("vswitchd.log").display()),
-        ]))?;
-        let mut args = vec!["add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev"];
-        for &p in ports {
-            args.extend(["--", "add-port", "br0", p]);
-            args.extend(["--", "set", "Interface", p, "type=dpdkvhostuser"]);
-        }
-        ovs.vsctl(&args)?;
+        vsctl(&dir, &["--no-wait", "init"])?;
+        vsctl(
+            &dir,
+            &[
+                "--no-wait",
+                "set",
+                "Open_vSwitch",
+                ".",
+                "other_config:dpdk-init=true",
+                &format!("other_config:dpdk-extra=--no-pci --file-prefix={prefix}"),
+                "other_config:dpdk-socket-mem=512",
+                &format!("other_config:pmd-cpu-mask={:#x}", 1u32 << pmd_cpu),
+            ],
+        )?;
+        let vswitchd = sb.spawn(vswitchd(&dir))?;
+        let ovs = Self { dir, vswitchd };
+        let mut args: Vec<String> =
+            ["add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev"].map(String::from).into();
         for p in ports {
-            sb.wait_for_path(&ovs.socket(p), START_TIMEOUT).context("waiting for OVS's vhost-user socket")?;
+            let (name, settings) = match p {
+                VhostPort::Server(n) => (*n, vec!["type=dpdkvhostuser".to_string()]),
+                VhostPort::Client(n, path) => (
+                    *n,
+                    vec![
+                        "type=dpdkvhostuserclient".to_string(),
+                        format!("options:vhost-server-path={}", path.display()),
+                    ],
+                ),
+            };
+            args.extend(["--", "add-port", "br0", name, "--", "set", "Interface", name].map(String::from));
+            args.extend(settings);
+        }
+        ovs.vsctl(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        for p in ports {
+            if let VhostPort::Server(name) = p {
+                sb.wait_for_path(&ovs.socket(name), START_TIMEOUT).context("waiting for OVS's vhost-user socket")?;
+            }
         }
         Ok(ovs)
+    }
+
+    /// Kills ovs-vswitchd with SIGKILL, as `kill -9` would (ovsdb-server keeps running).
+    pub fn kill_vswitchd(&self, sb: &mut Sandbox) {
+        sb.kill(self.vswitchd);
+    }
+
+    /// Starts ovs-vswitchd again with the same command line; it takes its bridge and ports
+    /// from ovsdb.
+    pub fn restart_vswitchd(&mut self, sb: &mut Sandbox) -> Result<()> {
+        self.vswitchd = sb.spawn(vswitchd(&self.dir))?;
+        Ok(())
     }
 
     /// Adds kernel interface `ifname` to `br0` as an `afxdp` port (OVS's AF_XDP netdev,
@@ -82,18 +129,32 @@ impl Ovs {
         self.dir.join(name)
     }
 
-    /// An OVS command whose run, log and database directories are ours.
-    fn cmd(&self, name: &str, program: &str) -> Spawn {
-        Spawn::new(name, program).env("OVS_RUNDIR", &self.dir).env("OVS_LOGDIR", &self.dir).env("OVS_DBDIR", &self.dir)
-    }
-
     fn vsctl(&self, args: &[&str]) -> Result<()> {
-        let db = format!("--db=unix:{}", self.dir.join("db.sock").display());
-        let timeout = format!("--timeout={}", START_TIMEOUT.as_secs());
-        procs::run(
-            self.cmd("ovs-vsctl", "ovs-vsctl").args([db.as_str(), timeout.as_str()]).args(args),
-            START_TIMEOUT + Duration::from_secs(5),
-        )?;
-        Ok(())
+        vsctl(&self.dir, args)
     }
+}
+
+/// An OVS command whose run, log and database directories are `dir`.
+fn cmd(dir: &Path, name: &str, program: &str) -> Spawn {
+    Spawn::new(name, program).env("OVS_RUNDIR", dir).env("OVS_LOGDIR", dir).env("OVS_DBDIR", dir)
+}
+
+/// ovs-vswitchd-dpdk on the database in `dir`.
+fn vswitchd(dir: &Path) -> Spawn {
+    cmd(dir, "ovs-vswitchd", VSWITCHD).args([
+        format!("unix:{}", dir.join("db.sock").display()),
+        format!("--pidfile={}", dir.join("vswitchd.pid").display()),
+        format!("--log-file={}", dir.join("vswitchd.log").display()),
+    ])
+}
+
+/// ovs-vsctl on the database in `dir`.
+fn vsctl(dir: &Path, args: &[&str]) -> Result<()> {
+    let db = format!("--db=unix:{}", dir.join("db.sock").display());
+    let timeout = format!("--timeout={}", START_TIMEOUT.as_secs());
+    procs::run(
+        cmd(dir, "ovs-vsctl", "ovs-vsctl").args([db.as_str(), timeout.as_str()]).args(args),
+        START_TIMEOUT + Duration::from_secs(5),
+    )?;
+    Ok(())
 }

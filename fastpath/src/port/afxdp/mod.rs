@@ -287,6 +287,11 @@ impl SwitchPort for AfxdpPort {
             // The kernel's descriptors are checked like any other input.
             if len == 0 || len > FRAME_SIZE || addr.saturating_add(u64::from(len)) > umem_len {
                 self.counters.rx_errors += 1;
+                // A frame of ours with a bad length goes back to the fill ring at once, so
+                // the UMEM never runs short; an address outside it is not ours to give back.
+                if addr < umem_len {
+                    l.xsk.fill(&[addr & !u64::from(FRAME_SIZE - 1)]);
+                }
                 continue;
             }
             l.spans[kept] = (addr as u32, len);

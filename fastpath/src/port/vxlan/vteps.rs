@@ -72,7 +72,8 @@ impl Vteps {
         if is_multicast(dst) {
             return None;
         }
-        self.macs.lookup(dst, now)
+        // One VNI is one L2 segment: inner MACs are learned per VTEP without a VLAN key.
+        self.macs.lookup(0, dst, now)
     }
 
     fn position(&self, ip: Ipv4Addr) -> Option<usize> {
@@ -98,7 +99,7 @@ impl Vteps {
             v.heard = now;
         }
         if !is_multicast(src) {
-            self.macs.learn(src, i as u16, now);
+            self.macs.learn(0, src, i as u16, now);
         }
         true
     }

@@ -27,6 +27,7 @@ fn entry(id: &str, pid: i32, status: Status) -> Entry {
             socket: format!("/run/fastpath/sock/fp-{id}-br0.sock").into(),
             mac: String::new(),
             port_security: None,
+            vlan: None,
         }],
         ..Entry::new(id, pid, 1, 1000)
     }

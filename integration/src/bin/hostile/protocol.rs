@@ -1,20 +1,21 @@
-// hostile: a vhost-user frontend that is wrong on purpose, one named case per run,
-// so the tests can check that fastpathd survives it and only that port is reset.
-//! A deliberately broken vhost-user frontend for robustness tests.
+// The protocol cases: one wrong message, field or descriptor per case, sent once on a
+// fresh connection, which is then held until fastpathd closes it.
+//! Malformed vhost-user messages and rings.
 
-use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use netlib::mem::Region;
 use netlib::ring::{Desc, DriverRing};
-use netlib::spec::{VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VRING_DESC_F_NEXT};
+use netlib::spec::VRING_DESC_F_NEXT;
 use netlib::vhost_user::message::{encode, FLAG_VERSION};
-use netlib::vhost_user::{Conn, MemRegion, Request, VringAddr, VringState};
+use netlib::vhost_user::{MemRegion, Request, VringAddr, VringState};
 
-/// Every case this program knows, with what it does wrong.
+use crate::frontend::{Hostile, HOLD, QSIZE};
+
+/// Every protocol case, with what it does wrong.
 pub const CASES: &[(&str, &str)] = &[
     ("short-payload", "SET_VRING_NUM with a 4-byte payload"),
     ("truncated", "a header promising 40 bytes, 10 sent, then the socket closed"),
@@ -37,94 +38,13 @@ pub const CASES: &[(&str, &str)] = &[
     ("used-scribble", "scribbling on the used ring while the switch writes it"),
 ];
 
-struct Hostile {
-    conn: Conn,
-}
-
-const QSIZE: u16 = 256;
-/// How long a case keeps its connection open for the switch to find the fault and close it.
-const HOLD: Duration = Duration::from_secs(5);
-
-impl Hostile {
-    fn connect(path: &PathBuf) -> Result<Self> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let s = loop {
-            match UnixStream::connect(path) {
-                Ok(s) => break s,
-                Err(e) if Instant::now() > deadline => return Err(e).context("connect"),
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        };
-        Ok(Self { conn: Conn::new(s)? })
-    }
-
-    /// Keeps our end open until the switch closes the connection (as it does when it resets the
-    /// port on a fault) or `t` passes: either way it has read everything we sent, and a switch
-    /// that resets the port must do so itself, not because we went away.
-    fn hold_until_closed(&mut self, t: Duration) {
-        let deadline = Instant::now() + t;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            // Ok: a reply to one of our requests; Err: closed (or time is up).
-            if self.conn.recv_timeout(left).is_err() {
-                return;
-            }
-        }
-    }
-
-    fn send(&self, req: Request, payload: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> Result<()> {
-        self.conn.send(req as u32, FLAG_VERSION, payload, fds).map_err(Into::into)
-    }
-
-    fn get(&mut self, req: Request) -> Result<u64> {
-        self.send(req, &[], &[])?;
-        let m = self.conn.recv_timeout(Duration::from_secs(5))?;
-        let mut b = [0u8; 8];
-        b.copy_from_slice(m.payload.get(..8).context("short reply")?);
-        Ok(u64::from_le_bytes(b))
-    }
-
-    /// The polite start: features and owner, no protocol features (no acks).
-    fn start(&mut self) -> Result<()> {
-        let f = self.get(Request::GetFeatures)?;
-        if f & VIRTIO_F_VERSION_1 == 0 {
-            bail!("backend lacks VERSION_1");
-        }
-        self.send(Request::SetOwner, &[], &[])?;
-        self.send(Request::SetFeatures, &encode::u64(VIRTIO_F_VERSION_1 & !VHOST_USER_F_PROTOCOL_FEATURES), &[])
-    }
-
-    fn region(r: &Region) -> MemRegion {
-        let a = r.map().addr();
-        MemRegion { guest_phys_addr: a, memory_size: r.map().len() as u64, userspace_addr: a, mmap_offset: 0 }
-    }
-
-    /// A full, valid setup of both rings with `data` shared; returns the TX ring.
-    fn rings(&mut self, rx: &DriverRing, tx: &DriverRing, data: &Region) -> Result<()> {
-        let regs = [Self::region(rx.region()), Self::region(tx.region()), Self::region(data)];
-        self.send(Request::SetMemTable, &encode::mem_table(&regs), &[rx.region().fd(), tx.region().fd(), data.fd()])?;
-        for (i, r) in [rx, tx].iter().enumerate() {
-            let l = r.layout();
-            let i = i as u32;
-            self.send(Request::SetVringNum, &encode::state(VringState { index: i, num: u32::from(QSIZE) }), &[])?;
-            self.send(Request::SetVringBase, &encode::state(VringState { index: i, num: 0 }), &[])?;
-            let a = VringAddr { index: i, flags: 0, desc: l.desc, used: l.used, avail: l.avail, log: 0 };
-            self.send(Request::SetVringAddr, &encode::addr(a), &[])?;
-            let ev = nix::sys::eventfd::EventFd::new()?;
-            // Kick at once: the switch starts a ring on its first kick.
-            ev.write(1)?;
-            self.send(Request::SetVringKick, &encode::u64(u64::from(i)), &[ev.as_fd()])?;
-            self.send(Request::SetVringCall, &encode::u64(u64::from(i)), &[ev.as_fd()])?;
-        }
-        Ok(())
-    }
-}
-
 fn vring_num(h: &mut Hostile, num: u32) -> Result<()> {
     h.start()?;
     h.send(Request::SetVringNum, &encode::state(VringState { index: 1, num }), &[])
 }
 
-fn run_case(case: &str, path: &PathBuf) -> Result<()> {
+/// Runs protocol case `case` against the switch's socket `path`.
+pub fn run(case: &str, path: &Path) -> Result<()> {
     if case == "truncated" {
         // A header promising 40 bytes, 10 sent, then the socket closed.
         use std::io::Write;
@@ -134,7 +54,7 @@ fn run_case(case: &str, path: &PathBuf) -> Result<()> {
         s.write_all(&[0u8; 10])?;
         return Ok(());
     }
-    let mut h = Hostile::connect(path)?;
+    let mut h = Hostile::connect(path, Duration::from_secs(10))?;
     let data = Region::create(None, 1 << 20)?;
     let mut rx = DriverRing::new(QSIZE, None)?;
     let tx = DriverRing::new(QSIZE, None)?;
@@ -251,20 +171,8 @@ fn run_case(case: &str, path: &PathBuf) -> Result<()> {
             // Nothing here is a fault the switch acts on: it keeps the connection, we close it.
             return Ok(());
         }
-        other => bail!("unknown case '{other}' (known: {})", CASES.iter().map(|c| c.0).collect::<Vec<_>>().join(", ")),
+        other => anyhow::bail!("unknown protocol case '{other}'"),
     }
     h.hold_until_closed(HOLD);
     Ok(())
-}
-
-fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    if args.len() != 3 || args[1] == "--help" {
-        eprintln!("usage: hostile CASE SOCKET\ncases:");
-        for (c, what) in CASES {
-            eprintln!("  {c:<16} {what}");
-        }
-        std::process::exit(2);
-    }
-    run_case(&args[1], &PathBuf::from(&args[2]))
 }
