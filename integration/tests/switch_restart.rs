@@ -283,7 +283,9 @@ fn switch_restart_kill9_ten_containers_runc() {
         w.run(&format!("sink{k}"), &bridge(k), "sink", "--check");
     }
     for k in 0..PAIRS {
-        let macs = format!("--src-mac 02:00:00:00:0{k}:01 --dst-mac 02:00:00:00:0{k}:02");
+        // The source is the MAC the hook gave the container (port security checks it); the
+        // destination is no one the bridge knows, so the frames flood to the pair's sink.
+        let macs = format!("--dst-mac 02:00:00:00:0{k}:02");
         w.run(&format!("gen{k}"), &bridge(k), "pktgen", &format!("--rate {RATE} {macs}"));
     }
     let flowing = wait_until(Duration::from_mins(1), || {
