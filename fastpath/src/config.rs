@@ -36,6 +36,10 @@ pub struct Config {
     /// Sleep on the ports' kicks when idle instead of polling.
     #[serde(default)]
     pub interrupt: bool,
+    /// Give the core away when idle (`sched_yield`), for a worker sharing its core with
+    /// other pollers (apps, an afxdp uplink's NAPI thread); ignored in interrupt mode.
+    #[serde(default)]
+    pub share_core: bool,
     /// MAC entries age out after this many seconds.
     #[serde(default = "default_age")]
     pub mac_age_secs: u32,
@@ -100,6 +104,7 @@ impl Default for Config {
             hook_ledger: None,
             core: None,
             interrupt: false,
+            share_core: false,
             bridges: default_bridges(),
             mac_age_secs: default_age(),
             port_security: PortSecurity::default(),

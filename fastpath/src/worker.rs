@@ -61,10 +61,34 @@ const IDLE_BATCHES: u32 = 8;
 /// Longest sleep (commands from the control thread wait at most this long).
 const SLEEP: Duration = Duration::from_millis(10);
 
-/// Runs the switch until `stop` is set or a [`Command::Stop`] comes. With `interrupt`, the
-/// worker sleeps on the ports' kick eventfds when no port has had traffic for a while. The
-/// first frame it forwards is marked in `first`.
-pub fn run(mut sw: Switch, commands: &Receiver<Command>, stop: &Arc<AtomicBool>, interrupt: bool, first: &FirstFrame) {
+/// What the worker does when its ports have no traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Idle {
+    /// Polls on: the lowest latency, the core is the worker's alone.
+    #[default]
+    Spin,
+    /// Gives the core away (`sched_yield`) after each batch of passes that moved nothing,
+    /// so that threads pinned beside it (the apps, the kernel's NAPI thread of an afxdp
+    /// uplink's interface) run at once rather than at the end of the worker's time slice.
+    Yield,
+    /// Sleeps on the ports' kick eventfds after a few idle batches (interrupt mode).
+    Sleep,
+}
+
+impl Idle {
+    /// From the config's switches: interrupt mode wins over sharing the core.
+    pub fn from_flags(interrupt: bool, share_core: bool) -> Self {
+        match (interrupt, share_core) {
+            (true, _) => Self::Sleep,
+            (false, true) => Self::Yield,
+            (false, false) => Self::Spin,
+        }
+    }
+}
+
+/// Runs the switch until `stop` is set or a [`Command::Stop`] comes; `idle` says what it
+/// does when no port has traffic. The first frame it forwards is marked in `first`.
+pub fn run(mut sw: Switch, commands: &Receiver<Command>, stop: &Arc<AtomicBool>, idle_mode: Idle, first: &FirstFrame) {
     let mut second = Instant::now();
     let mut idle = 0u32;
     let mut forwarded = false;
@@ -78,10 +102,14 @@ pub fn run(mut sw: Switch, commands: &Receiver<Command>, stop: &Arc<AtomicBool>,
             forwarded = true;
             first.mark();
         }
-        if interrupt {
-            idle = if moved == 0 { idle + 1 } else { 0 };
-            if idle >= IDLE_BATCHES {
-                sw.sleep(SLEEP);
+        match idle_mode {
+            Idle::Yield if moved == 0 => std::thread::yield_now(),
+            Idle::Spin | Idle::Yield => {}
+            Idle::Sleep => {
+                idle = if moved == 0 { idle + 1 } else { 0 };
+                if idle >= IDLE_BATCHES {
+                    sw.sleep(SLEEP);
+                }
             }
         }
         while let Ok(cmd) = commands.try_recv() {
@@ -115,5 +143,18 @@ pub fn run(mut sw: Switch, commands: &Receiver<Command>, stop: &Arc<AtomicBool>,
     drop(sw);
     if let Some(reply) = stopping {
         let _ = reply.send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Idle;
+
+    #[test]
+    fn interrupt_mode_wins_over_sharing_the_core() {
+        assert_eq!(Idle::from_flags(false, false), Idle::Spin);
+        assert_eq!(Idle::from_flags(false, true), Idle::Yield);
+        assert_eq!(Idle::from_flags(true, false), Idle::Sleep);
+        assert_eq!(Idle::from_flags(true, true), Idle::Sleep);
     }
 }

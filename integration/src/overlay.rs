@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{app_flags, output_text, Verdict};
+use crate::{app_flags, ip, output_text, Netns, Verdict, Veth};
 
 /// The bad packets `vxlan_garble` sends, each with the counter a receiving fastpathd vxlan
 /// port raises for it.
@@ -72,3 +72,14 @@ pub fn check_udp_rr(v: &mut Verdict, what: &str, out: Result<std::process::Outpu
 
 /// How long one udp_rr run may take.
 pub const RR_TIMEOUT: Duration = Duration::from_mins(1);
+
+/// Two "hosts"' underlay: the veth pair `a` ↔ `b`, `b` moved into `ns`, both with MTU `mtu`
+/// and `b` up (`a` is up from [`Veth::new`]).
+pub fn underlay(ns: &Netns, a: &str, b: &str, mtu: &str) -> Result<Veth, String> {
+    let veth = Veth::new(a, b)?;
+    ip(&["link", "set", a, "mtu", mtu])?;
+    ip(&["link", "set", b, "mtu", mtu])?;
+    ip(&["link", "set", b, "netns", &ns.0])?;
+    ns.ip(&["link", "set", b, "up"])?;
+    Ok(veth)
+}

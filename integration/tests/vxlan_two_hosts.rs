@@ -25,12 +25,7 @@ const PINGS: u64 = 1000;
 
 /// Creates the veth pair, `b` in `ns`, both up with the underlay's MTU.
 fn wire(ns: &Netns, a: &str, b: &str) -> Result<Veth, String> {
-    let veth = Veth::new(a, b)?;
-    integration::ip(&["link", "set", a, "mtu", MTU])?;
-    integration::ip(&["link", "set", b, "mtu", MTU])?;
-    integration::ip(&["link", "set", b, "netns", &ns.0])?;
-    ns.ip(&["link", "set", b, "up"])?;
-    Ok(veth)
+    integration::underlay(ns, a, b, MTU)
 }
 
 fn run(peers: &Peers, bin: &str, args: &[String], t: Duration) -> Result<std::process::Output, String> {

@@ -55,6 +55,10 @@ struct Args {
     /// cost near zero; adds a wake-up to the first packet after a pause).
     #[arg(long)]
     interrupt: bool,
+    /// Give the core away (sched_yield) whenever a batch of polls finds no traffic: for a
+    /// worker pinned to a core it shares with apps or an afxdp uplink's NAPI thread.
+    #[arg(long)]
+    share_core: bool,
     /// A port (repeatable): BRIDGE:NAME:vhost:PATH (switch listens), BRIDGE:NAME:vhost-client:PATH,
     /// BRIDGE:NAME:tap:IFNAME, BRIDGE:NAME:afxdp:IFNAME[:QUEUE] or BRIDGE:NAME:vf:PCI.
     #[arg(long = "port")]
@@ -81,6 +85,9 @@ fn main() -> Result<()> {
     }
     if a.interrupt {
         cfg.interrupt = true;
+    }
+    if a.share_core {
+        cfg.share_core = true;
     }
     if !a.bridges.is_empty() {
         cfg.bridges = a.bridges;
@@ -121,7 +128,7 @@ fn main() -> Result<()> {
     }
     let (tx, rx) = channel();
     let core = cfg.core;
-    let interrupt = cfg.interrupt;
+    let idle = worker::Idle::from_flags(cfg.interrupt, cfg.share_core);
     let wstop = Arc::clone(&stop);
     let first_frame = Arc::new(FirstFrame::since(since));
     let wfirst = Arc::clone(&first_frame);
@@ -134,7 +141,7 @@ fn main() -> Result<()> {
                 tracing::warn!("could not pin the worker to CPU {c}");
             }
         }
-        worker::run(sw, &rx, &wstop, interrupt, &wfirst);
+        worker::run(sw, &rx, &wstop, idle, &wfirst);
     })?;
     tracing::info!(
         "fastpathd running: control {}, bridges {}, {} ports, state {}",

@@ -39,7 +39,9 @@ fn server(name: &str, worker: bool) -> TestServer {
     let (tx, rx) = channel();
     if worker {
         let (stop, first) = (Arc::clone(&stop), Arc::clone(&first_frame));
-        std::thread::spawn(move || crate::worker::run(Switch::new(&["br0".into()], 300), &rx, &stop, false, &first));
+        std::thread::spawn(move || {
+            crate::worker::run(Switch::new(&["br0".into()], 300), &rx, &stop, crate::worker::Idle::Spin, &first);
+        });
     }
     let handed_over = Arc::new(AtomicBool::new(false));
     let server = Server {

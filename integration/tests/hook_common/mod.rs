@@ -225,7 +225,8 @@ pub struct Fixture {
     pub names: Vec<String>,
     /// The fixture's directory (removed last, on drop).
     pub dir: TestDir,
-    _lock: Serial,
+    /// The machine-wide test lock (none for a second host: its first one holds it).
+    _lock: Option<Serial>,
 }
 
 impl Fixture {
@@ -239,7 +240,27 @@ impl Fixture {
         std::fs::create_dir_all(&host.lib).unwrap();
         std::fs::write(host.lib.join("libfastpath_net.so"), "not really a library\n").unwrap();
         std::fs::write(host.lib.join("fastpath_net.h"), "/* header */\n").unwrap();
-        let mut fx = Fixture {
+        let mut fx = Self::of(peers, rt, dir, host, Some(lock));
+        fx.start_switch();
+        if rt == Rt::Podman {
+            let hooks_dir = fx.hooks_dir.clone();
+            fx.install_hook(&fx.config, &hooks_dir);
+        }
+        fx
+    }
+
+    /// A second "host" beside this one, under its test lock: its own directory, rootfs,
+    /// hook.toml (core pool `pool`), hook state directory and fastpathd control socket, and
+    /// no fastpathd yet (the test starts it, e.g. in a network namespace).
+    pub fn second_host(&self, pool: &str) -> Self {
+        let dir = TestDir::new("h2");
+        let host = HookFiles::write(&dir, &self.peers, pool);
+        Self::of(&self.peers, self.rt, dir, host, None)
+    }
+
+    /// The fixture of `host`'s files in `dir`, no fastpathd started.
+    fn of(peers: &Peers, rt: Rt, dir: TestDir, host: HookFiles, lock: Option<Serial>) -> Self {
+        Fixture {
             peers: peers.clone(),
             rt,
             rootfs: host.rootfs,
@@ -251,13 +272,7 @@ impl Fixture {
             names: vec![],
             dir,
             _lock: lock,
-        };
-        fx.start_switch();
-        if rt == Rt::Podman {
-            let hooks_dir = fx.hooks_dir.clone();
-            fx.install_hook(&fx.config, &hooks_dir);
         }
-        fx
     }
 
     /// `fastpath-hook --config CONFIG install --hooks-dir DIR`: podman's hooks.d for `config`.

@@ -256,7 +256,9 @@ impl AfxdpPort {
             self.counters.tx_packets += 1;
             self.counters.tx_bytes += u64::from(len);
         }
-        if sent > 0 {
+        // Also with nothing new: frames a stopped queue left in the ring go out only when
+        // kicked again (a full ring took nothing above, and would never drain).
+        if sent > 0 || l.xsk.tx_pending() > 0 {
             l.xsk.tx_publish();
         }
         sent
@@ -274,7 +276,16 @@ impl SwitchPort for AfxdpPort {
                 self.check_interface();
             }
         }
-        self.live.is_some()
+        match self.live.as_mut() {
+            Some(l) => {
+                // Frames left in the ring by a kick that found the queue stopped.
+                if l.xsk.tx_pending() > 0 {
+                    l.xsk.tx_publish();
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     #[inline]

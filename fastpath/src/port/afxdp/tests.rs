@@ -133,3 +133,42 @@ fn a_missing_interface_is_an_error_that_names_it() {
     let e = AfxdpPort::open("fx-no-such-if", 0).unwrap_err().to_string();
     assert!(e.contains("fx-no-such-if") && e.contains("no such interface"), "{e}");
 }
+
+/// Packets the interface `dev` in namespace `ns` counted received.
+fn rx_packets(ns: &str, dev: &str) -> u64 {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns, "cat"])
+        .arg(format!("/sys/class/net/{dev}/statistics/rx_packets"))
+        .output();
+    o.ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn every_frame_a_send_took_leaves_the_tx_ring() {
+    let Some(v) = Veth::new("t") else { return };
+    // The far end: the same name ending in b.
+    let b = format!("{}b", &v.a[..v.a.len() - 1]);
+    let before = rx_packets(&v.ns, &b);
+    let mut port = AfxdpPort::open(&v.a, 0).unwrap();
+    // More than the ring holds, a burst at a time, with no poll in between.
+    let frame = arp_request([2, 0, 0, 0, 0x88, 3], [169, 254, 88, 9], [169, 254, 88, 10]);
+    let mut taken = 0;
+    for _ in 0..(2 * RING_SIZE as usize) / 32 {
+        taken += port.send_built(32, &mut |_, buf| {
+            buf[..frame.len()].copy_from_slice(&frame);
+            frame.len()
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && port.live.as_ref().is_some_and(|l| l.xsk.tx_pending() > 0) {
+        port.poll();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(port.live.as_ref().map(|l| l.xsk.tx_pending()), Some(0), "descriptors left in the TX ring");
+    assert_eq!(port.counters().tx_packets, taken as u64);
+    let wait = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < wait && rx_packets(&v.ns, &b) < before + taken as u64 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(rx_packets(&v.ns, &b) - before, taken as u64, "the far end got every frame the port took");
+}

@@ -290,8 +290,16 @@ impl Xsk {
         self.tx_prod = self.tx_prod.wrapping_add(1);
     }
 
+    /// TX descriptors published or pushed that the kernel has not taken yet.
+    #[inline]
+    pub fn tx_pending(&self) -> u32 {
+        self.size - self.tx_room()
+    }
+
     /// Publishes the TX descriptors pushed so far and wakes the kernel if it sleeps
-    /// (copy mode always needs the call).
+    /// (copy mode always needs the call). Called also with nothing new while descriptors
+    /// wait: in copy mode the kernel sends only when kicked (at most a budget per kick), and
+    /// a kick that found the interface's queue stopped left them in the ring.
     #[inline]
     pub fn tx_publish(&mut self) {
         self.tx.producer().store(self.tx_prod, Ordering::Release);
