@@ -155,6 +155,7 @@ fn main() -> Result<()> {
         ports,
         first_frame: Arc::clone(&first_frame),
         took_over_from,
+        core,
         handed_over: Arc::clone(&handed_over),
     };
     let ctl = std::thread::spawn(move || control::serve(listener, server));
