@@ -88,6 +88,10 @@ fn self_exe() -> PathBuf {
 fn run_stage(cfg: &HostConfig, stage: &str) -> Result<()> {
     let state = read_state()?;
     let id = state.id().clone();
+    // Every event of the stage carries its name and the container (`span` in JSON logs).
+    let span = tracing::info_span!("hook", stage, container = %id);
+    let _entered = span.enter();
+    tracing::debug!("running");
     let sys = RealSys;
     let sw = UnixSwitch::new(&cfg.switch_socket, Duration::from_millis(cfg.switch_timeout_ms));
     let ctx = Ctx::new(cfg, &sys, &sw);

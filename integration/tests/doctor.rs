@@ -295,3 +295,50 @@ fn fastpathd_json_logs() {
     assert!(err.contains(r#""message":"fastpathd running: control "#), "{err}");
     assert!(err.contains(r#""message":"fastpathd stopped""#), "{err}");
 }
+
+/// `fastpath-hook --log-format json`: a stage's lines are JSON objects with timestamp, level,
+/// target, message, and the stage's span (its name and the container).
+#[test]
+fn hook_json_logs() {
+    let Some(peers) = require("hook_json_logs", &["fastpath-hook"], false) else { return };
+    let dir = TestDir::new("dochj");
+    let cfg = dir.join("hook.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "cores = \"1\"\nstate_dir = \"{}\"\nswitch_socket = \"{}\"\n",
+            dir.join("state").display(),
+            dir.join("none.sock").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(peers.bin("fastpath-hook"))
+        .args(["--log-format", "json", "--config"])
+        .arg(&cfg)
+        .arg("poststop")
+        .env("FASTPATH_HOOK_LOG", "debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let state = format!(
+        r#"{{"ociVersion":"1.0.2","id":"doctor-json","status":"stopped","bundle":"{}"}}"#,
+        dir.path().display()
+    );
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), state.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.lines().count() >= 1, "no log line: {err}");
+    for l in err.lines() {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        for k in ["timestamp", "level", "target", "message"] {
+            assert!(v[k].is_string(), "no '{k}' in {l}");
+        }
+        assert_eq!(v["span"]["name"], "hook", "{l}");
+        assert_eq!(v["span"]["stage"], "poststop", "{l}");
+        assert_eq!(v["span"]["container"], "doctor-json", "{l}");
+    }
+}
