@@ -118,7 +118,7 @@ enum Cmd {
         #[arg(long)]
         watch: bool,
     },
-    /// The switch's pid, port count, state file, and when it forwarded its first frame.
+    /// The switch's pid, port count, state file, its worker's CPU, and when it forwarded its first frame.
     Status {
         /// Print JSON.
         #[arg(long)]
@@ -661,6 +661,9 @@ fn main() -> Result<()> {
                     st.ports,
                     st.state_file.as_ref().map_or_else(|| "-".into(), |p| p.display().to_string())
                 );
+                if let Some(c) = st.core {
+                    println!("worker on CPU {c}");
+                }
                 if let Some(old) = st.took_over_from {
                     println!("took over from pid {old}");
                 }
