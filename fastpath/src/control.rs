@@ -55,6 +55,8 @@ pub struct Server {
     pub first_frame: Arc<FirstFrame>,
     /// The pid of the switch this one took over from.
     pub took_over_from: Option<u32>,
+    /// The CPU the worker is pinned to.
+    pub core: Option<usize>,
     /// Set once a handover began: the worker stops and no request is served any more.
     pub handed_over: Arc<AtomicBool>,
 }
@@ -75,6 +77,7 @@ impl Server {
             state_file: Some(self.ports.path().to_path_buf()),
             took_over_from: self.took_over_from,
             first_frame_ms: self.first_frame.ms(),
+            core: self.core,
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod control;
+pub mod doctor;
 pub mod error;
 pub mod info;
 pub mod mactable;

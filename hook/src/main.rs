@@ -9,6 +9,7 @@ use fastpath_hook::stages::{self, Ctx};
 use fastpath_hook::switch::UnixSwitch;
 use fastpath_hook::sys::RealSys;
 use fastpath_hook::{install, shim};
+use fastpath_host::logging::{self, LogFormat};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -23,6 +24,12 @@ struct Cli {
     /// Host configuration (default: $FASTPATH_HOOK_CONFIG, else /etc/fastpath/hook.toml).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Log lines on stderr as `text` or `json` (one object per line: timestamp, level, target,
+    /// message, the event's fields, span and spans). The level comes from FASTPATH_HOOK_LOG
+    /// (default warn). Before the subcommand: `fastpath-hook --log-format json createRuntime`
+    /// (after `shim`, `--log-format` is the runtime's own).
+    #[arg(long, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -81,6 +88,10 @@ fn self_exe() -> PathBuf {
 fn run_stage(cfg: &HostConfig, stage: &str) -> Result<()> {
     let state = read_state()?;
     let id = state.id().clone();
+    // Every event of the stage carries its name and the container (`span` in JSON logs).
+    let span = tracing::info_span!("hook", stage, container = %id);
+    let _entered = span.enter();
+    tracing::debug!("running");
     let sys = RealSys;
     let sw = UnixSwitch::new(&cfg.switch_socket, Duration::from_millis(cfg.switch_timeout_ms));
     let ctx = Ctx::new(cfg, &sys, &sw);
@@ -137,8 +148,6 @@ fn log_failure(cfg: &HostConfig, msg: &str) {
 }
 
 fn main() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FASTPATH_HOOK_LOG").unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     if let Err(e) = real_main() {
         eprintln!("{e:#}");
         std::process::exit(1);
@@ -147,6 +156,7 @@ fn main() {
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
+    logging::init(cli.log_format, "FASTPATH_HOOK_LOG", "warn");
     match cli.cmd {
         Cmd::Shim { args } => {
             let mut a = shim::parse_args(&args, &self_exe())?;
@@ -212,5 +222,22 @@ fn real_main() -> Result<()> {
         Cmd::CreateRuntime | Cmd::Prestart => run_stage(&HostConfig::load(cli.config.as_deref())?, "createRuntime"),
         Cmd::CreateContainer => run_stage(&HostConfig::load(cli.config.as_deref())?, "createContainer"),
         Cmd::Poststop => run_stage(&HostConfig::load(cli.config.as_deref())?, "poststop"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_format_goes_before_the_stage_and_a_shims_is_the_runtimes() {
+        let c = Cli::try_parse_from(["fastpath-hook", "--log-format", "json", "createRuntime"]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        let c =
+            Cli::try_parse_from(["fastpath-hook", "shim", "--root", "/r", "--log-format", "json", "create"]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Text);
+        let Cmd::Shim { args } = c.cmd else { panic!("{:?}", c.cmd) };
+        assert_eq!(args, ["--root", "/r", "--log-format", "json", "create"]);
+        assert!(Cli::try_parse_from(["fastpath-hook", "--log-format", "yaml", "gc"]).is_err());
     }
 }

@@ -6,10 +6,12 @@
 //! `/dev/vfio` nodes), for the hook's `fastpath.io/vf` and `fastpathctl vf`. [`proto`]:
 //! fastpathd's control protocol (requests, replies, error codes, versions) and its client,
 //! for fastpathd, `fastpathctl` and the hook. [`ledger`]: the hook's record of what each
-//! container holds, which fastpathd reads to reconcile its ports with at start.
+//! container holds, which fastpathd reads to reconcile its ports with at start. [`logging`]:
+//! `--log-format text|json` for fastpathd and the hook.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 pub mod ledger;
+pub mod logging;
 pub mod pci;
 pub mod proto;

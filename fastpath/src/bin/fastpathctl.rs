@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use fastpath::doctor;
 use fastpath_host::pci::{Pci, PciAddress, Role, VFIO_PCI};
 use fastpath_host::proto::{Client, PortConfig, PortInfo, PortMode, Request, Response};
 
@@ -117,7 +118,7 @@ enum Cmd {
         #[arg(long)]
         watch: bool,
     },
-    /// The switch's pid, port count, state file, and when it forwarded its first frame.
+    /// The switch's pid, port count, state file, its worker's CPU, and when it forwarded its first frame.
     Status {
         /// Print JSON.
         #[arg(long)]
@@ -149,6 +150,54 @@ give it back to its kernel driver. A replacement for dpdk-devbind.py, using the 
 for fastpath.io/vf. Changing drivers needs root; listing does not."
     )]
     Vf(VfArgs),
+    /// Check the host: hugepages, cores, NUMA, IOMMU, memlock, cgroups, runtimes and the hook,
+    /// fastpathd. One line per check (ok / warn / fail: what, why, the command that fixes it).
+    #[command(
+        long_about = "Check whether this host is ready for fastpath: hugepages (reserved, free, mounted, the hugetlb \
+cgroup controller); the hook's core pool against isolcpus, nohz_full and rcu_nocbs and the core fastpathd pins; the NUMA \
+node of each core, VF and hugepage pool; IOMMU groups and vfio-pci; RLIMIT_MEMLOCK; cgroup v1/v2/hybrid and crun's \
+hugetlb fix; which runtimes are installed and whether the hook is installed for each; whether fastpathd answers. \
+Each check prints one line: `ok|warn|fail NAME: DETAIL; fix: COMMAND`. Exits 1 when any check fails, else 0."
+    )]
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+struct DoctorArgs {
+    /// One JSON object per check (name, status, detail, fix) per line.
+    #[arg(long)]
+    json: bool,
+    /// The directory /proc, /sys, /etc, /dev and /usr are read under (another tree for tests).
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    /// podman's hooks directory [default: $FASTPATH_HOOKS_DIR, else ROOT/usr/share/containers/oci/hooks.d].
+    #[arg(long)]
+    hooks_dir: Option<PathBuf>,
+    /// The hook's configuration [default: $FASTPATH_HOOK_CONFIG, else ROOT/etc/fastpath/hook.toml].
+    #[arg(long)]
+    hook_config: Option<PathBuf>,
+}
+
+fn doctor_main(a: DoctorArgs, ctl: PathBuf) -> Result<bool> {
+    let mut host =
+        doctor::Host::at(&a.root, &std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()));
+    host.ctl = ctl;
+    let env = |v: &str| std::env::var_os(v).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(d) = a.hooks_dir.or_else(|| env("FASTPATH_HOOKS_DIR")) {
+        host.hooks_dir = d;
+    }
+    if let Some(c) = a.hook_config.or_else(|| env("FASTPATH_HOOK_CONFIG")) {
+        host.hook_config = c;
+    }
+    let checks = doctor::run(&host);
+    for c in &checks {
+        if a.json {
+            println!("{}", serde_json::to_string(c)?);
+        } else {
+            println!("{}", c.line());
+        }
+    }
+    Ok(!doctor::any_failed(&checks))
 }
 
 #[derive(Debug, ClapArgs)]
@@ -513,6 +562,11 @@ fn main() -> Result<()> {
     let a = Args::parse();
     match a.cmd {
         Cmd::Vf(v) => vf_main(v)?,
+        Cmd::Doctor(d) => {
+            if !doctor_main(d, a.ctl)? {
+                std::process::exit(1);
+            }
+        }
         Cmd::AddPort {
             name,
             bridge,
@@ -607,6 +661,9 @@ fn main() -> Result<()> {
                     st.ports,
                     st.state_file.as_ref().map_or_else(|| "-".into(), |p| p.display().to_string())
                 );
+                if let Some(c) = st.core {
+                    println!("worker on CPU {c}");
+                }
                 if let Some(old) = st.took_over_from {
                     println!("took over from pid {old}");
                 }

@@ -16,6 +16,7 @@ use fastpath::control;
 use fastpath::state::{restore, Durable};
 use fastpath::switch::Switch;
 use fastpath::worker::{self, FirstFrame};
+use fastpath_host::logging::{self, LogFormat};
 
 /// How long a running switch may take to hand over.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,13 +64,16 @@ struct Args {
     /// BRIDGE:NAME:tap:IFNAME, BRIDGE:NAME:afxdp:IFNAME[:QUEUE] or BRIDGE:NAME:vf:PCI.
     #[arg(long = "port")]
     ports: Vec<String>,
+    /// Log lines as `text` or `json` (one object per line: timestamp, level, target, message,
+    /// the event's fields, span and spans). The level comes from RUST_LOG (default info).
+    #[arg(long, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 fn main() -> Result<()> {
     let started = Instant::now();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let a = Args::parse();
+    logging::init(a.log_format, "RUST_LOG", "info");
     let mut cfg = match &a.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),
@@ -158,6 +162,7 @@ fn main() -> Result<()> {
         ports,
         first_frame: Arc::clone(&first_frame),
         took_over_from,
+        core,
         handed_over: Arc::clone(&handed_over),
     };
     let ctl = std::thread::spawn(move || control::serve(listener, server));

@@ -50,6 +50,7 @@ fn server(name: &str, worker: bool) -> TestServer {
         ports: Durable::new(StateFile::in_dir(&dir), vec![]),
         first_frame,
         took_over_from: None,
+        core: None,
         handed_over: Arc::clone(&handed_over),
     };
     let served = std::thread::spawn(move || serve(listener, server));

@@ -23,4 +23,7 @@ pub struct SwitchStatus {
     /// first frame it forwarded; `None` until one is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_frame_ms: Option<f64>,
+    /// The CPU its polling worker is pinned to (`None`: not pinned, or a switch too old to say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub core: Option<usize>,
 }
