@@ -9,6 +9,7 @@ pub mod frame;
 pub mod gap;
 pub mod lb;
 pub mod smol;
+pub mod tcp_server;
 pub mod timeline;
 pub mod vnf;
 

@@ -5,7 +5,9 @@
 //! [`PortDevice`] turns a [`Port`] and its pool into a smoltcp Ethernet device:
 //! received frames are copied once out of their buffer (smoltcp's receive and
 //! transmit tokens are alive at the same time, and both would need the pool)
-//! and frames to send are written by smoltcp straight into pool buffers.
+//! and frames to send are written by smoltcp straight into pool buffers. When
+//! the port's ring and the device's backlog are both full, the device refuses
+//! to transmit, so smoltcp waits instead of sending into a drop.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -174,6 +176,14 @@ impl phy::Device for PortDevice {
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
+        // A full backlog holds smoltcp back (it sends again on a later poll) rather than
+        // having it build frames that would be dropped and retransmitted.
+        if self.tx_backlog.len() >= TX_BACKLOG {
+            self.flush();
+            if self.tx_backlog.len() >= TX_BACKLOG {
+                return None;
+            }
+        }
         Some(TxToken {
             port: &mut *self.port,
             pool: &mut self.pool,

@@ -36,6 +36,14 @@ impl Netns {
         ip(&v)
     }
 
+    /// Moves the calling thread into the namespace: the sockets it opens from then on,
+    /// and the threads it starts, are the namespace's. For a thread started for that.
+    pub fn enter(&self) -> Result<(), String> {
+        let path = format!("/run/netns/{}", self.0);
+        let f = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns into {path}: {e}"))
+    }
+
     /// Runs `cmd` inside the namespace, killed after `t`.
     pub fn exec(&self, cmd: &[&str], t: Duration) -> Result<std::process::Output, String> {
         let mut c = Command::new("ip");

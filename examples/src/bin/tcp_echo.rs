@@ -1,5 +1,5 @@
-// tcp_echo: a TCP echo server on smoltcp over a netlib port, and with --connect its client:
-// sends N bytes of a pattern, reads them back, and checks every byte.
+// tcp_echo: a TCP echo server on smoltcp over a netlib port (a backlog of listening sockets,
+// many connections at once), and with --connect its client: sends N bytes, checks them back.
 //! TCP echo server and client.
 
 use std::time::{Duration, Instant};
@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use fastpath_examples::smol::{stopped, Host, HostArgs};
+use fastpath_examples::tcp_server::{echo, socket, Backlog, SOCKET_BUFFER};
 use fastpath_examples::{init_logging, report, Common};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint};
@@ -16,7 +17,7 @@ use smoltcp::wire::{IpAddress, IpEndpoint};
 #[command(
     version,
     about = "fastpath tcp_echo: TCP echo server on smoltcp over a netlib port; --connect makes it the client",
-    after_help = "server: tcp_echo --port vu:/tmp/a.sock --ip 10.0.0.2/24 --listen 7\n\
+    after_help = "server: tcp_echo --port vu:/tmp/a.sock --ip 10.0.0.2/24 --listen 7 --backlog 16\n\
 client: tcp_echo --port vu:/tmp/b.sock --ip 10.0.0.1/24 --connect 10.0.0.2:7 --bytes 1000000"
 )]
 struct Args {
@@ -25,6 +26,10 @@ struct Args {
     /// Server: TCP port to listen on.
     #[arg(long, default_value_t = 7)]
     listen: u16,
+    /// Server: sockets listening on the port, so this many connections are served at
+    /// once (a SYN that finds none listening is refused).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    backlog: u16,
     /// Server: exit after this many connections have closed (0: never).
     #[arg(long, default_value_t = 0)]
     conns: u64,
@@ -46,59 +51,49 @@ fn pattern(i: u64) -> u8 {
     (i.wrapping_mul(31) ^ (i >> 8)) as u8
 }
 
-fn socket() -> tcp::Socket<'static> {
-    tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 65536]), tcp::SocketBuffer::new(vec![0; 65536]))
-}
+/// How often the server prints its counters on stderr (unless --quiet).
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 fn server(a: &Args, host: &mut Host) -> Result<serde_json::Value> {
-    let h = host.sockets.add(socket());
+    let mut backlog = Backlog::listen(&mut host.sockets, a.listen, usize::from(a.backlog))
+        .with_context(|| format!("--listen {} --backlog {}", a.listen, a.backlog))?;
+    if !a.common.quiet {
+        eprintln!(
+            "tcp_echo: listening on {}:{} with a backlog of {}",
+            a.host.ip.as_deref().unwrap_or("?"),
+            a.listen,
+            a.backlog
+        );
+    }
     let end = (a.common.secs > 0.0).then(|| Instant::now() + Duration::from_secs_f64(a.common.secs));
-    let (mut conns, mut echoed) = (0u64, 0u64);
-    let mut was_open = false;
-    let mut buf = vec![0u8; 65536];
-    while !stopped() && (a.conns == 0 || conns < a.conns) && end.is_none_or(|e| Instant::now() < e) {
+    let mut buf = vec![0u8; SOCKET_BUFFER];
+    let (mut next_report, mut reported) = (Instant::now() + REPORT_EVERY, backlog.counters());
+    while !stopped() && end.is_none_or(|e| Instant::now() < e) {
         let mut moved = host.poll();
-        let s = host.sockets.get_mut::<tcp::Socket>(h);
-        if !s.is_open() {
-            if was_open {
-                conns += 1;
-                was_open = false;
-                if a.conns > 0 && conns >= a.conns {
-                    break;
-                }
-            }
-            s.listen(a.listen).with_context(|| format!("--listen {}", a.listen))?;
-        }
-        if s.is_active() {
-            was_open = true;
-        }
-        // Echo as much as both buffers allow.
-        while s.can_recv() && s.send_capacity() > s.send_queue() {
-            let room = s.send_capacity() - s.send_queue();
-            let take = room.min(buf.len());
-            let n = s.recv_slice(&mut buf[..take]).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            let sent = s.send_slice(&buf[..n]).unwrap_or(0);
-            debug_assert_eq!(sent, n);
-            echoed += n as u64;
-            moved = true;
-        }
-        // The client closed its side and everything is echoed: close ours.
-        if s.state() == tcp::State::CloseWait && s.send_queue() == 0 && !s.can_recv() {
-            s.close();
+        moved |= backlog.service(&mut host.sockets, |s| echo(s, &mut buf))?;
+        let c = backlog.counters();
+        if a.conns > 0 && c.closed >= a.conns {
+            break;
         }
         if moved {
             host.poll();
         } else {
             host.idle();
         }
+        if !a.common.quiet && Instant::now() >= next_report {
+            if c != reported {
+                eprintln!("tcp_echo: {c}");
+                reported = c;
+            }
+            next_report = Instant::now() + REPORT_EVERY;
+        }
     }
     for _ in 0..100 {
         host.poll();
     }
-    Ok(serde_json::json!({"role":"tcp_echo","conns":conns,"echoed":echoed}))
+    let c = backlog.counters();
+    Ok(serde_json::json!({"role":"tcp_echo","backlog":a.backlog,"accepted":c.accepted,"active":c.active,
+        "closed":c.closed,"bytes":c.bytes,"conns":c.closed,"echoed":c.bytes}))
 }
 
 fn client(a: &Args, host: &mut Host, to: &str) -> Result<serde_json::Value> {
