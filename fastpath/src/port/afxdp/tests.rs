@@ -170,5 +170,9 @@ fn every_frame_a_send_took_leaves_the_tx_ring() {
     while Instant::now() < wait && rx_packets(&v.ns, &b) < before + taken as u64 {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(rx_packets(&v.ns, &b) - before, taken as u64, "the far end got every frame the port took");
+    // The kernel may send a few frames of its own on the freshly raised veth (IPv6 router
+    // solicitations, MLD reports): the far end counts at least every frame the port took,
+    // and no more than a handful besides.
+    let got = rx_packets(&v.ns, &b) - before;
+    assert!((taken as u64..=taken as u64 + 16).contains(&got), "the far end got {got} frames, the port took {taken}");
 }
