@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 #![allow(clippy::trivially_copy_pass_by_ref)]
 
+pub mod capture;
 pub mod config;
 pub mod control;
 pub mod doctor;
