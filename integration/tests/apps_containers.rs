@@ -6,17 +6,14 @@
 mod apps_common;
 mod hook_common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use apps_common::{build_c, c_toolchain, int, show, Link, INJECTED_LIB_DIR};
 use fastpath_oci::CONTRACT;
-use hook_common::{finish, require, wait_ports_up, Fixture, Peers, Rt, RUN};
-use integration::{
-    bin_dir, check_sink, last_json_line, output_text, spawn_piped, static_bin_dir, workspace_dir, TestDir,
-};
+use hook_common::{add_static, finish, install, require, wait_ports_up, Fixture, Peers, Rt, RUN};
+use integration::{bin_dir, check_sink, last_json_line, output_text, spawn_piped, workspace_dir, TestDir};
 use serde_json::Value;
 
 /// Frames the C sender sends to the Rust sink.
@@ -35,16 +32,6 @@ fn annotations(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'s
     let mut a = CONTRACT.to_vec();
     a.extend_from_slice(extra);
     a
-}
-
-/// Copies `src` to `root/dst_rel` (mode 0755).
-fn install(src: &Path, root: &Path, dst_rel: &str) {
-    let dst = root.join(dst_rel.trim_start_matches('/'));
-    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    // Not through a busybox applet link (bin/ping -> busybox): that would overwrite busybox.
-    let _ = std::fs::remove_file(&dst);
-    std::fs::copy(src, &dst).unwrap_or_else(|e| panic!("copy {} -> {}: {e}", src.display(), dst.display()));
-    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 /// The shared objects (and the loader) `files` need, as `ldd` resolves them on this host.
@@ -91,18 +78,6 @@ fn provide_library(fx: &Fixture) {
     std::fs::copy(bin_dir().join("libfastpath_net.so"), lib.join("libfastpath_net.so")).unwrap();
     let h = workspace_dir().join("netlib/ffi/include/fastpath_net.h");
     std::fs::copy(h, lib.join("fastpath_net.h")).unwrap();
-}
-
-/// Static Rust examples into the rootfs's /bin.
-fn add_static(fx: &Fixture, names: &[&str]) -> Result<(), String> {
-    for n in names {
-        let p = static_bin_dir().join(n);
-        if !p.is_file() {
-            return Err(format!("{} is missing (cargo xtask test builds the static examples)", p.display()));
-        }
-        install(&p, &fx.rootfs, &format!("bin/{n}"));
-    }
-    Ok(())
 }
 
 /// A container's JSON result, or a panic showing its output.

@@ -16,6 +16,7 @@
 mod cadence;
 pub mod config;
 pub mod igbvf;
+pub mod log_limit;
 pub mod mac;
 pub mod mem;
 pub mod pci;

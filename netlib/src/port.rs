@@ -49,6 +49,9 @@ pub struct PortCounters {
     /// Calls refused because they passed a pool other than the one the port was
     /// opened with (a bug in the caller; the port logs the first one).
     pub wrong_pool: u64,
+    /// Of `tx_dropped`: no peer was connected to take them (a switch's vhost-user port
+    /// whose frontend is away gets flooded frames all the same).
+    pub drop_no_peer: u64,
 }
 
 /// A packet port: bursts in, bursts out.

@@ -46,9 +46,20 @@ const GUEST_DIR: &str = "/var/cache/fastpath/guest";
 const GUEST_KERNEL_LINK: &str = "kernel";
 /// Written last into a kernel folder: the modules to insmod, in dependency order.
 const GUEST_READY: &str = "load-order";
-/// The guest modules the VF tests need (their dependencies are added from `modinfo`).
-const GUEST_MODULES: &[&str] =
-    &["dca", "i2c-algo-bit", "igb", "igbvf", "irqbypass", "vfio", "vfio_iommu_type1", "vfio-pci-core", "vfio-pci"];
+/// The guest modules the VM tests need (their dependencies are added from `modinfo`): the
+/// VF tests' igb, igbvf and vfio-pci, and virtio_net for the vhost-user NICs.
+const GUEST_MODULES: &[&str] = &[
+    "dca",
+    "i2c-algo-bit",
+    "igb",
+    "igbvf",
+    "irqbypass",
+    "vfio",
+    "vfio_iommu_type1",
+    "vfio-pci-core",
+    "vfio-pci",
+    "virtio_net",
+];
 
 /// How many 2 MB hugepages we want reserved.
 const WANT_HUGEPAGES: u64 = 1024;
@@ -429,6 +440,13 @@ fn module_load_order(
     Ok(order)
 }
 
+/// Whether the load order `listed` (one module name a line) holds every module of `wanted`
+/// (`-` and `_` are the same to the kernel).
+fn lists_modules(listed: &str, wanted: &[&str]) -> bool {
+    let have: std::collections::HashSet<String> = listed.lines().map(|l| l.trim().replace('-', "_")).collect();
+    wanted.iter().all(|m| have.contains(&m.replace('-', "_")))
+}
+
 /// Writes the uncompressed module `src` (`.ko`, `.ko.xz` or `.ko.zst`) to `dst`.
 fn decompress_module(src: &Path, dst: &Path) -> Result<()> {
     let name = src.to_string_lossy();
@@ -493,7 +511,8 @@ fn guest_kernel() -> Result<()> {
         bail!("apt-cache knows no linux-image-*-amd64-unsigned package (apt-get update? bookworm-backports?)");
     };
     let ready = dir.join(&release);
-    if ready.join(GUEST_READY).is_file() {
+    let listed = fs::read_to_string(ready.join(GUEST_READY)).ok();
+    if listed.as_deref().is_some_and(|l| lists_modules(l, GUEST_MODULES)) {
         link_guest_kernel(dir, &release)?;
         say(what, &format!("{release} in {} (already)", ready.display()));
         return Ok(());
@@ -546,6 +565,15 @@ fn guest_kernel() -> Result<()> {
     }
     fs::write(staging.join(GUEST_READY), &list).context("writing the module load order")?;
     fs::remove_dir_all(&unpack).with_context(|| format!("removing {}", unpack.display()))?;
+    if ready.exists() {
+        // A folder from before a module was added to GUEST_MODULES: swapped for the new one.
+        let old = dir.join(format!(".old-{release}"));
+        if old.exists() {
+            fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+        }
+        fs::rename(&ready, &old).with_context(|| format!("renaming {} to {}", ready.display(), old.display()))?;
+        fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+    }
     fs::rename(&staging, &ready).with_context(|| format!("renaming {} to {}", staging.display(), ready.display()))?;
     link_guest_kernel(dir, &release)?;
     say(
@@ -562,7 +590,14 @@ fn guest_kernel() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::pick_guest_kernel;
+    use super::{lists_modules, pick_guest_kernel};
+
+    #[test]
+    fn a_load_order_without_a_wanted_module_is_not_ready() {
+        let listed = "dca\nigb\nvfio-pci\nfailover\nnet_failover\nvirtio_net\n";
+        assert!(lists_modules(listed, &["dca", "igb", "vfio_pci", "virtio-net"]));
+        assert!(!lists_modules("dca\nigb\n", &["dca", "igb", "virtio_net"]));
+    }
 
     #[test]
     fn picks_the_newest_generic_unsigned_kernel() {

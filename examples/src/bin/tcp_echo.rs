@@ -1,5 +1,6 @@
 // tcp_echo: a TCP echo server on smoltcp over a netlib port (a backlog of listening sockets,
-// many connections at once), and with --connect its client: sends N bytes, checks them back.
+// many connections at once), and with --connect its client: sends N bytes of a pattern, reads
+// them back and checks every byte (on smoltcp, or with --kernel on the kernel's TCP).
 //! TCP echo server and client.
 
 use std::time::{Duration, Instant};
@@ -18,7 +19,8 @@ use smoltcp::wire::{IpAddress, IpEndpoint};
     version,
     about = "fastpath tcp_echo: TCP echo server on smoltcp over a netlib port; --connect makes it the client",
     after_help = "server: tcp_echo --port vu:/tmp/a.sock --ip 10.0.0.2/24 --listen 7 --backlog 16\n\
-client: tcp_echo --port vu:/tmp/b.sock --ip 10.0.0.1/24 --connect 10.0.0.2:7 --bytes 1000000"
+client: tcp_echo --port vu:/tmp/b.sock --ip 10.0.0.1/24 --connect 10.0.0.2:7 --bytes 1000000\n\
+kernel client: tcp_echo --kernel --connect 10.0.0.2:7 --bytes 10000000"
 )]
 struct Args {
     #[command(flatten)]
@@ -36,6 +38,9 @@ struct Args {
     /// Client mode: the server, ADDRESS:PORT.
     #[arg(long)]
     connect: Option<String>,
+    /// Client: use the kernel's TCP instead of smoltcp (no --port).
+    #[arg(long)]
+    kernel: bool,
     /// Client: bytes to send and expect back.
     #[arg(long, default_value_t = 1_000_000)]
     bytes: u64,
@@ -145,12 +150,7 @@ fn client(a: &Args, host: &mut Host, to: &str) -> Result<serde_json::Value> {
             if n == 0 {
                 break;
             }
-            for (i, b) in buf[..n].iter().enumerate() {
-                if *b != pattern(got + i as u64) {
-                    wrong += 1;
-                    first_wrong.get_or_insert(got + i as u64);
-                }
-            }
+            check(&buf[..n], got, &mut wrong, &mut first_wrong);
             got += n as u64;
             moved = true;
         }
@@ -174,13 +174,73 @@ fn client(a: &Args, host: &mut Host, to: &str) -> Result<serde_json::Value> {
         "mbit_s": if secs > 0.0 { got as f64 * 8.0 / secs / 1e6 } else { 0.0 }}))
 }
 
+/// Counts the bytes of `got` (stream offset `at`) that differ from the pattern.
+fn check(got: &[u8], at: u64, wrong: &mut u64, first_wrong: &mut Option<u64>) {
+    for (i, b) in got.iter().enumerate() {
+        if *b != pattern(at + i as u64) {
+            *wrong += 1;
+            first_wrong.get_or_insert(at + i as u64);
+        }
+    }
+}
+
+/// The client on the kernel's TCP: a thread writes the pattern while this one reads the
+/// echo back and checks it.
+fn kernel_client(a: &Args, to: &str) -> Result<serde_json::Value> {
+    use std::io::{Read as _, Write as _};
+    let server: std::net::SocketAddr =
+        to.parse().map_err(|_| anyhow::anyhow!("--connect '{to}' is not ADDRESS:PORT like 10.0.0.2:7"))?;
+    let timeout = Duration::from_secs_f64(a.timeout);
+    let t0 = Instant::now();
+    let mut s =
+        std::net::TcpStream::connect_timeout(&server, timeout).with_context(|| format!("connect to {server}"))?;
+    s.set_read_timeout(Some(timeout)).context("SO_RCVTIMEO")?;
+    let mut w = s.try_clone().context("dup of the socket")?;
+    let bytes = a.bytes;
+    let writer = std::thread::spawn(move || -> std::io::Result<u64> {
+        let mut buf = vec![0u8; 65536];
+        let mut sent = 0u64;
+        while sent < bytes {
+            let n = (bytes - sent).min(buf.len() as u64) as usize;
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                *b = pattern(sent + i as u64);
+            }
+            w.write_all(&buf[..n])?;
+            sent += n as u64;
+        }
+        w.shutdown(std::net::Shutdown::Write)?;
+        Ok(sent)
+    });
+    let (mut got, mut wrong, mut first_wrong) = (0u64, 0u64, None);
+    let mut buf = vec![0u8; 65536];
+    while got < a.bytes && t0.elapsed() < timeout {
+        let n = s.read(&mut buf).with_context(|| format!("reading the echo after {got} of {} bytes", a.bytes))?;
+        if n == 0 {
+            bail!("the server closed the connection after {got} of {} bytes", a.bytes);
+        }
+        check(&buf[..n], got, &mut wrong, &mut first_wrong);
+        got += n as u64;
+    }
+    let sent = writer.join().map_err(|_| anyhow::anyhow!("the writer thread panicked"))?.context("writing")?;
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(serde_json::json!({"role":"tcp_echo_client","kernel":true,"bytes":a.bytes,"sent":sent,"received":got,
+        "wrong":wrong,"first_wrong":first_wrong,"ok":wrong == 0 && got == a.bytes,"secs":secs,
+        "mbit_s": if secs > 0.0 { got as f64 * 8.0 / secs / 1e6 } else { 0.0 }}))
+}
+
 fn main() -> Result<()> {
     init_logging();
     let a = Args::parse();
-    let mut host = Host::open(&a.host, &a.common)?;
-    let v = match &a.connect {
-        Some(to) => client(&a, &mut host, to)?,
-        None => server(&a, &mut host)?,
+    let v = match (&a.connect, a.kernel) {
+        (Some(to), true) => {
+            if a.host.port.is_some() {
+                bail!("give --port (smoltcp) or --kernel, not both");
+            }
+            kernel_client(&a, to)?
+        }
+        (None, true) => bail!("--kernel is for the client: give --connect ADDRESS:PORT"),
+        (Some(to), false) => client(&a, &mut Host::open(&a.host, &a.common)?, to)?,
+        (None, false) => server(&a, &mut Host::open(&a.host, &a.common)?)?,
     };
     report(&a.common, &v);
     if v.get("ok").and_then(serde_json::Value::as_bool) == Some(false) {

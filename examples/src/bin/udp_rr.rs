@@ -38,6 +38,10 @@ struct Args {
     /// UDP payload bytes (at least 8: the sequence number).
     #[arg(long, default_value_t = 18)]
     size: usize,
+    /// Sweep the sizes: transaction N carries `--size + N % (SIZE_MAX - --size + 1)` bytes,
+    /// so `--count` of at least that many covers every size from --size to SIZE_MAX.
+    #[arg(long)]
+    size_max: Option<usize>,
     /// Give up on one transaction after this many milliseconds (counted as lost).
     #[arg(long, default_value_t = 200)]
     timeout_ms: u64,
@@ -126,10 +130,16 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+/// The payload size of transaction `seq` (warm-up included) for sizes `min..=max`.
+fn size_of(seq: u64, min: usize, max: usize) -> usize {
+    min + (seq % (max - min + 1) as u64) as usize
+}
+
 fn run(a: &Args, t: &mut dyn Transport) -> Result<serde_json::Value> {
     let timeout = Duration::from_millis(a.timeout_ms);
-    let mut req = vec![0u8; a.size];
-    let mut resp = vec![0u8; a.size.max(2048)];
+    let max = a.size_max.unwrap_or(a.size);
+    let mut buf = vec![0u8; max];
+    let mut resp = vec![0u8; max.max(2048)];
     let mut rtts: Vec<u64> = Vec::with_capacity(a.count as usize);
     let (mut lost, mut bad, mut late) = (0u64, 0u64, 0u64);
     let started = Instant::now();
@@ -141,16 +151,17 @@ fn run(a: &Args, t: &mut dyn Transport) -> Result<serde_json::Value> {
         if seq == a.warmup {
             measuring_since = Instant::now();
         }
-        request(&mut req, seq);
+        let req = &mut buf[..size_of(seq, a.size, max)];
+        request(req, seq);
         let t0 = Instant::now();
-        t.send(&req)?;
+        t.send(req)?;
         let until = t0 + timeout;
         let mut answered = false;
         while let Some(n) = t.recv(&mut resp, until)? {
             let got = u64::from_le_bytes(resp[..8.min(n)].try_into().unwrap_or([0xff; 8]));
             if got == seq {
                 answered = true;
-                if resp[..n] != req[..] {
+                if resp[..n] != *req {
                     bad += 1;
                 }
                 break;
@@ -171,10 +182,12 @@ fn run(a: &Args, t: &mut dyn Transport) -> Result<serde_json::Value> {
     let n = rtts.len();
     let mean_us = if n > 0 { rtts.iter().sum::<u64>() as f64 / n as f64 / 1000.0 } else { 0.0 };
     rtts.sort_unstable();
-    Ok(serde_json::json!({"role":"udp_rr","kernel":a.kernel,"count":n,"lost":lost,"bad":bad,"late":late,
+    Ok(
+        serde_json::json!({"role":"udp_rr","kernel":a.kernel,"size":a.size,"size_max":max,"count":n,"lost":lost,"bad":bad,"late":late,
         "mean_us":mean_us,"p50_us":percentile(&rtts, 0.5),"p99_us":percentile(&rtts, 0.99),
         "max_us":rtts.last().map_or(0.0, |&x| x as f64 / 1000.0),
-        "tps": if secs > 0.0 { n as f64 / secs } else { 0.0 }}))
+        "tps": if secs > 0.0 { n as f64 / secs } else { 0.0 }}),
+    )
 }
 
 fn main() -> Result<()> {
@@ -183,6 +196,9 @@ fn main() -> Result<()> {
     let c = &a.common;
     if a.size < 8 || a.size > 1472 {
         bail!("--size {} must be in 8..=1472 (the sequence number takes 8 bytes)", a.size);
+    }
+    if let Some(m) = a.size_max.filter(|m| *m < a.size || *m > 1472) {
+        bail!("--size-max {m} must be in --size..=1472 ({}..=1472)", a.size);
     }
     if a.count == 0 {
         bail!("--count must be at least 1");
@@ -214,4 +230,21 @@ fn main() -> Result<()> {
     };
     report(c, &v);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_of;
+
+    #[test]
+    fn the_sweep_covers_every_size_once_per_round() {
+        let sizes: Vec<usize> = (0..1465).map(|seq| size_of(seq, 8, 1472)).collect();
+        assert_eq!(sizes.first(), Some(&8));
+        assert_eq!(sizes.last(), Some(&1472));
+        let mut sorted = sizes.clone();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 1465);
+        assert_eq!(size_of(1465, 8, 1472), 8);
+        assert_eq!(size_of(7, 18, 18), 18);
+    }
 }

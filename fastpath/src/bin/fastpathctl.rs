@@ -402,7 +402,7 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
     let w = ports.iter().map(|p| p.name.len()).max().unwrap_or(0).max(12);
     let wb = ports.iter().map(|p| p.bridge.len()).max().unwrap_or(0).max(6);
     println!(
-        "{:<w$} {:<wb$} {:<5} {:>12} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>6}",
+        "{:<w$} {:<wb$} {:<5} {:>12} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
         "port",
         "bridge",
         "link",
@@ -411,6 +411,7 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
         "rx Mpps",
         "tx Mpps",
         "drop full",
+        "no peer",
         "drop big",
         "filtered",
         "drop vlan",
@@ -426,7 +427,7 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
                 )
             });
         println!(
-            "{:<w$} {:<wb$} {:<5} {:>12} {:>12} {:>10.3} {:>10.3} {:>9} {:>9} {:>9} {:>9} {:>6}",
+            "{:<w$} {:<wb$} {:<5} {:>12} {:>12} {:>10.3} {:>10.3} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
             p.name,
             p.bridge,
             if p.stats.link_up { "up" } else { "down" },
@@ -435,6 +436,7 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
             rx_rate,
             tx_rate,
             p.stats.counters.drop_ring_full,
+            p.stats.counters.drop_no_peer,
             p.stats.counters.drop_too_big,
             p.stats.counters.drop_filtered,
             p.stats.counters.drop_vlan,

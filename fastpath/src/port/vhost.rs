@@ -80,7 +80,7 @@ impl SwitchPort for VhostPort {
     #[inline]
     fn send(&mut self, src: &Frames<'_>, picks: &[u8]) {
         let Some(dev) = self.backend.device_mut() else {
-            self.counters.drop_ring_full += picks.len() as u64;
+            self.counters.drop_no_peer += picks.len() as u64;
             self.counters.tx_dropped += picks.len() as u64;
             return;
         };
@@ -133,5 +133,22 @@ impl SwitchPort for VhostPort {
                 let _ = nix::unistd::read(k.as_raw_fd(), &mut b);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_for_a_port_without_its_frontend_count_as_no_peer_not_ring_full() {
+        let dir = std::env::temp_dir().join(format!("fp-vhost-nopeer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut port = VhostPort::listen(&dir.join("p.sock"), "p".into()).unwrap();
+        port.send(&Frames::EMPTY, &[0, 1, 2]);
+        let c = port.counters();
+        assert_eq!((c.drop_no_peer, c.tx_dropped, c.drop_ring_full), (3, 3, 0));
+        drop(port);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

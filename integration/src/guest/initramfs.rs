@@ -8,7 +8,7 @@ use std::path::Path;
 
 use fastpath_oci::BUSYBOX;
 
-use super::{Guest, GUEST_UID};
+use super::{vnic_pci, Guest, GUEST_UID};
 use crate::TestDir;
 
 // ---------------------------------------------------------------------------
@@ -120,7 +120,8 @@ vf_to_vfio() {
 "#;
 
 /// The `/init` prelude (mounts, modules, PF up, VFs, users), the body, then dmesg and poweroff.
-/// `{NUM_VFS}`, `{AUTOPROBE}` and `{BODY_SECS}` are filled in.
+/// `{NUM_VFS}`, `{AUTOPROBE}`, `{VNETS}` (the virtio-net PCI addresses) and `{BODY_SECS}`
+/// are filled in.
 const INIT: &str = r#"#!/bin/sh
 # fastpath guest /init (integration::guest): prelude, body, dmesg, poweroff.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -161,6 +162,17 @@ while [ $n -lt {NUM_VFS} ]; do
     n=$((n + 1))
 done
 export VFS
+# The virtio-net NICs (vhost-user): VNET_IF0, VNET_IF1... in the order they were added, up.
+n=0
+for pci in {VNETS}; do
+    i=0
+    while ! ls /sys/bus/pci/devices/$pci/virtio*/net >/dev/null 2>&1 && [ $i -lt 1000 ]; do i=$((i + 1)); usleep 10000; done
+    nif=$(ls /sys/bus/pci/devices/$pci/virtio*/net 2>/dev/null | head -n 1)
+    [ -n "$nif" ] || fail "no netdev for the virtio-net NIC $pci"
+    eval "export VNET_IF$n=$nif"
+    ip link set "$nif" up || fail "ip link set $nif up"
+    n=$((n + 1))
+done
 # Unprivileged users may lock memory (netlib's DMA buffers): rlimits are inherited by as_user.
 ulimit -l unlimited || fail "ulimit -l unlimited"
 chmod 1777 /tmp
@@ -180,6 +192,7 @@ impl Guest {
     pub fn init_script(&self) -> String {
         INIT.replace("{NUM_VFS}", &self.num_vfs.to_string())
             .replace("{AUTOPROBE}", if self.vf_autoprobe { "1" } else { "0" })
+            .replace("{VNETS}", &(0..self.vnics.len()).map(vnic_pci).collect::<Vec<_>>().join(" "))
             .replace("{BODY_SECS}", &self.body_timeout.as_secs().max(1).to_string())
     }
 

@@ -9,7 +9,7 @@
 // re-exported here: `require` (finding QEMU, the kernel, busybox, the static binaries),
 // `initramfs` (cpio writer, body helpers, /init), `qemu` (command line, boot, the running
 // guest and its serial log), `run` (the results of a run), `peer` (the host side of the
-// wire, frames and MACs).
+// wire, frames and MACs), `vnic` (virtio-net NICs on vhost-user, e.g. on a fastpathd port).
 //! A QEMU guest with an SR-IOV NIC behind an IOMMU, and a host peer on its wire.
 //!
 //! [`require_guest`] finds QEMU, the guest kernel (`cargo xtask setup`), static busybox and
@@ -66,7 +66,8 @@
 //! `as_user CMD ARGS...` (uid/gid [`GUEST_UID`], environment and rlimits kept),
 //! `vf_to_vfio PCI` (driver_override binding), `iommu_group PCI`, `wait_path PATH SECS`,
 //! `wait_file FILE TEXT SECS`; `$PF` (PCI address), `$PF_IF` (its netdev), `$VFS` (the
-//! VFs' PCI addresses, space-separated). Its output goes to the serial console; kernel
+//! VFs' PCI addresses, space-separated), `$VNET_IF0`, `$VNET_IF1`... (the netdevs, up, of
+//! the virtio-net NICs added with [`Guest::vhost_user_nic`]). Its output goes to the serial console; kernel
 //! messages do not (they are printed as a block with `dmesg` after the body:
 //! [`GuestRun::dmesg`]).
 
@@ -78,12 +79,14 @@ mod peer;
 mod qemu;
 mod require;
 mod run;
+mod vnic;
 
 pub use initramfs::*;
 pub use peer::*;
 pub use qemu::*;
 pub use require::*;
 pub use run::*;
+pub use vnic::*;
 
 /// The PF's PCI address in the guest (the igb NIC on root port 1).
 pub const PF_PCI: &str = "0000:01:00.0";
@@ -151,6 +154,7 @@ pub struct Guest {
     smp: u32,
     accel: String,
     hugepages: u32,
+    vnics: Vec<VhostUserNic>,
 }
 
 impl Guest {
@@ -171,6 +175,7 @@ impl Guest {
             smp: env_or("FASTPATH_GUEST_SMP", DEFAULT_SMP).parse().unwrap_or(1),
             accel: env_or("FASTPATH_GUEST_ACCEL", DEFAULT_ACCEL),
             hugepages: 0,
+            vnics: Vec::new(),
         }
     }
 
@@ -256,6 +261,14 @@ impl Guest {
     #[must_use]
     pub fn hugepages(mut self, n: u32) -> Self {
         self.hugepages = n;
+        self
+    }
+
+    /// Adds a `virtio-net-pci` NIC on `-netdev vhost-user` (guest memory then lives in a
+    /// shared memfd); the body finds its netdev, up, in `$VNET_IFn` (n: the order of the calls).
+    #[must_use]
+    pub fn vhost_user_nic(mut self, nic: VhostUserNic) -> Self {
+        self.vnics.push(nic);
         self
     }
 

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{Guest, GuestRun, HostPeer, DONE, PF_MAC, QEMU_KNOWN_ABORT, READY};
+use super::{vnic_args, Guest, GuestRun, HostPeer, DONE, PF_MAC, QEMU_KNOWN_ABORT, READY};
 use crate::{stamp, Proc, TestDir};
 
 // ---------------------------------------------------------------------------
@@ -25,7 +25,7 @@ impl Guest {
             append.push(' ');
             append.push_str(a);
         }
-        [
+        let mut args: Vec<String> = [
             "-machine",
             "q35",
             "-accel",
@@ -64,7 +64,9 @@ impl Guest {
             "-no-reboot",
         ]
         .map(String::from)
-        .to_vec()
+        .to_vec();
+        args.extend(vnic_args(&self.vnics, self.memory_mb));
+        args
     }
 
     /// Builds the initramfs in `dir`, binds the host peer (`dir/host.sock`) and starts QEMU.
@@ -183,6 +185,17 @@ impl RunningGuest {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// QEMU's pid.
+    pub fn qemu_pid(&self) -> u32 {
+        self.qemu.pid()
+    }
+
+    /// Kills QEMU (SIGKILL, as `kill -9` would) and returns the run so far.
+    pub fn kill(mut self) -> GuestRun {
+        self.qemu.kill();
+        self.wait()
     }
 
     /// Waits for `FASTPATH-READY NAME` (the body ran `ready NAME`).

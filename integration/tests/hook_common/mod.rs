@@ -5,6 +5,7 @@
 //! Hook test helpers (the `integration` crate and `fastpath-oci` do the generic parts).
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -691,4 +692,26 @@ pub fn diff(before: &[String], after: &[String]) -> String {
         out.push(format!("... and {more} more"));
     }
     out.join("; ")
+}
+
+/// Copies `src` to `root/dst_rel` (mode 0755).
+pub fn install(src: &Path, root: &Path, dst_rel: &str) {
+    let dst = root.join(dst_rel.trim_start_matches('/'));
+    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+    // Not through a busybox applet link (bin/ping -> busybox): that would overwrite busybox.
+    let _ = std::fs::remove_file(&dst);
+    std::fs::copy(src, &dst).unwrap_or_else(|e| panic!("copy {} -> {}: {e}", src.display(), dst.display()));
+    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Static Rust examples into the rootfs's /bin.
+pub fn add_static(fx: &Fixture, names: &[&str]) -> Result<(), String> {
+    for n in names {
+        let p = static_bin_dir().join(n);
+        if !p.is_file() {
+            return Err(format!("{} is missing (cargo xtask test builds the static examples)", p.display()));
+        }
+        install(&p, &fx.rootfs, &format!("bin/{n}"));
+    }
+    Ok(())
 }

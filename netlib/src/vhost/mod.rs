@@ -142,6 +142,8 @@ pub struct VhostBackend {
     idle: Cadence,
     /// What the frontend may still make us do on the control path.
     budget: ControlBudget,
+    /// Connect and disconnect lines: a frontend retrying in a tight loop logs a few a second.
+    conn_log: crate::log_limit::LogLimit,
     /// What the frontend may register and send.
     limits: DeviceLimits,
     /// The SIGBUS epoch this port last looked at.
@@ -179,6 +181,7 @@ impl VhostBackend {
             cadence: Cadence::default(),
             idle: Cadence::new(IDLE_CONTROL_PERIOD),
             budget: ControlBudget::default(),
+            conn_log: crate::log_limit::LogLimit::default(),
             limits: DeviceLimits::default(),
             sigbus_seen: crate::mem::sigbus::epoch(),
             last_try: None,
@@ -235,7 +238,9 @@ impl VhostBackend {
     pub fn fault(&mut self, f: &PortFault) {
         let f = if self.dev.mem().poisoned() { &PortFault::MemoryTruncated } else { f };
         if let PortFault::Conn(ConnError::Closed) = f {
-            tracing::info!("{}: frontend disconnected", self.name);
+            if let Some(more) = self.conn_log.admit(Instant::now()) {
+                tracing::info!("{}: frontend disconnected{more}", self.name);
+            }
         } else {
             tracing::warn!("{}: {f}; closing the connection", self.name);
         }
@@ -267,10 +272,16 @@ impl VhostBackend {
             // Replies never wait: a frontend that does not read them is cut off.
             match Conn::new(s).map(|c| c.with_send_wait(Duration::ZERO)) {
                 Ok(c) => {
-                    tracing::info!("{}: frontend connected", self.name);
+                    if let Some(more) = self.conn_log.admit(Instant::now()) {
+                        tracing::info!("{}: frontend connected{more}", self.name);
+                    }
                     self.conn = Some(c);
                 }
-                Err(e) => tracing::warn!("{}: {e}", self.name),
+                Err(e) => {
+                    if let Some(more) = self.conn_log.admit(Instant::now()) {
+                        tracing::warn!("{}: {e}{more}", self.name);
+                    }
+                }
             }
         }
         if !self.dev.all_started() {

@@ -1,0 +1,99 @@
+// The guest's virtio-net NICs on vhost-user (`VhostUserNic`): QEMU's chardev, netdev and
+// device arguments for each, the shared guest memory they need, and their PCI addresses.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The PCI slot (on the root bus, `0000:00:SS.0`) of the first vhost-user NIC; NIC `n` is in
+/// slot `VNIC_FIRST_SLOT + n`.
+pub const VNIC_FIRST_SLOT: u32 = 5;
+
+/// Who listens on a vhost-user NIC's socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VhostMode {
+    /// QEMU connects to the socket (a fastpathd port added with `--socket`), and connects
+    /// again every `reconnect_ms` after the switch goes away (0: never).
+    Client {
+        /// QEMU's `reconnect-ms`.
+        reconnect_ms: u32,
+    },
+    /// QEMU listens on the socket (a fastpathd port added with `--socket ... --client`).
+    Server,
+}
+
+/// A `virtio-net-pci` NIC on `-netdev vhost-user`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VhostUserNic {
+    /// The vhost-user socket.
+    pub socket: PathBuf,
+    /// Who listens on it.
+    pub mode: VhostMode,
+    /// The NIC's MAC, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+}
+
+impl VhostUserNic {
+    /// A NIC with MAC `mac` on `socket`, QEMU in `mode`.
+    pub fn new(socket: &Path, mode: VhostMode, mac: &str) -> Self {
+        Self { socket: socket.to_path_buf(), mode, mac: mac.to_string() }
+    }
+}
+
+/// NIC `n`'s PCI address in the guest.
+pub fn vnic_pci(n: usize) -> String {
+    format!("0000:00:{:02x}.0", VNIC_FIRST_SLOT as usize + n)
+}
+
+/// QEMU's arguments for `nics` on a guest of `memory_mb`: guest RAM in a shared memfd (the
+/// backend maps it), then a chardev, a netdev and a device for each NIC. Empty without NICs.
+pub fn vnic_args(nics: &[VhostUserNic], memory_mb: u32) -> Vec<String> {
+    if nics.is_empty() {
+        return Vec::new();
+    }
+    let mut a: Vec<String> = vec![
+        "-object".into(),
+        format!("memory-backend-memfd,id=mem,size={memory_mb}M,share=on"),
+        "-numa".into(),
+        "node,memdev=mem".into(),
+    ];
+    for (i, nic) in nics.iter().enumerate() {
+        let mut chardev = format!("socket,id=vuc{i},path={}", nic.socket.display());
+        match nic.mode {
+            VhostMode::Client { reconnect_ms: 0 } => {}
+            VhostMode::Client { reconnect_ms } => {
+                let _ = write!(chardev, ",reconnect-ms={reconnect_ms}");
+            }
+            VhostMode::Server => chardev.push_str(",server=on,wait=off"),
+        }
+        a.extend([
+            "-chardev".into(),
+            chardev,
+            "-netdev".into(),
+            format!("vhost-user,id=vu{i},chardev=vuc{i}"),
+            "-device".into(),
+            format!("virtio-net-pci,netdev=vu{i},mac={},bus=pcie.0,addr=0x{:x}", nic.mac, VNIC_FIRST_SLOT as usize + i),
+        ]);
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_memory_then_one_chardev_netdev_device_per_nic() {
+        assert!(vnic_args(&[], 256).is_empty());
+        let nics = [
+            VhostUserNic::new(Path::new("/t/a.sock"), VhostMode::Client { reconnect_ms: 500 }, "02:00:00:00:00:0a"),
+            VhostUserNic::new(Path::new("/t/b.sock"), VhostMode::Server, "02:00:00:00:00:0b"),
+        ];
+        let a = vnic_args(&nics, 256).join(" ");
+        assert!(a.starts_with("-object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem"), "{a}");
+        assert!(a.contains("-chardev socket,id=vuc0,path=/t/a.sock,reconnect-ms=500 "), "{a}");
+        assert!(a.contains("-chardev socket,id=vuc1,path=/t/b.sock,server=on,wait=off "), "{a}");
+        assert!(a.contains("-netdev vhost-user,id=vu1,chardev=vuc1"), "{a}");
+        assert!(a.contains("virtio-net-pci,netdev=vu0,mac=02:00:00:00:00:0a,bus=pcie.0,addr=0x5"), "{a}");
+        assert_eq!(vnic_pci(1), "0000:00:06.0");
+    }
+}
