@@ -87,11 +87,14 @@ fn check_id(id: &str) -> Result<()> {
     }
 }
 
-fn alive(sys: &dyn Sys, e: &Entry) -> bool {
-    sys.start_time(e.pid) == Some(e.start_time)
+/// Whether what `e` stands for still exists: a container's process, or a CNI attachment's
+/// network namespace ([`Entry::alive`]).
+pub fn alive(sys: &dyn Sys, e: &Entry) -> bool {
+    e.alive(|pid| sys.start_time(pid), |p| sys.exists(p))
 }
 
-fn holder(sys: &dyn Sys, e: &Entry) -> String {
+/// Who holds what `e` records, for refusals: [`Entry::who`], marked when it is gone.
+pub fn holder(sys: &dyn Sys, e: &Entry) -> String {
     if alive(sys, e) {
         e.who()
     } else {
@@ -335,6 +338,8 @@ fn draft_entry(ctx: &Ctx, state: &State, spec: &Spec, req: &Request) -> Result<E
         config: None,
         created_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         id,
+        owner: fastpath_host::ledger::Owner::Hook,
+        cni: None,
     })
 }
 

@@ -42,6 +42,9 @@ pub trait SwitchCtl {
     fn del_port(&self, name: &str) -> Result<bool>;
     /// The names of all ports.
     fn ports(&self) -> Result<Vec<String>>;
+    /// A port's bridge and whether its link is up (a frontend drives it); `Ok(None)` when
+    /// there is no such port.
+    fn port_link(&self, name: &str) -> Result<Option<(String, bool)>>;
 }
 
 /// fastpathd over its unix control socket.
@@ -90,10 +93,15 @@ impl SwitchCtl for UnixSwitch {
     fn ports(&self) -> Result<Vec<String>> {
         Ok(self.call(&Request::List)?.ports.unwrap_or_default().into_iter().map(|p| p.name).collect())
     }
+
+    fn port_link(&self, name: &str) -> Result<Option<(String, bool)>> {
+        let ports = self.call(&Request::List)?.ports.unwrap_or_default();
+        Ok(ports.into_iter().find(|p| p.name == name).map(|p| (p.bridge, p.stats.link_up)))
+    }
 }
 
-/// A switch in memory, for tests.
-#[cfg(test)]
+/// A switch in memory, for tests (this crate's, and with the `test-utils` feature, others').
+#[cfg(any(test, feature = "test-utils"))]
 pub mod fake {
     use super::SwitchCtl;
     use crate::{Error, Result};
@@ -113,6 +121,8 @@ pub mod fake {
         pub down: bool,
         /// Refuse `add-port` for this bridge.
         pub fail_add_on: Option<String>,
+        /// Every port's link is down (no frontend).
+        pub links_down: bool,
     }
 
     impl FakeSwitch {
@@ -153,6 +163,10 @@ pub mod fake {
         fn ports(&self) -> Result<Vec<String>> {
             self.up()?;
             Ok(self.ports.borrow().keys().cloned().collect())
+        }
+        fn port_link(&self, name: &str) -> Result<Option<(String, bool)>> {
+            self.up()?;
+            Ok(self.ports.borrow().get(name).map(|p| (p.bridge.clone(), !self.links_down)))
         }
     }
 }

@@ -190,8 +190,8 @@ pub fn parse_memlock(limits: &str) -> Option<(u64, u64)> {
 }
 
 /// A test double: an in-memory filesystem and process table that records every call and
-/// can be told to fail one.
-#[cfg(test)]
+/// can be told to fail one (this crate's tests, and with the `test-utils` feature, others').
+#[cfg(any(test, feature = "test-utils"))]
 pub mod fake {
     use super::{Mount, Sys};
     use std::cell::RefCell;

@@ -128,9 +128,10 @@ pub fn find(cfg: &Config) -> Found {
     Found { file, saved, ledger }
 }
 
-/// Whether the container a ledger entry names still runs (its pid, with the same start time).
+/// Whether the container a ledger entry names still runs (its pid, with the same start time),
+/// or for a CNI attachment, whether its network namespace still exists.
 pub fn container_alive(e: &Entry) -> bool {
-    ledger::process_start_time(e.pid) == Some(e.start_time)
+    e.alive(ledger::process_start_time, std::path::Path::exists)
 }
 
 /// Opens the ports of `plan` and adds them to `sw`; returns those it holds. A config port

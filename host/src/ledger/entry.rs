@@ -73,6 +73,48 @@ pub struct VfAlloc {
     pub previous_driver: Option<String>,
 }
 
+/// Who wrote a ledger entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Owner {
+    /// `fastpath-hook`, for a container (keyed by its id; alive while its process runs).
+    #[default]
+    Hook,
+    /// `fastpath-cni`, for one network attachment (keyed by `CONTAINERID/IFNAME`; alive
+    /// while its network namespace exists).
+    Cni,
+}
+
+impl Owner {
+    /// Whether this is the hook (the default, left out of the file).
+    #[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
+    pub fn is_hook(&self) -> bool {
+        *self == Self::Hook
+    }
+}
+
+/// What a CNI attachment was called with (entries owned by [`Owner::Cni`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CniAttachment {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+    /// `CNI_NETNS` (empty when the runtime gave none).
+    pub netns: PathBuf,
+    /// The network's name (`name` in the network config).
+    pub network: String,
+    /// `K8S_POD_NAMESPACE` from `CNI_ARGS`, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    /// `K8S_POD_NAME` from `CNI_ARGS`, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// The device-info file written for it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_info: Option<PathBuf>,
+}
+
 /// What one container holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -108,6 +150,12 @@ pub struct Entry {
     pub config: Option<netlib::config::Config>,
     /// When it was reserved (seconds since the epoch).
     pub created_unix: u64,
+    /// Who wrote it (absent: the hook).
+    #[serde(default, skip_serializing_if = "Owner::is_hook")]
+    pub owner: Owner,
+    /// For [`Owner::Cni`]: the attachment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniAttachment>,
 }
 
 impl Entry {
@@ -131,12 +179,32 @@ impl Entry {
             cgroups: vec![],
             config: None,
             created_unix: 0,
+            owner: Owner::Hook,
+            cni: None,
         }
     }
 
-    /// A short description for messages: `container ID (pid N)`.
+    /// Whether what the entry stands for still exists: for the hook's, its process (`start_time`
+    /// of its pid is the recorded one); for a CNI attachment, its network namespace (`exists`;
+    /// one without a namespace lives until its DEL).
+    pub fn alive(&self, start_time: impl Fn(i32) -> Option<u64>, exists: impl Fn(&std::path::Path) -> bool) -> bool {
+        match (self.owner, &self.cni) {
+            (Owner::Cni, Some(c)) if !c.netns.as_os_str().is_empty() => exists(&c.netns),
+            (Owner::Cni, _) => true,
+            (Owner::Hook, _) => start_time(self.pid) == Some(self.start_time),
+        }
+    }
+
+    /// A short description for messages: `container ID (pid N)`, or for a CNI attachment
+    /// `CNI attachment CONTAINERID/IFNAME (pod NS/NAME)`.
     pub fn who(&self) -> String {
-        format!("container {} (pid {})", self.id, self.pid)
+        match (self.owner, &self.cni) {
+            (Owner::Cni, Some(c)) => match (&c.pod_namespace, &c.pod_name) {
+                (Some(ns), Some(n)) => format!("CNI attachment {} (pod {ns}/{n})", self.id),
+                _ => format!("CNI attachment {}", self.id),
+            },
+            _ => format!("container {} (pid {})", self.id, self.pid),
+        }
     }
 
     /// What the switch is asked for the container's port `p`: a server-mode port whose
@@ -181,5 +249,41 @@ impl LedgerData {
             return Ok(Self::empty());
         }
         serde_json::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn hook_entries_live_by_their_process_and_cni_ones_by_their_netns() {
+        let hook = Entry::new("c", 42, 7, 1000);
+        assert!(hook.alive(|p| (p == 42).then_some(7), |_| false));
+        assert!(!hook.alive(|_| Some(8), |_| true));
+        let mut cni = Entry {
+            owner: Owner::Cni,
+            cni: Some(CniAttachment {
+                container_id: "c".into(),
+                ifname: "net1".into(),
+                netns: "/run/netns/x".into(),
+                network: "fastpath-net".into(),
+                pod_namespace: Some("ns".into()),
+                pod_name: Some("p".into()),
+                device_info: None,
+            }),
+            ..Entry::new("c/net1", 0, 0, 0)
+        };
+        assert!(cni.alive(|_| None, |p| p == Path::new("/run/netns/x")));
+        assert!(!cni.alive(|_| None, |_| false));
+        assert_eq!(cni.who(), "CNI attachment c/net1 (pod ns/p)");
+        let text = serde_json::to_string(&cni).unwrap();
+        assert!(text.contains(r#""owner":"cni""#), "{text}");
+        assert_eq!(serde_json::from_str::<Entry>(&text).unwrap(), cni);
+        cni.cni.as_mut().unwrap().netns = PathBuf::new();
+        assert!(cni.alive(|_| None, |_| false), "no netns: lives until its DEL");
+        // The hook's entries are written as before (no owner field).
+        assert!(!serde_json::to_string(&hook).unwrap().contains("owner"));
     }
 }
