@@ -32,13 +32,18 @@ pub fn run(var: impl Fn(&str) -> Option<String>, stdin: &str) -> Result<Option<V
         return Ok(Some(result::version_result(netconf::version_of(stdin).as_deref())));
     }
     let conf = netconf::parse(stdin)?;
+    let attach = |cmd| env::CniEnv::parse(cmd, &var);
+    let cni_env = match cmd {
+        env::Command::Add | env::Command::Del | env::Command::Check => attach(cmd)?,
+        _ => env::CniEnv::default(),
+    };
     let cfg = host_config(conf.hook_config.as_deref())?;
     let sw = UnixSwitch::new(&cfg.switch_socket, Duration::from_millis(cfg.switch_timeout_ms));
     let ctx = plugin::Ctx::new(&cfg, &RealSys, &sw);
     match cmd {
-        env::Command::Add => plugin::add(&ctx, &conf, &env::CniEnv::parse(cmd, var)?, stdin).map(Some),
-        env::Command::Del => plugin::del(&ctx, &conf, &env::CniEnv::parse(cmd, var)?, stdin).map(|()| None),
-        env::Command::Check => plugin::check(&ctx, &conf, &env::CniEnv::parse(cmd, var)?).map(|()| None),
+        env::Command::Add => plugin::add(&ctx, &conf, &cni_env, stdin).map(Some),
+        env::Command::Del => plugin::del(&ctx, &conf, &cni_env, stdin).map(|()| None),
+        env::Command::Check => plugin::check(&ctx, &conf, &cni_env).map(|()| None),
         env::Command::Gc => plugin::gc(&ctx, &conf).map(|_| None),
         env::Command::Status => plugin::status(&ctx, &conf).map(|()| None),
         env::Command::Version => unreachable!("answered above"),

@@ -118,7 +118,9 @@ impl Sys for RealSys {
     }
 
     fn remove_all(&self, path: &Path) -> io::Result<()> {
-        match std::fs::remove_dir_all(path) {
+        let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+        let removed = if is_dir { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+        match removed {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             r => r,
         }
@@ -419,6 +421,18 @@ mod tests {
                  Max locked memory         8388608              unlimited            bytes\n";
         assert_eq!(parse_memlock(t), Some((8 << 20, u64::MAX)));
         assert_eq!(parse_memlock("nothing"), None);
+    }
+
+    #[test]
+    fn real_remove_all_takes_files_directories_and_nothing() {
+        let d = std::env::temp_dir().join(format!("fastpath-sys-rm-{}", std::process::id()));
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        std::fs::write(d.join("f"), "x").unwrap();
+        RealSys.remove_all(&d.join("f")).unwrap();
+        assert!(!d.join("f").exists());
+        RealSys.remove_all(&d.join("f")).unwrap();
+        RealSys.remove_all(&d).unwrap();
+        assert!(!d.exists());
     }
 
     #[test]
