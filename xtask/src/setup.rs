@@ -15,8 +15,10 @@ use crate::scratch::{self, HUGEPAGES};
 /// Debian packages the tests and benchmarks use (`iputils-ping`: the host pinging a container
 /// through a TAP port; `ethtool`: checksum offload off on the veth the kernel's VXLAN sends
 /// through, so that its frames carry whole checksums; `xz-utils` and `kmod`: unpacking the
-/// guest kernel's modules; `tshark`: decoding what `fastpathctl capture` writes; QEMU comes
-/// from `install_qemu`).
+/// guest kernel's modules; `tshark`: decoding what `fastpathctl capture` writes;
+/// `containernetworking-plugins` (/usr/lib/cni: podman's CNI backend, host-local for IPAM) and
+/// `containerd` (`ctr run --cni`): the callers fastpath-cni is tested with; QEMU comes from
+/// `install_qemu`).
 const PACKAGES: &[&str] = &[
     "dpdk-dev",
     "openvswitch-switch-dpdk",
@@ -31,6 +33,8 @@ const PACKAGES: &[&str] = &[
     "xz-utils",
     "kmod",
     "tshark",
+    "containernetworking-plugins",
+    "containerd",
 ];
 
 /// The oldest QEMU whose emulated igb NIC has SR-IOV (Debian 12's own 7.2 has not).

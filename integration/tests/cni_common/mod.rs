@@ -117,3 +117,45 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// A fastpath-net network for a runtime: the plugin in a plugin directory of its own, the
+/// conflist in a conf directory of its own, the per-pod socket and device-info directories.
+pub struct Network {
+    /// The directory holding fastpath-cni (a copy: the runtime looks plugins up by type).
+    pub bin: PathBuf,
+    /// The directory holding `fastpath-net.conflist`.
+    pub conf_dir: PathBuf,
+    /// `socketDir`: the pods mount it at the same path.
+    pub socks: PathBuf,
+    /// `deviceInfoDir`.
+    pub devinfo: PathBuf,
+}
+
+impl Network {
+    /// The network in `dir` for the hook config `hook` (bridge br0), with `extra` plugin fields.
+    pub fn write(dir: &Path, hook: &Path, extra: &Value) -> Self {
+        let n = Self {
+            bin: dir.join("cni-bin"),
+            conf_dir: dir.join("net.d"),
+            socks: dir.join("cni"),
+            devinfo: dir.join("devinfo"),
+        };
+        for d in [&n.bin, &n.conf_dir, &n.socks] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::copy(plugin(), n.bin.join("fastpath-cni")).unwrap();
+        let conf = net_conf("1.0.0", "br0", &n.socks, &n.devinfo, hook, extra);
+        std::fs::write(n.conf_dir.join("10-fastpath-net.conflist"), conflist(&conf).to_string()).unwrap();
+        n
+    }
+
+    /// A shell line that waits (up to 20 s) for the container's app config in its pod
+    /// directory `pod_glob` (under `socketDir`, a glob) and exports `FASTPATH_CONFIG` with it.
+    pub fn find_config(&self, pod_glob: &str) -> String {
+        format!(
+            "i=0; while [ ! -f {s}/{pod_glob}/eth0.json ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done; \
+             export FASTPATH_CONFIG=$(ls {s}/{pod_glob}/eth0.json); echo CONFIG=$FASTPATH_CONFIG",
+            s = self.socks.display()
+        )
+    }
+}
