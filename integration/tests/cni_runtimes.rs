@@ -14,15 +14,19 @@ use cni_common::{files_under, plugin, Network};
 use fastpath_oci::{config_json, which, Spec};
 use hook_common::{require, Fixture, Rt};
 use integration::{
-    check_sink, last_json_line, output_text, skip_or_fail, spawn_piped, wait_for_socket, wait_output, wait_until, Proc,
+    app_flags, check_sink, last_json_line, output_text, skip_or_fail, spawn_piped, wait_for_socket, wait_output,
+    wait_until, Proc, RATE,
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 /// Frames pktgen sends to the sink.
 const FRAMES: u64 = 20_000;
-/// The apps' common flags (the port and MAC come from the app config fastpath-cni wrote).
-const APP: &str = "--idle-sleep-us 20 --queue-size 1024 --json --quiet --link-timeout 30";
+/// The apps' common flags (rings deep enough for a CPU shared with other pollers); the port
+/// and MAC come from the app config fastpath-cni wrote.
+fn app() -> String {
+    app_flags().join(" ")
+}
 /// How long a container may run.
 const RUN: Duration = Duration::from_secs(90);
 
@@ -121,7 +125,7 @@ fn podman_cni_backend_pktgen_to_sink() {
         c.arg("--rootfs").arg(&rootfs).args(["sh", "-c", &script]);
         spawn_piped(&mut c)
     };
-    let sink = run("fpcni-sink", &format!("sink --check --count {FRAMES} --idle-exit 3 {APP}"));
+    let sink = run("fpcni-sink", &format!("sink --check --count {FRAMES} --idle-exit 3 {}", app()));
     if !fx.wait_links_up(1, Duration::from_secs(40)) {
         let out = wait_output(sink, Duration::ZERO).map_or_else(|e| e, |o| output_text(&o));
         panic!(
@@ -131,7 +135,7 @@ sink container: {out}",
             fx.entries()
         );
     }
-    let gen = run("fpcni-gen", &format!("pktgen --count {FRAMES} --rate 50000 {APP}"));
+    let gen = run("fpcni-gen", &format!("pktgen --count {FRAMES} --rate {RATE} {}", app()));
     assert_attached(&fx);
     let gen = wait_output(gen, RUN).unwrap_or_else(|e| panic!("pktgen container: {e}"));
     let sink = wait_output(sink, RUN).unwrap_or_else(|e| panic!("sink container: {e}"));
@@ -238,12 +242,12 @@ fn ctr_run_cni_pktgen_to_sink() {
         );
         spawn_piped(Command::new(&unshare).args(["-m", "sh", "-c", &inner]))
     };
-    let sink = run("fpcni-ctr-sink", &format!("sink --check --count {FRAMES} --idle-exit 3 {APP}"));
+    let sink = run("fpcni-ctr-sink", &format!("sink --check --count {FRAMES} --idle-exit 3 {}", app()));
     if !fx.wait_links_up(1, Duration::from_secs(40)) {
         let out = wait_output(sink, Duration::ZERO).map_or_else(|e| e, |o| output_text(&o));
         panic!("the sink's port never came up: {:?} {:?}\nsink container: {out}", fx.list(), fx.entries());
     }
-    let gen = run("fpcni-ctr-gen", &format!("pktgen --count {FRAMES} --rate 50000 {APP}"));
+    let gen = run("fpcni-ctr-gen", &format!("pktgen --count {FRAMES} --rate {RATE} {}", app()));
     assert_attached(&fx);
     // ctr gives the network namespace as /proc/PID/ns/net.
     for e in fx.entries().values() {
