@@ -209,6 +209,9 @@ fn reserve(
             gid,
             cores,
             hugepages,
+            // What the hook's gc removes once the pod's netns is gone (with every attachment of
+            // the pod, which share it); DEL removes only its own files.
+            sock_dir: Some(n.pod_dir.clone()),
             ports: vec![PortAlloc {
                 name: n.port.clone(),
                 bridge: conf.bridge.clone(),

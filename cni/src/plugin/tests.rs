@@ -230,4 +230,6 @@ fn the_hooks_gc_keeps_attachments_whose_netns_exists() {
     assert_eq!(r.released, ["c2/net1"], "c2's netns is gone");
     assert_eq!(w.entries(), ["c1/net1"]);
     assert!(w.sw.ports.borrow().contains_key("fp-c1-net1") && !w.sw.ports.borrow().contains_key("fp-c2-net1"));
+    assert!(w.sys.exists(Path::new("/run/fastpath/cni/c1/net1.json")));
+    assert!(!w.sys.exists(Path::new("/run/fastpath/cni/c2")), "the gone pod's socket directory goes too");
 }
