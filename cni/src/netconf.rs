@@ -61,6 +61,8 @@ pub struct NetConf {
     pub ipam: Option<Map<String, Value>>,
     /// `cni.dev/attachments` (GC): the (container id, ifname) pairs that stay.
     pub valid_attachments: Option<Vec<(String, String)>>,
+    /// `prevResult`: the previous plugin's result in a chain (ADD), or the attachment's (CHECK).
+    pub prev_result: Option<Value>,
 }
 
 /// The `cniVersion` of a config text, where it has one (for the version an error is given in).
@@ -143,6 +145,11 @@ pub fn parse(text: &str) -> Result<NetConf> {
         settings,
         ipam,
         valid_attachments: attachments(m)?,
+        prev_result: match m.get("prevResult") {
+            None | Some(Value::Null) => None,
+            Some(p @ Value::Object(_)) => Some(p.clone()),
+            Some(x) => Err(bad("prevResult", x, "is not an object"))?,
+        },
     })
 }
 

@@ -119,6 +119,7 @@ pub fn add(ctx: &Ctx, conf: &NetConf, env: &CniEnv, raw: &str) -> Result<Value> 
             &conf.cni_version,
             &Interface { name: &env.ifname, mac: &mac, sandbox: &env.netns, socket: &n.socket, mtu: s.mtu },
             ipam.as_ref(),
+            conf.prev_result.as_ref(),
         )),
         Err(e) => {
             for w in release(ctx, &n, false) {
@@ -386,6 +387,17 @@ pub fn check(ctx: &Ctx, conf: &NetConf, env: &CniEnv) -> Result<()> {
     }
     let n = recorded(conf, env, Some(&entry));
     let bad = |msg: String| CniError::new(CHECK_FAILED, format!("{key}: {msg}"));
+    // The result ADD gave, as the runtime kept it: our interface with the MAC we gave.
+    let ours = conf
+        .prev_result
+        .as_ref()
+        .and_then(|r| r.get("interfaces"))
+        .and_then(Value::as_array)
+        .and_then(|l| l.iter().find(|i| i["name"] == env.ifname.as_str() && i.get("socketPath").is_some()));
+    let mac = entry.ports.first().map(|p| p.mac.as_str()).unwrap_or_default();
+    if let Some(i) = ours.filter(|i| i["mac"] != mac) {
+        return Err(bad(format!("prevResult: interface {} has MAC {}, the port has {mac}", env.ifname, i["mac"])));
+    }
     match ctx.switch.port_link(&n.port).map_err(|e| CniError::new(TRY_AGAIN, e.to_string()))? {
         None => {
             return Err(bad(format!("port {} is gone from fastpathd at {}", n.port, ctx.switch.socket().display())))

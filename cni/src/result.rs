@@ -24,9 +24,11 @@ pub struct Interface<'a> {
     pub mtu: Option<u32>,
 }
 
-/// The ADD result for `version`: the interface, and the `ips`, `routes` and `dns` of the
-/// IPAM plugin's result (`ipam`; none: no addresses). Each address is put on the interface.
-pub fn add_result(version: &str, i: &Interface, ipam: Option<&Value>) -> Value {
+/// The ADD result for `version`: the interfaces, addresses, routes and DNS of `prev` (the
+/// previous plugin's result in a chain, if any) with this interface appended, and the `ips`,
+/// `routes` and `dns` of the IPAM plugin's result (`ipam`; none: no addresses), each address
+/// put on this interface.
+pub fn add_result(version: &str, i: &Interface, ipam: Option<&Value>, prev: Option<&Value>) -> Value {
     let mut iface = Map::new();
     iface.insert("name".into(), json!(i.name));
     iface.insert("mac".into(), json!(i.mac));
@@ -36,20 +38,29 @@ pub fn add_result(version: &str, i: &Interface, ipam: Option<&Value>) -> Value {
     if let Some(m) = i.mtu {
         iface.insert("mtu".into(), json!(m));
     }
-    let mut ips: Vec<Value> = ipam.and_then(|r| r.get("ips")).and_then(Value::as_array).cloned().unwrap_or_default();
-    for ip in &mut ips {
+    let list = |r: Option<&Value>, k: &str| -> Vec<Value> {
+        r.and_then(|r| r.get(k)).and_then(Value::as_array).cloned().unwrap_or_default()
+    };
+    let mut interfaces = list(prev, "interfaces");
+    let index = interfaces.len();
+    interfaces.push(Value::Object(iface));
+    let mut ips = list(prev, "ips");
+    for mut ip in list(ipam, "ips") {
         if let Some(o) = ip.as_object_mut() {
-            o.insert("interface".into(), json!(0));
+            o.insert("interface".into(), json!(index));
         }
+        ips.push(ip);
     }
     let mut out = Map::new();
     out.insert("cniVersion".into(), json!(version));
-    out.insert("interfaces".into(), json!([iface]));
+    out.insert("interfaces".into(), json!(interfaces));
     out.insert("ips".into(), json!(ips));
-    if let Some(r) = ipam.and_then(|r| r.get("routes")).filter(|r| r.is_array()) {
-        out.insert("routes".into(), r.clone());
+    let routes: Vec<Value> = list(prev, "routes").into_iter().chain(list(ipam, "routes")).collect();
+    if !routes.is_empty() {
+        out.insert("routes".into(), json!(routes));
     }
-    out.insert("dns".into(), ipam.and_then(|r| r.get("dns")).cloned().unwrap_or_else(|| json!({})));
+    let dns = ipam.and_then(|r| r.get("dns")).or_else(|| prev.and_then(|r| r.get("dns")));
+    out.insert("dns".into(), dns.cloned().unwrap_or_else(|| json!({})));
     Value::Object(out)
 }
 
@@ -89,7 +100,7 @@ mod tests {
     /// socketPath), ips with an interface index into interfaces, dns an object.
     #[test]
     fn add_result_has_the_specs_shape() {
-        let r = add_result("1.0.0", &iface(Some(1500)), None);
+        let r = add_result("1.0.0", &iface(Some(1500)), None, None);
         let want = json!({
             "cniVersion": "1.0.0",
             "interfaces": [{ "name": "net1", "mac": "02:aa:bb:cc:dd:ee", "sandbox": "/run/netns/p1",
@@ -100,7 +111,7 @@ mod tests {
         assert_eq!(r, want);
         let ipam = json!({ "cniVersion": "1.0.0", "ips": [{ "address": "10.1.0.2/24", "gateway": "10.1.0.1" }],
                            "routes": [{ "dst": "0.0.0.0/0" }], "dns": { "nameservers": ["10.1.0.1"] } });
-        let r = add_result("1.0.0", &iface(None), Some(&ipam));
+        let r = add_result("1.0.0", &iface(None), Some(&ipam), None);
         assert_eq!(r["ips"], json!([{ "address": "10.1.0.2/24", "gateway": "10.1.0.1", "interface": 0 }]));
         assert_eq!(r["routes"], ipam["routes"]);
         assert_eq!(r["dns"], ipam["dns"]);
@@ -110,6 +121,24 @@ mod tests {
             let i = ip["interface"].as_u64().unwrap() as usize;
             assert!(i < r["interfaces"].as_array().unwrap().len());
         }
+    }
+
+    /// Chained after another plugin: its interfaces and addresses stay, ours is appended and
+    /// our addresses point at it.
+    #[test]
+    fn a_previous_result_is_kept_and_extended() {
+        let prev = json!({ "cniVersion": "1.0.0", "interfaces": [{ "name": "eth0" }],
+                           "ips": [{ "address": "10.0.0.2/24", "interface": 0 }], "dns": { "domain": "x" } });
+        let ipam = json!({ "ips": [{ "address": "10.1.0.2/24" }] });
+        let r = add_result("1.0.0", &iface(None), Some(&ipam), Some(&prev));
+        assert_eq!(r["interfaces"][0]["name"], "eth0");
+        assert_eq!(r["interfaces"][1]["name"], "net1");
+        assert_eq!(
+            r["ips"],
+            json!([{ "address": "10.0.0.2/24", "interface": 0 }, { "address": "10.1.0.2/24", "interface": 1 }])
+        );
+        assert_eq!(r["dns"], json!({ "domain": "x" }));
+        assert!(r.get("routes").is_none());
     }
 
     #[test]

@@ -78,6 +78,11 @@ fn cni_add_check_del_against_fastpathd() {
     assert!(fx.wait_links_up(1, Duration::from_secs(15)), "the sink did not connect: {}", sink.describe(20, 5));
     let chk = call(&attach_env("CHECK", id, "net1", netns), &text);
     assert!(chk.ok, "CHECK with the link up: {}", chk.text);
+    // As runtimes call it: with ADD's result as prevResult.
+    let mut with_prev = conf.clone();
+    with_prev["prevResult"] = add.out.clone();
+    let chk = call(&attach_env("CHECK", id, "net1", netns), &with_prev.to_string());
+    assert!(chk.ok, "CHECK with prevResult: {}", chk.text);
     sink.kill();
 
     // DEL, twice: everything back.

@@ -189,6 +189,17 @@ fn check_needs_the_attachment_its_port_and_its_link() {
     // The fake switch makes no socket file: the real one does.
     w.sys.file("/run/fastpath/cni/c1/net1.sock", "");
     check(&w.ctx(), &conf, &env("c1", "net1")).unwrap();
+    // With the result ADD gave as prevResult (as runtimes pass it); a changed MAC fails.
+    let r = add_result_of(&w, &conf);
+    let with_prev = |r: &Value| {
+        let text = CONF.replace(r#""mtu":1500"#, &format!(r#""mtu":1500,"prevResult":{r}"#));
+        netconf::parse(&text).unwrap()
+    };
+    check(&w.ctx(), &with_prev(&r), &env("c1", "net1")).unwrap();
+    let mut changed = r.clone();
+    changed["interfaces"][0]["mac"] = "02:00:00:00:00:99".into();
+    let e = check(&w.ctx(), &with_prev(&changed), &env("c1", "net1")).unwrap_err();
+    assert!(e.msg.contains("prevResult: interface net1 has MAC \"02:00:00:00:00:99\""), "{e}");
     let unplugged = FakeSwitch { links_down: true, ..FakeSwitch::with(&["br0"]) };
     unplugged.ports.borrow_mut().clone_from(&w.sw.ports.borrow());
     let e = check(&Ctx::new(&w.cfg, &w.sys, &unplugged), &conf, &env("c1", "net1")).unwrap_err();
@@ -232,4 +243,18 @@ fn the_hooks_gc_keeps_attachments_whose_netns_exists() {
     assert!(w.sw.ports.borrow().contains_key("fp-c1-net1") && !w.sw.ports.borrow().contains_key("fp-c2-net1"));
     assert!(w.sys.exists(Path::new("/run/fastpath/cni/c1/net1.json")));
     assert!(!w.sys.exists(Path::new("/run/fastpath/cni/c2")), "the gone pod's socket directory goes too");
+}
+
+/// The result ADD gave for c1/net1 (rebuilt from the ledger entry it made).
+fn add_result_of(w: &World, conf: &NetConf) -> Value {
+    let l = w.ctx().ledger.read().unwrap();
+    let e = &l.containers["c1/net1"];
+    let i = Interface {
+        name: "net1",
+        mac: &e.ports[0].mac,
+        sandbox: Path::new("/run/netns/c1"),
+        socket: &e.ports[0].socket,
+        mtu: conf.settings.mtu,
+    };
+    result::add_result(&conf.cni_version, &i, None, None)
 }
