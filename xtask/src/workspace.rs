@@ -38,9 +38,10 @@ impl Workspace {
         Spawn::new("cargo", cargo).args(args).current_dir(&self.root).stdout(Stream::Inherit).stderr(Stream::Inherit)
     }
 
-    /// Builds the examples, `fastpathd`/`fastpathctl` and the integration helper binaries
-    /// as static executables (for busybox container rootfs and the QEMU guest's initramfs)
-    /// into `<target>/static/x86_64-unknown-linux-gnu/release`.
+    /// Builds the examples, `fastpathd`/`fastpathctl`, `fastpath-hook` and the integration
+    /// helper binaries as static executables (for busybox container rootfs, the QEMU guest's
+    /// initramfs and the node image, `deploy/build-image.sh`) into
+    /// `<target>/static/x86_64-unknown-linux-gnu/release`.
     pub fn build_static_examples(&self) -> Result<PathBuf> {
         let dir = self.target.join("static");
         let dir_s = dir.display().to_string();
@@ -54,6 +55,8 @@ impl Workspace {
             "-p",
             "fastpath",
             "-p",
+            "fastpath-hook",
+            "-p",
             "integration",
             "--target-dir",
             dir_s.as_str(),
@@ -62,8 +65,8 @@ impl Workspace {
         let mut build = self.cargo(&args).env("RUSTFLAGS", "-C target-feature=+crt-static").spawn()?;
         match build.wait_timeout(Duration::from_secs(3 * 3600))? {
             Some(s) if s.success() => Ok(dir.join("x86_64-unknown-linux-gnu/release")),
-            Some(s) => bail!("static build of the examples, fastpath and integration binaries failed ({s})"),
-            None => bail!("static build of the examples, fastpath and integration binaries did not finish"),
+            Some(s) => bail!("static build of the examples, fastpath, the hook and integration binaries failed ({s})"),
+            None => bail!("static build of the examples, fastpath, the hook and integration binaries did not finish"),
         }
     }
 

@@ -233,6 +233,14 @@ pub struct Fixture {
 impl Fixture {
     /// A fixture whose hook pool is `pool`, with fastpathd running one bridge, br0.
     pub fn new(peers: &Peers, rt: Rt, pool: &str) -> Self {
+        let mut fx = Self::without_switch(peers, rt, pool);
+        fx.start_switch();
+        fx
+    }
+
+    /// A fixture whose hook pool is `pool` and no fastpathd: the test starts one on
+    /// [`Fixture::ctl`] (from the node image, say).
+    pub fn without_switch(peers: &Peers, rt: Rt, pool: &str) -> Self {
         let lock = serial();
         // Short: the hook's socket path is <state>/sock/<64-char podman id>/br0.sock (< 108 bytes).
         let dir = TestDir::new("h");
@@ -241,8 +249,7 @@ impl Fixture {
         std::fs::create_dir_all(&host.lib).unwrap();
         std::fs::write(host.lib.join("libfastpath_net.so"), "not really a library\n").unwrap();
         std::fs::write(host.lib.join("fastpath_net.h"), "/* header */\n").unwrap();
-        let mut fx = Self::of(peers, rt, dir, host, Some(lock));
-        fx.start_switch();
+        let fx = Self::of(peers, rt, dir, host, Some(lock));
         if rt == Rt::Podman {
             let hooks_dir = fx.hooks_dir.clone();
             fx.install_hook(&fx.config, &hooks_dir);
