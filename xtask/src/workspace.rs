@@ -57,6 +57,8 @@ impl Workspace {
             "-p",
             "fastpath-hook",
             "-p",
+            "fastpath-cni",
+            "-p",
             "integration",
             "--target-dir",
             dir_s.as_str(),
@@ -65,8 +67,8 @@ impl Workspace {
         let mut build = self.cargo(&args).env("RUSTFLAGS", "-C target-feature=+crt-static").spawn()?;
         match build.wait_timeout(Duration::from_secs(3 * 3600))? {
             Some(s) if s.success() => Ok(dir.join("x86_64-unknown-linux-gnu/release")),
-            Some(s) => bail!("static build of the examples, fastpath, the hook and integration binaries failed ({s})"),
-            None => bail!("static build of the examples, fastpath, the hook and integration binaries did not finish"),
+            Some(s) => bail!("static build of the examples, fastpath, the hook, the CNI plugin and integration binaries failed ({s})"),
+            None => bail!("static build of the examples, fastpath, the hook, the CNI plugin and integration binaries did not finish"),
         }
     }
 
