@@ -16,6 +16,8 @@ mod entry;
 mod read;
 mod reconcile;
 
-pub use entry::{Entry, HugeAlloc, LedgerData, PortAlloc, Status, VfAlloc, PORT_MEMORY_SLACK, PORT_PREFIX};
+pub use entry::{
+    ContainerLabels, Entry, HugeAlloc, LedgerData, PortAlloc, Status, VfAlloc, PORT_MEMORY_SLACK, PORT_PREFIX,
+};
 pub use read::{process_start_time, read, LedgerError, LEDGER_FILE};
 pub use reconcile::{plan, HeldPort, Plan};

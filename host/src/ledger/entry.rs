@@ -73,6 +73,21 @@ pub struct VfAlloc {
     pub previous_driver: Option<String>,
 }
 
+/// Who a container is, beyond its id, as its runtime's annotations say: labels of its
+/// ports' metrics (absent in ledgers from before they were recorded).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContainerLabels {
+    /// Its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its Kubernetes pod's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// Its Kubernetes pod's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+}
+
 /// What one container holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -108,6 +123,9 @@ pub struct Entry {
     pub config: Option<netlib::config::Config>,
     /// When it was reserved (seconds since the epoch).
     pub created_unix: u64,
+    /// Its name and pod.
+    #[serde(flatten)]
+    pub labels: ContainerLabels,
 }
 
 impl Entry {
@@ -131,6 +149,7 @@ impl Entry {
             cgroups: vec![],
             config: None,
             created_unix: 0,
+            labels: ContainerLabels::default(),
         }
     }
 
@@ -143,12 +162,15 @@ impl Entry {
     /// socket the container's user owns, that knows whose it is and its MAC, whose frames
     /// are checked as recorded, on its access VLAN if it has one, and whose frontend may
     /// register the container's hugepages and a little more ([`PORT_MEMORY_SLACK`]; else
-    /// the switch's default).
+    /// the switch's default), labelled with the container's name and pod.
     pub fn port_config(&self, p: &PortAlloc) -> PortConfig {
         PortConfig {
             uid: Some(self.uid),
             gid: Some(self.gid),
             container: Some(self.id.clone()),
+            container_name: self.labels.name.clone(),
+            pod_name: self.labels.pod_name.clone(),
+            pod_namespace: self.labels.pod_namespace.clone(),
             mac: (!p.mac.is_empty()).then(|| p.mac.clone()),
             port_security: p.port_security,
             vlan: p.vlan,
@@ -181,5 +203,36 @@ impl LedgerData {
             return Ok(Self::empty());
         }
         serde_json::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_kept_flat_in_the_ledger_and_go_to_the_switch_with_the_port() {
+        let mut e = Entry::new("c1", 1, 1, 1000);
+        e.ports.push(PortAlloc {
+            name: "fp-c1-br0".into(),
+            bridge: "br0".into(),
+            socket: "/s".into(),
+            mac: String::new(),
+            port_security: None,
+            vlan: None,
+        });
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(!json.contains("pod_name"), "no labels, nothing written: {json}");
+        let old: Entry = serde_json::from_str(&json).unwrap();
+        assert_eq!(old.labels, ContainerLabels::default(), "a ledger from before labels reads");
+        e.labels = ContainerLabels { name: Some("web".into()), pod_name: Some("web-0".into()), pod_namespace: None };
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains(r#""name":"web","pod_name":"web-0""#), "{json}");
+        assert_eq!(serde_json::from_str::<Entry>(&json).unwrap(), e);
+        let p = e.port_config(&e.ports[0]);
+        assert_eq!(
+            (p.container_name.as_deref(), p.pod_name.as_deref(), p.pod_namespace),
+            (Some("web"), Some("web-0"), None)
+        );
     }
 }
