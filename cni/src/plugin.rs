@@ -15,7 +15,7 @@ use fastpath_hook::ledger::{Entry, HugeAlloc, Ledger, PortAlloc, Status};
 use fastpath_hook::stages;
 use fastpath_hook::switch::{self, SwitchCtl, PORT_PREFIX};
 use fastpath_hook::sys::Sys;
-use fastpath_host::ledger::{CniAttachment, Owner};
+use fastpath_host::ledger::{CniAttachment, ContainerLabels, Owner};
 use netlib::config as nc;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -232,6 +232,8 @@ fn reserve(
                 pod_name: env.pod_name(),
                 device_info: Some(n.device_info.clone()),
             }),
+            // The pod's labels on the port's metrics, as the hook gives a container's.
+            labels: ContainerLabels { name: None, pod_name: env.pod_name(), pod_namespace: env.pod_namespace() },
             ..Entry::new(&n.key, 0, 0, uid)
         };
         l.containers.insert(n.key.clone(), e.clone());

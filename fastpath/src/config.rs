@@ -40,6 +40,9 @@ pub struct Config {
     /// other pollers (apps, an afxdp uplink's NAPI thread); ignored in interrupt mode.
     #[serde(default)]
     pub share_core: bool,
+    /// Serve Prometheus metrics on `http://ADDR:PORT/metrics` (none: no metrics server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// MAC entries age out after this many seconds.
     #[serde(default = "default_age")]
     pub mac_age_secs: u32,
@@ -105,6 +108,7 @@ impl Default for Config {
             core: None,
             interrupt: false,
             share_core: false,
+            metrics: None,
             bridges: default_bridges(),
             mac_age_secs: default_age(),
             port_security: PortSecurity::default(),
@@ -526,6 +530,15 @@ mod tests {
         assert!(toml::from_str::<Config>(typo).unwrap_err().to_string().contains("macc"));
         let frame = Config { max_frame: 10, ..Config::default() };
         assert!(frame.validate().unwrap_err().to_string().contains("max_frame 10"));
+    }
+
+    #[test]
+    fn the_metrics_address_from_the_file() {
+        assert_eq!(Config::default().metrics, None);
+        let c: Config = toml::from_str("metrics = \"127.0.0.1:9469\"").unwrap();
+        assert_eq!(c.metrics, Some("127.0.0.1:9469".parse().unwrap()));
+        let e = toml::from_str::<Config>("metrics = \"localhost\"").unwrap_err().to_string();
+        assert!(e.contains("metrics") && e.contains("localhost"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod error;
 pub mod info;
 pub mod mactable;
+pub mod metrics;
 pub mod port;
 pub mod security;
 pub mod state;

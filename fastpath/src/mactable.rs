@@ -30,6 +30,9 @@ pub struct MacTable {
     slots: Vec<Entry>,
     mask: usize,
     age: u32,
+    /// Learning events: MACs learned afresh (new, back after ageing out) or moved to
+    /// another port.
+    learned: u64,
 }
 
 #[inline]
@@ -42,7 +45,7 @@ impl MacTable {
     /// `age` ticks are ignored.
     pub fn new(capacity: usize, age: u32) -> Self {
         let cap = capacity.next_power_of_two().max(PROBES);
-        Self { slots: vec![Entry::default(); cap], mask: cap - 1, age }
+        Self { slots: vec![Entry::default(); cap], mask: cap - 1, age, learned: 0 }
     }
 
     /// Records that `mac` was seen on VLAN `vlan` on `port` at tick `now` (now > 0).
@@ -56,6 +59,9 @@ impl MacTable {
             let s = (h + i) & self.mask;
             let e = &mut self.slots[s];
             if e.seen != 0 && e.key == k {
+                if e.port != port || now.wrapping_sub(e.seen) > self.age {
+                    self.learned += 1;
+                }
                 e.port = port;
                 e.seen = now;
                 return;
@@ -67,6 +73,18 @@ impl MacTable {
             }
         }
         self.slots[victim] = Entry { key: k, port, seen: now };
+        self.learned += 1;
+    }
+
+    /// Learning events so far: MACs learned afresh (new, or back after ageing out) or
+    /// moved to another port.
+    pub fn learned(&self) -> u64 {
+        self.learned
+    }
+
+    /// How many fresh entries the table holds at tick `now`.
+    pub fn len(&self, now: u32) -> usize {
+        self.slots.iter().filter(|e| e.seen != 0 && now.wrapping_sub(e.seen) <= self.age).count()
     }
 
     /// The port `mac` was last seen on in VLAN `vlan`, if it is known and fresh.
@@ -126,8 +144,12 @@ mod tests {
         assert_eq!(t.lookup(0, &a, 6), Some(4));
         assert_eq!(t.lookup(0, &a, 17), None, "aged out");
         t.learn(0, &a, 4, 20);
+        assert_eq!((t.learned(), t.len(20)), (3, 1), "new, moved, back after ageing");
+        t.learn(0, &a, 4, 21);
+        assert_eq!(t.learned(), 3, "seen again on the same port: no event");
         t.flush_port(4);
         assert_eq!(t.lookup(0, &a, 20), None);
+        assert_eq!(t.len(20), 0);
     }
 
     #[test]

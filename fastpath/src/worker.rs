@@ -24,6 +24,8 @@ pub enum Command {
     List(Sender<Vec<PortInfo>>),
     /// List bridges.
     Bridges(Sender<Vec<String>>),
+    /// What a metrics scrape shows.
+    Metrics(Sender<crate::metrics::Snapshot>),
     /// Stop: close every port (the switch is dropped), then answer.
     Stop(Sender<()>),
 }
@@ -128,6 +130,9 @@ pub fn run(mut sw: Switch, commands: &Receiver<Command>, stop: &Arc<AtomicBool>,
                 }
                 Command::Bridges(reply) => {
                     let _ = reply.send(sw.bridge_names());
+                }
+                Command::Metrics(reply) => {
+                    let _ = reply.send(sw.snapshot());
                 }
                 Command::Stop(reply) => {
                     stopping = Some(reply);

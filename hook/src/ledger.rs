@@ -6,7 +6,7 @@
 //! too; this module owns the file: the lock, and every change to it.
 
 use crate::{Error, Result};
-pub use fastpath_host::ledger::{Entry, HugeAlloc, LedgerData, PortAlloc, Status, VfAlloc};
+pub use fastpath_host::ledger::{ContainerLabels, Entry, HugeAlloc, LedgerData, PortAlloc, Status, VfAlloc};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
 use std::io::Write;

@@ -19,6 +19,7 @@ pub mod error;
 pub mod hostconfig;
 pub mod hugetlb;
 pub mod install;
+pub mod labels;
 pub mod ledger;
 pub mod mounts;
 /// PCI devices through sysfs (VFs, vfio-pci), shared with `fastpathctl vf`.

@@ -292,6 +292,7 @@ pub fn create_runtime(ctx: &Ctx, state: &State, spec: &Spec) -> Result<Option<En
         return Ok(None);
     };
     let mut entry = draft_entry(ctx, state, spec, &req)?;
+    entry.labels = crate::labels::of(&ann);
     let pre = preflight(ctx, &req, &ann, spec, &entry.id, entry.pid)?;
     entry.cgroups = pre.cgroup_paths();
     let entry = reserve(ctx, &req, &ann, entry)?;
@@ -337,6 +338,7 @@ fn draft_entry(ctx: &Ctx, state: &State, spec: &Spec, req: &Request) -> Result<E
         cgroups: vec![],
         config: None,
         created_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        labels: crate::ledger::ContainerLabels::default(),
         id,
         owner: fastpath_host::ledger::Owner::Hook,
         cni: None,

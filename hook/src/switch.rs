@@ -78,8 +78,16 @@ impl SwitchCtl for UnixSwitch {
         Ok(self.call(&Request::Bridges)?.bridges.unwrap_or_default())
     }
 
+    /// A switch too old for the port's labels (protocol 4) gets the port without them.
     fn add_port(&self, port: &PortConfig) -> Result<()> {
-        self.call(&Request::AddPort(port.clone())).map(drop)
+        match self.client.call(&Request::AddPort(port.clone())) {
+            Ok(_) => Ok(()),
+            Err(ClientError::Version(v)) if port.has_labels() && v.switch < v.client => {
+                tracing::warn!("{}: {v}; port {} added without its metrics labels", self.socket().display(), port.name);
+                self.call(&Request::AddPort(port.clone().without_labels())).map(drop)
+            }
+            Err(e) => Err(self.err(&e)),
+        }
     }
 
     fn del_port(&self, name: &str) -> Result<bool> {
@@ -205,6 +213,26 @@ mod tests {
             mac: Some(port_mac("c", "br0")),
             ..PortConfig::new("fp-c-br0", "br0", "/run/fastpath/sock/c/br0.sock")
         }
+    }
+
+    #[test]
+    fn a_switch_of_protocol_3_gets_the_port_without_its_labels() {
+        let v3 = fastpath_host::proto::Served { oldest: 1, newest: 3 };
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&got);
+        let sw = FakeSocket::answering("hook-v3", move |line| {
+            Some(match v3.decode(line) {
+                Ok((_, Request::AddPort(p))) => {
+                    seen.lock().unwrap().push(p);
+                    Response { version: Some(3), ..Response::ok() }.to_line()
+                }
+                Ok(_) => Response::error(ErrorCode::BadRequest, "unexpected").to_line(),
+                Err(refusal) => refusal.to_line(),
+            })
+        });
+        let labelled = PortConfig { pod_name: Some("web-0".into()), ..want_port() };
+        UnixSwitch::new(sw.path(), Duration::from_secs(2)).add_port(&labelled).unwrap();
+        assert_eq!(*got.lock().unwrap(), [want_port()]);
     }
 
     #[test]

@@ -17,7 +17,8 @@ mod read;
 mod reconcile;
 
 pub use entry::{
-    CniAttachment, Entry, HugeAlloc, LedgerData, Owner, PortAlloc, Status, VfAlloc, PORT_MEMORY_SLACK, PORT_PREFIX,
+    CniAttachment, ContainerLabels, Entry, HugeAlloc, LedgerData, Owner, PortAlloc, Status, VfAlloc, PORT_MEMORY_SLACK,
+    PORT_PREFIX,
 };
 pub use read::{process_start_time, read, LedgerError, LEDGER_FILE};
 pub use reconcile::{plan, HeldPort, Plan};

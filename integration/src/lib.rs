@@ -6,7 +6,8 @@
 // binaries and the collected problems of a run), `apps` (pktgen and sink command lines, a
 // transfer's check), `switch` (fastpathd and fastpathctl), `testpmd` (a DPDK testpmd launcher
 // that returns testpmd's final forward statistics and removes its hugepage files), `netns` and
-// `overlay` (namespaces, veth pairs, `ip`, VXLAN ports and their counters); `guest`
+// `overlay` (namespaces, veth pairs, `ip`, VXLAN ports and their counters), `prometheus` (a
+// Prometheus server scraping fastpathd's metrics, its query API, a plain HTTP GET); `guest`
 // (public, `integration::guest::X`) is the QEMU guest harness. Containers (config.json,
 // rootfs, hook.toml) are the `fastpath-oci` crate's, shared with xtask. This file: the constants.
 //! Helpers for fastpath's end-to-end interop tests.
@@ -19,6 +20,7 @@ mod netns;
 mod overlay;
 mod peers;
 mod proc;
+mod prometheus;
 mod switch;
 mod testpmd;
 mod verdict;
@@ -29,6 +31,7 @@ pub use netns::*;
 pub use overlay::*;
 pub use peers::*;
 pub use proc::*;
+pub use prometheus::*;
 pub use switch::*;
 pub use testpmd::*;
 pub use verdict::*;

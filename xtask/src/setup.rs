@@ -17,8 +17,9 @@ use crate::scratch::{self, HUGEPAGES};
 /// through, so that its frames carry whole checksums; `xz-utils` and `kmod`: unpacking the
 /// guest kernel's modules; `tshark`: decoding what `fastpathctl capture` writes;
 /// `containernetworking-plugins` (/usr/lib/cni: podman's CNI backend, host-local for IPAM) and
-/// `containerd` (`ctr run --cni`): the callers fastpath-cni is tested with; QEMU comes from
-/// `install_qemu`).
+/// `containerd` (`ctr run --cni`): the callers fastpath-cni is tested with; `prometheus`: the
+/// server the metrics test scrapes fastpathd with, its own service kept off by
+/// [`quiet_services`]; QEMU comes from `install_qemu`).
 const PACKAGES: &[&str] = &[
     "dpdk-dev",
     "openvswitch-switch-dpdk",
@@ -35,7 +36,12 @@ const PACKAGES: &[&str] = &[
     "tshark",
     "containernetworking-plugins",
     "containerd",
+    "prometheus",
 ];
+
+/// Services the packages start and enable that nothing here wants running: the tests start
+/// their own Prometheus, with their own config and storage.
+const QUIET_SERVICES: &[&str] = &["prometheus", "prometheus-node-exporter"];
 
 /// The oldest QEMU whose emulated igb NIC has SR-IOV (Debian 12's own 7.2 has not).
 const QEMU_MIN: (u32, u32, u32) = (8, 0, 0);
@@ -88,6 +94,7 @@ pub fn run() -> Result<()> {
         return check_only();
     }
     install_packages()?;
+    quiet_services();
     install_qemu()?;
     guest_kernel()?;
     reserve_hugepages()?;
@@ -183,6 +190,32 @@ fn install_packages() -> Result<()> {
         say(&format!("package {p}"), "installed");
     }
     Ok(())
+}
+
+/// Stops and disables [`QUIET_SERVICES`] where they are installed (disabling works without
+/// a running systemd too: it removes the unit's links).
+fn quiet_services() {
+    let systemd_running = Path::new("/run/systemd/system").is_dir();
+    for unit in QUIET_SERVICES {
+        if !Path::new("/lib/systemd/system").join(format!("{unit}.service")).exists() {
+            continue;
+        }
+        let run = |args: &[&str]| {
+            std::process::Command::new("systemctl")
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let stopped = !systemd_running || run(&["stop", unit]);
+        let disabled = run(&["disable", unit]);
+        let state = match (stopped, disabled) {
+            (true, true) => "stopped and disabled".to_string(),
+            _ => format!("WARNING: could not stop or disable it (systemctl disable --now {unit})"),
+        };
+        say(&format!("service {unit}"), &state);
+    }
 }
 
 /// Runs `apt-get ARGS` (non-interactive, output shown), failing if it fails.

@@ -68,6 +68,10 @@ struct Args {
     /// the event's fields, span and spans). The level comes from RUST_LOG (default info).
     #[arg(long, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (e.g. 127.0.0.1:9469; off by
+    /// default).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn main() -> Result<()> {
@@ -92,6 +96,9 @@ fn main() -> Result<()> {
     }
     if a.share_core {
         cfg.share_core = true;
+    }
+    if a.metrics.is_some() {
+        cfg.metrics = a.metrics;
     }
     if !a.bridges.is_empty() {
         cfg.bridges = a.bridges;
@@ -131,6 +138,12 @@ fn main() -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
     let (tx, rx) = channel();
+    if let Some(addr) = cfg.metrics {
+        let bound =
+            fastpath::metrics::spawn(addr, tx.clone(), if a.takeover { TAKEOVER_TIMEOUT } else { Duration::ZERO })
+                .with_context(|| format!("--metrics {addr}"))?;
+        tracing::info!("metrics on http://{bound}{}", fastpath::metrics::http::PATH);
+    }
     let core = cfg.core;
     let idle = worker::Idle::from_flags(cfg.interrupt, cfg.share_core);
     let wstop = Arc::clone(&stop);

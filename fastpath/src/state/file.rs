@@ -179,6 +179,8 @@ mod tests {
         let mut hooks = PortConfig::new("fp-c-br0", "br0", "/run/fastpath/sock/c/br0.sock");
         hooks.uid = Some(1000);
         hooks.container = Some("c".into());
+        hooks.pod_name = Some("web-0".into());
+        hooks.pod_namespace = Some("shop".into());
         SavedPorts {
             version: FORMAT,
             ports: vec![
@@ -198,6 +200,7 @@ mod tests {
         assert!(!f.path().with_extension("json.tmp").exists());
         let text = std::fs::read_to_string(f.path()).unwrap();
         assert!(text.contains("\"origin\": \"runtime\"") && text.contains("\"version\": 1"), "{text}");
+        assert!(text.contains("\"pod_name\": \"web-0\"") && text.contains("\"pod_namespace\": \"shop\""), "{text}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 

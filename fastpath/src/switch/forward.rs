@@ -79,7 +79,7 @@ struct Tally {
 impl Switch {
     /// Forwards one burst from port `s`; returns the frames taken from it.
     pub(super) fn forward_from(&mut self, s: usize) -> usize {
-        let Switch { ports, bridges, now, groups, vlans } = self;
+        let Switch { ports, bridges, now, groups, vlans, .. } = self;
         let Some(sp) = ports[s].as_mut() else { return 0 };
         let bridge = &mut bridges[sp.bridge];
         if !sp.port.poll() {

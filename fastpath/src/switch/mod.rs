@@ -4,6 +4,8 @@
 //! The polling L2 switch.
 
 mod forward;
+pub mod load;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 mod vlan;
@@ -92,6 +94,8 @@ pub struct Switch {
     groups: Box<Groups>,
     /// Each slot's VLANs.
     vlans: Vec<Membership>,
+    /// How loaded the worker is.
+    load: load::Load,
 }
 
 impl Switch {
@@ -111,6 +115,7 @@ impl Switch {
             now: 1,
             groups: Box::default(),
             vlans: vec![Membership::Untagged; MAX_PORTS],
+            load: load::Load::default(),
         }
     }
 
@@ -253,14 +258,17 @@ impl Switch {
     }
 
     /// One pass: every port's pending burst goes to its destinations. Returns
-    /// frames moved.
+    /// frames moved. The pass and each burst are counted in the worker's load.
     pub fn poll_once(&mut self) -> usize {
         let mut moved = 0;
         for s in 0..self.ports.len() {
             if self.ports[s].is_some() {
-                moved += self.forward_from(s);
+                let n = self.forward_from(s);
+                self.load.burst(n);
+                moved += n;
             }
         }
+        self.load.pass(moved);
         moved
     }
 }

@@ -446,3 +446,28 @@ fn one_mac_is_learned_on_two_vlans_behind_two_ports() {
     run(&mut sw);
     assert_eq!(y.take_delivered().len(), 1);
 }
+
+#[test]
+fn the_snapshot_counts_the_load_the_bursts_and_the_learning() {
+    let (mut sw, p) = switch_with(&["a", "b"]);
+    for i in 0..3 {
+        p[0].send(&frame(mac(2), mac(1), i, 60));
+    }
+    p[1].send(&frame(mac(1), mac(2), 9, 60));
+    run(&mut sw);
+    let s = sw.snapshot();
+    assert_eq!(
+        s.ports.iter().map(|p| (p.port.as_str(), p.counters.rx_packets)).collect::<Vec<_>>(),
+        [("a", 3), ("b", 1)]
+    );
+    assert_eq!(
+        (s.ports[0].bridge.as_str(), s.ports[0].kind, s.ports[0].container_id.as_deref()),
+        ("br0", "vhost", None)
+    );
+    let br0 = &s.bridges[0];
+    assert_eq!((br0.bridge.as_str(), br0.ports, br0.mac_entries, br0.mac_learned), ("br0", 2, 2, 2));
+    assert_eq!((s.bridges[1].ports, s.bridges[1].mac_entries), (0, 0));
+    assert_eq!(s.load.busy_polls + s.load.idle_polls, 8, "one count per pass");
+    assert!(s.load.busy_polls >= 1 && s.load.idle_polls >= 6, "{:?}", s.load);
+    assert_eq!(s.load.bursts.iter().enumerate().map(|(n, k)| n as u64 * k).sum::<u64>(), 4, "every frame in a burst");
+}

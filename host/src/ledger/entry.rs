@@ -115,6 +115,21 @@ pub struct CniAttachment {
     pub device_info: Option<PathBuf>,
 }
 
+/// Who a container is, beyond its id, as its runtime's annotations say: labels of its
+/// ports' metrics (absent in ledgers from before they were recorded).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContainerLabels {
+    /// Its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its Kubernetes pod's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// Its Kubernetes pod's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+}
+
 /// What one container holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -156,6 +171,9 @@ pub struct Entry {
     /// For [`Owner::Cni`]: the attachment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<CniAttachment>,
+    /// Its name and pod.
+    #[serde(flatten)]
+    pub labels: ContainerLabels,
 }
 
 impl Entry {
@@ -181,6 +199,7 @@ impl Entry {
             created_unix: 0,
             owner: Owner::Hook,
             cni: None,
+            labels: ContainerLabels::default(),
         }
     }
 
@@ -211,12 +230,15 @@ impl Entry {
     /// socket the container's user owns, that knows whose it is and its MAC, whose frames
     /// are checked as recorded, on its access VLAN if it has one, and whose frontend may
     /// register the container's hugepages and a little more ([`PORT_MEMORY_SLACK`]; else
-    /// the switch's default).
+    /// the switch's default), labelled with the container's name and pod.
     pub fn port_config(&self, p: &PortAlloc) -> PortConfig {
         PortConfig {
             uid: Some(self.uid),
             gid: Some(self.gid),
             container: Some(self.id.clone()),
+            container_name: self.labels.name.clone(),
+            pod_name: self.labels.pod_name.clone(),
+            pod_namespace: self.labels.pod_namespace.clone(),
             mac: (!p.mac.is_empty()).then(|| p.mac.clone()),
             port_security: p.port_security,
             vlan: p.vlan,
@@ -285,5 +307,31 @@ mod tests {
         assert!(cni.alive(|_| None, |_| false), "no netns: lives until its DEL");
         // The hook's entries are written as before (no owner field).
         assert!(!serde_json::to_string(&hook).unwrap().contains("owner"));
+    }
+
+    #[test]
+    fn labels_are_kept_flat_in_the_ledger_and_go_to_the_switch_with_the_port() {
+        let mut e = Entry::new("c1", 1, 1, 1000);
+        e.ports.push(PortAlloc {
+            name: "fp-c1-br0".into(),
+            bridge: "br0".into(),
+            socket: "/s".into(),
+            mac: String::new(),
+            port_security: None,
+            vlan: None,
+        });
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(!json.contains("pod_name"), "no labels, nothing written: {json}");
+        let old: Entry = serde_json::from_str(&json).unwrap();
+        assert_eq!(old.labels, ContainerLabels::default(), "a ledger from before labels reads");
+        e.labels = ContainerLabels { name: Some("web".into()), pod_name: Some("web-0".into()), pod_namespace: None };
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains(r#""name":"web","pod_name":"web-0""#), "{json}");
+        assert_eq!(serde_json::from_str::<Entry>(&json).unwrap(), e);
+        let p = e.port_config(&e.ports[0]);
+        assert_eq!(
+            (p.container_name.as_deref(), p.pod_name.as_deref(), p.pod_namespace),
+            (Some("web"), Some("web-0"), None)
+        );
     }
 }

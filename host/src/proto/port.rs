@@ -170,6 +170,16 @@ pub struct PortConfig {
     /// hook's ledger by it after restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// The container's name (from its runtime's annotations), a label of its metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    /// The Kubernetes pod the container belongs to (`io.kubernetes.pod.name`), a label of
+    /// its metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// ... and the pod's namespace (`io.kubernetes.pod.namespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
     /// The port's MAC (`aa:bb:cc:dd:ee:ff`), as its owner was told.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
@@ -306,6 +316,9 @@ impl PortConfig {
             uid: None,
             gid: None,
             container: None,
+            container_name: None,
+            pod_name: None,
+            pod_namespace: None,
             mac: None,
             ip: None,
             port_security: None,
@@ -318,6 +331,17 @@ impl PortConfig {
             vlan: None,
             trunk: None,
         }
+    }
+
+    /// Whether it carries any of the labels protocol 4 added (the container's name, its pod).
+    pub fn has_labels(&self) -> bool {
+        self.container_name.is_some() || self.pod_name.is_some() || self.pod_namespace.is_some()
+    }
+
+    /// The port without the labels protocol 4 added, for a switch that speaks an older one.
+    #[must_use]
+    pub fn without_labels(self) -> Self {
+        Self { container_name: None, pod_name: None, pod_namespace: None, ..self }
     }
 
     /// Checks the port's VLANs: an access VLAN or a trunk, not both; ids in 1..=4094; a

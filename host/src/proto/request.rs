@@ -36,9 +36,11 @@ impl Request {
     /// The protocol version a client puts on this request: the oldest a switch must speak to
     /// serve it. Requests of protocols 1 and 2 go out as 2 (a client always sends `version`,
     /// which protocol 1 refuses), so that a newer client still drives an older switch with
-    /// them; `status` and `handover` came with 3.
+    /// them; `status` and `handover` came with 3, a port's labels (its container's name, its
+    /// pod) with 4: a port without them goes out as 2, which every switch takes.
     pub fn min_version(&self) -> u32 {
         match self {
+            Self::AddPort(p) if p.has_labels() => 4,
             Self::AddPort(_) | Self::DelPort { .. } | Self::List | Self::Bridges => 2,
             Self::Status | Self::Handover => 3,
         }
@@ -63,5 +65,8 @@ mod tests {
         assert_eq!(serde_json::to_string(&Request::Handover).unwrap(), r#"{"cmd":"handover"}"#);
         assert_eq!(serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).unwrap(), Request::Status);
         assert_eq!((Request::List.min_version(), Request::Handover.min_version()), (2, 3));
+        let labelled = PortConfig { pod_name: Some("web-0".into()), ..PortConfig::new("a", "br0", "/x") };
+        assert_eq!(Request::AddPort(labelled.clone()).min_version(), 4);
+        assert_eq!(Request::AddPort(labelled.without_labels()).min_version(), 2);
     }
 }

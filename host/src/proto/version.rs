@@ -6,10 +6,11 @@ use serde_json::Value;
 
 use super::{ErrorCode, Request, Response};
 
-/// The newest protocol version this code speaks: 3 added `status` and `handover`. A client
+/// The newest protocol version this code speaks: 3 added `status` and `handover`, 4 a port's
+/// labels (`container_name`, `pod_name`, `pod_namespace`). A client
 /// tags each request with [`Request::min_version`], so it still drives older switches with
 /// the requests they know.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// The oldest version fastpathd serves: 1, the protocol from before versions (a request
 /// without `version`), which differs from 2 only in that field.
 pub const OLDEST_VERSION: u32 = 1;

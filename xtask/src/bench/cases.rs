@@ -12,6 +12,7 @@ use super::interrupt;
 use super::ours::{final_json, number, port, Ctx};
 use super::ovs::Ovs;
 use super::restart;
+use super::scrape;
 use super::testpmd::{self, Memory, Testpmd, BURST};
 use super::uplink;
 use super::vxlan;
@@ -96,6 +97,8 @@ enum Kind {
     /// pktgen → switch → sink, the switch killed with SIGKILL and started again: the
     /// outage (vs OVS-DPDK with dpdkvhostuserclient ports).
     Restart,
+    /// `Switch` with a Prometheus scrape of fastpathd every 100 ms (vs the same without).
+    Scrape,
 }
 
 /// A benchmark case: one pair of runs per round yields one value per metric and side.
@@ -152,6 +155,7 @@ pub const CASES: &[Case] = &[
         metrics: &[Metric { name: "restart", unit: Unit::Ms }, Metric { name: "restart_new", unit: Unit::Ms }],
         kind: Kind::Restart,
     },
+    Case { name: "scrape_64", metrics: &[Metric { name: "scrape_64", unit: Unit::Mpps }], kind: Kind::Scrape },
 ];
 
 /// Packets in flight in the looping cases (ours: `--prime 256`).
@@ -171,7 +175,7 @@ impl Case {
             Kind::V2h(size) => ours_one_way(&mut sb, ctx, size, true),
             Kind::H2v(size) => ours_one_way(&mut sb, ctx, size, false),
             Kind::Twoway => ours_twoway(&mut sb, ctx),
-            Kind::Switch => ours_switch(&mut sb, ctx),
+            Kind::Switch => ours_switch(&mut sb, ctx, &[]),
             Kind::Rtt => ours_rtt(&mut sb, ctx),
             Kind::Start => ours_start(&mut sb, ctx),
             Kind::Vnf(v) => apps::vnf_64(&mut sb, ctx, v),
@@ -183,6 +187,7 @@ impl Case {
             Kind::TapRr => uplink::ours_tap_rr(&mut sb, ctx),
             Kind::Vxlan => vxlan::ours_vxlan_64(&mut sb, ctx),
             Kind::Restart => restart::ours(&mut sb, ctx),
+            Kind::Scrape => scrape::ours(&mut sb, ctx),
         }
     }
 
@@ -206,6 +211,7 @@ impl Case {
             Kind::AfxdpOvs => uplink::ovs_afxdp_64(&mut sb, ctx),
             Kind::Vxlan => vxlan::kernel_vxlan_64(&mut sb, ctx),
             Kind::Restart => restart::peer(&mut sb, ctx),
+            Kind::Scrape => ours_switch(&mut sb, ctx, &[]),
         }
     }
 }
@@ -265,18 +271,16 @@ fn ours_twoway(sb: &mut Sandbox, ctx: &Ctx) -> Result<Vec<f64>> {
     Ok(vec![(a + b) / 2.0])
 }
 
-/// fastpathd listening on two ports of one bridge, l2fwd looping 256 packets through it.
-fn ours_switch(sb: &mut Sandbox, ctx: &Ctx) -> Result<Vec<f64>> {
+/// fastpathd (with `extra` arguments) listening on two ports of one bridge, l2fwd looping 256
+/// packets through it.
+pub(super) fn ours_switch(sb: &mut Sandbox, ctx: &Ctx, extra: &[&str]) -> Result<Vec<f64>> {
     let (a, b, ctl) = (sb.path("a.sock"), sb.path("b.sock"), sb.path("ctl.sock"));
     let (secs, prime) = (ctx.secs_arg(), IN_FLIGHT.to_string());
     let ctl = ctl.display().to_string();
     let port_a = format!("br0:a:vhost:{}", a.display());
     let port_b = format!("br0:b:vhost:{}", b.display());
-    ctx.spawn(
-        sb,
-        "fastpathd",
-        &["--core", "0", "--ctl", &ctl, "--bridge", "br0", "--port", &port_a, "--port", &port_b],
-    )?;
+    let args = ["--core", "0", "--ctl", &ctl, "--bridge", "br0", "--port", &port_a, "--port", &port_b];
+    ctx.spawn(sb, "fastpathd", &[&args[..], extra].concat())?;
     sb.wait_for_path(&a, SOCKET_WAIT)?;
     sb.wait_for_path(&b, SOCKET_WAIT)?;
     let (vu_a, vu_b) = (port("vu", &a), port("vu", &b));

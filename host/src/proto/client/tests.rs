@@ -91,7 +91,11 @@ fn a_newer_switch_tells_this_client_to_upgrade() {
     assert_eq!(e.code(), Some(ErrorCode::VersionMismatch));
     assert_eq!(
         e.to_string(),
-        format!("fastpathd speaks control protocol {}, this client {VERSION}: upgrade this client", VERSION + 1)
+        format!(
+            "fastpathd speaks control protocol {}, this client {}: upgrade this client",
+            VERSION + 1,
+            Request::Status.min_version()
+        )
     );
     // One that still serves this version answers.
     let p2 = switch("newer-switch-compatible", this_switch(Served { oldest: 1, newest: VERSION + 1 }));
@@ -127,4 +131,20 @@ fn old_requests_still_drive_a_switch_of_protocol_2_and_new_ones_say_it_is_too_ol
     let e = client(p.path()).call(&Request::Handover).unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::VersionMismatch));
     assert_eq!(e.to_string(), "fastpathd speaks control protocol 2, this client 3: upgrade fastpathd");
+}
+
+#[test]
+fn a_port_with_labels_needs_protocol_4_and_goes_to_a_switch_of_3_without_them() {
+    let p = switch("v3", this_switch(Served { oldest: 1, newest: 3 }));
+    let Request::AddPort(port) = add_port() else { unreachable!() };
+    let labelled = PortConfig { container_name: Some("web".into()), pod_namespace: Some("ns".into()), ..port };
+    let e = client(p.path()).call(&Request::AddPort(labelled.clone())).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::VersionMismatch));
+    assert_eq!(e.to_string(), "fastpathd speaks control protocol 3, this client 4: upgrade fastpathd");
+    client(p.path()).call(&Request::AddPort(labelled.clone().without_labels())).unwrap();
+    // This switch takes them, and a port without them is the request an older client sent.
+    let this = switch("v4", this_switch(Served::THIS));
+    client(this.path()).call(&Request::AddPort(labelled)).unwrap();
+    let line = encode_request(&add_port(), 2).unwrap();
+    assert!(!line.contains("pod") && !line.contains("container_name"), "{line}");
 }
