@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::PortConfig;
+use super::{CaptureSpec, MirrorConfig, PortConfig};
 
 /// A control request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -30,17 +30,32 @@ pub enum Request {
     /// port, saves its state, answers with its status and exits, leaving the control socket
     /// to the new one. Requests that come after it are refused (`shutting_down`).
     Handover,
+    /// Capture a port's frames into a shared ring: the reply carries the ring's memfd
+    /// (SCM_RIGHTS), and the capture lasts until the client closes the connection.
+    Capture(CaptureSpec),
+    /// Copy a port's frames to another port as well (kept in the state file).
+    MirrorAdd(MirrorConfig),
+    /// Stop a mirror.
+    MirrorDel {
+        /// The mirrored port.
+        from: String,
+        /// The port the copies go to.
+        to: String,
+    },
+    /// Mirrors with their counters.
+    Mirrors,
 }
 
 impl Request {
     /// The protocol version a client puts on this request: the oldest a switch must speak to
     /// serve it. Requests of protocols 1 and 2 go out as 2 (a client always sends `version`,
     /// which protocol 1 refuses), so that a newer client still drives an older switch with
-    /// them; `status` and `handover` came with 3.
+    /// them; `status` and `handover` came with 3, `capture` and the mirrors with 4.
     pub fn min_version(&self) -> u32 {
         match self {
             Self::AddPort(_) | Self::DelPort { .. } | Self::List | Self::Bridges => 2,
             Self::Status | Self::Handover => 3,
+            Self::Capture(_) | Self::MirrorAdd(_) | Self::MirrorDel { .. } | Self::Mirrors => 4,
         }
     }
 }
@@ -63,5 +78,12 @@ mod tests {
         assert_eq!(serde_json::to_string(&Request::Handover).unwrap(), r#"{"cmd":"handover"}"#);
         assert_eq!(serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).unwrap(), Request::Status);
         assert_eq!((Request::List.min_version(), Request::Handover.min_version()), (2, 3));
+        let c: Request = serde_json::from_str(r#"{"cmd":"capture","port":"p","direction":"tx","snaplen":96}"#).unwrap();
+        let Request::Capture(spec) = &c else { panic!("{c:?}") };
+        assert_eq!((spec.port.as_str(), spec.snaplen, spec.direction.tx()), ("p", 96, true));
+        assert_eq!(c.min_version(), 4);
+        let m: Request = serde_json::from_str(r#"{"cmd":"mirror-del","from":"a","to":"b"}"#).unwrap();
+        assert_eq!(m, Request::MirrorDel { from: "a".into(), to: "b".into() });
+        assert_eq!(serde_json::to_string(&Request::Mirrors).unwrap(), r#"{"cmd":"mirrors"}"#);
     }
 }

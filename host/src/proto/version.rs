@@ -6,10 +6,11 @@ use serde_json::Value;
 
 use super::{ErrorCode, Request, Response};
 
-/// The newest protocol version this code speaks: 3 added `status` and `handover`. A client
+/// The newest protocol version this code speaks: 3 added `status` and `handover`, 4
+/// `capture` and the mirrors. A client
 /// tags each request with [`Request::min_version`], so it still drives older switches with
 /// the requests they know.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// The oldest version fastpathd serves: 1, the protocol from before versions (a request
 /// without `version`), which differs from 2 only in that field.
 pub const OLDEST_VERSION: u32 = 1;
@@ -68,7 +69,7 @@ pub fn decode_request(line: &str) -> Result<(u32, Request), Response> {
 }
 
 /// One request line of protocol `version`, newline included.
-pub(super) fn encode_request(req: &Request, version: u32) -> serde_json::Result<String> {
+pub fn encode_request(req: &Request, version: u32) -> serde_json::Result<String> {
     let mut v = serde_json::to_value(req)?;
     if let Some(o) = v.as_object_mut() {
         o.insert("version".into(), version.into());
