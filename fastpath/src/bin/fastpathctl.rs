@@ -287,6 +287,7 @@ fn capture_main(
         Box::new(std::io::BufWriter::new(f))
     };
     let out = Output::start(out, pcap, &spec.port, spec.snaplen).context("writing the capture")?;
+    eprintln!("capturing port {} ({}, snaplen {})", spec.port, spec.direction.as_str(), spec.snaplen);
     let (sum, _) = session.drain(out, count, || matches!(sfd.read_signal(), Ok(Some(_))))?;
     eprintln!(
         "capture of port {}: {} frames, {} dropped (ring full){}",
