@@ -141,13 +141,28 @@ impl Server {
                 ErrorCode::BadRequest,
                 format!("capture of '{}' asked through a path that cannot hand over its ring", spec.port),
             ),
-            Request::MirrorAdd(cfg) => match self.ask(|tx| Command::MirrorAdd(cfg, tx)) {
-                Some(Ok(())) => Response::ok(),
+            Request::MirrorAdd(cfg) => match self.ask(|tx| Command::MirrorAdd(cfg.clone(), tx)) {
+                Some(Ok(())) => {
+                    let (from, to) = (cfg.from.clone(), cfg.to.clone());
+                    match self.ports.mirror_added(cfg) {
+                        Ok(()) => Response::ok(),
+                        Err(e) => {
+                            let _ = self.ask(|tx| Command::MirrorDel(from.clone(), to.clone(), tx));
+                            Response::error(ErrorCode::Internal, format!("mirror {from} -> {to} not added: {e}"))
+                        }
+                    }
+                }
                 Some(Err(e)) => e.into(),
                 None => gone(),
             },
-            Request::MirrorDel { from, to } => match self.ask(|tx| Command::MirrorDel(from, to, tx)) {
-                Some(Ok(())) => Response::ok(),
+            Request::MirrorDel { from, to } => match self.ask(|tx| Command::MirrorDel(from.clone(), to.clone(), tx)) {
+                Some(Ok(())) => match self.ports.mirror_removed(&from, &to) {
+                    Ok(()) => Response::ok(),
+                    Err(e) => Response::error(
+                        ErrorCode::Internal,
+                        format!("mirror {from} -> {to} removed, but it comes back when fastpathd restarts: {e}"),
+                    ),
+                },
                 Some(Err(e)) => e.into(),
                 None => gone(),
             },
