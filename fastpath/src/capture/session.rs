@@ -218,3 +218,60 @@ pub fn now_ns() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::pcapng::Direction;
+
+    /// A session over a socket pair (the switch's end returned) and the switch's ring.
+    fn session(slots: u32) -> (Session, UnixStream, Ring) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let ring = Ring::create(slots, 64).unwrap();
+        let mapped = Ring::open(OwnedFd::from(ring.fd().try_clone().unwrap())).unwrap();
+        (Session { conn: ours, ring: mapped }, theirs, ring)
+    }
+
+    /// Each pcapng block in `b`: its type and body.
+    fn blocks(mut b: &[u8]) -> Vec<(u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        while b.len() >= 12 {
+            let word = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+            let (kind, len) = (word(0), word(4) as usize);
+            out.push((kind, b[8..len - 4].to_vec()));
+            b = &b[len..];
+        }
+        out
+    }
+
+    #[test]
+    fn drains_until_the_count_and_ends_the_file_with_the_drops() {
+        let (s, _switch, ring) = session(2);
+        for i in 0..3u8 {
+            ring.push(u64::from(i), Direction::Outbound, &[i; 60]);
+        }
+        let out = Output::start(Vec::new(), false, "p", 64).unwrap();
+        let (sum, bytes) = s.drain(out, Some(2), || false).unwrap();
+        assert_eq!(sum, Summary { captured: 2, dropped: 1, ended_by_switch: false });
+        let kinds: Vec<u32> = blocks(&bytes).iter().map(|b| b.0).collect();
+        assert_eq!(kinds, [0x0A0D_0D0A, 1, 6, 6, 5], "SHB, IDB, 2 EPBs, ISB");
+        let isb = &blocks(&bytes)[4].1;
+        assert_eq!(&isb[12..16], [5, 0, 8, 0], "isb_ifdrop");
+        assert_eq!(u64::from_le_bytes(isb[16..24].try_into().unwrap()), 1);
+    }
+
+    #[test]
+    fn ends_when_the_switch_closes_or_on_stop() {
+        let (s, switch, ring) = session(4);
+        ring.push(1, Direction::Inbound, &[1; 60]);
+        drop(switch);
+        let out = Output::start(Vec::new(), true, "p", 64).unwrap();
+        let (sum, bytes) = s.drain(out, None, || false).unwrap();
+        assert_eq!(sum, Summary { captured: 1, dropped: 0, ended_by_switch: true });
+        assert_eq!(bytes.len(), 24 + 16 + 60, "pcap: header, one record");
+        let (s, _switch, _ring) = session(4);
+        let (sum, _) = s.drain(Output::start(Vec::new(), true, "p", 64).unwrap(), None, || true).unwrap();
+        assert_eq!(sum, Summary { captured: 0, dropped: 0, ended_by_switch: false });
+    }
+}
