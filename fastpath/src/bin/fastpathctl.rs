@@ -269,7 +269,7 @@ fn capture_main(
     write: &std::path::Path,
     pcap: bool,
 ) -> Result<()> {
-    use fastpath::capture::session::{Output, Session};
+    use fastpath::capture::session::{CaptureError, Output, Session};
     use nix::sys::signal::{SigSet, Signal};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     // Ctrl-C (and SIGTERM) end the capture cleanly: they are read from a signalfd.
@@ -278,8 +278,9 @@ fn capture_main(
     sigs.add(Signal::SIGTERM);
     sigs.thread_block().context("blocking SIGINT")?;
     let sfd = SignalFd::with_flags(&sigs, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).context("signalfd")?;
-    let session =
-        Session::start(ctl, &spec, CALL_TIMEOUT).with_context(|| format!("capture of port '{}'", spec.port))?;
+    // One line, as `call` words it (the OS error is in the message already).
+    let fail = |e: CaptureError| anyhow!("fastpathd at {}: capture of port '{}': {e}", ctl.display(), spec.port);
+    let session = Session::start(ctl, &spec, CALL_TIMEOUT).map_err(fail)?;
     let out: Box<dyn std::io::Write> = if write.as_os_str() == "-" {
         Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
     } else {
@@ -288,7 +289,7 @@ fn capture_main(
     };
     let out = Output::start(out, pcap, &spec.port, spec.snaplen).context("writing the capture")?;
     eprintln!("capturing port {} ({}, snaplen {})", spec.port, spec.direction.as_str(), spec.snaplen);
-    let (sum, _) = session.drain(out, count, || matches!(sfd.read_signal(), Ok(Some(_))))?;
+    let (sum, _) = session.drain(out, count, || matches!(sfd.read_signal(), Ok(Some(_)))).map_err(fail)?;
     eprintln!(
         "capture of port {}: {} frames, {} dropped (ring full){}",
         spec.port,

@@ -23,11 +23,9 @@ const IDLE: Duration = Duration::from_millis(1);
 /// Why a capture could not start or went wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    /// Talking to fastpathd failed.
-    #[error("control socket {}: {what}: {source}", path.display())]
+    /// Talking to fastpathd failed (the caller names the control socket).
+    #[error("{what}: {source}")]
     Io {
-        /// The control socket.
-        path: std::path::PathBuf,
         /// What was being done.
         what: &'static str,
         /// The OS error.
@@ -124,7 +122,7 @@ impl<W: Write> Output<W> {
 impl Session {
     /// Asks the fastpathd on `ctl` to capture `spec` and maps the ring it hands over.
     pub fn start(ctl: &Path, spec: &CaptureSpec, timeout: Duration) -> Result<Self, CaptureError> {
-        let io = |what| move |source| CaptureError::Io { path: ctl.to_path_buf(), what, source };
+        let io = |what| move |source| CaptureError::Io { what, source };
         let conn = UnixStream::connect(ctl).map_err(io("connecting (is fastpathd running?)"))?;
         conn.set_read_timeout(Some(timeout)).map_err(io("setting a timeout"))?;
         let line = encode_request(&Request::Capture(spec.clone()), VERSION)
