@@ -1,6 +1,7 @@
 // fastpathd's side of the control socket: one JSON request per line, one JSON reply per
 // line (the protocol is fastpath-host's `proto`); requests are handed to the worker, every
-// change of ports is saved to the state file before it is answered, and a handover stops it.
+// change of ports is saved to the state file before it is answered, and a handover stops it;
+// a capture keeps its connection (`capture`).
 //! fastpathd's control server.
 
 use std::io::{BufRead, BufReader, Write};
@@ -63,6 +64,7 @@ pub struct Server {
 
 impl Server {
     /// Sends the worker a command made with a reply channel, and waits for the reply.
+    /// (`capture` is served by [`Server::capture`] instead: it keeps the connection.)
     fn ask<T>(&self, cmd: impl FnOnce(Sender<T>) -> Command) -> Option<T> {
         let (tx, rx) = channel();
         self.worker.send(cmd(tx)).ok()?;
@@ -135,6 +137,39 @@ impl Server {
             },
             Request::Status => Response { status: Some(Box::new(self.status())), ..Response::ok() },
             Request::Handover => self.hand_over(),
+            Request::Capture(spec) => Response::error(
+                ErrorCode::BadRequest,
+                format!("capture of '{}' asked through a path that cannot hand over its ring", spec.port),
+            ),
+            Request::MirrorAdd(cfg) => match self.ask(|tx| Command::MirrorAdd(cfg.clone(), tx)) {
+                Some(Ok(())) => {
+                    let (from, to) = (cfg.from.clone(), cfg.to.clone());
+                    match self.ports.mirror_added(cfg) {
+                        Ok(()) => Response::ok(),
+                        Err(e) => {
+                            let _ = self.ask(|tx| Command::MirrorDel(from.clone(), to.clone(), tx));
+                            Response::error(ErrorCode::Internal, format!("mirror {from} -> {to} not added: {e}"))
+                        }
+                    }
+                }
+                Some(Err(e)) => e.into(),
+                None => gone(),
+            },
+            Request::MirrorDel { from, to } => match self.ask(|tx| Command::MirrorDel(from.clone(), to.clone(), tx)) {
+                Some(Ok(())) => match self.ports.mirror_removed(&from, &to) {
+                    Ok(()) => Response::ok(),
+                    Err(e) => Response::error(
+                        ErrorCode::Internal,
+                        format!("mirror {from} -> {to} removed, but it comes back when fastpathd restarts: {e}"),
+                    ),
+                },
+                Some(Err(e)) => e.into(),
+                None => gone(),
+            },
+            Request::Mirrors => match self.ask(Command::Mirrors) {
+                Some(m) => Response { mirrors: Some(m), ..Response::ok() },
+                None => gone(),
+            },
         }
     }
 
@@ -217,6 +252,11 @@ fn serve_one(conn: UnixStream, server: &mut Server) {
             continue;
         }
         let resp = match decode_request(&line) {
+            Ok((_version, Request::Capture(spec))) => {
+                // The connection is the capture's from now on: it ends when it closes.
+                let _ = out.set_read_timeout(None);
+                return server.capture(spec, out);
+            }
             Ok((_version, req)) => server.execute(req),
             Err(refusal) => refusal,
         };
@@ -226,5 +266,6 @@ fn serve_one(conn: UnixStream, server: &mut Server) {
     }
 }
 
+mod capture;
 #[cfg(test)]
 mod tests;

@@ -34,6 +34,25 @@ pub enum SwitchError {
     /// No port of that name.
     #[error("port '{0}' does not exist")]
     NoSuchPort(String),
+    /// No mirror from that port to that port.
+    #[error("no mirror from '{from}' to '{to}'")]
+    NoSuchMirror {
+        /// The mirrored port.
+        from: String,
+        /// The port the copies go to.
+        to: String,
+    },
+    /// That port is mirrored to that port already.
+    #[error("'{from}' is mirrored to '{to}' already")]
+    MirrorExists {
+        /// The mirrored port.
+        from: String,
+        /// The port the copies go to.
+        to: String,
+    },
+    /// A mirror from a port to itself.
+    #[error("a mirror from '{0}' to itself")]
+    MirrorToItself(String),
     /// The port's socket could not be opened.
     #[error("port '{port}': {why}")]
     Open {
@@ -54,6 +73,9 @@ impl SwitchError {
             Self::Full(_) => ErrorCode::SwitchFull,
             Self::NoSuchPort(_) => ErrorCode::NoSuchPort,
             Self::Open { .. } => ErrorCode::OpenFailed,
+            Self::NoSuchMirror { .. } => ErrorCode::NoSuchMirror,
+            Self::MirrorExists { .. } => ErrorCode::MirrorExists,
+            Self::MirrorToItself(_) => ErrorCode::BadRequest,
         }
     }
 }
@@ -77,6 +99,9 @@ mod tests {
             (SwitchError::Full(64), "switch_full"),
             (SwitchError::NoSuchPort("a".into()), "no_such_port"),
             (SwitchError::Open { port: "a".into(), why: "EACCES".into() }, "open_failed"),
+            (SwitchError::NoSuchMirror { from: "a".into(), to: "b".into() }, "no_such_mirror"),
+            (SwitchError::MirrorExists { from: "a".into(), to: "b".into() }, "mirror_exists"),
+            (SwitchError::MirrorToItself("a".into()), "bad_request"),
         ];
         for (e, code) in cases {
             assert_eq!(e.code().as_str(), code, "{e}");

@@ -7,6 +7,9 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use fastpath_host::proto::{MirrorConfig, MirrorInfo};
+
+use crate::capture::tap::CaptureTap;
 use crate::error::SwitchError;
 use crate::info::PortInfo;
 use crate::switch::{NewPort, Switch};
@@ -26,6 +29,16 @@ pub enum Command {
     Bridges(Sender<Vec<String>>),
     /// What a metrics scrape shows.
     Metrics(Sender<crate::metrics::Snapshot>),
+    /// Start a capture.
+    Capture(Box<CaptureTap>, Sender<Result<(), SwitchError>>),
+    /// End a capture (its client closed the connection).
+    Uncapture(u64),
+    /// Add a mirror.
+    MirrorAdd(MirrorConfig, Sender<Result<(), SwitchError>>),
+    /// Remove the mirror from the first port to the second.
+    MirrorDel(String, String, Sender<Result<(), SwitchError>>),
+    /// List mirrors with counters.
+    Mirrors(Sender<Vec<MirrorInfo>>),
     /// Stop: close every port (the switch is dropped), then answer.
     Stop(Sender<()>),
 }
@@ -133,6 +146,21 @@ pub fn run(mut sw: Switch, commands: &Receiver<Command>, stop: &Arc<AtomicBool>,
                 }
                 Command::Metrics(reply) => {
                     let _ = reply.send(sw.snapshot());
+                }
+                Command::Capture(tap, reply) => {
+                    let _ = reply.send(sw.capture(*tap));
+                }
+                Command::Uncapture(id) => {
+                    sw.uncapture(id);
+                }
+                Command::MirrorAdd(cfg, reply) => {
+                    let _ = reply.send(sw.add_mirror(cfg));
+                }
+                Command::MirrorDel(from, to, reply) => {
+                    let _ = reply.send(sw.del_mirror(&from, &to));
+                }
+                Command::Mirrors(reply) => {
+                    let _ = reply.send(sw.mirrors());
                 }
                 Command::Stop(reply) => {
                     stopping = Some(reply);

@@ -4,7 +4,7 @@
 //!
 //! One JSON object per line each way over a unix socket. A request names its command in
 //! `cmd` (`{"cmd":"add-port","name":..,"bridge":..,"socket":..}`, `del-port`, `list`,
-//! `bridges`) and carries the client's protocol [`VERSION`] in `version`; a reply is
+//! `bridges`, `status`, `handover`, `capture`, `mirror-add`, `mirror-del`, `mirrors`) and carries the client's protocol [`VERSION`] in `version`; a reply is
 //! `{"ok":..,"version":..,"code":..,"error":..,"ports":..,"bridges":..}`. A refusal has a
 //! stable [`ErrorCode`] next to the human message: clients act on the code, never on the
 //! text.
@@ -24,11 +24,13 @@ mod request;
 mod response;
 mod status;
 mod version;
+mod watch;
 
-pub use client::{Client, ClientError};
+pub use client::{check_reply, Client, ClientError};
 pub use code::ErrorCode;
 pub use port::{check_vlan_id, ByteSize, PortConfig, PortInfo, PortKind, PortMode, PortSecurity, PortStats, VLAN_IDS};
 pub use request::Request;
 pub use response::Response;
 pub use status::SwitchStatus;
-pub use version::{decode_request, Served, VersionMismatch, OLDEST_VERSION, VERSION};
+pub use version::{decode_request, encode_request, Served, VersionMismatch, OLDEST_VERSION, VERSION};
+pub use watch::{CaptureSpec, Direction, MirrorConfig, MirrorInfo, DEFAULT_SLOTS, DEFAULT_SNAPLEN};

@@ -1,6 +1,6 @@
 // fastpathctl: the human front of fastpathd's control socket: add, remove and list ports,
-// watch per-port rates and drops live, the switch's status, and replacing it with a new binary
-// (`upgrade`); and `vf`: SR-IOV VFs for VFIO (list, create, bind to vfio-pci, give back).
+// watch per-port rates and drops live, capture and mirror a port, the switch's status, and
+// replacing it with a new binary (`upgrade`); and `vf`: SR-IOV VFs for VFIO (list, create, bind to vfio-pci, give back).
 //! fastpathd's command-line client, and the VF tool.
 
 use std::path::PathBuf;
@@ -10,7 +10,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use fastpath::doctor;
 use fastpath_host::pci::{Pci, PciAddress, Role, VFIO_PCI};
-use fastpath_host::proto::{Client, PortConfig, PortInfo, PortMode, Request, Response};
+use fastpath_host::proto::{
+    CaptureSpec, Client, Direction, MirrorConfig, PortConfig, PortInfo, PortMode, Request, Response, DEFAULT_SLOTS,
+    DEFAULT_SNAPLEN,
+};
 
 /// fastpathctl: control a running fastpathd.
 #[derive(Debug, Parser)]
@@ -142,6 +145,38 @@ enum Cmd {
         #[arg(long, default_value_t = 10.0)]
         wait_traffic: f64,
     },
+    /// Capture a port's frames into a pcapng (or pcap) file, like tcpdump -w.
+    #[command(long_about = "Capture a port's frames: fastpathd copies each frame (up to --snaplen bytes) with its \
+timestamp (ns) and direction into a ring shared with this command, which writes them out as pcapng (the port as \
+the interface, the direction in each packet's epb_flags, the frames the ring had no room for in a closing \
+statistics block's isb_ifdrop) or, with --pcap, classic pcap (ns). The switch never waits for the capture: when \
+the ring is full, frames are dropped from the capture and counted. Ends after --count frames, on Ctrl-C, or when \
+the port goes away; if this command dies, fastpathd stops copying and frees the ring.")]
+    Capture {
+        /// The port.
+        port: String,
+        /// Frames the switch received from the port (rx), sent to it (tx), or both.
+        #[arg(long, default_value = "both")]
+        direction: Direction,
+        /// Stop after this many frames.
+        #[arg(long, short = 'c')]
+        count: Option<u64>,
+        /// Bytes kept of each frame (1-16384).
+        #[arg(long, short = 's', default_value_t = DEFAULT_SNAPLEN)]
+        snaplen: u32,
+        /// Frames the shared ring holds (1-65536).
+        #[arg(long, default_value_t = DEFAULT_SLOTS)]
+        ring: u32,
+        /// The file to write, or - for stdout (e.g. `| tshark -r -`).
+        #[arg(short = 'w', default_value = "-")]
+        write: PathBuf,
+        /// Classic pcap instead of pcapng (no direction, no drop count in the file).
+        #[arg(long)]
+        pcap: bool,
+    },
+    /// Mirror a port's frames to another port (where an IDS or a capture app runs).
+    #[command(subcommand)]
+    Mirror(MirrorCmd),
     /// SR-IOV VFs for userspace drivers: list, create, bind to vfio-pci, give back.
     #[command(
         long_about = "SR-IOV virtual functions for userspace drivers (netlib's VF PMD, DPDK): list PFs and VFs with \
@@ -160,6 +195,109 @@ hugetlb fix; which runtimes are installed and whether the hook is installed for 
 Each check prints one line: `ok|warn|fail NAME: DETAIL; fix: COMMAND`. Exits 1 when any check fails, else 0."
     )]
     Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum MirrorCmd {
+    /// Copy the frames of --from to --to as well (kept across restarts). The switch never
+    /// waits for the mirror port: when it has no room, the copies are dropped and counted.
+    Add {
+        /// The mirrored port.
+        #[arg(long)]
+        from: String,
+        /// The port the copies go to.
+        #[arg(long)]
+        to: String,
+        /// Frames --from received (rx), was sent (tx), or both.
+        #[arg(long, default_value = "both")]
+        direction: Direction,
+    },
+    /// Stop a mirror.
+    Del {
+        /// The mirrored port.
+        #[arg(long)]
+        from: String,
+        /// The port the copies go to.
+        #[arg(long)]
+        to: String,
+    },
+    /// Mirrors with the copies sent and dropped.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn mirror_main(ctl: &std::path::Path, cmd: MirrorCmd) -> Result<()> {
+    match cmd {
+        MirrorCmd::Add { from, to, direction } => {
+            call(ctl, &Request::MirrorAdd(MirrorConfig { from: from.clone(), to: to.clone(), direction }))?;
+            println!("{from} mirrored to {to} ({})", direction.as_str());
+        }
+        MirrorCmd::Del { from, to } => {
+            call(ctl, &Request::MirrorDel { from: from.clone(), to: to.clone() })?;
+            println!("mirror {from} -> {to} removed");
+        }
+        MirrorCmd::List { json } => {
+            let mirrors = call(ctl, &Request::Mirrors)?.mirrors.unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&mirrors)?);
+            }
+            for m in mirrors.iter().filter(|_| !json) {
+                println!(
+                    "{} -> {} direction={} {} sent={} dropped={}",
+                    m.mirror.from,
+                    m.mirror.to,
+                    m.mirror.direction.as_str(),
+                    if m.active { "active" } else { "waiting-for-ports" },
+                    m.sent,
+                    m.dropped
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Captures `spec` from the switch on `ctl` into `write` (- for stdout) until `count`
+/// frames, Ctrl-C, or the switch ends it; says what it got on stderr.
+fn capture_main(
+    ctl: &std::path::Path,
+    spec: CaptureSpec,
+    count: Option<u64>,
+    write: &std::path::Path,
+    pcap: bool,
+) -> Result<()> {
+    use fastpath::capture::session::{CaptureError, Output, Session};
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    // Ctrl-C (and SIGTERM) end the capture cleanly: they are read from a signalfd.
+    let mut sigs = SigSet::empty();
+    sigs.add(Signal::SIGINT);
+    sigs.add(Signal::SIGTERM);
+    sigs.thread_block().context("blocking SIGINT")?;
+    let sfd = SignalFd::with_flags(&sigs, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).context("signalfd")?;
+    // One line, as `call` words it (the OS error is in the message already).
+    let fail = |e: CaptureError| anyhow!("fastpathd at {}: capture of port '{}': {e}", ctl.display(), spec.port);
+    let session = Session::start(ctl, &spec, CALL_TIMEOUT).map_err(fail)?;
+    let out: Box<dyn std::io::Write> = if write.as_os_str() == "-" {
+        Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+    } else {
+        let f = std::fs::File::create(write).with_context(|| format!("-w {}", write.display()))?;
+        Box::new(std::io::BufWriter::new(f))
+    };
+    let out = Output::start(out, pcap, &spec.port, spec.snaplen).context("writing the capture")?;
+    eprintln!("capturing port {} ({}, snaplen {})", spec.port, spec.direction.as_str(), spec.snaplen);
+    let (sum, _) = session.drain(out, count, || matches!(sfd.read_signal(), Ok(Some(_)))).map_err(fail)?;
+    eprintln!(
+        "capture of port {}: {} frames, {} dropped (ring full){}",
+        spec.port,
+        sum.captured,
+        sum.dropped,
+        if sum.ended_by_switch { "; ended by fastpathd (the port is gone?)" } else { "" }
+    );
+    Ok(())
 }
 
 #[derive(Debug, ClapArgs)]
@@ -564,6 +702,10 @@ fn main() -> Result<()> {
     let a = Args::parse();
     match a.cmd {
         Cmd::Vf(v) => vf_main(v)?,
+        Cmd::Capture { port, direction, count, snaplen, ring, write, pcap } => {
+            capture_main(&a.ctl, CaptureSpec { port, direction, snaplen, slots: ring }, count, &write, pcap)?;
+        }
+        Cmd::Mirror(m) => mirror_main(&a.ctl, m)?,
         Cmd::Doctor(d) => {
             if !doctor_main(d, a.ctl)? {
                 std::process::exit(1);

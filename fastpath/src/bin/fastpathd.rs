@@ -131,7 +131,15 @@ fn main() -> Result<()> {
     }
     let mut sw = Switch::new(&cfg.bridges, cfg.mac_age_secs);
     let held = restore::open(plan, &mut sw, &defaults)?;
-    let ports = Durable::new(found.file, held);
+    let mut mirrors = found.saved.map(|s| s.mirrors).unwrap_or_default();
+    mirrors.retain(|m| match sw.add_mirror(m.clone()) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("saved {e}: not restored");
+            false
+        }
+    });
+    let ports = Durable::new(found.file, held).with_mirrors(mirrors);
     ports.save().context("fastpathd keeps its ports in its state directory (state_dir)")?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

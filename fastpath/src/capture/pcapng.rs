@@ -128,6 +128,11 @@ impl<W: Write> Pcapng<W> {
         block(&mut self.out, BT_ISB, &body)
     }
 
+    /// Flushes what was written so far (a reader on a pipe sees it at once).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
     /// Flushes and returns the underlying writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.out.flush()?;
@@ -163,6 +168,11 @@ impl<W: Write> Pcap<W> {
         self.out.write_all(&caplen.to_le_bytes())?;
         self.out.write_all(&orig_len.to_le_bytes())?;
         self.out.write_all(data)
+    }
+
+    /// Flushes what was written so far (a reader on a pipe sees it at once).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 
     /// Flushes and returns the underlying writer.

@@ -131,6 +131,11 @@ impl Ring {
         Ok(Self { base, len, slots, slot_size, file })
     }
 
+    /// The most bytes a slot keeps of a frame (the snaplen, rounded up to 8).
+    pub fn snaplen(&self) -> usize {
+        self.slot_size - SLOT_HEADER
+    }
+
     /// The memfd (to pass to the consumer over SCM_RIGHTS).
     pub fn fd(&self) -> &File {
         &self.file
@@ -162,6 +167,13 @@ impl Ring {
     /// Producer: copies up to the snaplen of `frame` with its timestamp and direction;
     /// when the ring is full the frame is dropped and counted. Never waits.
     pub fn push(&self, ts_ns: u64, direction: Direction, frame: &[u8]) {
+        self.push_cut(ts_ns, direction, frame, u32::try_from(frame.len()).unwrap_or(u32::MAX));
+    }
+
+    /// Producer: like [`Ring::push`] for a frame of `orig_len` bytes of which `head` (its
+    /// first bytes, already read out) is kept.
+    pub fn push_cut(&self, ts_ns: u64, direction: Direction, head: &[u8], orig_len: u32) {
+        let frame = head;
         let head = self.u64_at(OFF_HEAD).load(Ordering::Relaxed);
         let tail = self.u64_at(OFF_TAIL).load(Ordering::Acquire);
         if head.wrapping_sub(tail) >= u64::from(self.slots) {
@@ -172,7 +184,7 @@ impl Ring {
         let cap = frame.len().min(self.slot_size - SLOT_HEADER);
         let mut hdr = [0u8; SLOT_HEADER];
         hdr[0..4].copy_from_slice(&(cap as u32).to_le_bytes());
-        hdr[4..8].copy_from_slice(&u32::try_from(frame.len()).unwrap_or(u32::MAX).to_le_bytes());
+        hdr[4..8].copy_from_slice(&orig_len.to_le_bytes());
         hdr[8..16].copy_from_slice(&ts_ns.to_le_bytes());
         hdr[16] = u8::from(direction == Direction::Outbound);
         let slot = self.slot(head);
@@ -219,11 +231,26 @@ impl Ring {
     }
 }
 
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring").field("snaplen", &self.snaplen()).finish_non_exhaustive()
+    }
+}
+
 impl Drop for Ring {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the mapping `map` made; no reference into it outlives `self`.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
+}
+
+/// Takes ownership of a descriptor `recvmsg` just received with SCM_RIGHTS (closed when the
+/// result drops).
+pub fn adopt_received_fd(raw: std::os::fd::RawFd) -> OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the kernel installed `raw` in this process for this message alone (SCM_RIGHTS);
+    // nothing else holds it, so it is owned once, here.
+    unsafe { OwnedFd::from_raw_fd(raw) }
 }
 
 fn invalid(msg: String) -> io::Error {

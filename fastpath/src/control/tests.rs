@@ -171,3 +171,42 @@ fn bind_waits_for_a_dying_switch_and_refuses_a_live_one() {
     drop(l);
     let _ = std::fs::remove_file(&path);
 }
+
+/// How many of this process's fds are capture rings.
+fn capture_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_string_lossy().contains("fastpath-capture"))
+        .count()
+}
+
+/// [`capture_fds`] once it is `want`, or after 5 s.
+fn capture_fds_settle(want: usize) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while capture_fds() != want && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    capture_fds()
+}
+
+#[test]
+fn a_capture_hands_its_ring_over_and_ends_when_the_client_goes() {
+    use crate::capture::session::Session;
+    use fastpath_host::proto::{CaptureSpec, Direction};
+    let s = server("capture", true);
+    call(&s, &Request::AddPort(PortConfig::new("a", "br0", s.dir.join("a.sock")))).unwrap();
+    let spec = |port: &str, slots| CaptureSpec { port: port.into(), direction: Direction::Both, snaplen: 128, slots };
+    let e = Session::start(&s.path, &spec("nope", 8), Duration::from_secs(5)).err().unwrap();
+    assert_eq!(e.to_string(), "port 'nope' does not exist");
+    let e = Session::start(&s.path, &spec("a", 0), Duration::from_secs(5)).err().unwrap();
+    assert!(e.to_string().contains("capture ring slots 0"), "{e}");
+    let before = capture_fds();
+    let session = Session::start(&s.path, &spec("a", 8), Duration::from_secs(5)).unwrap();
+    // The switch's ring and ours (once the server closed the copy it sent); the control
+    // socket still answers meanwhile.
+    assert_eq!(capture_fds_settle(before + 2), before + 2);
+    assert_eq!(call(&s, &Request::List).unwrap().ports.map(|p| p.len()), Some(1));
+    drop(session);
+    assert_eq!(capture_fds_settle(before), before, "the switch freed the ring when the client went");
+}

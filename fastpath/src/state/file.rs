@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::PortConfig;
+use fastpath_host::proto::MirrorConfig;
 
 /// The state file's name in the state directory.
 pub const STATE_FILE: &str = "fastpathd-state.json";
@@ -44,6 +45,9 @@ pub struct SavedPorts {
     pub version: u32,
     /// Every port the switch held.
     pub ports: Vec<SavedPort>,
+    /// Its mirrors (`fastpathctl mirror add`); absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorConfig>,
 }
 
 /// Why the state file could not be read or written.
@@ -187,6 +191,11 @@ mod tests {
                 SavedPort { origin: Origin::Config, port: PortConfig::new("up", "br0", "/run/up.sock") },
                 SavedPort { origin: Origin::Runtime, port: hooks },
             ],
+            mirrors: vec![MirrorConfig {
+                from: "up".into(),
+                to: "x".into(),
+                direction: fastpath_host::proto::Direction::Both,
+            }],
         }
     }
 

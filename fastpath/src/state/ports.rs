@@ -1,23 +1,48 @@
-// The ports the running switch holds, as the control thread keeps them: each change (a port
-// added, a port removed) is saved to the state file before the request is answered.
-//! The ports held, saved on every change.
+// The ports and mirrors the running switch holds, as the control thread keeps them: each
+// change (a port or mirror added or removed) is saved to the state file before it is answered.
+//! The ports and mirrors held, saved on every change.
 
 use std::path::Path;
 
 use super::file::{Origin, SavedPort, SavedPorts, StateError, StateFile, FORMAT};
 use crate::config::PortConfig;
+use fastpath_host::proto::MirrorConfig;
 
 /// The ports the switch holds and the file they are saved in.
 #[derive(Debug)]
 pub struct Durable {
     file: StateFile,
     ports: Vec<SavedPort>,
+    mirrors: Vec<MirrorConfig>,
 }
 
 impl Durable {
     /// The switch holds `ports`, saved in `file` (call [`Durable::save`] to write them).
     pub fn new(file: StateFile, ports: Vec<SavedPort>) -> Self {
-        Self { file, ports }
+        Self { file, ports, mirrors: Vec::new() }
+    }
+
+    /// With these mirrors too.
+    #[must_use]
+    pub fn with_mirrors(mut self, mirrors: Vec<MirrorConfig>) -> Self {
+        self.mirrors = mirrors;
+        self
+    }
+
+    /// Records a mirror the switch now has and saves; when saving fails it is not recorded.
+    pub fn mirror_added(&mut self, m: MirrorConfig) -> Result<(), StateError> {
+        self.mirrors.push(m);
+        let r = self.save();
+        if r.is_err() {
+            self.mirrors.pop();
+        }
+        r
+    }
+
+    /// Forgets the mirror from `from` to `to` and saves.
+    pub fn mirror_removed(&mut self, from: &str, to: &str) -> Result<(), StateError> {
+        self.mirrors.retain(|m| m.from != from || m.to != to);
+        self.save()
     }
 
     /// The state file.
@@ -42,7 +67,7 @@ impl Durable {
 
     /// Writes every port to the state file.
     pub fn save(&self) -> Result<(), StateError> {
-        self.file.save(&SavedPorts { version: FORMAT, ports: self.ports.clone() })
+        self.file.save(&SavedPorts { version: FORMAT, ports: self.ports.clone(), mirrors: self.mirrors.clone() })
     }
 
     /// Records a port the switch now holds and saves. When saving fails the port is not
@@ -79,6 +104,11 @@ mod tests {
         assert_eq!(names(file.load().unwrap().unwrap()), ["a", "b"]);
         held.removed("a").unwrap();
         assert_eq!(names(file.load().unwrap().unwrap()), ["b"]);
+        let m = MirrorConfig { from: "b".into(), to: "a".into(), direction: fastpath_host::proto::Direction::Rx };
+        held.mirror_added(m.clone()).unwrap();
+        assert_eq!(file.load().unwrap().unwrap().mirrors, [m]);
+        held.mirror_removed("b", "a").unwrap();
+        assert!(file.load().unwrap().unwrap().mirrors.is_empty());
         // The directory becomes a file: nothing can be saved there any more.
         std::fs::remove_dir_all(&d).unwrap();
         std::fs::write(&d, "in the way").unwrap();

@@ -1,6 +1,7 @@
 // One burst of one port through its bridge: learn the senders, look up each
 // destination (on the frame's VLAN), group the frames by destination port, hand
-// each group over at once (its tags pushed or popped on the way).
+// each group over at once (its tags pushed or popped on the way), and to the captures and
+// mirrors watching either end.
 //! Forwarding.
 
 use netlib::pool::BURST;
@@ -79,7 +80,7 @@ struct Tally {
 impl Switch {
     /// Forwards one burst from port `s`; returns the frames taken from it.
     pub(super) fn forward_from(&mut self, s: usize) -> usize {
-        let Switch { ports, bridges, now, groups, vlans, .. } = self;
+        let Switch { ports, bridges, now, groups, vlans, watch, .. } = self;
         let Some(sp) = ports[s].as_mut() else { return 0 };
         let bridge = &mut bridges[sp.bridge];
         if !sp.port.poll() {
@@ -111,12 +112,20 @@ impl Switch {
         c.drop_vlan += tally.vlan;
         for g in 0..groups.n {
             let o = groups.dest[g] as usize;
+            let edit = vlans[s].edit_to(&vlans[o]);
+            let picks = &groups.picks[g][..groups.count[g] as usize];
             if let Ok([Some(src), Some(dst)]) = ports.get_disjoint_mut([s, o]) {
-                let edit = vlans[s].edit_to(&vlans[o]);
-                dst.port.send(&src.port.frames().edited(edit), &groups.picks[g][..groups.count[g] as usize]);
+                dst.port.send(&src.port.frames().edited(edit), picks);
+            }
+            if watch.on {
+                watch.sent(s, o, edit, picks, ports);
             }
         }
         groups.clear();
+        // One branch per burst when nothing is captured or mirrored.
+        if watch.on {
+            watch.received(s, ports);
+        }
         if let Some(sp) = ports[s].as_mut() {
             sp.port.release();
         }

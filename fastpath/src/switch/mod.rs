@@ -1,6 +1,6 @@
 // The switch: learning bridges of ports of any kind, on VLANs or not, driven one
-// burst at a time by the worker; adding, removing and listing ports; sleeping in
-// interrupt mode.
+// burst at a time by the worker; adding, removing and listing ports, captures and
+// mirrors; sleeping in interrupt mode.
 //! The polling L2 switch.
 
 mod forward;
@@ -9,6 +9,7 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 mod vlan;
+mod watch;
 
 use netlib::LinkState;
 
@@ -22,6 +23,10 @@ use netlib::vhost::DeviceLimits;
 
 use forward::Groups;
 use vlan::Membership;
+use watch::Watch;
+
+use crate::capture::tap::CaptureTap;
+use fastpath_host::proto::{MirrorConfig, MirrorInfo};
 
 /// Most ports one switch holds.
 pub const MAX_PORTS: usize = 64;
@@ -96,6 +101,8 @@ pub struct Switch {
     vlans: Vec<Membership>,
     /// How loaded the worker is.
     load: load::Load,
+    /// Captures and mirrors.
+    watch: Watch,
 }
 
 impl Switch {
@@ -116,6 +123,7 @@ impl Switch {
             groups: Box::default(),
             vlans: vec![Membership::Untagged; MAX_PORTS],
             load: load::Load::default(),
+            watch: Watch::default(),
         }
     }
 
@@ -158,6 +166,7 @@ impl Switch {
         self.vlans[slot] = vlans;
         self.ports[slot] = Some(Slot { cfg: p.cfg, bridge: b, port: p.port, guard: p.guard, seen_resets });
         self.bridges[b].members.push(slot as u16);
+        self.watch.ports_changed(&self.ports);
         Ok(())
     }
 
@@ -176,7 +185,33 @@ impl Switch {
         b.macs.flush_port(slot as u16);
         b.vlan_ports -= usize::from(std::mem::take(&mut self.vlans[slot]).is_vlan());
         tracing::info!("port {name} removed");
+        self.watch.ports_changed(&self.ports);
         Ok(())
+    }
+
+    /// Starts a capture of the port `tap` names.
+    pub fn capture(&mut self, tap: CaptureTap) -> Result<(), SwitchError> {
+        self.watch.capture(&self.ports, tap)
+    }
+
+    /// Ends capture `id` (unmapping its ring); false if it had ended already.
+    pub fn uncapture(&mut self, id: u64) -> bool {
+        self.watch.uncapture(id)
+    }
+
+    /// Mirrors a port's frames to another port (once both exist).
+    pub fn add_mirror(&mut self, cfg: MirrorConfig) -> Result<(), SwitchError> {
+        self.watch.add_mirror(&self.ports, cfg)
+    }
+
+    /// Stops mirroring `from` to `to`.
+    pub fn del_mirror(&mut self, from: &str, to: &str) -> Result<(), SwitchError> {
+        self.watch.del_mirror(from, to)
+    }
+
+    /// The mirrors with their counters.
+    pub fn mirrors(&self) -> Vec<MirrorInfo> {
+        self.watch.mirrors()
     }
 
     /// Ports and their counters.

@@ -1,5 +1,6 @@
 // The switch's data plane without sockets: loopback ports on its bridges, frames
-// injected by hand. Learning, flooding, ageing, full rings, faults, 64 ports, VLANs.
+// injected by hand. Learning, flooding, ageing, full rings, faults, 64 ports, VLANs,
+// captures and mirrors.
 //! Switch tests.
 
 use super::*;
@@ -470,4 +471,99 @@ fn the_snapshot_counts_the_load_the_bursts_and_the_learning() {
     assert_eq!(s.load.busy_polls + s.load.idle_polls, 8, "one count per pass");
     assert!(s.load.busy_polls >= 1 && s.load.idle_polls >= 6, "{:?}", s.load);
     assert_eq!(s.load.bursts.iter().enumerate().map(|(n, k)| n as u64 * k).sum::<u64>(), 4, "every frame in a burst");
+}
+
+/// A capture of port `port` in `direction` with a ring of `slots`, and the reader's end.
+fn capture(
+    sw: &mut Switch,
+    id: u64,
+    port: &str,
+    direction: fastpath_host::proto::Direction,
+    slots: u32,
+) -> crate::capture::ring::Ring {
+    use crate::capture::ring::Ring;
+    let ring = Ring::create(slots, 64).unwrap();
+    let reader = Ring::open(std::os::fd::OwnedFd::from(ring.fd().try_clone().unwrap())).unwrap();
+    let spec = fastpath_host::proto::CaptureSpec { port: port.into(), direction, snaplen: 64, slots };
+    sw.capture(CaptureTap::new(id, spec, ring, None)).unwrap();
+    reader
+}
+
+fn drain(r: &crate::capture::ring::Ring) -> Vec<(crate::capture::pcapng::Direction, Vec<u8>)> {
+    std::iter::from_fn(|| r.pop().unwrap()).map(|c| (c.direction, c.data)).collect()
+}
+
+#[test]
+fn a_capture_gets_the_ports_frames_each_way_and_a_full_ring_drops_and_counts() {
+    use crate::capture::pcapng::Direction::{Inbound, Outbound};
+    use fastpath_host::proto::Direction;
+    let (mut sw, p) = switch_with(&["a", "b", "c"]);
+    assert!(!sw.watch.on, "nothing watched: the burst's one flag is off");
+    let both = capture(&mut sw, 1, "b", Direction::Both, 64);
+    let rx = capture(&mut sw, 2, "b", Direction::Rx, 64);
+    assert!(sw.watch.on);
+    p[0].send(&frame(mac(2), mac(1), 1, 60));
+    run(&mut sw);
+    p[1].send(&frame(mac(1), mac(2), 2, 70));
+    run(&mut sw);
+    // Cut to the snaplen (64).
+    let back = frame(mac(1), mac(2), 2, 70)[..64].to_vec();
+    assert_eq!(drain(&both), [(Outbound, frame(mac(2), mac(1), 1, 60)), (Inbound, back.clone())]);
+    assert_eq!(drain(&rx), [(Inbound, back)]);
+    // A ring of 2 for 5 frames: 2 kept, 3 dropped and counted; forwarding goes on.
+    let small = capture(&mut sw, 3, "a", Direction::Rx, 2);
+    for i in 0..5 {
+        p[0].send(&frame(mac(2), mac(1), i, 60));
+    }
+    run(&mut sw);
+    assert_eq!((drain(&small).len(), small.dropped()), (2, 3));
+    assert_eq!(p[1].take_delivered().len(), 6);
+    assert!(sw.uncapture(3) && sw.uncapture(2) && !sw.uncapture(2));
+    // Removing the port ends its captures: nothing is watched any more.
+    sw.del_port("b").unwrap();
+    assert!(!sw.watch.on);
+    let err = sw.capture(CaptureTap::new(
+        4,
+        fastpath_host::proto::CaptureSpec { port: "zz".into(), direction: Direction::Both, snaplen: 64, slots: 2 },
+        crate::capture::ring::Ring::create(2, 64).unwrap(),
+        None,
+    ));
+    assert_eq!(err, Err(SwitchError::NoSuchPort("zz".into())));
+}
+
+#[test]
+fn a_mirror_copies_a_ports_frames_and_drops_what_the_mirror_port_has_no_room_for() {
+    use fastpath_host::proto::{Direction, MirrorConfig};
+    let (mut sw, p) = switch_with(&["a", "b"]);
+    let ids = add(&mut sw, "ids", "br1");
+    let m = |from: &str, to: &str, direction| MirrorConfig { from: from.into(), to: to.into(), direction };
+    sw.add_mirror(m("b", "ids", Direction::Tx)).unwrap();
+    assert_eq!(
+        sw.add_mirror(m("b", "ids", Direction::Rx)),
+        Err(SwitchError::MirrorExists { from: "b".into(), to: "ids".into() })
+    );
+    assert_eq!(sw.add_mirror(m("b", "b", Direction::Rx)), Err(SwitchError::MirrorToItself("b".into())));
+    // A mirror waits for its ports.
+    sw.add_mirror(m("ghost", "ids", Direction::Both)).unwrap();
+    for i in 0..4 {
+        p[0].send(&frame(mac(2), mac(1), i, 60));
+    }
+    run(&mut sw);
+    let got = p[1].take_delivered();
+    assert_eq!(got.len(), 4);
+    assert_eq!(ids.take_delivered(), got, "the IDS sees what b was sent");
+    ids.set_room(1);
+    for i in 0..3 {
+        p[0].send(&frame(mac(2), mac(1), i, 60));
+    }
+    run(&mut sw);
+    assert_eq!((p[1].take_delivered().len(), ids.take_delivered().len()), (3, 1), "b is not held back by the IDS");
+    let list = sw.mirrors();
+    assert_eq!((list[0].active, list[0].sent, list[0].dropped), (true, 5, 2));
+    assert!(!list[1].active);
+    assert_eq!(stats(&sw, "b").tx_dropped, 0);
+    sw.del_mirror("b", "ids").unwrap();
+    sw.del_mirror("ghost", "ids").unwrap();
+    assert!(!sw.watch.on);
+    assert!(sw.del_mirror("b", "ids").is_err());
 }

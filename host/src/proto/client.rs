@@ -123,19 +123,25 @@ impl Client {
         if n == 0 {
             return Err(ClientError::Closed);
         }
-        let r: Response = serde_json::from_str(&answer)
-            .map_err(|source| ClientError::Decode { answer: answer.trim().into(), source })?;
-        if r.version.is_none() || r.code == Some(ErrorCode::VersionMismatch) {
-            return Err(VersionMismatch { switch: r.version.unwrap_or(1), client: version }.into());
-        }
-        if r.ok {
-            return Ok(r);
-        }
-        Err(ClientError::Refused {
-            code: r.code.unwrap_or(ErrorCode::Unknown),
-            message: r.error.unwrap_or_else(|| "refused without a reason".into()),
-        })
+        check_reply(&answer, version)
     }
+}
+
+/// Reads the reply line `answer` to a request of protocol `version`: the reply when it
+/// succeeded, else why not (as [`Client::call`] says).
+pub fn check_reply(answer: &str, version: u32) -> Result<Response, ClientError> {
+    let r: Response = serde_json::from_str(answer.trim())
+        .map_err(|source| ClientError::Decode { answer: answer.trim().into(), source })?;
+    if r.version.is_none() || r.code == Some(ErrorCode::VersionMismatch) {
+        return Err(VersionMismatch { switch: r.version.unwrap_or(1), client: version }.into());
+    }
+    if r.ok {
+        return Ok(r);
+    }
+    Err(ClientError::Refused {
+        code: r.code.unwrap_or(ErrorCode::Unknown),
+        message: r.error.unwrap_or_else(|| "refused without a reason".into()),
+    })
 }
 
 #[cfg(test)]

@@ -29,6 +29,10 @@ pub enum ErrorCode {
     /// The switch is handing its ports over to a new one and takes no more requests (ask
     /// the new one).
     ShuttingDown,
+    /// No mirror from that port to that port.
+    NoSuchMirror,
+    /// That port is mirrored to that port already.
+    MirrorExists,
     /// A code this client does not know (from a newer fastpathd), or none (from a
     /// fastpathd of protocol 1).
     #[serde(other)]
@@ -49,6 +53,8 @@ impl ErrorCode {
             Self::VersionMismatch => "version_mismatch",
             Self::Internal => "internal",
             Self::ShuttingDown => "shutting_down",
+            Self::NoSuchMirror => "no_such_mirror",
+            Self::MirrorExists => "mirror_exists",
             Self::Unknown => "unknown",
         }
     }
@@ -64,7 +70,7 @@ impl std::fmt::Display for ErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 11] = [
+    const ALL: [ErrorCode; 13] = [
         ErrorCode::NoSuchPort,
         ErrorCode::PortExists,
         ErrorCode::NoSuchBridge,
@@ -75,6 +81,8 @@ mod tests {
         ErrorCode::VersionMismatch,
         ErrorCode::Internal,
         ErrorCode::ShuttingDown,
+        ErrorCode::NoSuchMirror,
+        ErrorCode::MirrorExists,
         ErrorCode::Unknown,
     ];
 

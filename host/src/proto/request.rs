@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::PortConfig;
+use super::{CaptureSpec, MirrorConfig, PortConfig};
 
 /// A control request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -30,6 +30,20 @@ pub enum Request {
     /// port, saves its state, answers with its status and exits, leaving the control socket
     /// to the new one. Requests that come after it are refused (`shutting_down`).
     Handover,
+    /// Capture a port's frames into a shared ring: the reply carries the ring's memfd
+    /// (SCM_RIGHTS), and the capture lasts until the client closes the connection.
+    Capture(CaptureSpec),
+    /// Copy a port's frames to another port as well (kept in the state file).
+    MirrorAdd(MirrorConfig),
+    /// Stop a mirror.
+    MirrorDel {
+        /// The mirrored port.
+        from: String,
+        /// The port the copies go to.
+        to: String,
+    },
+    /// Mirrors with their counters.
+    Mirrors,
 }
 
 impl Request {
@@ -37,12 +51,14 @@ impl Request {
     /// serve it. Requests of protocols 1 and 2 go out as 2 (a client always sends `version`,
     /// which protocol 1 refuses), so that a newer client still drives an older switch with
     /// them; `status` and `handover` came with 3, a port's labels (its container's name, its
-    /// pod) with 4: a port without them goes out as 2, which every switch takes.
+    /// pod), `capture` and the mirrors with 4: a port without labels goes out as 2, which every
+    /// switch takes.
     pub fn min_version(&self) -> u32 {
         match self {
             Self::AddPort(p) if p.has_labels() => 4,
             Self::AddPort(_) | Self::DelPort { .. } | Self::List | Self::Bridges => 2,
             Self::Status | Self::Handover => 3,
+            Self::Capture(_) | Self::MirrorAdd(_) | Self::MirrorDel { .. } | Self::Mirrors => 4,
         }
     }
 }
@@ -68,5 +84,12 @@ mod tests {
         let labelled = PortConfig { pod_name: Some("web-0".into()), ..PortConfig::new("a", "br0", "/x") };
         assert_eq!(Request::AddPort(labelled.clone()).min_version(), 4);
         assert_eq!(Request::AddPort(labelled.without_labels()).min_version(), 2);
+        let c: Request = serde_json::from_str(r#"{"cmd":"capture","port":"p","direction":"tx","snaplen":96}"#).unwrap();
+        let Request::Capture(spec) = &c else { panic!("{c:?}") };
+        assert_eq!((spec.port.as_str(), spec.snaplen, spec.direction.tx()), ("p", 96, true));
+        assert_eq!(c.min_version(), 4);
+        let m: Request = serde_json::from_str(r#"{"cmd":"mirror-del","from":"a","to":"b"}"#).unwrap();
+        assert_eq!(m, Request::MirrorDel { from: "a".into(), to: "b".into() });
+        assert_eq!(serde_json::to_string(&Request::Mirrors).unwrap(), r#"{"cmd":"mirrors"}"#);
     }
 }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ErrorCode, PortInfo, SwitchStatus, VERSION};
+use super::{ErrorCode, MirrorInfo, PortInfo, SwitchStatus, VERSION};
 
 /// A control reply.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -29,6 +29,9 @@ pub struct Response {
     /// The switch's status (for `status` and `handover`; boxed: most replies have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Box<SwitchStatus>>,
+    /// Mirrors (for `mirrors`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirrors: Option<Vec<MirrorInfo>>,
 }
 
 impl Response {

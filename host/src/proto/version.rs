@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::{ErrorCode, Request, Response};
 
 /// The newest protocol version this code speaks: 3 added `status` and `handover`, 4 a port's
-/// labels (`container_name`, `pod_name`, `pod_namespace`). A client
+/// labels (`container_name`, `pod_name`, `pod_namespace`), `capture` and the mirrors. A client
 /// tags each request with [`Request::min_version`], so it still drives older switches with
 /// the requests they know.
 pub const VERSION: u32 = 4;
@@ -69,7 +69,7 @@ pub fn decode_request(line: &str) -> Result<(u32, Request), Response> {
 }
 
 /// One request line of protocol `version`, newline included.
-pub(super) fn encode_request(req: &Request, version: u32) -> serde_json::Result<String> {
+pub fn encode_request(req: &Request, version: u32) -> serde_json::Result<String> {
     let mut v = serde_json::to_value(req)?;
     if let Some(o) = v.as_object_mut() {
         o.insert("version".into(), version.into());

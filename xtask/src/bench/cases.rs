@@ -68,6 +68,8 @@ enum Kind {
     Twoway,
     /// A switch with two vhost-user ports, a two-port forwarder looping packets through it.
     Switch,
+    /// The same with `fastpathctl capture` running on one port (vs none).
+    Capture,
     /// Round trip of one packet at a time.
     Rtt,
     /// Exec of the sender to the first packet at the receiver.
@@ -118,6 +120,7 @@ pub const CASES: &[Case] = &[
     Case { name: "h2v_1518", metrics: &[Metric { name: "h2v_1518", unit: Unit::Mpps }], kind: Kind::H2v(1518) },
     Case { name: "twoway_64", metrics: &[Metric { name: "twoway_64", unit: Unit::Mpps }], kind: Kind::Twoway },
     Case { name: "switch_64", metrics: &[Metric { name: "switch_64", unit: Unit::Mpps }], kind: Kind::Switch },
+    Case { name: "capture_64", metrics: &[Metric { name: "capture_64", unit: Unit::Mpps }], kind: Kind::Capture },
     Case {
         name: "rtt",
         metrics: &[Metric { name: "rtt", unit: Unit::Us }, Metric { name: "rtt_p99", unit: Unit::Us }],
@@ -175,7 +178,8 @@ impl Case {
             Kind::V2h(size) => ours_one_way(&mut sb, ctx, size, true),
             Kind::H2v(size) => ours_one_way(&mut sb, ctx, size, false),
             Kind::Twoway => ours_twoway(&mut sb, ctx),
-            Kind::Switch => ours_switch(&mut sb, ctx, &[]),
+            Kind::Switch => ours_switch(&mut sb, ctx, &[], false),
+            Kind::Capture => ours_switch(&mut sb, ctx, &[], true),
             Kind::Rtt => ours_rtt(&mut sb, ctx),
             Kind::Start => ours_start(&mut sb, ctx),
             Kind::Vnf(v) => apps::vnf_64(&mut sb, ctx, v),
@@ -199,6 +203,7 @@ impl Case {
             Kind::H2v(size) => peer_h2v(&mut sb, ctx, size),
             Kind::Twoway => peer_twoway(&mut sb, ctx),
             Kind::Switch => peer_switch(&mut sb, ctx),
+            Kind::Capture => ours_switch(&mut sb, ctx, &[], false),
             Kind::Rtt => peer_rtt(&mut sb, ctx),
             Kind::Start => peer_start(&mut sb, ctx),
             Kind::Vnf(_) => apps::vnf_64(&mut sb, ctx, apps::Vnf::L2fwd),
@@ -211,7 +216,7 @@ impl Case {
             Kind::AfxdpOvs => uplink::ovs_afxdp_64(&mut sb, ctx),
             Kind::Vxlan => vxlan::kernel_vxlan_64(&mut sb, ctx),
             Kind::Restart => restart::peer(&mut sb, ctx),
-            Kind::Scrape => ours_switch(&mut sb, ctx, &[]),
+            Kind::Scrape => ours_switch(&mut sb, ctx, &[], false),
         }
     }
 }
@@ -272,8 +277,9 @@ fn ours_twoway(sb: &mut Sandbox, ctx: &Ctx) -> Result<Vec<f64>> {
 }
 
 /// fastpathd (with `extra` arguments) listening on two ports of one bridge, l2fwd looping 256
-/// packets through it.
-pub(super) fn ours_switch(sb: &mut Sandbox, ctx: &Ctx, extra: &[&str]) -> Result<Vec<f64>> {
+/// packets through it. Our switch_64; `capture`: with `fastpathctl capture` of port a (both
+/// ways, whole frames, into /dev/null) running throughout.
+pub(super) fn ours_switch(sb: &mut Sandbox, ctx: &Ctx, extra: &[&str], capture: bool) -> Result<Vec<f64>> {
     let (a, b, ctl) = (sb.path("a.sock"), sb.path("b.sock"), sb.path("ctl.sock"));
     let (secs, prime) = (ctx.secs_arg(), IN_FLIGHT.to_string());
     let ctl = ctl.display().to_string();
@@ -283,6 +289,12 @@ pub(super) fn ours_switch(sb: &mut Sandbox, ctx: &Ctx, extra: &[&str]) -> Result
     ctx.spawn(sb, "fastpathd", &[&args[..], extra].concat())?;
     sb.wait_for_path(&a, SOCKET_WAIT)?;
     sb.wait_for_path(&b, SOCKET_WAIT)?;
+    if capture {
+        ctx.spawn(sb, "fastpathctl", &["--ctl", &ctl, "capture", "a", "-w", "/dev/null"])?;
+        // It connects and maps the ring in a few ms; a failure shows as its early exit.
+        std::thread::sleep(Duration::from_millis(500));
+        sb.check_alive()?;
+    }
     let (vu_a, vu_b) = (port("vu", &a), port("vu", &b));
     let fwd = ctx.spawn(
         sb,

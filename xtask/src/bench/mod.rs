@@ -40,8 +40,8 @@ pub struct BenchArgs {
     /// Seconds of traffic per run [default: 5].
     #[arg(long)]
     pub secs: Option<u64>,
-    /// Run only this case (repeatable): v2h_64 v2h_1518 h2v_64 h2v_1518 twoway_64 switch_64 rtt start
-    /// lb_64 fw_64 udp_rr hook_start wake idle_cpu afxdp_64 afxdp_ovs_64 tap_rr vxlan_64 restart scrape_64.
+    /// Run only this case (repeatable): v2h_64 v2h_1518 h2v_64 h2v_1518 twoway_64 switch_64 capture_64 rtt
+    /// start lb_64 fw_64 udp_rr hook_start wake idle_cpu afxdp_64 afxdp_ovs_64 tap_rr vxlan_64 restart scrape_64.
     #[arg(long = "case", value_name = "NAME")]
     pub cases: Vec<String>,
     /// Skip the release build and use the binaries already in target/release.

@@ -25,7 +25,7 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
 pub fn ours(sb: &mut Sandbox, ctx: &Ctx) -> Result<Vec<f64>> {
     let addr = free_addr()?;
     let scraper = Scraper::start(addr);
-    let rate = ours_switch(sb, ctx, &["--metrics", &addr.to_string()]);
+    let rate = ours_switch(sb, ctx, &["--metrics", &addr.to_string()], false);
     let (ok, failed) = scraper.stop();
     let rate = rate?;
     if ok == 0 {

@@ -11,7 +11,7 @@ fn runtime(name: &str, container: Option<&str>) -> SavedPort {
 }
 
 fn saved(ports: Vec<SavedPort>) -> SavedPorts {
-    SavedPorts { version: FORMAT, ports }
+    SavedPorts { version: FORMAT, ports, mirrors: Vec::new() }
 }
 
 fn names(p: &StartPlan) -> Vec<(&str, Origin)> {

@@ -87,7 +87,8 @@ fn a_newer_client_is_told_to_upgrade_fastpathd() {
 #[test]
 fn a_newer_switch_tells_this_client_to_upgrade() {
     let p = switch("newer-switch", this_switch(Served { oldest: VERSION + 1, newest: VERSION + 1 }));
-    let e = client(p.path()).call(&Request::Status).unwrap_err();
+    // (A request of the newest protocol: `mirrors`.)
+    let e = client(p.path()).call(&Request::Mirrors).unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::VersionMismatch));
     assert_eq!(
         e.to_string(),
