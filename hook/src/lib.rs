@@ -19,8 +19,10 @@ pub mod error;
 pub mod hostconfig;
 pub mod hugetlb;
 pub mod install;
+pub mod kubelet;
 pub mod ledger;
 pub mod mounts;
+pub mod numa;
 /// PCI devices through sysfs (VFs, vfio-pci), shared with `fastpathctl vf`.
 pub use fastpath_host::pci;
 pub mod shim;

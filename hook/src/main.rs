@@ -106,6 +106,9 @@ fn run_stage(cfg: &HostConfig, stage: &str) -> Result<()> {
                     {
                         log_failure(cfg, &format!("fastpath-hook createRuntime: container {id}: warning: {note}"));
                     }
+                    if let Some(note) = &e.numa_note {
+                        log_failure(cfg, &format!("fastpath-hook createRuntime: container {id}: warning: {note}"));
+                    }
                 }
             }
             "createContainer" => {
