@@ -74,6 +74,7 @@ struct File {
     switch_timeout_ms: Option<u64>,
     port_security: Option<fastpath_host::proto::PortSecurity>,
     cores_from: Option<CoresFrom>,
+    bridges: Option<Vec<String>>,
 }
 
 /// The host configuration, checked and with defaults filled in.
@@ -118,6 +119,9 @@ pub struct HostConfig {
     pub port_security: fastpath_host::proto::PortSecurity,
     /// Where exclusive cores come from (`cores_from`: `pool`, `runtime` or `auto`, the default).
     pub cores_from: CoresFrom,
+    /// The switch bridges `fastpath-hook cdi generate` makes `fastpath.io/port` devices for
+    /// (`bridges`, default none).
+    pub bridges: Vec<String>,
 }
 
 /// The default core pool: the online CPUs but CPU 0 (left for the host), or CPU 0 alone
@@ -178,6 +182,7 @@ impl HostConfig {
             switch_timeout_ms: f.switch_timeout_ms.unwrap_or(3000),
             port_security: f.port_security.unwrap_or(fastpath_host::proto::PortSecurity::Mac),
             cores_from: f.cores_from.unwrap_or_default(),
+            bridges: f.bridges.clone().unwrap_or_default(),
         })
     }
 
@@ -229,6 +234,8 @@ mod tests {
         assert_eq!((c.vf_bind, c.vf_memlock), (VfBind::Vfs, 64 << 20));
         assert_eq!(c.port_security, fastpath_host::proto::PortSecurity::Mac);
         assert_eq!(c.cores_from, CoresFrom::Auto);
+        assert!(c.bridges.is_empty());
+        assert_eq!(HostConfig::parse("bridges = [\"br0\"]", None, "0-1").unwrap().bridges, ["br0"]);
         assert_eq!(HostConfig::parse("cores_from = \"runtime\"", None, "0-1").unwrap().cores_from, CoresFrom::Runtime);
         let e = HostConfig::parse("cores_from = \"kubelet\"", None, "0-1").unwrap_err().to_string();
         assert!(e.contains("kubelet") && e.contains("cores_from"), "{e}");

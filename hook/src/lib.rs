@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 
 pub mod annotations;
+pub mod cdi;
 pub mod cgroup;
 pub mod cores;
 pub mod devices;

@@ -57,9 +57,12 @@ pub fn load_spec(state: &State) -> Result<Spec> {
     Spec::load(&p).map_err(|e| Error::Oci(format!("{}: {e}", p.display())))
 }
 
-/// The annotations: config.json's, overridden by the state's (the same in practice).
+/// The annotations: what the process environment says through `FASTPATH_IO_*` variables (a
+/// CDI device's), overridden by config.json's, overridden by the state's (the same in practice).
 pub fn annotations_of(state: &State, spec: &Spec) -> BTreeMap<String, String> {
-    let mut a: BTreeMap<String, String> = spec.annotations().clone().unwrap_or_default().into_iter().collect();
+    let env = spec.process().as_ref().and_then(|p| p.env().clone()).unwrap_or_default();
+    let mut a = annotations::from_env(&env);
+    a.extend(spec.annotations().clone().unwrap_or_default());
     a.extend(state.annotations().clone().unwrap_or_default());
     a
 }

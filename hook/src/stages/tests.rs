@@ -536,3 +536,21 @@ fn numa_one_node_for_cores_and_hugepages_else_said_in_the_ledger() {
     poststop(&ctx, "c101").unwrap().unwrap();
     w.assert_clean();
 }
+
+#[test]
+fn a_cdi_devices_environment_stands_for_the_annotations() {
+    let w = world("cdi-env", "2-3");
+    let mut v: serde_json::Value = serde_json::to_value(spec()).unwrap();
+    v["process"]["env"] = serde_json::json!(["PATH=/bin", "FASTPATH_IO_VHOST_USER=br0", "FASTPATH_IO_HUGEPAGES=32Mi"]);
+    let s: Spec = serde_json::from_value(v).unwrap();
+    let ctx = w.ctx();
+    let e = create_runtime(&ctx, &state("c100", Some(100), &[]), &s).unwrap().unwrap();
+    assert_eq!(e.ports[0].bridge, "br0");
+    assert_eq!(e.hugepages, Some(HugeAlloc { bytes: 32 << 20, page_size: 2 << 20 }));
+    // An annotation wins over the environment.
+    poststop(&ctx, "c100").unwrap().unwrap();
+    let e = create_runtime(&ctx, &state("c100", Some(100), &[("fastpath.io/hugepages", "64Mi")]), &s).unwrap().unwrap();
+    assert_eq!(e.hugepages.unwrap().bytes, 64 << 20);
+    poststop(&ctx, "c100").unwrap().unwrap();
+    w.assert_clean();
+}
