@@ -28,6 +28,28 @@ pub const VLAN: &str = "fastpath.io/vlan";
 /// Every annotation this hook knows.
 pub const KNOWN: [&str; 7] = [CORES, HUGEPAGES, HUGEPAGE_SIZE, VHOST_USER, VF, INJECT, VLAN];
 
+/// The environment variable that says what annotation `key` says, for containers that get
+/// fastpath through CDI (which can't set annotations): `fastpath.io/vhost-user` →
+/// `FASTPATH_IO_VHOST_USER`.
+pub fn env_name(key: &str) -> String {
+    key.replace(['.', '/', '-'], "_").to_ascii_uppercase()
+}
+
+/// The fastpath annotations a process environment (`KEY=VALUE` each) carries through
+/// [`env_name`] variables; other variables are ignored.
+pub fn from_env(env: &[String]) -> BTreeMap<String, String> {
+    KNOWN
+        .iter()
+        .filter_map(|k| {
+            let name = env_name(k);
+            env.iter()
+                .rev()
+                .find_map(|e| e.strip_prefix(name.as_str()).and_then(|v| v.strip_prefix('=')))
+                .map(|v| ((*k).to_string(), v.to_string()))
+        })
+        .collect()
+}
+
 /// Hugepages asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HugeRequest {
@@ -315,6 +337,18 @@ mod tests {
             let e = err(&all_wrong[i..]);
             assert!(e.starts_with(&format!("annotation {key}:")), "{e}");
         }
+    }
+
+    #[test]
+    fn environment_names() {
+        assert_eq!(env_name(VHOST_USER), "FASTPATH_IO_VHOST_USER");
+        assert_eq!(env_name(HUGEPAGE_SIZE), "FASTPATH_IO_HUGEPAGE_SIZE");
+        let env =
+            ["PATH=/bin", "FASTPATH_IO_VHOST_USER=br0", "FASTPATH_IO_HUGEPAGES=64Mi", "FASTPATH_IO_VHOST_USERX=no"]
+                .map(String::from);
+        let a = from_env(&env);
+        assert_eq!(a.len(), 2, "{a:?}");
+        assert_eq!((a[VHOST_USER].as_str(), a[HUGEPAGES].as_str()), ("br0", "64Mi"));
     }
 
     #[test]

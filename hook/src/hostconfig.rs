@@ -39,6 +39,20 @@ pub enum VfBind {
     None,
 }
 
+/// Where a container's exclusive cores come from (`cores_from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CoresFrom {
+    /// Always from the pool (`cores`); the runtime's `linux.resources.cpu.cpus` is ignored.
+    Pool,
+    /// From the runtime's `linux.resources.cpu.cpus` (the kubelet's static CPU manager);
+    /// a container that asks for cores without them is refused.
+    Runtime,
+    /// The runtime's when config.json has them, else the pool's.
+    #[default]
+    Auto,
+}
+
 /// The file as written; every field optional.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +73,8 @@ struct File {
     vf_memlock: Option<String>,
     switch_timeout_ms: Option<u64>,
     port_security: Option<fastpath_host::proto::PortSecurity>,
+    cores_from: Option<CoresFrom>,
+    bridges: Option<Vec<String>>,
 }
 
 /// The host configuration, checked and with defaults filled in.
@@ -101,6 +117,11 @@ pub struct HostConfig {
     /// (`port_security`: `off`, `mac` or `mac+ip`; default `mac`: a container's port sends
     /// only with the MAC the hook gave it, which the apps read from config.json).
     pub port_security: fastpath_host::proto::PortSecurity,
+    /// Where exclusive cores come from (`cores_from`: `pool`, `runtime` or `auto`, the default).
+    pub cores_from: CoresFrom,
+    /// The switch bridges `fastpath-hook cdi generate` makes `fastpath.io/port` devices for
+    /// (`bridges`, default none).
+    pub bridges: Vec<String>,
 }
 
 /// The default core pool: the online CPUs but CPU 0 (left for the host), or CPU 0 alone
@@ -160,6 +181,8 @@ impl HostConfig {
             },
             switch_timeout_ms: f.switch_timeout_ms.unwrap_or(3000),
             port_security: f.port_security.unwrap_or(fastpath_host::proto::PortSecurity::Mac),
+            cores_from: f.cores_from.unwrap_or_default(),
+            bridges: f.bridges.clone().unwrap_or_default(),
         })
     }
 
@@ -210,6 +233,12 @@ mod tests {
         assert_eq!(c.memlock, MemlockPolicy::Warn);
         assert_eq!((c.vf_bind, c.vf_memlock), (VfBind::Vfs, 64 << 20));
         assert_eq!(c.port_security, fastpath_host::proto::PortSecurity::Mac);
+        assert_eq!(c.cores_from, CoresFrom::Auto);
+        assert!(c.bridges.is_empty());
+        assert_eq!(HostConfig::parse("bridges = [\"br0\"]", None, "0-1").unwrap().bridges, ["br0"]);
+        assert_eq!(HostConfig::parse("cores_from = \"runtime\"", None, "0-1").unwrap().cores_from, CoresFrom::Runtime);
+        let e = HostConfig::parse("cores_from = \"kubelet\"", None, "0-1").unwrap_err().to_string();
+        assert!(e.contains("kubelet") && e.contains("cores_from"), "{e}");
         let m = HostConfig::parse("port_security = \"off\"", None, "0-1").unwrap();
         assert_eq!(m.port_security, fastpath_host::proto::PortSecurity::Off);
         assert!(HostConfig::parse("port_security = \"mad\"", None, "0-1").unwrap_err().to_string().contains("mad"));

@@ -43,6 +43,20 @@ pub fn cgroup_name(page_size: u64) -> String {
     }
 }
 
+/// The page size a hugetlb cgroup name stands for (`2MB`, `1GB`, `64KB`): the inverse of
+/// [`cgroup_name`], and how OCI's `hugepageLimits` write page sizes.
+pub fn parse_cgroup_name(name: &str) -> Option<u64> {
+    let name = name.trim();
+    let (num, shift) = if let Some(n) = name.strip_suffix("GB") {
+        (n, 30)
+    } else if let Some(n) = name.strip_suffix("MB") {
+        (n, 20)
+    } else {
+        (name.strip_suffix("KB")?, 10)
+    };
+    num.parse::<u64>().ok().filter(|&n| n > 0)?.checked_mul(1 << shift)
+}
+
 /// The hugetlbfs `pagesize=` option for a page size: `2M`, `1G`.
 pub fn mount_pagesize(page_size: u64) -> String {
     if page_size >= 1 << 30 {
@@ -102,6 +116,12 @@ mod tests {
     fn names() {
         assert_eq!(cgroup_name(2 << 20), "2MB");
         assert_eq!(cgroup_name(1 << 30), "1GB");
+        for ps in [64 << 10, 2 << 20, 1 << 30] {
+            assert_eq!(parse_cgroup_name(&cgroup_name(ps)), Some(ps));
+        }
+        assert_eq!(parse_cgroup_name("2Mi"), None);
+        assert_eq!(parse_cgroup_name("0MB"), None);
+        assert_eq!(parse_cgroup_name("MB"), None);
         assert_eq!(mount_pagesize(2 << 20), "2M");
         assert_eq!(
             mount_options(2 << 20, 64 << 20, 1000, 1000),

@@ -11,7 +11,8 @@ pub const DEFAULT_HOOKS_DIR: &str = "/usr/share/containers/oci/hooks.d";
 /// The stages the hook runs at.
 pub const STAGES: [&str; 3] = ["createRuntime", "createContainer", "poststop"];
 
-fn args(stage: &str, config: Option<&Path>) -> Vec<String> {
+/// The hook's argv at `stage`: `fastpath-hook [--config CONFIG] STAGE`.
+pub(crate) fn args(stage: &str, config: Option<&Path>) -> Vec<String> {
     let mut a = vec!["fastpath-hook".to_string()];
     if let Some(c) = config {
         a.push("--config".into());

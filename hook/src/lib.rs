@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 
 pub mod annotations;
+pub mod cdi;
 pub mod cgroup;
 pub mod cores;
 pub mod devices;
@@ -19,9 +20,11 @@ pub mod error;
 pub mod hostconfig;
 pub mod hugetlb;
 pub mod install;
+pub mod kubelet;
 pub mod labels;
 pub mod ledger;
 pub mod mounts;
+pub mod numa;
 /// PCI devices through sysfs (VFs, vfio-pci), shared with `fastpathctl vf`.
 pub use fastpath_host::pci;
 pub mod shim;

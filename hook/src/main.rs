@@ -8,7 +8,7 @@ use fastpath_hook::hostconfig::HostConfig;
 use fastpath_hook::stages::{self, Ctx};
 use fastpath_hook::switch::UnixSwitch;
 use fastpath_hook::sys::RealSys;
-use fastpath_hook::{install, shim};
+use fastpath_hook::{cdi, install, shim};
 use fastpath_host::logging::{self, LogFormat};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -67,12 +67,83 @@ enum Cmd {
         #[arg(long)]
         print_only: bool,
     },
+    /// CDI specs for podman and containerd 1.7+ (`cdi generate`).
+    Cdi {
+        #[command(subcommand)]
+        cmd: CdiCmd,
+    },
     /// Docker runtime shim: `shim [--runtime runc] [--hook PATH] [--config P] RUNC-ARGS...`.
     Shim {
         /// Everything, parsed by the shim itself.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum CdiCmd {
+    /// Write the CDI specs: kind fastpath.io/port (a device per bridge) at --output, and kind
+    /// fastpath.io/vf (a device per VF of vf_pools) beside it as <name>-vf.<ext>. JSON, which
+    /// is YAML too.
+    Generate {
+        /// The port spec's path (`-`: print both specs to stdout).
+        #[arg(long, default_value = "/etc/cdi/fastpath.io.yaml")]
+        output: PathBuf,
+        /// A bridge to make a fastpath.io/port device for (repeatable; added to `bridges` in hook.toml).
+        #[arg(long)]
+        bridge: Vec<String>,
+        /// The hugetlbfs a port device gives (`none`: the runtime's hugetlb limit, the kubelet's
+        /// hugepages-2Mi, decides).
+        #[arg(long, default_value = "64Mi")]
+        hugepages: String,
+        /// The hook binary's path as the runtimes will run it (default: this binary).
+        #[arg(long)]
+        hook: Option<PathBuf>,
+    },
+}
+
+fn cdi_generate(cli_config: Option<&std::path::Path>, cmd: CdiCmd) -> Result<()> {
+    let CdiCmd::Generate { output, bridge, hugepages, hook } = cmd;
+    let cfg = HostConfig::load(cli_config)?;
+    let hook = hook.unwrap_or_else(self_exe);
+    let mut bridges = cfg.bridges.clone();
+    bridges.extend(bridge.into_iter().filter(|b| !cfg.bridges.contains(b)));
+    if bridges.is_empty() {
+        bail!("cdi generate: no bridges: name them with --bridge or `bridges` in {}", cfg.shown());
+    }
+    let huge = match hugepages.as_str() {
+        "none" => None,
+        h if fastpath_hook::hugetlb::parse_size(h).is_some_and(|b| b > 0) => Some(h),
+        h => bail!("cdi generate: --hugepages '{h}' is not a size (try 64Mi, or none)"),
+    };
+    let port = cdi::port_spec(&bridges, huge, &hook, cli_config);
+    let (vf, skipped) = cdi::vf_spec(&fastpath_hook::pci::Pci::new(), &cfg, &hook, cli_config);
+    for s in skipped {
+        eprintln!("cdi generate: warning: {s}");
+    }
+    let has_vfs = vf["devices"].as_array().is_some_and(|d| !d.is_empty());
+    if output.as_os_str() == "-" {
+        println!("{}", serde_json::to_string_pretty(&port)?);
+        if has_vfs {
+            println!("{}", serde_json::to_string_pretty(&vf)?);
+        }
+        return Ok(());
+    }
+    let mut files = vec![(output.clone(), port)];
+    if has_vfs {
+        files.push((cdi::vf_path(&output), vf));
+    }
+    for (p, v) in files {
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let tmp = p.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&v)? + "\n")
+            .and_then(|()| std::fs::rename(&tmp, &p))
+            .with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
 }
 
 fn read_state() -> Result<oci_spec::runtime::State> {
@@ -104,6 +175,9 @@ fn run_stage(cfg: &HostConfig, stage: &str) -> Result<()> {
                     // Runtimes drop a successful hook's stderr: the shortfall goes to the log too.
                     if let Some(note) = e.config.as_ref().and_then(|c| c.memlock.as_ref()).and_then(|m| m.note.as_ref())
                     {
+                        log_failure(cfg, &format!("fastpath-hook createRuntime: container {id}: warning: {note}"));
+                    }
+                    if let Some(note) = &e.numa_note {
                         log_failure(cfg, &format!("fastpath-hook createRuntime: container {id}: warning: {note}"));
                     }
                 }
@@ -188,6 +262,7 @@ fn real_main() -> Result<()> {
             );
             Ok(())
         }
+        Cmd::Cdi { cmd } => cdi_generate(cli.config.as_deref(), cmd),
         Cmd::Gc { json } => {
             let cfg = HostConfig::load(cli.config.as_deref())?;
             let sys = RealSys;

@@ -8,8 +8,10 @@ use crate::cores;
 use crate::devices;
 use crate::hostconfig::{HostConfig, MemlockPolicy};
 use crate::hugetlb::{self, format_size};
+use crate::kubelet::{self, CoreSource};
 use crate::ledger::{Entry, HugeAlloc, Ledger, LedgerData, PortAlloc, Status};
 use crate::mounts;
+use crate::numa::Topology;
 use crate::pci::Pci;
 use crate::switch::{self, SwitchCtl};
 use crate::sys::Sys;
@@ -33,12 +35,14 @@ pub struct Ctx<'a> {
     pub ledger: Ledger,
     /// PCI devices (the host's /sys), for VFs.
     pub pci: Pci,
+    /// The sysfs root for NUMA topology and online CPUs (`/sys`; a fake tree in tests).
+    pub sysfs: PathBuf,
 }
 
 impl<'a> Ctx<'a> {
     /// A context over the ledger in `cfg.state_dir`.
     pub fn new(cfg: &'a HostConfig, sys: &'a dyn Sys, switch: &'a dyn SwitchCtl) -> Self {
-        Self { cfg, sys, switch, ledger: Ledger::new(&cfg.state_dir), pci: Pci::new() }
+        Self { cfg, sys, switch, ledger: Ledger::new(&cfg.state_dir), pci: Pci::new(), sysfs: "/sys".into() }
     }
 }
 
@@ -53,9 +57,12 @@ pub fn load_spec(state: &State) -> Result<Spec> {
     Spec::load(&p).map_err(|e| Error::Oci(format!("{}: {e}", p.display())))
 }
 
-/// The annotations: config.json's, overridden by the state's (the same in practice).
+/// The annotations: what the process environment says through `FASTPATH_IO_*` variables (a
+/// CDI device's), overridden by config.json's, overridden by the state's (the same in practice).
 pub fn annotations_of(state: &State, spec: &Spec) -> BTreeMap<String, String> {
-    let mut a: BTreeMap<String, String> = spec.annotations().clone().unwrap_or_default().into_iter().collect();
+    let env = spec.process().as_ref().and_then(|p| p.env().clone()).unwrap_or_default();
+    let mut a = annotations::from_env(&env);
+    a.extend(spec.annotations().clone().unwrap_or_default());
     a.extend(state.annotations().clone().unwrap_or_default());
     a
 }
@@ -190,6 +197,7 @@ impl Preflight {
 fn preflight(
     ctx: &Ctx,
     req: &Request,
+    source: &CoreSource,
     ann: &BTreeMap<String, String>,
     spec: &Spec,
     id: &str,
@@ -259,7 +267,8 @@ fn preflight(
             Error::annotation(key, &val(key), format!("this host has no {ctrl} cgroup controller to enforce it"))
         })
     };
-    let cpuset = if req.cores > 0 { Some(need_cg("cpuset", CORES)?) } else { None };
+    // The runtime's cores are in the cpuset cgroup already: the hook writes only the pool's.
+    let cpuset = if matches!(source, CoreSource::Pool(n) if *n > 0) { Some(need_cg("cpuset", CORES)?) } else { None };
     let hugetlb = if req.hugepages.is_some() { Some(need_cg("hugetlb", HUGEPAGES)?) } else { None };
     let devices = if req.vfs.is_empty() {
         None
@@ -288,14 +297,22 @@ fn preflight(
 /// failure, what was done is undone and the entry removed. `Ok(None)`: not a fastpath container.
 pub fn create_runtime(ctx: &Ctx, state: &State, spec: &Spec) -> Result<Option<Entry>> {
     let ann = annotations_of(state, spec);
-    let Some(req) = annotations::parse(&ann, ctx.cfg)? else {
+    let Some(mut req) = annotations::parse(&ann, ctx.cfg)? else {
         return Ok(None);
     };
+    let value = |k: &str| ann.get(k).map_or("", String::as_str);
+    req.hugepages = kubelet::hugepages(ctx.cfg, spec, req.hugepages, value(HUGEPAGES))?;
+    let online = ctx.sys.read(&ctx.sysfs.join("devices/system/cpu/online")).unwrap_or_default();
+    let source = kubelet::core_source(ctx.cfg, spec, req.cores, value(CORES), &online)?;
     let mut entry = draft_entry(ctx, state, spec, &req)?;
     entry.labels = crate::labels::of(&ann);
-    let pre = preflight(ctx, &req, &ann, spec, &entry.id, entry.pid)?;
+    let pre = preflight(ctx, &req, &source, &ann, spec, &entry.id, entry.pid)?;
     entry.cgroups = pre.cgroup_paths();
-    let entry = reserve(ctx, &req, &ann, entry)?;
+    let entry = reserve(ctx, &req, &source, &ann, entry)?;
+    if let Some(note) = &entry.numa_note {
+        tracing::warn!("container {}: {note}", entry.id);
+        eprintln!("fastpath-hook: warning: container {}: {note}", entry.id);
+    }
     apply_or_undo(ctx, &entry, &pre).map(Some)
 }
 
@@ -330,6 +347,9 @@ fn draft_entry(ctx: &Ctx, state: &State, spec: &Spec, req: &Request) -> Result<E
         uid,
         gid,
         cores: vec![],
+        cores_from_runtime: false,
+        numa_node: None,
+        numa_note: None,
         hugepages: req.hugepages.map(|h| HugeAlloc { bytes: h.bytes, page_size: h.page_size }),
         sock_dir: (!req.bridges.is_empty()).then(|| ctx.cfg.sock_dir(&id)),
         ports,
@@ -345,9 +365,16 @@ fn draft_entry(ctx: &Ctx, state: &State, spec: &Spec, req: &Request) -> Result<E
     })
 }
 
-/// Under the ledger lock: refuses an id that already holds resources, picks free cores
-/// and VFs for `e`, and records it as creating.
-fn reserve(ctx: &Ctx, req: &Request, ann: &BTreeMap<String, String>, mut e: Entry) -> Result<Entry> {
+/// Under the ledger lock: refuses an id that already holds resources, picks free VFs and
+/// cores for `e` (the cores on one NUMA node with the VFs and hugepages where it can, or the
+/// runtime's), records where they ended up, and records it as creating.
+fn reserve(
+    ctx: &Ctx,
+    req: &Request,
+    source: &CoreSource,
+    ann: &BTreeMap<String, String>,
+    mut e: Entry,
+) -> Result<Entry> {
     ctx.ledger.update(|l| {
         if let Some(old) = l.containers.get(&e.id) {
             return Err(Error::Refused(format!(
@@ -357,25 +384,64 @@ fn reserve(ctx: &Ctx, req: &Request, ann: &BTreeMap<String, String>, mut e: Entr
                 holder(ctx.sys, old)
             )));
         }
-        e.cores = pick_cores(ctx, l, req.cores, ann.get(CORES).map_or("", String::as_str))?;
         e.vfs = devices::pick(&ctx.pci, ctx.cfg, &req.vfs, ann.get(VF).map_or("", String::as_str), &held_vfs(ctx, l))?;
+        let topo = Topology::read(ctx.sys, &ctx.sysfs);
+        let vf_nodes: Vec<(String, Option<u32>)> =
+            e.vfs.iter().map(|v| (v.pci.clone(), topo.device_node(ctx.sys, &v.pci))).collect();
+        let huge = e.hugepages.map(|h| (h.page_size, h.bytes / h.page_size));
+        match source {
+            CoreSource::Pool(n) => {
+                let want = vf_nodes.iter().find_map(|(_, n)| *n);
+                e.cores = pick_cores(ctx, l, *n, ann.get(CORES).map_or("", String::as_str), &topo, want, huge)?;
+            }
+            CoreSource::Runtime(cores) => {
+                let held = held_cores(ctx, l);
+                for (c, h) in cores.iter().filter_map(|c| held.get(c).map(|h| (c, h))) {
+                    tracing::warn!("container {}: the runtime gave it core {c}, which {h} holds too", e.id);
+                    eprintln!("fastpath-hook: warning: container {}: the runtime gave it core {c}, which {h} holds too (keep the kubelet's reserved/exclusive CPUs out of the hook's cores pool)", e.id);
+                }
+                e.cores.clone_from(cores);
+                e.cores_from_runtime = true;
+            }
+        }
+        let placed = topo.assess(ctx.sys, &e.cores, &vf_nodes, huge);
+        (e.numa_node, e.numa_note) = (placed.node, placed.note);
         l.containers.insert(e.id.clone(), e.clone());
         Ok(e)
     })
 }
 
-/// `n` cores that no container in `l` holds (`value`: the annotation, for the error).
-fn pick_cores(ctx: &Ctx, l: &LedgerData, n: usize, value: &str) -> Result<Vec<usize>> {
-    if n == 0 {
-        return Ok(vec![]);
-    }
-    let held: BTreeMap<usize, String> = l
-        .containers
+/// The cores the containers in `l` hold (the pool's and the runtime's), with who holds each.
+fn held_cores(ctx: &Ctx, l: &LedgerData) -> BTreeMap<usize, String> {
+    l.containers
         .values()
         .flat_map(|e| e.cores.iter().map(move |c| (*c, e)))
         .map(|(c, e)| (c, holder(ctx.sys, e)))
-        .collect();
-    cores::pick(&ctx.cfg.cores, &held, n).map_err(|e| Error::annotation(CORES, value, format!("cannot be met: {e}")))
+        .collect()
+}
+
+/// `n` cores of the pool that no container in `l` holds (`value`: the annotation, for the
+/// error): on one NUMA node of `topo` where it can (node `want` first, one whose free
+/// hugepages cover `huge` (page size, pages) before one whose don't), else the lowest.
+fn pick_cores(
+    ctx: &Ctx,
+    l: &LedgerData,
+    n: usize,
+    value: &str,
+    topo: &Topology,
+    want: Option<u32>,
+    huge: Option<(u64, u64)>,
+) -> Result<Vec<usize>> {
+    if n == 0 {
+        return Ok(vec![]);
+    }
+    let held = held_cores(ctx, l);
+    let lowest = cores::pick(&ctx.cfg.cores, &held, n)
+        .map_err(|e| Error::annotation(CORES, value, format!("cannot be met: {e}")))?;
+    let free: Vec<usize> = ctx.cfg.cores.iter().copied().filter(|c| !held.contains_key(c)).collect();
+    let fits =
+        |node: u32| huge.is_none_or(|(ps, pages)| topo.free_hugepages(ctx.sys, node, ps).is_none_or(|f| f >= pages));
+    Ok(topo.pick_on_one_node(&free, n, want, fits).unwrap_or(lowest))
 }
 
 /// The VFs the containers in `l` hold, by PCI address, with who holds each.

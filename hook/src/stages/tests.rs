@@ -446,3 +446,111 @@ fn vf_without_memlock_headroom_is_refused_before_binding() {
     assert_eq!(driver(&w, "0000:81:10.2").as_deref(), Some("igbvf"));
     w.assert_clean();
 }
+
+/// A spec whose `linux.resources` carry the kubelet's managers' settings.
+fn spec_with_resources(resources: serde_json::Value) -> Spec {
+    let mut v: serde_json::Value = serde_json::to_value(spec()).unwrap();
+    v["linux"] = serde_json::json!({ "resources": resources });
+    serde_json::from_value(v).unwrap()
+}
+
+#[test]
+fn runtime_cores_and_hugepage_limit_are_the_containers() {
+    let w = world("kubelet", "2-3");
+    w.sys.file("/sys/devices/system/cpu/online", "0-3\n");
+    let ctx = w.ctx();
+    let s = spec_with_resources(serde_json::json!({
+        "cpu": {"cpus": "1-2"},
+        "hugepageLimits": [{"pageSize": "1GB", "limit": 0}, {"pageSize": "2MB", "limit": 64 << 20}]
+    }));
+    let ann = [("fastpath.io/vhost-user", "br0")];
+    let e = create_runtime(&ctx, &state("c100", Some(100), &ann), &s).unwrap().unwrap();
+    assert_eq!((e.cores.clone(), e.cores_from_runtime), (vec![1, 2], true));
+    assert_eq!(e.hugepages, Some(HugeAlloc { bytes: 64 << 20, page_size: 2 << 20 }));
+    assert_eq!(e.config.as_ref().unwrap().cores, vec![1, 2]);
+    assert_eq!(e.config.as_ref().unwrap().hugepages.as_ref().unwrap().bytes, 64 << 20);
+    // The runtime's cpuset stays as the runtime wrote it; the hugetlb limit is the runtime's.
+    assert!(!w.mutations().iter().any(|m| m.contains("cpuset")), "{:?}", w.mutations());
+    assert_eq!(w.sys.get("/sys/fs/cgroup/hugetlb/c100/hugetlb.2MB.limit_in_bytes").unwrap(), "67108864");
+    assert!(!e.cgroups.iter().any(|c| c.starts_with("/sys/fs/cgroup/cpuset")), "{:?}", e.cgroups);
+    let ledger = std::fs::read_to_string(w.cfg.ledger_path()).unwrap();
+    assert!(ledger.contains("\"cores_from_runtime\": true"), "{ledger}");
+    // A pool container does not get a core the runtime gave: 3, not 2.
+    let e2 = create_runtime(&ctx, &state("c101", Some(101), &[("fastpath.io/cores", "1")]), &spec()).unwrap().unwrap();
+    assert_eq!((e2.cores, e2.cores_from_runtime), (vec![3], false));
+    // Asking for more than the runtime's limit, or more cores than it gave, is refused.
+    let big = [("fastpath.io/hugepages", "128Mi")];
+    let err = create_runtime(&ctx, &state("c102", Some(100), &big), &s).unwrap_err().to_string();
+    assert!(
+        err.contains("'128Mi' is more than the runtime's hugetlb limit for 2Mi pages") && err.contains("64Mi"),
+        "{err}"
+    );
+    let one = spec_with_resources(serde_json::json!({"cpu": {"cpus": "1"}}));
+    let err =
+        create_runtime(&ctx, &state("c102", Some(100), &[("fastpath.io/cores", "2")]), &one).unwrap_err().to_string();
+    assert!(err.contains("asks for more cores than the runtime gave the container"), "{err}");
+    poststop(&ctx, "c100").unwrap().unwrap();
+    poststop(&ctx, "c101").unwrap().unwrap();
+    w.assert_clean();
+}
+
+#[test]
+fn cores_from_pool_ignores_the_runtime_and_runtime_requires_it() {
+    let mut w = world("cores-from", "2-3");
+    w.sys.file("/sys/devices/system/cpu/online", "0-3\n");
+    let s = spec_with_resources(serde_json::json!({"cpu": {"cpus": "1"}}));
+    w.cfg.cores_from = crate::hostconfig::CoresFrom::Pool;
+    let e = create_runtime(&w.ctx(), &state("c100", Some(100), &CONTRACT), &s).unwrap().unwrap();
+    assert_eq!((e.cores, e.cores_from_runtime), (vec![2], false));
+    assert_eq!(w.sys.get("/sys/fs/cgroup/cpuset/c100/cpuset.cpus").unwrap(), "2");
+    poststop(&w.ctx(), "c100").unwrap().unwrap();
+    w.cfg.cores_from = crate::hostconfig::CoresFrom::Runtime;
+    let before = w.mutations().len();
+    let err = create_runtime(&w.ctx(), &state("c100", Some(100), &CONTRACT), &spec()).unwrap_err().to_string();
+    assert!(err.contains("cores_from = \"runtime\"") && err.contains("linux.resources.cpu.cpus"), "{err}");
+    assert_eq!(w.mutations().len(), before, "refused before anything was done");
+    let offline = spec_with_resources(serde_json::json!({"cpu": {"cpus": "1,7"}}));
+    let err = create_runtime(&w.ctx(), &state("c100", Some(100), &CONTRACT), &offline).unwrap_err().to_string();
+    assert!(err.contains("not online here: 7"), "{err}");
+    w.assert_clean();
+}
+
+#[test]
+fn numa_one_node_for_cores_and_hugepages_else_said_in_the_ledger() {
+    let w = world("numa", "1-3");
+    // Node 0: CPUs 0-1 and no free 2Mi hugepages; node 1: CPUs 2-3 and 100 free.
+    for (n, cpus, free) in [(0, "0-1", "0"), (1, "2-3", "100")] {
+        let d = format!("/sys/devices/system/node/node{n}");
+        w.sys.file(&format!("{d}/cpulist"), cpus).file(&format!("{d}/hugepages/hugepages-2048kB/free_hugepages"), free);
+    }
+    let ctx = w.ctx();
+    let e = create_runtime(&ctx, &state("c100", Some(100), &CONTRACT), &spec()).unwrap().unwrap();
+    assert_eq!((e.cores.clone(), e.numa_node, e.numa_note.clone()), (vec![2], Some(1), None));
+    let two = [("fastpath.io/cores", "2")];
+    let e = create_runtime(&ctx, &state("c101", Some(101), &two), &spec()).unwrap().unwrap();
+    assert_eq!((e.cores.clone(), e.numa_node), (vec![1, 3], None));
+    assert_eq!(e.numa_note.as_deref(), Some("not on one NUMA node: cores 1,3 on node 0 and 1"));
+    let ledger = ctx.ledger.read().unwrap();
+    assert_eq!(ledger.containers["c101"].numa_note, e.numa_note);
+    poststop(&ctx, "c100").unwrap().unwrap();
+    poststop(&ctx, "c101").unwrap().unwrap();
+    w.assert_clean();
+}
+
+#[test]
+fn a_cdi_devices_environment_stands_for_the_annotations() {
+    let w = world("cdi-env", "2-3");
+    let mut v: serde_json::Value = serde_json::to_value(spec()).unwrap();
+    v["process"]["env"] = serde_json::json!(["PATH=/bin", "FASTPATH_IO_VHOST_USER=br0", "FASTPATH_IO_HUGEPAGES=32Mi"]);
+    let s: Spec = serde_json::from_value(v).unwrap();
+    let ctx = w.ctx();
+    let e = create_runtime(&ctx, &state("c100", Some(100), &[]), &s).unwrap().unwrap();
+    assert_eq!(e.ports[0].bridge, "br0");
+    assert_eq!(e.hugepages, Some(HugeAlloc { bytes: 32 << 20, page_size: 2 << 20 }));
+    // An annotation wins over the environment.
+    poststop(&ctx, "c100").unwrap().unwrap();
+    let e = create_runtime(&ctx, &state("c100", Some(100), &[("fastpath.io/hugepages", "64Mi")]), &s).unwrap().unwrap();
+    assert_eq!(e.hugepages.unwrap().bytes, 64 << 20);
+    poststop(&ctx, "c100").unwrap().unwrap();
+    w.assert_clean();
+}

@@ -149,6 +149,17 @@ pub struct Entry {
     pub gid: u32,
     /// Exclusive cores.
     pub cores: Vec<usize>,
+    /// Whether `cores` are the runtime's (`linux.resources.cpu.cpus`, set by the kubelet's
+    /// static CPU manager) rather than taken from the hook's pool: the hook neither
+    /// allocated them nor writes them to the cpuset cgroup, and gives nothing back for them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cores_from_runtime: bool,
+    /// The NUMA node the container's cores, hugepages and VFs are on, when they are on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa_node: Option<u32>,
+    /// Why they could not all be put on one NUMA node (absent: they are, or the host has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa_note: Option<String>,
     /// Hugepages.
     pub hugepages: Option<HugeAlloc>,
     /// Host directory of its sockets.
@@ -189,6 +200,9 @@ impl Entry {
             uid,
             gid: uid,
             cores: vec![],
+            cores_from_runtime: false,
+            numa_node: None,
+            numa_note: None,
             hugepages: None,
             sock_dir: None,
             ports: vec![],
