@@ -9,7 +9,7 @@ use crate::mem::GuestMemory;
 use crate::ring::DeviceRing;
 use crate::spec::{
     MAX_QUEUE_SIZE, PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_REPLY_ACK, VHOST_USER_F_PROTOCOL_FEATURES,
-    VIRTIO_F_IN_ORDER, VIRTIO_F_VERSION_1, VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_NOTIFY,
+    VIRTIO_F_IN_ORDER, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_NOTIFY,
 };
 use crate::vhost_user::conn::RawMsg;
 use crate::vhost_user::message::encode;
@@ -19,8 +19,10 @@ use super::queue::{DeviceQueue, DEFAULT_MAX_FRAME};
 
 /// Features we offer. Our rings are always consumed in order (every queue pops
 /// chains and returns them in avail order), so IN_ORDER costs us nothing and lets a
-/// driver skip reading the used entries of its transmit ring.
-pub const OFFERED_FEATURES: u64 = VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES | VIRTIO_F_IN_ORDER;
+/// driver skip reading the used entries of its transmit ring. MRG_RXBUF: a frame
+/// longer than one receive chain is written across several.
+pub const OFFERED_FEATURES: u64 =
+    VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES | VIRTIO_F_IN_ORDER | VIRTIO_NET_F_MRG_RXBUF;
 /// Protocol features we offer.
 pub const OFFERED_PROTOCOL: u64 = PROTOCOL_F_REPLY_ACK | PROTOCOL_F_CONFIGURE_MEM_SLOTS;
 /// Memory slots we offer with CONFIGURE_MEM_SLOTS.
@@ -148,6 +150,13 @@ impl VhostDevice {
     /// Whether the frontend negotiated REPLY_ACK.
     pub fn reply_ack(&self) -> bool {
         self.protocol & PROTOCOL_F_REPLY_ACK != 0
+    }
+
+    /// Whether the frontend merges receive buffers (VIRTIO_NET_F_MRG_RXBUF): a frame
+    /// may span several of its receive chains.
+    #[inline]
+    pub fn mrg_rxbuf(&self) -> bool {
+        self.features & VIRTIO_NET_F_MRG_RXBUF != 0
     }
 
     /// The frontend's memory.

@@ -490,4 +490,6 @@ impl Drop for VhostBackend {
 }
 
 #[cfg(test)]
+mod merge_tests;
+#[cfg(test)]
 mod tests;

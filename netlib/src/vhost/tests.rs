@@ -19,16 +19,18 @@ use crate::vhost_user::{MemRegion, Request};
 use crate::virtio_user::{VirtioUser, VirtioUserOptions};
 
 /// A driver ring and a data region, both mapped into a GuestMemory as a backend would.
-struct Rig {
-    drv: DriverRing,
-    data: Region,
-    q: DeviceQueue,
-    mem: Arc<GuestMemory>,
+pub(super) struct Rig {
+    pub(super) drv: DriverRing,
+    pub(super) data: Region,
+    pub(super) q: DeviceQueue,
+    pub(super) mem: Arc<GuestMemory>,
 }
 
-const SIZE: u16 = 8;
+/// Entries of a rig's ring.
+pub(super) const SIZE: u16 = 8;
 
-fn rig() -> Rig {
+/// A rig with nothing posted.
+pub(super) fn rig() -> Rig {
     let drv = DriverRing::new(SIZE, None).unwrap();
     let data = Region::create(None, 1 << 16).unwrap();
     let mut gm = GuestMemory::default();
@@ -43,10 +45,10 @@ fn rig() -> Rig {
 }
 
 impl Rig {
-    fn buf(&self, off: u64) -> u64 {
+    pub(super) fn buf(&self, off: u64) -> u64 {
         self.data.map().addr() + off
     }
-    fn post(&self, heads: &[u16]) {
+    pub(super) fn post(&self, heads: &[u16]) {
         for (i, &h) in heads.iter().enumerate() {
             self.drv.set_avail(i as u16, h);
         }
@@ -58,7 +60,7 @@ impl Rig {
     }
 }
 
-fn d(addr: u64, len: u32, flags: u16, next: u16) -> Desc {
+pub(super) fn d(addr: u64, len: u32, flags: u16, next: u16) -> Desc {
     Desc { addr, len, flags, next }
 }
 
