@@ -419,11 +419,11 @@ fn malformed_messages_reset_the_port_and_it_keeps_serving() {
     assert!(drive(&mut be, |b| !b.connected()));
     assert!(be.last_fault().unwrap().contains("fds"), "{:?}", be.last_fault());
     // After all that, a real frontend still comes up.
-    let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 512, hugedir: None }).unwrap();
+    let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 512, hugedir: None, ..Default::default() }).unwrap();
     let p2 = path.clone();
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let t = std::thread::spawn(move || {
-        let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 512, hugedir: None }).unwrap();
+        let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 512, hugedir: None, ..Default::default() }).unwrap();
         let port = VirtioUser::open(&p2, &mut pool, VirtioUserOptions::default());
         // Stay connected until the backend has seen the rings start.
         let _ = rx.recv_timeout(Duration::from_secs(5));
@@ -495,7 +495,7 @@ fn in_order_frontend_reclaims_every_buffer() {
     let p2 = path.clone();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let t = std::thread::spawn(move || -> Result<(), String> {
-        let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 1024, hugedir: None }).unwrap();
+        let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 1024, hugedir: None, ..Default::default() }).unwrap();
         let mut port = VirtioUser::open(&p2, &mut pool, VirtioUserOptions::default()).map_err(|e| e.to_string())?;
         if !port.in_order() {
             return Err("IN_ORDER not negotiated".into());
@@ -526,7 +526,7 @@ fn in_order_frontend_reclaims_every_buffer() {
         }
         Ok(())
     });
-    let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 1024, hugedir: None }).unwrap();
+    let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 1024, hugedir: None, ..Default::default() }).unwrap();
     let mut burst = crate::pool::burst_vec();
     let mut next = 0u32;
     let deadline = Instant::now() + Duration::from_secs(15);
