@@ -1,5 +1,5 @@
 // Mergeable receive buffers on the device side: a frame written across several
-// receive chains, all or nothing, and never truncated without them.
+// receive chains, all or nothing, and never truncated without them; the MTU offered.
 //! Tests of VIRTIO_NET_F_MRG_RXBUF in the filler.
 
 use super::tests::{d, rig, Rig, SIZE};
@@ -110,4 +110,28 @@ fn a_frame_over_more_segments_than_a_chain_takes_is_dropped_and_takes_nothing() 
     assert_eq!(fill(&mut r, true, &[frame(1100, 8), frame(40, 9)], &mut c), 2);
     assert_eq!((c.tx_packets, c.tx_dropped, c.drop_too_big), (1, 1, 1));
     assert_eq!((r.drv.used_idx(), r.drv.used_elem(0), r.q.available().unwrap()), (1, (0, 52), 3));
+}
+
+#[test]
+fn mtu_and_mergeable_buffers_are_offered_and_a_set_mtu_over_the_ports_is_refused() {
+    use crate::spec::{VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU};
+    use crate::vhost_user::conn::RawMsg;
+    use crate::vhost_user::message::{encode, Header, FLAG_VERSION};
+    use crate::vhost_user::Request;
+    let msg = |req: Request, payload: Vec<u8>| RawMsg {
+        header: Header { request: req as u32, flags: FLAG_VERSION, size: payload.len() as u32 },
+        payload,
+        fds: Vec::new(),
+    };
+    let mut dev = VhostDevice::new(DeviceLimits { mtu: Some(1500), ..DeviceLimits::default() });
+    let Ok(Reply::Payload(f)) = dev.handle(msg(Request::GetFeatures, Vec::new())) else { panic!("features") };
+    let f = u64::from_le_bytes(f.try_into().unwrap());
+    assert_eq!(f & (VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_MTU), VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_MTU);
+    assert!(dev.handle(msg(Request::NetSetMtu, encode::u64(1500))).is_ok());
+    let e = dev.handle(msg(Request::NetSetMtu, encode::u64(9000))).unwrap_err();
+    assert_eq!(e.to_string(), "the frontend set MTU 9000, over this port's MTU of 1500");
+    // A port without an MTU takes what a 9216-byte frame carries.
+    let mut dev = VhostDevice::new(DeviceLimits::default());
+    assert!(dev.handle(msg(Request::NetSetMtu, encode::u64(9000))).is_ok());
+    assert!(dev.handle(msg(Request::NetSetMtu, encode::u64(9199))).is_err());
 }
