@@ -9,7 +9,7 @@ pub const MAGIC: [u8; 4] = *b"FPG1";
 /// Smallest frame we make.
 pub const MIN_FRAME: usize = 60;
 /// Largest frame we make.
-pub const MAX_FRAME: usize = 1518;
+pub const MAX_FRAME: usize = 9018;
 const SEQ_OFF: usize = 18;
 const CSUM_OFF: usize = 26;
 const FILL_OFF: usize = 30;
@@ -183,7 +183,11 @@ mod tests {
         f[12] = 8;
         assert_eq!(check(&f), Check::Foreign);
         assert!(Template::new(59, [0; 6], [0; 6]).is_err());
-        assert!(Template::new(1519, [0; 6], [0; 6]).is_err());
+        assert!(Template::new(9019, [0; 6], [0; 6]).is_err());
+        let jumbo = Template::new(9018, [1; 6], [2; 6]).unwrap();
+        let mut f = vec![0u8; 9018];
+        jumbo.write(&mut f, 7);
+        assert_eq!(check(&f), Check::Good(7));
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct Common {
     /// Ring entries per queue.
     #[arg(long, default_value_t = 256)]
     pub queue_size: u16,
+    /// The port's MTU: packet buffers hold a frame of it with its Ethernet header and a
+    /// VLAN tag (1500: 2048-byte buffers; 9000: jumbo frames).
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(68..=9216))]
+    pub mtu: u16,
     /// Sleep this many microseconds when a loop finds nothing to do (0: spin).
     /// Lets several pollers share a core, e.g. in tests.
     #[arg(long, default_value_t = 0)]
@@ -138,7 +142,11 @@ pub fn own_mac_or(flag: Option<&str>, name: &str, spec: &PortSpec, default: Mac)
 /// A pool built from the common flags.
 pub fn make_pool(c: &Common) -> Result<PktPool> {
     // Room for a full receive ring, a full transmit ring and the app's own bursts.
-    let opts = PoolOptions { nbufs: c.nbufs.max(u32::from(c.queue_size) * 4), hugedir: Some(c.hugedir.clone().into()) };
+    let opts = PoolOptions {
+        nbufs: c.nbufs.max(u32::from(c.queue_size) * 4),
+        hugedir: Some(c.hugedir.clone().into()),
+        data_room: netlib::pool::data_room_for_mtu(c.mtu),
+    };
     PktPool::new(&opts).context("creating the packet pool")
 }
 

@@ -179,6 +179,7 @@ impl Config {
                 max_memory: self.max_port_memory.0,
                 require_sealed: self.require_sealed_memory,
                 max_frame: self.max_frame,
+                mtu: None,
             },
         }
     }
@@ -219,6 +220,7 @@ impl Config {
 /// its VLANs.
 pub fn check_port(p: &PortConfig) -> Result<(), String> {
     p.check_vlans()?;
+    p.check_mtu()?;
     if p.kind != PortKind::Vf && p.pci.is_some() {
         return Err(format!("a {} port has no pci", p.kind.label()));
     }

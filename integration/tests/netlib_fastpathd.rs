@@ -1,14 +1,15 @@
 // Two netlib apps through fastpathd on one bridge: pktgen → br0 → sink, first
 // with the switch listening (`vhost:`; apps `vu:`), then with the switch
-// connecting (`vhost-client:`) to apps that listen (`vu-server:`).
+// connecting (`vhost-client:`) to apps that listen (`vu-server:`); and 9014-byte
+// frames between apps of MTU 9000, dropped and counted on a port of MTU 1500.
 //! Interop: netlib virtio-user ↔ fastpathd ↔ netlib virtio-user.
 
 use std::time::{Duration, Instant};
 
 use integration::{
-    check_switch_counters, fastpathctl_list, fastpathd_port, finish_transfer, pktgen_args, require, serial, show_ports,
-    sink_args, spawn_fastpathd, stamp, wait_for_socket, wait_ports_up, Peers, Proc, TestDir, Verdict, FRAMES,
-    SETUP_TIMEOUT,
+    check_switch_counters, fastpathctl_list, fastpathd_port, finish_transfer, pktgen_args, require, run_with_timeout,
+    serial, show_ports, sink_args, spawn_fastpathd, stamp, wait_for_socket, wait_ports_up, Peers, Proc, TestDir,
+    Verdict, FRAMES, SETUP_TIMEOUT,
 };
 use nix::sys::signal::Signal;
 
@@ -69,17 +70,22 @@ fn run(test: &str, peers: &Peers, switch_listens: bool) {
     let mut pktgen =
         Proc::spawn("pktgen", &dir, &peers.bin("pktgen"), &pktgen_args(&format!("{app}:{}", p.display()), FRAMES), &[]);
     finish_transfer(&mut v, &mut pktgen, &mut sink, FRAMES);
-    match fastpathctl_list(peers, &ctl) {
-        Ok(list) => {
-            v.note(show_ports(&list));
-            check_switch_counters(&mut v, &list, &[("p", "rx_packets", FRAMES), ("s", "tx_packets", FRAMES)]);
-        }
-        Err(e) => v.fail(e),
-    }
+    check_ports(&mut v, peers, &ctl, &[("p", "rx_packets", FRAMES), ("s", "tx_packets", FRAMES)]);
     let st = fpd.stop(Signal::SIGTERM, Duration::from_secs(5));
     v.check(st.success(), || format!("fastpathd: expected exit status 0 after SIGTERM, got {st}"));
     eprintln!("[{}] {test}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
     v.finish(&mut [&mut pktgen, &mut sink, &mut fpd]);
+}
+
+/// Lists fastpathd's ports (into the verdict's notes) and checks their `counters`.
+fn check_ports(v: &mut Verdict, peers: &Peers, ctl: &std::path::Path, counters: &[(&str, &str, u64)]) {
+    match fastpathctl_list(peers, ctl) {
+        Ok(list) => {
+            v.note(show_ports(&list));
+            check_switch_counters(v, &list, counters);
+        }
+        Err(e) => v.fail(e),
+    }
 }
 
 #[test]
@@ -89,4 +95,67 @@ fn two_netlib_through_fastpathd() {
     let _serial = serial();
     run(&format!("{TEST} (switch listens: fastpathd vhost:, apps vu:)"), &peers, true);
     run(&format!("{TEST} (switch connects: fastpathd vhost-client:, apps vu-server:)"), &peers, false);
+}
+
+#[test]
+fn jumbo_frames_through_fastpathd() {
+    const TEST: &str = "jumbo_frames_through_fastpathd";
+    let Some(peers) = require(TEST, &["pktgen", "sink", "fastpathd", "fastpathctl"], false) else { return };
+    let _serial = serial();
+    let dir = TestDir::new("fpj");
+    let ctl = dir.join("ctl.sock");
+    let (p, s, m) = (dir.join("p.sock"), dir.join("s.sock"), dir.join("m.sock"));
+    let mut v = Verdict::new(TEST);
+    let ports = [fastpathd_port("br0", "p", "vhost", &p), fastpathd_port("br0", "s", "vhost", &s)];
+    let mut fpd = spawn_fastpathd("fastpathd", &peers, &dir, &ctl, &["br0"], &ports);
+    for sock in [&ctl, &p, &s] {
+        if !wait_for_socket(sock, SETUP_TIMEOUT) {
+            v.abort(
+                format!("fastpathd: expected it to create {} within {SETUP_TIMEOUT:?}", sock.display()),
+                &mut [&mut fpd],
+            );
+        }
+    }
+    // A third port of MTU 1500, its frontend away: the flooded jumbo frames are too big
+    // for it, and counted as such before anything else.
+    let add = run_with_timeout(
+        std::process::Command::new(peers.bin("fastpathctl"))
+            .arg("--ctl")
+            .arg(&ctl)
+            .args(["add-port", "--name", "m", "--bridge", "br0", "--mtu", "1500", "--socket"])
+            .arg(&m),
+        Duration::from_secs(5),
+    );
+    if !add.as_ref().is_ok_and(|o| o.status.success()) {
+        v.abort(format!("fastpathctl add-port --mtu 1500: expected success, got {add:?}"), &mut [&mut fpd]);
+    }
+    let jumbo = ["--mtu", "9000"].map(String::from);
+    let mut sink_a = sink_args(&format!("vu:{}", s.display()), FRAMES);
+    sink_a.extend(jumbo.clone());
+    let mut sink = Proc::spawn("sink", &dir, &peers.bin("sink"), &sink_a, &[]);
+    if let Err(e) = wait_ports_up(&peers, &ctl, &["s"], SETUP_TIMEOUT) {
+        v.abort(e, &mut [&mut fpd, &mut sink]);
+    }
+    let mut gen_a = pktgen_args(&format!("vu:{}", p.display()), FRAMES);
+    let size = gen_a.iter().position(|a| a == "--size").expect("pktgen_args has --size") + 1;
+    gen_a[size] = "9014".into();
+    gen_a.extend(jumbo);
+    let mut pktgen = Proc::spawn("pktgen", &dir, &peers.bin("pktgen"), &gen_a, &[]);
+    finish_transfer(&mut v, &mut pktgen, &mut sink, FRAMES);
+    check_ports(
+        &mut v,
+        &peers,
+        &ctl,
+        &[
+            ("p", "rx_packets", FRAMES),
+            ("p", "rx_bytes", FRAMES * 9014),
+            ("s", "tx_packets", FRAMES),
+            ("s", "tx_bytes", FRAMES * 9014),
+            ("m", "drop_too_big", FRAMES),
+            ("m", "tx_packets", 0),
+        ],
+    );
+    let st = fpd.stop(Signal::SIGTERM, Duration::from_secs(5));
+    v.check(st.success(), || format!("fastpathd: expected exit status 0 after SIGTERM, got {st}"));
+    v.finish(&mut [&mut pktgen, &mut sink, &mut fpd]);
 }

@@ -11,8 +11,20 @@ use crate::mem::{MemError, Region};
 pub const HEADROOM: u16 = 128;
 /// Bytes of one buffer, headroom included.
 pub const BUF_SIZE: u32 = 2048 + HEADROOM as u32;
-/// Most data bytes a buffer holds.
+/// Most data bytes a buffer holds, unless its pool is made with more.
 pub const DATA_ROOM: u16 = (BUF_SIZE - HEADROOM as u32) as u16;
+/// Most data bytes a pool's buffers may be made to hold: a 9000-byte MTU frame with
+/// its Ethernet header and a VLAN tag fits, with room.
+pub const MAX_DATA_ROOM: u16 = 16384;
+/// Bytes of an Ethernet header with one VLAN tag: a frame is at most this over the MTU.
+pub const ETH_VLAN_HDR_LEN: u16 = 18;
+
+/// The data room of buffers that hold a frame of an `mtu`-byte MTU (with its Ethernet
+/// header and a VLAN tag): at least [`DATA_ROOM`], rounded up to 64 bytes.
+pub fn data_room_for_mtu(mtu: u16) -> u16 {
+    let frame = u32::from(mtu) + u32::from(ETH_VLAN_HDR_LEN);
+    frame.next_multiple_of(64).clamp(u32::from(DATA_ROOM), u32::from(MAX_DATA_ROOM)) as u16
+}
 
 /// Options for a pool.
 #[derive(Debug, Clone)]
@@ -21,11 +33,14 @@ pub struct PoolOptions {
     pub nbufs: u32,
     /// hugetlbfs directory to allocate in (falls back to memfd).
     pub hugedir: Option<std::path::PathBuf>,
+    /// Data bytes of one buffer ([`DATA_ROOM`] unless frames are bigger: see
+    /// [`data_room_for_mtu`]); at most [`MAX_DATA_ROOM`].
+    pub data_room: u16,
 }
 
 impl Default for PoolOptions {
     fn default() -> Self {
-        Self { nbufs: 8192, hugedir: Some("/dev/hugepages".into()) }
+        Self { nbufs: 8192, hugedir: Some("/dev/hugepages".into()), data_room: DATA_ROOM }
     }
 }
 
@@ -73,6 +88,8 @@ pub enum PoolError {
 pub struct PktPool {
     region: Region,
     nbufs: u32,
+    /// Bytes of one buffer, headroom included.
+    buf_size: u32,
     free: Vec<u32>,
 }
 
@@ -82,17 +99,21 @@ impl PktPool {
         if opts.nbufs == 0 || opts.nbufs > (1 << 22) {
             return Err(PoolError::Options(format!("nbufs {} must be in 1..=4194304", opts.nbufs)));
         }
-        let len = opts.nbufs as u64 * BUF_SIZE as u64;
+        if opts.data_room < 64 || opts.data_room > MAX_DATA_ROOM {
+            return Err(PoolError::Options(format!("data_room {} must be in 64..={MAX_DATA_ROOM}", opts.data_room)));
+        }
+        let buf_size = u32::from(HEADROOM) + u32::from(opts.data_room);
+        let len = opts.nbufs as u64 * buf_size as u64;
         let region = Region::create(opts.hugedir.as_deref().map(Path::new), len)?;
         tracing::info!(
             "pool: {} buffers of {} bytes in {} ({} bytes)",
             opts.nbufs,
-            BUF_SIZE,
+            buf_size,
             region.backing(),
             region.map().len()
         );
         let free = (0..opts.nbufs).rev().collect();
-        Ok(Self { region, nbufs: opts.nbufs, free })
+        Ok(Self { region, nbufs: opts.nbufs, buf_size, free })
     }
 
     /// The region to share with backends.
@@ -105,27 +126,33 @@ impl PktPool {
         self.nbufs
     }
 
+    /// Data bytes one buffer holds.
+    #[inline]
+    pub fn data_room(&self) -> u16 {
+        (self.buf_size - u32::from(HEADROOM)) as u16
+    }
+
     /// Buffers currently free.
     pub fn available(&self) -> usize {
         self.free.len()
     }
 
     #[inline]
-    fn buf_off(idx: u32) -> usize {
-        (idx as u64 * BUF_SIZE as u64) as usize
+    fn buf_off(&self, idx: u32) -> usize {
+        (idx as u64 * self.buf_size as u64) as usize
     }
 
     /// Our virtual address of the packet's first data byte (VA is the IOVA we
     /// give backends and devices).
     #[inline]
     pub fn data_addr(&self, p: &Packet) -> u64 {
-        self.region.map().addr() + Self::buf_off(p.idx) as u64 + p.off as u64
+        self.region.map().addr() + self.buf_off(p.idx) as u64 + p.off as u64
     }
 
     /// Address of a buffer's first byte.
     #[inline]
     pub fn buf_addr(&self, idx: u32) -> u64 {
-        self.region.map().addr() + Self::buf_off(idx) as u64
+        self.region.map().addr() + self.buf_off(idx) as u64
     }
 
     /// Takes a free buffer; the packet is empty with the default headroom.
@@ -164,14 +191,14 @@ impl PktPool {
     /// The packet's data.
     #[inline]
     pub fn data(&self, p: &Packet) -> &[u8] {
-        let off = Self::buf_off(p.idx) + p.off as usize;
+        let off = self.buf_off(p.idx) + p.off as usize;
         self.region.map().slice(off, p.len as usize).expect("packet inside pool")
     }
 
     /// The packet's data, writable.
     #[inline]
     pub fn data_mut(&mut self, p: &Packet) -> &mut [u8] {
-        let off = Self::buf_off(p.idx) + p.off as usize;
+        let off = self.buf_off(p.idx) + p.off as usize;
         self.region.map_mut().slice_mut(off, p.len as usize).expect("packet inside pool")
     }
 
@@ -179,7 +206,7 @@ impl PktPool {
     /// returns the data, writable.
     #[inline]
     pub fn set_len<'a>(&'a mut self, p: &mut Packet, len: usize) -> &'a mut [u8] {
-        let room = (BUF_SIZE as usize) - p.off as usize;
+        let room = self.tailroom(p);
         p.len = len.min(room) as u16;
         self.data_mut(p)
     }
@@ -192,7 +219,7 @@ impl PktPool {
     #[inline]
     pub(crate) fn clear_header(&mut self, p: &Packet, n: u16, zeroed: u16) -> u64 {
         debug_assert!(n <= p.off && zeroed <= n);
-        let off = Self::buf_off(p.idx) + (p.off - n) as usize;
+        let off = self.buf_off(p.idx) + (p.off - n) as usize;
         let hdr = self.region.map_mut().slice_mut(off, zeroed as usize).expect("inside pool");
         if hdr.iter().any(|&b| b != 0) {
             hdr.fill(0);
@@ -202,15 +229,38 @@ impl PktPool {
 
     /// Room for data after the data offset.
     #[inline]
-    pub fn tailroom(p: &Packet) -> usize {
-        BUF_SIZE as usize - p.off as usize
+    pub fn tailroom(&self, p: &Packet) -> usize {
+        self.buf_size as usize - p.off as usize
+    }
+
+    /// The `n` bytes just before the packet's data (a header the device wrote); `n`
+    /// must fit in the headroom.
+    #[inline]
+    pub(crate) fn header(&self, p: &Packet, n: u16) -> &[u8] {
+        debug_assert!(n <= p.off);
+        let off = self.buf_off(p.idx) + (p.off - n) as usize;
+        self.region.map().slice(off, n as usize).expect("inside pool")
+    }
+
+    /// Appends `src`'s data to `dst`'s (a frame the device spread over several
+    /// buffers); false, and nothing changed, if it does not fit in `dst`'s buffer.
+    pub(crate) fn append(&mut self, dst: &mut Packet, src: &Packet) -> bool {
+        let (len, end) = (usize::from(dst.len), usize::from(dst.len) + usize::from(src.len));
+        if end > self.tailroom(dst) {
+            return false;
+        }
+        let from = self.buf_off(src.idx) + src.off as usize;
+        let to = self.buf_off(dst.idx) + dst.off as usize + len;
+        let all = self.region.map_mut().slice_mut(0, self.nbufs as usize * self.buf_size as usize).expect("whole pool");
+        all.copy_within(from..from + usize::from(src.len), to);
+        dst.len = end as u16;
+        true
     }
 
     /// Sets where a packet's data starts and its length (drivers, after the device
     /// filled the buffer). The caller has bounded both against the buffer.
     #[inline]
     pub(crate) fn reshape(p: &mut Packet, off: u16, len: u16) {
-        debug_assert!(off as u32 + len as u32 <= BUF_SIZE);
         p.off = off;
         p.len = len;
     }
@@ -229,7 +279,7 @@ mod tests {
     use super::*;
 
     fn small() -> PktPool {
-        PktPool::new(&PoolOptions { nbufs: 16, hugedir: None }).unwrap()
+        PktPool::new(&PoolOptions { nbufs: 16, hugedir: None, data_room: DATA_ROOM }).unwrap()
     }
 
     #[test]
@@ -254,7 +304,7 @@ mod tests {
         let a = p.alloc().unwrap();
         let base = p.region().map().addr();
         let off = (p.clear_header(&a, 12, 10) - base) as usize;
-        assert_eq!(off, PktPool::buf_off(a.idx) + HEADROOM as usize - 12);
+        assert_eq!(off, p.buf_off(a.idx) + HEADROOM as usize - 12);
         // a dirty header (flags, gso, num_buffers = 1): the first 10 bytes are cleared
         p.region.map_mut().slice_mut(off, 12).unwrap().copy_from_slice(&[9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 1, 0]);
         p.clear_header(&a, 12, 10);
@@ -268,5 +318,25 @@ mod tests {
         let mut p = small();
         let mut a = p.alloc().unwrap();
         assert_eq!(p.set_len(&mut a, 100_000).len(), DATA_ROOM as usize);
+    }
+
+    #[test]
+    fn a_pool_for_jumbo_frames_and_appending_buffers() {
+        assert_eq!((data_room_for_mtu(1500), data_room_for_mtu(9000)), (DATA_ROOM, 9024));
+        let mut p = PktPool::new(&PoolOptions { nbufs: 4, hugedir: None, data_room: 9024 }).unwrap();
+        assert_eq!((p.data_room(), p.region().map().len() >= 4 * (9024 + 128)), (9024, true));
+        let mut a = p.alloc().unwrap();
+        assert_eq!(p.set_len(&mut a, 9018).len(), 9018);
+        p.data_mut(&a).fill(1);
+        let mut b = p.alloc().unwrap();
+        p.set_len(&mut b, 6).copy_from_slice(&[2; 6]);
+        assert!(p.append(&mut a, &b), "9024 bytes fit");
+        assert_eq!((a.len(), &p.data(&a)[9016..]), (9024, &[1, 1, 2, 2, 2, 2, 2, 2][..]));
+        assert!(!p.append(&mut a, &b), "a byte more does not");
+        assert_eq!(a.len(), 9024);
+        for bad in [0, 63, MAX_DATA_ROOM + 1] {
+            let e = PktPool::new(&PoolOptions { nbufs: 4, hugedir: None, data_room: bad }).unwrap_err();
+            assert!(e.to_string().contains("data_room"), "{e}");
+        }
     }
 }

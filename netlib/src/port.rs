@@ -148,7 +148,7 @@ mod tests {
 
     #[test]
     fn pool_check_refuses_and_counts_another_pool() {
-        let opts = PoolOptions { nbufs: 8, hugedir: None };
+        let opts = PoolOptions { nbufs: 8, hugedir: None, ..Default::default() };
         let (own, other) = (PktPool::new(&opts).unwrap(), PktPool::new(&opts).unwrap());
         let mut check = PoolCheck::new(&own);
         let mut c = PortCounters::default();

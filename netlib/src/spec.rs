@@ -7,11 +7,18 @@ pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 /// Feature bit: the device uses buffers in the order the driver made them available,
 /// so a driver knows which buffers came back from the used index alone.
 pub const VIRTIO_F_IN_ORDER: u64 = 1 << 35;
+/// Feature bit (virtio-net): the device reports the largest MTU the driver should use.
+pub const VIRTIO_NET_F_MTU: u64 = 1 << 3;
+/// Feature bit (virtio-net): the driver merges receive buffers: a frame may span several
+/// receive chains, the first header's `num_buffers` saying how many.
+pub const VIRTIO_NET_F_MRG_RXBUF: u64 = 1 << 15;
 /// Feature bit: vhost-user protocol features are supported.
 pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
 
 /// Protocol feature: REPLY_ACK.
 pub const PROTOCOL_F_REPLY_ACK: u64 = 1 << 3;
+/// Protocol feature: NET_MTU (the frontend may send VHOST_USER_NET_SET_MTU).
+pub const PROTOCOL_F_NET_MTU: u64 = 1 << 4;
 /// Protocol feature: CONFIGURE_MEM_SLOTS (ADD_MEM_REG/REM_MEM_REG).
 pub const PROTOCOL_F_CONFIGURE_MEM_SLOTS: u64 = 1 << 15;
 
@@ -28,5 +35,7 @@ pub const VRING_USED_F_NO_NOTIFY: u16 = 1;
 
 /// Bytes of the virtio-net header with VERSION_1 (num_buffers included).
 pub const NET_HDR_LEN: u32 = 12;
+/// Where `num_buffers` (little-endian u16) sits in the virtio-net header.
+pub const NUM_BUFFERS_AT: usize = 10;
 /// Largest ring the virtio spec allows.
 pub const MAX_QUEUE_SIZE: u16 = 32768;

@@ -22,7 +22,7 @@ struct Args {
     /// first port in the container's fastpath config).
     #[arg(long)]
     port: Option<PortSpec>,
-    /// Frame size in bytes (60..=1518, no FCS).
+    /// Frame size in bytes (60..=9018, no FCS; past 1518 with an --mtu that fits it).
     #[arg(long, default_value_t = 64)]
     size: usize,
     /// Frames to send (0: no limit).
@@ -56,6 +56,14 @@ fn main() -> Result<()> {
     pin(c.core)?;
     let stop = stop_flag();
     let mut pool = make_pool(c)?;
+    if tpl.len() > usize::from(pool.data_room()) {
+        bail!(
+            "--size {} is more than a buffer of --mtu {} holds ({} bytes): raise --mtu",
+            a.size,
+            c.mtu,
+            pool.data_room()
+        );
+    }
     let mut ports = vec![open(&spec, &mut pool, c)?];
     wait_link(&mut ports, &mut pool, c, &stop)?;
     let port = &mut ports[0];

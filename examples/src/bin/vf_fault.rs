@@ -30,7 +30,8 @@ struct Args {
 fn main() -> Result<()> {
     init_logging();
     let a = Args::parse();
-    let mut pool = PktPool::new(&PoolOptions { nbufs: a.nbufs, hugedir: None }).context("creating the pool")?;
+    let mut pool = PktPool::new(&PoolOptions { nbufs: a.nbufs, hugedir: None, ..Default::default() })
+        .context("creating the pool")?;
     let mut vf = IgbVf::open(&a.pci, &mut pool, IgbVfOptions { queue_size: 64, ..Default::default() })
         .with_context(|| format!("opening VF {}", a.pci))?;
     // Heap memory: ours, but never given to the IOMMU.
@@ -38,7 +39,8 @@ fn main() -> Result<()> {
     let iova = (unmapped.as_ptr() as u64 + 4095) & !4095;
     let raw = vf.post_raw_tx(&mut pool, iova, 60, Duration::from_millis(a.wait_ms));
     // A packet from a second, unmapped pool must be refused without reaching the NIC.
-    let mut other = PktPool::new(&PoolOptions { nbufs: 8, hugedir: None }).context("creating the second pool")?;
+    let mut other = PktPool::new(&PoolOptions { nbufs: 8, hugedir: None, ..Default::default() })
+        .context("creating the second pool")?;
     let mut pkts = netlib::pool::burst_vec();
     let mut p = other.alloc().context("second pool empty")?;
     other.set_len(&mut p, 60).fill(0xee);

@@ -101,6 +101,10 @@ enum Cmd {
         /// A trunk carrying these VLANs tagged (802.1Q), e.g. 100,200.
         #[arg(long, value_name = "VLAN,...", value_delimiter = ',')]
         trunk: Option<Vec<u16>>,
+        /// The port's MTU (68-9198): longer frames to it are dropped (counted as too big),
+        /// and a vhost-user frontend is offered it [default: frames up to 9216 bytes].
+        #[arg(long)]
+        mtu: Option<u16>,
     },
     /// Remove a port.
     DelPort {
@@ -733,6 +737,7 @@ fn main() -> Result<()> {
             max_memory,
             vlan,
             trunk,
+            mtu,
         } => {
             let mode = if client { PortMode::Client } else { PortMode::Server };
             let base = match (tap, afxdp, vf) {
@@ -761,7 +766,7 @@ fn main() -> Result<()> {
                 (None, None, None) => PortConfig::new(name.clone(), bridge, socket.unwrap_or_default()),
             };
             let port =
-                PortConfig { mode, uid, gid, container, mac, ip, port_security, max_memory, vlan, trunk, ..base };
+                PortConfig { mode, uid, gid, container, mac, ip, port_security, max_memory, vlan, trunk, mtu, ..base };
             call(&a.ctl, &Request::AddPort(port))?;
             println!("port {name} added");
         }

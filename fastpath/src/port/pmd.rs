@@ -86,8 +86,9 @@ pub enum VfPortError {
 /// [`VF_POOL_BUFFERS`] in hugepages (else memfd), DMA-mapped for the VF.
 pub fn vf(pci: &str) -> Result<PmdPort<IgbVf>, VfPortError> {
     let hugedir = Some(std::path::PathBuf::from("/dev/hugepages"));
-    let mut pool = PktPool::new(&PoolOptions { nbufs: VF_POOL_BUFFERS, hugedir: hugedir.clone() })
-        .map_err(|source| VfPortError::Pool { pci: pci.into(), source })?;
+    let mut pool =
+        PktPool::new(&PoolOptions { nbufs: VF_POOL_BUFFERS, hugedir: hugedir.clone(), ..Default::default() })
+            .map_err(|source| VfPortError::Pool { pci: pci.into(), source })?;
     let hugedir = pool.region().backing().hugetlbfs_dir().map(std::path::Path::to_path_buf);
     let opts = IgbVfOptions { hugedir, ..IgbVfOptions::default() };
     let dev = IgbVf::open(pci, &mut pool, opts).map_err(|source| VfPortError::Open { pci: pci.into(), source })?;

@@ -113,12 +113,23 @@ impl Switch {
         for g in 0..groups.n {
             let o = groups.dest[g] as usize;
             let edit = vlans[s].edit_to(&vlans[o]);
-            let picks = &groups.picks[g][..groups.count[g] as usize];
+            let picks = &mut groups.picks[g][..groups.count[g] as usize];
+            let mut n = picks.len();
             if let Ok([Some(src), Some(dst)]) = ports.get_disjoint_mut([s, o]) {
-                dst.port.send(&src.port.frames().edited(edit), picks);
+                let all = src.port.frames();
+                let frames = all.edited(edit);
+                if dst.max_frame != u32::MAX {
+                    n = keep_fitting(&frames, picks, dst.max_frame);
+                }
+                if n < picks.len() {
+                    let c = dst.port.counters_mut();
+                    c.tx_dropped += (picks.len() - n) as u64;
+                    c.drop_too_big += (picks.len() - n) as u64;
+                }
+                dst.port.send(&frames, &picks[..n]);
             }
             if watch.on {
-                watch.sent(s, o, edit, picks, ports);
+                watch.sent(s, o, edit, &picks[..n], ports);
             }
         }
         groups.clear();
@@ -131,6 +142,21 @@ impl Switch {
         }
         taken
     }
+}
+
+/// Keeps, in order at the front of `picks`, the frames of `frames` no longer than
+/// `max` bytes (a destination's MTU); returns how many.
+#[inline]
+fn keep_fitting(frames: &netlib::vhost::Frames<'_>, picks: &mut [u8], max: u32) -> usize {
+    let mut n = 0;
+    for k in 0..picks.len() {
+        let i = picks[k];
+        if frames.get(usize::from(i)).len() <= max {
+            picks[n] = i;
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Learns the burst's senders on port `s` and sorts its frames into `groups` by

@@ -48,8 +48,11 @@ impl NewPort {
     pub fn open(cfg: PortConfig, defaults: &PortDefaults) -> Result<Self, SwitchError> {
         let guard =
             guard_for(&cfg, defaults.port_security).map_err(|why| SwitchError::Open { port: cfg.name.clone(), why })?;
-        let limits =
-            DeviceLimits { max_memory: cfg.max_memory.map_or(defaults.limits.max_memory, |b| b.0), ..defaults.limits };
+        let limits = DeviceLimits {
+            max_memory: cfg.max_memory.map_or(defaults.limits.max_memory, |b| b.0),
+            mtu: cfg.mtu,
+            ..defaults.limits
+        };
         let port = port::open(&cfg, limits)?;
         Ok(Self { cfg, port, guard })
     }
@@ -77,6 +80,14 @@ struct Slot {
     guard: Guard,
     /// The port's reset count when the bridge last forgot its MACs.
     seen_resets: u64,
+    /// Longest frame it takes (its MTU with an Ethernet header and a VLAN tag), or
+    /// `u32::MAX` for a port without an MTU.
+    max_frame: u32,
+}
+
+/// The longest frame a port of MTU `mtu` takes: the MTU, an Ethernet header and a VLAN tag.
+fn max_frame_of(mtu: Option<u16>) -> u32 {
+    mtu.map_or(u32::MAX, |m| u32::from(m) + u32::from(netlib::pool::ETH_VLAN_HDR_LEN))
 }
 
 #[derive(Debug)]
@@ -164,7 +175,8 @@ impl Switch {
         let vlans = Membership::of(&p.cfg);
         self.bridges[b].vlan_ports += usize::from(vlans.is_vlan());
         self.vlans[slot] = vlans;
-        self.ports[slot] = Some(Slot { cfg: p.cfg, bridge: b, port: p.port, guard: p.guard, seen_resets });
+        let max_frame = max_frame_of(p.cfg.mtu);
+        self.ports[slot] = Some(Slot { cfg: p.cfg, bridge: b, port: p.port, guard: p.guard, seen_resets, max_frame });
         self.bridges[b].members.push(slot as u16);
         self.watch.ports_changed(&self.ports);
         Ok(())

@@ -567,3 +567,19 @@ fn a_mirror_copies_a_ports_frames_and_drops_what_the_mirror_port_has_no_room_for
     assert!(!sw.watch.on);
     assert!(sw.del_mirror("b", "ids").is_err());
 }
+
+#[test]
+fn a_frame_longer_than_a_destinations_mtu_is_dropped_and_counted_there() {
+    let (mut sw, p) = switch_with(&["a", "b"]);
+    let (port, small) = Loopback::new();
+    sw.add_port(NewPort::with(PortConfig { mtu: Some(100), ..cfg("m", "br0") }, Box::new(port))).unwrap();
+    // Flooded: b (no MTU) takes both, m (MTU 100: frames up to 118 bytes) the short one.
+    let (long, fits) = (frame(BCAST, mac(1), 1, 119), frame(BCAST, mac(1), 2, 118));
+    p[0].send(&long);
+    p[0].send(&fits);
+    run(&mut sw);
+    assert_eq!(p[1].take_delivered().iter().map(Vec::len).collect::<Vec<_>>(), [119, 118]);
+    assert!(small.take_delivered() == vec![fits], "m gets the 118-byte frame alone");
+    let m = stats(&sw, "m");
+    assert_eq!((m.tx_packets, m.tx_dropped, m.drop_too_big), (1, 1, 1));
+}

@@ -218,7 +218,15 @@ pub struct PortConfig {
     /// A trunk port (an uplink): the VLANs (1..=4094) whose frames it carries, tagged (802.1Q).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trunk: Option<Vec<u16>>,
+    /// The port's MTU (68 to 9198): frames longer than it with an Ethernet header and a
+    /// VLAN tag are dropped on their way to it (counted as too big), and a vhost-user
+    /// frontend is offered it (VIRTIO_NET_F_MTU). Default: frames up to 9216 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
 }
+
+/// The MTUs a port may have: IPv4's least, up to what a 9216-byte frame carries.
+pub const MTUS: std::ops::RangeInclusive<u16> = 68..=9198;
 
 /// The VLAN ids a port may name (802.1Q reserves 0 and 4095).
 pub const VLAN_IDS: std::ops::RangeInclusive<u16> = 1..=4094;
@@ -330,6 +338,17 @@ impl PortConfig {
             uplink: None,
             vlan: None,
             trunk: None,
+            mtu: None,
+        }
+    }
+
+    /// Checks the port's MTU; the error names the field and the value.
+    pub fn check_mtu(&self) -> Result<(), String> {
+        match self.mtu {
+            Some(m) if !MTUS.contains(&m) => {
+                Err(format!("mtu {m} is out of range ({} to {})", MTUS.start(), MTUS.end()))
+            }
+            _ => Ok(()),
         }
     }
 

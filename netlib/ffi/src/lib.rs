@@ -164,6 +164,7 @@ impl FpPort {
         let opts = PoolOptions {
             nbufs: pool_size,
             hugedir: Some(hugedir.map_or_else(|| "/dev/hugepages".into(), std::path::Path::to_path_buf)),
+            ..Default::default()
         };
         let mut pool = PktPool::new(&opts).map_err(|e| fail(FP_ERR_OPEN, format!("{spec}: {e}")))?;
         let port = open_port(spec, &mut pool, qs).map_err(|e| fail(FP_ERR_OPEN, format!("{spec}: {e}")))?;
@@ -594,7 +595,7 @@ pub unsafe extern "C" fn fp_pkt_set_len(port: *mut FpPort, pkt: fp_pkt, len: u32
         let Some(mut b) = p.take(pkt) else {
             return p.bad_handle("fp_pkt_set_len", pkt);
         };
-        let room = PktPool::tailroom(&b);
+        let room = p.pool.tailroom(&b);
         let r = if len as usize > room {
             fail(FP_ERR_ARG, format!("fp_pkt_set_len: len {len} is more than the packet's room of {room} bytes"))
         } else {
@@ -620,7 +621,7 @@ pub unsafe extern "C" fn fp_pkt_room(port: *mut FpPort, pkt: fp_pkt) -> c_int {
             Err(c) => return c,
         };
         match p.held.get(pkt as usize).and_then(Option::as_ref) {
-            Some(b) => PktPool::tailroom(b) as c_int,
+            Some(b) => p.pool.tailroom(b) as c_int,
             None => p.bad_handle("fp_pkt_room", pkt),
         }
     })

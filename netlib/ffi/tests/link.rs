@@ -32,7 +32,8 @@ impl Backend {
         let (stop, got) = (Arc::new(AtomicBool::new(false)), Arc::clone(got));
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
-            let mut pool = PktPool::new(&PoolOptions { nbufs: 512, hugedir: None }).expect("pool");
+            let mut pool =
+                PktPool::new(&PoolOptions { nbufs: 512, hugedir: None, ..Default::default() }).expect("pool");
             let mut pkts = burst_vec();
             while !flag.load(Ordering::Relaxed) {
                 be.poll_control(&mut pool);

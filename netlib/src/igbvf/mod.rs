@@ -446,7 +446,8 @@ mod tests {
 
     #[test]
     fn error_messages_name_the_device() {
-        let mut pool = PktPool::new(&crate::pool::PoolOptions { nbufs: 8, hugedir: None }).unwrap();
+        let mut pool =
+            PktPool::new(&crate::pool::PoolOptions { nbufs: 8, hugedir: None, ..Default::default() }).unwrap();
         let e = IgbVf::open("0000:01:10.0", &mut pool, IgbVfOptions { queue_size: 100, ..Default::default() })
             .unwrap_err()
             .to_string();

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use crate::mem::GuestMemory;
 use crate::ring::DeviceRing;
 use crate::spec::{
-    MAX_QUEUE_SIZE, PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_REPLY_ACK, VHOST_USER_F_PROTOCOL_FEATURES,
-    VIRTIO_F_IN_ORDER, VIRTIO_F_VERSION_1, VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_NOTIFY,
+    MAX_QUEUE_SIZE, PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_NET_MTU, PROTOCOL_F_REPLY_ACK,
+    VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_IN_ORDER, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU,
+    VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_NOTIFY,
 };
 use crate::vhost_user::conn::RawMsg;
 use crate::vhost_user::message::encode;
@@ -19,12 +20,18 @@ use super::queue::{DeviceQueue, DEFAULT_MAX_FRAME};
 
 /// Features we offer. Our rings are always consumed in order (every queue pops
 /// chains and returns them in avail order), so IN_ORDER costs us nothing and lets a
-/// driver skip reading the used entries of its transmit ring.
-pub const OFFERED_FEATURES: u64 = VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES | VIRTIO_F_IN_ORDER;
-/// Protocol features we offer.
-pub const OFFERED_PROTOCOL: u64 = PROTOCOL_F_REPLY_ACK | PROTOCOL_F_CONFIGURE_MEM_SLOTS;
+/// driver skip reading the used entries of its transmit ring. MRG_RXBUF: a frame
+/// longer than one receive chain is written across several.
+pub const OFFERED_FEATURES: u64 =
+    VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES | VIRTIO_F_IN_ORDER | VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_MTU;
+/// Protocol features we offer. NET_MTU: a frontend tells the MTU its driver set
+/// (checked against the port's).
+pub const OFFERED_PROTOCOL: u64 = PROTOCOL_F_REPLY_ACK | PROTOCOL_F_CONFIGURE_MEM_SLOTS | PROTOCOL_F_NET_MTU;
 /// Memory slots we offer with CONFIGURE_MEM_SLOTS.
 pub const MAX_MEM_SLOTS: u64 = 32;
+/// The MTU a frame of [`DEFAULT_MAX_FRAME`] bytes carries (an Ethernet header and a
+/// VLAN tag taken off): the most a port without an MTU of its own takes.
+pub const MAX_FRAME_MTU: u16 = (DEFAULT_MAX_FRAME - 18) as u16;
 /// Vrings of one queue pair.
 pub const NUM_VRINGS: usize = 2;
 
@@ -73,6 +80,14 @@ pub enum ProtocolFault {
     /// reported rather than followed).
     #[error("the memory table is in use and can't change")]
     TableInUse,
+    /// An MTU over the port's.
+    #[error("the frontend set MTU {asked}, over this port's MTU of {mtu}")]
+    MtuOverPort {
+        /// The MTU the frontend set.
+        asked: u64,
+        /// The port's.
+        mtu: u16,
+    },
     /// Ring setup refused.
     #[error("vring {index}: {why}")]
     Ring {
@@ -108,6 +123,9 @@ pub struct DeviceLimits {
     /// Largest frame it may send, in bytes after the virtio-net header: a longer
     /// chain is a fault of its port, whatever its descriptors say.
     pub max_frame: u32,
+    /// The port's MTU, if it has one: a frontend's VHOST_USER_NET_SET_MTU over it is
+    /// refused (QEMU's `host_mtu` is what its guest is told, VIRTIO_NET_F_MTU).
+    pub mtu: Option<u16>,
 }
 
 /// Memory a port takes unless told otherwise: 64 GiB (mapped lazily, so a cap on
@@ -116,7 +134,7 @@ pub const DEFAULT_MAX_MEMORY: u64 = 64 << 30;
 
 impl Default for DeviceLimits {
     fn default() -> Self {
-        Self { max_memory: DEFAULT_MAX_MEMORY, require_sealed: false, max_frame: DEFAULT_MAX_FRAME }
+        Self { max_memory: DEFAULT_MAX_MEMORY, require_sealed: false, max_frame: DEFAULT_MAX_FRAME, mtu: None }
     }
 }
 
@@ -148,6 +166,13 @@ impl VhostDevice {
     /// Whether the frontend negotiated REPLY_ACK.
     pub fn reply_ack(&self) -> bool {
         self.protocol & PROTOCOL_F_REPLY_ACK != 0
+    }
+
+    /// Whether the frontend merges receive buffers (VIRTIO_NET_F_MRG_RXBUF): a frame
+    /// may span several of its receive chains.
+    #[inline]
+    pub fn mrg_rxbuf(&self) -> bool {
+        self.features & VIRTIO_NET_F_MRG_RXBUF != 0
     }
 
     /// The frontend's memory.
@@ -246,6 +271,13 @@ impl VhostDevice {
                 Reply::None
             }
             Msg::SetOwner | Msg::Ignored(_) | Msg::SetStatus(_) => Reply::None,
+            Msg::NetSetMtu(asked) => {
+                let mtu = self.limits.mtu.unwrap_or(MAX_FRAME_MTU);
+                if asked > u64::from(mtu) {
+                    return Err(ProtocolFault::MtuOverPort { asked, mtu });
+                }
+                Reply::None
+            }
             Msg::ResetOwner => {
                 *self = Self::new(self.limits);
                 Reply::None

@@ -6,11 +6,11 @@
 use crate::mem::GuestMemory;
 use crate::pool::BURST;
 use crate::port::PortCounters;
-use crate::spec::NET_HDR_LEN;
+use crate::spec::{NET_HDR_LEN, NUM_BUFFERS_AT};
 
 use super::device::VhostDevice;
 use super::frame::{Frame, Frames};
-use super::queue::{Chain, ChainFault};
+use super::queue::{Chain, ChainFault, DeviceQueue, MAX_SEGS};
 use super::{GUEST_RX, GUEST_TX, RX_NET_HDR};
 
 /// The chains of one burst from a frontend's transmit ring, walked in place (a
@@ -93,12 +93,25 @@ impl Burst {
 #[derive(Debug)]
 pub struct Filler {
     chains: Box<[Chain; BURST]>,
+    /// The receive chains one merged frame spans (VIRTIO_NET_F_MRG_RXBUF).
+    merged: Box<[Chain; MAX_SEGS]>,
 }
 
 impl Default for Filler {
     fn default() -> Self {
-        Self { chains: Box::new([Chain::empty(0); BURST]) }
+        Self { chains: Box::new([Chain::empty(0); BURST]), merged: Box::new([Chain::empty(0); MAX_SEGS]) }
     }
+}
+
+/// What became of a frame too big for one receive chain, with buffers merged.
+enum Merge {
+    /// Written whole, this many bytes in all (its header included).
+    Sent(u32),
+    /// The ring has too few chains for it now: none taken, the frame waits.
+    Short,
+    /// Its chains would have more than [`MAX_SEGS`] segments (or could not be written):
+    /// none taken, the frame is dropped.
+    TooBig,
 }
 
 impl Filler {
@@ -107,6 +120,8 @@ impl Filler {
     /// loads of their header lines, and of their data lines for writing), then copies;
     /// publishes what it wrote and signals the frontend if it sleeps. Counts what it
     /// sends in `c`, and a frame too big for its buffer as dropped (`drop_too_big`).
+    /// With VIRTIO_NET_F_MRG_RXBUF a frame longer than one chain is written across as
+    /// many as it needs (see [`Self::fill_queue`]).
     /// Returns how many frames it took (sent or dropped), even when the ring faulted
     /// part way (the fault comes second): the frames after those found no buffer, and
     /// are the caller's to keep or count.
@@ -118,24 +133,56 @@ impl Filler {
         frame: impl Fn(usize) -> Frame<'f>,
         c: &mut PortCounters,
     ) -> (usize, Result<(), ChainFault>) {
+        let merge = dev.mrg_rxbuf();
         let (mem, q) = dev.mem_and_queue(GUEST_RX);
         let Some(q) = q else { return (0, Ok(())) };
-        let n = match q.available() {
-            Ok(a) => n.min(a as usize),
-            Err(f) => return (0, Err(f)),
-        };
-        if n == 0 {
-            return (0, Ok(()));
+        let (taken, res) = self.fill_queue(mem, q, merge, n, frame, c);
+        if taken > 0 {
+            dev.notify(GUEST_RX);
         }
-        q.prefetch(n.min(BURST) as u16);
+        (taken, res)
+    }
+
+    /// [`Self::fill`] on one queue, publishing what it wrote; `merge`: receive buffers
+    /// are merged. A frame that does not fit its chain is then written across the chains
+    /// after it too, `num_buffers` in its first header, one used entry per chain; all or
+    /// nothing: if the ring has too few chains for it, none is taken and the fill stops
+    /// there (the frame and those after it are the caller's), and if the chains would
+    /// have more than [`MAX_SEGS`] segments in all, none is taken and the frame is
+    /// dropped (`drop_too_big`). A frame is never truncated.
+    #[inline]
+    pub fn fill_queue<'f>(
+        &mut self,
+        mem: &GuestMemory,
+        q: &mut DeviceQueue,
+        merge: bool,
+        n: usize,
+        frame: impl Fn(usize) -> Frame<'f>,
+        counters: &mut PortCounters,
+    ) -> (usize, Result<(), ChainFault>) {
         let mut taken = 0;
         let mut res = Ok(());
-        while taken < n && res.is_ok() {
-            let k = (n - taken).min(BURST);
+        let mut short = false;
+        let mut first = true;
+        while taken < n && res.is_ok() && !short {
+            let batch = match q.available() {
+                Ok(a) => (n - taken).min(a as usize).min(BURST),
+                Err(fault) => {
+                    res = Err(fault);
+                    break;
+                }
+            };
+            if batch == 0 {
+                break;
+            }
+            if first {
+                q.prefetch(batch as u16);
+                first = false;
+            }
             let mut popped = 0;
-            for ch in &mut self.chains[..k] {
-                if let Err(f) = q.pop_into(mem, true, ch) {
-                    res = Err(f);
+            for ch in &mut self.chains[..batch] {
+                if let Err(fault) = q.pop_into(mem, true, ch) {
+                    res = Err(fault);
                     break;
                 }
                 if let Some(s) = ch.segs().first() {
@@ -144,21 +191,95 @@ impl Filler {
                 }
                 popped += 1;
             }
-            for ch in &self.chains[..popped] {
-                if let Some(len) = frame(taken).write_to(mem, ch, &RX_NET_HDR) {
+            let mut ci = 0;
+            while ci < popped {
+                let (f, ch) = (frame(taken), &self.chains[ci]);
+                if let Some(len) = f.write_to(mem, ch, &RX_NET_HDR) {
                     q.push_used(ch.head, len);
-                    c.tx_packets += 1;
-                    c.tx_bytes += u64::from(len - NET_HDR_LEN);
+                    counters.tx_packets += 1;
+                    counters.tx_bytes += u64::from(len - NET_HDR_LEN);
+                } else if merge && u64::from(f.len()) + u64::from(NET_HDR_LEN) > u64::from(ch.total) {
+                    // The chains after this one are the frame's too: walk them again.
+                    q.unpop((popped - ci) as u16);
+                    match merge_into(&mut self.merged, mem, q, f) {
+                        Ok(Merge::Sent(len)) => {
+                            counters.tx_packets += 1;
+                            counters.tx_bytes += u64::from(len - NET_HDR_LEN);
+                        }
+                        Ok(Merge::Short) => short = true,
+                        Ok(Merge::TooBig) => {
+                            counters.tx_dropped += 1;
+                            counters.drop_too_big += 1;
+                        }
+                        Err(e) => res = Err(e),
+                    }
+                    if !short {
+                        taken += 1;
+                    }
+                    break;
                 } else {
                     q.push_used(ch.head, 0);
-                    c.tx_dropped += 1;
-                    c.drop_too_big += 1;
+                    counters.tx_dropped += 1;
+                    counters.drop_too_big += 1;
                 }
                 taken += 1;
+                ci += 1;
             }
         }
-        q.publish();
-        dev.notify(GUEST_RX);
+        if taken > 0 {
+            q.publish();
+        }
         (taken, res)
     }
+}
+
+/// Writes `f` across as many of `q`'s next chains as it needs (walked into `merged`),
+/// `num_buffers` in the first header; takes none of them unless it is written whole.
+fn merge_into(
+    merged: &mut [Chain; MAX_SEGS],
+    mem: &GuestMemory,
+    q: &mut DeviceQueue,
+    f: Frame<'_>,
+) -> Result<Merge, ChainFault> {
+    let need = u64::from(f.len()) + u64::from(NET_HDR_LEN);
+    let mut all = Chain::empty(0);
+    let mut got = 0u64;
+    let mut k = 0usize;
+    let verdict = loop {
+        if got >= need {
+            break None;
+        }
+        if k == MAX_SEGS {
+            break Some(Merge::TooBig);
+        }
+        if q.available()? == 0 {
+            break Some(Merge::Short);
+        }
+        q.pop_into(mem, true, &mut merged[k])?;
+        let ch = &merged[k];
+        k += 1;
+        let at = all.nsegs as usize;
+        let Some(to) = all.segs.get_mut(at..at + ch.nsegs as usize) else { break Some(Merge::TooBig) };
+        to.copy_from_slice(ch.segs());
+        all.nsegs += ch.nsegs;
+        got += u64::from(ch.total);
+    };
+    if let Some(v) = verdict {
+        q.unpop(k as u16);
+        return Ok(v);
+    }
+    all.total = got.min(u64::from(u32::MAX)) as u32;
+    let mut hdr = RX_NET_HDR;
+    hdr[NUM_BUFFERS_AT..NUM_BUFFERS_AT + 2].copy_from_slice(&(k as u16).to_le_bytes());
+    let Some(len) = f.write_to(mem, &all, &hdr) else {
+        q.unpop(k as u16);
+        return Ok(Merge::TooBig);
+    };
+    let mut left = len;
+    for ch in &merged[..k] {
+        let l = left.min(ch.total);
+        q.push_used(ch.head, l);
+        left -= l;
+    }
+    Ok(Merge::Sent(len))
 }

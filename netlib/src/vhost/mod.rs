@@ -18,7 +18,7 @@ pub use frame::{copy_chain, read_chain, write_chain, Frame, FrameBuf, Frames, Ta
 pub use queue::{Chain, ChainFault, DeviceQueue};
 
 use crate::cadence::Cadence;
-use crate::pool::{Packet, PktPool, BURST, DATA_ROOM};
+use crate::pool::{Packet, PktPool, BURST};
 use crate::port::{LinkState, Port, PortCounters};
 use crate::spec::NET_HDR_LEN;
 use crate::vhost_user::message::{encode, FLAG_REPLY, FLAG_VERSION};
@@ -388,13 +388,14 @@ impl VhostBackend {
                 break;
             }
             let frames = self.burst.frames(self.dev.mem());
+            let room = u32::from(pool.data_room());
             let mut bytes = 0u64;
             let mut ok_n = 0usize;
             for i in 0..frames.len() {
                 let f = frames.get(i);
                 let len = f.len();
                 let runt = matches!(f, Frame::Guest { chain, .. } if chain.total < NET_HDR_LEN);
-                if runt || len > u32::from(DATA_ROOM) {
+                if runt || len > room {
                     self.counters.rx_errors += 1;
                     continue;
                 }
@@ -489,5 +490,7 @@ impl Drop for VhostBackend {
     }
 }
 
+#[cfg(test)]
+mod merge_tests;
 #[cfg(test)]
 mod tests;

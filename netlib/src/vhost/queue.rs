@@ -233,6 +233,13 @@ impl DeviceQueue {
         Err(ChainFault::ChainTooLong { head, size })
     }
 
+    /// Gives back the last `n` chains popped and not yet used: the next pops walk them
+    /// again (a frame that would span more receive chains than the ring holds takes none).
+    #[inline]
+    pub fn unpop(&mut self, n: u16) {
+        self.last_avail = self.last_avail.wrapping_sub(n);
+    }
+
     /// Writes a used entry (not yet published).
     #[inline]
     pub fn push_used(&mut self, head: u16, len: u32) {

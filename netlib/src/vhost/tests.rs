@@ -19,16 +19,18 @@ use crate::vhost_user::{MemRegion, Request};
 use crate::virtio_user::{VirtioUser, VirtioUserOptions};
 
 /// A driver ring and a data region, both mapped into a GuestMemory as a backend would.
-struct Rig {
-    drv: DriverRing,
-    data: Region,
-    q: DeviceQueue,
-    mem: Arc<GuestMemory>,
+pub(super) struct Rig {
+    pub(super) drv: DriverRing,
+    pub(super) data: Region,
+    pub(super) q: DeviceQueue,
+    pub(super) mem: Arc<GuestMemory>,
 }
 
-const SIZE: u16 = 8;
+/// Entries of a rig's ring.
+pub(super) const SIZE: u16 = 8;
 
-fn rig() -> Rig {
+/// A rig with nothing posted.
+pub(super) fn rig() -> Rig {
     let drv = DriverRing::new(SIZE, None).unwrap();
     let data = Region::create(None, 1 << 16).unwrap();
     let mut gm = GuestMemory::default();
@@ -43,10 +45,10 @@ fn rig() -> Rig {
 }
 
 impl Rig {
-    fn buf(&self, off: u64) -> u64 {
+    pub(super) fn buf(&self, off: u64) -> u64 {
         self.data.map().addr() + off
     }
-    fn post(&self, heads: &[u16]) {
+    pub(super) fn post(&self, heads: &[u16]) {
         for (i, &h) in heads.iter().enumerate() {
             self.drv.set_avail(i as u16, h);
         }
@@ -58,7 +60,7 @@ impl Rig {
     }
 }
 
-fn d(addr: u64, len: u32, flags: u16, next: u16) -> Desc {
+pub(super) fn d(addr: u64, len: u32, flags: u16, next: u16) -> Desc {
     Desc { addr, len, flags, next }
 }
 
@@ -417,11 +419,11 @@ fn malformed_messages_reset_the_port_and_it_keeps_serving() {
     assert!(drive(&mut be, |b| !b.connected()));
     assert!(be.last_fault().unwrap().contains("fds"), "{:?}", be.last_fault());
     // After all that, a real frontend still comes up.
-    let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 512, hugedir: None }).unwrap();
+    let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 512, hugedir: None, ..Default::default() }).unwrap();
     let p2 = path.clone();
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let t = std::thread::spawn(move || {
-        let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 512, hugedir: None }).unwrap();
+        let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 512, hugedir: None, ..Default::default() }).unwrap();
         let port = VirtioUser::open(&p2, &mut pool, VirtioUserOptions::default());
         // Stay connected until the backend has seen the rings start.
         let _ = rx.recv_timeout(Duration::from_secs(5));
@@ -493,7 +495,7 @@ fn in_order_frontend_reclaims_every_buffer() {
     let p2 = path.clone();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let t = std::thread::spawn(move || -> Result<(), String> {
-        let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 1024, hugedir: None }).unwrap();
+        let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 1024, hugedir: None, ..Default::default() }).unwrap();
         let mut port = VirtioUser::open(&p2, &mut pool, VirtioUserOptions::default()).map_err(|e| e.to_string())?;
         if !port.in_order() {
             return Err("IN_ORDER not negotiated".into());
@@ -524,7 +526,7 @@ fn in_order_frontend_reclaims_every_buffer() {
         }
         Ok(())
     });
-    let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 1024, hugedir: None }).unwrap();
+    let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 1024, hugedir: None, ..Default::default() }).unwrap();
     let mut burst = crate::pool::burst_vec();
     let mut next = 0u32;
     let deadline = Instant::now() + Duration::from_secs(15);

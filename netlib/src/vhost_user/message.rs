@@ -271,7 +271,9 @@ pub enum Msg {
     RemMemReg(MemRegion),
     SetStatus(u64),
     GetStatus,
-    /// Requests we accept and ignore (RARP, MTU, log base/fd).
+    /// The MTU the driver set (VHOST_USER_NET_SET_MTU, with PROTOCOL_F_NET_MTU).
+    NetSetMtu(u64),
+    /// Requests we accept and ignore (RARP, log base/fd).
     Ignored(Request),
 }
 
@@ -336,6 +338,7 @@ impl Msg {
             R::SetFeatures => Msg::SetFeatures(u64_payload(req)?),
             R::SetProtocolFeatures => Msg::SetProtocolFeatures(u64_payload(req)?),
             R::SetStatus => Msg::SetStatus(u64_payload(req)?),
+            R::NetSetMtu => Msg::NetSetMtu(u64_payload(req)?),
             R::SetVringNum => Msg::SetVringNum(state(req)?),
             R::SetVringBase => Msg::SetVringBase(state(req)?),
             R::GetVringBase => Msg::GetVringBase(state(req)?),
@@ -396,7 +399,7 @@ impl Msg {
                     Msg::RemMemReg(r)
                 }
             }
-            R::SetLogBase | R::SetLogFd | R::SendRarp | R::NetSetMtu => Msg::Ignored(req),
+            R::SetLogBase | R::SetLogFd | R::SendRarp => Msg::Ignored(req),
         };
         // Only these requests carry fds; any fd on another is a protocol error.
         let fd_ok = matches!(

@@ -11,7 +11,7 @@ use super::{State, VirtioUser, VirtioUserError};
 use crate::pool::PktPool;
 use crate::spec::{
     PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_REPLY_ACK, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_IN_ORDER,
-    VIRTIO_F_VERSION_1, VRING_AVAIL_F_NO_INTERRUPT,
+    VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, VRING_AVAIL_F_NO_INTERRUPT,
 };
 use crate::vhost_user::conn::RawMsg;
 use crate::vhost_user::message::{encode, FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION};
@@ -119,8 +119,10 @@ impl VirtioUser {
             ch.protocol = want;
         }
         ch.request(Request::SetOwner, &[], &[], false)?;
-        let ours = VIRTIO_F_VERSION_1 | (features & (VHOST_USER_F_PROTOCOL_FEATURES | VIRTIO_F_IN_ORDER));
+        let ours = VIRTIO_F_VERSION_1
+            | (features & (VHOST_USER_F_PROTOCOL_FEATURES | VIRTIO_F_IN_ORDER | VIRTIO_NET_F_MRG_RXBUF));
         self.in_order = ours & VIRTIO_F_IN_ORDER != 0;
+        self.mrg_rxbuf = ours & VIRTIO_NET_F_MRG_RXBUF != 0;
         ch.request(Request::SetFeatures, &encode::u64(ours), &[], true)?;
         send_memory(&mut ch, &self.regions())?;
         // Receive buffers go in before the backend sees the ring.

@@ -8,6 +8,8 @@
 
 mod backoff;
 mod handshake;
+#[cfg(test)]
+mod merge_tests;
 mod queue;
 mod reconnect;
 #[cfg(test)]
@@ -104,6 +106,8 @@ pub struct VirtioUser {
     protocol: u64,
     /// VIRTIO_F_IN_ORDER was negotiated.
     in_order: bool,
+    /// VIRTIO_NET_F_MRG_RXBUF was negotiated: a received frame may span several buffers.
+    mrg_rxbuf: bool,
     counters: PortCounters,
     cadence: Cadence,
     /// When the port tries its backend again while down.
@@ -148,6 +152,7 @@ impl VirtioUser {
             state: State::Down,
             protocol: 0,
             in_order: false,
+            mrg_rxbuf: false,
             counters: PortCounters::default(),
             cadence: Cadence::default(),
             backoff: backoff::Backoff::default(),
@@ -194,7 +199,7 @@ impl Port for VirtioUser {
         if !self.check_pool(pool) || !self.tick(pool) {
             return 0;
         }
-        let (got, fault) = self.rxq.receive(pool, pkts, &mut self.counters);
+        let (got, fault) = self.rxq.receive(pool, pkts, &mut self.counters, self.mrg_rxbuf);
         if let Some(f) = fault {
             self.go_down(pool, &f);
         } else if got > 0 {

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::VirtioUserError;
-use crate::pool::{Packet, PktPool, DATA_ROOM, HEADROOM};
+use crate::pool::{Packet, PktPool, HEADROOM};
 use crate::port::PortCounters;
 use crate::ring::{Desc, DriverRing};
-use crate::spec::{NET_HDR_LEN, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY};
+use crate::spec::{NET_HDR_LEN, NUM_BUFFERS_AT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY};
 
 /// One driver-side queue with its packets in flight.
 #[derive(Debug)]
@@ -69,6 +69,7 @@ impl DriverQueue {
 
     /// Posts free receive descriptors with fresh buffers (the receive queue).
     pub(super) fn refill_rx(&mut self, pool: &mut PktPool) {
+        let room = u32::from(pool.data_room());
         let mut n = 0u16;
         while let Some(&id) = self.free.front() {
             let Some(p) = pool.alloc() else { break };
@@ -77,7 +78,7 @@ impl DriverQueue {
                 id,
                 Desc {
                     addr: pool.data_addr(&p) - NET_HDR_LEN as u64,
-                    len: NET_HDR_LEN + u32::from(DATA_ROOM),
+                    len: NET_HDR_LEN + room,
                     flags: VRING_DESC_F_WRITE,
                     next: 0,
                 },
@@ -93,47 +94,111 @@ impl DriverQueue {
     }
 
     /// Takes the buffers the backend filled (the receive queue) into `pkts`, as many as
-    /// it has room for, counting them in `counters`. Returns how many it took, and the
-    /// fault, if the backend broke the ring (the port must then go down).
+    /// it has room for, counting them in `counters`. `merged`: VIRTIO_NET_F_MRG_RXBUF was
+    /// negotiated, and a frame may span several buffers (see [`Self::merge`]). Returns
+    /// how many it took, and the fault, if the backend broke the ring (the port must then
+    /// go down).
     #[inline]
     pub(super) fn receive(
         &mut self,
         pool: &mut PktPool,
         pkts: &mut Vec<Packet>,
         counters: &mut PortCounters,
+        merged: bool,
     ) -> (usize, Option<String>) {
         let used = self.ring.used_idx();
-        let pending = used.wrapping_sub(self.last_used);
+        let mut pending = used.wrapping_sub(self.last_used);
         if pending > self.ring.size() {
             return (0, Some(format!("rx used index jumped to {used}")));
         }
         let room = pkts.capacity() - pkts.len();
-        let n = (pending as usize).min(room);
+        let max = u32::from(pool.data_room());
         let mut got = 0;
         let mut bytes = 0u64;
-        let mut fault = None;
-        for _ in 0..n {
-            let (id, len) = self.ring.used_elem(self.last_used);
-            self.last_used = self.last_used.wrapping_add(1);
-            let Some(mut p) = self.slots.get_mut(id as usize).and_then(Option::take) else {
-                fault = Some(format!("rx used id {id} is not in flight"));
-                break;
+        while got < room && pending > 0 {
+            pending -= 1;
+            let mut p = match self.take_used(pool, max) {
+                Ok(Some(p)) => p,
+                Ok(None) => {
+                    counters.rx_errors += 1;
+                    continue;
+                }
+                Err(f) => return (got, Some(f)),
             };
-            self.free.push_back(id as u16);
-            let data_len = len.wrapping_sub(NET_HDR_LEN);
-            if len < NET_HDR_LEN || data_len > u32::from(DATA_ROOM) {
-                counters.rx_errors += 1;
-                pool.free(p);
-                continue;
+            if merged {
+                match self.merge(pool, &mut p, &mut pending, max) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        counters.rx_errors += 1;
+                        pool.free(p);
+                        continue;
+                    }
+                    Err(f) => {
+                        pool.free(p);
+                        return (got, Some(f));
+                    }
+                }
             }
-            PktPool::reshape(&mut p, HEADROOM, data_len as u16);
-            bytes += data_len as u64;
+            bytes += p.len() as u64;
             pkts.push(p);
             got += 1;
         }
         counters.rx_packets += got as u64;
         counters.rx_bytes += bytes;
-        (got, fault)
+        (got, None)
+    }
+
+    /// Takes the next used receive buffer, its data (after the header, at most `max`
+    /// bytes) in place; `None` (the buffer freed) if its length is out of bounds.
+    #[inline]
+    fn take_used(&mut self, pool: &mut PktPool, max: u32) -> Result<Option<Packet>, String> {
+        let (id, len) = self.ring.used_elem(self.last_used);
+        self.last_used = self.last_used.wrapping_add(1);
+        let Some(mut p) = self.slots.get_mut(id as usize).and_then(Option::take) else {
+            return Err(format!("rx used id {id} is not in flight"));
+        };
+        self.free.push_back(id as u16);
+        let data_len = len.wrapping_sub(NET_HDR_LEN);
+        if len < NET_HDR_LEN || data_len > max {
+            pool.free(p);
+            return Ok(None);
+        }
+        PktPool::reshape(&mut p, HEADROOM, data_len as u16);
+        Ok(Some(p))
+    }
+
+    /// Appends to `p` (a frame's first buffer) the other buffers its header's
+    /// `num_buffers` says the frame spans, each taken from the used ring (`pending` of
+    /// them are there) and freed. The count is the backend's word, so it is bounded: a
+    /// count of 0, more buffers than are used, or a frame past `p`'s room make the frame
+    /// bad (false), with every buffer it had taken freed.
+    #[inline]
+    fn merge(&mut self, pool: &mut PktPool, p: &mut Packet, pending: &mut u16, max: u32) -> Result<bool, String> {
+        let hdr = pool.header(p, NET_HDR_LEN as u16);
+        let n = u16::from_le_bytes([hdr[NUM_BUFFERS_AT], hdr[NUM_BUFFERS_AT + 1]]);
+        if n == 1 {
+            return Ok(true);
+        }
+        if n == 0 || n - 1 > *pending {
+            return Ok(false);
+        }
+        let mut whole = true;
+        for _ in 1..n {
+            *pending -= 1;
+            let (id, len) = self.ring.used_elem(self.last_used);
+            self.last_used = self.last_used.wrapping_add(1);
+            let Some(mut q) = self.slots.get_mut(id as usize).and_then(Option::take) else {
+                return Err(format!("rx used id {id} is not in flight"));
+            };
+            self.free.push_back(id as u16);
+            // A buffer after the first holds data from its start (where a header would be).
+            whole &= len <= max + NET_HDR_LEN && {
+                PktPool::reshape(&mut q, HEADROOM - NET_HDR_LEN as u16, len as u16);
+                pool.append(p, &q)
+            };
+            pool.free(q);
+        }
+        Ok(whole)
     }
 
     /// Frees transmitted packets (the transmit queue); an error if the backend returned a

@@ -14,7 +14,7 @@ fn tmp_sock(tag: &str) -> PathBuf {
 }
 
 fn small_pool() -> PktPool {
-    PktPool::new(&PoolOptions { nbufs: 512, hugedir: None }).unwrap()
+    PktPool::new(&PoolOptions { nbufs: 512, hugedir: None, ..Default::default() }).unwrap()
 }
 
 /// A thread polling one of our vhost-user backends, stopped and joined on drop.

@@ -203,7 +203,8 @@ impl Case {
             Kind::H2v(size) => peer_h2v(&mut sb, ctx, size),
             Kind::Twoway => peer_twoway(&mut sb, ctx),
             Kind::Switch => peer_switch(&mut sb, ctx),
-            Kind::Capture => ours_switch(&mut sb, ctx, &[], false),
+            // capture_64 and scrape_64 race our switch without the capture or the scrapes.
+            Kind::Capture | Kind::Scrape => ours_switch(&mut sb, ctx, &[], false),
             Kind::Rtt => peer_rtt(&mut sb, ctx),
             Kind::Start => peer_start(&mut sb, ctx),
             Kind::Vnf(_) => apps::vnf_64(&mut sb, ctx, apps::Vnf::L2fwd),
@@ -216,7 +217,6 @@ impl Case {
             Kind::AfxdpOvs => uplink::ovs_afxdp_64(&mut sb, ctx),
             Kind::Vxlan => vxlan::kernel_vxlan_64(&mut sb, ctx),
             Kind::Restart => restart::peer(&mut sb, ctx),
-            Kind::Scrape => ours_switch(&mut sb, ctx, &[], false),
         }
     }
 }

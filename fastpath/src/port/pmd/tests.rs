@@ -21,7 +21,7 @@ fn frame(seq: u32) -> Vec<u8> {
 }
 
 fn small_pool(nbufs: u32) -> PktPool {
-    PktPool::new(&PoolOptions { nbufs, hugedir: None }).unwrap()
+    PktPool::new(&PoolOptions { nbufs, hugedir: None, ..Default::default() }).unwrap()
 }
 
 /// A virtio-user frontend in a thread: sends `N` frames once `go` says so, then takes

@@ -1,0 +1,103 @@
+// The driver side of mergeable receive buffers: a frame a device spread over several
+// buffers is put back together, and a count the device lied about is bounded.
+//! Tests of receive with VIRTIO_NET_F_MRG_RXBUF.
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use super::queue::DriverQueue;
+use crate::mem::GuestMemory;
+use crate::pool::{burst_vec, PktPool, PoolOptions};
+use crate::port::PortCounters;
+use crate::ring::DeviceRing;
+use crate::spec::{NET_HDR_LEN, NUM_BUFFERS_AT};
+use crate::vhost::{write_chain, DeviceQueue};
+
+const SIZE: u16 = 16;
+const ROOM: u16 = 4096;
+
+/// A driver's receive queue, its buffers posted, and the device's view of it.
+struct Rig {
+    pool: PktPool,
+    drv: DriverQueue,
+    mem: Arc<GuestMemory>,
+    dev: DeviceQueue,
+}
+
+fn rig() -> Rig {
+    let mut pool = PktPool::new(&PoolOptions { nbufs: 64, hugedir: None, data_room: ROOM }).unwrap();
+    let mut drv = DriverQueue::new(SIZE).unwrap();
+    drv.refill_rx(&mut pool);
+    let mut gm = GuestMemory::default();
+    for r in [pool.region(), drv.ring.region()] {
+        let m = r.map();
+        gm.add_region(r.fd().as_fd(), m.addr(), m.addr(), m.len() as u64, 0).unwrap();
+    }
+    let mem = Arc::new(gm);
+    let l = drv.ring.layout();
+    let ring = DeviceRing::new(&mem, u32::from(SIZE), l.desc, l.avail, l.used).unwrap();
+    Rig { pool, drv, mem, dev: DeviceQueue::new(ring, 0) }
+}
+
+impl Rig {
+    /// The device writes `parts` into as many buffers, the first after a header whose
+    /// num_buffers is `count`, and publishes them.
+    fn device_writes(&mut self, count: u16, parts: &[&[u8]]) {
+        for (i, part) in parts.iter().enumerate() {
+            let ch = self.dev.pop(&self.mem, true).unwrap();
+            let mut hdr = [0u8; NET_HDR_LEN as usize];
+            hdr[NUM_BUFFERS_AT..].copy_from_slice(&count.to_le_bytes());
+            let hdr: &[u8] = if i == 0 { &hdr } else { &[] };
+            let len = write_chain(&self.mem, &ch, hdr, part).unwrap();
+            self.dev.push_used(ch.head, len);
+        }
+        self.dev.publish();
+    }
+
+    /// Receives, returns the frames' bytes, refills; checks that no buffer went missing.
+    fn receive(&mut self, c: &mut PortCounters) -> Vec<Vec<u8>> {
+        let mut pkts = burst_vec();
+        let (_, fault) = self.drv.receive(&mut self.pool, &mut pkts, c, true);
+        assert_eq!(fault, None);
+        let out = pkts.iter().map(|p| self.pool.data(p).to_vec()).collect();
+        self.pool.free_all(&mut pkts);
+        self.drv.refill_rx(&mut self.pool);
+        assert_eq!(self.pool.available(), 64 - usize::from(SIZE), "every buffer back in the pool or the ring");
+        out
+    }
+}
+
+#[test]
+fn a_frame_over_three_buffers_is_put_back_together() {
+    let mut r = rig();
+    let (a, b, cc) = (vec![1u8; 1500], vec![2u8; 1500], vec![3u8; 600]);
+    r.device_writes(1, &[&[9u8; 60]]);
+    r.device_writes(3, &[&a, &b, &cc]);
+    let mut c = PortCounters::default();
+    let got = r.receive(&mut c);
+    assert_eq!(got, [vec![9u8; 60], [a, b, cc].concat()]);
+    assert_eq!((c.rx_packets, c.rx_bytes, c.rx_errors), (2, 3660, 0));
+}
+
+#[test]
+fn lying_or_zero_counts_and_frames_past_the_room_are_dropped_with_their_buffers() {
+    let mut r = rig();
+    let mut c = PortCounters::default();
+    // num_buffers 0, then a count past what the device used: the first buffer is dropped.
+    r.device_writes(0, &[&[1u8; 100]]);
+    assert_eq!(r.receive(&mut c), Vec::<Vec<u8>>::new());
+    r.device_writes(9, &[&[1u8; 100], &[2u8; 100]]);
+    // The second buffer then reads as a frame of its own, whose "header" is its data.
+    let got = r.receive(&mut c);
+    assert!(got.is_empty() || got == [vec![2u8; 100 - NET_HDR_LEN as usize]], "{got:?}");
+    assert_eq!(c.rx_errors + c.rx_packets, 3);
+    // Three full buffers: 4096 + 4108 + 4108 bytes, past the first buffer's room.
+    let big = [vec![4u8; 4096], vec![5u8; 4108], vec![6u8; 4108]];
+    let before = c.rx_errors;
+    r.device_writes(3, &[&big[0], &big[1], &big[2]]);
+    assert_eq!(r.receive(&mut c), Vec::<Vec<u8>>::new());
+    assert_eq!(c.rx_errors, before + 1);
+    // And the queue goes on.
+    r.device_writes(1, &[&[7u8; 64]]);
+    assert_eq!(r.receive(&mut c), [vec![7u8; 64]]);
+}
