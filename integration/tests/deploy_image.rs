@@ -39,6 +39,10 @@ struct Podman {
     global: Vec<String>,
     name: String,
     image: String,
+    /// The host pid of the container's fastpathd, once known: killed at the end whatever
+    /// `podman rm` did (with the host's pid namespace, a removed container's process was seen
+    /// to outlive it, polling core 0 for the rest of the suite).
+    switch_pid: std::cell::Cell<Option<u32>>,
 }
 
 impl Podman {
@@ -60,6 +64,12 @@ impl Drop for Podman {
             let _ = run_with_timeout(c, Duration::from_mins(1));
         };
         quiet(self.cmd().args(["rm", "--force", "--time", "5", &self.name]));
+        if let Some(pid) = self.switch_pid.get() {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "fastpathd" {
+                quiet(Command::new("kill").args(["-9", &pid.to_string()]));
+            }
+        }
         quiet(self.cmd().args(["rmi", "--force", &self.image]));
         quiet(self.cmd().args(["system", "reset", "--force"]));
     }
@@ -158,7 +168,7 @@ fn build_image(test: &str, dir: &Path, name: &str) -> Option<Podman> {
         format!("--runroot={}", dir.join("pm/run").display()),
         "--cgroup-manager=cgroupfs".to_string(),
     ];
-    let pm = Podman { global, name: name.to_string(), image };
+    let pm = Podman { global, name: name.to_string(), image, switch_pid: std::cell::Cell::new(None) };
     let o = run_with_timeout(
         Command::new("sh")
             .arg(workspace_dir().join("deploy/build-image.sh"))
@@ -214,6 +224,7 @@ fn node_image_fastpathd_serves_hook_containers() {
     let state = status["state_file"].as_str().unwrap_or("");
     assert!(Path::new(state).starts_with(&run_dir), "fastpathd keeps its state in {state}, not in the node's run dir");
     let pid = status["pid"].as_u64().unwrap_or_else(|| panic!("status has no pid: {status}"));
+    pm.switch_pid.set(u32::try_from(pid).ok());
     let mnt = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
     assert!(mnt(&pid.to_string()).is_some(), "pid {pid} (the DaemonSet's hostPID) is not visible from the host");
     assert_ne!(mnt(&pid.to_string()), mnt("self"), "fastpathd {pid} is not in the image's container");

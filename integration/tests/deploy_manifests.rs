@@ -265,7 +265,7 @@ fn daemonset_mounts_the_node_paths_at_their_own_paths() {
     }
     // The README tells how to build it and what it mounts.
     let readme = read(&workspace_dir().join("README.md"));
-    let at = readme.find("Kubernetes: the node image").expect("README: a 'Kubernetes: the node image' section");
+    let at = readme.find("\n## Kubernetes: the node image").expect("README: a 'Kubernetes: the node image' section");
     let section = &readme[at..];
     let section = &section[..section[1..].find("\n## ").map_or(section.len(), |e| e + 1)];
     for p in HOST_PATHS.iter().chain(&["deploy/build-image.sh", "fastpath-hook gc"]) {

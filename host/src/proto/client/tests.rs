@@ -95,7 +95,7 @@ fn a_newer_switch_tells_this_client_to_upgrade() {
         format!(
             "fastpathd speaks control protocol {}, this client {}: upgrade this client",
             VERSION + 1,
-            Request::Status.min_version()
+            Request::Mirrors.min_version()
         )
     );
     // One that still serves this version answers.
