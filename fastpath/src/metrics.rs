@@ -24,6 +24,9 @@ use crate::worker::Command;
 /// within a millisecond when polling, 10 ms when asleep in interrupt mode).
 pub const WORKER_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The shortest time between two snapshots the worker is asked for.
+const MIN_SNAPSHOT_GAP: Duration = Duration::from_millis(50);
+
 /// The metrics as the worker behind `worker` sees them now, rendered; `None` if it did not
 /// answer within [`WORKER_TIMEOUT`].
 pub fn scrape(worker: &Sender<Command>) -> Option<String> {
@@ -48,7 +51,19 @@ pub fn spawn(addr: SocketAddr, worker: Sender<Command>, wait: Duration) -> std::
     };
     let bound = listener.local_addr()?;
     std::thread::Builder::new().name("fastpath-metrics".into()).spawn(move || {
-        http::serve(listener, || scrape(&worker));
+        // Scrapes closer together than MIN_SNAPSHOT_GAP get the last snapshot again: a
+        // client scraping in a loop can't keep the worker building snapshots.
+        let mut last: Option<(std::time::Instant, String)> = None;
+        http::serve(listener, || {
+            if let Some((at, text)) = &last {
+                if at.elapsed() < MIN_SNAPSHOT_GAP {
+                    return Some(text.clone());
+                }
+            }
+            let text = scrape(&worker)?;
+            last = Some((std::time::Instant::now(), text.clone()));
+            Some(text)
+        });
     })?;
     Ok(bound)
 }

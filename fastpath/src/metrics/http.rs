@@ -107,11 +107,11 @@ pub fn serve_one(mut conn: TcpStream, metrics: impl FnOnce() -> Option<String>) 
 
 /// Serves connections one after another, for good: a client that stalls is cut off by the
 /// timeouts, and the worker is never waited on longer than `metrics` waits for it.
-pub fn serve(listener: TcpListener, metrics: impl Fn() -> Option<String>) {
+pub fn serve(listener: TcpListener, mut metrics: impl FnMut() -> Option<String>) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        if let Err(e) = serve_one(conn, &metrics) {
+        if let Err(e) = serve_one(conn, &mut metrics) {
             tracing::debug!("metrics client {peer}: {e}");
         }
     }
