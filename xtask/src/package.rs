@@ -85,9 +85,9 @@ pub fn deb_path(ws: &Workspace) -> PathBuf {
 
 /// Assembles the package tree from `static_dir` and the release build, and runs dpkg-deb.
 pub fn build(ws: &Workspace, static_dir: &Path) -> Result<PathBuf> {
-    for tool in ["dpkg-deb", "dpkg-shlibdeps", "strip", "md5sum"] {
+    for tool in ["dpkg-deb", "dpkg-shlibdeps", "strip", "md5sum", "gzip", "date"] {
         if fastpath_oci::which(tool).is_none() {
-            bail!("{tool} is not installed (apt-get install dpkg-dev binutils)");
+            bail!("{tool} is not installed (apt-get install dpkg-dev binutils gzip coreutils)");
         }
     }
     let out = deb_path(ws);
@@ -103,13 +103,8 @@ pub fn build(ws: &Workspace, static_dir: &Path) -> Result<PathBuf> {
             From::Unit => write(&root, dst, &unit(&ws.root.join(src))?, *mode)?,
         }
     }
-    // Debug info off the binaries and libraries (Debian ships it in -dbgsym packages).
-    let elves: Vec<PathBuf> = FILES
-        .iter()
-        .filter(|(from, ..)| matches!(from, From::Static | From::Release))
-        .map(|(_, _, dst, _)| root.join(dst))
-        .collect();
-    procs::run(Spawn::new("strip", "strip").args(["--strip-debug"]).args(&elves), Duration::from_secs(300))?;
+    strip(&root)?;
+    changelog(ws, &root)?;
     hooks_d(&root)?;
     let conffiles =
         FILES.iter().filter(|(_, _, dst, _)| dst.starts_with("etc/")).map(|(_, _, dst, _)| format!("/{dst}\n"));
@@ -118,7 +113,7 @@ pub fn build(ws: &Workspace, static_dir: &Path) -> Result<PathBuf> {
     let control = fs::read_to_string(ws.root.join("deploy/deb/control"))
         .context("reading deploy/deb/control")?
         .replace("@VERSION@", env!("CARGO_PKG_VERSION"))
-        .replace("@DEPENDS@", &depends(&stage, &elves)?)
+        .replace("@DEPENDS@", &depends(&stage, &elves(&root))?)
         .replace("@INSTALLED_SIZE@", &installed_kib(&root)?.to_string());
     write(&root, "DEBIAN/control", &control, 0o644)?;
     procs::run(
@@ -126,6 +121,47 @@ pub fn build(ws: &Workspace, static_dir: &Path) -> Result<PathBuf> {
         Duration::from_secs(600),
     )?;
     Ok(out)
+}
+
+/// The package's ELF files: executables and libraries.
+fn elves(root: &Path) -> Vec<PathBuf> {
+    FILES
+        .iter()
+        .filter(|(from, ..)| matches!(from, From::Static | From::Release))
+        .map(|(_, _, dst, _)| root.join(dst))
+        .collect()
+}
+
+/// Strips the ELF files as Debian's dh_strip does (the debug info would go to a -dbgsym
+/// package): executables and shared libraries to what they need to run, archives of their
+/// debug info only.
+fn strip(root: &Path) -> Result<()> {
+    let (archives, rest): (Vec<PathBuf>, Vec<PathBuf>) =
+        elves(root).into_iter().partition(|p| p.extension().is_some_and(|e| e == "a"));
+    let common = ["--remove-section=.comment", "--remove-section=.note"];
+    for (how, files) in [("--strip-unneeded", rest), ("--strip-debug", archives)] {
+        let mut spawn = Spawn::new("strip", "strip").args([how]).args(common).args(&files);
+        if how == "--strip-debug" {
+            spawn = spawn.args(["--enable-deterministic-archives"]);
+        }
+        procs::run(spawn, Duration::from_secs(300))?;
+    }
+    Ok(())
+}
+
+/// usr/share/doc/fastpath/changelog.gz: deploy/deb/changelog with the version and today's
+/// date (RFC 2822, as dpkg-parsechangelog reads it), `gzip -9n` as Debian's tools compress it.
+fn changelog(ws: &Workspace, root: &Path) -> Result<()> {
+    let date = procs::run(Spawn::new("date", "date").args(["-R", "-u"]), Duration::from_secs(10))?.stdout_lines();
+    let Some(date) = date.first() else { bail!("date -R printed nothing") };
+    let text = fs::read_to_string(ws.root.join("deploy/deb/changelog"))
+        .context("reading deploy/deb/changelog")?
+        .replace("@VERSION@", env!("CARGO_PKG_VERSION"))
+        .replace("@DATE@", date);
+    let rel = "usr/share/doc/fastpath/changelog";
+    write(root, rel, &text, 0o644)?;
+    procs::run(Spawn::new("gzip", "gzip").args(["-9n"]).args([root.join(rel)]), Duration::from_secs(60))?;
+    Ok(())
 }
 
 /// Copies `src` to `<root>/<dst>` (parents made 0755) with `mode`.
