@@ -22,7 +22,7 @@ pub struct PackageArgs {
 
 /// Where a file of the package comes from.
 #[derive(Clone, Copy)]
-enum From {
+enum Origin {
     /// The static build (`<target>/static/x86_64-unknown-linux-gnu/release`).
     Static,
     /// The host's release build (`<target>/release`): the C library.
@@ -36,27 +36,27 @@ enum From {
 
 /// Every file of the package: where it comes from, its path in the package, its mode.
 /// The podman hooks.d files are written by the packaged hook itself ([`hooks_d`]).
-const FILES: &[(From, &str, &str, u32)] = &[
-    (From::Static, "fastpathd", "usr/bin/fastpathd", 0o755),
-    (From::Static, "fastpathctl", "usr/bin/fastpathctl", 0o755),
-    (From::Static, "fastpath-hook", "usr/bin/fastpath-hook", 0o755),
+const FILES: &[(Origin, &str, &str, u32)] = &[
+    (Origin::Static, "fastpathd", "usr/bin/fastpathd", 0o755),
+    (Origin::Static, "fastpathctl", "usr/bin/fastpathctl", 0o755),
+    (Origin::Static, "fastpath-hook", "usr/bin/fastpath-hook", 0o755),
     // Where Debian's containernetworking-plugins keep CNI plugins.
-    (From::Static, "fastpath-cni", "usr/lib/cni/fastpath-cni", 0o755),
-    (From::Release, "libfastpath_net.so", "usr/lib/x86_64-linux-gnu/libfastpath_net.so", 0o644),
-    (From::Release, "libfastpath_net.a", "usr/lib/x86_64-linux-gnu/libfastpath_net.a", 0o644),
-    (From::Source, "netlib/ffi/include/fastpath_net.h", "usr/include/fastpath_net.h", 0o644),
+    (Origin::Static, "fastpath-cni", "usr/lib/cni/fastpath-cni", 0o755),
+    (Origin::Release, "libfastpath_net.so", "usr/lib/x86_64-linux-gnu/libfastpath_net.so", 0o644),
+    (Origin::Release, "libfastpath_net.a", "usr/lib/x86_64-linux-gnu/libfastpath_net.a", 0o644),
+    (Origin::Source, "netlib/ffi/include/fastpath_net.h", "usr/include/fastpath_net.h", 0o644),
     // hook.toml's lib_dir: what fastpath.io/inject mounts into a container (a directory of
     // its own, so that a container sees these two files and not the host's library directory).
-    (From::Release, "libfastpath_net.so", "usr/lib/fastpath/libfastpath_net.so", 0o644),
-    (From::Source, "netlib/ffi/include/fastpath_net.h", "usr/lib/fastpath/fastpath_net.h", 0o644),
-    (From::Unit, "fastpath/dist/fastpathd.service", "lib/systemd/system/fastpathd.service", 0o644),
-    (From::Unit, "deploy/deb/fastpath-gc.service", "lib/systemd/system/fastpath-gc.service", 0o644),
-    (From::Source, "deploy/deb/hook.toml", "etc/fastpath/hook.toml", 0o644),
-    (From::Source, "deploy/deb/fastpathd.toml", "etc/fastpath/fastpathd.toml", 0o644),
-    (From::Source, "deploy/deb/copyright", "usr/share/doc/fastpath/copyright", 0o644),
-    (From::Source, "deploy/deb/postinst", "DEBIAN/postinst", 0o755),
-    (From::Source, "deploy/deb/prerm", "DEBIAN/prerm", 0o755),
-    (From::Source, "deploy/deb/postrm", "DEBIAN/postrm", 0o755),
+    (Origin::Release, "libfastpath_net.so", "usr/lib/fastpath/libfastpath_net.so", 0o644),
+    (Origin::Source, "netlib/ffi/include/fastpath_net.h", "usr/lib/fastpath/fastpath_net.h", 0o644),
+    (Origin::Unit, "fastpath/dist/fastpathd.service", "lib/systemd/system/fastpathd.service", 0o644),
+    (Origin::Unit, "deploy/deb/fastpath-gc.service", "lib/systemd/system/fastpath-gc.service", 0o644),
+    (Origin::Source, "deploy/deb/hook.toml", "etc/fastpath/hook.toml", 0o644),
+    (Origin::Source, "deploy/deb/fastpathd.toml", "etc/fastpath/fastpathd.toml", 0o644),
+    (Origin::Source, "deploy/deb/copyright", "usr/share/doc/fastpath/copyright", 0o644),
+    (Origin::Source, "deploy/deb/postinst", "DEBIAN/postinst", 0o755),
+    (Origin::Source, "deploy/deb/prerm", "DEBIAN/prerm", 0o755),
+    (Origin::Source, "deploy/deb/postrm", "DEBIAN/postrm", 0o755),
 ];
 
 /// Where podman and CRI-O read hooks.d files shipped by packages.
@@ -97,10 +97,10 @@ pub fn build(ws: &Workspace, static_dir: &Path) -> Result<PathBuf> {
     let root = stage.join("debian/fastpath");
     for (from, src, dst, mode) in FILES {
         match from {
-            From::Static => install(&static_dir.join(src), &root, dst, *mode)?,
-            From::Release => install(&ws.release_dir().join(src), &root, dst, *mode)?,
-            From::Source => install(&ws.root.join(src), &root, dst, *mode)?,
-            From::Unit => write(&root, dst, &unit(&ws.root.join(src))?, *mode)?,
+            Origin::Static => install(&static_dir.join(src), &root, dst, *mode)?,
+            Origin::Release => install(&ws.release_dir().join(src), &root, dst, *mode)?,
+            Origin::Source => install(&ws.root.join(src), &root, dst, *mode)?,
+            Origin::Unit => write(&root, dst, &unit(&ws.root.join(src))?, *mode)?,
         }
     }
     strip(&root)?;
@@ -127,7 +127,7 @@ pub fn build(ws: &Workspace, static_dir: &Path) -> Result<PathBuf> {
 fn elves(root: &Path) -> Vec<PathBuf> {
     FILES
         .iter()
-        .filter(|(from, ..)| matches!(from, From::Static | From::Release))
+        .filter(|(from, ..)| matches!(from, Origin::Static | Origin::Release))
         .map(|(_, _, dst, _)| root.join(dst))
         .collect()
 }
@@ -297,7 +297,7 @@ mod tests {
     fn every_etc_file_is_a_conffile_and_every_source_file_exists() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         for (from, src, dst, _) in FILES {
-            if matches!(from, From::Source | From::Unit) {
+            if matches!(from, Origin::Source | Origin::Unit) {
                 assert!(root.join(src).is_file(), "{src} (for {dst}) is not in the workspace");
             }
             assert!(!dst.starts_with('/'), "{dst}: paths are relative to the package root");
@@ -311,7 +311,7 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let bins: Vec<String> =
             FILES.iter().filter(|f| f.2.starts_with("usr/bin/")).map(|f| format!("/{}", f.2)).collect();
-        for (_, src, dst, _) in FILES.iter().filter(|f| matches!(f.0, From::Unit)) {
+        for (_, src, dst, _) in FILES.iter().filter(|f| matches!(f.0, Origin::Unit)) {
             let text = unit(&root.join(src)).unwrap();
             let exec = text
                 .lines()
