@@ -175,7 +175,8 @@ fn vm_guest_kernel_talks_to_smoltcp_containers_and_qemu_kill_leaves_nothing() {
 /// Both guests' NICs offer this MTU (QEMU's `host_mtu`), and their switch ports have it.
 const JUMBO_MTU: u16 = 9000;
 /// The bits of the virtio-net features the guests must have negotiated with the switch.
-const NEGOTIATED: [(usize, &str); 2] = [(3, "VIRTIO_NET_F_MTU"), (15, "VIRTIO_NET_F_MRG_RXBUF")];
+const NEGOTIATED: [(usize, &str); 3] =
+    [(3, "VIRTIO_NET_F_MTU"), (15, "VIRTIO_NET_F_MRG_RXBUF"), (28, "VIRTIO_RING_F_INDIRECT_DESC")];
 
 /// A guest's NIC set to the MTU QEMU offers (9000), its negotiated features and its MTU.
 const JUMBO_PRELUDE: &str = r#"ip link set $VNET_IF0 mtu 9000
