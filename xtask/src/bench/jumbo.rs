@@ -1,5 +1,5 @@
-// The jumbo case: 9014-byte frames (MTU 9000) from one container's app to another's through
-// the switch, in Gbit/s: fastpathd against testpmd (two net_vhost ports, io forward) there.
+// The jumbo case: 9014-byte frames (MTU 9000) looping between two apps' ports through the
+// switch, in Gbit/s: fastpathd against testpmd (two net_vhost ports, io forward) there.
 //! Bench case `jumbo_9000`: container → switch → container with jumbo frames.
 
 use std::path::Path;
@@ -19,6 +19,8 @@ const MTU: &str = "9000";
 const SOCKET_WAIT: Duration = Duration::from_secs(20);
 /// Slack on top of the run time for the apps to start and finish.
 const SLACK: Duration = Duration::from_secs(30);
+/// Frames in flight in the loop (as switch_64's 256, fewer: each is 9 KB).
+const IN_FLIGHT: &str = "128";
 
 /// Gbit/s of [`FRAME`]-byte frames at `mpps`.
 pub fn gbps(mpps: f64) -> f64 {
@@ -55,18 +57,41 @@ pub fn peer(sb: &mut Sandbox, ctx: &Ctx) -> Result<Vec<f64>> {
     through(sb, ctx, &a, &b)
 }
 
-/// Once the switch's sockets `a` and `b` exist: pktgen sends [`FRAME`]-byte frames into a,
-/// sink takes them from b (both on CPU 1); the sink's rate in Gbit/s.
+/// Once the switch's sockets `a` and `b` exist: l2fwd on CPU 1, holding both ports (as two
+/// containers' apps would, in one process as switch_64 does), loops [`IN_FLIGHT`]
+/// [`FRAME`]-byte frames through the switch; its rate (both directions) in Gbit/s. A closed
+/// loop: no generator outruns the receiver, so the switch's cost per byte is what shows.
 fn through(sb: &mut Sandbox, ctx: &Ctx, a: &Path, b: &Path) -> Result<Vec<f64>> {
     sb.wait_for_path(a, SOCKET_WAIT)?;
     sb.wait_for_path(b, SOCKET_WAIT)?;
     let (secs, size) = (ctx.secs_arg(), FRAME.to_string());
     let (vu_a, vu_b) = (port("vu", a), port("vu", b));
-    let common = ["--core", "1", "--mtu", MTU, "--secs", &secs, "--json", "--quiet"];
-    let sink = ctx.spawn(sb, "sink", &[&["--port", &vu_b][..], &common].concat())?;
-    let gen = ctx.spawn(sb, "pktgen", &[&["--port", &vu_a, "--size", &size][..], &common].concat())?;
-    sb.wait_all_success(&[sink, gen], Duration::from_secs(ctx.secs) + SLACK)?;
-    Ok(vec![gbps(number(&final_json(sb, sink, "sink")?, "mpps")?)])
+    let fwd = ctx.spawn(
+        sb,
+        "l2fwd",
+        &[
+            "--port",
+            &vu_a,
+            "--port",
+            &vu_b,
+            "--core",
+            "1",
+            "--mtu",
+            MTU,
+            "--prime",
+            IN_FLIGHT,
+            "--prime-size",
+            &size,
+            "--prime-after-ms",
+            "500",
+            "--secs",
+            &secs,
+            "--json",
+            "--quiet",
+        ],
+    )?;
+    sb.wait_all_success(&[fwd], Duration::from_secs(ctx.secs) + SLACK)?;
+    Ok(vec![gbps(number(&final_json(sb, fwd, "l2fwd")?, "mpps")?)])
 }
 
 #[cfg(test)]
