@@ -184,8 +184,18 @@ result features "$(cat /sys/class/net/$VNET_IF0/device/features)"
 result mtu "$(cat /sys/class/net/$VNET_IF0/mtu)"
 "#;
 
-/// Guest B: its address, then it waits to be killed.
-const PEER_BODY: &str = "ip addr add 10.0.1.2/24 dev $VNET_IF0\nready up\nsleep 1000\n";
+/// UDP payload A sends B's kernel echo server (and gets back): one datagram of 8000 bytes
+/// each way, unfragmented at MTU 9000.
+const JUMBO_UDP: u64 = 8000;
+/// Datagrams of [`JUMBO_UDP`] bytes A sends.
+const JUMBO_UDP_COUNT: u64 = 100;
+
+/// Guest B: its address and a kernel UDP echo server, then it waits to be killed.
+const PEER_BODY: &str = "ip addr add 10.0.1.2/24 dev $VNET_IF0
+as_user udp_echo --kernel --bind 10.0.1.2:7007 > /tmp/e.out 2>&1 &
+ready up
+sleep 1000
+";
 
 /// Guest A: pings B (first with full-size frames, then 9000-byte IP packets), then one ping
 /// every 0.2 s across the switch's restart until 3 answered in a row after at least one was
@@ -198,6 +208,8 @@ ping -c 5 -s 1472 -w 30 10.0.1.2 > /tmp/p.out 2>&1
 result big "$(grep packets /tmp/p.out)"
 ping -c 5 -s 8972 -w 30 10.0.1.2 > /tmp/p.out 2>&1
 result jumbo "$(grep packets /tmp/p.out)"
+as_user udp_rr --kernel --mtu 9000 --server 10.0.1.2:7007 --size 8000 --size-max 8000 --count 100 --warmup 5 --timeout-ms 1000 --json --quiet > /tmp/u.out 2>&1
+result jumbo_udp "$(tail -n 1 /tmp/u.out)"
 ready before
 lost=0; ok=0; n=0
 while [ $n -lt 400 ]; do
@@ -220,7 +232,7 @@ sleep 1000
 #[test]
 fn vm_to_vm_across_a_fastpathd_restart() {
     const TEST: &str = "vm_to_vm_across_a_fastpathd_restart";
-    let Some(gpeers) = require_guest(TEST, &[]) else { return };
+    let Some(gpeers) = require_guest(TEST, &["udp_rr", "udp_echo"]) else { return };
     let _serial = serial();
     let (t0, mut lap) = (Instant::now(), Instant::now());
     let dir = TestDir::new("vmr");
@@ -239,6 +251,8 @@ fn vm_to_vm_across_a_fastpathd_restart() {
     let guest = |gdir: &TestDir, nic: VhostUserNic, body: &str| {
         Guest::new(&gpeers)
             .num_vfs(0)
+            .static_bin("udp_rr")
+            .static_bin("udp_echo")
             .vhost_user_nic(nic.with_host_mtu(JUMBO_MTU))
             .timeout(Duration::from_secs(400))
             .body_timeout(Duration::from_secs(390))
@@ -297,6 +311,12 @@ fn vm_to_vm_across_a_fastpathd_restart() {
     let jumbo = run_a.result("jumbo").unwrap_or_default().to_string();
     v.check(jumbo.contains("5 packets received"), || {
         format!("guest A → B, 8972-byte pings (MTU {JUMBO_MTU}): expected 5 of 5, got {jumbo:?}")
+    });
+    let udp = json(&run_a, "jumbo_udp");
+    v.check(udp["count"].as_u64() == Some(JUMBO_UDP_COUNT) && udp["lost"] == 0 && udp["bad"] == 0, || {
+        format!(
+            "guest A → B's kernel udp_echo: expected {JUMBO_UDP_COUNT} datagrams of {JUMBO_UDP} bytes echoed intact: {udp}"
+        )
     });
     for (name, run) in [("A", &run_a), ("B", &run_b)] {
         let features = run.result("features").unwrap_or_default().to_string();
