@@ -220,6 +220,7 @@ fn reserve(
                 mac: mac.to_string(),
                 port_security: Some(s.port_security.unwrap_or(ctx.cfg.port_security)),
                 vlan: s.vlan,
+                mtu: None,
             }],
             created_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             owner: Owner::Cni,

@@ -292,7 +292,12 @@ impl Idler {
 /// packets a two-way benchmark loop starts with. Gives up after 5 s; returns how many
 /// went out.
 pub fn prime(port: &mut dyn Port, pool: &mut PktPool, count: u32, dst: Mac, src: Mac) -> Result<u64> {
-    let tpl = frame::Template::new(64, dst, src).map_err(anyhow::Error::msg)?;
+    prime_sized(port, pool, count, 64, dst, src)
+}
+
+/// As [`prime`], with frames of `size` bytes (the pool's buffers must hold them).
+pub fn prime_sized(port: &mut dyn Port, pool: &mut PktPool, count: u32, size: u16, dst: Mac, src: Mac) -> Result<u64> {
+    let tpl = frame::Template::new(usize::from(size), dst, src).map_err(anyhow::Error::msg)?;
     let mut burst = netlib::pool::burst_vec();
     let (mut seq, mut sent) = (0u64, 0u64);
     let started = Instant::now();
@@ -301,7 +306,7 @@ pub fn prime(port: &mut dyn Port, pool: &mut PktPool, count: u32, dst: Mac, src:
         let before = burst.len();
         pool.alloc_bulk(&mut burst, want.saturating_sub(before));
         for p in &mut burst[before..] {
-            tpl.write(pool.set_len(p, 64), seq);
+            tpl.write(pool.set_len(p, usize::from(size)), seq);
             seq += 1;
         }
         sent += port.tx_burst(pool, &mut burst) as u64;

@@ -147,6 +147,9 @@ pub enum ConfigError {
     /// A vxlan --port flag that doesn't parse.
     #[error("--port '{0}': {1} (a vxlan port is BRIDGE:NAME:vxlan:afxdp:IFNAME[:QUEUE],vni=N,local=IP,remote=IP[+IP...][,next_hop_mac=MAC], or tap:IFNAME as the uplink)")]
     VxlanFlag(String, String),
+    /// A --port flag's `,mtu=N` that is not an MTU the switch takes.
+    #[error("--port '{0}': {1}")]
+    MtuFlag(String, String),
     /// Inconsistent contents.
     #[error("config: {0}")]
     Invalid(String),
@@ -332,9 +335,21 @@ fn parse_vxlan_flag(name: &str, bridge: &str, tail: &str) -> Result<PortConfig, 
     Ok(p)
 }
 
-/// Parses `BRIDGE:NAME:KIND:WHERE`: `vhost:PATH`, `vhost-client:PATH`, `tap:IFNAME`,
-/// `afxdp:IFNAME[:QUEUE]`, `vf:PCI` or `vxlan:UPLINK,...`.
+/// Parses `BRIDGE:NAME:KIND:WHERE[,mtu=N]`: `vhost:PATH`, `vhost-client:PATH`, `tap:IFNAME`,
+/// `afxdp:IFNAME[:QUEUE]`, `vf:PCI` or `vxlan:UPLINK,...`; a trailing `,mtu=N` sets the
+/// port's MTU (68 to 9198).
 pub fn parse_port_flag(s: &str) -> Result<PortConfig, ConfigError> {
+    let Some((spec, mtu)) = s.rsplit_once(",mtu=") else {
+        return parse_port_place(s);
+    };
+    let mtu = mtu.parse::<u16>().map_err(|_| ConfigError::MtuFlag(s.into(), format!("mtu '{mtu}' is not a number")))?;
+    let p = PortConfig { mtu: Some(mtu), ..parse_port_place(spec)? };
+    p.check_mtu().map_err(|why| ConfigError::MtuFlag(s.into(), why))?;
+    Ok(p)
+}
+
+/// Parses `BRIDGE:NAME:KIND:WHERE`, a --port flag without its options.
+fn parse_port_place(s: &str) -> Result<PortConfig, ConfigError> {
     let mut it = s.splitn(4, ':');
     let (Some(bridge), Some(name), Some(kind), Some(path)) = (it.next(), it.next(), it.next(), it.next()) else {
         return Err(ConfigError::PortFlag(s.into()));
@@ -398,6 +413,13 @@ mod tests {
         assert_eq!((xdp.kind, xdp.ifname.as_deref(), xdp.queue), (PortKind::Afxdp, Some("eth1"), Some(3)));
         assert_eq!(parse_port_flag("br0:up:afxdp:eth1").unwrap().queue, Some(0));
         assert!(parse_port_flag("br0:up:afxdp:eth1:x").is_err());
+        assert_eq!(parse_port_flag("br0:x:vhost:/tmp/x.sock,mtu=9000").unwrap().mtu, Some(9000));
+        assert_eq!(parse_port_flag("br0:x:vhost:/tmp/x.sock,mtu=9000").unwrap().socket, PathBuf::from("/tmp/x.sock"));
+        assert_eq!(parse_port_flag("br0:t:tap:fp0,mtu=1500").unwrap().mtu, Some(1500));
+        let big = parse_port_flag("br0:x:vhost:/tmp/x.sock,mtu=9999").unwrap_err().to_string();
+        assert!(big.contains("mtu 9999 is out of range (68 to 9198)"), "{big}");
+        let nan = parse_port_flag("br0:x:vhost:/tmp/x.sock,mtu=big").unwrap_err().to_string();
+        assert!(nan.contains("mtu 'big' is not a number"), "{nan}");
         let mut bad = c.clone();
         bad.ports[0].bridge = "nope".into();
         assert!(bad.validate().unwrap_err().to_string().contains("'nope' does not exist"));

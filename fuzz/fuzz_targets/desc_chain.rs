@@ -1,15 +1,19 @@
-// Fuzz target: the backend's descriptor-chain walker and copies, over a real
-// ring and a real mapped data region whose contents the fuzzer writes.
+// Fuzz target: the backend's descriptor-chain walker (indirect tables included) and copies,
+// and the mergeable-buffer filler, over a real ring and a real mapped data region whose
+// contents the fuzzer writes.
 #![no_main]
 
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use netlib::mem::{GuestMemory, Region};
+use netlib::port::PortCounters;
 use netlib::ring::{Desc, DeviceRing, DriverRing};
-use netlib::vhost::{copy_chain, read_chain, write_chain, DeviceQueue, RX_NET_HDR};
+use netlib::vhost::{copy_chain, read_chain, write_chain, DeviceQueue, Filler, Frame, RX_NET_HDR};
 
 const SIZE: u16 = 16;
+/// Frame lengths the mergeable filler is given (one of them per fuzz byte).
+const FRAME_LENS: [usize; 4] = [60, 1514, 4000, 9014];
 
 fn le64(b: &[u8]) -> u64 {
     let mut a = [0u8; 8];
@@ -17,43 +21,70 @@ fn le64(b: &[u8]) -> u64 {
     u64::from_le_bytes(a)
 }
 
+/// A descriptor from 16 bytes of fuzz; addresses are offsets near the data region at `base`
+/// of `len` bytes (so some land inside, some straddle, some are far outside).
+fn fuzz_desc(c: &[u8], base: u64, len: u64) -> Desc {
+    let raw = le64(&c[..c.len().min(8)]);
+    let addr = match raw % 4 {
+        0 => base + (raw >> 2) % (len + 4096),
+        1 => base.wrapping_sub(raw >> 40),
+        2 => raw,
+        _ => base + len - ((raw >> 2) % 64),
+    };
+    let rest = c.get(8..).unwrap_or(&[]);
+    let dlen = le64(rest) as u32 % 4096;
+    let flags = (le64(rest.get(4..).unwrap_or(&[])) & 0x7) as u16;
+    let next = (le64(rest.get(6..).unwrap_or(&[])) % (u64::from(SIZE) + 3)) as u16;
+    Desc { addr, len: dlen, flags, next }
+}
+
+fn desc_bytes(d: &Desc) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&d.addr.to_le_bytes());
+    b[8..12].copy_from_slice(&d.len.to_le_bytes());
+    b[12..14].copy_from_slice(&d.flags.to_le_bytes());
+    b[14..].copy_from_slice(&d.next.to_le_bytes());
+    b
+}
+
 fuzz_target!(|data: &[u8]| {
     let drv = DriverRing::new(SIZE, None).expect("ring");
-    let region = Region::create(None, 1 << 16).expect("data");
+    let mut region = Region::create(None, 1 << 16).expect("data");
     let base = region.map().addr();
     let len = region.map().len() as u64;
-    let mut gm = GuestMemory::default();
-    gm.add_region(drv.region().fd(), drv.region().map().addr(), drv.region().map().addr(), drv.region().map().len() as u64, 0)
-        .expect("ring region");
-    gm.add_region(region.fd(), base, base, len, 0).expect("data region");
-    let mem = Arc::new(gm);
-    // Descriptors: 16 bytes of fuzz each; addresses are offsets near the data
-    // region (so some land inside, some straddle, some are far outside).
+    // Descriptors: 16 bytes of fuzz each; then the avail entries; what is left becomes
+    // descriptors written at the start of the data region, where indirect tables can point.
     let mut chunks = data.chunks(16);
     for i in 0..SIZE {
         let Some(c) = chunks.next() else { break };
-        let raw = le64(&c[..c.len().min(8)]);
-        let addr = match raw % 4 {
-            0 => base + (raw >> 2) % (len + 4096),
-            1 => base.wrapping_sub(raw >> 40),
-            2 => raw,
-            _ => base + len - ((raw >> 2) % 64),
-        };
-        let rest = c.get(8..).unwrap_or(&[]);
-        let dlen = le64(rest) as u32 % 4096;
-        let flags = (le64(rest.get(4..).unwrap_or(&[])) & 0x7) as u16;
-        let next = (le64(rest.get(6..).unwrap_or(&[])) % (u64::from(SIZE) + 3)) as u16;
-        drv.set_desc(i, Desc { addr, len: dlen, flags, next });
+        drv.set_desc(i, fuzz_desc(c, base, len));
     }
-    let avail: Vec<u16> = chunks.flatten().map(|&b| u16::from(b) % (SIZE + 4)).take(SIZE as usize).collect();
+    let avail: Vec<u16> = chunks.next().unwrap_or(&[]).iter().map(|&b| u16::from(b) % (SIZE + 4)).collect();
+    for (k, c) in chunks.take(64).enumerate() {
+        let b = desc_bytes(&fuzz_desc(c, base, len));
+        region.map_mut().slice_mut(16 * k, 16).expect("inside").copy_from_slice(&b);
+    }
+    let mut gm = GuestMemory::default();
+    gm.add_region(
+        drv.region().fd(),
+        drv.region().map().addr(),
+        drv.region().map().addr(),
+        drv.region().map().len() as u64,
+        0,
+    )
+    .expect("ring region");
+    gm.add_region(region.fd(), base, base, len, 0).expect("data region");
+    let mem = Arc::new(gm);
     for (i, h) in avail.iter().enumerate() {
         drv.set_avail(i as u16, *h);
     }
     let jump = data.first().copied().unwrap_or(0) as u16;
     drv.publish_avail(avail.len() as u16 + if jump > 250 { jump } else { 0 });
+    let knobs = data.get(1).copied().unwrap_or(0);
+    let (indirect, merge) = (knobs & 1 != 0, knobs & 2 != 0);
     let l = drv.layout();
-    let ring = DeviceRing::new(&mem, u32::from(SIZE), l.desc, l.avail, l.used).expect("ring setup");
-    let mut q = DeviceQueue::new(ring, 0);
+    let ring = || DeviceRing::new(&mem, u32::from(SIZE), l.desc, l.avail, l.used).expect("ring setup");
+    let mut q = DeviceQueue::new(ring(), 0).with_indirect(indirect);
     let Ok(n) = q.available() else { return };
     let mut buf = [0u8; 2048];
     let mut prev = None;
@@ -71,4 +102,13 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     q.publish();
+    // The same chains as receive buffers of a frontend that merges them (or not): frames of
+    // the fuzz's lengths, each written across as many chains as it needs with num_buffers.
+    let frames: Vec<Vec<u8>> =
+        data.iter().skip(2).take(8).map(|&b| vec![b; FRAME_LENS[usize::from(b) % FRAME_LENS.len()]]).collect();
+    let mut rx = DeviceQueue::new(ring(), 0).with_indirect(indirect);
+    let mut counters = PortCounters::default();
+    let (taken, _) =
+        Filler::default().fill_queue(&mem, &mut rx, merge, frames.len(), |i| Frame::Local(&frames[i]), &mut counters);
+    assert!(taken <= frames.len());
 });

@@ -25,8 +25,10 @@ pub const VF: &str = "fastpath.io/vf";
 pub const INJECT: &str = "fastpath.io/inject";
 /// The access VLAN of the container's switch ports.
 pub const VLAN: &str = "fastpath.io/vlan";
+/// The MTU of the container's switch ports.
+pub const MTU: &str = "fastpath.io/mtu";
 /// Every annotation this hook knows.
-pub const KNOWN: [&str; 7] = [CORES, HUGEPAGES, HUGEPAGE_SIZE, VHOST_USER, VF, INJECT, VLAN];
+pub const KNOWN: [&str; 8] = [CORES, HUGEPAGES, HUGEPAGE_SIZE, VHOST_USER, VF, INJECT, VLAN, MTU];
 
 /// The environment variable that says what annotation `key` says, for containers that get
 /// fastpath through CDI (which can't set annotations): `fastpath.io/vhost-user` →
@@ -74,6 +76,8 @@ pub struct Request {
     pub inject: bool,
     /// The access VLAN of its switch ports (none: no VLAN).
     pub vlan: Option<u16>,
+    /// The MTU of its switch ports (none: the switch's default).
+    pub mtu: Option<u16>,
 }
 
 /// Whether a string is a PCI address ([`PciAddress`]: `0000:81:10.0`, or `81:10.0`).
@@ -116,7 +120,7 @@ pub fn parse(ann: &BTreeMap<String, String>, cfg: &HostConfig) -> Result<Option<
     if let Some((k, v)) = ours.iter().find(|(k, _)| !KNOWN.contains(k)) {
         return Err(Error::annotation(k, v, format!("is not a fastpath annotation (known: {})", KNOWN.join(", "))));
     }
-    // Checked cores, hugepage-size, hugepages, vhost-user, vf, inject, vlan: of two wrong
+    // Checked cores, hugepage-size, hugepages, vhost-user, vf, inject, vlan, mtu: of two wrong
     // annotations, the first of these is named.
     let cores = ours.get(CORES).map_or(Ok(0), |v| cores(v, cfg))?;
     let page_size = match ours.get(HUGEPAGE_SIZE) {
@@ -130,6 +134,7 @@ pub fn parse(ann: &BTreeMap<String, String>, cfg: &HostConfig) -> Result<Option<
         vfs: ours.get(VF).map_or(Ok(vec![]), |v| vfs(v, cfg))?,
         inject: ours.get(INJECT).map_or(Ok(false), |v| inject(v))?,
         vlan: ours.get(VLAN).map(|v| vlan(v, ours.contains_key(VHOST_USER))).transpose()?,
+        mtu: ours.get(MTU).map(|v| mtu(v, ours.contains_key(VHOST_USER))).transpose()?,
     }))
 }
 
@@ -253,6 +258,18 @@ fn vlan(v: &str, with_ports: bool) -> Result<u16> {
     Ok(id)
 }
 
+/// `fastpath.io/mtu`: an MTU the switch takes (68 to 9198), for the container's switch ports.
+fn mtu(v: &str, with_ports: bool) -> Result<u16> {
+    let range = fastpath_host::proto::MTUS;
+    let m = v.trim().parse::<u16>().ok().filter(|m| range.contains(m)).ok_or_else(|| {
+        Error::annotation(MTU, v, format!("is not an MTU ({} to {}, e.g. \"9000\")", range.start(), range.end()))
+    })?;
+    if !with_ports {
+        return Err(Error::annotation(MTU, v, format!("needs {VHOST_USER} too (the ports of that MTU)")));
+    }
+    Ok(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +328,12 @@ mod tests {
         assert!(err(&[(VHOST_USER, "a,b,c,d,e")]).contains("allows 4"));
         assert!(err(&[(VHOST_USER, "br/0")]).contains("'br/0' is not a bridge name"));
         assert!(err(&[(VF, "slow")]).contains("neither a PCI address"));
+        assert_eq!(
+            err(&[(VHOST_USER, "br0"), (MTU, "9999")]),
+            "annotation fastpath.io/mtu: '9999' is not an MTU (68 to 9198, e.g. \"9000\")"
+        );
+        assert!(err(&[(VHOST_USER, "br0"), (MTU, "jumbo")]).contains("'jumbo' is not an MTU"));
+        assert!(err(&[(MTU, "9000")]).contains("needs fastpath.io/vhost-user"));
         assert!(err(&[(INJECT, "yes")]).contains("'yes' is not \"true\""));
         assert_eq!(
             err(&[(VHOST_USER, "br0"), (VLAN, "4095")]),
@@ -320,6 +343,7 @@ mod tests {
         assert!(err(&[(VHOST_USER, "br0"), (VLAN, "vlan100")]).contains("'vlan100' is not a VLAN id"));
         assert!(err(&[(VLAN, "100")]).contains("needs fastpath.io/vhost-user"));
         assert_eq!(p(&[(VHOST_USER, "br0"), (VLAN, " 100 ")]).unwrap().unwrap().vlan, Some(100));
+        assert_eq!(p(&[(VHOST_USER, "br0"), (MTU, "9000")]).unwrap().unwrap().mtu, Some(9000));
     }
 
     #[test]

@@ -337,6 +337,7 @@ fn draft_entry(ctx: &Ctx, state: &State, spec: &Spec, req: &Request) -> Result<E
             mac: switch::port_mac(&id, b),
             port_security: Some(ctx.cfg.port_security),
             vlan: req.vlan,
+            mtu: req.mtu,
         })
         .collect();
     Ok(Entry {

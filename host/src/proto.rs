@@ -28,7 +28,9 @@ mod watch;
 
 pub use client::{check_reply, Client, ClientError};
 pub use code::ErrorCode;
-pub use port::{check_vlan_id, ByteSize, PortConfig, PortInfo, PortKind, PortMode, PortSecurity, PortStats, VLAN_IDS};
+pub use port::{
+    check_vlan_id, ByteSize, PortConfig, PortInfo, PortKind, PortMode, PortSecurity, PortStats, MTUS, VLAN_IDS,
+};
 pub use request::Request;
 pub use response::Response;
 pub use status::SwitchStatus;

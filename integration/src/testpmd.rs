@@ -111,17 +111,36 @@ impl Testpmd {
     /// sweep of `/var/run/dpdk/fp*` by another tool removed its runtime
     /// directory while it started), it is started once more with a new prefix.
     pub fn start(peers: &Peers, dir: &TestDir, vdevs: &[String], single_file_segments: bool) -> Self {
-        let mut tp = Self::spawn(peers, dir, "testpmd", vdevs, single_file_segments);
+        Self::start_with(peers, dir, vdevs, single_file_segments, &[])
+    }
+
+    /// [`Testpmd::start`] with more of testpmd's own arguments (after `--`), e.g.
+    /// `--max-pkt-len=9018 --enable-scatter` for jumbo frames.
+    pub fn start_with(
+        peers: &Peers,
+        dir: &TestDir,
+        vdevs: &[String],
+        single_file_segments: bool,
+        app_args: &[String],
+    ) -> Self {
+        let mut tp = Self::spawn(peers, dir, "testpmd", vdevs, single_file_segments, app_args);
         if !tp.wait_forwarding(SETUP_TIMEOUT) && tp.proc.stderr().contains("Cannot init EAL") {
             eprintln!("[{}] testpmd: EAL init failed; starting it once more:\n{}", stamp(), tp.proc.describe(6, 0));
             drop(tp);
-            tp = Self::spawn(peers, dir, "testpmd-retry", vdevs, single_file_segments);
+            tp = Self::spawn(peers, dir, "testpmd-retry", vdevs, single_file_segments, app_args);
             tp.wait_forwarding(SETUP_TIMEOUT);
         }
         tp
     }
 
-    fn spawn(peers: &Peers, dir: &TestDir, name: &str, vdevs: &[String], single_file_segments: bool) -> Self {
+    fn spawn(
+        peers: &Peers,
+        dir: &TestDir,
+        name: &str,
+        vdevs: &[String],
+        single_file_segments: bool,
+        app_args: &[String],
+    ) -> Self {
         let prefix = format!("fpit{}{:03}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
         let mut args: Vec<String> = vec![
             "-l".into(),
@@ -171,6 +190,7 @@ impl Testpmd {
         );
         args.push(format!("--rxd={QUEUE_SIZE}"));
         args.push(format!("--txd={QUEUE_SIZE}"));
+        args.extend(app_args.iter().cloned());
         let proc = Proc::spawn(name, dir, peers.testpmd(), &args, &[]);
         Self { proc, prefix }
     }

@@ -34,6 +34,10 @@ const CASES: &[(&str, &str)] = &[
     ("straddle", "outside the frontend's memory"),
     ("outside", "outside the frontend's memory"),
     ("used-scribble", ""),
+    ("indirect-nested", "is indirect too (nested)"),
+    ("indirect-outside", "indirect table at 0x10 of 64 bytes that is outside the frontend's memory"),
+    ("indirect-huge", "of 4294967280 bytes that has more entries than the ring"),
+    ("mrg-num-buffers", ""),
 ];
 
 const TEST: &str = "hostile_frontends_reset_only_their_port";
@@ -85,6 +89,7 @@ fn hostile_frontends_reset_only_their_port() {
     let mut resets = 0u64;
     for (case, expect) in CASES {
         let before = warnings(&sw).len();
+        let rx_before = port_stat(&ctl_list(&peers, &ctl), "h", "rx_packets").unwrap_or(0);
         let out = run_with_timeout(Command::new(hostile).arg(case).arg(&h), HOSTILE_TIMEOUT)
             .unwrap_or_else(|e| panic!("hostile {case}: {e}"));
         assert!(out.status.success(), "hostile {case}: {}", String::from_utf8_lossy(&out.stderr));
@@ -111,6 +116,11 @@ fn hostile_frontends_reset_only_their_port() {
                 "case {case}: log line {:?} should name port h and '{expect}'",
                 new[0]
             );
+        }
+        if *case == "mrg-num-buffers" {
+            // The lying num_buffers changed nothing: the switch took its frames as any.
+            let rx = hp["stats"]["rx_packets"].as_u64().unwrap_or(0);
+            assert!(rx > rx_before, "case {case}: port h took no frame ({rx_before} before, {rx} after): {hp}");
         }
         for other in ["a", "b"] {
             assert_eq!(port(&list, other)["stats"]["resets"].as_u64(), Some(0), "case {case}: port {other} was reset");

@@ -1,7 +1,7 @@
 // DPDK's virtio-user frontend against fastpathd's vhost-user ports:
 // pktgen (vu) → fastpathd br0 → testpmd virtio_user0 → io fwd → virtio_user1 →
 // fastpathd br1 → sink (vu). The two bridges keep the paths apart, so every
-// frame crosses testpmd exactly once.
+// frame crosses testpmd exactly once; the same with 9014-byte frames and mrg_rxbuf=1.
 //! Interop: DPDK virtio_user ↔ fastpathd.
 
 use std::time::{Duration, Instant};
@@ -13,17 +13,52 @@ use integration::{
 };
 use nix::sys::signal::Signal;
 
+/// How one run differs: 64-byte frames by default, or jumbo frames.
+#[derive(Default)]
+struct Run {
+    /// Frame size pktgen sends (none: its default).
+    size: Option<u64>,
+    /// Appended to testpmd's ports' fastpathd specs (e.g. `,mtu=9000`).
+    port_opts: &'static str,
+    /// Appended to testpmd's vdevs (e.g. `,mrg_rxbuf=1`).
+    vdev_opts: &'static str,
+    /// testpmd's own extra arguments.
+    testpmd_args: &'static [&'static str],
+    /// pktgen's and sink's extra arguments.
+    app_args: &'static [&'static str],
+}
+
 #[test]
 fn testpmd_virtio_user_to_fastpathd() {
-    const TEST: &str = "testpmd_virtio_user_to_fastpathd";
-    let Some(peers) = require(TEST, &["pktgen", "sink", "fastpathd", "fastpathctl"], true) else { return };
+    run("testpmd_virtio_user_to_fastpathd", &Run::default());
+}
+
+/// 9014-byte frames (MTU 9000) through testpmd with mergeable receive buffers: each frame
+/// spans five of its 2 KB mbufs on receive (`--enable-scatter`) and goes back out as a
+/// chain of them.
+#[test]
+fn testpmd_jumbo_mrg_rxbuf_through_fastpathd() {
+    run(
+        "testpmd_jumbo_mrg_rxbuf_through_fastpathd",
+        &Run {
+            size: Some(9014),
+            port_opts: ",mtu=9000",
+            vdev_opts: ",mrg_rxbuf=1",
+            testpmd_args: &["--max-pkt-len=9018", "--mbuf-size=2048", "--enable-scatter"],
+            app_args: &["--mtu", "9000"],
+        },
+    );
+}
+
+fn run(test: &str, r: &Run) {
+    let Some(peers) = require(test, &["pktgen", "sink", "fastpathd", "fastpathctl"], true) else { return };
     let _serial = serial();
     let t0 = Instant::now();
     let dir = TestDir::new("tpfp");
     let ctl = dir.join("ctl.sock");
     let (p_sock, a_sock, b_sock, s_sock) =
         (dir.join("p.sock"), dir.join("a.sock"), dir.join("b.sock"), dir.join("s.sock"));
-    let mut v = Verdict::new(TEST);
+    let mut v = Verdict::new(test);
 
     // The switch listens on all four sockets; its polling worker has CPU 0,
     // testpmd's forwarding core CPU 1; pktgen and sink sleep when idle.
@@ -35,8 +70,8 @@ fn testpmd_virtio_user_to_fastpathd() {
         &["br0", "br1"],
         &[
             fastpathd_port("br0", "p", "vhost", &p_sock),
-            fastpathd_port("br0", "a", "vhost", &a_sock),
-            fastpathd_port("br1", "b", "vhost", &b_sock),
+            fastpathd_port("br0", "a", "vhost", &a_sock) + r.port_opts,
+            fastpathd_port("br1", "b", "vhost", &b_sock) + r.port_opts,
             fastpathd_port("br1", "s", "vhost", &s_sock),
         ],
     );
@@ -48,16 +83,19 @@ fn testpmd_virtio_user_to_fastpathd() {
             );
         }
     }
-    let mut sink =
-        Proc::spawn("sink", &dir, &peers.bin("sink"), &sink_args(&format!("vu:{}", s_sock.display()), FRAMES), &[]);
-    let mut tp = Testpmd::start(
+    let app_args = r.app_args.iter().map(|a| (*a).to_string());
+    let mut sink_a = sink_args(&format!("vu:{}", s_sock.display()), FRAMES);
+    sink_a.extend(app_args.clone());
+    let mut sink = Proc::spawn("sink", &dir, &peers.bin("sink"), &sink_a, &[]);
+    let mut tp = Testpmd::start_with(
         &peers,
         &dir,
         &[
-            format!("virtio_user0,path={},queues=1,queue_size={QUEUE_SIZE}", a_sock.display()),
-            format!("virtio_user1,path={},queues=1,queue_size={QUEUE_SIZE}", b_sock.display()),
+            format!("virtio_user0,path={},queues=1,queue_size={QUEUE_SIZE}{}", a_sock.display(), r.vdev_opts),
+            format!("virtio_user1,path={},queues=1,queue_size={QUEUE_SIZE}{}", b_sock.display(), r.vdev_opts),
         ],
         true,
+        &r.testpmd_args.iter().map(|a| (*a).to_string()).collect::<Vec<_>>(),
     );
     // Everything but pktgen up before it sends: a frame flooded to a port that is
     // not ready yet would be dropped, and DPDK's virtio PMD discards what arrives
@@ -72,27 +110,27 @@ fn testpmd_virtio_user_to_fastpathd() {
     if let Err(e) = wait_ports_up(&peers, &ctl, &["a", "b", "s"], SETUP_TIMEOUT) {
         v.abort(e, &mut [&mut fpd, &mut sink, tp.proc()]);
     }
-    let mut pktgen = Proc::spawn(
-        "pktgen",
-        &dir,
-        &peers.bin("pktgen"),
-        &pktgen_args(&format!("vu:{}", p_sock.display()), FRAMES),
-        &[],
-    );
+    let mut gen_a = pktgen_args(&format!("vu:{}", p_sock.display()), FRAMES);
+    if let Some(size) = r.size {
+        let at = gen_a.iter().position(|a| a == "--size").expect("pktgen_args has --size") + 1;
+        gen_a[at] = size.to_string();
+    }
+    gen_a.extend(app_args);
+    let mut pktgen = Proc::spawn("pktgen", &dir, &peers.bin("pktgen"), &gen_a, &[]);
     finish_transfer(&mut v, &mut pktgen, &mut sink, FRAMES);
     match fastpathctl_list(&peers, &ctl) {
         Ok(list) => {
             v.note(show_ports(&list));
-            check_switch_counters(
-                &mut v,
-                &list,
-                &[
-                    ("p", "rx_packets", FRAMES),
-                    ("a", "tx_packets", FRAMES),
-                    ("b", "rx_packets", FRAMES),
-                    ("s", "tx_packets", FRAMES),
-                ],
-            );
+            let mut want = vec![
+                ("p", "rx_packets", FRAMES),
+                ("a", "tx_packets", FRAMES),
+                ("b", "rx_packets", FRAMES),
+                ("s", "tx_packets", FRAMES),
+            ];
+            if let Some(size) = r.size {
+                want.extend([("a", "tx_bytes", FRAMES * size), ("b", "rx_bytes", FRAMES * size)]);
+            }
+            check_switch_counters(&mut v, &list, &want);
         }
         Err(e) => v.fail(e),
     }
@@ -100,6 +138,6 @@ fn testpmd_virtio_user_to_fastpathd() {
     check_testpmd_forwarded(&mut v, &stats, 0, 1, FRAMES);
     let st = fpd.stop(Signal::SIGTERM, Duration::from_secs(5));
     v.check(st.success(), || format!("fastpathd: expected exit status 0 after SIGTERM, got {st}"));
-    eprintln!("[{}] {TEST}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
+    eprintln!("[{}] {test}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
     v.finish(&mut [&mut pktgen, &mut sink, tp.proc(), &mut fpd]);
 }

@@ -2,7 +2,8 @@
 // kernel stack against smoltcp apps in runc containers started by the hook (ICMP, UDP of
 // every size up to the MTU, TCP 10 MB echoed and byte-compared), then `kill -9` of QEMU
 // with fastpathd's fds and mappings back to the baseline; and two guests on one switch (QEMU
-// as vhost-user client with reconnect-ms, and as server), talking across a fastpathd restart.
+// as vhost-user client with reconnect-ms, and as server, host_mtu=9000 with mergeable buffers),
+// talking with 9000-byte packets and across a fastpathd restart.
 //! VMs on fastpathd ports: guest ↔ containers, guest ↔ guest, QEMU killed, switch restarted.
 
 mod hook_common;
@@ -171,17 +172,44 @@ fn vm_guest_kernel_talks_to_smoltcp_containers_and_qemu_kill_leaves_nothing() {
     run.finish(v);
 }
 
-/// Guest B: its address, then it waits to be killed.
-const PEER_BODY: &str = "ip addr add 10.0.1.2/24 dev $VNET_IF0\nready up\nsleep 1000\n";
+/// Both guests' NICs offer this MTU (QEMU's `host_mtu`), and their switch ports have it.
+const JUMBO_MTU: u16 = 9000;
+/// The bits of the virtio-net features the guests must have negotiated with the switch.
+const NEGOTIATED: [(usize, &str); 3] =
+    [(3, "VIRTIO_NET_F_MTU"), (15, "VIRTIO_NET_F_MRG_RXBUF"), (28, "VIRTIO_RING_F_INDIRECT_DESC")];
 
-/// Guest A: pings B (first with full-size frames), then one ping every 0.2 s across the
-/// switch's restart until 3 answered in a row after at least one was lost.
+/// A guest's NIC set to the MTU QEMU offers (9000), its negotiated features and its MTU.
+const JUMBO_PRELUDE: &str = r#"ip link set $VNET_IF0 mtu 9000
+result features "$(cat /sys/class/net/$VNET_IF0/device/features)"
+result mtu "$(cat /sys/class/net/$VNET_IF0/mtu)"
+"#;
+
+/// UDP payload A sends B's kernel echo server (and gets back): one datagram of 8000 bytes
+/// each way, unfragmented at MTU 9000.
+const JUMBO_UDP: u64 = 8000;
+/// Datagrams of [`JUMBO_UDP`] bytes A sends.
+const JUMBO_UDP_COUNT: u64 = 100;
+
+/// Guest B: its address and a kernel UDP echo server, then it waits to be killed.
+const PEER_BODY: &str = "ip addr add 10.0.1.2/24 dev $VNET_IF0
+as_user udp_echo --kernel --bind 10.0.1.2:7007 > /tmp/e.out 2>&1 &
+ready up
+sleep 1000
+";
+
+/// Guest A: pings B (first with full-size frames, then 9000-byte IP packets), then one ping
+/// every 0.2 s across the switch's restart until 3 answered in a row after at least one was
+/// lost.
 const RESTART_BODY: &str = r#"ip addr add 10.0.1.1/24 dev $VNET_IF0
 i=0
 until ping -c 1 -W 1 10.0.1.2 > /dev/null 2>&1; do i=$((i + 1)); [ $i -gt 120 ] && break; done
 result first_tries $i
 ping -c 5 -s 1472 -w 30 10.0.1.2 > /tmp/p.out 2>&1
 result big "$(grep packets /tmp/p.out)"
+ping -c 5 -s 8972 -w 30 10.0.1.2 > /tmp/p.out 2>&1
+result jumbo "$(grep packets /tmp/p.out)"
+as_user udp_rr --kernel --mtu 9000 --server 10.0.1.2:7007 --size 8000 --size-max 8000 --count 100 --warmup 5 --timeout-ms 1000 --json --quiet > /tmp/u.out 2>&1
+result jumbo_udp "$(tail -n 1 /tmp/u.out)"
 ready before
 lost=0; ok=0; n=0
 while [ $n -lt 400 ]; do
@@ -204,13 +232,17 @@ sleep 1000
 #[test]
 fn vm_to_vm_across_a_fastpathd_restart() {
     const TEST: &str = "vm_to_vm_across_a_fastpathd_restart";
-    let Some(gpeers) = require_guest(TEST, &[]) else { return };
+    let Some(gpeers) = require_guest(TEST, &["udp_rr", "udp_echo"]) else { return };
     let _serial = serial();
     let (t0, mut lap) = (Instant::now(), Instant::now());
     let dir = TestDir::new("vmr");
     let (ctl, a_sock, b_sock) = (dir.join("ctl.sock"), dir.join("a.sock"), dir.join("b.sock"));
     // A: fastpathd listens, QEMU connects (and reconnects); B: QEMU listens, fastpathd connects.
-    let ports = [fastpathd_port("br0", "vma", "vhost", &a_sock), fastpathd_port("br0", "vmb", "vhost-client", &b_sock)];
+    let mtu = format!(",mtu={JUMBO_MTU}");
+    let ports = [
+        fastpathd_port("br0", "vma", "vhost", &a_sock) + &mtu,
+        fastpathd_port("br0", "vmb", "vhost-client", &b_sock) + &mtu,
+    ];
     let args = fastpathd_args(&ctl, &["br0"], &ports);
     let fastpathd = bin_dir().join("fastpathd");
     let mut sw = Proc::spawn("fastpathd", &dir, &fastpathd, &args, &[]);
@@ -219,10 +251,12 @@ fn vm_to_vm_across_a_fastpathd_restart() {
     let guest = |gdir: &TestDir, nic: VhostUserNic, body: &str| {
         Guest::new(&gpeers)
             .num_vfs(0)
-            .vhost_user_nic(nic)
+            .static_bin("udp_rr")
+            .static_bin("udp_echo")
+            .vhost_user_nic(nic.with_host_mtu(JUMBO_MTU))
             .timeout(Duration::from_secs(400))
             .body_timeout(Duration::from_secs(390))
-            .body(body)
+            .body(&format!("{JUMBO_PRELUDE}{body}"))
             .start(gdir)
             .unwrap_or_else(|e| panic!("{e}"))
     };
@@ -272,6 +306,27 @@ fn vm_to_vm_across_a_fastpathd_restart() {
         let got = run_a.result(k).unwrap_or_default().to_string();
         v.check(got.contains("5 packets received"), || {
             format!("guest A → B, 1472-byte pings ({k}): expected 5 of 5, got {got:?}")
+        });
+    }
+    let jumbo = run_a.result("jumbo").unwrap_or_default().to_string();
+    v.check(jumbo.contains("5 packets received"), || {
+        format!("guest A → B, 8972-byte pings (MTU {JUMBO_MTU}): expected 5 of 5, got {jumbo:?}")
+    });
+    let udp = json(&run_a, "jumbo_udp");
+    v.check(udp["count"].as_u64() == Some(JUMBO_UDP_COUNT) && udp["lost"] == 0 && udp["bad"] == 0, || {
+        format!(
+            "guest A → B's kernel udp_echo: expected {JUMBO_UDP_COUNT} datagrams of {JUMBO_UDP} bytes echoed intact: {udp}"
+        )
+    });
+    for (name, run) in [("A", &run_a), ("B", &run_b)] {
+        let features = run.result("features").unwrap_or_default().to_string();
+        for (bit, what) in NEGOTIATED {
+            v.check(features.as_bytes().get(bit) == Some(&b'1'), || {
+                format!("guest {name}: expected {what} (bit {bit}) negotiated, features {features:?}")
+            });
+        }
+        v.check(run.result("mtu") == Some(JUMBO_MTU.to_string().as_str()), || {
+            format!("guest {name}: expected MTU {JUMBO_MTU}, got {:?}", run.result("mtu"))
         });
     }
     let restart = json(&run_a, "restart");

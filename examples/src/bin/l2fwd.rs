@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::Parser;
 use fastpath_examples::frame::set_src;
 use fastpath_examples::{
-    idle, init_logging, make_pool, mpps, open, own_mac, pin, prime, report, stop_flag, wait_link, Common, Meter,
+    idle, init_logging, make_pool, mpps, open, own_mac, pin, prime_sized, report, stop_flag, wait_link, Common, Meter,
     DEFAULT_SRC_MAC,
 };
 use netlib::pool::burst_vec;
@@ -26,9 +26,16 @@ struct Args {
     /// neither, frames leave unchanged).
     #[arg(long, num_args = 1)]
     mac: Vec<String>,
-    /// Send this many 64-byte frames on the first port at start.
+    /// Send this many frames on the first port at start.
     #[arg(long, default_value_t = 0)]
     prime: u32,
+    /// Bytes of each frame --prime sends (up to the --mtu's frame, e.g. 9014 with --mtu 9000).
+    #[arg(long, default_value_t = 64)]
+    prime_size: u16,
+    /// Wait this many milliseconds after the links are up before priming (for a switch
+    /// that starts forwarding a moment after it reports the link, e.g. testpmd's net_vhost).
+    #[arg(long, default_value_t = 0)]
+    prime_after_ms: u64,
     #[command(flatten)]
     common: Common,
 }
@@ -53,8 +60,9 @@ fn main() -> Result<()> {
     wait_link(&mut ports, &mut pool, c, &stop)?;
     let mut burst = burst_vec();
     if a.prime > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(a.prime_after_ms));
         let src = macs[0].unwrap_or(DEFAULT_SRC_MAC);
-        prime(ports[0].as_mut(), &mut pool, a.prime, [2, 0, 0, 0, 0, 0x99], src)?;
+        prime_sized(ports[0].as_mut(), &mut pool, a.prime, a.prime_size, [2, 0, 0, 0, 0, 0x99], src)?;
     }
     let (mut fwd, mut dropped) = (0u64, 0u64);
     let mut meter = Meter::new("l2fwd", c);

@@ -194,11 +194,13 @@ fn main() -> Result<()> {
     init_logging();
     let a = Args::parse();
     let c = &a.common;
-    if a.size < 8 || a.size > 1472 {
-        bail!("--size {} must be in 8..=1472 (the sequence number takes 8 bytes)", a.size);
+    // The largest payload one unfragmented datagram carries: the MTU less IP and UDP headers.
+    let most = usize::from(c.mtu).saturating_sub(28);
+    if a.size < 8 || a.size > most {
+        bail!("--size {} must be in 8..={most} (the sequence number takes 8 bytes; --mtu {})", a.size, c.mtu);
     }
-    if let Some(m) = a.size_max.filter(|m| *m < a.size || *m > 1472) {
-        bail!("--size-max {m} must be in --size..=1472 ({}..=1472)", a.size);
+    if let Some(m) = a.size_max.filter(|m| *m < a.size || *m > most) {
+        bail!("--size-max {m} must be in --size..={most} ({}..={most}; --mtu {})", a.size, c.mtu);
     }
     if a.count == 0 {
         bail!("--count must be at least 1");

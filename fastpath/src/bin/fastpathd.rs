@@ -61,7 +61,8 @@ struct Args {
     #[arg(long)]
     share_core: bool,
     /// A port (repeatable): BRIDGE:NAME:vhost:PATH (switch listens), BRIDGE:NAME:vhost-client:PATH,
-    /// BRIDGE:NAME:tap:IFNAME, BRIDGE:NAME:afxdp:IFNAME[:QUEUE] or BRIDGE:NAME:vf:PCI.
+    /// BRIDGE:NAME:tap:IFNAME, BRIDGE:NAME:afxdp:IFNAME[:QUEUE] or BRIDGE:NAME:vf:PCI, each
+    /// optionally followed by `,mtu=N` (the port's MTU, 68 to 9198).
     #[arg(long = "port")]
     ports: Vec<String>,
     /// Log lines as `text` or `json` (one object per line: timestamp, level, target, message,

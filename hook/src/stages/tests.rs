@@ -340,6 +340,20 @@ fn the_vlan_annotation_puts_the_containers_ports_on_that_vlan_and_the_ledger_kee
     assert_eq!(w.entries(), 1);
 }
 
+#[test]
+fn the_mtu_annotation_gives_the_containers_ports_that_mtu_and_the_ledger_keeps_it() {
+    let w = world("mtu", "2-3");
+    let ann = [("fastpath.io/vhost-user", "br0"), ("fastpath.io/mtu", "9000")];
+    let e = create_runtime(&w.ctx(), &state("c100", Some(100), &ann), &spec()).unwrap().unwrap();
+    assert_eq!(e.ports[0].mtu, Some(9000));
+    assert_eq!(w.sw.ports.borrow()["fp-c100-br0"].mtu, Some(9000));
+    assert_eq!(w.ctx().ledger.read().unwrap().containers["c100"].ports, e.ports, "recorded");
+    let bad = [("fastpath.io/vhost-user", "br0"), ("fastpath.io/mtu", "65000")];
+    let err = create_runtime(&w.ctx(), &state("c101", Some(101), &bad), &spec()).unwrap_err().to_string();
+    assert!(err.starts_with("annotation fastpath.io/mtu: '65000' is not an MTU"), "{err}");
+    assert_eq!(w.entries(), 1);
+}
+
 const VF_REQ: [(&str, &str); 2] = [("fastpath.io/cores", "1"), ("fastpath.io/vf", "0000:81:10.2")];
 
 fn driver(w: &World, pci: &str) -> Option<String> {

@@ -54,6 +54,9 @@ pub struct PortAlloc {
     /// The access VLAN it was given (`fastpath.io/vlan`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
+    /// The MTU it was given (`fastpath.io/mtu`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
 }
 
 /// A VF held.
@@ -242,7 +245,7 @@ impl Entry {
 
     /// What the switch is asked for the container's port `p`: a server-mode port whose
     /// socket the container's user owns, that knows whose it is and its MAC, whose frames
-    /// are checked as recorded, on its access VLAN if it has one, and whose frontend may
+    /// are checked as recorded, on its access VLAN and with its MTU if it has them, and whose frontend may
     /// register the container's hugepages and a little more ([`PORT_MEMORY_SLACK`]; else
     /// the switch's default), labelled with the container's name and pod.
     pub fn port_config(&self, p: &PortAlloc) -> PortConfig {
@@ -256,6 +259,7 @@ impl Entry {
             mac: (!p.mac.is_empty()).then(|| p.mac.clone()),
             port_security: p.port_security,
             vlan: p.vlan,
+            mtu: p.mtu,
             max_memory: self.hugepages.map(|h| ByteSize(h.bytes + PORT_MEMORY_SLACK)),
             ..PortConfig::new(p.name.clone(), p.bridge.clone(), p.socket.clone())
         }
@@ -333,6 +337,7 @@ mod tests {
             mac: String::new(),
             port_security: None,
             vlan: None,
+            mtu: None,
         });
         let json = serde_json::to_string(&e).unwrap();
         assert!(!json.contains("pod_name"), "no labels, nothing written: {json}");

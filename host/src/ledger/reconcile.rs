@@ -67,6 +67,7 @@ mod tests {
                 mac: "02:00:00:00:00:01".into(),
                 port_security: Some(PortSecurity::Mac),
                 vlan: Some(100),
+                mtu: None,
             }],
             ..Entry::new(id, pid, 7, 1000)
         }

@@ -30,12 +30,21 @@ pub struct VhostUserNic {
     pub mode: VhostMode,
     /// The NIC's MAC, `aa:bb:cc:dd:ee:ff`.
     pub mac: String,
+    /// QEMU's `host_mtu` (the MTU the device offers the guest, VIRTIO_NET_F_MTU), if any.
+    pub host_mtu: Option<u16>,
 }
 
 impl VhostUserNic {
     /// A NIC with MAC `mac` on `socket`, QEMU in `mode`.
     pub fn new(socket: &Path, mode: VhostMode, mac: &str) -> Self {
-        Self { socket: socket.to_path_buf(), mode, mac: mac.to_string() }
+        Self { socket: socket.to_path_buf(), mode, mac: mac.to_string(), host_mtu: None }
+    }
+
+    /// The same NIC offering the guest MTU `mtu` (`host_mtu`; QEMU sends it to the backend
+    /// with VHOST_USER_NET_SET_MTU).
+    #[must_use]
+    pub fn with_host_mtu(self, mtu: u16) -> Self {
+        Self { host_mtu: Some(mtu), ..self }
     }
 }
 
@@ -65,13 +74,18 @@ pub fn vnic_args(nics: &[VhostUserNic], memory_mb: u32) -> Vec<String> {
             }
             VhostMode::Server => chardev.push_str(",server=on,wait=off"),
         }
+        let mut device =
+            format!("virtio-net-pci,netdev=vu{i},mac={},bus=pcie.0,addr=0x{:x}", nic.mac, VNIC_FIRST_SLOT as usize + i);
+        if let Some(mtu) = nic.host_mtu {
+            let _ = write!(device, ",host_mtu={mtu}");
+        }
         a.extend([
             "-chardev".into(),
             chardev,
             "-netdev".into(),
             format!("vhost-user,id=vu{i},chardev=vuc{i}"),
             "-device".into(),
-            format!("virtio-net-pci,netdev=vu{i},mac={},bus=pcie.0,addr=0x{:x}", nic.mac, VNIC_FIRST_SLOT as usize + i),
+            device,
         ]);
     }
     a
@@ -86,14 +100,18 @@ mod tests {
         assert!(vnic_args(&[], 256).is_empty());
         let nics = [
             VhostUserNic::new(Path::new("/t/a.sock"), VhostMode::Client { reconnect_ms: 500 }, "02:00:00:00:00:0a"),
-            VhostUserNic::new(Path::new("/t/b.sock"), VhostMode::Server, "02:00:00:00:00:0b"),
+            VhostUserNic::new(Path::new("/t/b.sock"), VhostMode::Server, "02:00:00:00:00:0b").with_host_mtu(9000),
         ];
         let a = vnic_args(&nics, 256).join(" ");
         assert!(a.starts_with("-object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem"), "{a}");
         assert!(a.contains("-chardev socket,id=vuc0,path=/t/a.sock,reconnect-ms=500 "), "{a}");
         assert!(a.contains("-chardev socket,id=vuc1,path=/t/b.sock,server=on,wait=off "), "{a}");
         assert!(a.contains("-netdev vhost-user,id=vu1,chardev=vuc1"), "{a}");
-        assert!(a.contains("virtio-net-pci,netdev=vu0,mac=02:00:00:00:00:0a,bus=pcie.0,addr=0x5"), "{a}");
+        assert!(a.contains("virtio-net-pci,netdev=vu0,mac=02:00:00:00:00:0a,bus=pcie.0,addr=0x5 "), "{a}");
+        assert!(
+            a.ends_with("virtio-net-pci,netdev=vu1,mac=02:00:00:00:00:0b,bus=pcie.0,addr=0x6,host_mtu=9000"),
+            "{a}"
+        );
         assert_eq!(vnic_pci(1), "0000:00:06.0");
     }
 }

@@ -10,7 +10,7 @@ use crate::ring::DeviceRing;
 use crate::spec::{
     MAX_QUEUE_SIZE, PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_NET_MTU, PROTOCOL_F_REPLY_ACK,
     VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_IN_ORDER, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU,
-    VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_NOTIFY,
+    VIRTIO_RING_F_INDIRECT_DESC, VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_NOTIFY,
 };
 use crate::vhost_user::conn::RawMsg;
 use crate::vhost_user::message::encode;
@@ -21,9 +21,14 @@ use super::queue::{DeviceQueue, DEFAULT_MAX_FRAME};
 /// Features we offer. Our rings are always consumed in order (every queue pops
 /// chains and returns them in avail order), so IN_ORDER costs us nothing and lets a
 /// driver skip reading the used entries of its transmit ring. MRG_RXBUF: a frame
-/// longer than one receive chain is written across several.
-pub const OFFERED_FEATURES: u64 =
-    VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES | VIRTIO_F_IN_ORDER | VIRTIO_NET_F_MRG_RXBUF | VIRTIO_NET_F_MTU;
+/// longer than one receive chain is written across several. INDIRECT_DESC: a chain may
+/// sit in an indirect table, walked with the same bounds as any chain.
+pub const OFFERED_FEATURES: u64 = VIRTIO_F_VERSION_1
+    | VHOST_USER_F_PROTOCOL_FEATURES
+    | VIRTIO_F_IN_ORDER
+    | VIRTIO_NET_F_MRG_RXBUF
+    | VIRTIO_NET_F_MTU
+    | VIRTIO_RING_F_INDIRECT_DESC;
 /// Protocol features we offer. NET_MTU: a frontend tells the MTU its driver set
 /// (checked against the port's).
 pub const OFFERED_PROTOCOL: u64 = PROTOCOL_F_REPLY_ACK | PROTOCOL_F_CONFIGURE_MEM_SLOTS | PROTOCOL_F_NET_MTU;
@@ -460,7 +465,8 @@ impl VhostDevice {
             .map_err(|e| ProtocolFault::Ring { index: i as u32, why: e.to_string() })?;
         ring.set_used_flags(VRING_USED_F_NO_NOTIFY);
         let max_read = self.limits.max_frame.saturating_add(crate::spec::NET_HDR_LEN);
-        v.queue = Some(DeviceQueue::with_max_read(ring, v.base, max_read));
+        let indirect = self.features & VIRTIO_RING_F_INDIRECT_DESC != 0;
+        v.queue = Some(DeviceQueue::with_max_read(ring, v.base, max_read).with_indirect(indirect));
         Ok(())
     }
 }

@@ -491,6 +491,8 @@ impl Drop for VhostBackend {
 }
 
 #[cfg(test)]
+mod indirect_tests;
+#[cfg(test)]
 mod merge_tests;
 #[cfg(test)]
 mod tests;

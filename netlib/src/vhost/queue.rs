@@ -3,7 +3,7 @@
 //! Device-side virtqueue processing with validated descriptor chains.
 
 use crate::mem::{GuestMemory, GuestSpan};
-use crate::ring::DeviceRing;
+use crate::ring::{Desc, DeviceRing};
 use crate::spec::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 
 /// Most segments one chain may have (a packet in more pieces is refused).
@@ -92,6 +92,28 @@ pub enum ChainFault {
         /// Index.
         index: u16,
     },
+    /// An indirect descriptor whose table is not one we walk: its length is zero, not a
+    /// multiple of 16 or more entries than the ring has, it is outside the frontend's
+    /// memory, or it has NEXT set too.
+    #[error("descriptor {index} points to an indirect table at {addr:#x} of {len} bytes that {why}")]
+    BadIndirectTable {
+        /// Index of the indirect descriptor.
+        index: u16,
+        /// The table's address.
+        addr: u64,
+        /// The table's length.
+        len: u32,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// An entry of an indirect table that is indirect itself.
+    #[error("entry {entry} of the indirect table of descriptor {index} is indirect too (nested)")]
+    NestedIndirect {
+        /// Index of the indirect descriptor in the ring.
+        index: u16,
+        /// The entry in its table.
+        entry: u16,
+    },
     /// Total length of a chain overflows.
     #[error("descriptor chain from head {head} totals more than 4 GiB")]
     LengthOverflow {
@@ -137,6 +159,8 @@ pub struct DeviceQueue {
     pub last_used: u16,
     /// Most bytes a chain the device reads (a frame sent to us) may carry.
     max_read: u32,
+    /// Whether the frontend may use indirect tables (VIRTIO_RING_F_INDIRECT_DESC).
+    indirect: bool,
 }
 
 impl DeviceQueue {
@@ -148,7 +172,14 @@ impl DeviceQueue {
 
     /// A queue starting at `base`, taking readable chains of up to `max_read` bytes.
     pub fn with_max_read(ring: DeviceRing, base: u16, max_read: u32) -> Self {
-        Self { ring, last_avail: base, last_used: base, max_read }
+        Self { ring, last_avail: base, last_used: base, max_read, indirect: false }
+    }
+
+    /// The same queue, taking indirect tables if `on` (VIRTIO_RING_F_INDIRECT_DESC was
+    /// negotiated).
+    #[must_use]
+    pub fn with_indirect(self, on: bool) -> Self {
+        Self { indirect: on, ..self }
     }
 
     /// How many chains are available (bounded by the ring size).
@@ -194,30 +225,12 @@ impl DeviceQueue {
         for _ in 0..size.min(MAX_CHAIN_DESCS) {
             let d = self.ring.desc(idx).ok_or(ChainFault::IndexOutOfRange { index: idx, size })?;
             if d.flags & VRING_DESC_F_INDIRECT != 0 {
-                return Err(ChainFault::Indirect { index: idx });
-            }
-            if (d.flags & VRING_DESC_F_WRITE != 0) != writable {
-                return Err(ChainFault::WrongDirection { index: idx, flags: d.flags });
-            }
-            if d.len > 0 {
-                let span = mem.translate(d.addr, d.len).ok_or(ChainFault::BadAddress {
-                    index: idx,
-                    addr: d.addr,
-                    len: d.len,
-                })?;
-                if chain.nsegs as usize == MAX_SEGS {
-                    return Err(ChainFault::TooManySegments { head });
+                if !self.indirect {
+                    return Err(ChainFault::Indirect { index: idx });
                 }
-                chain.segs[chain.nsegs as usize] = span;
-                chain.nsegs += 1;
-                total += d.len as u64;
-                if total > u32::MAX as u64 {
-                    return Err(ChainFault::LengthOverflow { head });
-                }
+                return self.walk_indirect(mem, writable, idx, &d, chain, total);
             }
-            if !writable && total > u64::from(self.max_read) {
-                return Err(ChainFault::FrameTooLong { head, len: total, max: self.max_read });
-            }
+            self.take(mem, writable, idx, &d, chain, &mut total)?;
             if d.flags & VRING_DESC_F_NEXT == 0 {
                 chain.total = total as u32;
                 return Ok(());
@@ -231,6 +244,95 @@ impl DeviceQueue {
             return Err(ChainFault::TooManyDescriptors { head });
         }
         Err(ChainFault::ChainTooLong { head, size })
+    }
+
+    /// Adds descriptor `d` (number `idx` of the ring or of a table) to `chain`: the
+    /// right direction, inside the frontend's memory, within the segment and length limits.
+    #[inline(always)]
+    fn take(
+        &self,
+        mem: &GuestMemory,
+        writable: bool,
+        idx: u16,
+        d: &Desc,
+        chain: &mut Chain,
+        total: &mut u64,
+    ) -> Result<(), ChainFault> {
+        let head = chain.head;
+        if (d.flags & VRING_DESC_F_WRITE != 0) != writable {
+            return Err(ChainFault::WrongDirection { index: idx, flags: d.flags });
+        }
+        if d.len > 0 {
+            let span =
+                mem.translate(d.addr, d.len).ok_or(ChainFault::BadAddress { index: idx, addr: d.addr, len: d.len })?;
+            if chain.nsegs as usize == MAX_SEGS {
+                return Err(ChainFault::TooManySegments { head });
+            }
+            chain.segs[chain.nsegs as usize] = span;
+            chain.nsegs += 1;
+            *total += u64::from(d.len);
+            if *total > u64::from(u32::MAX) {
+                return Err(ChainFault::LengthOverflow { head });
+            }
+        }
+        if !writable && *total > u64::from(self.max_read) {
+            return Err(ChainFault::FrameTooLong { head, len: *total, max: self.max_read });
+        }
+        Ok(())
+    }
+
+    /// Walks the indirect table that ring descriptor `index` (`d`) points to, as the rest
+    /// of `chain` (which has `total` bytes so far): the table inside the frontend's memory,
+    /// a whole number of entries and no more than the ring has, no entry indirect itself,
+    /// every `next` inside the table, and at most as many steps as it has entries (no loop).
+    #[cold]
+    fn walk_indirect(
+        &self,
+        mem: &GuestMemory,
+        writable: bool,
+        index: u16,
+        d: &Desc,
+        chain: &mut Chain,
+        mut total: u64,
+    ) -> Result<(), ChainFault> {
+        let bad = |why| ChainFault::BadIndirectTable { index, addr: d.addr, len: d.len, why };
+        if d.flags & VRING_DESC_F_NEXT != 0 {
+            return Err(bad("has NEXT set too"));
+        }
+        if d.len == 0 || !d.len.is_multiple_of(16) {
+            return Err(bad("is not a whole number of 16-byte entries"));
+        }
+        let size = self.ring.size();
+        let entries = d.len / 16;
+        if entries > u32::from(size) {
+            return Err(bad("has more entries than the ring"));
+        }
+        let table = mem.translate(d.addr, d.len).ok_or_else(|| bad("is outside the frontend's memory"))?;
+        let entries = entries as u16;
+        let mut at = 0u16;
+        for _ in 0..entries.min(MAX_CHAIN_DESCS) {
+            let mut raw = [0u8; 16];
+            if !mem.read(table, u32::from(at) * 16, &mut raw) {
+                return Err(bad("is outside the frontend's memory"));
+            }
+            let e = desc_from_le(&raw);
+            if e.flags & VRING_DESC_F_INDIRECT != 0 {
+                return Err(ChainFault::NestedIndirect { index, entry: at });
+            }
+            self.take(mem, writable, at, &e, chain, &mut total)?;
+            if e.flags & VRING_DESC_F_NEXT == 0 {
+                chain.total = total as u32;
+                return Ok(());
+            }
+            if e.next >= entries {
+                return Err(ChainFault::IndexOutOfRange { index: e.next, size: entries });
+            }
+            at = e.next;
+        }
+        if entries > MAX_CHAIN_DESCS {
+            return Err(ChainFault::TooManyDescriptors { head: chain.head });
+        }
+        Err(ChainFault::ChainTooLong { head: chain.head, size: entries })
     }
 
     /// Gives back the last `n` chains popped and not yet used: the next pops walk them
@@ -251,5 +353,16 @@ impl DeviceQueue {
     #[inline]
     pub fn publish(&self) {
         self.ring.publish_used(self.last_used);
+    }
+}
+
+/// A descriptor from the 16 little-endian bytes of an indirect table's entry.
+fn desc_from_le(b: &[u8; 16]) -> Desc {
+    let [a0, a1, a2, a3, a4, a5, a6, a7, l0, l1, l2, l3, f0, f1, n0, n1] = *b;
+    Desc {
+        addr: u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
+        len: u32::from_le_bytes([l0, l1, l2, l3]),
+        flags: u16::from_le_bytes([f0, f1]),
+        next: u16::from_le_bytes([n0, n1]),
     }
 }

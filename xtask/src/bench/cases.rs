@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::apps;
 use super::hook_start;
 use super::interrupt;
+use super::jumbo;
 use super::ours::{final_json, number, port, Ctx};
 use super::ovs::Ovs;
 use super::restart;
@@ -28,6 +29,8 @@ pub enum Unit {
     Us,
     /// Milliseconds (lower is better).
     Ms,
+    /// Gigabits per second (higher is better).
+    Gbps,
 }
 
 impl Unit {
@@ -37,13 +40,14 @@ impl Unit {
             Unit::Mpps => "Mpps",
             Unit::Us => "us",
             Unit::Ms => "ms",
+            Unit::Gbps => "Gbit/s",
         }
     }
 
     /// The ratio that is above 1 when ours is better.
     pub fn ratio(self, ours: f64, peer: f64) -> f64 {
         match self {
-            Unit::Mpps => ours / peer,
+            Unit::Mpps | Unit::Gbps => ours / peer,
             Unit::Us | Unit::Ms => peer / ours,
         }
     }
@@ -101,6 +105,8 @@ enum Kind {
     Restart,
     /// `Switch` with a Prometheus scrape of fastpathd every 100 ms (vs the same without).
     Scrape,
+    /// 9014-byte frames app → switch → app, in Gbit/s (vs testpmd as the switch).
+    Jumbo,
 }
 
 /// A benchmark case: one pair of runs per round yields one value per metric and side.
@@ -159,6 +165,7 @@ pub const CASES: &[Case] = &[
         kind: Kind::Restart,
     },
     Case { name: "scrape_64", metrics: &[Metric { name: "scrape_64", unit: Unit::Mpps }], kind: Kind::Scrape },
+    Case { name: "jumbo_9000", metrics: &[Metric { name: "jumbo_9000", unit: Unit::Gbps }], kind: Kind::Jumbo },
 ];
 
 /// Packets in flight in the looping cases (ours: `--prime 256`).
@@ -192,6 +199,7 @@ impl Case {
             Kind::Vxlan => vxlan::ours_vxlan_64(&mut sb, ctx),
             Kind::Restart => restart::ours(&mut sb, ctx),
             Kind::Scrape => scrape::ours(&mut sb, ctx),
+            Kind::Jumbo => jumbo::ours(&mut sb, ctx),
         }
     }
 
@@ -217,6 +225,7 @@ impl Case {
             Kind::AfxdpOvs => uplink::ovs_afxdp_64(&mut sb, ctx),
             Kind::Vxlan => vxlan::kernel_vxlan_64(&mut sb, ctx),
             Kind::Restart => restart::peer(&mut sb, ctx),
+            Kind::Jumbo => jumbo::peer(&mut sb, ctx),
         }
     }
 }

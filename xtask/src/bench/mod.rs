@@ -5,6 +5,7 @@ mod apps;
 mod cases;
 mod hook_start;
 mod interrupt;
+mod jumbo;
 mod ours;
 mod ovs;
 mod probe;

@@ -28,6 +28,7 @@ fn entry(id: &str, pid: i32, status: Status) -> Entry {
             mac: String::new(),
             port_security: None,
             vlan: None,
+            mtu: None,
         }],
         ..Entry::new(id, pid, 1, 1000)
     }

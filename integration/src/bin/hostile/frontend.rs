@@ -82,12 +82,18 @@ impl Hostile {
 
     /// The polite start: features and owner, no protocol features (no acks).
     pub fn start(&mut self) -> Result<()> {
+        self.start_with(0)
+    }
+
+    /// The polite start, also acking the `extra` features (which the backend must offer).
+    pub fn start_with(&mut self, extra: u64) -> Result<()> {
         let f = self.get(Request::GetFeatures)?;
-        if f & VIRTIO_F_VERSION_1 == 0 {
-            bail!("backend lacks VERSION_1");
+        if f & VIRTIO_F_VERSION_1 == 0 || f & extra != extra {
+            bail!("backend lacks VERSION_1 or {extra:#x} (offers {f:#x})");
         }
+        let ours = (VIRTIO_F_VERSION_1 | extra) & !VHOST_USER_F_PROTOCOL_FEATURES;
         self.send(Request::SetOwner, &[], &[])?;
-        self.send(Request::SetFeatures, &encode::u64(VIRTIO_F_VERSION_1 & !VHOST_USER_F_PROTOCOL_FEATURES), &[])
+        self.send(Request::SetFeatures, &encode::u64(ours), &[])
     }
 
     /// A region of ours as the switch sees it (its address is our own).

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use netlib::mem::Region;
 use netlib::ring::{Desc, DriverRing};
-use netlib::spec::VRING_DESC_F_NEXT;
+use netlib::spec::{
+    NET_HDR_LEN, NUM_BUFFERS_AT, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_INDIRECT_DESC, VRING_DESC_F_INDIRECT,
+    VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+};
 use netlib::vhost_user::message::{encode, FLAG_VERSION};
 use netlib::vhost_user::{MemRegion, Request, VringAddr, VringState};
 
@@ -36,7 +39,29 @@ pub const CASES: &[(&str, &str)] = &[
     ("straddle", "a descriptor straddling two regions"),
     ("outside", "a descriptor outside every region"),
     ("used-scribble", "scribbling on the used ring while the switch writes it"),
+    ("indirect-nested", "an indirect table whose entry is indirect too"),
+    ("indirect-outside", "an indirect table outside every region"),
+    ("indirect-huge", "an indirect table of 4 GiB"),
+    ("mrg-num-buffers", "mergeable buffers: frames sent with num_buffers 65535, 1-byte receive buffers"),
 ];
+
+/// Where the nested indirect table sits in the data region: its one entry points to itself
+/// and is indirect.
+const TABLE_AT: usize = 1 << 16;
+
+/// Where the mrg-num-buffers case's frame sits in the data region: a virtio-net header
+/// whose num_buffers says 65535, then a broadcast frame.
+const FRAME_AT: usize = TABLE_AT + 4096;
+
+/// One 16-byte descriptor as it sits in memory (an indirect table's entry).
+fn desc_bytes(d: Desc) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&d.addr.to_le_bytes());
+    b[8..12].copy_from_slice(&d.len.to_le_bytes());
+    b[12..14].copy_from_slice(&d.flags.to_le_bytes());
+    b[14..].copy_from_slice(&d.next.to_le_bytes());
+    b
+}
 
 fn vring_num(h: &mut Hostile, num: u32) -> Result<()> {
     h.start()?;
@@ -55,12 +80,21 @@ pub fn run(case: &str, path: &Path) -> Result<()> {
         return Ok(());
     }
     let mut h = Hostile::connect(path, Duration::from_secs(10))?;
-    let data = Region::create(None, 1 << 20)?;
+    let mut data = Region::create(None, 1 << 20)?;
     let mut rx = DriverRing::new(QSIZE, None)?;
     let tx = DriverRing::new(QSIZE, None)?;
     let base = data.map().addr();
-    let ring_case = |h: &mut Hostile, descs: &[(u16, Desc)], heads: &[u16], avail: u16| -> Result<()> {
-        h.start()?;
+    let table = base + TABLE_AT as u64;
+    let nested = Desc { addr: table, len: 16, flags: VRING_DESC_F_INDIRECT, next: 0 };
+    data.map_mut().slice_mut(TABLE_AT, 16)?.copy_from_slice(&desc_bytes(nested));
+    let mut lying = vec![0u8; NET_HDR_LEN as usize];
+    lying[NUM_BUFFERS_AT..].copy_from_slice(&u16::MAX.to_le_bytes());
+    lying.extend(crate::attacks::frame([0xff; 6], [2, 0, 0, 0, 0, 0x78]));
+    data.map_mut().slice_mut(FRAME_AT, lying.len())?.copy_from_slice(&lying);
+    let data = data;
+    // `extra`: features acked besides VERSION_1.
+    let ring_case = |h: &mut Hostile, extra: u64, descs: &[(u16, Desc)], heads: &[u16], avail: u16| -> Result<()> {
+        h.start_with(extra)?;
         h.rings(&rx, &tx, &data)?;
         for (i, d) in descs {
             tx.set_desc(*i, *d);
@@ -121,23 +155,57 @@ pub fn run(case: &str, path: &Path) -> Result<()> {
         "num-3" => vring_num(&mut h, 3)?,
         "num-0" => vring_num(&mut h, 0)?,
         "num-65536" => vring_num(&mut h, 65536)?,
-        "avail-jump" => ring_case(&mut h, &[], &[], 1000)?,
+        "avail-jump" => ring_case(&mut h, 0, &[], &[], 1000)?,
         "loop" => ring_case(
             &mut h,
+            0,
             &[(0, d(base, 64, VRING_DESC_F_NEXT, 1)), (1, d(base + 64, 64, VRING_DESC_F_NEXT, 0))],
             &[0],
             1,
         )?,
-        "next-past-end" => ring_case(&mut h, &[(0, d(base, 64, VRING_DESC_F_NEXT, 300))], &[0], 1)?,
+        "next-past-end" => ring_case(&mut h, 0, &[(0, d(base, 64, VRING_DESC_F_NEXT, 300))], &[0], 1)?,
         "len-overflow" => {
             let descs: Vec<(u16, Desc)> = (0..3u16).map(|i| (i, d(base, u32::MAX, VRING_DESC_F_NEXT, i + 1))).collect();
-            ring_case(&mut h, &descs, &[0], 1)?;
+            ring_case(&mut h, 0, &descs, &[0], 1)?;
         }
         "straddle" => {
             let end = base + data.map().len() as u64;
-            ring_case(&mut h, &[(0, d(end - 32, 64, 0, 0))], &[0], 1)?;
+            ring_case(&mut h, 0, &[(0, d(end - 32, 64, 0, 0))], &[0], 1)?;
         }
-        "outside" => ring_case(&mut h, &[(0, d(0x10, 64, 0, 0))], &[0], 1)?,
+        "outside" => ring_case(&mut h, 0, &[(0, d(0x10, 64, 0, 0))], &[0], 1)?,
+        "indirect-nested" => {
+            ring_case(&mut h, VIRTIO_RING_F_INDIRECT_DESC, &[(0, d(table, 16, VRING_DESC_F_INDIRECT, 0))], &[0], 1)?;
+        }
+        "indirect-outside" => {
+            ring_case(&mut h, VIRTIO_RING_F_INDIRECT_DESC, &[(0, d(0x10, 64, VRING_DESC_F_INDIRECT, 0))], &[0], 1)?;
+        }
+        "indirect-huge" => {
+            let huge = d(table, 0xffff_fff0, VRING_DESC_F_INDIRECT, 0);
+            ring_case(&mut h, VIRTIO_RING_F_INDIRECT_DESC, &[(0, huge)], &[0], 1)?;
+        }
+        "mrg-num-buffers" => {
+            // num_buffers is the device's to write on receive; a driver's on transmit means
+            // nothing and must change nothing. Our receive ring offers only 1-byte buffers.
+            let frame = d(base + FRAME_AT as u64, lying.len() as u32, 0, 0);
+            ring_case(&mut h, VIRTIO_NET_F_MRG_RXBUF, &[(0, frame)], &[], 0)?;
+            for i in 0..QSIZE {
+                rx.set_desc(i, d(base + 4096 + u64::from(i), 1, VRING_DESC_F_WRITE, 0));
+                rx.set_avail(i, i);
+            }
+            rx.publish_avail(QSIZE);
+            let t = Instant::now();
+            let mut idx: u16 = 0;
+            while t.elapsed() < Duration::from_secs(1) {
+                if idx.wrapping_sub(tx.used_idx()) < QSIZE {
+                    tx.set_avail(idx, 0);
+                    idx = idx.wrapping_add(1);
+                    tx.publish_avail(idx);
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            // Nothing here is a fault: the switch keeps the connection, we close it.
+            return Ok(());
+        }
         "used-scribble" => {
             // A valid ring with a stream of valid 64-byte packets, while we scribble on
             // the used ring the switch writes. The switch never trusts what it wrote.
