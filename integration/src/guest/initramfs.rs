@@ -244,6 +244,12 @@ impl Guest {
         for (p, data, mode) in &self.files {
             c.file(p, data, *mode);
         }
+        for d in &self.dirs {
+            c.dir(d);
+        }
+        for (p, target) in &self.links {
+            c.symlink(p, target);
+        }
         c.file("init", self.init_script().as_bytes(), 0o755);
         c.file("lib/fastpath/body.sh", format!("{BODY_HELPERS}\n{}\n", self.body).as_bytes(), 0o755);
         Ok(c.finish())

@@ -7,13 +7,16 @@
 // are parsed here. See notes/vm-sriov.md for the measurements behind the command line.
 // This file: the module docs, the constants and the `Guest` builder; the submodules, all
 // re-exported here: `require` (finding QEMU, the kernel, busybox, the static binaries),
-// `initramfs` (cpio writer, body helpers, /init), `qemu` (command line, boot, the running
+// `initramfs` (cpio writer, body helpers, /init), `podman` (opt-in podman, conmon, crun,
+// their libraries and config), `qemu` (command line, boot, the running
 // guest and its serial log), `run` (the results of a run), `peer` (the host side of the
 // wire, frames and MACs), `vnic` (virtio-net NICs on vhost-user, e.g. on a fastpathd port).
 //! A QEMU guest with an SR-IOV NIC behind an IOMMU, and a host peer on its wire.
 //!
 //! [`require_guest`] finds QEMU, the guest kernel (`cargo xtask setup`), static busybox and
 //! the static binaries a test needs (skip, or fail with `FASTPATH_REQUIRE_PEERS=1`).
+//! [`require_podman`] finds podman, conmon, crun and their libraries, which
+//! [`Guest::podman`] packs with their config (see the `podman` submodule).
 //! [`Guest`] builds the initramfs and boots it; [`Guest::run`] waits for the poweroff and
 //! returns a [`GuestRun`] (results, dmesg, serial log, frames the guest sent, timings);
 //! [`Guest::start`] returns a [`RunningGuest`] to talk to meanwhile: wait for a marker
@@ -76,6 +79,7 @@ use std::time::Duration;
 
 mod initramfs;
 mod peer;
+mod podman;
 mod qemu;
 mod require;
 mod run;
@@ -83,6 +87,7 @@ mod vnic;
 
 pub use initramfs::*;
 pub use peer::*;
+pub use podman::*;
 pub use qemu::*;
 pub use require::*;
 pub use run::*;
@@ -144,6 +149,8 @@ pub struct Guest {
     peers: GuestPeers,
     bins: Vec<(String, PathBuf)>,
     files: Vec<(String, Vec<u8>, u32)>,
+    links: Vec<(String, String)>,
+    dirs: Vec<String>,
     body: String,
     num_vfs: u32,
     vf_autoprobe: bool,
@@ -165,6 +172,8 @@ impl Guest {
             peers: peers.clone(),
             bins: Vec::new(),
             files: Vec::new(),
+            links: Vec::new(),
+            dirs: Vec::new(),
             body: String::new(),
             num_vfs: 2,
             vf_autoprobe: true,
@@ -197,6 +206,20 @@ impl Guest {
     #[must_use]
     pub fn file(mut self, guest_path: &str, contents: impl Into<Vec<u8>>, mode: u32) -> Self {
         self.files.push((guest_path.to_string(), contents.into(), mode));
+        self
+    }
+
+    /// Puts a symbolic link at `guest_path` pointing to `target`.
+    #[must_use]
+    pub fn symlink(mut self, guest_path: &str, target: &str) -> Self {
+        self.links.push((guest_path.to_string(), target.to_string()));
+        self
+    }
+
+    /// Puts an empty directory (mode 0755) at `guest_path`.
+    #[must_use]
+    pub fn dir(mut self, guest_path: &str) -> Self {
+        self.dirs.push(guest_path.to_string());
         self
     }
 
