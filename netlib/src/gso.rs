@@ -187,4 +187,4 @@ impl<'a> Segments<'a> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

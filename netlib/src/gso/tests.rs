@@ -27,7 +27,7 @@ const FLAGS: u8 = 0x10 | TCP_PSH | TCP_FIN | TCP_CWR;
 
 /// A GSO frame as Linux hands one to virtio-net: headers of the whole frame, the TCP
 /// checksum field holding the pseudo-header's folded sum. Returns it with its header.
-fn gso_frame(v6: bool, vlan: bool, payload: usize, mss: u16) -> (Vec<u8>, Gso, PartialCsum) {
+pub(crate) fn gso_frame(v6: bool, vlan: bool, payload: usize, mss: u16) -> (Vec<u8>, Gso, PartialCsum) {
     let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
     if vlan {
         f.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);

@@ -5,6 +5,7 @@
 pub mod device;
 mod engine;
 mod frame;
+pub mod offload;
 pub mod queue;
 
 use std::os::fd::{AsFd, BorrowedFd};
@@ -493,4 +494,4 @@ impl Drop for VhostBackend {
 #[cfg(test)]
 mod merge_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
