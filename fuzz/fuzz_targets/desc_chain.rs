@@ -23,8 +23,14 @@ fuzz_target!(|data: &[u8]| {
     let base = region.map().addr();
     let len = region.map().len() as u64;
     let mut gm = GuestMemory::default();
-    gm.add_region(drv.region().fd(), drv.region().map().addr(), drv.region().map().addr(), drv.region().map().len() as u64, 0)
-        .expect("ring region");
+    gm.add_region(
+        drv.region().fd(),
+        drv.region().map().addr(),
+        drv.region().map().addr(),
+        drv.region().map().len() as u64,
+        0,
+    )
+    .expect("ring region");
     gm.add_region(region.fd(), base, base, len, 0).expect("data region");
     let mem = Arc::new(gm);
     // Descriptors: 16 bytes of fuzz each; addresses are offsets near the data
