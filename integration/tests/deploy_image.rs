@@ -10,16 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fastpath_oci::{which, CONTRACT};
+use fastpath_oci::which;
 use hook_common::*;
 use integration::{
-    last_json_line, output_text, run_with_timeout, skip_or_fail, spawn_piped, static_bin_dir, wait_for_socket,
-    wait_output, workspace_dir, TestDir,
+    output_text, run_with_timeout, skip_or_fail, static_bin_dir, wait_for_socket, workspace_dir, TestDir,
 };
 use serde_yaml::Value;
 
-const SOCK: &str = "vu:/run/fastpath/sock/br0.sock";
-const APP: &str = "--idle-sleep-us 20 --queue-size 4096 --json --quiet --link-timeout 30";
 /// Where the DaemonSet keeps fastpathd's socket and state on the node; the test's own
 /// directory stands in for it.
 const NODE_RUN: &str = "/run/fastpath";
@@ -230,21 +227,7 @@ fn node_image_fastpathd_serves_hook_containers() {
     assert_ne!(mnt(&pid.to_string()), mnt("self"), "fastpathd {pid} is not in the image's container");
 
     // Two hook-started runc containers on the host get ports on it and exchange frames.
-    let sink = format!("exec sink --port {SOCK} --check --count {FRAMES} --idle-exit 3 {APP}");
-    let mut c = fx.run_cmd("fpsink", &sink, &CONTRACT, None);
-    let mut sink_child = Some(spawn_piped(&mut c));
-    wait_ports_up(&fx, 1, "fpsink", &mut sink_child);
-    let gen = format!("exec pktgen --port {SOCK} --count {FRAMES} --rate 50000 {APP}");
-    let mut c = fx.run_cmd("fpgen", &gen, &CONTRACT, None);
-    let gen_child = spawn_piped(&mut c);
-    let gen_out = wait_output(gen_child, RUN).unwrap_or_else(|e| panic!("pktgen container: {e}"));
-    let sink_out = finish(&fx, "fpsink", sink_child.take().unwrap(), RUN);
-    assert!(gen_out.status.success(), "pktgen container: {}\nhook log: {}", output_text(&gen_out), fx.hook_log());
-    assert!(sink_out.status.success(), "sink container: {}\nfastpathd: {}", output_text(&sink_out), pm.logs());
-    let r = last_json_line(&String::from_utf8_lossy(&sink_out.stdout))
-        .unwrap_or_else(|| panic!("no sink JSON: {}", output_text(&sink_out)));
-    let got = r["received"].as_u64().unwrap_or(0);
-    assert!(got >= FRAMES * 99 / 100 && r["bad"] == 0, "sink: {r}");
+    let got = pktgen_to_sink(&mut fx, "", &[], &|| format!("fastpathd: {}", pm.logs()));
     // poststop took the ports back from the image's fastpathd.
     fx.assert_released();
     let ports = fx.ports();

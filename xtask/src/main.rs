@@ -1,12 +1,13 @@
 // Entry point of `cargo xtask`: parses the subcommand and dispatches to its module.
 // Every subcommand runs under the Ctrl-C flag installed here; errors become the exit code.
 
-//! `cargo xtask`: developer tasks for fastpath (setup, test, bench, demo).
+//! `cargo xtask`: developer tasks for fastpath (setup, test, bench, demo, package).
 
 mod bench;
 mod bundle;
 mod demo;
 mod fuzz;
+mod package;
 mod procs;
 mod scratch;
 mod setup;
@@ -41,6 +42,9 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Run the cargo-fuzz targets (vhost-user messages, descriptor chains) for a bounded time.
     Fuzz(fuzz::FuzzArgs),
+    /// Build the Debian package, target/deb/fastpath_VERSION_amd64.deb (dpkg-deb).
+    #[command(alias = "deb")]
+    Package(package::PackageArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Cmd::Bench(args) => bench::run(&ws, &args),
         Cmd::Demo(args) => demo::run(&ws, &args),
         Cmd::Fuzz(args) => fuzz::run(&ws, &args),
+        Cmd::Package(args) => package::run(&ws, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

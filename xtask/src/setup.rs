@@ -19,7 +19,8 @@ use crate::scratch::{self, HUGEPAGES};
 /// `containernetworking-plugins` (/usr/lib/cni: podman's CNI backend, host-local for IPAM) and
 /// `containerd` (`ctr run --cni`): the callers fastpath-cni is tested with; `prometheus`: the
 /// server the metrics test scrapes fastpathd with, its own service kept off by
-/// [`quiet_services`]; QEMU comes from `install_qemu`).
+/// [`quiet_services`]; `dpkg-dev`: `dpkg-shlibdeps` for the .deb `cargo xtask package` builds;
+/// QEMU comes from `install_qemu`).
 const PACKAGES: &[&str] = &[
     "dpdk-dev",
     "openvswitch-switch-dpdk",
@@ -37,6 +38,7 @@ const PACKAGES: &[&str] = &[
     "containernetworking-plugins",
     "containerd",
     "prometheus",
+    "dpkg-dev",
 ];
 
 /// Services the packages start and enable that nothing here wants running: the tests start

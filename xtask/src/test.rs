@@ -60,10 +60,14 @@ impl Tally {
 pub fn run(ws: &Workspace, args: &TestArgs) -> Result<()> {
     setup::run()?;
     let t = Instant::now();
-    let build = ws.build_release(&["--all-targets"]).and_then(|()| ws.build_static_examples());
+    let build = ws.build_release(&["--all-targets"]).and_then(|()| {
+        let dir = ws.build_static_examples()?;
+        let deb = crate::package::build(ws, &dir)?;
+        Ok((dir, deb))
+    });
     let build_secs = t.elapsed().as_secs_f64();
-    let static_dir = match build {
-        Ok(dir) => dir,
+    let (static_dir, deb) = match build {
+        Ok(built) => built,
         Err(e) => {
             summary(&format!("FAILED ({build_secs:.0} s): {e:#}"), "not run");
             bail!("build failed");
@@ -85,6 +89,7 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<()> {
         .env("FASTPATH_BIN_DIR", &bin_dir)
         .env("FASTPATH_REQUIRE_PEERS", "1")
         .env("FASTPATH_STATIC_BIN_DIR", &static_dir)
+        .env("FASTPATH_DEB", &deb)
         .stdout(Stream::Capture(Echo::Plain))
         .spawn()?;
     let status = tests.wait_timeout(Duration::from_secs(6 * 3600))?;

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use fastpath_oci::{hook_stages, make_rootfs, require_static, which, write_bundle, HookConfig, Spec, BUSYBOX};
 use integration::{
-    bin_dir, fastpathctl_list_with, fastpathd_args, output_text, run_with_timeout, serial, skip_or_fail,
-    static_bin_dir, wait_for_socket, wait_output, wait_until, Proc, Serial, TestDir,
+    bin_dir, fastpathctl_list_with, fastpathd_args, last_json_line, output_text, run_with_timeout, serial,
+    skip_or_fail, spawn_piped, static_bin_dir, wait_for_socket, wait_output, wait_until, Proc, Serial, TestDir,
 };
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
@@ -227,7 +227,7 @@ pub struct Fixture {
     /// The fixture's directory (removed last, on drop).
     pub dir: TestDir,
     /// The machine-wide test lock (none for a second host: its first one holds it).
-    _lock: Option<Serial>,
+    lock: Option<Serial>,
 }
 
 impl Fixture {
@@ -279,8 +279,14 @@ impl Fixture {
             fastpathd: None,
             names: vec![],
             dir,
-            _lock: lock,
+            lock,
         }
+    }
+
+    /// The machine-wide test lock the fixture holds, for a caller that must keep it past the
+    /// fixture's drop (to undo, under the lock, something the fixture's cleanup needs).
+    pub fn take_lock(&mut self) -> Option<Serial> {
+        self.lock.take()
     }
 
     /// `fastpath-hook --config CONFIG install --hooks-dir DIR`: podman's hooks.d for `config`.
@@ -586,6 +592,41 @@ pub fn wait_ports_up(fx: &Fixture, n: usize, name: &str, child: &mut Option<Chil
             fx.hook_log()
         );
     }
+}
+
+/// The socket a contract container's port has in the container.
+pub const PORT_SOCK: &str = "vu:/run/fastpath/sock/br0.sock";
+/// The apps' flags in a contract container (sharing 2 CPUs with fastpathd, JSON results).
+pub const APP_FLAGS: &str = "--idle-sleep-us 20 --queue-size 4096 --json --quiet --link-timeout 30";
+
+/// The demo flow through the fixture's switch: a sink container (`sink_first`, shell run
+/// before it, and `sink_ann` on top of the contract's annotations) and a pktgen container
+/// sending it [`FRAMES`] frames; fails unless both succeed and at least 99 % arrive, none bad
+/// (the hook's log and `why()` are added to a failing sink's message). Returns the frames received.
+pub fn pktgen_to_sink(fx: &mut Fixture, sink_first: &str, sink_ann: &[(&str, &str)], why: &dyn Fn() -> String) -> u64 {
+    let sink = format!("{sink_first}exec sink --port {PORT_SOCK} --check --count {FRAMES} --idle-exit 3 {APP_FLAGS}");
+    let mut ann = fastpath_oci::CONTRACT.to_vec();
+    ann.extend_from_slice(sink_ann);
+    let mut c = fx.run_cmd("fpsink", &sink, &ann, None);
+    let mut sink_child = Some(spawn_piped(&mut c));
+    wait_ports_up(fx, 1, "fpsink", &mut sink_child);
+    let gen = format!("exec pktgen --port {PORT_SOCK} --count {FRAMES} --rate 50000 {APP_FLAGS}");
+    let mut c = fx.run_cmd("fpgen", &gen, &fastpath_oci::CONTRACT, None);
+    let gen_out = wait_output(spawn_piped(&mut c), RUN).unwrap_or_else(|e| panic!("pktgen container: {e}"));
+    let sink_out = finish(fx, "fpsink", sink_child.take().unwrap(), RUN);
+    assert!(gen_out.status.success(), "pktgen container: {}\nhook log: {}", output_text(&gen_out), fx.hook_log());
+    assert!(
+        sink_out.status.success(),
+        "sink container: {}\nhook log: {}\n{}",
+        output_text(&sink_out),
+        fx.hook_log(),
+        why()
+    );
+    let r = last_json_line(&String::from_utf8_lossy(&sink_out.stdout))
+        .unwrap_or_else(|| panic!("no sink JSON: {}", output_text(&sink_out)));
+    let got = r["received"].as_u64().unwrap_or(0);
+    assert!(got >= FRAMES * 99 / 100 && r["bad"] == 0, "sink: {r}");
+    got
 }
 
 /// Sends SIGTERM to a container's first process (runc kill).
