@@ -183,6 +183,7 @@ impl Config {
                 require_sealed: self.require_sealed_memory,
                 max_frame: self.max_frame,
                 mtu: None,
+                offloads: false,
             },
         }
     }

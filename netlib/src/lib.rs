@@ -5,7 +5,9 @@
 //! frontend, [`virtio_user`]), the vhost-user backend ([`vhost`]) that the
 //! switch and the benchmarks use, and the SR-IOV VF poll-mode driver
 //! ([`igbvf`], over [`vfio`], IOVA == VA). [`pci`] parses PCI addresses and reads a
-//! device's IOMMU group, for VFIO here and for the host tools.
+//! device's IOMMU group, for VFIO here and for the host tools. [`vnet_hdr`] parses
+//! the virtio-net header's offload requests, [`csum`] finishes checksums and [`gso`]
+//! segments TCP in software for destinations without the offload.
 //!
 //! `unsafe` lives only in [`mem`] (mappings, foreign memory), [`ring`] (virtqueue
 //! memory), [`vfio::sys`] (VFIO ioctls, BAR mmap), [`igbvf::mmio`] (BAR0 registers)
@@ -15,6 +17,8 @@
 
 mod cadence;
 pub mod config;
+pub mod csum;
+pub mod gso;
 pub mod igbvf;
 pub mod log_limit;
 pub mod mac;
@@ -30,6 +34,7 @@ pub mod vfio;
 pub mod vhost;
 pub mod vhost_user;
 pub mod virtio_user;
+pub mod vnet_hdr;
 
 pub use pool::{Packet, PktPool};
 pub use port::{LinkState, Port, PortCounters};

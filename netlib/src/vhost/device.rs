@@ -15,6 +15,7 @@ use crate::spec::{
 use crate::vhost_user::conn::RawMsg;
 use crate::vhost_user::message::encode;
 use crate::vhost_user::{MemRegion, Msg, MsgError, Request, VringAddr, VringState};
+use crate::vnet_hdr::OFFLOAD_FEATURES;
 
 use super::queue::{DeviceQueue, DEFAULT_MAX_FRAME};
 
@@ -50,8 +51,8 @@ pub enum ProtocolFault {
     #[error("vring index {0} (this device has 2)")]
     BadVring(u32),
     /// Features we did not offer.
-    #[error("frontend set features {0:#x} that were not offered ({OFFERED_FEATURES:#x})")]
-    BadFeatures(u64),
+    #[error("frontend set features {0:#x} that were not offered ({1:#x})")]
+    BadFeatures(u64, u64),
     /// A memory region that can't be mapped.
     #[error("memory region {region:?}: {why}")]
     BadRegion {
@@ -131,6 +132,9 @@ pub struct DeviceLimits {
     /// The port's MTU, if it has one: a frontend's VHOST_USER_NET_SET_MTU over it is
     /// refused (QEMU's `host_mtu` is what its guest is told, VIRTIO_NET_F_MTU).
     pub mtu: Option<u16>,
+    /// Offer the checksum and TSO offloads ([`crate::vnet_hdr::OFFLOAD_FEATURES`]): the
+    /// frontend may then send frames with a partial checksum or GSO, and take them.
+    pub offloads: bool,
 }
 
 /// Memory a port takes unless told otherwise: 64 GiB (mapped lazily, so a cap on
@@ -139,7 +143,13 @@ pub const DEFAULT_MAX_MEMORY: u64 = 64 << 30;
 
 impl Default for DeviceLimits {
     fn default() -> Self {
-        Self { max_memory: DEFAULT_MAX_MEMORY, require_sealed: false, max_frame: DEFAULT_MAX_FRAME, mtu: None }
+        Self {
+            max_memory: DEFAULT_MAX_MEMORY,
+            require_sealed: false,
+            max_frame: DEFAULT_MAX_FRAME,
+            mtu: None,
+            offloads: false,
+        }
     }
 }
 
@@ -171,6 +181,20 @@ impl VhostDevice {
     /// Whether the frontend negotiated REPLY_ACK.
     pub fn reply_ack(&self) -> bool {
         self.protocol & PROTOCOL_F_REPLY_ACK != 0
+    }
+
+    /// The features this device offers: [`OFFERED_FEATURES`], and the offloads if its
+    /// limits enable them.
+    pub fn offered(&self) -> u64 {
+        OFFERED_FEATURES | if self.limits.offloads { OFFLOAD_FEATURES } else { 0 }
+    }
+
+    /// The offload features the frontend negotiated (a subset of
+    /// [`crate::vnet_hdr::OFFLOAD_FEATURES`]): what frames it sends may ask for, and
+    /// what it takes as they are.
+    #[inline]
+    pub fn offloads(&self) -> u64 {
+        self.features & OFFLOAD_FEATURES
     }
 
     /// Whether the frontend merges receive buffers (VIRTIO_NET_F_MRG_RXBUF): a frame
@@ -268,7 +292,7 @@ impl VhostDevice {
         let msg = Msg::decode(&raw.header, &raw.payload, raw.fds.len())?;
         let mut fds = raw.fds.into_iter();
         Ok(match msg {
-            Msg::GetFeatures => Reply::Payload(encode::u64(OFFERED_FEATURES)),
+            Msg::GetFeatures => Reply::Payload(encode::u64(self.offered())),
             Msg::SetFeatures(f) => self.set_features(f)?,
             Msg::GetProtocolFeatures => Reply::Payload(encode::u64(OFFERED_PROTOCOL)),
             Msg::SetProtocolFeatures(p) => {
@@ -341,8 +365,8 @@ impl VhostDevice {
     }
 
     fn set_features(&mut self, f: u64) -> Result<Reply, ProtocolFault> {
-        if f & !OFFERED_FEATURES != 0 {
-            return Err(ProtocolFault::BadFeatures(f));
+        if f & !self.offered() != 0 {
+            return Err(ProtocolFault::BadFeatures(f, self.offered()));
         }
         self.features = f;
         if f & VHOST_USER_F_PROTOCOL_FEATURES == 0 {

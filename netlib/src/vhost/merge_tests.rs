@@ -114,15 +114,10 @@ fn a_frame_over_more_segments_than_a_chain_takes_is_dropped_and_takes_nothing() 
 
 #[test]
 fn mtu_and_mergeable_buffers_are_offered_and_a_set_mtu_over_the_ports_is_refused() {
+    use super::tests::raw_msg as msg;
     use crate::spec::{VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU};
-    use crate::vhost_user::conn::RawMsg;
-    use crate::vhost_user::message::{encode, Header, FLAG_VERSION};
+    use crate::vhost_user::message::encode;
     use crate::vhost_user::Request;
-    let msg = |req: Request, payload: Vec<u8>| RawMsg {
-        header: Header { request: req as u32, flags: FLAG_VERSION, size: payload.len() as u32 },
-        payload,
-        fds: Vec::new(),
-    };
     let mut dev = VhostDevice::new(DeviceLimits { mtu: Some(1500), ..DeviceLimits::default() });
     let Ok(Reply::Payload(f)) = dev.handle(msg(Request::GetFeatures, Vec::new())) else { panic!("features") };
     let f = u64::from_le_bytes(f.try_into().unwrap());

@@ -5,6 +5,7 @@
 pub mod device;
 mod engine;
 mod frame;
+pub mod offload;
 pub mod queue;
 
 use std::os::fd::{AsFd, BorrowedFd};
@@ -495,4 +496,4 @@ mod indirect_tests;
 #[cfg(test)]
 mod merge_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -60,6 +60,12 @@ impl Rig {
     }
 }
 
+/// A message as the backend's connection hands one over, without fds.
+pub(super) fn raw_msg(req: Request, payload: Vec<u8>) -> crate::vhost_user::conn::RawMsg {
+    let header = Header { request: req as u32, flags: FLAG_VERSION, size: payload.len() as u32 };
+    crate::vhost_user::conn::RawMsg { header, payload, fds: Vec::new() }
+}
+
 pub(super) fn d(addr: u64, len: u32, flags: u16, next: u16) -> Desc {
     Desc { addr, len, flags, next }
 }
