@@ -7,10 +7,12 @@
 //! fastpathd's control protocol (requests, replies, error codes, versions) and its client,
 //! for fastpathd, `fastpathctl` and the hook. [`ledger`]: the hook's record of what each
 //! container holds, which fastpathd reads to reconcile its ports with at start. [`logging`]:
-//! `--log-format text|json` for fastpathd and the hook.
+//! `--log-format text|json` for fastpathd and the hook. [`fdtable`]: fastpathd's fd table grown
+//! once at start, so that a tenant's fds never make the worker wait for it to grow.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod fdtable;
 pub mod ledger;
 pub mod logging;
 pub mod pci;

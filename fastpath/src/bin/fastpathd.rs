@@ -16,10 +16,14 @@ use fastpath::control;
 use fastpath::state::{restore, Durable};
 use fastpath::switch::Switch;
 use fastpath::worker::{self, FirstFrame};
+use fastpath_host::fdtable;
 use fastpath_host::logging::{self, LogFormat};
 
 /// How long a running switch may take to hand over.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The fd table's size from the start (see [`fdtable`]): room for 64 ports' memory regions,
+/// eventfds and connections, and a tenant's 253-fd message, many times over.
+const FD_TABLE_SLOTS: u64 = 16_384;
 
 /// fastpathd: a polling vhost-user switch for containers.
 #[derive(Debug, Parser)]
@@ -79,6 +83,16 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let a = Args::parse();
     logging::init(a.log_format, "RUST_LOG", "info");
+    // Before any thread: growing the fd table later would make the worker wait for it.
+    match fdtable::reserve(FD_TABLE_SLOTS) {
+        Ok(r) if r.soft != r.soft_before => {
+            tracing::info!("fd limit raised from {} to {}; fd table of {} slots", r.soft_before, r.soft, r.slots);
+        }
+        Ok(r) => tracing::debug!("fd limit {}; fd table of {} slots", r.soft, r.slots),
+        Err(e) => {
+            tracing::warn!("could not grow the fd table ahead of time ({e}): a tenant's fds may stall the worker")
+        }
+    }
     let mut cfg = match &a.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),
