@@ -90,7 +90,7 @@ fn main() -> Result<()> {
         }
         Ok(r) => tracing::debug!("fd limit {}; fd table of {} slots", r.soft, r.slots),
         Err(e) => {
-            tracing::warn!("could not grow the fd table ahead of time ({e}): a tenant's fds may stall the worker")
+            tracing::warn!("could not grow the fd table ahead of time ({e}): a tenant's fds may stall the worker");
         }
     }
     let mut cfg = match &a.config {
