@@ -3,7 +3,7 @@
 //! Network configuration.
 
 use crate::error::{CniError, Result, DECODE, INCOMPATIBLE_VERSION, INVALID_CONFIG};
-use fastpath_host::proto::{check_vlan_id, PortSecurity};
+use fastpath_host::proto::{check_vlan_id, PortSecurity, MTUS};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 
@@ -197,8 +197,15 @@ fn apply(s: &mut Settings, m: &Map<String, Value>, at: &str) -> Result<()> {
         s.port_security = Some(p.ok_or_else(|| bad(&format!("{at}portSecurity"), x, "is not off, mac or mac+ip"))?);
     }
     if let Some(mtu) = uint("mtu", 65535)? {
-        if mtu < 68 {
+        if mtu < u64::from(*MTUS.start()) {
             return Err(bad(&format!("{at}mtu"), &m["mtu"], "is below 68, the least IPv4 allows"));
+        }
+        if mtu > u64::from(*MTUS.end()) {
+            return Err(bad(
+                &format!("{at}mtu"),
+                &m["mtu"],
+                &format!("is above {}, the most fastpathd takes", MTUS.end()),
+            ));
         }
         s.mtu = Some(mtu as u32);
     }
@@ -293,6 +300,7 @@ mod tests {
             (r#","vlan":"7""#, r#"vlan: "7" is not a whole number"#),
             (r#","portSecurity":"strict""#, r#"portSecurity: "strict" is not off, mac or mac+ip"#),
             (r#","mtu":10"#, "mtu: 10 is below 68"),
+            (r#","mtu":9199"#, "mtu: 9199 is above 9198"),
             (r#","hugepages":"lots""#, r#"hugepages: "lots" is not a size"#),
             (r#","cores":-1"#, "cores: -1 is not a whole number"),
             (r#","socketDir":"rel/dir""#, r#"socketDir: "rel/dir" is not an absolute path"#),

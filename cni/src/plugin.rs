@@ -220,7 +220,8 @@ fn reserve(
                 mac: mac.to_string(),
                 port_security: Some(s.port_security.unwrap_or(ctx.cfg.port_security)),
                 vlan: s.vlan,
-                mtu: None,
+                // In 68..=9198, checked when the config was read.
+                mtu: s.mtu.and_then(|m| u16::try_from(m).ok()),
             }],
             created_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             owner: Owner::Cni,

@@ -76,6 +76,7 @@ fn add_gives_a_port_a_result_a_device_info_file_and_a_ledger_entry() {
     assert_eq!((p.bridge.as_str(), p.vlan, p.mac.as_deref()), ("br0", Some(100), Some(mac.as_str())));
     assert_eq!(p.socket, PathBuf::from("/run/fastpath/cni/c1/net1.sock"));
     assert_eq!(p.container.as_deref(), Some("c1/net1"));
+    assert_eq!(p.mtu, Some(1500), "the network's mtu is the port's");
     let info: Value =
         serde_json::from_str(&w.sys.get("/run/k8s.cni.cncf.io/devinfo/cni/fastpath-net-c1-net1-device.json").unwrap())
             .unwrap();
