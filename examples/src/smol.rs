@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use netlib::pool::{burst_vec, BURST, DATA_ROOM};
+use netlib::pool::{burst_vec, BURST};
 use netlib::{Packet, PktPool, Port, PortCounters, PortSpec};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
@@ -23,8 +23,8 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 
 use crate::{discover_port, make_pool, open, own_mac, pin, stop_flag, wait_link, Common};
 
-/// Largest Ethernet frame (no FCS) the device takes: an IP MTU of 1500.
-pub const MAX_FRAME: usize = 1514;
+/// The Ethernet header before the IP packet: a frame of an IP MTU of `m` is `m` + this.
+const ETHERNET_HEADER: usize = 14;
 /// Frames the device keeps waiting when the port's ring is full, before dropping.
 const TX_BACKLOG: usize = 256;
 
@@ -37,7 +37,7 @@ pub struct DeviceStats {
     pub tx: u64,
     /// Frames dropped: no free buffer, too big, or the backlog was full.
     pub tx_dropped: u64,
-    /// Received frames dropped for being bigger than [`MAX_FRAME`].
+    /// Received frames dropped for being bigger than the device's largest frame.
     pub rx_dropped: u64,
 }
 
@@ -51,20 +51,25 @@ pub struct PortDevice {
     tx_spare: Vec<u8>,
     tx_backlog: Vec<Packet>,
     stats: DeviceStats,
+    /// The largest frame (no FCS) it takes and sends: the port's MTU and the Ethernet header.
+    max_frame: usize,
 }
 
 impl PortDevice {
-    /// A device sending and receiving on `port`, whose buffers come from `pool`.
-    pub fn new(port: Box<dyn Port>, pool: PktPool) -> Self {
+    /// A device sending and receiving on `port`, whose buffers come from `pool`, with IP
+    /// packets of up to `mtu` bytes (`--mtu`; the pool's buffers must hold such a frame).
+    pub fn new(port: Box<dyn Port>, pool: PktPool, mtu: u16) -> Self {
+        let max_frame = usize::from(mtu) + ETHERNET_HEADER;
         Self {
             port,
             pool,
             rx_burst: burst_vec(),
             rx_ready: VecDeque::with_capacity(BURST),
-            rx_copy: vec![0; MAX_FRAME],
-            tx_spare: vec![0; MAX_FRAME],
+            rx_copy: vec![0; max_frame],
+            tx_spare: vec![0; max_frame],
             tx_backlog: Vec::with_capacity(TX_BACKLOG + 1),
             stats: DeviceStats::default(),
+            max_frame,
         }
     }
 
@@ -124,8 +129,11 @@ impl phy::TxToken for TxToken<'_> {
     where
         F: FnOnce(&mut [u8]) -> R,
     {
-        let buf =
-            if len <= usize::from(DATA_ROOM) && self.backlog.len() < TX_BACKLOG { self.pool.alloc() } else { None };
+        let buf = if len <= usize::from(self.pool.data_room()) && self.backlog.len() < TX_BACKLOG {
+            self.pool.alloc()
+        } else {
+            None
+        };
         let Some(mut p) = buf else {
             // smoltcp still builds the frame; it goes nowhere.
             self.stats.tx_dropped += 1;
@@ -153,7 +161,7 @@ impl phy::Device for PortDevice {
                 self.rx_ready.extend(self.rx_burst.drain(..));
             }
             let p = self.rx_ready.pop_front()?;
-            if p.len() <= MAX_FRAME {
+            if p.len() <= self.max_frame {
                 break p;
             }
             self.stats.rx_dropped += 1;
@@ -196,7 +204,7 @@ impl phy::Device for PortDevice {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = MAX_FRAME;
+        caps.max_transmission_unit = self.max_frame;
         caps.max_burst_size = Some(BURST);
         caps
     }
@@ -275,7 +283,7 @@ impl Host {
         let mut ports = [open(&spec, &mut pool, c)?];
         wait_link(&mut ports, &mut pool, c, &stop)?;
         let [port] = ports;
-        let mut dev = PortDevice::new(port, pool);
+        let mut dev = PortDevice::new(port, pool, c.mtu);
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         config.random_seed = seed();
         let mut iface = Interface::new(config, &mut dev, Instant::now());

@@ -44,8 +44,10 @@ fn deadline(c: &Common) -> Option<Instant> {
 fn smol(a: &Args) -> Result<u64> {
     let c = &a.common;
     let mut host = Host::open(&a.host, c)?;
-    let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 256], vec![0; 256 * 2048]);
-    let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 256], vec![0; 256 * 2048]);
+    // Room for 256 datagrams of the largest size the port's MTU carries.
+    let room = usize::from(c.mtu).max(2048);
+    let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 256], vec![0; 256 * room]);
+    let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 256], vec![0; 256 * room]);
     let mut sock = udp::Socket::new(rx, tx);
     sock.bind(a.listen).with_context(|| format!("--listen {}", a.listen))?;
     let handle = host.sockets.add(sock);
@@ -53,7 +55,7 @@ fn smol(a: &Args) -> Result<u64> {
         eprintln!("udp_echo: listening on {}:{}", a.host.ip.as_deref().unwrap_or("?"), a.listen);
     }
     let end = deadline(c);
-    let mut buf = vec![0u8; 2048];
+    let mut buf = vec![0u8; room];
     let mut echoed = 0u64;
     let mut loops = 0u32;
     while !stopped() && (a.count == 0 || echoed < a.count) {

@@ -221,8 +221,9 @@ fn main() -> Result<()> {
         run(&a, &mut Kernel { sock })?
     } else {
         let mut host = Host::open(&a.host, c)?;
-        let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 64], vec![0; 64 * 2048]);
-        let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 64], vec![0; 64 * 2048]);
+        let room = usize::from(c.mtu).max(2048);
+        let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 64], vec![0; 64 * room]);
+        let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 64], vec![0; 64 * room]);
         let mut sock = udp::Socket::new(rx, tx);
         let local = 40_000 + (std::process::id() % 20_000) as u16;
         sock.bind(local).with_context(|| format!("binding UDP port {local}"))?;
