@@ -1,6 +1,6 @@
 // QEMU guests (TCG) whose virtio-net NIC sits on a fastpathd port over vhost-user: a guest's
-// kernel stack against smoltcp apps in runc containers started by the hook (ICMP, UDP of
-// every size up to the MTU, TCP 10 MB echoed and byte-compared), then `kill -9` of QEMU
+// kernel stack against smoltcp apps in runc containers started by the hook, all at MTU 9000
+// (ICMP, UDP of every size up to the MTU, TCP 10 MB echoed and byte-compared), then `kill -9` of QEMU
 // with fastpathd's fds and mappings back to the baseline; and two guests on one switch (QEMU
 // as vhost-user client with reconnect-ms, and as server, host_mtu=9000 with mergeable buffers),
 // talking with 9000-byte packets and across a fastpathd restart.
@@ -23,13 +23,14 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 /// The smoltcp apps' flags (the port comes from the container's config.json); they sleep
-/// when idle, so that the guests' TCG threads keep the cores.
-const APP: &str = "--idle-sleep-us 100 --queue-size 1024 --json --quiet --link-timeout 120";
+/// when idle, so that the guests' TCG threads keep the cores. Their ports are at MTU 9000
+/// (4,096 buffers of a jumbo frame fit the containers' 64 MiB of hugepages).
+const APP: &str = "--idle-sleep-us 100 --queue-size 1024 --json --quiet --link-timeout 120 --mtu 9000 --nbufs 4096";
 /// Bytes the guest's TCP client sends to tcp_echo and checks coming back.
 const TCP_BYTES: u64 = 10_000_000;
 /// UDP payload sizes swept by the guest's udp_rr: every size from 8 bytes (the sequence
-/// number) to 1472 (a 1500-byte MTU).
-const UDP_SIZES: (u64, u64) = (8, 1472);
+/// number) to 8972 (an MTU of 9000: guest, switch ports and containers all have it).
+const UDP_SIZES: (u64, u64) = (8, 8972);
 /// The QEMU message the restart test looks for (see the README: vhost-user reconnects).
 const RING_RESTORE: &str = "vhost VQ ring restore failed";
 
@@ -62,7 +63,7 @@ result mtu "$(cat /sys/class/net/$VNET_IF0/mtu)"
 ping -c 3 -w 60 10.0.0.2 > /tmp/ping.out 2>&1
 result ping_rc $?
 result ping "$(grep packets /tmp/ping.out)"
-as_user udp_rr --kernel --server 10.0.0.2:7 --size {min} --size-max {max} --count {n} --warmup 10 --timeout-ms 1000 --json --quiet > /tmp/u.out 2>&1
+as_user udp_rr --kernel --mtu {mtu} --server 10.0.0.2:7 --size {min} --size-max {max} --count {n} --warmup 10 --timeout-ms 1000 --json --quiet > /tmp/u.out 2>&1
 result udp "$(tail -n 1 /tmp/u.out)"
 as_user tcp_echo --kernel --connect 10.0.0.3:7 --bytes {TCP_BYTES} --timeout 200 --json --quiet > /tmp/t.out 2>&1
 result tcp "$(tail -n 1 /tmp/t.out)"
@@ -72,6 +73,7 @@ sleep 1000
         min = UDP_SIZES.0,
         max = UDP_SIZES.1,
         n = UDP_SIZES.1 - UDP_SIZES.0 + 1,
+        mtu = JUMBO_MTU,
     )
 }
 
@@ -83,17 +85,19 @@ fn vm_guest_kernel_talks_to_smoltcp_containers_and_qemu_kill_leaves_nothing() {
     let (t0, mut lap) = (Instant::now(), Instant::now());
     let mut fx = Fixture::new(&peers, Rt::Runc, "0-1");
     add_static(&fx, &["udp_echo", "tcp_echo"]).unwrap_or_else(|e| panic!("{e}"));
+    let jumbo = JUMBO_MTU.to_string();
+    let ann: Vec<(&str, &str)> = CONTRACT.iter().copied().chain([("fastpath.io/mtu", jumbo.as_str())]).collect();
     let mut udp = Some(spawn_piped(&mut fx.run_cmd(
         "vmudpecho",
         &format!("exec udp_echo --ip 10.0.0.2/24 --listen 7 {APP}"),
-        &CONTRACT,
+        &ann,
         None,
     )));
     wait_ports_up(&fx, 1, "vmudpecho", &mut udp);
     let mut tcp = Some(spawn_piped(&mut fx.run_cmd(
         "vmtcpecho",
         &format!("exec tcp_echo --ip 10.0.0.3/24 --listen 7 {APP}"),
-        &CONTRACT,
+        &ann,
         None,
     )));
     wait_ports_up(&fx, 2, "vmtcpecho", &mut tcp);
@@ -101,7 +105,7 @@ fn vm_guest_kernel_talks_to_smoltcp_containers_and_qemu_kill_leaves_nothing() {
     // The baseline below holds the containers' ports: they run until the end.
 
     let sock = fx.dir.join("vm0.sock");
-    fastpathctl(&fx.ctl, &["add-port", "--name", "vm0", "--socket", &sock.display().to_string()]);
+    fastpathctl(&fx.ctl, &["add-port", "--name", "vm0", "--socket", &sock.display().to_string(), "--mtu", &jumbo]);
     assert!(wait_for_socket(&sock, Duration::from_secs(10)), "fastpathd did not create {}", sock.display());
     let pid = fx.fastpathd.as_ref().expect("fastpathd").pid();
     let (fds0, maps0) = (fd_kinds(pid), mappings(pid));
@@ -111,7 +115,10 @@ fn vm_guest_kernel_talks_to_smoltcp_containers_and_qemu_kill_leaves_nothing() {
         .num_vfs(0)
         .static_bin("udp_rr")
         .static_bin("tcp_echo")
-        .vhost_user_nic(VhostUserNic::new(&sock, VhostMode::Client { reconnect_ms: 1000 }, "52:54:00:00:01:01"))
+        .vhost_user_nic(
+            VhostUserNic::new(&sock, VhostMode::Client { reconnect_ms: 1000 }, "52:54:00:00:01:01")
+                .with_host_mtu(JUMBO_MTU),
+        )
         .timeout(Duration::from_secs(400))
         .body_timeout(Duration::from_secs(390))
         .body(&apps_body());
@@ -124,16 +131,19 @@ fn vm_guest_kernel_talks_to_smoltcp_containers_and_qemu_kill_leaves_nothing() {
     let back = wait_until(Duration::from_secs(10), || fd_kinds(pid) == fds0 && mappings(pid) == maps0);
     step(TEST, &mut lap, "QEMU killed (-9), fastpathd's fds and mappings back");
 
+    // The switch's ports while the containers still hold theirs.
+    let list = fx.list();
     let udp_out = finish(&fx, "vmudpecho", udp.take().expect("running"), Duration::ZERO);
     let tcp_out = finish(&fx, "vmtcpecho", tcp.take().expect("running"), Duration::ZERO);
-    let list = fx.list();
 
     let mut v = Verdict::new(TEST);
     if let Err(e) = ready {
         v.fail(e);
     }
     v.check(run.prelude_errors().is_empty(), || format!("guest prelude: {:?}", run.prelude_errors()));
-    v.check(run.result("mtu") == Some("1500"), || format!("guest: expected MTU 1500, got {:?}", run.result("mtu")));
+    v.check(run.result("mtu") == Some(jumbo.as_str()), || {
+        format!("guest: expected MTU {JUMBO_MTU} (host_mtu), got {:?}", run.result("mtu"))
+    });
     let ping = run.result("ping").unwrap_or_default().to_string();
     v.check(run.result("ping_rc") == Some("0") && ping.contains("3 packets received"), || {
         format!("guest ping → udp_echo's smoltcp (10.0.0.2): expected 3 of 3 answered, got {ping:?}")
