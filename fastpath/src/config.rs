@@ -62,6 +62,11 @@ pub struct Config {
     /// that port).
     #[serde(default = "default_max_frame")]
     pub max_frame: u32,
+    /// Offer vhost-user frontends the checksum and TSO offloads (a port's `offloads`
+    /// says otherwise for it). Frames that ask for them reach a port without them
+    /// checksummed or segmented in software.
+    #[serde(default = "default_offloads")]
+    pub offloads: bool,
     /// Ports to create at start.
     #[serde(default)]
     pub ports: Vec<PortConfig>,
@@ -84,6 +89,9 @@ impl Default for PortDefaults {
 
 fn default_max_port_memory() -> ByteSize {
     ByteSize(netlib::vhost::DEFAULT_MAX_MEMORY)
+}
+fn default_offloads() -> bool {
+    true
 }
 fn default_max_frame() -> u32 {
     netlib::vhost::queue::DEFAULT_MAX_FRAME
@@ -115,6 +123,7 @@ impl Default for Config {
             max_port_memory: default_max_port_memory(),
             require_sealed_memory: false,
             max_frame: default_max_frame(),
+            offloads: default_offloads(),
             ports: Vec::new(),
         }
     }
@@ -183,7 +192,7 @@ impl Config {
                 require_sealed: self.require_sealed_memory,
                 max_frame: self.max_frame,
                 mtu: None,
-                offloads: false,
+                offloads: self.offloads,
             },
         }
     }

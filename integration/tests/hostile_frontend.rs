@@ -38,6 +38,7 @@ const CASES: &[(&str, &str)] = &[
     ("indirect-outside", "indirect table at 0x10 of 64 bytes that is outside the frontend's memory"),
     ("indirect-huge", "of 4294967280 bytes that has more entries than the ring"),
     ("mrg-num-buffers", ""),
+    ("gso-lies", ""),
 ];
 
 const TEST: &str = "hostile_frontends_reset_only_their_port";
@@ -89,7 +90,9 @@ fn hostile_frontends_reset_only_their_port() {
     let mut resets = 0u64;
     for (case, expect) in CASES {
         let before = warnings(&sw).len();
-        let rx_before = port_stat(&ctl_list(&peers, &ctl), "h", "rx_packets").unwrap_or(0);
+        let listed = ctl_list(&peers, &ctl);
+        let rx_before = port_stat(&listed, "h", "rx_packets").unwrap_or(0);
+        let errors_before = port_stat(&listed, "h", "rx_errors").unwrap_or(0);
         let out = run_with_timeout(Command::new(hostile).arg(case).arg(&h), HOSTILE_TIMEOUT)
             .unwrap_or_else(|e| panic!("hostile {case}: {e}"));
         assert!(out.status.success(), "hostile {case}: {}", String::from_utf8_lossy(&out.stderr));
@@ -121,6 +124,11 @@ fn hostile_frontends_reset_only_their_port() {
             // The lying num_buffers changed nothing: the switch took its frames as any.
             let rx = hp["stats"]["rx_packets"].as_u64().unwrap_or(0);
             assert!(rx > rx_before, "case {case}: port h took no frame ({rx_before} before, {rx} after): {hp}");
+        }
+        if *case == "gso-lies" {
+            // Each lying header was refused and counted; nothing else happened.
+            let errors = hp["stats"]["rx_errors"].as_u64().unwrap_or(0) - errors_before;
+            assert_eq!(errors, 4, "case {case}: expected the 4 lying headers in port h's rx_errors: {hp}");
         }
         for other in ["a", "b"] {
             assert_eq!(port(&list, other)["stats"]["resets"].as_u64(), Some(0), "case {case}: port {other} was reset");

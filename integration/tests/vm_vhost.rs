@@ -60,6 +60,7 @@ fn apps_body() -> String {
     format!(
         r#"ip addr add 10.0.0.1/24 dev $VNET_IF0
 result mtu "$(cat /sys/class/net/$VNET_IF0/mtu)"
+result features "$(cat /sys/class/net/$VNET_IF0/device/features)"
 ping -c 3 -w 60 10.0.0.2 > /tmp/ping.out 2>&1
 result ping_rc $?
 result ping "$(grep packets /tmp/ping.out)"
@@ -153,6 +154,19 @@ fn vm_guest_kernel_talks_to_smoltcp_containers_and_qemu_kill_leaves_nothing() {
     v.check(udp_res["count"].as_u64() == Some(sizes) && udp_res["lost"] == 0 && udp_res["bad"] == 0, || {
         format!("guest udp_rr → udp_echo: expected {sizes} sizes echoed intact, none lost or bad: {udp_res}")
     });
+    let features = run.result("features").unwrap_or_default().to_string();
+    for (bit, what) in NEGOTIATED {
+        v.check(features.as_bytes().get(bit) == Some(&b'1'), || {
+            format!("guest: expected {what} (bit {bit}) negotiated, features {features:?}")
+        });
+    }
+    // The guest's kernel sent TSO frames; the smoltcp app, without offloads, got them cut
+    // into segments by the switch (and checked each segment's checksums itself).
+    let (asked, cut) =
+        (offload_count(&list, "vm0", "offload_rx"), offload_count(&list, "fp-vmtcpecho-br0", "offload_tx_segmented"));
+    v.check(asked > 0 && cut > 0, || {
+        format!("switch: expected the guest's offload frames (vm0 offload_rx {asked}) segmented for tcp_echo (offload_tx_segmented {cut})")
+    });
     let tcp_res = json(&run, "tcp");
     v.check(tcp_res["ok"] == true && tcp_res["received"].as_u64() == Some(TCP_BYTES) && tcp_res["wrong"] == 0, || {
         format!("guest kernel TCP → tcp_echo: expected {TCP_BYTES} bytes back, none wrong: {tcp_res}")
@@ -185,8 +199,26 @@ fn vm_guest_kernel_talks_to_smoltcp_containers_and_qemu_kill_leaves_nothing() {
 /// Both guests' NICs offer this MTU (QEMU's `host_mtu`), and their switch ports have it.
 const JUMBO_MTU: u16 = 9000;
 /// The bits of the virtio-net features the guests must have negotiated with the switch.
-const NEGOTIATED: [(usize, &str); 3] =
-    [(3, "VIRTIO_NET_F_MTU"), (15, "VIRTIO_NET_F_MRG_RXBUF"), (28, "VIRTIO_RING_F_INDIRECT_DESC")];
+const NEGOTIATED: [(usize, &str); 7] = [
+    (0, "VIRTIO_NET_F_CSUM"),
+    (1, "VIRTIO_NET_F_GUEST_CSUM"),
+    (7, "VIRTIO_NET_F_GUEST_TSO4"),
+    (11, "VIRTIO_NET_F_HOST_TSO4"),
+    (3, "VIRTIO_NET_F_MTU"),
+    (15, "VIRTIO_NET_F_MRG_RXBUF"),
+    (28, "VIRTIO_RING_F_INDIRECT_DESC"),
+];
+
+/// The offload counter `name` of port `port` in a `fastpathctl list --json` (its kind
+/// counters: see the README's "Checksum and TSO offloads").
+fn offload_count(list: &[Value], port: &str, name: &str) -> u64 {
+    list.iter()
+        .find(|p| p["name"] == port)
+        .and_then(|p| p["kind_counters"].as_array())
+        .and_then(|k| k.iter().find(|c| c[0] == name))
+        .and_then(|c| c[1].as_u64())
+        .unwrap_or(0)
+}
 
 /// A guest's NIC set to the MTU QEMU offers (9000), its negotiated features and its MTU.
 const JUMBO_PRELUDE: &str = r#"ip link set $VNET_IF0 mtu 9000

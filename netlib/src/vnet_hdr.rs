@@ -227,6 +227,23 @@ impl VnetHdr {
             Action::FinishCsum
         }
     }
+
+    /// This header for the frame after an 802.1Q tag was pushed (`delta` 4) or popped
+    /// (`delta` -4) after its MACs: its offsets move with the headers they point at.
+    /// `None` when one would leave the frame's start.
+    #[must_use]
+    pub fn shifted(self, delta: i16) -> Option<Self> {
+        let by = |v: u16| v.checked_add_signed(delta);
+        let csum = match self.csum {
+            Some(c) => Some(PartialCsum { start: by(c.start)?, ..c }),
+            None => None,
+        };
+        let gso = match self.gso {
+            Some(g) => Some(Gso { hdr_len: by(g.hdr_len)?, ..g }),
+            None => None,
+        };
+        Some(Self { csum, gso, ..self })
+    }
 }
 
 /// A header's ten bytes: `flags`, `gso_type`, then `hdr_len`, `gso_size`, `csum_start`
@@ -258,6 +275,17 @@ mod tests {
 
     fn raw(flags: u8, gso_type: u8, hdr_len: u16, gso_size: u16, start: u16, offset: u16) -> [u8; 10] {
         encode(flags, gso_type, [hdr_len, gso_size, start, offset])
+    }
+
+    #[test]
+    fn a_tag_edit_moves_the_offsets_with_the_headers() {
+        let h = VnetHdr::parse(&raw(HDR_F_NEEDS_CSUM, GSO_TCPV4, 54, 1448, 34, 16), 65_000).unwrap();
+        let pushed = h.shifted(4).unwrap();
+        assert_eq!((pushed.csum.unwrap().start, pushed.gso.unwrap().hdr_len), (38, 58));
+        assert_eq!(pushed.shifted(-4), Some(h));
+        assert_eq!(VnetHdr::default().shifted(-4), Some(VnetHdr::default()));
+        let c = VnetHdr { csum: Some(PartialCsum { start: 2, offset: 6 }), ..VnetHdr::default() };
+        assert_eq!(c.shifted(-4), None, "before the frame's start");
     }
 
     #[test]

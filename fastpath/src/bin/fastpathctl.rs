@@ -105,6 +105,10 @@ enum Cmd {
         /// and a vhost-user frontend is offered it [default: frames up to 9216 bytes].
         #[arg(long)]
         mtu: Option<u16>,
+        /// Offer a vhost-user frontend the checksum and TSO offloads (on) or not (off)
+        /// [default: fastpathd's `offloads`, on].
+        #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+        offloads: Option<bool>,
     },
     /// Remove a port.
     DelPort {
@@ -702,6 +706,15 @@ fn upgrade(
     }
 }
 
+/// `on` or `off` (also `true`/`false`, `yes`/`no`).
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        _ => Err(format!("'{s}' is not on or off")),
+    }
+}
+
 fn main() -> Result<()> {
     let a = Args::parse();
     match a.cmd {
@@ -738,6 +751,7 @@ fn main() -> Result<()> {
             vlan,
             trunk,
             mtu,
+            offloads,
         } => {
             let mode = if client { PortMode::Client } else { PortMode::Server };
             let base = match (tap, afxdp, vf) {
@@ -765,8 +779,21 @@ fn main() -> Result<()> {
                 }
                 (None, None, None) => PortConfig::new(name.clone(), bridge, socket.unwrap_or_default()),
             };
-            let port =
-                PortConfig { mode, uid, gid, container, mac, ip, port_security, max_memory, vlan, trunk, mtu, ..base };
+            let port = PortConfig {
+                mode,
+                uid,
+                gid,
+                container,
+                mac,
+                ip,
+                port_security,
+                max_memory,
+                vlan,
+                trunk,
+                mtu,
+                offloads,
+                ..base
+            };
             call(&a.ctl, &Request::AddPort(port))?;
             println!("port {name} added");
         }

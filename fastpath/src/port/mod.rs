@@ -20,7 +20,7 @@ pub mod vxlan;
 
 use std::os::fd::BorrowedFd;
 
-use netlib::vhost::{DeviceLimits, Frames};
+use netlib::vhost::{DeviceLimits, Frame, Frames};
 use netlib::{LinkState, PortCounters};
 
 use crate::config::{PortConfig, PortKind, PortMode};
@@ -64,6 +64,25 @@ pub trait SwitchPort: Send + std::fmt::Debug {
     fn link(&self) -> LinkState;
     /// The last fault that reset the port, if any.
     fn last_fault(&self) -> Option<&str>;
+    /// The offload features ([`netlib::vnet_hdr::OFFLOAD_FEATURES`]) its peer negotiated:
+    /// what the frames it sends may ask for (the switch then reads their virtio-net
+    /// headers), and what it takes as it is. 0 (the default) for kinds without headers.
+    fn offloads(&self) -> u64 {
+        0
+    }
+    /// Sends one frame with `hdr` in front of it: the virtio-net header of a frame whose
+    /// offloads (a partial checksum, GSO) this port's peer negotiated. Only ports whose
+    /// [`Self::offloads`] is not 0 get such frames. Returns false when it has no room now
+    /// (the frame is the caller's to count).
+    fn send_with_header(&mut self, hdr: &[u8; 12], f: Frame<'_>) -> bool {
+        let _ = (hdr, f);
+        false
+    }
+    /// Counts what became of a frame that asked for an offload (kinds with headers show
+    /// them in [`Self::kind_counters`]).
+    fn count_offload(&mut self, e: OffloadEvent) {
+        let _ = e;
+    }
     /// Sends `n` frames written straight into the port's own transmit buffers:
     /// `build(k, buf)` writes frame `k` at the start of `buf` and returns its length, or
     /// 0 to send nothing for it (the caller counts why). Counts what it sends and drops
@@ -91,6 +110,19 @@ pub trait SwitchPort: Send + std::fmt::Debug {
     fn disarm_wakeup(&mut self, woken: bool) {
         let _ = woken;
     }
+}
+
+/// What became of a frame that asked for an offload (a partial checksum, GSO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffloadEvent {
+    /// The port's peer sent this many.
+    Asked(u64),
+    /// One went to the port as it was, with its header (its peer negotiated the same).
+    AsIs,
+    /// One went to the port with its checksum finished in software.
+    Finished,
+    /// One went to the port cut into this many segments in software.
+    Segmented(u64),
 }
 
 /// Why a frame being written into a port's transmit buffer was not sent.

@@ -6,10 +6,12 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
 use netlib::pool::BURST;
-use netlib::vhost::{Burst, DeviceLimits, Filler, Frames, VhostBackend, VhostError, VhostMode, GUEST_RX, GUEST_TX};
+use netlib::vhost::{
+    Burst, DeviceLimits, Filler, Frame, Frames, VhostBackend, VhostDevice, VhostError, VhostMode, GUEST_RX, GUEST_TX,
+};
 use netlib::{LinkState, Port, PortCounters};
 
-use super::{SwitchPort, WakeFds};
+use super::{OffloadEvent, SwitchPort, WakeFds};
 
 /// A vhost-user backend as a switch port.
 #[derive(Debug)]
@@ -18,6 +20,17 @@ pub struct VhostPort {
     burst: Burst,
     filler: Filler,
     counters: PortCounters,
+    offloads: OffloadCounts,
+}
+
+/// What became of frames that asked for offloads, on this port (see [`OffloadEvent`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct OffloadCounts {
+    asked: u64,
+    as_is: u64,
+    finished: u64,
+    segmented: u64,
+    segments: u64,
 }
 
 impl VhostPort {
@@ -39,7 +52,13 @@ impl VhostPort {
     fn open(path: &Path, mode: VhostMode, name: String) -> Result<Self, VhostError> {
         let mut backend = VhostBackend::open(path, mode)?;
         backend.set_name(name);
-        Ok(Self { backend, burst: Burst::default(), filler: Filler::default(), counters: PortCounters::default() })
+        Ok(Self {
+            backend,
+            burst: Burst::default(),
+            filler: Filler::default(),
+            counters: PortCounters::default(),
+            offloads: OffloadCounts::default(),
+        })
     }
 }
 
@@ -99,6 +118,51 @@ impl SwitchPort for VhostPort {
 
     fn counters(&self) -> PortCounters {
         PortCounters { resets: self.backend.counters().resets, ..self.counters }
+    }
+
+    #[inline]
+    fn offloads(&self) -> u64 {
+        self.backend.device().map_or(0, VhostDevice::offloads)
+    }
+
+    fn count_offload(&mut self, e: OffloadEvent) {
+        let o = &mut self.offloads;
+        match e {
+            OffloadEvent::Asked(n) => o.asked += n,
+            OffloadEvent::AsIs => o.as_is += 1,
+            OffloadEvent::Finished => o.finished += 1,
+            OffloadEvent::Segmented(n) => {
+                o.segmented += 1;
+                o.segments += n;
+            }
+        }
+    }
+
+    fn kind_counters(&self) -> Vec<(&'static str, u64)> {
+        let o = self.offloads;
+        if o.asked + o.as_is + o.finished + o.segmented == 0 {
+            return Vec::new();
+        }
+        vec![
+            ("offload_rx", o.asked),
+            ("offload_tx_as_is", o.as_is),
+            ("offload_tx_csum_finished", o.finished),
+            ("offload_tx_segmented", o.segmented),
+            ("offload_tx_segments", o.segments),
+        ]
+    }
+
+    fn send_with_header(&mut self, hdr: &[u8; 12], f: Frame<'_>) -> bool {
+        let Some(dev) = self.backend.device_mut() else {
+            self.counters.drop_no_peer += 1;
+            self.counters.tx_dropped += 1;
+            return true;
+        };
+        let (taken, res) = self.filler.fill_with_header(dev, hdr, f, &mut self.counters);
+        if let Err(e) = res {
+            self.backend.fault(&e.into());
+        }
+        taken
     }
 
     fn counters_mut(&mut self) -> &mut PortCounters {

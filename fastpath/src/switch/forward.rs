@@ -7,6 +7,7 @@
 use netlib::pool::BURST;
 
 use crate::mactable::{is_multicast, Mac};
+use crate::port::OffloadEvent;
 use crate::security::{Guard, GUARD_BYTES};
 
 use super::vlan::Membership;
@@ -80,7 +81,7 @@ struct Tally {
 impl Switch {
     /// Forwards one burst from port `s`; returns the frames taken from it.
     pub(super) fn forward_from(&mut self, s: usize) -> usize {
-        let Switch { ports, bridges, now, groups, vlans, watch, .. } = self;
+        let Switch { ports, bridges, now, groups, vlans, watch, offloads, .. } = self;
         let Some(sp) = ports[s].as_mut() else { return 0 };
         let bridge = &mut bridges[sp.bridge];
         if !sp.port.poll() {
@@ -97,6 +98,10 @@ impl Switch {
             return 0;
         }
         let frames = sp.port.frames();
+        // One check per burst: a sender without offloads has no headers to read.
+        let features = sp.port.offloads();
+        let (asked, refused) = if features == 0 { (0, 0) } else { offloads.read(&frames, features) };
+        let asks = asked + refused > 0;
         // One check per burst: a bridge without VLANs forwards as if they did not exist.
         let tally = if bridge.vlan_ports == 0 {
             classify::<false>(frames, s as u16, &sp.guard, bridge, vlans, *now, groups)
@@ -106,10 +111,13 @@ impl Switch {
         let c = sp.port.counters_mut();
         c.rx_packets += tally.rx;
         c.rx_bytes += tally.bytes;
-        c.rx_errors += tally.runts;
+        c.rx_errors += tally.runts + refused;
         c.drop_filtered += tally.filtered;
         c.drop_spoofed += tally.spoofed;
         c.drop_vlan += tally.vlan;
+        if asked > 0 {
+            sp.port.count_offload(OffloadEvent::Asked(asked));
+        }
         for g in 0..groups.n {
             let o = groups.dest[g] as usize;
             let edit = vlans[s].edit_to(&vlans[o]);
@@ -118,15 +126,19 @@ impl Switch {
             if let Ok([Some(src), Some(dst)]) = ports.get_disjoint_mut([s, o]) {
                 let all = src.port.frames();
                 let frames = all.edited(edit);
-                if dst.max_frame != u32::MAX {
-                    n = keep_fitting(&frames, picks, dst.max_frame);
+                if asks {
+                    n = offloads.send(&frames, edit, picks, dst);
+                } else {
+                    if dst.max_frame != u32::MAX {
+                        n = keep_fitting(&frames, picks, dst.max_frame);
+                    }
+                    if n < picks.len() {
+                        let c = dst.port.counters_mut();
+                        c.tx_dropped += (picks.len() - n) as u64;
+                        c.drop_too_big += (picks.len() - n) as u64;
+                    }
+                    dst.port.send(&frames, &picks[..n]);
                 }
-                if n < picks.len() {
-                    let c = dst.port.counters_mut();
-                    c.tx_dropped += (picks.len() - n) as u64;
-                    c.drop_too_big += (picks.len() - n) as u64;
-                }
-                dst.port.send(&frames, &picks[..n]);
             }
             if watch.on {
                 watch.sent(s, o, edit, &picks[..n], ports);
@@ -147,7 +159,7 @@ impl Switch {
 /// Keeps, in order at the front of `picks`, the frames of `frames` no longer than
 /// `max` bytes (a destination's MTU); returns how many.
 #[inline]
-fn keep_fitting(frames: &netlib::vhost::Frames<'_>, picks: &mut [u8], max: u32) -> usize {
+pub(super) fn keep_fitting(frames: &netlib::vhost::Frames<'_>, picks: &mut [u8], max: u32) -> usize {
     let mut n = 0;
     for k in 0..picks.len() {
         let i = picks[k];

@@ -5,6 +5,7 @@
 
 mod forward;
 pub mod load;
+mod offload;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -51,6 +52,7 @@ impl NewPort {
         let limits = DeviceLimits {
             max_memory: cfg.max_memory.map_or(defaults.limits.max_memory, |b| b.0),
             mtu: cfg.mtu,
+            offloads: cfg.offloads.unwrap_or(defaults.limits.offloads),
             ..defaults.limits
         };
         let port = port::open(&cfg, limits)?;
@@ -114,6 +116,8 @@ pub struct Switch {
     load: load::Load,
     /// Captures and mirrors.
     watch: Watch,
+    /// The offload requests of the burst being forwarded (from senders with offloads).
+    offloads: Box<offload::Offloads>,
 }
 
 impl Switch {
@@ -135,6 +139,7 @@ impl Switch {
             vlans: vec![Membership::Untagged; MAX_PORTS],
             load: load::Load::default(),
             watch: Watch::default(),
+            offloads: Box::default(),
         }
     }
 

@@ -223,6 +223,11 @@ pub struct PortConfig {
     /// frontend is offered it (VIRTIO_NET_F_MTU). Default: frames up to 9216 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u16>,
+    /// Whether a vhost-user frontend is offered the checksum and TSO offloads
+    /// (VIRTIO_NET_F_CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6). Default: fastpathd's
+    /// `offloads` setting (on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offloads: Option<bool>,
 }
 
 /// The MTUs a port may have: IPv4's least, up to what a 9216-byte frame carries.
@@ -339,6 +344,7 @@ impl PortConfig {
             vlan: None,
             trunk: None,
             mtu: None,
+            offloads: None,
         }
     }
 

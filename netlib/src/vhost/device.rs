@@ -15,7 +15,7 @@ use crate::spec::{
 use crate::vhost_user::conn::RawMsg;
 use crate::vhost_user::message::encode;
 use crate::vhost_user::{MemRegion, Msg, MsgError, Request, VringAddr, VringState};
-use crate::vnet_hdr::OFFLOAD_FEATURES;
+use crate::vnet_hdr::{OFFLOAD_FEATURES, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6};
 
 use super::queue::{DeviceQueue, DEFAULT_MAX_FRAME};
 
@@ -35,6 +35,9 @@ pub const OFFERED_FEATURES: u64 = VIRTIO_F_VERSION_1
 pub const OFFERED_PROTOCOL: u64 = PROTOCOL_F_REPLY_ACK | PROTOCOL_F_CONFIGURE_MEM_SLOTS | PROTOCOL_F_NET_MTU;
 /// Memory slots we offer with CONFIGURE_MEM_SLOTS.
 pub const MAX_MEM_SLOTS: u64 = 32;
+/// The longest frame a frontend that negotiated TSO may send: a 64 KiB IP packet with
+/// an Ethernet header and a VLAN tag.
+pub const GSO_MAX_FRAME: u32 = 65_535 + 18;
 /// The MTU a frame of [`DEFAULT_MAX_FRAME`] bytes carries (an Ethernet header and a
 /// VLAN tag taken off): the most a port without an MTU of its own takes.
 pub const MAX_FRAME_MTU: u16 = (DEFAULT_MAX_FRAME - 18) as u16;
@@ -488,7 +491,10 @@ impl VhostDevice {
         let ring = DeviceRing::new(&self.mem, v.size, a.desc, a.avail, a.used)
             .map_err(|e| ProtocolFault::Ring { index: i as u32, why: e.to_string() })?;
         ring.set_used_flags(VRING_USED_F_NO_NOTIFY);
-        let max_read = self.limits.max_frame.saturating_add(crate::spec::NET_HDR_LEN);
+        // A frontend that sends GSO frames sends up to a 64 KiB IP packet in one.
+        let tso = self.features & (VIRTIO_NET_F_HOST_TSO4 | VIRTIO_NET_F_HOST_TSO6) != 0;
+        let max_frame = if tso { self.limits.max_frame.max(GSO_MAX_FRAME) } else { self.limits.max_frame };
+        let max_read = max_frame.saturating_add(crate::spec::NET_HDR_LEN);
         let indirect = self.features & VIRTIO_RING_F_INDIRECT_DESC != 0;
         v.queue = Some(DeviceQueue::with_max_read(ring, v.base, max_read).with_indirect(indirect));
         Ok(())

@@ -201,7 +201,7 @@ impl Filler {
                 } else if merge && u64::from(f.len()) + u64::from(NET_HDR_LEN) > u64::from(ch.total) {
                     // The chains after this one are the frame's too: walk them again.
                     q.unpop((popped - ci) as u16);
-                    match merge_into(&mut self.merged, mem, q, f) {
+                    match merge_into(&mut self.merged, mem, q, f, &RX_NET_HDR) {
                         Ok(Merge::Sent(len)) => {
                             counters.tx_packets += 1;
                             counters.tx_bytes += u64::from(len - NET_HDR_LEN);
@@ -231,15 +231,74 @@ impl Filler {
         }
         (taken, res)
     }
+
+    /// Copies one frame into the frontend's receive ring with `hdr` in front of it: the
+    /// virtio-net header an offloading sender's frame asks of a frontend that negotiated
+    /// the same offloads (see [`super::offload`]), `num_buffers` 1. A frame longer than a
+    /// chain is merged across chains as [`Self::fill_queue`] does (its `num_buffers` set),
+    /// never truncated; one too big even so is dropped and counted (`drop_too_big`).
+    /// Publishes and signals as [`Self::fill`]. Returns whether the frame was taken
+    /// (sent or dropped): false when the ring has no room for it now.
+    pub fn fill_with_header(
+        &mut self,
+        dev: &mut VhostDevice,
+        hdr: &[u8; NET_HDR_LEN as usize],
+        f: Frame<'_>,
+        c: &mut PortCounters,
+    ) -> (bool, Result<(), ChainFault>) {
+        let merge = dev.mrg_rxbuf();
+        let (mem, q) = dev.mem_and_queue(GUEST_RX);
+        let Some(q) = q else { return (false, Ok(())) };
+        let res = (|| {
+            if q.available()? == 0 {
+                return Ok(false);
+            }
+            let ch = &mut self.chains[0];
+            q.pop_into(mem, true, ch)?;
+            if let Some(len) = f.write_to(mem, ch, hdr) {
+                q.push_used(ch.head, len);
+                c.tx_packets += 1;
+                c.tx_bytes += u64::from(len - NET_HDR_LEN);
+                return Ok(true);
+            }
+            if merge && u64::from(f.len()) + u64::from(NET_HDR_LEN) > u64::from(ch.total) {
+                q.unpop(1);
+                match merge_into(&mut self.merged, mem, q, f, hdr)? {
+                    Merge::Sent(len) => {
+                        c.tx_packets += 1;
+                        c.tx_bytes += u64::from(len - NET_HDR_LEN);
+                    }
+                    Merge::Short => return Ok(false),
+                    Merge::TooBig => {
+                        c.tx_dropped += 1;
+                        c.drop_too_big += 1;
+                    }
+                }
+                return Ok(true);
+            }
+            q.push_used(ch.head, 0);
+            c.tx_dropped += 1;
+            c.drop_too_big += 1;
+            Ok(true)
+        })();
+        let taken = matches!(res, Ok(true));
+        q.publish();
+        if taken {
+            dev.notify(GUEST_RX);
+        }
+        (taken, res.map(|_| ()))
+    }
 }
 
 /// Writes `f` across as many of `q`'s next chains as it needs (walked into `merged`),
-/// `num_buffers` in the first header; takes none of them unless it is written whole.
+/// `first_hdr` with its `num_buffers` set in front; takes none of them unless it is
+/// written whole.
 fn merge_into(
     merged: &mut [Chain; MAX_SEGS],
     mem: &GuestMemory,
     q: &mut DeviceQueue,
     f: Frame<'_>,
+    first_hdr: &[u8; NET_HDR_LEN as usize],
 ) -> Result<Merge, ChainFault> {
     let need = u64::from(f.len()) + u64::from(NET_HDR_LEN);
     let mut all = Chain::empty(0);
@@ -269,7 +328,7 @@ fn merge_into(
         return Ok(v);
     }
     all.total = got.min(u64::from(u32::MAX)) as u32;
-    let mut hdr = RX_NET_HDR;
+    let mut hdr = *first_hdr;
     hdr[NUM_BUFFERS_AT..NUM_BUFFERS_AT + 2].copy_from_slice(&(k as u16).to_le_bytes());
     let Some(len) = f.write_to(mem, &all, &hdr) else {
         q.unpop(k as u16);

@@ -15,6 +15,7 @@ use netlib::spec::{
 };
 use netlib::vhost_user::message::{encode, FLAG_VERSION};
 use netlib::vhost_user::{MemRegion, Request, VringAddr, VringState};
+use netlib::vnet_hdr::{VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4};
 
 use crate::frontend::{Hostile, HOLD, QSIZE};
 
@@ -43,7 +44,39 @@ pub const CASES: &[(&str, &str)] = &[
     ("indirect-outside", "an indirect table outside every region"),
     ("indirect-huge", "an indirect table of 4 GiB"),
     ("mrg-num-buffers", "mergeable buffers: frames sent with num_buffers 65535, 1-byte receive buffers"),
+    (
+        "gso-lies",
+        "offloads negotiated, then virtio-net headers that lie: a checksum past the frame, GSO without \
+         NEEDS_CSUM, a GSO size of 0, UDP fragmentation",
+    ),
 ];
+
+/// Where the gso-lies case's frames sit in the data region, one every 2 KiB.
+const LIES_AT: usize = FRAME_AT + 4096;
+
+/// The gso-lies case's transmit buffers: virtio-net headers that lie about a 60-byte
+/// frame, each of which the switch must refuse (counting it in the port's `rx_errors`).
+fn lying_headers() -> Vec<Vec<u8>> {
+    use netlib::vnet_hdr::{GSO_TCPV4, GSO_UDP, HDR_F_NEEDS_CSUM};
+    // flags, gso_type, hdr_len, gso_size, csum_start, csum_offset.
+    let lies: [(u8, u8, u16, u16, u16, u16); 4] = [
+        (HDR_F_NEEDS_CSUM, 0, 0, 0, 1000, 16),
+        (0, GSO_TCPV4, 54, 1448, 0, 0),
+        (HDR_F_NEEDS_CSUM, GSO_TCPV4, 54, 0, 34, 16),
+        (HDR_F_NEEDS_CSUM, GSO_UDP, 42, 1000, 34, 6),
+    ];
+    lies.iter()
+        .map(|&(flags, kind, hdr_len, size, start, offset)| {
+            let mut b = vec![flags, kind];
+            for v in [hdr_len, size, start, offset] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(&1u16.to_le_bytes());
+            b.extend(crate::attacks::frame([0xff; 6], [2, 0, 0, 0, 0, 0x79]));
+            b
+        })
+        .collect()
+}
 
 /// Where the nested indirect table sits in the data region: its one entry points to itself
 /// and is indirect.
@@ -91,6 +124,10 @@ pub fn run(case: &str, path: &Path) -> Result<()> {
     lying[NUM_BUFFERS_AT..].copy_from_slice(&u16::MAX.to_le_bytes());
     lying.extend(crate::attacks::frame([0xff; 6], [2, 0, 0, 0, 0, 0x78]));
     data.map_mut().slice_mut(FRAME_AT, lying.len())?.copy_from_slice(&lying);
+    let lies = lying_headers();
+    for (k, b) in lies.iter().enumerate() {
+        data.map_mut().slice_mut(LIES_AT + k * 2048, b.len())?.copy_from_slice(b);
+    }
     let data = data;
     // `extra`: features acked besides VERSION_1.
     let ring_case = |h: &mut Hostile, extra: u64, descs: &[(u16, Desc)], heads: &[u16], avail: u16| -> Result<()> {
@@ -204,6 +241,24 @@ pub fn run(case: &str, path: &Path) -> Result<()> {
                 std::thread::sleep(Duration::from_micros(200));
             }
             // Nothing here is a fault: the switch keeps the connection, we close it.
+            return Ok(());
+        }
+        "gso-lies" => {
+            // Each header is refused and its frame dropped (counted): no fault, the
+            // connection stays, and we close it once the switch has taken them all.
+            let descs: Vec<(u16, Desc)> = lies
+                .iter()
+                .enumerate()
+                .map(|(k, b)| (k as u16, d(base + (LIES_AT + k * 2048) as u64, b.len() as u32, 0, 0)))
+                .collect();
+            let heads: Vec<u16> = (0..lies.len() as u16).collect();
+            let n = lies.len() as u16;
+            ring_case(&mut h, VIRTIO_NET_F_CSUM | VIRTIO_NET_F_HOST_TSO4, &descs, &heads, n)?;
+            let t = Instant::now();
+            while tx.used_idx() != n && t.elapsed() < Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            anyhow::ensure!(tx.used_idx() == n, "the switch took {} of our {n} frames", tx.used_idx());
             return Ok(());
         }
         "used-scribble" => {
