@@ -8,6 +8,7 @@ use crate::hostconfig::{HostConfig, VfBind};
 use crate::ledger::VfAlloc;
 use crate::pci::{self, Pci, VFIO_PCI};
 use crate::{Error, Result};
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, Spec};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -160,9 +161,79 @@ pub fn nodes(vfs: &[VfAlloc]) -> Vec<(PathBuf, u64, u64)> {
     v
 }
 
+/// Whether the runtime put VFIO device nodes in the container itself (`linux.devices` holds
+/// a `/dev/vfio/` path), as podman and containerd do for a CDI device's `deviceNodes`: the
+/// device cgroup rules are then the runtime's (see [`runtime_allows`]), not the hook's.
+pub fn runtime_has_vfio_nodes(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.devices().as_ref())
+        .is_some_and(|d| d.iter().any(|n| n.path().starts_with("/dev/vfio/")))
+}
+
+/// The runtime's device rules (`linux.resources.devices`).
+pub fn runtime_rules(spec: &Spec) -> Vec<LinuxDeviceCgroup> {
+    spec.linux().as_ref().and_then(|l| l.resources().as_ref()).and_then(|r| r.devices().clone()).unwrap_or_default()
+}
+
+/// Whether device `rules` (applied in order over "deny all", the last rule that matches
+/// deciding, as runtimes do) let the container read and write the character device
+/// `major:minor`.
+pub fn runtime_allows(rules: &[LinuxDeviceCgroup], major: u64, minor: u64) -> bool {
+    let matches = |want: Option<i64>, have: u64| want.is_none_or(|w| w < 0 || u64::try_from(w) == Ok(have));
+    let mut allowed = false;
+    for r in rules {
+        let typ_ok = matches!(r.typ(), None | Some(LinuxDeviceType::A | LinuxDeviceType::C | LinuxDeviceType::U));
+        if !(typ_ok && matches(r.major(), major) && matches(r.minor(), minor)) {
+            continue;
+        }
+        let access = r.access().as_deref().unwrap_or("rwm");
+        if r.allow() {
+            if access.contains('r') && access.contains('w') {
+                allowed = true;
+            }
+        } else if access.contains('r') || access.contains('w') {
+            allowed = false;
+        }
+    }
+    allowed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_matching_runtime_rule_decides() {
+        let rule = |allow: bool, major: Option<i64>, minor: Option<i64>, access: &str| {
+            let mut b = oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
+                .allow(allow)
+                .typ(LinuxDeviceType::C)
+                .access(access.to_string());
+            if let Some(m) = major {
+                b = b.major(m);
+            }
+            if let Some(m) = minor {
+                b = b.minor(m);
+            }
+            b.build().unwrap()
+        };
+        let deny_all = oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm".to_string())
+            .build()
+            .unwrap();
+        // What podman writes for a CDI device node: deny all, then the node's rule.
+        let cdi = vec![deny_all.clone(), rule(true, Some(10), Some(196), "rwm"), rule(true, Some(242), Some(5), "rwm")];
+        assert!(runtime_allows(&cdi, 10, 196));
+        assert!(runtime_allows(&cdi, 242, 5));
+        assert!(!runtime_allows(&cdi, 242, 6), "another group");
+        assert!(!runtime_allows(&[], 242, 5), "no rules: denied");
+        assert!(!runtime_allows(&[rule(true, Some(242), Some(5), "m")], 242, 5), "mknod alone");
+        let revoked = vec![rule(true, Some(242), None, "rwm"), rule(false, Some(242), Some(5), "rw")];
+        assert!(!runtime_allows(&revoked, 242, 5) && runtime_allows(&revoked, 242, 7));
+        assert!(runtime_allows(&[deny_all, rule(true, None, None, "rwm")], 242, 5), "a wildcard");
+    }
     use crate::pci::fake::FakeTree;
 
     struct T(FakeTree);

@@ -121,6 +121,20 @@ fn cdi_generate(cli_config: Option<&std::path::Path>, cmd: CdiCmd) -> Result<()>
     for s in skipped {
         eprintln!("cdi generate: warning: {s}");
     }
+    // Podman and containerd look each CDI device node up when they apply the spec, before
+    // any hook runs: a VF's /dev/vfio/GROUP must exist by then, so it must be on vfio-pci.
+    let pci = fastpath_hook::pci::Pci::new();
+    for d in vf["devices"].as_array().into_iter().flatten() {
+        let addr = d["name"].as_str().unwrap_or_default();
+        let driver = pci.driver(addr);
+        if driver.as_deref() != Some(fastpath_hook::pci::VFIO_PCI) {
+            eprintln!(
+                "cdi generate: warning: VF {addr} is on {}, not vfio-pci: a runtime applying fastpath.io/vf={addr} \
+                 will not find its /dev/vfio node; bind it first (fastpathctl vf bind {addr})",
+                driver.as_deref().unwrap_or("no driver")
+            );
+        }
+    }
     let has_vfs = vf["devices"].as_array().is_some_and(|d| !d.is_empty());
     if output.as_os_str() == "-" {
         println!("{}", serde_json::to_string_pretty(&port)?);

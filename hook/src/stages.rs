@@ -19,7 +19,7 @@ use crate::{error::io, Error, Result};
 use fastpath_host::ledger::HeldPort;
 pub use fastpath_host::ledger::PORT_MEMORY_SLACK;
 use netlib::config as nc;
-use oci_spec::runtime::{PosixRlimitType, Spec, State};
+use oci_spec::runtime::{LinuxDeviceCgroup, PosixRlimitType, Spec, State};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -184,6 +184,9 @@ struct Preflight {
     cpuset: Option<CgroupDir>,
     hugetlb: Option<CgroupDir>,
     devices: Option<CgroupDir>,
+    /// The runtime set up the VFs' device nodes and their cgroup rules itself (CDI): its
+    /// rules, which the hook checks cover each VF instead of writing its own.
+    devices_by_runtime: Option<Vec<LinuxDeviceCgroup>>,
     memlock: (u64, MemlockPlan),
 }
 
@@ -270,7 +273,11 @@ fn preflight(
     // The runtime's cores are in the cpuset cgroup already: the hook writes only the pool's.
     let cpuset = if matches!(source, CoreSource::Pool(n) if *n > 0) { Some(need_cg("cpuset", CORES)?) } else { None };
     let hugetlb = if req.hugepages.is_some() { Some(need_cg("hugetlb", HUGEPAGES)?) } else { None };
-    let devices = if req.vfs.is_empty() {
+    // A VF that came through CDI has its nodes and device rules from the runtime already
+    // (on cgroup v2 the only way): they are checked once the VFs are known.
+    let devices_by_runtime =
+        (!req.vfs.is_empty() && devices::runtime_has_vfio_nodes(spec)).then(|| devices::runtime_rules(spec));
+    let devices = if req.vfs.is_empty() || devices_by_runtime.is_some() {
         None
     } else {
         let d = need_cg("devices", VF)?;
@@ -289,7 +296,7 @@ fn preflight(
         devices::probe(&ctx.pci, ctx.cfg, a, &val(VF), false)?;
     }
     let memlock = plan_memlock(ctx, req, spec, pid)?;
-    Ok(Preflight { cpuset, hugetlb, devices, memlock })
+    Ok(Preflight { cpuset, hugetlb, devices, devices_by_runtime, memlock })
 }
 
 /// createRuntime (or prestart): checks everything, reserves cores, VFs and port names in the
@@ -500,6 +507,22 @@ fn apply(ctx: &Ctx, e: &mut Entry, pre: &Preflight) -> Result<Option<nc::Memlock
     if let Some(d) = &pre.devices {
         for (_, major, minor) in devices::nodes(&e.vfs) {
             cgroup::allow_char_device(ctx.sys, d, major, minor)?;
+        }
+    }
+    if let Some(rules) = &pre.devices_by_runtime {
+        for (node, major, minor) in devices::nodes(&e.vfs) {
+            if !devices::runtime_allows(rules, major, minor) {
+                return Err(Error::annotation(
+                    VF,
+                    &e.vfs.iter().map(|v| v.pci.as_str()).collect::<Vec<_>>().join(","),
+                    format!(
+                        "{} (c {major}:{minor}) is not allowed by the runtime's device rules \
+                         (linux.resources.devices), which it set up itself: ask for this VF \
+                         through CDI (--device fastpath.io/vf=PCI)",
+                        node.display()
+                    ),
+                ));
+            }
         }
     }
     let (wanted, plan) = &pre.memlock;

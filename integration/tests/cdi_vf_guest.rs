@@ -2,7 +2,9 @@
 // `fastpath-hook cdi generate` writes /etc/cdi specs for VF 0, and `podman run --device
 // fastpath.io/vf=PCI --user 1000:1000 --cap-drop=all --rootfs DIR` gets the VF: its vfio group
 // node opens in the container, pktgen drives the VF with netlib's PMD to the host peer, the
-// hook's ledger holds the VF while the container runs and gives it back at poststop.
+// hook's ledger holds the VF while the container runs and gives it back at poststop. The VF
+// is bound to vfio-pci first (`fastpathctl vf bind`; podman looks the node up before any hook
+// runs), and its device cgroup rule is the one podman wrote from the CDI spec (cgroup v2).
 //! QEMU guest: `podman run --device fastpath.io/vf=NAME`.
 
 use std::time::{Duration, Instant};
@@ -67,7 +69,6 @@ fn expect(v: &mut Verdict, run: &GuestRun, name: &str, want: &str) {
 }
 
 #[test]
-#[ignore = "not working yet: podman stats a CDI device node before any hook runs (so the VF must already be on vfio-pci), and with it bound `podman run` hangs in the guest; run with --ignored to work on it"]
 fn cdi_vf_guest_podman_device() {
     const TEST: &str = "cdi_vf_guest_podman_device";
     let Some(peers) = require_guest(TEST, &BINS) else { return };
@@ -94,6 +95,16 @@ fn cdi_vf_guest_podman_device() {
     };
     run.check(&mut v);
     expect(&mut v, &run, "gen-rc", "0");
+    // VF 0 is on igbvf when the spec is written: generate says it must be bound first, and
+    // podman, which looks the node up before any hook runs, refuses the device until it is.
+    let gen = run.result("gen-out").unwrap_or("");
+    v.check(gen.contains("not vfio-pci") && gen.contains("fastpathctl vf bind"), || {
+        format!("cdi generate: expected a warning that VF 0 is not on vfio-pci yet, got {gen:?}")
+    });
+    let unbound = run.result("unbound-out").unwrap_or("");
+    v.check(run.result("unbound-rc") != Some("0") && unbound.contains("/dev/vfio/"), || {
+        format!("podman with VF 0 unbound: expected it to refuse the missing /dev/vfio node, got {unbound:?}")
+    });
     let spec = run.result("cdi-vf").unwrap_or("");
     v.check(spec.contains(&format!("\"name\":\"{}\"", VF_PCI[0])), || {
         format!("guest: expected a fastpath.io/vf device named {} in the CDI spec, got {spec:?}", VF_PCI[0])
