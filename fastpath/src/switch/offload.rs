@@ -16,8 +16,8 @@
 //! `tx_dropped`.
 
 use netlib::pool::BURST;
-use netlib::vhost::offload::{header_of, Offloader};
-use netlib::vhost::{Frame, Frames, TagEdit, RX_NET_HDR, TAG_LEN};
+use netlib::vhost::offload::{header_of, Delivery, Offloader};
+use netlib::vhost::{Frames, TagEdit, TAG_LEN};
 use netlib::vnet_hdr::{Action, VnetHdr};
 
 use super::forward::keep_fitting;
@@ -111,43 +111,54 @@ impl Offloads {
             };
             let frame = frames.get(usize::from(pick));
             let port = &mut dst.port;
-            let mut too_big = 0u64;
-            let sent = self.offloader.deliver(frame, &asked, features, |hdr, out| {
-                let plain = *hdr == RX_NET_HDR;
-                if (plain || asked.gso.is_none()) && out.len() > max {
-                    too_big += 1;
-                    return true;
-                }
-                match out {
-                    Frame::Local(b) if plain => {
-                        port.send(&Frames::Spans { base: b, spans: &[(0, b.len() as u32)] }, &[0]);
-                        true
+            let event = match self.offloader.prepare(frame, &asked, features) {
+                Ok(Delivery::AsIs(h)) => {
+                    if asked.gso.is_none() && frame.len() > max {
+                        let c = port.counters_mut();
+                        c.tx_dropped += 1;
+                        c.drop_too_big += 1;
+                        continue;
                     }
-                    out => port.send_with_header(hdr, out),
+                    if !port.send_with_header(&h, frame) {
+                        let c = port.counters_mut();
+                        c.tx_dropped += 1;
+                        c.drop_ring_full += 1;
+                        continue;
+                    }
+                    OffloadEvent::AsIs
                 }
-            });
-            let counters = port.counters_mut();
-            counters.tx_dropped += too_big;
-            counters.drop_too_big += too_big;
-            match sent {
-                Ok(n) if n > 0 => {
-                    port.count_offload(match asked.action_for(features) {
-                        Action::AsIs => OffloadEvent::AsIs,
-                        Action::FinishCsum => OffloadEvent::Finished,
-                        Action::Segment => OffloadEvent::Segmented(n as u64),
-                    });
-                    picks[kept] = pick;
-                    kept += 1;
-                }
-                Ok(_) => {
-                    if too_big == 0 {
-                        // No room in the destination's ring.
-                        counters.tx_dropped += 1;
-                        counters.drop_ring_full += 1;
+                Ok(Delivery::Plain { base, spans }) => {
+                    // All of the frame's pieces to the destination as bursts: one publish
+                    // and one signal per burst, not per segment.
+                    let mut fit = [0u8; BURST];
+                    for chunk in spans.chunks(BURST) {
+                        let mut n = 0;
+                        for (k, &(_, len)) in chunk.iter().enumerate() {
+                            if len <= max {
+                                fit[n] = k as u8;
+                                n += 1;
+                            }
+                        }
+                        if n < chunk.len() {
+                            let c = port.counters_mut();
+                            c.tx_dropped += (chunk.len() - n) as u64;
+                            c.drop_too_big += (chunk.len() - n) as u64;
+                        }
+                        port.send(&Frames::Spans { base, spans: chunk }, &fit[..n]);
+                    }
+                    match asked.action_for(features) {
+                        Action::Segment => OffloadEvent::Segmented(spans.len() as u64),
+                        _ => OffloadEvent::Finished,
                     }
                 }
-                Err(_) => counters.tx_dropped += 1,
-            }
+                Err(_) => {
+                    port.counters_mut().tx_dropped += 1;
+                    continue;
+                }
+            };
+            port.count_offload(event);
+            picks[kept] = pick;
+            kept += 1;
         }
         kept
     }

@@ -54,15 +54,65 @@ pub fn rx_header(hdr: &VnetHdr) -> [u8; 12] {
     b
 }
 
+/// What a destination gets of a frame that asks for an offload (see [`Offloader::prepare`]).
+#[derive(Debug)]
+pub enum Delivery<'a> {
+    /// The frame as it is, behind this header: the destination negotiated the offload.
+    AsIs([u8; 12]),
+    /// Plain frames at (offset, length) in `base`, in order: the frame with its checksum
+    /// finished, or its segments.
+    Plain {
+        /// The buffer they are in.
+        base: &'a [u8],
+        /// Where each is.
+        spans: &'a [(u32, u32)],
+    },
+}
+
 /// Finishes checksums and segments frames in software for destinations without the
 /// offload; keeps the buffers it needs from one frame to the next.
 #[derive(Debug, Default)]
 pub struct Offloader {
     whole: Vec<u8>,
     seg: Vec<u8>,
+    spans: Vec<(u32, u32)>,
 }
 
 impl Offloader {
+    /// What a destination that negotiated `features` gets of `f`, which asks `hdr`: the
+    /// frame as it is with its header, or plain frames (its checksum finished, or all its
+    /// segments back to back in one buffer, so that they can go to the destination as one
+    /// burst).
+    pub fn prepare(&mut self, f: Frame<'_>, hdr: &VnetHdr, features: u64) -> Result<Delivery<'_>, OffloadError> {
+        let action = hdr.action_for(features);
+        if action == Action::AsIs {
+            return Ok(Delivery::AsIs(rx_header(hdr)));
+        }
+        self.whole.resize(f.len() as usize, 0);
+        if !f.read_all(&mut self.whole) {
+            return Err(OffloadError::Unreadable);
+        }
+        self.spans.clear();
+        let (Some(c), Action::Segment) = (hdr.csum, action) else {
+            if let Some(c) = hdr.csum {
+                csum::finish(&mut self.whole, c);
+            }
+            self.spans.push((0, self.whole.len() as u32));
+            return Ok(Delivery::Plain { base: &self.whole, spans: &self.spans });
+        };
+        let Some(gso) = hdr.gso else { return Err(OffloadError::Unreadable) };
+        let s = Segments::new(&self.whole, gso, c)?;
+        let total: usize = (0..s.count()).map(|i| s.len(i)).sum();
+        self.seg.resize(total, 0);
+        let mut at = 0;
+        for i in 0..s.count() {
+            let Some(n) = s.write(i, &mut self.seg[at..]) else { break };
+            self.spans.push((at as u32, n as u32));
+            at += n;
+        }
+        Ok(Delivery::Plain { base: &self.seg, spans: &self.spans })
+    }
+
     /// Delivers `f`, which asks `hdr`, to a destination that negotiated `features`:
     /// `emit(header, frame)` is called for each frame it is to get (the frame as it is
     /// with its header, or a plain frame with its checksum finished, or each segment)
@@ -75,32 +125,19 @@ impl Offloader {
         features: u64,
         mut emit: impl FnMut(&[u8; 12], Frame<'_>) -> bool,
     ) -> Result<usize, OffloadError> {
-        let action = hdr.action_for(features);
-        if action == Action::AsIs {
-            return Ok(usize::from(emit(&rx_header(hdr), f)));
-        }
-        self.whole.resize(f.len() as usize, 0);
-        if !f.read_all(&mut self.whole) {
-            return Err(OffloadError::Unreadable);
-        }
-        let (Some(c), Action::Segment) = (hdr.csum, action) else {
-            if let Some(c) = hdr.csum {
-                csum::finish(&mut self.whole, c);
+        match self.prepare(f, hdr, features)? {
+            Delivery::AsIs(h) => Ok(usize::from(emit(&h, f))),
+            Delivery::Plain { base, spans } => {
+                let mut sent = 0;
+                for &(off, len) in spans {
+                    if !emit(&RX_NET_HDR, Frame::Local(&base[off as usize..(off + len) as usize])) {
+                        break;
+                    }
+                    sent += 1;
+                }
+                Ok(sent)
             }
-            return Ok(usize::from(emit(&RX_NET_HDR, Frame::Local(&self.whole))));
-        };
-        let Some(gso) = hdr.gso else { return Err(OffloadError::Unreadable) };
-        let s = Segments::new(&self.whole, gso, c)?;
-        self.seg.resize(s.len(0), 0);
-        let mut sent = 0;
-        for i in 0..s.count() {
-            let Some(n) = s.write(i, &mut self.seg) else { break };
-            if !emit(&RX_NET_HDR, Frame::Local(&self.seg[..n])) {
-                break;
-            }
-            sent += 1;
         }
-        Ok(sent)
     }
 }
 
