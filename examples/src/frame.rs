@@ -129,6 +129,23 @@ pub fn set_src(f: &mut [u8], mac: &[u8; 6]) {
     }
 }
 
+/// Writes `mac` as the frame's destination MAC.
+#[inline]
+pub fn set_dst(f: &mut [u8], mac: &[u8; 6]) {
+    if let Some(d) = f.get_mut(0..6) {
+        d.copy_from_slice(mac);
+    }
+}
+
+/// The MAC `n` after `base`, counting in its low three bytes (wrapping there): the
+/// `n`th of a run of hosts that share `base`'s first three bytes.
+#[inline]
+pub fn nth_mac(base: &[u8; 6], n: u32) -> [u8; 6] {
+    let low = u32::from_be_bytes([0, base[3], base[4], base[5]]).wrapping_add(n) & 0x00ff_ffff;
+    let l = low.to_be_bytes();
+    [base[0], base[1], base[2], l[1], l[2], l[3]]
+}
+
 /// Swaps source and destination MAC.
 #[inline]
 pub fn macswap(f: &mut [u8]) {
@@ -171,6 +188,21 @@ impl SeqTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nth_mac_counts_in_the_low_three_bytes() {
+        let base = [2, 0xaa, 0, 0, 0xff, 0xfe];
+        assert_eq!(nth_mac(&base, 0), base);
+        assert_eq!(nth_mac(&base, 1), [2, 0xaa, 0, 0, 0xff, 0xff]);
+        assert_eq!(nth_mac(&base, 2), [2, 0xaa, 0, 1, 0, 0]);
+        assert_eq!(nth_mac(&[2, 0, 0, 0xff, 0xff, 0xff], 1), [2, 0, 0, 0, 0, 0]);
+        let mut f = vec![0u8; 64];
+        Template::new(64, [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1]).unwrap().write(&mut f, 7);
+        set_dst(&mut f, &[4; 6]);
+        set_src(&mut f, &[6; 6]);
+        assert_eq!(&f[..12], &[4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6]);
+        assert_eq!(check(&f), Check::Good(7), "the MACs are outside the checksum");
+    }
 
     #[test]
     fn frames_check_and_detect_damage() {

@@ -141,9 +141,16 @@ pub fn own_mac_or(flag: Option<&str>, name: &str, spec: &PortSpec, default: Mac)
 
 /// A pool built from the common flags.
 pub fn make_pool(c: &Common) -> Result<PktPool> {
-    // Room for a full receive ring, a full transmit ring and the app's own bursts.
+    make_pool_for(c, 1)
+}
+
+/// A pool built from the common flags for an app with `ports` ports: at least `--nbufs`
+/// buffers, and room for each port's full receive and transmit rings and the app's own
+/// bursts.
+pub fn make_pool_for(c: &Common, ports: usize) -> Result<PktPool> {
+    let rings = u32::try_from(2 * ports + 2).unwrap_or(u32::MAX);
     let opts = PoolOptions {
-        nbufs: c.nbufs.max(u32::from(c.queue_size) * 4),
+        nbufs: c.nbufs.max(u32::from(c.queue_size).saturating_mul(rings)),
         hugedir: Some(c.hugedir.clone().into()),
         data_room: netlib::pool::data_room_for_mtu(c.mtu),
     };

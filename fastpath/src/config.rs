@@ -46,6 +46,10 @@ pub struct Config {
     /// MAC entries age out after this many seconds.
     #[serde(default = "default_age")]
     pub mac_age_secs: u32,
+    /// Entries each bridge's MAC table holds (rounded up to a power of two; 16 bytes each).
+    /// A bridge with more MACs than fit floods the frames of the ones that do not.
+    #[serde(default = "default_mac_table_size")]
+    pub mac_table_size: u32,
     /// What ports' frames are checked for when a port does not say (`off`, `mac`,
     /// `mac+ip`); the hook asks for `mac` on the ports it makes.
     #[serde(default)]
@@ -106,6 +110,12 @@ fn default_bridges() -> Vec<String> {
 fn default_age() -> u32 {
     300
 }
+fn default_mac_table_size() -> u32 {
+    crate::switch::DEFAULT_MAC_TABLE_SIZE as u32
+}
+
+/// The range `mac_table_size` may take.
+pub const MAC_TABLE_SIZES: std::ops::RangeInclusive<u32> = 1_024..=4_194_304;
 
 impl Default for Config {
     fn default() -> Self {
@@ -119,6 +129,7 @@ impl Default for Config {
             metrics: None,
             bridges: default_bridges(),
             mac_age_secs: default_age(),
+            mac_table_size: default_mac_table_size(),
             port_security: PortSecurity::default(),
             max_port_memory: default_max_port_memory(),
             require_sealed_memory: false,
@@ -201,6 +212,14 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(64..=65535).contains(&self.max_frame) {
             return Err(ConfigError::Invalid(format!("max_frame {} is not in 64..=65535", self.max_frame)));
+        }
+        if !MAC_TABLE_SIZES.contains(&self.mac_table_size) {
+            return Err(ConfigError::Invalid(format!(
+                "mac_table_size {} is not in {}..={}",
+                self.mac_table_size,
+                MAC_TABLE_SIZES.start(),
+                MAC_TABLE_SIZES.end()
+            )));
         }
         let mut seen = std::collections::HashSet::new();
         for b in &self.bridges {
@@ -564,6 +583,18 @@ mod tests {
         assert!(toml::from_str::<Config>(typo).unwrap_err().to_string().contains("macc"));
         let frame = Config { max_frame: 10, ..Config::default() };
         assert!(frame.validate().unwrap_err().to_string().contains("max_frame 10"));
+    }
+
+    #[test]
+    fn the_mac_table_size_from_the_file() {
+        assert_eq!(Config::default().mac_table_size, 65_536);
+        let c: Config = toml::from_str("mac_table_size = 262144").unwrap();
+        assert_eq!(c.mac_table_size, 262_144);
+        c.validate().unwrap();
+        for bad in [0, 1_000, 8_388_608] {
+            let e = Config { mac_table_size: bad, ..Config::default() }.validate().unwrap_err().to_string();
+            assert!(e.contains(&format!("mac_table_size {bad} is not in 1024..=4194304")), "{e}");
+        }
     }
 
     #[test]

@@ -179,4 +179,19 @@ mod tests {
         assert!(is_multicast(&[0xff; 6]));
         assert!(!is_multicast(&[2, 0, 0, 0, 0, 1]));
     }
+
+    #[test]
+    fn the_default_table_holds_ten_thousand_hosts_behind_one_port() {
+        let host = |i: u32| {
+            let b = i.to_be_bytes();
+            [2, 0, 0x0a, b[1], b[2], b[3]]
+        };
+        let mut t = MacTable::new(crate::switch::DEFAULT_MAC_TABLE_SIZE, 300);
+        for i in 0..10_000 {
+            t.learn(0, &host(i), 1, 1);
+        }
+        let missing = (0..10_000).filter(|&i| t.lookup(0, &host(i), 2) != Some(1)).count();
+        assert_eq!(missing, 0, "every host is found");
+        assert_eq!(t.len(2), 10_000);
+    }
 }

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use fastpath_examples::frame::{parse_mac, Template};
+use fastpath_examples::frame::{nth_mac, parse_mac, set_src, Template};
 use fastpath_examples::{
     discover_port, idle, init_logging, make_pool, mpps, open, own_mac_or, pin, report, schedule_from, send_budget,
     stop_flag, wait_link, Common, Meter, DEFAULT_SRC_MAC,
@@ -38,6 +38,11 @@ struct Args {
     /// 02:00:00:00:00:01).
     #[arg(long, visible_alias = "mac")]
     src_mac: Option<String>,
+    /// Send from this many source MACs in turn: the source MAC and the ones after it
+    /// (counting in the low three bytes), as that many hosts behind one port would
+    /// (1..=16777216).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    src_macs: u32,
     #[command(flatten)]
     common: Common,
 }
@@ -50,6 +55,9 @@ fn main() -> Result<()> {
     let src = own_mac_or(a.src_mac.as_deref(), "--src-mac", &spec, DEFAULT_SRC_MAC)?;
     let tpl = Template::new(a.size, parse_mac(&a.dst_mac).map_err(|e| anyhow::anyhow!("--dst-mac: {e}"))?, src)
         .map_err(|e| anyhow::anyhow!("--size: {e}"))?;
+    if !(1..=1 << 24).contains(&a.src_macs) {
+        bail!("--src-macs {} is not in 1..=16777216", a.src_macs);
+    }
     if a.rate < 0.0 {
         bail!("--rate {} must not be negative", a.rate);
     }
@@ -80,6 +88,8 @@ fn main() -> Result<()> {
     let mut schedule = start;
     let mut link_was_down = false;
     let mut loops: u32 = 0;
+    // The index of the next frame's source MAC among --src-macs.
+    let mut mac_index: u32 = 0;
     while !stop.load(Ordering::Relaxed) && (a.count == 0 || sent < a.count) && meter.tick(sent) {
         loops = loops.wrapping_add(1);
         if loops.is_multiple_of(64) {
@@ -110,6 +120,13 @@ fn main() -> Result<()> {
                 tpl.write(buf, seq);
             } else {
                 tpl.write_header(buf, seq);
+            }
+            if a.src_macs > 1 {
+                set_src(buf, &nth_mac(&src, mac_index));
+                mac_index += 1;
+                if mac_index == a.src_macs {
+                    mac_index = 0;
+                }
             }
             seq += 1;
         }
@@ -144,7 +161,7 @@ fn main() -> Result<()> {
     report(
         c,
         &serde_json::json!({"role":"pktgen","sent":sent,"secs":secs,"mpps":mpps(sent, secs),
-        "size":a.size,"port":spec.to_string(),"counters":port.counters()}),
+        "size":a.size,"src_macs":a.src_macs,"port":spec.to_string(),"counters":port.counters()}),
     );
     Ok(())
 }

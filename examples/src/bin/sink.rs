@@ -4,11 +4,11 @@
 
 use anyhow::Result;
 use clap::Parser;
-use fastpath_examples::frame::{check, Check, SeqTracker};
+use fastpath_examples::frame::{check, parse_mac, Check, SeqTracker};
 use fastpath_examples::gap::{unix_ns, Gaps};
 use fastpath_examples::timeline::Timeline;
 use fastpath_examples::{
-    discover_port, init_logging, make_pool, mpps, open, pin, report, stop_flag, wait_link, Common, Idler, Meter,
+    discover_port, init_logging, make_pool, mpps, open, pin, prime, report, stop_flag, wait_link, Common, Idler, Meter,
 };
 use netlib::pool::burst_vec;
 use netlib::PortSpec;
@@ -44,6 +44,10 @@ struct Args {
     /// longest gap, and the totals so far ({"event":"interval",...}).
     #[arg(long, default_value_t = 0)]
     interval_ms: u64,
+    /// Once the link is up, send one broadcast frame from this MAC, so that a learning
+    /// switch in front of the sink forwards frames for MAC to it instead of flooding.
+    #[arg(long, value_name = "MAC")]
+    announce: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -53,6 +57,7 @@ fn main() -> Result<()> {
     let mut a = Args::parse();
     let spec = discover_port(a.port.take(), &mut a.common)?;
     let c = &a.common;
+    let announce = a.announce.as_deref().map(parse_mac).transpose().map_err(|e| anyhow::anyhow!("--announce: {e}"))?;
     let mut gaps =
         a.gaps.map(|ms| Gaps::threshold_ms("--gaps", ms).map(Gaps::new)).transpose().map_err(anyhow::Error::msg)?;
     pin(c.core)?;
@@ -61,6 +66,11 @@ fn main() -> Result<()> {
     let mut ports = vec![open(&spec, &mut pool, c)?];
     wait_link(&mut ports, &mut pool, c, &stop)?;
     let port = &mut ports[0];
+    if let Some(mac) = announce {
+        if prime(port.as_mut(), &mut pool, 1, [0xff; 6], mac)? != 1 {
+            anyhow::bail!("--announce: the port did not take the frame within 5 s");
+        }
+    }
     let mut burst = burst_vec();
     let (mut received, mut bad, mut foreign) = (0u64, 0u64, 0u64);
     let mut seqs = SeqTracker::default();

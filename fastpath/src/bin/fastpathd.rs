@@ -144,7 +144,7 @@ fn main() -> Result<()> {
     for n in &plan.notes {
         tracing::info!("{n}");
     }
-    let mut sw = Switch::new(&cfg.bridges, cfg.mac_age_secs);
+    let mut sw = Switch::with_mac_table(&cfg.bridges, cfg.mac_age_secs, cfg.mac_table_size as usize);
     let held = restore::open(plan, &mut sw, &defaults)?;
     let mut mirrors = found.saved.map(|s| s.mirrors).unwrap_or_default();
     mirrors.retain(|m| match sw.add_mirror(m.clone()) {

@@ -31,8 +31,8 @@ use fastpath_host::proto::{MirrorConfig, MirrorInfo};
 
 /// Most ports one switch holds.
 pub const MAX_PORTS: usize = 64;
-/// MAC entries each bridge holds.
-const MAC_CAPACITY: usize = 4096;
+/// MAC entries each bridge holds unless the configuration says (`mac_table_size`).
+pub const DEFAULT_MAC_TABLE_SIZE: usize = 65_536;
 
 /// A port, opened and configured, waiting to be added to a switch.
 #[derive(Debug)]
@@ -121,15 +121,22 @@ pub struct Switch {
 }
 
 impl Switch {
-    /// A switch with these bridges; MAC entries age after `mac_age_secs`.
+    /// A switch with these bridges; MAC entries age after `mac_age_secs`; each bridge's
+    /// table holds [`DEFAULT_MAC_TABLE_SIZE`] entries.
     pub fn new(bridges: &[String], mac_age_secs: u32) -> Self {
+        Self::with_mac_table(bridges, mac_age_secs, DEFAULT_MAC_TABLE_SIZE)
+    }
+
+    /// A switch with these bridges, each with a MAC table of `mac_table_size` entries
+    /// (rounded up to a power of two) that age after `mac_age_secs`.
+    pub fn with_mac_table(bridges: &[String], mac_age_secs: u32, mac_table_size: usize) -> Self {
         Self {
             ports: (0..MAX_PORTS).map(|_| None).collect(),
             bridges: bridges
                 .iter()
                 .map(|b| Bridge {
                     name: b.clone(),
-                    macs: MacTable::new(MAC_CAPACITY, mac_age_secs),
+                    macs: MacTable::new(mac_table_size, mac_age_secs),
                     members: Vec::with_capacity(MAX_PORTS),
                     vlan_ports: 0,
                 })

@@ -12,6 +12,7 @@ use super::interrupt;
 use super::jumbo;
 use super::ours::{final_json, number, port, Ctx};
 use super::ovs::Ovs;
+use super::ports;
 use super::restart;
 use super::scrape;
 use super::testpmd::{self, Memory, Testpmd, BURST};
@@ -107,6 +108,11 @@ enum Kind {
     Scrape,
     /// 9014-byte frames app → switch → app, in Gbit/s (vs testpmd as the switch).
     Jumbo,
+    /// A switch with this many ports, pairs of them looping frames addressed by MAC
+    /// through it (vs OVS-DPDK with as many dpdkvhostuser ports).
+    Ports(usize),
+    /// 10,000 source MACs behind one port of two (vs OVS-DPDK with the same traffic).
+    Macs,
 }
 
 /// A benchmark case: one pair of runs per round yields one value per metric and side.
@@ -166,6 +172,13 @@ pub const CASES: &[Case] = &[
     },
     Case { name: "scrape_64", metrics: &[Metric { name: "scrape_64", unit: Unit::Mpps }], kind: Kind::Scrape },
     Case { name: "jumbo_9000", metrics: &[Metric { name: "jumbo_9000", unit: Unit::Gbps }], kind: Kind::Jumbo },
+    Case { name: "switch_16", metrics: &[Metric { name: "switch_16", unit: Unit::Mpps }], kind: Kind::Ports(16) },
+    Case {
+        name: "switch_64ports",
+        metrics: &[Metric { name: "switch_64ports", unit: Unit::Mpps }],
+        kind: Kind::Ports(64),
+    },
+    Case { name: "macs_10k", metrics: &[Metric { name: "macs_10k", unit: Unit::Mpps }], kind: Kind::Macs },
 ];
 
 /// Packets in flight in the looping cases (ours: `--prime 256`).
@@ -200,6 +213,8 @@ impl Case {
             Kind::Restart => restart::ours(&mut sb, ctx),
             Kind::Scrape => scrape::ours(&mut sb, ctx),
             Kind::Jumbo => jumbo::ours(&mut sb, ctx),
+            Kind::Ports(n) => ports::ours_ports(&mut sb, ctx, n),
+            Kind::Macs => ports::macs(&mut sb, ctx, false),
         }
     }
 
@@ -226,6 +241,8 @@ impl Case {
             Kind::Vxlan => vxlan::kernel_vxlan_64(&mut sb, ctx),
             Kind::Restart => restart::peer(&mut sb, ctx),
             Kind::Jumbo => jumbo::peer(&mut sb, ctx),
+            Kind::Ports(n) => ports::peer_ports(&mut sb, ctx, n),
+            Kind::Macs => ports::macs(&mut sb, ctx, true),
         }
     }
 }

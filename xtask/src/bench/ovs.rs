@@ -124,6 +124,11 @@ impl Ovs {
         self.vsctl(&["add-port", "br0", ifname, "--", "set", "Interface", ifname, "type=afxdp", "options:n_rxq=1"])
     }
 
+    /// Sets how many entries `br0`'s MAC learning table holds (OVS's default is 8,192).
+    pub fn set_mac_table_size(&self, entries: u32) -> Result<()> {
+        self.vsctl(&["set", "bridge", "br0", &format!("other_config:mac-table-size={entries}")])
+    }
+
     /// The vhost-user socket of port `name` (OVS puts them in its run directory).
     pub fn socket(&self, name: &str) -> PathBuf {
         self.dir.join(name)
