@@ -1,7 +1,8 @@
 // Two netlib apps through fastpathd on one bridge: pktgen → br0 → sink, first
 // with the switch listening (`vhost:`; apps `vu:`), then with the switch
 // connecting (`vhost-client:`) to apps that listen (`vu-server:`); and 9014-byte
-// frames between apps of MTU 9000, dropped and counted on a port of MTU 1500.
+// frames between apps of MTU 9000, dropped and counted on a port of MTU 1500; and 10,000
+// hosts behind one port, every one learned and every frame forwarded, none flooded.
 //! Interop: netlib virtio-user ↔ fastpathd ↔ netlib virtio-user.
 
 use std::time::{Duration, Instant};
@@ -155,6 +156,93 @@ fn jumbo_frames_through_fastpathd() {
             ("m", "tx_packets", 0),
         ],
     );
+    let st = fpd.stop(Signal::SIGTERM, Duration::from_secs(5));
+    v.check(st.success(), || format!("fastpathd: expected exit status 0 after SIGTERM, got {st}"));
+    v.finish(&mut [&mut pktgen, &mut sink, &mut fpd]);
+}
+
+/// The MACs of one port's entry in `fastpathctl list`.
+fn learned_macs(list: &[serde_json::Value], port: &str) -> Vec<String> {
+    list.iter()
+        .find(|p| p.get("name").and_then(serde_json::Value::as_str) == Some(port))
+        .and_then(|p| p.get("macs"))
+        .and_then(serde_json::Value::as_array)
+        .map(|a| a.iter().filter_map(|m| m.as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn ten_thousand_hosts_behind_one_port() {
+    const TEST: &str = "ten_thousand_hosts_behind_one_port";
+    const HOSTS: u64 = 10_000;
+    const SINK_MAC: &str = "02:00:0b:00:00:00";
+    let Some(peers) = require(TEST, &["pktgen", "sink", "fastpathd", "fastpathctl"], false) else { return };
+    let _serial = serial();
+    let dir = TestDir::new("fph");
+    let ctl = dir.join("ctl.sock");
+    let (gen_sock, sink_sock, idle_sock) = (dir.join("p.sock"), dir.join("s.sock"), dir.join("m.sock"));
+    let mut v = Verdict::new(TEST);
+    let ports = [
+        fastpathd_port("br0", "p", "vhost", &gen_sock),
+        fastpathd_port("br0", "s", "vhost", &sink_sock),
+        fastpathd_port("br0", "m", "vhost", &idle_sock),
+    ];
+    let mut fpd = spawn_fastpathd("fastpathd", &peers, &dir, &ctl, &["br0"], &ports);
+    for sock in [&ctl, &gen_sock, &sink_sock] {
+        if !wait_for_socket(sock, SETUP_TIMEOUT) {
+            v.abort(
+                format!("fastpathd: expected it to create {} within {SETUP_TIMEOUT:?}", sock.display()),
+                &mut [&mut fpd],
+            );
+        }
+    }
+    // The sink announces its MAC; port m has no frontend: anything flooded is counted there.
+    let mut sink_a = sink_args(&format!("vu:{}", sink_sock.display()), FRAMES);
+    sink_a.extend(["--announce".into(), SINK_MAC.into()]);
+    let mut sink = Proc::spawn("sink", &dir, &peers.bin("sink"), &sink_a, &[]);
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    loop {
+        let list = fastpathctl_list(&peers, &ctl).unwrap_or_default();
+        if learned_macs(&list, "s").iter().any(|mac| mac == SINK_MAC) {
+            break;
+        }
+        if Instant::now() > deadline {
+            v.abort(
+                format!("fastpathd: expected port s to learn the sink's {SINK_MAC} within {SETUP_TIMEOUT:?}"),
+                &mut [&mut fpd, &mut sink],
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut gen_a = pktgen_args(&format!("vu:{}", gen_sock.display()), FRAMES);
+    gen_a.extend(
+        ["--src-mac", "02:00:0a:00:00:00", "--src-macs", &HOSTS.to_string(), "--dst-mac", SINK_MAC].map(String::from),
+    );
+    let mut pktgen = Proc::spawn("pktgen", &dir, &peers.bin("pktgen"), &gen_a, &[]);
+    finish_transfer(&mut v, &mut pktgen, &mut sink, FRAMES);
+    match fastpathctl_list(&peers, &ctl) {
+        Ok(list) => {
+            let hosts = learned_macs(&list, "p");
+            v.check(hosts.len() as u64 == HOSTS, || {
+                format!("fastpathd port p: expected {HOSTS} MACs learned, got {}", hosts.len())
+            });
+            for want in ["02:00:0a:00:00:00", "02:00:0a:00:27:0f"] {
+                v.check(hosts.iter().any(|h| h == want), || format!("fastpathd port p: expected {want} learned"));
+            }
+            // Every frame went to the sink's port alone: none flooded to m but the announcement.
+            check_switch_counters(
+                &mut v,
+                &list,
+                &[
+                    ("p", "rx_packets", FRAMES),
+                    ("s", "tx_packets", FRAMES),
+                    ("m", "tx_packets", 0),
+                    ("m", "drop_no_peer", 1),
+                ],
+            );
+        }
+        Err(e) => v.fail(e),
+    }
     let st = fpd.stop(Signal::SIGTERM, Duration::from_secs(5));
     v.check(st.success(), || format!("fastpathd: expected exit status 0 after SIGTERM, got {st}"));
     v.finish(&mut [&mut pktgen, &mut sink, &mut fpd]);
