@@ -38,7 +38,7 @@ pub(crate) fn gso_frame(v6: bool, vlan: bool, payload: usize, mss: u16) -> (Vec<
         f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
         f.extend_from_slice(&(tcp_len as u16).to_be_bytes());
         f.extend_from_slice(&[IPPROTO_TCP, 64]);
-        f.extend((0..32).map(|i| 0xfd + i as u8));
+        f.extend((0..32).map(|i: u8| 0xfd_u8.wrapping_add(i)));
     } else {
         f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
         f.extend_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
