@@ -220,14 +220,14 @@ pub fn print_table(series: &[Series]) {
     let with_baseline = series.iter().any(|s| !s.baseline.is_empty());
     let ratio = |r: Option<f64>| r.map_or_else(|| "-".to_string(), |r| format!("{r:.2}"));
     println!();
-    let mut head = format!("{:<12} {:<5} {:>10} {:>10} {:>7}", "case", "unit", "fastpath", "peer", "ratio");
+    let mut head = format!("{:<14} {:<5} {:>10} {:>10} {:>7}", "case", "unit", "fastpath", "peer", "ratio");
     if with_baseline {
         let _ = write!(head, " {:>10} {:>10}", "baseline", "b. ratio");
     }
     println!("{head} {:>9}", "probe ns");
     for s in series {
         let mut row = format!(
-            "{:<12} {:<5} {:>10} {:>10} {:>7}",
+            "{:<14} {:<5} {:>10} {:>10} {:>7}",
             s.name,
             s.unit.label(),
             cell(s.ours_median(), s.ours_failed),
