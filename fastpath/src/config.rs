@@ -204,6 +204,7 @@ impl Config {
                 max_frame: self.max_frame,
                 mtu: None,
                 offloads: self.offloads,
+                packed: true,
             },
         }
     }

@@ -265,6 +265,23 @@ pub enum RingSetupError {
     },
 }
 
+/// A device-side ring's size as a u16, if it is a power of two in 1..=[`MAX_QUEUE_SIZE`].
+fn check_size(size: u32) -> Result<u16, RingSetupError> {
+    if size == 0 || size > u32::from(MAX_QUEUE_SIZE) || !size.is_power_of_two() {
+        return Err(RingSetupError::BadSize(size));
+    }
+    Ok(size as u16)
+}
+
+/// Where the ring area `area` at frontend VA `addr` (`len` bytes, `align`-aligned) is
+/// mapped here: wholly inside one region of `mem`.
+fn resolve_area(mem: &GuestMemory, area: &'static str, addr: u64, len: u64, align: u64) -> Result<u64, RingSetupError> {
+    if !addr.is_multiple_of(align) {
+        return Err(RingSetupError::Misaligned { area, addr });
+    }
+    mem.translate_uva(addr, len).ok_or(RingSetupError::Unmapped { area, addr, len })
+}
+
 /// The device side of a split ring, in a frontend's memory.
 #[derive(Debug)]
 pub struct DeviceRing {
@@ -281,16 +298,8 @@ impl DeviceRing {
     /// Resolves the ring areas (frontend VAs) in `mem`, once. Each area must be
     /// aligned and wholly inside one region.
     pub fn new(mem: &Arc<GuestMemory>, size: u32, desc: u64, avail: u64, used: u64) -> Result<Self, RingSetupError> {
-        if size == 0 || size > u32::from(MAX_QUEUE_SIZE) || !size.is_power_of_two() {
-            return Err(RingSetupError::BadSize(size));
-        }
-        let s = size as u16;
-        let resolve = |area, addr: u64, len: u64, align: u64| {
-            if !addr.is_multiple_of(align) {
-                return Err(RingSetupError::Misaligned { area, addr });
-            }
-            mem.translate_uva(addr, len).ok_or(RingSetupError::Unmapped { area, addr, len })
-        };
+        let s = check_size(size)?;
+        let resolve = |area, addr, len, align| resolve_area(mem, area, addr, len, align);
         let d = resolve("desc", desc, SplitLayout::desc_bytes(s), 16)?;
         let a = resolve("avail", avail, SplitLayout::avail_bytes(s), 2)?;
         let u = resolve("used", used, SplitLayout::used_bytes(s), 4)?;
@@ -372,6 +381,132 @@ impl DeviceRing {
     pub fn set_used_flags(&self, flags: u16) {
         // SAFETY: used.flags inside the translated used area, 2-aligned.
         unsafe { atomic_u16(self.used) }.store(flags, Ordering::Release);
+    }
+}
+
+/// One descriptor of a packed ring, as read (untrusted: the caller bounds it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PackedDesc {
+    /// Buffer address (frontend VA).
+    pub addr: u64,
+    /// Buffer length.
+    pub len: u32,
+    /// Buffer id (given back in the used descriptor).
+    pub id: u16,
+    /// `VRING_DESC_F_*` and the packed AVAIL/USED bits.
+    pub flags: u16,
+}
+
+/// Bytes of a packed ring's descriptors.
+pub fn packed_desc_bytes(size: u16) -> u64 {
+    16 * u64::from(size)
+}
+
+/// Bytes of a packed ring's event suppression structure (offset/wrap, flags).
+pub const PACKED_EVENT_BYTES: u64 = 4;
+
+/// The device side of a packed ring, in a frontend's memory: the descriptor ring
+/// and the two event suppression structures (the driver's, which we read, and ours).
+#[derive(Debug)]
+pub struct PackedDeviceRing {
+    desc: u64,
+    driver_event: u64,
+    device_event: u64,
+    size: u16,
+    /// Keeps the mapping behind the three pointers alive.
+    _mem: Arc<GuestMemory>,
+}
+
+impl PackedDeviceRing {
+    /// Resolves the ring areas (frontend VAs: SET_VRING_ADDR's desc, avail and used
+    /// carry the descriptor ring, the driver area and the device area) in `mem`, once.
+    pub fn new(
+        mem: &Arc<GuestMemory>,
+        size: u32,
+        desc: u64,
+        driver_event: u64,
+        device_event: u64,
+    ) -> Result<Self, RingSetupError> {
+        let s = check_size(size)?;
+        let resolve = |area, addr, len, align| resolve_area(mem, area, addr, len, align);
+        let d = resolve("desc", desc, packed_desc_bytes(s), 16)?;
+        let drv = resolve("driver event", driver_event, PACKED_EVENT_BYTES, 4)?;
+        let dev = resolve("device event", device_event, PACKED_EVENT_BYTES, 4)?;
+        Ok(Self { desc: d, driver_event: drv, device_event: dev, size: s, _mem: Arc::clone(mem) })
+    }
+
+    /// Entries.
+    #[inline(always)]
+    pub fn size(&self) -> u16 {
+        self.size
+    }
+
+    /// The flags of descriptor `i` (masked into range), with acquire: the rest of the
+    /// descriptor, read after, is what the driver wrote before making it available.
+    #[inline(always)]
+    pub fn flags(&self, i: u16) -> u16 {
+        let a = self.desc + 16 * u64::from(i & (self.size - 1)) + 14;
+        // SAFETY: flags of a descriptor inside the translated ring (kept by _mem), 2-aligned.
+        unsafe { atomic_u16(a) }.load(Ordering::Acquire)
+    }
+
+    /// Descriptor `i` (masked into range); its flags as [`Self::flags`] read them.
+    #[inline(always)]
+    pub fn desc(&self, i: u16) -> PackedDesc {
+        let flags = self.flags(i);
+        let a = self.desc + 16 * u64::from(i & (self.size - 1));
+        // SAFETY: a descriptor inside the translated ring (kept by _mem), 16-aligned.
+        unsafe {
+            let p = a as *const u8;
+            PackedDesc {
+                addr: std::ptr::read_volatile(p.cast::<u64>()),
+                len: std::ptr::read_volatile(p.add(8).cast::<u32>()),
+                id: std::ptr::read_volatile(p.add(12).cast::<u16>()),
+                flags,
+            }
+        }
+    }
+
+    /// Starts loading descriptor `i` (masked): a hint.
+    #[inline(always)]
+    pub fn prefetch(&self, i: u16) {
+        prefetch(self.desc + 16 * u64::from(i & (self.size - 1)));
+    }
+
+    /// Writes the id and length of a used descriptor at slot `i` (masked), not its flags:
+    /// the driver does not look at it until [`Self::set_flags`].
+    #[inline(always)]
+    pub fn set_used(&self, i: u16, id: u16, len: u32) {
+        let a = self.desc + 16 * u64::from(i & (self.size - 1));
+        // SAFETY: a descriptor inside the translated ring, 16-aligned.
+        unsafe {
+            let p = a as *mut u8;
+            std::ptr::write_volatile(p.add(8).cast::<u32>(), len);
+            std::ptr::write_volatile(p.add(12).cast::<u16>(), id);
+        }
+    }
+
+    /// Stores the flags of slot `i` (masked) with release: a used descriptor written by
+    /// [`Self::set_used`] becomes the driver's.
+    #[inline(always)]
+    pub fn set_flags(&self, i: u16, flags: u16) {
+        let a = self.desc + 16 * u64::from(i & (self.size - 1)) + 14;
+        // SAFETY: flags of a descriptor inside the translated ring, 2-aligned.
+        unsafe { atomic_u16(a) }.store(flags, Ordering::Release);
+    }
+
+    /// The driver's event suppression flags (`RING_EVENT_FLAGS_*`): whether it wants
+    /// to be signalled.
+    #[inline(always)]
+    pub fn driver_event_flags(&self) -> u16 {
+        // SAFETY: flags of the translated driver area, 2-aligned (the area is 4-aligned).
+        unsafe { atomic_u16(self.driver_event + 2) }.load(Ordering::Relaxed)
+    }
+
+    /// Sets our event suppression flags: whether we want kicks.
+    pub fn set_device_event_flags(&self, flags: u16) {
+        // SAFETY: flags of the translated device area, 2-aligned.
+        unsafe { atomic_u16(self.device_event + 2) }.store(flags, Ordering::Release);
     }
 }
 

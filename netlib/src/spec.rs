@@ -7,6 +7,9 @@ pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 /// Feature bit: the device uses buffers in the order the driver made them available,
 /// so a driver knows which buffers came back from the used index alone.
 pub const VIRTIO_F_IN_ORDER: u64 = 1 << 35;
+/// Feature bit: the packed virtqueue layout (virtio 1.1, §2.8): one descriptor ring
+/// that both sides write, availability and use told by wrap-counter flag bits.
+pub const VIRTIO_F_RING_PACKED: u64 = 1 << 34;
 /// Feature bit (virtio-net): the device reports the largest MTU the driver should use.
 pub const VIRTIO_NET_F_MTU: u64 = 1 << 3;
 /// Feature bit (virtio-net): the driver merges receive buffers: a frame may span several
@@ -35,6 +38,18 @@ pub const VRING_DESC_F_INDIRECT: u16 = 4;
 pub const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 /// Used flag: device wants no kicks.
 pub const VRING_USED_F_NO_NOTIFY: u16 = 1;
+
+/// Packed descriptor flag: available when it equals the driver's wrap counter.
+pub const VRING_PACKED_DESC_F_AVAIL: u16 = 1 << 7;
+/// Packed descriptor flag: used when it equals the device's wrap counter.
+pub const VRING_PACKED_DESC_F_USED: u16 = 1 << 15;
+/// Packed event suppression: notifications wanted.
+pub const RING_EVENT_FLAGS_ENABLE: u16 = 0;
+/// Packed event suppression: no notifications wanted.
+pub const RING_EVENT_FLAGS_DISABLE: u16 = 1;
+/// Bit of a packed ring's SET/GET_VRING_BASE value holding the wrap counter (the
+/// index is in the bits below it).
+pub const PACKED_BASE_WRAP: u32 = 1 << 15;
 
 /// Bytes of the virtio-net header with VERSION_1 (num_buffers included).
 pub const NET_HDR_LEN: u32 = 12;

@@ -109,6 +109,10 @@ enum Cmd {
         /// [default: fastpathd's `offloads`, on].
         #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
         offloads: Option<bool>,
+        /// Don't offer a vhost-user frontend the packed ring (VIRTIO_F_RING_PACKED): it
+        /// gets a split ring even if it asks for packed [default: offered].
+        #[arg(long)]
+        no_packed: bool,
     },
     /// Remove a port.
     DelPort {
@@ -752,6 +756,7 @@ fn main() -> Result<()> {
             trunk,
             mtu,
             offloads,
+            no_packed,
         } => {
             let mode = if client { PortMode::Client } else { PortMode::Server };
             let base = match (tap, afxdp, vf) {
@@ -779,6 +784,7 @@ fn main() -> Result<()> {
                 }
                 (None, None, None) => PortConfig::new(name.clone(), bridge, socket.unwrap_or_default()),
             };
+            let packed = no_packed.then_some(false);
             let port = PortConfig {
                 mode,
                 uid,
@@ -792,6 +798,7 @@ fn main() -> Result<()> {
                 trunk,
                 mtu,
                 offloads,
+                packed,
                 ..base
             };
             call(&a.ctl, &Request::AddPort(port))?;

@@ -53,6 +53,7 @@ impl NewPort {
             max_memory: cfg.max_memory.map_or(defaults.limits.max_memory, |b| b.0),
             mtu: cfg.mtu,
             offloads: cfg.offloads.unwrap_or(defaults.limits.offloads),
+            packed: cfg.packed.unwrap_or(defaults.limits.packed),
             ..defaults.limits
         };
         let port = port::open(&cfg, limits)?;

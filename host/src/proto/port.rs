@@ -228,6 +228,10 @@ pub struct PortConfig {
     /// `offloads` setting (on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offloads: Option<bool>,
+    /// Whether a vhost-user frontend is offered the packed ring layout
+    /// (VIRTIO_F_RING_PACKED); it takes it or not. Default: offered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packed: Option<bool>,
 }
 
 /// The MTUs a port may have: IPv4's least, up to what a 9216-byte frame carries.
@@ -345,6 +349,7 @@ impl PortConfig {
             trunk: None,
             mtu: None,
             offloads: None,
+            packed: None,
         }
     }
 

@@ -6,30 +6,36 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use crate::mem::GuestMemory;
-use crate::ring::DeviceRing;
+use crate::ring::{DeviceRing, PackedDeviceRing};
 use crate::spec::{
-    MAX_QUEUE_SIZE, PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_NET_MTU, PROTOCOL_F_REPLY_ACK,
-    VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_IN_ORDER, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU,
-    VIRTIO_RING_F_INDIRECT_DESC, VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_NOTIFY,
+    MAX_QUEUE_SIZE, PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_NET_MTU, PROTOCOL_F_REPLY_ACK, RING_EVENT_FLAGS_DISABLE,
+    VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_IN_ORDER, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1,
+    VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_RING_F_INDIRECT_DESC, VRING_AVAIL_F_NO_INTERRUPT,
+    VRING_USED_F_NO_NOTIFY,
 };
 use crate::vhost_user::conn::RawMsg;
 use crate::vhost_user::message::encode;
 use crate::vhost_user::{MemRegion, Msg, MsgError, Request, VringAddr, VringState};
 use crate::vnet_hdr::{OFFLOAD_FEATURES, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6};
 
+use super::packed::PackedQueue;
 use super::queue::{DeviceQueue, DEFAULT_MAX_FRAME};
+use super::virtq::VirtQueue;
 
 /// Features we offer. Our rings are always consumed in order (every queue pops
 /// chains and returns them in avail order), so IN_ORDER costs us nothing and lets a
 /// driver skip reading the used entries of its transmit ring. MRG_RXBUF: a frame
 /// longer than one receive chain is written across several. INDIRECT_DESC: a chain may
-/// sit in an indirect table, walked with the same bounds as any chain.
+/// sit in an indirect table, walked with the same bounds as any chain. RING_PACKED: the
+/// packed ring layout, when the frontend takes it (a port may withhold it, see
+/// [`DeviceLimits::packed`]).
 pub const OFFERED_FEATURES: u64 = VIRTIO_F_VERSION_1
     | VHOST_USER_F_PROTOCOL_FEATURES
     | VIRTIO_F_IN_ORDER
     | VIRTIO_NET_F_MRG_RXBUF
     | VIRTIO_NET_F_MTU
-    | VIRTIO_RING_F_INDIRECT_DESC;
+    | VIRTIO_RING_F_INDIRECT_DESC
+    | VIRTIO_F_RING_PACKED;
 /// Protocol features we offer. NET_MTU: a frontend tells the MTU its driver set
 /// (checked against the port's).
 pub const OFFERED_PROTOCOL: u64 = PROTOCOL_F_REPLY_ACK | PROTOCOL_F_CONFIGURE_MEM_SLOTS | PROTOCOL_F_NET_MTU;
@@ -117,7 +123,7 @@ struct Vring {
     kicked: bool,
     call: Option<OwnedFd>,
     enabled: bool,
-    queue: Option<DeviceQueue>,
+    queue: Option<VirtQueue>,
 }
 
 /// What a port allows its frontend: every frontend is a tenant that may be hostile.
@@ -138,6 +144,9 @@ pub struct DeviceLimits {
     /// Offer the checksum and TSO offloads ([`crate::vnet_hdr::OFFLOAD_FEATURES`]): the
     /// frontend may then send frames with a partial checksum or GSO, and take them.
     pub offloads: bool,
+    /// Whether VIRTIO_F_RING_PACKED is offered (a frontend that takes it gets a packed
+    /// ring; one that does not, a split one).
+    pub packed: bool,
 }
 
 /// Memory a port takes unless told otherwise: 64 GiB (mapped lazily, so a cap on
@@ -152,6 +161,7 @@ impl Default for DeviceLimits {
             max_frame: DEFAULT_MAX_FRAME,
             mtu: None,
             offloads: false,
+            packed: true,
         }
     }
 }
@@ -186,10 +196,12 @@ impl VhostDevice {
         self.protocol & PROTOCOL_F_REPLY_ACK != 0
     }
 
-    /// The features this device offers: [`OFFERED_FEATURES`], and the offloads if its
-    /// limits enable them.
+    /// The features this device offers: [`OFFERED_FEATURES`] and the offloads if its
+    /// limits enable them, less RING_PACKED when its port withholds it.
     pub fn offered(&self) -> u64 {
-        OFFERED_FEATURES | if self.limits.offloads { OFFLOAD_FEATURES } else { 0 }
+        let offloads = if self.limits.offloads { OFFLOAD_FEATURES } else { 0 };
+        let packed = if self.limits.packed { 0 } else { VIRTIO_F_RING_PACKED };
+        (OFFERED_FEATURES | offloads) & !packed
     }
 
     /// The offload features the frontend negotiated (a subset of
@@ -207,6 +219,16 @@ impl VhostDevice {
         self.features & VIRTIO_NET_F_MRG_RXBUF != 0
     }
 
+    /// The features the frontend set.
+    pub fn features(&self) -> u64 {
+        self.features
+    }
+
+    /// Whether the frontend negotiated the packed ring layout (VIRTIO_F_RING_PACKED).
+    pub fn packed(&self) -> bool {
+        self.features & VIRTIO_F_RING_PACKED != 0
+    }
+
     /// The frontend's memory.
     pub fn mem(&self) -> &GuestMemory {
         &self.mem
@@ -214,13 +236,13 @@ impl VhostDevice {
 
     /// Queue `i` if it is live (set up, kicked and enabled).
     #[inline]
-    pub fn queue(&mut self, i: usize) -> Option<&mut DeviceQueue> {
+    pub fn queue(&mut self, i: usize) -> Option<&mut VirtQueue> {
         self.vrings[i].queue.as_mut()
     }
 
     /// Both the memory and one live queue (borrowed apart).
     #[inline]
-    pub fn mem_and_queue(&mut self, i: usize) -> (&GuestMemory, Option<&mut DeviceQueue>) {
+    pub fn mem_and_queue(&mut self, i: usize) -> (&GuestMemory, Option<&mut VirtQueue>) {
         (&self.mem, self.vrings[i].queue.as_mut())
     }
 
@@ -240,8 +262,7 @@ impl VhostDevice {
     #[inline]
     pub fn notify(&mut self, i: usize) {
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        let wants =
-            self.vrings[i].queue.as_ref().is_some_and(|q| q.ring.avail_flags() & VRING_AVAIL_F_NO_INTERRUPT == 0);
+        let wants = self.vrings[i].queue.as_ref().is_some_and(VirtQueue::wants_signal);
         if wants {
             if let Some(fd) = &self.vrings[i].call {
                 let _ = nix::unistd::write(fd.as_fd(), &1u64.to_ne_bytes());
@@ -253,7 +274,7 @@ impl VhostDevice {
     /// sleeping) or not to (`false`, polling).
     pub fn set_kicks(&mut self, i: usize, on: bool) {
         if let Some(q) = &self.vrings[i].queue {
-            q.ring.set_used_flags(if on { 0 } else { VRING_USED_F_NO_NOTIFY });
+            q.set_kicks(on);
         }
     }
 
@@ -368,8 +389,9 @@ impl VhostDevice {
     }
 
     fn set_features(&mut self, f: u64) -> Result<Reply, ProtocolFault> {
-        if f & !self.offered() != 0 {
-            return Err(ProtocolFault::BadFeatures(f, self.offered()));
+        let offered = self.offered();
+        if f & !offered != 0 {
+            return Err(ProtocolFault::BadFeatures(f, offered));
         }
         self.features = f;
         if f & VHOST_USER_F_PROTOCOL_FEATURES == 0 {
@@ -435,10 +457,12 @@ impl VhostDevice {
 
     fn get_vring_base(&mut self, s: VringState) -> Result<Reply, ProtocolFault> {
         let v = self.vring(s.index)?;
-        let base = v.queue.take().map_or(v.base, |q| q.last_avail);
+        let base = v.queue.take().map_or(u32::from(v.base), |q| q.base());
         v.kicked = false;
-        v.base = base;
-        Ok(Reply::Payload(encode::state(VringState { index: s.index, num: u32::from(base) })))
+        // A base is at most 16 bits (a split ring's index, or a packed ring's position
+        // and wrap counter).
+        v.base = base as u16;
+        Ok(Reply::Payload(encode::state(VringState { index: s.index, num: base })))
     }
 
     /// Refuses a memory table of `total` bytes over the port's cap.
@@ -462,7 +486,7 @@ impl VhostDevice {
         &mut self,
         f: impl FnOnce(&mut GuestMemory) -> Result<(), ProtocolFault>,
     ) -> Result<(), ProtocolFault> {
-        let bases: Vec<Option<u16>> = self.vrings.iter_mut().map(|v| v.queue.take().map(|q| q.last_avail)).collect();
+        let bases: Vec<Option<u16>> = self.vrings.iter_mut().map(|v| v.queue.take().map(|q| q.base() as u16)).collect();
         for (v, b) in self.vrings.iter_mut().zip(&bases) {
             if let Some(b) = b {
                 v.base = *b;
@@ -488,15 +512,25 @@ impl VhostDevice {
         if !v.kicked || !v.enabled || v.size == 0 || self.mem.is_empty() {
             return Ok(());
         }
-        let ring = DeviceRing::new(&self.mem, v.size, a.desc, a.avail, a.used)
-            .map_err(|e| ProtocolFault::Ring { index: i as u32, why: e.to_string() })?;
-        ring.set_used_flags(VRING_USED_F_NO_NOTIFY);
+        let fault = |why: String| ProtocolFault::Ring { index: i as u32, why };
         // A frontend that sends GSO frames sends up to a 64 KiB IP packet in one.
         let tso = self.features & (VIRTIO_NET_F_HOST_TSO4 | VIRTIO_NET_F_HOST_TSO6) != 0;
         let max_frame = if tso { self.limits.max_frame.max(GSO_MAX_FRAME) } else { self.limits.max_frame };
         let max_read = max_frame.saturating_add(crate::spec::NET_HDR_LEN);
         let indirect = self.features & VIRTIO_RING_F_INDIRECT_DESC != 0;
-        v.queue = Some(DeviceQueue::with_max_read(ring, v.base, max_read).with_indirect(indirect));
+        let queue = if self.features & VIRTIO_F_RING_PACKED != 0 {
+            let ring =
+                PackedDeviceRing::new(&self.mem, v.size, a.desc, a.avail, a.used).map_err(|e| fault(e.to_string()))?;
+            ring.set_device_event_flags(RING_EVENT_FLAGS_DISABLE);
+            let q = PackedQueue::new(ring, u32::from(v.base), max_read)
+                .ok_or_else(|| fault(format!("packed base {:#x} is past the ring of {}", v.base, v.size)))?;
+            VirtQueue::Packed(q.with_indirect(indirect))
+        } else {
+            let ring = DeviceRing::new(&self.mem, v.size, a.desc, a.avail, a.used).map_err(|e| fault(e.to_string()))?;
+            ring.set_used_flags(VRING_USED_F_NO_NOTIFY);
+            VirtQueue::Split(DeviceQueue::with_max_read(ring, v.base, max_read).with_indirect(indirect))
+        };
+        v.queue = Some(queue);
         Ok(())
     }
 }

@@ -10,7 +10,8 @@ use crate::spec::{NET_HDR_LEN, NUM_BUFFERS_AT};
 
 use super::device::VhostDevice;
 use super::frame::{Frame, Frames};
-use super::queue::{Chain, ChainFault, DeviceQueue, MAX_SEGS};
+use super::queue::{Chain, ChainFault, MAX_SEGS};
+use super::virtq::{RingQueue, VirtQueue};
 use super::{GUEST_RX, GUEST_TX, RX_NET_HDR};
 
 /// The chains of one burst from a frontend's transmit ring, walked in place (a
@@ -37,7 +38,16 @@ impl Burst {
         self.n = 0;
         let (mem, q) = dev.mem_and_queue(GUEST_TX);
         // A frontend that never sends may leave its transmit ring unstarted.
-        let Some(q) = q else { return Ok(0) };
+        match q {
+            None => Ok(0),
+            Some(VirtQueue::Split(q)) => self.pop_from(mem, q, max),
+            Some(VirtQueue::Packed(q)) => self.pop_from(mem, q, max),
+        }
+    }
+
+    /// [`Self::pop`] on one queue of either layout.
+    #[inline]
+    fn pop_from(&mut self, mem: &GuestMemory, q: &mut impl RingQueue, max: usize) -> Result<usize, ChainFault> {
         let n = (q.available()? as usize).min(max).min(BURST);
         if n == 0 {
             return Ok(0);
@@ -78,15 +88,24 @@ impl Burst {
         if self.n == 0 {
             return;
         }
-        if let Some(q) = dev.queue(GUEST_TX) {
-            for c in &self.chains[..self.n] {
-                q.push_used(c.head, 0);
-            }
-            q.publish();
+        let used = &self.chains[..self.n];
+        match dev.queue(GUEST_TX) {
+            Some(VirtQueue::Split(q)) => release_to(q, used),
+            Some(VirtQueue::Packed(q)) => release_to(q, used),
+            None => {}
         }
         dev.notify(GUEST_TX);
         self.n = 0;
     }
+}
+
+/// Returns `chains` to `q` used (length 0) and publishes them.
+#[inline]
+fn release_to(q: &mut impl RingQueue, chains: &[Chain]) {
+    for c in chains {
+        q.put_used(c, 0);
+    }
+    q.publish();
 }
 
 /// Copies frames into a frontend's receive buffers.
@@ -135,8 +154,11 @@ impl Filler {
     ) -> (usize, Result<(), ChainFault>) {
         let merge = dev.mrg_rxbuf();
         let (mem, q) = dev.mem_and_queue(GUEST_RX);
-        let Some(q) = q else { return (0, Ok(())) };
-        let (taken, res) = self.fill_queue(mem, q, merge, n, frame, c);
+        let (taken, res) = match q {
+            None => return (0, Ok(())),
+            Some(VirtQueue::Split(q)) => self.fill_queue(mem, q, merge, n, frame, c),
+            Some(VirtQueue::Packed(q)) => self.fill_queue(mem, q, merge, n, frame, c),
+        };
         if taken > 0 {
             dev.notify(GUEST_RX);
         }
@@ -154,7 +176,7 @@ impl Filler {
     pub fn fill_queue<'f>(
         &mut self,
         mem: &GuestMemory,
-        q: &mut DeviceQueue,
+        q: &mut impl RingQueue,
         merge: bool,
         n: usize,
         frame: impl Fn(usize) -> Frame<'f>,
@@ -195,12 +217,12 @@ impl Filler {
             while ci < popped {
                 let (f, ch) = (frame(taken), &self.chains[ci]);
                 if let Some(len) = f.write_to(mem, ch, &RX_NET_HDR) {
-                    q.push_used(ch.head, len);
+                    q.put_used(ch, len);
                     counters.tx_packets += 1;
                     counters.tx_bytes += u64::from(len - NET_HDR_LEN);
                 } else if merge && u64::from(f.len()) + u64::from(NET_HDR_LEN) > u64::from(ch.total) {
                     // The chains after this one are the frame's too: walk them again.
-                    q.unpop((popped - ci) as u16);
+                    q.give_back(&self.chains[ci..popped]);
                     match merge_into(&mut self.merged, mem, q, f, &RX_NET_HDR) {
                         Ok(Merge::Sent(len)) => {
                             counters.tx_packets += 1;
@@ -218,7 +240,7 @@ impl Filler {
                     }
                     break;
                 } else {
-                    q.push_used(ch.head, 0);
+                    q.put_used(ch, 0);
                     counters.tx_dropped += 1;
                     counters.drop_too_big += 1;
                 }
@@ -248,7 +270,29 @@ impl Filler {
     ) -> (bool, Result<(), ChainFault>) {
         let merge = dev.mrg_rxbuf();
         let (mem, q) = dev.mem_and_queue(GUEST_RX);
-        let Some(q) = q else { return (false, Ok(())) };
+        let res = match q {
+            None => return (false, Ok(())),
+            Some(VirtQueue::Split(q)) => self.fill_one(mem, q, merge, hdr, f, c),
+            Some(VirtQueue::Packed(q)) => self.fill_one(mem, q, merge, hdr, f, c),
+        };
+        let taken = matches!(res, Ok(true));
+        if taken {
+            dev.notify(GUEST_RX);
+        }
+        (taken, res.map(|_| ()))
+    }
+
+    /// [`Self::fill_with_header`] on one queue, publishing what it wrote: whether the
+    /// frame was taken.
+    fn fill_one(
+        &mut self,
+        mem: &GuestMemory,
+        q: &mut impl RingQueue,
+        merge: bool,
+        hdr: &[u8; NET_HDR_LEN as usize],
+        f: Frame<'_>,
+        c: &mut PortCounters,
+    ) -> Result<bool, ChainFault> {
         let res = (|| {
             if q.available()? == 0 {
                 return Ok(false);
@@ -256,13 +300,13 @@ impl Filler {
             let ch = &mut self.chains[0];
             q.pop_into(mem, true, ch)?;
             if let Some(len) = f.write_to(mem, ch, hdr) {
-                q.push_used(ch.head, len);
+                q.put_used(ch, len);
                 c.tx_packets += 1;
                 c.tx_bytes += u64::from(len - NET_HDR_LEN);
                 return Ok(true);
             }
             if merge && u64::from(f.len()) + u64::from(NET_HDR_LEN) > u64::from(ch.total) {
-                q.unpop(1);
+                q.give_back(&self.chains[..1]);
                 match merge_into(&mut self.merged, mem, q, f, hdr)? {
                     Merge::Sent(len) => {
                         c.tx_packets += 1;
@@ -276,17 +320,13 @@ impl Filler {
                 }
                 return Ok(true);
             }
-            q.push_used(ch.head, 0);
+            q.put_used(ch, 0);
             c.tx_dropped += 1;
             c.drop_too_big += 1;
             Ok(true)
         })();
-        let taken = matches!(res, Ok(true));
         q.publish();
-        if taken {
-            dev.notify(GUEST_RX);
-        }
-        (taken, res.map(|_| ()))
+        res
     }
 }
 
@@ -296,7 +336,7 @@ impl Filler {
 fn merge_into(
     merged: &mut [Chain; MAX_SEGS],
     mem: &GuestMemory,
-    q: &mut DeviceQueue,
+    q: &mut impl RingQueue,
     f: Frame<'_>,
     first_hdr: &[u8; NET_HDR_LEN as usize],
 ) -> Result<Merge, ChainFault> {
@@ -324,20 +364,20 @@ fn merge_into(
         got += u64::from(ch.total);
     };
     if let Some(v) = verdict {
-        q.unpop(k as u16);
+        q.give_back(&merged[..k]);
         return Ok(v);
     }
     all.total = got.min(u64::from(u32::MAX)) as u32;
     let mut hdr = *first_hdr;
     hdr[NUM_BUFFERS_AT..NUM_BUFFERS_AT + 2].copy_from_slice(&(k as u16).to_le_bytes());
     let Some(len) = f.write_to(mem, &all, &hdr) else {
-        q.unpop(k as u16);
+        q.give_back(&merged[..k]);
         return Ok(Merge::TooBig);
     };
     let mut left = len;
     for ch in &merged[..k] {
         let l = left.min(ch.total);
-        q.push_used(ch.head, l);
+        q.put_used(ch, l);
         left -= l;
     }
     Ok(Merge::Sent(len))

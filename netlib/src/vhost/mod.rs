@@ -6,7 +6,9 @@ pub mod device;
 mod engine;
 mod frame;
 pub mod offload;
+pub mod packed;
 pub mod queue;
+pub mod virtq;
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -16,7 +18,9 @@ use std::time::{Duration, Instant};
 pub use device::{DeviceLimits, ProtocolFault, Reply, VhostDevice, DEFAULT_MAX_MEMORY};
 pub use engine::{Burst, Filler};
 pub use frame::{copy_chain, read_chain, write_chain, Frame, FrameBuf, Frames, TagEdit, TAG_LEN, TPID_8021Q};
+pub use packed::PackedQueue;
 pub use queue::{Chain, ChainFault, DeviceQueue};
+pub use virtq::{RingQueue, VirtQueue};
 
 use crate::cadence::Cadence;
 use crate::pool::{Packet, PktPool, BURST};
@@ -327,6 +331,12 @@ impl VhostBackend {
                         self.fault(&e.into());
                         return;
                     }
+                    if Request::from_code(h.request) == Some(Request::SetFeatures) {
+                        if let Some(more) = self.conn_log.admit(Instant::now()) {
+                            let (f, ring) = (self.dev.features(), if self.dev.packed() { "packed" } else { "split" });
+                            tracing::info!("{}: features {f:#x}, {ring} rings{more}", self.name);
+                        }
+                    }
                     if self.dev.ready() {
                         tracing::debug!("{}: rings live", self.name);
                     }
@@ -495,5 +505,7 @@ impl Drop for VhostBackend {
 mod indirect_tests;
 #[cfg(test)]
 mod merge_tests;
+#[cfg(test)]
+mod packed_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -114,6 +114,20 @@ pub enum ChainFault {
         /// The entry in its table.
         entry: u16,
     },
+    /// A descriptor inside a chain whose head was available is not (its wrap bits lie).
+    #[error("descriptor {index} continues an available chain but is not available (its wrap bits lie)")]
+    NotAvailable {
+        /// Descriptor index (ring position).
+        index: u16,
+    },
+    /// A packed chain's buffer id past the ring.
+    #[error("buffer id {id} is past the ring of {size}")]
+    IdOutOfRange {
+        /// The id.
+        id: u16,
+        /// Ring size.
+        size: u16,
+    },
     /// Total length of a chain overflows.
     #[error("descriptor chain from head {head} totals more than 4 GiB")]
     LengthOverflow {
@@ -125,8 +139,11 @@ pub enum ChainFault {
 /// A walked chain: its head and the spans of its segments.
 #[derive(Debug, Clone, Copy)]
 pub struct Chain {
-    /// Head descriptor index (returned in the used ring).
+    /// Head descriptor index (returned in the used ring); on a packed ring, the
+    /// chain's buffer id.
     pub head: u16,
+    /// Descriptors the chain took on a packed ring (where the next one starts).
+    pub descs: u16,
     /// Segments.
     pub segs: [GuestSpan; MAX_SEGS],
     /// Number of segments.
@@ -138,13 +155,63 @@ pub struct Chain {
 impl Chain {
     /// A chain with no segments.
     pub fn empty(head: u16) -> Self {
-        Self { head, segs: [GuestSpan::default(); MAX_SEGS], nsegs: 0, total: 0 }
+        Self { head, descs: 0, segs: [GuestSpan::default(); MAX_SEGS], nsegs: 0, total: 0 }
     }
 
     /// The segments.
     #[inline]
     pub fn segs(&self) -> &[GuestSpan] {
         &self.segs[..self.nsegs as usize]
+    }
+
+    /// Empties the chain, to be walked from `head`.
+    #[inline]
+    pub(super) fn restart(&mut self, head: u16) {
+        self.head = head;
+        self.descs = 0;
+        self.nsegs = 0;
+        self.total = 0;
+    }
+
+    /// Adds descriptor `index` (`addr`, `len`, `flags`) to the chain after checking it:
+    /// direction (`writable`: the device writes), not indirect, inside `mem`, and the
+    /// chain's segments and bytes (at most `max_read` when the device reads) bounded.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn add(
+        &mut self,
+        mem: &GuestMemory,
+        writable: bool,
+        max_read: u32,
+        index: u16,
+        addr: u64,
+        len: u32,
+        flags: u16,
+    ) -> Result<(), ChainFault> {
+        if flags & VRING_DESC_F_INDIRECT != 0 {
+            return Err(ChainFault::Indirect { index });
+        }
+        if (flags & VRING_DESC_F_WRITE != 0) != writable {
+            return Err(ChainFault::WrongDirection { index, flags });
+        }
+        let head = self.head;
+        if len > 0 {
+            let span = mem.translate(addr, len).ok_or(ChainFault::BadAddress { index, addr, len })?;
+            if self.nsegs as usize == MAX_SEGS {
+                return Err(ChainFault::TooManySegments { head });
+            }
+            let total = u64::from(self.total) + u64::from(len);
+            if total > u64::from(u32::MAX) {
+                return Err(ChainFault::LengthOverflow { head });
+            }
+            self.segs[self.nsegs as usize] = span;
+            self.nsegs += 1;
+            self.total = total as u32;
+        }
+        if !writable && self.total > max_read {
+            return Err(ChainFault::FrameTooLong { head, len: u64::from(self.total), max: max_read });
+        }
+        Ok(())
     }
 }
 
@@ -217,22 +284,18 @@ impl DeviceQueue {
         let size = self.ring.size();
         let head = self.ring.avail_entry(self.last_avail);
         self.last_avail = self.last_avail.wrapping_add(1);
-        chain.head = head;
-        chain.nsegs = 0;
-        chain.total = 0;
+        chain.restart(head);
         let mut idx = head;
-        let mut total: u64 = 0;
         for _ in 0..size.min(MAX_CHAIN_DESCS) {
             let d = self.ring.desc(idx).ok_or(ChainFault::IndexOutOfRange { index: idx, size })?;
             if d.flags & VRING_DESC_F_INDIRECT != 0 {
                 if !self.indirect {
                     return Err(ChainFault::Indirect { index: idx });
                 }
-                return self.walk_indirect(mem, writable, idx, &d, chain, total);
+                return self.walk_indirect(mem, writable, idx, &d, chain);
             }
-            self.take(mem, writable, idx, &d, chain, &mut total)?;
+            chain.add(mem, writable, self.max_read, idx, d.addr, d.len, d.flags)?;
             if d.flags & VRING_DESC_F_NEXT == 0 {
-                chain.total = total as u32;
                 return Ok(());
             }
             if d.next >= size {
@@ -246,43 +309,8 @@ impl DeviceQueue {
         Err(ChainFault::ChainTooLong { head, size })
     }
 
-    /// Adds descriptor `d` (number `idx` of the ring or of a table) to `chain`: the
-    /// right direction, inside the frontend's memory, within the segment and length limits.
-    #[inline(always)]
-    fn take(
-        &self,
-        mem: &GuestMemory,
-        writable: bool,
-        idx: u16,
-        d: &Desc,
-        chain: &mut Chain,
-        total: &mut u64,
-    ) -> Result<(), ChainFault> {
-        let head = chain.head;
-        if (d.flags & VRING_DESC_F_WRITE != 0) != writable {
-            return Err(ChainFault::WrongDirection { index: idx, flags: d.flags });
-        }
-        if d.len > 0 {
-            let span =
-                mem.translate(d.addr, d.len).ok_or(ChainFault::BadAddress { index: idx, addr: d.addr, len: d.len })?;
-            if chain.nsegs as usize == MAX_SEGS {
-                return Err(ChainFault::TooManySegments { head });
-            }
-            chain.segs[chain.nsegs as usize] = span;
-            chain.nsegs += 1;
-            *total += u64::from(d.len);
-            if *total > u64::from(u32::MAX) {
-                return Err(ChainFault::LengthOverflow { head });
-            }
-        }
-        if !writable && *total > u64::from(self.max_read) {
-            return Err(ChainFault::FrameTooLong { head, len: *total, max: self.max_read });
-        }
-        Ok(())
-    }
-
     /// Walks the indirect table that ring descriptor `index` (`d`) points to, as the rest
-    /// of `chain` (which has `total` bytes so far): the table inside the frontend's memory,
+    /// of `chain`: the table inside the frontend's memory,
     /// a whole number of entries and no more than the ring has, no entry indirect itself,
     /// every `next` inside the table, and at most as many steps as it has entries (no loop).
     #[cold]
@@ -293,7 +321,6 @@ impl DeviceQueue {
         index: u16,
         d: &Desc,
         chain: &mut Chain,
-        mut total: u64,
     ) -> Result<(), ChainFault> {
         let bad = |why| ChainFault::BadIndirectTable { index, addr: d.addr, len: d.len, why };
         if d.flags & VRING_DESC_F_NEXT != 0 {
@@ -319,9 +346,8 @@ impl DeviceQueue {
             if e.flags & VRING_DESC_F_INDIRECT != 0 {
                 return Err(ChainFault::NestedIndirect { index, entry: at });
             }
-            self.take(mem, writable, at, &e, chain, &mut total)?;
+            chain.add(mem, writable, self.max_read, at, e.addr, e.len, e.flags)?;
             if e.flags & VRING_DESC_F_NEXT == 0 {
-                chain.total = total as u32;
                 return Ok(());
             }
             if e.next >= entries {

@@ -1,0 +1,252 @@
+// The device side of one packed virtqueue (VIRTIO_F_RING_PACKED): walks the
+// frontend's descriptors by the wrap-counter rules and writes used ones in order.
+//! Device-side packed virtqueue processing with validated descriptor chains.
+//!
+//! One ring of descriptors that both sides write. A descriptor is available when
+//! its AVAIL bit equals the driver's wrap counter and its USED bit does not; the
+//! device marks it used by setting both bits to its own wrap counter. Each counter
+//! flips when its side's position wraps past the ring's end. We consume chains in
+//! order and write used descriptors where their chains started, one per chain, the
+//! first of a batch's flags stored last so that the driver sees the batch at once.
+
+use crate::mem::GuestMemory;
+use crate::pool::BURST;
+use crate::ring::PackedDeviceRing;
+use crate::spec::{
+    PACKED_BASE_WRAP, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED,
+};
+
+use super::queue::{Chain, ChainFault, MAX_CHAIN_DESCS};
+use super::virtq::RingQueue;
+
+/// Whether a descriptor with `flags` is available to a device whose driver-side wrap
+/// counter is `wrap`.
+#[inline(always)]
+fn is_avail(flags: u16, wrap: bool) -> bool {
+    (flags & VRING_PACKED_DESC_F_AVAIL != 0) == wrap && (flags & VRING_PACKED_DESC_F_USED != 0) != wrap
+}
+
+/// A ring position and its wrap counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    pos: u16,
+    wrap: bool,
+}
+
+impl Cursor {
+    /// `n` slots on (at most a ring's worth), in a ring of `size`.
+    #[inline(always)]
+    fn ahead(self, n: u16, size: u16) -> Self {
+        let p = u32::from(self.pos) + u32::from(n);
+        if p >= u32::from(size) {
+            Self { pos: (p - u32::from(size)) as u16, wrap: !self.wrap }
+        } else {
+            Self { pos: p as u16, wrap: self.wrap }
+        }
+    }
+
+    /// `n` slots back (at most a ring's worth), in a ring of `size`.
+    #[inline(always)]
+    fn back(self, n: u16, size: u16) -> Self {
+        if n > self.pos {
+            Self { pos: (u32::from(self.pos) + u32::from(size) - u32::from(n)) as u16, wrap: !self.wrap }
+        } else {
+            Self { pos: self.pos - n, wrap: self.wrap }
+        }
+    }
+
+    /// The SET/GET_VRING_BASE value: the position, the wrap counter in bit 15.
+    fn base(self) -> u32 {
+        u32::from(self.pos) | if self.wrap { PACKED_BASE_WRAP } else { 0 }
+    }
+}
+
+/// One device-side packed queue: the ring plus our avail and used cursors.
+#[derive(Debug)]
+pub struct PackedQueue {
+    /// The ring (its pointers resolved once).
+    pub ring: PackedDeviceRing,
+    /// Next descriptor to take, and the driver's wrap counter there.
+    avail: Cursor,
+    /// Next slot to write a used descriptor into, and our wrap counter.
+    used: Cursor,
+    /// Most bytes a chain the device reads may carry.
+    max_read: u32,
+    /// The first used descriptor written and not published: its slot and flags.
+    pending: Option<(u16, u16)>,
+    /// Whether the frontend may use indirect tables (VIRTIO_RING_F_INDIRECT_DESC).
+    indirect: bool,
+}
+
+impl PackedQueue {
+    /// A queue resuming at `base` (SET_VRING_BASE: the position in bits 0 to 14, the
+    /// wrap counter in bit 15), taking readable chains of up to `max_read` bytes.
+    /// `None` if the position is past the ring.
+    pub fn new(ring: PackedDeviceRing, base: u32, max_read: u32) -> Option<Self> {
+        let pos = base & (PACKED_BASE_WRAP - 1);
+        if pos >= u32::from(ring.size()) || base > PACKED_BASE_WRAP | (PACKED_BASE_WRAP - 1) {
+            return None;
+        }
+        let at = Cursor { pos: pos as u16, wrap: base & PACKED_BASE_WRAP != 0 };
+        Some(Self { ring, avail: at, used: at, max_read, pending: None, indirect: false })
+    }
+
+    /// The same queue, taking indirect tables if `on` (VIRTIO_RING_F_INDIRECT_DESC was
+    /// negotiated).
+    #[must_use]
+    pub fn with_indirect(self, on: bool) -> Self {
+        Self { indirect: on, ..self }
+    }
+
+    /// Walks the indirect table that descriptor `index` (`addr`, `len`, `flags`) points
+    /// to as the rest of `chain`: not continued (NEXT), inside the frontend's memory, a
+    /// whole number of 16-byte packed descriptors and no more than the ring has, none of
+    /// them indirect itself; every entry is a segment, in order (a packed table has no
+    /// `next` fields).
+    #[cold]
+    fn walk_indirect(
+        &self,
+        mem: &GuestMemory,
+        writable: bool,
+        index: u16,
+        (addr, len, flags): (u64, u32, u16),
+        chain: &mut Chain,
+    ) -> Result<(), ChainFault> {
+        let bad = |why| ChainFault::BadIndirectTable { index, addr, len, why };
+        if !self.indirect {
+            return Err(ChainFault::Indirect { index });
+        }
+        if flags & VRING_DESC_F_NEXT != 0 {
+            return Err(bad("has NEXT set too"));
+        }
+        if len == 0 || !len.is_multiple_of(16) {
+            return Err(bad("is not a whole number of 16-byte entries"));
+        }
+        let entries = len / 16;
+        if entries > u32::from(self.ring.size().min(MAX_CHAIN_DESCS)) {
+            return Err(bad("has more entries than the ring"));
+        }
+        let table = mem.translate(addr, len).ok_or_else(|| bad("is outside the frontend's memory"))?;
+        for at in 0..entries as u16 {
+            let mut raw = [0u8; 16];
+            if !mem.read(table, u32::from(at) * 16, &mut raw) {
+                return Err(bad("is outside the frontend's memory"));
+            }
+            let [a0, a1, a2, a3, a4, a5, a6, a7, l0, l1, l2, l3, _, _, f0, f1] = raw;
+            let e_flags = u16::from_le_bytes([f0, f1]);
+            if e_flags & VRING_DESC_F_INDIRECT != 0 {
+                return Err(ChainFault::NestedIndirect { index, entry: at });
+            }
+            let e_addr = u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]);
+            let e_len = u32::from_le_bytes([l0, l1, l2, l3]);
+            chain.add(mem, writable, self.max_read, at, e_addr, e_len, e_flags & !VRING_DESC_F_NEXT)?;
+        }
+        Ok(())
+    }
+
+    /// Where the frontend resumes (GET_VRING_BASE): our avail position and its wrap
+    /// counter in bit 15.
+    pub fn base(&self) -> u32 {
+        self.avail.base()
+    }
+
+    /// The next used slot and our wrap counter there (as a base value).
+    pub fn used_base(&self) -> u32 {
+        self.used.base()
+    }
+}
+
+impl RingQueue for PackedQueue {
+    /// Chains available from our position, counted up to a burst's worth: a chain
+    /// whose head is available and a later descriptor is not is a fault (the driver
+    /// makes a chain's head available last).
+    #[inline]
+    fn available(&self) -> Result<u16, ChainFault> {
+        let size = self.ring.size();
+        let (mut at, mut chains, mut descs, mut in_chain) = (self.avail, 0u16, 0u16, false);
+        while (chains as usize) < BURST && descs < size {
+            let f = self.ring.flags(at.pos);
+            if !is_avail(f, at.wrap) {
+                if in_chain {
+                    return Err(ChainFault::NotAvailable { index: at.pos });
+                }
+                break;
+            }
+            descs += 1;
+            at = at.ahead(1, size);
+            in_chain = f & VRING_DESC_F_NEXT != 0;
+            if !in_chain {
+                chains += 1;
+            }
+        }
+        Ok(chains)
+    }
+
+    #[inline]
+    fn prefetch(&self, n: u16) {
+        // Four descriptors to a line.
+        for k in (0..n.min(self.ring.size())).step_by(4) {
+            self.ring.prefetch(self.avail.pos.wrapping_add(k));
+        }
+    }
+
+    #[inline]
+    fn pop_into(&mut self, mem: &GuestMemory, writable: bool, chain: &mut Chain) -> Result<(), ChainFault> {
+        let size = self.ring.size();
+        let mut at = self.avail;
+        chain.restart(at.pos);
+        for n in 1..=size.min(MAX_CHAIN_DESCS) {
+            let d = self.ring.desc(at.pos);
+            if !is_avail(d.flags, at.wrap) {
+                return Err(ChainFault::NotAvailable { index: at.pos });
+            }
+            if d.flags & VRING_DESC_F_INDIRECT != 0 {
+                // The table is the rest of the chain (the descriptor must not have NEXT).
+                self.walk_indirect(mem, writable, at.pos, (d.addr, d.len, d.flags), chain)?;
+            } else {
+                chain.add(mem, writable, self.max_read, at.pos, d.addr, d.len, d.flags)?;
+            }
+            at = at.ahead(1, size);
+            if d.flags & VRING_DESC_F_NEXT == 0 {
+                if d.id >= size {
+                    return Err(ChainFault::IdOutOfRange { id: d.id, size });
+                }
+                chain.head = d.id;
+                chain.descs = n;
+                self.avail = at;
+                return Ok(());
+            }
+        }
+        if size > MAX_CHAIN_DESCS {
+            return Err(ChainFault::TooManyDescriptors { head: self.avail.pos });
+        }
+        Err(ChainFault::ChainTooLong { head: self.avail.pos, size })
+    }
+
+    #[inline]
+    fn give_back(&mut self, chains: &[Chain]) {
+        let size = self.ring.size();
+        for c in chains {
+            self.avail = self.avail.back(c.descs, size);
+        }
+    }
+
+    #[inline]
+    fn put_used(&mut self, chain: &Chain, len: u32) {
+        let flags = if self.used.wrap { VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED } else { 0 };
+        self.ring.set_used(self.used.pos, chain.head, len);
+        if self.pending.is_none() {
+            self.pending = Some((self.used.pos, flags));
+        } else {
+            self.ring.set_flags(self.used.pos, flags);
+        }
+        self.used = self.used.ahead(chain.descs.max(1), self.ring.size());
+    }
+
+    #[inline]
+    fn publish(&mut self) {
+        if let Some((pos, flags)) = self.pending.take() {
+            self.ring.set_flags(pos, flags);
+        }
+    }
+}
