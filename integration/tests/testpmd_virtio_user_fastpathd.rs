@@ -1,7 +1,8 @@
 // DPDK's virtio-user frontend against fastpathd's vhost-user ports:
 // pktgen (vu) → fastpathd br0 → testpmd virtio_user0 → io fwd → virtio_user1 →
 // fastpathd br1 → sink (vu). The two bridges keep the paths apart, so every
-// frame crosses testpmd exactly once; the same with 9014-byte frames and mrg_rxbuf=1.
+// frame crosses testpmd exactly once; the same with 9014-byte frames and mrg_rxbuf=1, and
+// both on packed rings (testpmd's packed_vq=1).
 //! Interop: DPDK virtio_user ↔ fastpathd.
 
 use std::time::{Duration, Instant};
@@ -26,6 +27,8 @@ struct Run {
     testpmd_args: &'static [&'static str],
     /// pktgen's and sink's extra arguments.
     app_args: &'static [&'static str],
+    /// testpmd's ports take packed rings (`packed_vq=1`).
+    packed: bool,
 }
 
 #[test]
@@ -46,6 +49,30 @@ fn testpmd_jumbo_mrg_rxbuf_through_fastpathd() {
             vdev_opts: ",mrg_rxbuf=1",
             testpmd_args: &["--max-pkt-len=9018", "--mbuf-size=2048", "--enable-scatter"],
             app_args: &["--mtu", "9000"],
+            packed: false,
+        },
+    );
+}
+
+/// The same on packed rings: testpmd's virtio_user with `packed_vq=1`, fastpathd's
+/// ports offering VIRTIO_F_RING_PACKED.
+#[test]
+fn testpmd_packed_virtio_user_to_fastpathd() {
+    run("testpmd_packed_virtio_user_to_fastpathd", &Run { packed: true, ..Run::default() });
+}
+
+/// Jumbo frames over packed rings: mergeable receive buffers across packed chains.
+#[test]
+fn testpmd_packed_jumbo_mrg_rxbuf_through_fastpathd() {
+    run(
+        "testpmd_packed_jumbo_mrg_rxbuf_through_fastpathd",
+        &Run {
+            size: Some(9014),
+            port_opts: ",mtu=9000",
+            vdev_opts: ",mrg_rxbuf=1",
+            testpmd_args: &["--max-pkt-len=9018", "--mbuf-size=2048", "--enable-scatter"],
+            app_args: &["--mtu", "9000"],
+            packed: true,
         },
     );
 }
@@ -91,8 +118,18 @@ fn run(test: &str, r: &Run) {
         &peers,
         &dir,
         &[
-            format!("virtio_user0,path={},queues=1,queue_size={QUEUE_SIZE}{}", a_sock.display(), r.vdev_opts),
-            format!("virtio_user1,path={},queues=1,queue_size={QUEUE_SIZE}{}", b_sock.display(), r.vdev_opts),
+            format!(
+                "virtio_user0,path={},queues=1,queue_size={QUEUE_SIZE},packed_vq={}{}",
+                a_sock.display(),
+                u8::from(r.packed),
+                r.vdev_opts
+            ),
+            format!(
+                "virtio_user1,path={},queues=1,queue_size={QUEUE_SIZE},packed_vq={}{}",
+                b_sock.display(),
+                u8::from(r.packed),
+                r.vdev_opts
+            ),
         ],
         true,
         &r.testpmd_args.iter().map(|a| (*a).to_string()).collect::<Vec<_>>(),
@@ -133,6 +170,15 @@ fn run(test: &str, r: &Run) {
             check_switch_counters(&mut v, &list, &want);
         }
         Err(e) => v.fail(e),
+    }
+    // Each of testpmd's ports told the switch which ring layout it took.
+    let log = fpd.stderr();
+    let want = if r.packed { "packed rings" } else { "split rings" };
+    for port in ["a", "b"] {
+        let said: Vec<&str> = log.lines().filter(|l| l.contains(&format!(" {port}: features"))).collect();
+        v.check(said.iter().any(|l| l.contains(want)), || {
+            format!("fastpathd: expected port {port} to negotiate {want}, its feature lines: {said:?}")
+        });
     }
     let stats = tp.stop();
     check_testpmd_forwarded(&mut v, &stats, 0, 1, FRAMES);
