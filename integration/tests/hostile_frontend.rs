@@ -39,6 +39,10 @@ const CASES: &[(&str, &str)] = &[
     ("indirect-huge", "of 4294967280 bytes that has more entries than the ring"),
     ("mrg-num-buffers", ""),
     ("gso-lies", ""),
+    ("packed-id", "buffer id 300 is past the ring"),
+    ("packed-wrap-lie", "wrap bits lie"),
+    ("packed-outside", "outside the frontend's memory"),
+    ("packed-indirect-nested", "is indirect too (nested)"),
 ];
 
 const TEST: &str = "hostile_frontends_reset_only_their_port";

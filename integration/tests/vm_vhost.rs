@@ -2,8 +2,8 @@
 // kernel stack against smoltcp apps in runc containers started by the hook, all at MTU 9000
 // (ICMP, UDP of every size up to the MTU, TCP 10 MB echoed and byte-compared), then `kill -9` of QEMU
 // with fastpathd's fds and mappings back to the baseline; and two guests on one switch (QEMU
-// as vhost-user client with reconnect-ms, and as server, host_mtu=9000 with mergeable buffers),
-// talking with 9000-byte packets and across a fastpathd restart.
+// as vhost-user client with reconnect-ms, and as server, host_mtu=9000 with mergeable buffers;
+// the second on packed rings), talking with 9000-byte packets and across a fastpathd restart.
 //! VMs on fastpathd ports: guest ↔ containers, guest ↔ guest, QEMU killed, switch restarted.
 
 mod hook_common;
@@ -209,6 +209,9 @@ const NEGOTIATED: [(usize, &str); 7] = [
     (28, "VIRTIO_RING_F_INDIRECT_DESC"),
 ];
 
+/// VIRTIO_F_RING_PACKED's bit in the guest's `features` (a string of 0s and 1s, bit 0 first).
+const RING_PACKED_BIT: usize = 34;
+
 /// The offload counter `name` of port `port` in a `fastpathctl list --json` (its kind
 /// counters: see the README's "Checksum and TSO offloads").
 fn offload_count(list: &[Value], port: &str, name: &str) -> u64 {
@@ -302,7 +305,10 @@ fn vm_to_vm_across_a_fastpathd_restart() {
             .start(gdir)
             .unwrap_or_else(|e| panic!("{e}"))
     };
-    let mut guest_b = guest(&dir_b, VhostUserNic::new(&b_sock, VhostMode::Server, "52:54:00:00:02:02"), PEER_BODY);
+    // B's NIC has packed rings (QEMU's packed=on): A's split ring and B's packed one meet
+    // in the switch, and B's comes back after the restart from the wrap counter in its base.
+    let mut guest_b =
+        guest(&dir_b, VhostUserNic::new(&b_sock, VhostMode::Server, "52:54:00:00:02:02").with_packed(), PEER_BODY);
     let mut guest_a = guest(
         &dir_a,
         VhostUserNic::new(&a_sock, VhostMode::Client { reconnect_ms: 500 }, "52:54:00:00:02:01"),
@@ -369,6 +375,14 @@ fn vm_to_vm_across_a_fastpathd_restart() {
         }
         v.check(run.result("mtu") == Some(JUMBO_MTU.to_string().as_str()), || {
             format!("guest {name}: expected MTU {JUMBO_MTU}, got {:?}", run.result("mtu"))
+        });
+        // VIRTIO_F_RING_PACKED: B's QEMU offers it (packed=on) and takes it; A's does not.
+        let packed = features.as_bytes().get(RING_PACKED_BIT) == Some(&b'1');
+        v.check(packed == (name == "B"), || {
+            format!(
+                "guest {name}: expected VIRTIO_F_RING_PACKED (bit {RING_PACKED_BIT}) {}, features {features:?}",
+                if name == "B" { "negotiated" } else { "not negotiated" }
+            )
         });
     }
     let restart = json(&run_a, "restart");

@@ -11,7 +11,7 @@ use clap::Args;
 use crate::workspace::Workspace;
 
 /// The fuzz targets (fuzz/fuzz_targets/*.rs).
-pub const TARGETS: [&str; 3] = ["vhost_msg", "desc_chain", "vnet_offload"];
+pub const TARGETS: [&str; 4] = ["vhost_msg", "desc_chain", "packed_chain", "vnet_offload"];
 
 /// Arguments of `cargo xtask fuzz`.
 #[derive(Args)]

@@ -32,12 +32,14 @@ pub struct VhostUserNic {
     pub mac: String,
     /// QEMU's `host_mtu` (the MTU the device offers the guest, VIRTIO_NET_F_MTU), if any.
     pub host_mtu: Option<u16>,
+    /// QEMU's `packed=on`: the device offers the packed ring layout (VIRTIO_F_RING_PACKED).
+    pub packed: bool,
 }
 
 impl VhostUserNic {
     /// A NIC with MAC `mac` on `socket`, QEMU in `mode`.
     pub fn new(socket: &Path, mode: VhostMode, mac: &str) -> Self {
-        Self { socket: socket.to_path_buf(), mode, mac: mac.to_string(), host_mtu: None }
+        Self { socket: socket.to_path_buf(), mode, mac: mac.to_string(), host_mtu: None, packed: false }
     }
 
     /// The same NIC offering the guest MTU `mtu` (`host_mtu`; QEMU sends it to the backend
@@ -45,6 +47,13 @@ impl VhostUserNic {
     #[must_use]
     pub fn with_host_mtu(self, mtu: u16) -> Self {
         Self { host_mtu: Some(mtu), ..self }
+    }
+
+    /// The same NIC with packed rings (QEMU's `packed=on`): the guest's driver takes them
+    /// when the backend offers them too.
+    #[must_use]
+    pub fn with_packed(self) -> Self {
+        Self { packed: true, ..self }
     }
 }
 
@@ -79,6 +88,9 @@ pub fn vnic_args(nics: &[VhostUserNic], memory_mb: u32) -> Vec<String> {
         if let Some(mtu) = nic.host_mtu {
             let _ = write!(device, ",host_mtu={mtu}");
         }
+        if nic.packed {
+            device.push_str(",packed=on");
+        }
         a.extend([
             "-chardev".into(),
             chardev,
@@ -100,7 +112,9 @@ mod tests {
         assert!(vnic_args(&[], 256).is_empty());
         let nics = [
             VhostUserNic::new(Path::new("/t/a.sock"), VhostMode::Client { reconnect_ms: 500 }, "02:00:00:00:00:0a"),
-            VhostUserNic::new(Path::new("/t/b.sock"), VhostMode::Server, "02:00:00:00:00:0b").with_host_mtu(9000),
+            VhostUserNic::new(Path::new("/t/b.sock"), VhostMode::Server, "02:00:00:00:00:0b")
+                .with_host_mtu(9000)
+                .with_packed(),
         ];
         let a = vnic_args(&nics, 256).join(" ");
         assert!(a.starts_with("-object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem"), "{a}");
@@ -109,7 +123,7 @@ mod tests {
         assert!(a.contains("-netdev vhost-user,id=vu1,chardev=vuc1"), "{a}");
         assert!(a.contains("virtio-net-pci,netdev=vu0,mac=02:00:00:00:00:0a,bus=pcie.0,addr=0x5 "), "{a}");
         assert!(
-            a.ends_with("virtio-net-pci,netdev=vu1,mac=02:00:00:00:00:0b,bus=pcie.0,addr=0x6,host_mtu=9000"),
+            a.ends_with("virtio-net-pci,netdev=vu1,mac=02:00:00:00:00:0b,bus=pcie.0,addr=0x6,host_mtu=9000,packed=on"),
             "{a}"
         );
         assert_eq!(vnic_pci(1), "0000:00:06.0");

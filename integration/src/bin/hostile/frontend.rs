@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use netlib::mem::Region;
 use netlib::ring::DriverRing;
-use netlib::spec::{VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1};
+use netlib::spec::{PACKED_BASE_WRAP, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1};
 use netlib::vhost_user::message::{encode, FLAG_VERSION};
 use netlib::vhost_user::{Conn, MemRegion, Request, VringAddr, VringState};
 
@@ -22,6 +22,8 @@ pub const HOLD: Duration = Duration::from_secs(5);
 /// One connection to the switch.
 pub struct Hostile {
     pub conn: Conn,
+    /// The rings' SET_VRING_BASE value (a packed ring's starts with its wrap counter set).
+    base: u32,
 }
 
 impl Hostile {
@@ -37,7 +39,7 @@ impl Hostile {
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         };
-        Ok(Self { conn: Conn::new(s)? })
+        Ok(Self { conn: Conn::new(s)?, base: 0 })
     }
 
     /// Keeps our end open until the switch closes the connection (as it does when it resets the
@@ -96,6 +98,20 @@ impl Hostile {
         self.send(Request::SetFeatures, &encode::u64(ours), &[])
     }
 
+    /// The polite start with packed rings (VIRTIO_F_RING_PACKED): a [`DriverRing`]'s
+    /// descriptor table is then the packed ring, its avail and used areas the driver's
+    /// and the device's event suppression structures.
+    /// `extra`: features acked besides VERSION_1 and RING_PACKED.
+    pub fn start_packed(&mut self, extra: u64) -> Result<()> {
+        let f = self.get(Request::GetFeatures)?;
+        if f & VIRTIO_F_RING_PACKED == 0 {
+            bail!("backend does not offer RING_PACKED");
+        }
+        self.base = PACKED_BASE_WRAP;
+        self.send(Request::SetOwner, &[], &[])?;
+        self.send(Request::SetFeatures, &encode::u64(VIRTIO_F_VERSION_1 | VIRTIO_F_RING_PACKED | extra), &[])
+    }
+
     /// A region of ours as the switch sees it (its address is our own).
     pub fn region(r: &Region) -> MemRegion {
         let a = r.map().addr();
@@ -128,7 +144,7 @@ impl Hostile {
             let l = r.layout();
             let i = i as u32;
             self.send(Request::SetVringNum, &encode::state(VringState { index: i, num: u32::from(r.size()) }), &[])?;
-            self.send(Request::SetVringBase, &encode::state(VringState { index: i, num: 0 }), &[])?;
+            self.send(Request::SetVringBase, &encode::state(VringState { index: i, num: self.base }), &[])?;
             let a = VringAddr { index: i, flags: 0, desc: l.desc, used: l.used, avail: l.avail, log: 0 };
             self.send(Request::SetVringAddr, &encode::addr(a), &[])?;
             let ev = nix::sys::eventfd::EventFd::new()?;

@@ -11,7 +11,7 @@ use netlib::mem::Region;
 use netlib::ring::{Desc, DriverRing};
 use netlib::spec::{
     NET_HDR_LEN, NUM_BUFFERS_AT, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_INDIRECT_DESC, VRING_DESC_F_INDIRECT,
-    VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+    VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED,
 };
 use netlib::vhost_user::message::{encode, FLAG_VERSION};
 use netlib::vhost_user::{MemRegion, Request, VringAddr, VringState};
@@ -49,6 +49,10 @@ pub const CASES: &[(&str, &str)] = &[
         "offloads negotiated, then virtio-net headers that lie: a checksum past the frame, GSO without \
          NEEDS_CSUM, a GSO size of 0, UDP fragmentation",
     ),
+    ("packed-id", "a packed ring whose buffer id is past the ring"),
+    ("packed-wrap-lie", "a packed chain whose head is available and whose next descriptor is not"),
+    ("packed-outside", "a packed descriptor outside every region"),
+    ("packed-indirect-nested", "a packed ring whose indirect table's entry is indirect too"),
 ];
 
 /// Where the gso-lies case's frames sit in the data region, one every 2 KiB.
@@ -81,6 +85,10 @@ fn lying_headers() -> Vec<Vec<u8>> {
 /// Where the nested indirect table sits in the data region: its one entry points to itself
 /// and is indirect.
 const TABLE_AT: usize = 1 << 16;
+
+/// Where the packed-indirect-nested case's table sits: one packed entry, indirect, pointing
+/// to itself.
+const PACKED_TABLE_AT: usize = TABLE_AT + 2048;
 
 /// Where the mrg-num-buffers case's frame sits in the data region: a virtio-net header
 /// whose num_buffers says 65535, then a broadcast frame.
@@ -115,11 +123,18 @@ pub fn run(case: &str, path: &Path) -> Result<()> {
     let mut h = Hostile::connect(path, Duration::from_secs(10))?;
     let mut data = Region::create(None, 1 << 20)?;
     let mut rx = DriverRing::new(QSIZE, None)?;
-    let tx = DriverRing::new(QSIZE, None)?;
+    let mut tx = DriverRing::new(QSIZE, None)?;
     let base = data.map().addr();
     let table = base + TABLE_AT as u64;
     let nested = Desc { addr: table, len: 16, flags: VRING_DESC_F_INDIRECT, next: 0 };
     data.map_mut().slice_mut(TABLE_AT, 16)?.copy_from_slice(&desc_bytes(nested));
+    // The same in a packed table's format (addr, len, id, flags): its entry is indirect.
+    let packed_table = base + PACKED_TABLE_AT as u64;
+    let mut entry = [0u8; 16];
+    entry[..8].copy_from_slice(&packed_table.to_le_bytes());
+    entry[8..12].copy_from_slice(&16u32.to_le_bytes());
+    entry[14..].copy_from_slice(&VRING_DESC_F_INDIRECT.to_le_bytes());
+    data.map_mut().slice_mut(PACKED_TABLE_AT, 16)?.copy_from_slice(&entry);
     let mut lying = vec![0u8; NET_HDR_LEN as usize];
     lying[NUM_BUFFERS_AT..].copy_from_slice(&u16::MAX.to_le_bytes());
     lying.extend(crate::attacks::frame([0xff; 6], [2, 0, 0, 0, 0, 0x78]));
@@ -143,6 +158,23 @@ pub fn run(case: &str, path: &Path) -> Result<()> {
         Ok(())
     };
     let d = |addr, len, flags, next| Desc { addr, len, flags, next };
+    // A packed ring in the transmit ring's descriptor table: (addr, len, id, flags) per
+    // slot from 0, the flags of slot 0 (the head) stored last, as a driver does.
+    // `extra`: features acked besides VERSION_1 and RING_PACKED.
+    let packed_case =
+        |h: &mut Hostile, tx: &mut DriverRing, descs: &[(u64, u32, u16, u16)], extra: u64| -> Result<()> {
+            h.start_packed(extra)?;
+            h.rings(&rx, tx, &data)?;
+            for (i, &(addr, len, id, flags)) in descs.iter().enumerate().rev() {
+                let s = tx.region_mut().map_mut().slice_mut(16 * i, 16)?;
+                s[..8].copy_from_slice(&addr.to_le_bytes());
+                s[8..12].copy_from_slice(&len.to_le_bytes());
+                s[12..14].copy_from_slice(&id.to_le_bytes());
+                s[14..16].copy_from_slice(&flags.to_le_bytes());
+            }
+            Ok(())
+        };
+    let avail = VRING_PACKED_DESC_F_AVAIL;
     match case {
         "short-payload" => {
             h.start()?;
@@ -260,6 +292,18 @@ pub fn run(case: &str, path: &Path) -> Result<()> {
             }
             anyhow::ensure!(tx.used_idx() == n, "the switch took {} of our {n} frames", tx.used_idx());
             return Ok(());
+        }
+        "packed-id" => packed_case(&mut h, &mut tx, &[(base, 64, 300, avail)], 0)?,
+        "packed-wrap-lie" => packed_case(
+            &mut h,
+            &mut tx,
+            &[(base, 64, 0, avail | VRING_DESC_F_NEXT), (base + 64, 64, 0, VRING_PACKED_DESC_F_USED)],
+            0,
+        )?,
+        "packed-outside" => packed_case(&mut h, &mut tx, &[(0x10, 64, 0, avail)], 0)?,
+        "packed-indirect-nested" => {
+            let d = [(packed_table, 16, 0, avail | VRING_DESC_F_INDIRECT)];
+            packed_case(&mut h, &mut tx, &d, VIRTIO_RING_F_INDIRECT_DESC)?;
         }
         "used-scribble" => {
             // A valid ring with a stream of valid 64-byte packets, while we scribble on
