@@ -13,7 +13,8 @@ use crate::mem::GuestMemory;
 use crate::pool::BURST;
 use crate::ring::PackedDeviceRing;
 use crate::spec::{
-    PACKED_BASE_WRAP, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED,
+    PACKED_BASE_WRAP, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_PACKED_DESC_F_AVAIL,
+    VRING_PACKED_DESC_F_USED,
 };
 
 use super::queue::{Chain, ChainFault, MAX_CHAIN_DESCS};
@@ -139,6 +140,12 @@ impl PackedQueue {
             }
             let e_addr = u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]);
             let e_len = u32::from_le_bytes([l0, l1, l2, l3]);
+            // DPDK's virtio driver presets every entry of its packed transmit tables with
+            // WRITE (vring_desc_init_indirect_packed) and leaves it on the header's entry;
+            // DPDK's vhost never checks. Reading a buffer the frontend marked writable
+            // reads nothing but its own memory, so a readable chain's entries are taken
+            // whatever their WRITE bit says; a writable chain's must all have it.
+            let e_flags = if writable { e_flags } else { e_flags & !VRING_DESC_F_WRITE };
             chain.add(mem, writable, self.max_read, at, e_addr, e_len, e_flags & !VRING_DESC_F_NEXT)?;
         }
         Ok(())
