@@ -116,7 +116,9 @@ pub enum ProtocolFault {
 #[derive(Debug, Default)]
 struct Vring {
     size: u32,
-    base: u16,
+    /// SET_VRING_BASE's value: a split ring's avail index (16 bits), or a packed ring's
+    /// avail position and wrap counter (bits 0-15) and used ones (bits 16-31).
+    base: u32,
     addr: Option<VringAddr>,
     kick: Option<OwnedFd>,
     kicked: bool,
@@ -445,22 +447,23 @@ impl VhostDevice {
     }
 
     fn set_vring_base(&mut self, s: VringState) -> Result<Reply, ProtocolFault> {
+        // A packed ring's base has its used position and wrap counter in the upper half
+        // (QEMU sends both; PackedQueue::new checks them).
+        let packed = self.packed();
         let v = self.vring(s.index)?;
-        if s.num > u32::from(u16::MAX) {
+        if !packed && s.num > u32::from(u16::MAX) {
             return Err(ProtocolFault::Ring { index: s.index, why: format!("base {} is past 65535", s.num) });
         }
-        v.base = s.num as u16;
+        v.base = s.num;
         v.queue = None;
         Ok(Reply::None)
     }
 
     fn get_vring_base(&mut self, s: VringState) -> Result<Reply, ProtocolFault> {
         let v = self.vring(s.index)?;
-        let base = v.queue.take().map_or(u32::from(v.base), |q| q.base());
+        let base = v.queue.take().map_or(v.base, |q| q.base());
         v.kicked = false;
-        // A base is at most 16 bits (a split ring's index, or a packed ring's position
-        // and wrap counter).
-        v.base = base as u16;
+        v.base = base;
         Ok(Reply::Payload(encode::state(VringState { index: s.index, num: base })))
     }
 
@@ -485,7 +488,7 @@ impl VhostDevice {
         &mut self,
         f: impl FnOnce(&mut GuestMemory) -> Result<(), ProtocolFault>,
     ) -> Result<(), ProtocolFault> {
-        let bases: Vec<Option<u16>> = self.vrings.iter_mut().map(|v| v.queue.take().map(|q| q.base() as u16)).collect();
+        let bases: Vec<Option<u32>> = self.vrings.iter_mut().map(|v| v.queue.take().map(|q| q.base())).collect();
         for (v, b) in self.vrings.iter_mut().zip(&bases) {
             if let Some(b) = b {
                 v.base = *b;
@@ -521,13 +524,23 @@ impl VhostDevice {
             let ring =
                 PackedDeviceRing::new(&self.mem, v.size, a.desc, a.avail, a.used).map_err(|e| fault(e.to_string()))?;
             ring.set_device_event_flags(RING_EVENT_FLAGS_DISABLE);
-            let q = PackedQueue::new(ring, u32::from(v.base), max_read)
+            let mut q = PackedQueue::new(ring, v.base, max_read)
                 .ok_or_else(|| fault(format!("packed base {:#x} is past the ring of {}", v.base, v.size)))?;
+            if let Some(at) = q.resume_where_the_ring_says() {
+                tracing::info!(
+                    "vring {i}: packed ring resumed at {:#x} where its descriptors say, not at the base {:#x} \
+                     (a frontend that lost track when the previous backend went away)",
+                    at,
+                    v.base
+                );
+            }
             VirtQueue::Packed(q.with_indirect(indirect))
         } else {
             let ring = DeviceRing::new(&self.mem, v.size, a.desc, a.avail, a.used).map_err(|e| fault(e.to_string()))?;
             ring.set_used_flags(VRING_USED_F_NO_NOTIFY);
-            VirtQueue::Split(DeviceQueue::with_max_read(ring, v.base, max_read).with_indirect(indirect))
+            // Checked to fit 16 bits when it was set (the ring was split then too).
+            let base = v.base as u16;
+            VirtQueue::Split(DeviceQueue::with_max_read(ring, base, max_read).with_indirect(indirect))
         };
         v.queue = Some(queue);
         Ok(())

@@ -80,16 +80,20 @@ pub struct PackedQueue {
 }
 
 impl PackedQueue {
-    /// A queue resuming at `base` (SET_VRING_BASE: the position in bits 0 to 14, the
-    /// wrap counter in bit 15), taking readable chains of up to `max_read` bytes.
-    /// `None` if the position is past the ring.
+    /// A queue resuming at `base` (SET_VRING_BASE): the avail position in bits 0 to 14
+    /// and the driver's wrap counter in bit 15; the used position and our wrap counter in
+    /// bits 16 to 30 and 31, as QEMU sends them (or none: 0 there, as DPDK's virtio-user
+    /// and older frontends send, and used resumes where avail does). Taking readable
+    /// chains of up to `max_read` bytes. `None` if a position is past the ring.
     pub fn new(ring: PackedDeviceRing, base: u32, max_read: u32) -> Option<Self> {
-        let pos = base & (PACKED_BASE_WRAP - 1);
-        if pos >= u32::from(ring.size()) || base > PACKED_BASE_WRAP | (PACKED_BASE_WRAP - 1) {
-            return None;
-        }
-        let at = Cursor { pos: pos as u16, wrap: base & PACKED_BASE_WRAP != 0 };
-        Some(Self { ring, avail: at, used: at, max_read, pending: None, indirect: false })
+        let size = u32::from(ring.size());
+        let cursor = |half: u32| {
+            let pos = half & (PACKED_BASE_WRAP - 1);
+            (pos < size).then_some(Cursor { pos: pos as u16, wrap: half & PACKED_BASE_WRAP != 0 })
+        };
+        let avail = cursor(base & 0xffff)?;
+        let used = if base >> 16 == 0 { avail } else { cursor(base >> 16)? };
+        Some(Self { ring, avail, used, max_read, pending: None, indirect: false })
     }
 
     /// The same queue, taking indirect tables if `on` (VIRTIO_RING_F_INDIRECT_DESC was
@@ -152,8 +156,71 @@ impl PackedQueue {
     }
 
     /// Where the frontend resumes (GET_VRING_BASE): our avail position and its wrap
-    /// counter in bit 15.
+    /// counter in bit 15, our used position and wrap counter in bits 16 to 31 (as
+    /// QEMU's `virtio_queue_set_last_avail_idx` reads them back).
     pub fn base(&self) -> u32 {
+        self.avail.base() | self.used.base() << 16
+    }
+
+    /// Moves both cursors to where the ring itself says the driver is, and returns the
+    /// new base if that is not where the base put them. A packed ring has no index in
+    /// shared memory: when the previous backend died, QEMU could not ask it where it
+    /// stopped (GET_VRING_BASE) and sends the base it had before, which the driver has
+    /// long passed (`virtio_queue_packed_restore_last_avail_idx` is a no-op). The ring's
+    /// flags say it instead: the oldest available descriptor is the one whose
+    /// predecessor is not available in the same lap (the driver makes them available in
+    /// order, and we take and use them in order, marking every slot of a chain used, not
+    /// just its first); with none available, the driver's next
+    /// slot is where the used descriptors' lap changes (or 0, in the next lap, if the
+    /// whole ring is of one). One pass over the flags; what a lying frontend gets out of
+    /// it is a wrong position in its own ring.
+    pub fn resume_where_the_ring_says(&mut self) -> Option<u32> {
+        let size = self.ring.size();
+        let flags = |i: u16| self.ring.flags(i);
+        let avail_bit = |f: u16| f & VRING_PACKED_DESC_F_AVAIL != 0;
+        let used_bit = |f: u16| f & VRING_PACKED_DESC_F_USED != 0;
+        let is_available = |f: u16| avail_bit(f) != used_bit(f);
+        let mut found: Option<Cursor> = None;
+        let mut any_available = false;
+        for i in 0..size {
+            let f = flags(i);
+            if !is_available(f) {
+                continue;
+            }
+            any_available = true;
+            let w = avail_bit(f);
+            let prev = flags(if i == 0 { size - 1 } else { i - 1 });
+            // The predecessor in the driver's order: the slot before, in the same lap, or
+            // the ring's last slot, in the lap before.
+            let continues = is_available(prev) && avail_bit(prev) == if i == 0 { !w } else { w };
+            if !continues {
+                found = Some(Cursor { pos: i, wrap: w });
+                break;
+            }
+        }
+        let at = match found {
+            Some(c) => c,
+            // Available everywhere and every slot continues its predecessor: only a lying
+            // ring; stay where the base says.
+            None if any_available => return None,
+            None => {
+                let first = used_bit(flags(0));
+                match (1..size).find(|&i| used_bit(flags(i)) != first) {
+                    Some(i) => Cursor { pos: i, wrap: first },
+                    None => Cursor { pos: 0, wrap: !first },
+                }
+            }
+        };
+        if at == self.avail && at == self.used {
+            return None;
+        }
+        self.avail = at;
+        self.used = at;
+        Some(self.base())
+    }
+
+    /// Our avail position and the driver's wrap counter there (a base's lower half).
+    pub fn avail_base(&self) -> u32 {
         self.avail.base()
     }
 
@@ -240,14 +307,24 @@ impl RingQueue for PackedQueue {
 
     #[inline]
     fn put_used(&mut self, chain: &Chain, len: u32) {
-        let flags = if self.used.wrap { VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED } else { 0 };
+        let used_flags = |wrap: bool| if wrap { VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED } else { 0 };
+        let size = self.ring.size();
+        let flags = used_flags(self.used.wrap);
         self.ring.set_used(self.used.pos, chain.head, len);
         if self.pending.is_none() {
             self.pending = Some((self.used.pos, flags));
         } else {
             self.ring.set_flags(self.used.pos, flags);
         }
-        self.used = self.used.ahead(chain.descs.max(1), self.ring.size());
+        // The chain's other slots are marked used too (the driver skips them by its own
+        // count and never reads them): the ring's flags then tell exactly what is
+        // outstanding, which is how a restarted backend finds the driver
+        // (see [`PackedQueue::resume_where_the_ring_says`]).
+        for k in 1..chain.descs {
+            let at = self.used.ahead(k, size);
+            self.ring.set_flags(at.pos, used_flags(at.wrap));
+        }
+        self.used = self.used.ahead(chain.descs.max(1), size);
     }
 
     #[inline]

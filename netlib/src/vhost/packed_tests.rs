@@ -161,8 +161,8 @@ fn chains_wrap_around_a_ring_of_256_many_times() {
         assert_eq!(r.reap(1), None);
     }
     assert!(done > 2 * 256 * 2, "{done} descriptors is not more than two wraps");
-    assert_eq!(r.q.base(), u32::from(r.avail.0) | if r.avail.1 { PACKED_BASE_WRAP } else { 0 });
-    assert_eq!(r.q.used_base(), r.q.base());
+    assert_eq!(r.q.avail_base(), u32::from(r.avail.0) | if r.avail.1 { PACKED_BASE_WRAP } else { 0 });
+    assert_eq!(r.q.used_base(), r.q.avail_base());
 }
 
 #[test]
@@ -177,7 +177,7 @@ fn a_chain_is_used_where_it_started_with_its_last_descriptors_id() {
     r.q.put_used(&c, 0);
     r.q.publish();
     assert_eq!(r.reap(3), Some((5, 0)));
-    assert_eq!(r.q.base(), PACKED_BASE_WRAP | 3);
+    assert_eq!(r.q.avail_base(), PACKED_BASE_WRAP | 3);
 }
 
 #[test]
@@ -190,9 +190,9 @@ fn chains_given_back_are_walked_again_across_the_wrap() {
     r.offer(&[(r.buf(8192), 100)], 2, VRING_DESC_F_WRITE);
     let a = r.pop(true).unwrap();
     let b = r.pop(true).unwrap();
-    assert_eq!(r.q.base(), 2);
+    assert_eq!(r.q.avail_base(), 2);
     r.q.give_back(&[a, b]);
-    assert_eq!(r.q.base(), PACKED_BASE_WRAP | 3);
+    assert_eq!(r.q.avail_base(), PACKED_BASE_WRAP | 3);
     assert_eq!(r.pop(true).unwrap().head, 1);
     assert_eq!(r.pop(true).unwrap().head, 2);
 }
@@ -282,8 +282,15 @@ fn a_base_past_the_ring_is_refused_and_the_wrap_bit_kept() {
     let r = prig(8);
     assert!(PackedQueue::new(r.q_ring(), 8, 9216).is_none());
     assert!(PackedQueue::new(r.q_ring(), PACKED_BASE_WRAP | 8, 9216).is_none());
-    assert_eq!(PackedQueue::new(r.q_ring(), 5, 9216).unwrap().base(), 5);
-    assert_eq!(PackedQueue::new(r.q_ring(), PACKED_BASE_WRAP | 5, 9216).unwrap().base(), PACKED_BASE_WRAP | 5);
+    // 16 bits: used resumes where avail does.
+    assert_eq!(PackedQueue::new(r.q_ring(), 5, 9216).unwrap().base(), 5 | 5 << 16);
+    let q = PackedQueue::new(r.q_ring(), PACKED_BASE_WRAP | 5, 9216).unwrap();
+    assert_eq!((q.avail_base(), q.used_base()), (PACKED_BASE_WRAP | 5, PACKED_BASE_WRAP | 5));
+    // 32 bits (QEMU): used in the upper half, its own wrap counter in bit 31.
+    let q = PackedQueue::new(r.q_ring(), PACKED_BASE_WRAP | 5 | (3 << 16), 9216).unwrap();
+    assert_eq!((q.avail_base(), q.used_base()), (PACKED_BASE_WRAP | 5, 3));
+    assert_eq!(q.base(), PACKED_BASE_WRAP | 5 | (3 << 16));
+    assert!(PackedQueue::new(r.q_ring(), 5 | ((PACKED_BASE_WRAP | 8) << 16), 9216).is_none(), "used past the ring");
 }
 
 #[test]
@@ -296,4 +303,56 @@ fn the_port_can_withhold_the_packed_ring() {
     r.q_ring().set_device_event_flags(RING_EVENT_FLAGS_DISABLE);
     let end = r.ring.map().slice(packed_desc_bytes(8) as usize + 4, 4).unwrap();
     assert_eq!(end, &[0, 0, 1, 0]);
+}
+
+/// A new queue on `r`'s ring from the stale base QEMU sends after the backend died
+/// (where the ring started), recovered from the ring's flags: its base after.
+fn recovered(r: &PRig) -> u32 {
+    let mut q = PackedQueue::new(r.q_ring(), PACKED_BASE_WRAP, 9216).unwrap();
+    q.resume_where_the_ring_says();
+    q.base()
+}
+
+#[test]
+fn a_restarted_backend_finds_the_driver_in_the_ring_not_in_a_stale_base() {
+    let base = |(pos, wrap): (u16, bool)| u32::from(pos) | if wrap { PACKED_BASE_WRAP } else { 0 };
+    let both = |c: (u16, bool)| base(c) | base(c) << 16;
+    // A fresh ring: nothing moves.
+    let mut r = prig(8);
+    assert_eq!(recovered(&r), both((0, true)));
+    assert_eq!(PackedQueue::new(r.q_ring(), PACKED_BASE_WRAP, 9216).unwrap().resume_where_the_ring_says(), None);
+    // Round and round: the driver offers, the old backend uses, then dies with some
+    // chains available (some of them taken and never used: they are taken again).
+    for round in 0..20u16 {
+        let n = 1 + round % 3;
+        for k in 0..n {
+            let len: u32 = if k == 0 { 2 } else { 1 };
+            let bufs: Vec<(u64, u32)> = (0..len).map(|s| (r.buf(u64::from(s) * 256), 64)).collect();
+            r.offer(&bufs, (round * 3 + k) % 8, 0);
+        }
+        let chains: Vec<Chain> = (0..n).map(|_| r.pop(false).unwrap()).collect();
+        for c in &chains {
+            r.q.put_used(c, 0);
+        }
+        r.q.publish();
+        for c in &chains {
+            assert!(r.reap(c.descs).is_some());
+        }
+        // Idle: the driver's next slot, from where the used descriptors' lap changes.
+        assert_eq!(recovered(&r), both(r.avail), "idle after round {round}");
+    }
+    // Two chains available, the first taken by the backend that died.
+    let oldest = r.avail;
+    r.offer(&[(r.buf(0), 64)], 1, 0);
+    r.offer(&[(r.buf(256), 64), (r.buf(512), 64)], 2, 0);
+    let _taken = r.pop(false).unwrap();
+    assert_eq!(recovered(&r), both(oldest), "resumes at the oldest available chain");
+    // A whole ring available, starting mid-ring.
+    let mut r = prig(4);
+    r.q = PackedQueue::new(r.q_ring(), PACKED_BASE_WRAP | 2, 9216).unwrap();
+    (r.avail, r.used) = ((2, true), (2, true));
+    for id in 0..4 {
+        r.offer(&[(r.buf(0), 64)], id, VRING_DESC_F_WRITE);
+    }
+    assert_eq!(recovered(&r), both((2, true)));
 }
