@@ -12,6 +12,7 @@ use super::interrupt;
 use super::jumbo;
 use super::ours::{final_json, number, port, Ctx};
 use super::ovs::Ovs;
+use super::packed;
 use super::ports;
 use super::restart;
 use super::scrape;
@@ -113,6 +114,8 @@ enum Kind {
     Ports(usize),
     /// 10,000 source MACs behind one port of two (vs OVS-DPDK with the same traffic).
     Macs,
+    /// DPDK's virtio_user on packed rings against our backend apps (vs testpmd's net_vhost).
+    Packed(packed::Flow),
 }
 
 /// A benchmark case: one pair of runs per round yields one value per metric and side.
@@ -179,6 +182,21 @@ pub const CASES: &[Case] = &[
         kind: Kind::Ports(64),
     },
     Case { name: "macs_10k", metrics: &[Metric { name: "macs_10k", unit: Unit::Mpps }], kind: Kind::Macs },
+    Case {
+        name: "v2h_64_packed",
+        metrics: &[Metric { name: "v2h_64_packed", unit: Unit::Mpps }],
+        kind: Kind::Packed(packed::Flow::V2h),
+    },
+    Case {
+        name: "h2v_64_packed",
+        metrics: &[Metric { name: "h2v_64_packed", unit: Unit::Mpps }],
+        kind: Kind::Packed(packed::Flow::H2v),
+    },
+    Case {
+        name: "twoway_64_packed",
+        metrics: &[Metric { name: "twoway_64_packed", unit: Unit::Mpps }],
+        kind: Kind::Packed(packed::Flow::Twoway),
+    },
 ];
 
 /// Packets in flight in the looping cases (ours: `--prime 256`).
@@ -215,6 +233,7 @@ impl Case {
             Kind::Jumbo => jumbo::ours(&mut sb, ctx),
             Kind::Ports(n) => ports::ours_ports(&mut sb, ctx, n),
             Kind::Macs => ports::macs(&mut sb, ctx, false),
+            Kind::Packed(flow) => packed::ours(&mut sb, ctx, flow),
         }
     }
 
@@ -243,6 +262,7 @@ impl Case {
             Kind::Jumbo => jumbo::peer(&mut sb, ctx),
             Kind::Ports(n) => ports::peer_ports(&mut sb, ctx, n),
             Kind::Macs => ports::macs(&mut sb, ctx, true),
+            Kind::Packed(flow) => packed::peer(&mut sb, ctx, flow),
         }
     }
 }

@@ -84,6 +84,17 @@ impl Testpmd {
         self
     }
 
+    /// Its virtio_user ports take packed rings (`packed_vq=1`).
+    #[must_use]
+    pub fn packed(mut self) -> Self {
+        for v in &mut self.vdevs {
+            if v.starts_with("virtio_user") {
+                v.push_str(",packed_vq=1");
+            }
+        }
+        self
+    }
+
     /// Primes the loop with `bursts` bursts of [`BURST`] packets per port.
     #[must_use]
     pub fn prime(mut self, bursts: u32) -> Self {
