@@ -119,6 +119,9 @@ struct Vring {
     /// SET_VRING_BASE's value: a split ring's avail index (16 bits), or a packed ring's
     /// avail position and wrap counter (bits 0-15) and used ones (bits 16-31).
     base: u32,
+    /// The base is our own (a live queue's, kept across a memory table change), not the
+    /// frontend's: a packed ring then resumes exactly there, without looking at its flags.
+    own_base: bool,
     addr: Option<VringAddr>,
     kick: Option<OwnedFd>,
     kicked: bool,
@@ -455,15 +458,19 @@ impl VhostDevice {
             return Err(ProtocolFault::Ring { index: s.index, why: format!("base {} is past 65535", s.num) });
         }
         v.base = s.num;
+        v.own_base = false;
         v.queue = None;
         Ok(Reply::None)
     }
 
     fn get_vring_base(&mut self, s: VringState) -> Result<Reply, ProtocolFault> {
         let v = self.vring(s.index)?;
-        let base = v.queue.take().map_or(v.base, |q| q.base());
+        if let Some(q) = v.queue.take() {
+            v.base = q.base();
+            v.own_base = true;
+        }
         v.kicked = false;
-        v.base = base;
+        let base = v.base;
         Ok(Reply::Payload(encode::state(VringState { index: s.index, num: base })))
     }
 
@@ -492,6 +499,7 @@ impl VhostDevice {
         for (v, b) in self.vrings.iter_mut().zip(&bases) {
             if let Some(b) = b {
                 v.base = *b;
+                v.own_base = true;
             }
         }
         // The rings were the table's only other holders.
@@ -526,7 +534,10 @@ impl VhostDevice {
             ring.set_device_event_flags(RING_EVENT_FLAGS_DISABLE);
             let mut q = PackedQueue::new(ring, v.base, max_read)
                 .ok_or_else(|| fault(format!("packed base {:#x} is past the ring of {}", v.base, v.size)))?;
-            if let Some(at) = q.resume_where_the_ring_says() {
+            // The frontend's base may be stale (QEMU's, after the previous backend died);
+            // ours never is, and the driver may be posting meanwhile.
+            let resumed = if v.own_base { None } else { q.resume_where_the_ring_says() };
+            if let Some(at) = resumed {
                 tracing::info!(
                     "vring {i}: packed ring resumed at {:#x} where its descriptors say, not at the base {:#x} \
                      (a frontend that lost track when the previous backend went away)",
