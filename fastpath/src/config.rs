@@ -205,6 +205,7 @@ impl Config {
                 mtu: None,
                 offloads: self.offloads,
                 packed: true,
+                queue_pairs: netlib::vhost::device::MAX_QUEUE_PAIRS,
             },
         }
     }
@@ -249,11 +250,15 @@ impl Config {
     }
 }
 
+// A port's `queues` and the device's pairs agree on the most.
+const _: () = assert!(*fastpath_host::proto::QUEUE_PAIRS.end() == netlib::vhost::device::MAX_QUEUE_PAIRS);
+
 /// Checks that a port has what its kind needs, and nothing of another kind's, and
 /// its VLANs.
 pub fn check_port(p: &PortConfig) -> Result<(), String> {
     p.check_vlans()?;
     p.check_mtu()?;
+    p.check_queues()?;
     if p.kind != PortKind::Vf && p.pci.is_some() {
         return Err(format!("a {} port has no pci", p.kind.label()));
     }

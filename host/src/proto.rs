@@ -29,7 +29,8 @@ mod watch;
 pub use client::{check_reply, Client, ClientError};
 pub use code::ErrorCode;
 pub use port::{
-    check_vlan_id, ByteSize, PortConfig, PortInfo, PortKind, PortMode, PortSecurity, PortStats, MTUS, VLAN_IDS,
+    check_vlan_id, ByteSize, PortConfig, PortInfo, PortKind, PortMode, PortSecurity, PortStats, MTUS, QUEUE_PAIRS,
+    VLAN_IDS,
 };
 pub use request::Request;
 pub use response::Response;

@@ -7,8 +7,8 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::{
-    check_sink, field, stamp, Proc, Verdict, IDLE_SLEEP_US, QUEUE_SIZE, RATE, RUN_TIMEOUT, SETUP_TIMEOUT,
-    SINK_IDLE_EXIT_SECS,
+    check_sink, check_sink_per_flow, field, stamp, Proc, Verdict, IDLE_SLEEP_US, QUEUE_SIZE, RATE, RUN_TIMEOUT,
+    SETUP_TIMEOUT, SINK_IDLE_EXIT_SECS,
 };
 
 /// Flags every one of our packet programs gets in these tests.
@@ -55,6 +55,26 @@ pub fn sink_args(port: &str, n: u64) -> Vec<String> {
 /// that will never come); checks pktgen sent `n` and the sink got all `n` intact
 /// and in order. Returns the sink's JSON.
 pub fn finish_transfer(v: &mut Verdict, pktgen: &mut Proc, sink: &mut Proc, n: u64) -> Option<Value> {
+    finish_transfer_with(v, pktgen, sink, n, Order::Global)
+}
+
+/// The order a transfer's frames must keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// All of them, as pktgen sent them (one queue all the way).
+    Global,
+    /// Each flow's (source MAC's): frames spread over several queues may interleave.
+    PerFlow,
+}
+
+/// [`finish_transfer`], the frames in `order`.
+pub fn finish_transfer_with(
+    v: &mut Verdict,
+    pktgen: &mut Proc,
+    sink: &mut Proc,
+    n: u64,
+    order: Order,
+) -> Option<Value> {
     match pktgen.wait_timeout(RUN_TIMEOUT) {
         None => {
             v.fail(format!(
@@ -84,7 +104,10 @@ pub fn finish_transfer(v: &mut Verdict, pktgen: &mut Proc, sink: &mut Proc, n: u
         v.fail(format!("sink: expected exit status 0, got {s}"));
     }
     let sj = sink.last_json();
-    v.check_result(check_sink(sj.as_ref(), n));
+    match order {
+        Order::Global => v.check_result(check_sink(sj.as_ref(), n)),
+        Order::PerFlow => v.check_result(check_sink_per_flow(sj.as_ref(), n)),
+    }
     if let Some(j) = &sj {
         let next = field(j, "next_seq").unwrap_or(n);
         let tail_only = next < n

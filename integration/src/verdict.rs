@@ -50,6 +50,29 @@ pub fn check_sink(sink: Option<&Value>, n: u64) -> Result<(), String> {
     ))
 }
 
+/// Checks the sink's result when frames took several queues: every one of `n` frames
+/// arrived intact (received == n, bad == 0), and each flow in order (flow_reordered == 0;
+/// frames of different flows may interleave).
+pub fn check_sink_per_flow(sink: Option<&Value>, n: u64) -> Result<(), String> {
+    let Some(v) = sink else {
+        return Err(format!("sink: expected a JSON result with received={n} bad=0 flow_reordered=0; got no JSON line"));
+    };
+    let f = |k| field(v, k).map_or_else(|| "?".to_string(), |x| x.to_string());
+    if field(v, "received") == Some(n) && field(v, "bad") == Some(0) && field(v, "flow_reordered") == Some(0) {
+        return Ok(());
+    }
+    Err(format!(
+        "sink: expected every frame intact and each flow in order: received={n} bad=0 flow_reordered=0; got \
+         received={} bad={} foreign={} flows={} flow_reordered={} (reordered across flows: {})",
+        f("received"),
+        f("bad"),
+        f("foreign"),
+        f("flows"),
+        f("flow_reordered"),
+        f("reordered")
+    ))
+}
+
 /// Collects the problems of a run, then fails with all of them and every process's output.
 #[derive(Debug)]
 pub struct Verdict {

@@ -2,15 +2,16 @@
 // pktgen (vu) → fastpathd br0 → testpmd virtio_user0 → io fwd → virtio_user1 →
 // fastpathd br1 → sink (vu). The two bridges keep the paths apart, so every
 // frame crosses testpmd exactly once; the same with 9014-byte frames and mrg_rxbuf=1, and
-// both on packed rings (testpmd's packed_vq=1).
+// both on packed rings (testpmd's packed_vq=1); and with two queue pairs on testpmd's ports
+// (queues=2: frames spread over both by flow, each flow kept in order).
 //! Interop: DPDK virtio_user ↔ fastpathd.
 
 use std::time::{Duration, Instant};
 
 use integration::{
-    check_switch_counters, check_testpmd_forwarded, fastpathctl_list, fastpathd_port, finish_transfer, pktgen_args,
-    require, serial, show_ports, sink_args, spawn_fastpathd, stamp, wait_for_socket, wait_ports_up, Proc, TestDir,
-    Testpmd, Verdict, FRAMES, QUEUE_SIZE, SETUP_TIMEOUT,
+    check_switch_counters, check_testpmd_forwarded, fastpathctl_list, fastpathd_port, finish_transfer_with,
+    pktgen_args, require, serial, show_ports, sink_args, spawn_fastpathd, stamp, wait_for_socket, wait_ports_up, Order,
+    Proc, TestDir, Testpmd, Verdict, FRAMES, QUEUE_SIZE, SETUP_TIMEOUT,
 };
 use nix::sys::signal::Signal;
 
@@ -29,11 +30,35 @@ struct Run {
     app_args: &'static [&'static str],
     /// testpmd's ports take packed rings (`packed_vq=1`).
     packed: bool,
+    /// Queue pairs of testpmd's ports (0: one).
+    queues: u16,
 }
+
+/// Source MACs pktgen sends from in the multiqueue run: as many flows, spread over the
+/// queues by their hash.
+const FLOWS: u32 = 64;
 
 #[test]
 fn testpmd_virtio_user_to_fastpathd() {
     run("testpmd_virtio_user_to_fastpathd", &Run::default());
+}
+
+/// Two queue pairs on each of testpmd's ports (`queues=2`, `--rxq=2 --txq=2`): the switch
+/// spreads the 64 flows pktgen sends over port a's two receive queues by their hash,
+/// testpmd forwards each queue to the same queue of port b, and the switch takes frames
+/// from both of b's transmit queues. Every frame arrives; each flow in order.
+#[test]
+fn testpmd_multiqueue_virtio_user_through_fastpathd() {
+    run(
+        "testpmd_multiqueue_virtio_user_through_fastpathd",
+        &Run {
+            queues: 2,
+            vdev_opts: ",cq=1",
+            // Four receive rings of 1,024 and four transmit rings fit testpmd's mbufs.
+            testpmd_args: &["--rxq=2", "--txq=2", "--rxd=1024", "--txd=1024"],
+            ..Run::default()
+        },
+    );
 }
 
 /// 9014-byte frames (MTU 9000) through testpmd with mergeable receive buffers: each frame
@@ -49,7 +74,7 @@ fn testpmd_jumbo_mrg_rxbuf_through_fastpathd() {
             vdev_opts: ",mrg_rxbuf=1",
             testpmd_args: &["--max-pkt-len=9018", "--mbuf-size=2048", "--enable-scatter"],
             app_args: &["--mtu", "9000"],
-            packed: false,
+            ..Run::default()
         },
     );
 }
@@ -77,6 +102,7 @@ fn testpmd_packed_jumbo_mrg_rxbuf_through_fastpathd() {
             testpmd_args: &["--max-pkt-len=9018", "--mbuf-size=2048", "--enable-scatter", "--txd=1024"],
             app_args: &["--mtu", "9000"],
             packed: true,
+            ..Run::default()
         },
     );
 }
@@ -90,6 +116,7 @@ fn run(test: &str, r: &Run) {
     let (p_sock, a_sock, b_sock, s_sock) =
         (dir.join("p.sock"), dir.join("a.sock"), dir.join("b.sock"), dir.join("s.sock"));
     let mut v = Verdict::new(test);
+    let queues = r.queues.max(1);
 
     // The switch listens on all four sockets; its polling worker has CPU 0,
     // testpmd's forwarding core CPU 1; pktgen and sink sleep when idle.
@@ -123,13 +150,13 @@ fn run(test: &str, r: &Run) {
         &dir,
         &[
             format!(
-                "virtio_user0,path={},queues=1,queue_size={QUEUE_SIZE},packed_vq={}{}",
+                "virtio_user0,path={},queues={queues},queue_size={QUEUE_SIZE},packed_vq={}{}",
                 a_sock.display(),
                 u8::from(r.packed),
                 r.vdev_opts
             ),
             format!(
-                "virtio_user1,path={},queues=1,queue_size={QUEUE_SIZE},packed_vq={}{}",
+                "virtio_user1,path={},queues={queues},queue_size={QUEUE_SIZE},packed_vq={}{}",
                 b_sock.display(),
                 u8::from(r.packed),
                 r.vdev_opts
@@ -157,8 +184,19 @@ fn run(test: &str, r: &Run) {
         gen_a[at] = size.to_string();
     }
     gen_a.extend(app_args);
+    let order = if queues > 1 {
+        // From MACs apart from the destination pktgen sends to (02:00:00:00:00:02).
+        gen_a.extend(["--src-mac", "02:00:0b:00:00:00", "--src-macs", &FLOWS.to_string()].map(String::from));
+        Order::PerFlow
+    } else {
+        Order::Global
+    };
     let mut pktgen = Proc::spawn("pktgen", &dir, &peers.bin("pktgen"), &gen_a, &[]);
-    finish_transfer(&mut v, &mut pktgen, &mut sink, FRAMES);
+    let sj = finish_transfer_with(&mut v, &mut pktgen, &mut sink, FRAMES, order);
+    if queues > 1 {
+        let flows = sj.as_ref().and_then(|j| j["flows"].as_u64());
+        v.check(flows == Some(u64::from(FLOWS)), || format!("sink: expected {FLOWS} flows, got {flows:?}"));
+    }
     match fastpathctl_list(&peers, &ctl) {
         Ok(list) => {
             v.note(show_ports(&list));
@@ -172,6 +210,9 @@ fn run(test: &str, r: &Run) {
                 want.extend([("a", "tx_bytes", FRAMES * size), ("b", "rx_bytes", FRAMES * size)]);
             }
             check_switch_counters(&mut v, &list, &want);
+            if queues > 1 {
+                check_both_queues(&mut v, &list);
+            }
         }
         Err(e) => v.fail(e),
     }
@@ -191,4 +232,32 @@ fn run(test: &str, r: &Run) {
     v.check(st.success(), || format!("fastpathd: expected exit status 0 after SIGTERM, got {st}"));
     eprintln!("[{}] {test}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
     v.finish(&mut [&mut pktgen, &mut sink, tp.proc(), &mut fpd]);
+}
+
+/// Both queue pairs carried frames: the switch's to port a (spread by flow over its
+/// receive queues) and port b's to the switch (testpmd forwards queue i to queue i), and
+/// the per-queue counts add up to the frames sent.
+fn check_both_queues(v: &mut Verdict, list: &[serde_json::Value]) {
+    for (port, dir) in [("a", "txq"), ("b", "rxq")] {
+        let Some(p) = list.iter().find(|p| p["name"] == port) else {
+            v.fail(format!("fastpathctl list: no port {port}"));
+            continue;
+        };
+        let counts: Vec<u64> = (0..2)
+            .map(|q| {
+                p["kind_counters"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|kv| kv[0] == format!("{dir}{q}_packets")))
+                    .and_then(|kv| kv[1].as_u64())
+                    .unwrap_or(0)
+            })
+            .collect();
+        v.check(counts.iter().all(|&n| n > 0) && counts.iter().sum::<u64>() == FRAMES, || {
+            format!(
+                "port {port}: expected frames on both queue pairs ({dir}0_packets, {dir}1_packets > 0, {FRAMES} in \
+                 all), got {counts:?}: {}",
+                p["kind_counters"]
+            )
+        });
+    }
 }

@@ -7,7 +7,8 @@
 //! ([`igbvf`], over [`vfio`], IOVA == VA). [`pci`] parses PCI addresses and reads a
 //! device's IOMMU group, for VFIO here and for the host tools. [`vnet_hdr`] parses
 //! the virtio-net header's offload requests, [`csum`] finishes checksums and [`gso`]
-//! segments TCP in software for destinations without the offload.
+//! segments TCP in software for destinations without the offload. [`flow`] hashes a frame's
+//! flow to pick one of several queue pairs.
 //!
 //! `unsafe` lives only in [`mem`] (mappings, foreign memory), [`ring`] (virtqueue
 //! memory), [`vfio::sys`] (VFIO ioctls, BAR mmap), [`igbvf::mmio`] (BAR0 registers)
@@ -18,6 +19,7 @@
 mod cadence;
 pub mod config;
 pub mod csum;
+pub mod flow;
 pub mod gso;
 pub mod igbvf;
 pub mod log_limit;

@@ -15,12 +15,17 @@ pub const VIRTIO_NET_F_MTU: u64 = 1 << 3;
 /// Feature bit (virtio-net): the driver merges receive buffers: a frame may span several
 /// receive chains, the first header's `num_buffers` saying how many.
 pub const VIRTIO_NET_F_MRG_RXBUF: u64 = 1 << 15;
+/// Feature bit (virtio-net): several queue pairs (multiqueue); the driver says how many
+/// it uses on its control queue (the frontend turns that into SET_VRING_ENABLE).
+pub const VIRTIO_NET_F_MQ: u64 = 1 << 22;
 /// Feature bit: the driver may put a chain in an indirect table (a descriptor with
 /// VRING_DESC_F_INDIRECT pointing to an array of descriptors in its memory).
 pub const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
 /// Feature bit: vhost-user protocol features are supported.
 pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
 
+/// Protocol feature: MQ (the backend has several queue pairs; GET_QUEUE_NUM says how many).
+pub const PROTOCOL_F_MQ: u64 = 1 << 0;
 /// Protocol feature: REPLY_ACK.
 pub const PROTOCOL_F_REPLY_ACK: u64 = 1 << 3;
 /// Protocol feature: NET_MTU (the frontend may send VHOST_USER_NET_SET_MTU).

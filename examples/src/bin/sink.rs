@@ -26,7 +26,9 @@ struct Args {
     /// Stop after this many frames (0: no limit).
     #[arg(long, default_value_t = 0)]
     count: u64,
-    /// Verify every frame's checksum and sequence number.
+    /// Verify every frame's checksum and sequence number; also counts the flows (source
+    /// MACs) and the frames that came before an earlier one of their own flow
+    /// (`flow_reordered`: frames spread over several queues may interleave, a flow may not).
     #[arg(long)]
     check: bool,
     /// Stop after this many seconds without a frame, once one has come (0: never).
@@ -74,6 +76,7 @@ fn main() -> Result<()> {
     let mut burst = burst_vec();
     let (mut received, mut bad, mut foreign) = (0u64, 0u64, 0u64);
     let mut seqs = SeqTracker::default();
+    let mut flows = FlowOrder::default();
     let mut meter = Meter::new("sink", c);
     let mut first: Option<Instant> = None;
     let mut last = Instant::now();
@@ -117,8 +120,12 @@ fn main() -> Result<()> {
         }
         if a.check {
             for p in &burst {
-                match check(pool.data(p)) {
-                    Check::Good(s) => seqs.see(s),
+                let frame = pool.data(p);
+                match check(frame) {
+                    Check::Good(seq) => {
+                        seqs.see(seq);
+                        flows.see(frame, seq);
+                    }
                     Check::Damaged => bad += 1,
                     Check::Foreign => foreign += 1,
                 }
@@ -131,7 +138,8 @@ fn main() -> Result<()> {
     // The rate counts from the first frame to the last one, not idle time around them.
     let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
     let mut v = serde_json::json!({"role":"sink","received":received,"bad":bad,"foreign":foreign,
-        "lost":seqs.lost,"reordered":seqs.reordered,"next_seq":seqs.next,"secs":secs,"mpps":mpps(received, secs),
+        "lost":seqs.lost,"reordered":seqs.reordered,"next_seq":seqs.next,
+        "flows":flows.last.len(),"flow_reordered":flows.reordered,"secs":secs,"mpps":mpps(received, secs),
         "max_gap_us":timeline.max_gap().as_micros() as u64,
         "port":spec.to_string(),"counters":port.counters()});
     if let Some(g) = &gaps {
@@ -139,4 +147,25 @@ fn main() -> Result<()> {
     }
     report(c, &v);
     Ok(())
+}
+
+/// Order within each flow (a source MAC): the last sequence number of each, and how many
+/// frames came after a later one of their own flow.
+#[derive(Debug, Default)]
+struct FlowOrder {
+    last: std::collections::HashMap<[u8; 6], u64>,
+    reordered: u64,
+}
+
+impl FlowOrder {
+    /// Accounts for the test frame `f` with sequence number `seq`.
+    fn see(&mut self, f: &[u8], seq: u64) {
+        let Some(src) = f.get(6..12).and_then(|m| <[u8; 6]>::try_from(m).ok()) else { return };
+        let last = self.last.entry(src).or_insert(seq);
+        if seq < *last {
+            self.reordered += 1;
+        } else {
+            *last = seq;
+        }
+    }
 }

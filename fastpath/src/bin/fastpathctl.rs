@@ -113,6 +113,10 @@ enum Cmd {
         /// gets a split ring even if it asks for packed [default: offered].
         #[arg(long)]
         no_packed: bool,
+        /// Queue pairs a vhost-user frontend may use, 1-8 (VIRTIO_NET_F_MQ; QEMU's
+        /// `queues=N`, testpmd's `queues=N`) [default: 8].
+        #[arg(long, value_name = "N")]
+        queues: Option<u16>,
     },
     /// Remove a port.
     DelPort {
@@ -757,6 +761,7 @@ fn main() -> Result<()> {
             mtu,
             offloads,
             no_packed,
+            queues,
         } => {
             let mode = if client { PortMode::Client } else { PortMode::Server };
             let base = match (tap, afxdp, vf) {
@@ -799,6 +804,7 @@ fn main() -> Result<()> {
                 mtu,
                 offloads,
                 packed,
+                queues,
                 ..base
             };
             call(&a.ctl, &Request::AddPort(port))?;

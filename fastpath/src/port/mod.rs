@@ -31,8 +31,9 @@ use crate::error::SwitchError;
 pub struct WakeFds<'a> {
     /// Readable when the control path has work (a listener, a connection).
     pub control: Option<BorrowedFd<'a>>,
-    /// Readable when the peer has sent frames (after [`SwitchPort::arm_wakeup`]).
-    pub data: Option<BorrowedFd<'a>>,
+    /// Readable when the peer has sent frames (after [`SwitchPort::arm_wakeup`]): one
+    /// per queue it sends on.
+    pub data: Vec<BorrowedFd<'a>>,
 }
 
 /// One port of the switch, of any kind.

@@ -275,7 +275,7 @@ impl<P: Port + Wakeup + std::fmt::Debug> SwitchPort for PmdPort<P> {
     }
 
     fn wake_fds(&self) -> WakeFds<'_> {
-        WakeFds { control: None, data: self.dev.fd() }
+        WakeFds { control: None, data: self.dev.fd().into_iter().collect() }
     }
 
     fn disarm_wakeup(&mut self, woken: bool) {

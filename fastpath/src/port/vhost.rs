@@ -5,10 +5,10 @@
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
+use netlib::flow::{flow_hash, pick, FLOW_HEAD};
 use netlib::pool::BURST;
-use netlib::vhost::{
-    Burst, DeviceLimits, Filler, Frame, Frames, VhostBackend, VhostDevice, VhostError, VhostMode, GUEST_RX, GUEST_TX,
-};
+use netlib::vhost::device::MAX_QUEUE_PAIRS;
+use netlib::vhost::{Burst, DeviceLimits, Filler, Frame, Frames, VhostBackend, VhostDevice, VhostError, VhostMode};
 use netlib::{LinkState, Port, PortCounters};
 
 use super::{OffloadEvent, SwitchPort, WakeFds};
@@ -21,6 +21,98 @@ pub struct VhostPort {
     filler: Filler,
     counters: PortCounters,
     offloads: OffloadCounts,
+    queues: QueueCounts,
+}
+
+/// Queue pairs as many as a port takes.
+const PAIRS: usize = MAX_QUEUE_PAIRS as usize;
+
+/// Frames per queue pair, both ways (shown once a frontend used more than one pair).
+#[derive(Debug, Default, Clone, Copy)]
+struct QueueCounts {
+    rx: [u64; PAIRS],
+    tx: [u64; PAIRS],
+}
+
+/// Names of the per-queue counters (kind counters are named by `&'static str`).
+const RXQ_NAMES: [&str; PAIRS] = [
+    "rxq0_packets",
+    "rxq1_packets",
+    "rxq2_packets",
+    "rxq3_packets",
+    "rxq4_packets",
+    "rxq5_packets",
+    "rxq6_packets",
+    "rxq7_packets",
+];
+const TXQ_NAMES: [&str; PAIRS] = [
+    "txq0_packets",
+    "txq1_packets",
+    "txq2_packets",
+    "txq3_packets",
+    "txq4_packets",
+    "txq5_packets",
+    "txq6_packets",
+    "txq7_packets",
+];
+
+/// The frames at `picks` of `src` sorted by the receive queue their flow hashes to.
+struct Spread {
+    picks: [[u8; BURST]; PAIRS],
+    lens: [usize; PAIRS],
+}
+
+impl Spread {
+    fn new(src: &Frames<'_>, picks: &[u8], queues: usize) -> Self {
+        let mut s = Self { picks: [[0; BURST]; PAIRS], lens: [0; PAIRS] };
+        let mut head = [0u8; FLOW_HEAD];
+        for &p in picks {
+            let n = src.get(p as usize).read_head(&mut head);
+            let q = pick(flow_hash(&head[..n]), queues);
+            s.picks[q][s.lens[q]] = p;
+            s.lens[q] += 1;
+        }
+        s
+    }
+
+    fn queue(&self, q: usize) -> &[u8] {
+        &self.picks[q][..self.lens[q]]
+    }
+}
+
+/// The receive queue pair of `dev` a frame goes to: by its flow hash when the frontend
+/// has several live, else its only one; `None` when it has none.
+fn rx_pair_of(dev: &VhostDevice, f: &Frame<'_>) -> Option<usize> {
+    match dev.rx_pairs() {
+        [] => None,
+        [one] => Some(usize::from(*one)),
+        live => {
+            let mut head = [0u8; FLOW_HEAD];
+            let n = f.read_head(&mut head);
+            Some(usize::from(live[pick(flow_hash(&head[..n]), live.len())]))
+        }
+    }
+}
+
+/// Copies the frames at `picks` of `src` into the receive ring of `dev`'s queue pair
+/// `pair`, counting what it sent there, and what found no room (`drop_ring_full`).
+#[inline]
+fn fill(
+    filler: &mut Filler,
+    dev: &mut VhostDevice,
+    pair: usize,
+    src: &Frames<'_>,
+    picks: &[u8],
+    counters: &mut PortCounters,
+    queues: &mut QueueCounts,
+) -> Result<(), netlib::vhost::ChainFault> {
+    let before = counters.tx_packets;
+    let (taken, res) = filler.fill_pair(dev, pair, picks.len(), |k| src.get(picks[k] as usize), counters);
+    queues.tx[pair % PAIRS] += counters.tx_packets - before;
+    let lost = (picks.len() - taken) as u64;
+    counters.drop_ring_full += lost;
+    counters.tx_dropped += lost;
+    res
 }
 
 /// What became of frames that asked for offloads, on this port (see [`OffloadEvent`]).
@@ -58,6 +150,7 @@ impl VhostPort {
             filler: Filler::default(),
             counters: PortCounters::default(),
             offloads: OffloadCounts::default(),
+            queues: QueueCounts::default(),
         })
     }
 }
@@ -72,7 +165,10 @@ impl SwitchPort for VhostPort {
     fn recv(&mut self) -> usize {
         let Some(dev) = self.backend.device_mut() else { return 0 };
         match self.burst.pop(dev, BURST) {
-            Ok(n) => n,
+            Ok(n) => {
+                self.queues.rx[self.burst.pair() % PAIRS] += n as u64;
+                n
+            }
             Err(f) => {
                 self.burst = Burst::default();
                 self.backend.fault(&f.into());
@@ -103,14 +199,30 @@ impl SwitchPort for VhostPort {
             self.counters.tx_dropped += picks.len() as u64;
             return;
         };
-        if dev.queue(GUEST_RX).is_none() {
+        let (mut live, n) = ([0u8; PAIRS], dev.rx_pairs().len());
+        live[..n].copy_from_slice(dev.rx_pairs());
+        let (filler, counters, queues) = (&mut self.filler, &mut self.counters, &mut self.queues);
+        let res = match n {
             // A frontend that only sends may never start its receive ring: nothing to count.
-            return;
-        }
-        let (taken, res) = self.filler.fill(dev, picks.len(), |k| src.get(picks[k] as usize), &mut self.counters);
-        let lost = (picks.len() - taken) as u64;
-        self.counters.drop_ring_full += lost;
-        self.counters.tx_dropped += lost;
+            0 => return,
+            1 => fill(filler, dev, usize::from(live[0]), src, picks, counters, queues),
+            _ => {
+                // Several receive queues: each flow to the one its hash picks, so that the
+                // frontend's threads share the load and a flow stays in order.
+                let spread = Spread::new(src, picks, n);
+                let mut res = Ok(());
+                for (q, &pair) in live[..n].iter().enumerate() {
+                    let qp = spread.queue(q);
+                    if !qp.is_empty() {
+                        res = fill(filler, dev, usize::from(pair), src, qp, counters, queues);
+                        if res.is_err() {
+                            break;
+                        }
+                    }
+                }
+                res
+            }
+        };
         if let Err(f) = res {
             self.backend.fault(&f.into());
         }
@@ -139,17 +251,27 @@ impl SwitchPort for VhostPort {
     }
 
     fn kind_counters(&self) -> Vec<(&'static str, u64)> {
-        let o = self.offloads;
-        if o.asked + o.as_is + o.finished + o.segmented == 0 {
-            return Vec::new();
+        let mut v = Vec::new();
+        // Per queue, once a frontend used more than one queue pair.
+        let q = self.queues;
+        let used = (0..PAIRS).rposition(|i| q.rx[i] + q.tx[i] > 0).map_or(0, |i| i + 1);
+        if used > 1 {
+            for i in 0..used {
+                v.push((RXQ_NAMES[i], q.rx[i]));
+                v.push((TXQ_NAMES[i], q.tx[i]));
+            }
         }
-        vec![
-            ("offload_rx", o.asked),
-            ("offload_tx_as_is", o.as_is),
-            ("offload_tx_csum_finished", o.finished),
-            ("offload_tx_segmented", o.segmented),
-            ("offload_tx_segments", o.segments),
-        ]
+        let o = self.offloads;
+        if o.asked + o.as_is + o.finished + o.segmented > 0 {
+            v.extend([
+                ("offload_rx", o.asked),
+                ("offload_tx_as_is", o.as_is),
+                ("offload_tx_csum_finished", o.finished),
+                ("offload_tx_segmented", o.segmented),
+                ("offload_tx_segments", o.segments),
+            ]);
+        }
+        v
     }
 
     fn send_with_header(&mut self, hdr: &[u8; 12], f: Frame<'_>) -> bool {
@@ -158,7 +280,10 @@ impl SwitchPort for VhostPort {
             self.counters.tx_dropped += 1;
             return true;
         };
-        let (taken, res) = self.filler.fill_with_header(dev, hdr, f, &mut self.counters);
+        let Some(pair) = rx_pair_of(dev, &f) else { return false };
+        let before = self.counters.tx_packets;
+        let (taken, res) = self.filler.fill_with_header(dev, pair, hdr, f, &mut self.counters);
+        self.queues.tx[pair % PAIRS] += self.counters.tx_packets - before;
         if let Err(e) = res {
             self.backend.fault(&e.into());
         }
@@ -179,22 +304,31 @@ impl SwitchPort for VhostPort {
 
     fn arm_wakeup(&mut self) -> bool {
         let Some(dev) = self.backend.device_mut() else { return false };
-        dev.set_kicks(GUEST_TX, true);
+        let tx_rings = (0..dev.pairs()).map(|p| 2 * p + 1);
+        for ring in tx_rings.clone() {
+            dev.set_kicks(ring, true);
+        }
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        dev.queue(GUEST_TX).is_some_and(|q| !matches!(q.available(), Ok(0)))
+        tx_rings.into_iter().any(|ring| dev.queue(ring).is_some_and(|q| !matches!(q.available(), Ok(0))))
     }
 
     fn wake_fds(&self) -> WakeFds<'_> {
-        WakeFds { control: self.backend.control_fd(), data: self.backend.kick_fd().map(AsFd::as_fd) }
+        WakeFds {
+            control: self.backend.control_fd(),
+            data: self.backend.tx_kick_fds().map(|(_, fd)| fd.as_fd()).collect(),
+        }
     }
 
     fn disarm_wakeup(&mut self, woken: bool) {
         let Some(dev) = self.backend.device_mut() else { return };
-        dev.set_kicks(GUEST_TX, false);
-        if woken {
-            if let Some(k) = dev.kick_fd(GUEST_TX) {
-                let mut b = [0u8; 8];
-                let _ = nix::unistd::read(k.as_raw_fd(), &mut b);
+        for ring in (0..dev.pairs()).map(|p| 2 * p + 1) {
+            dev.set_kicks(ring, false);
+            if woken {
+                // Non-blocking: the kick fds of the rings that were not signalled say so.
+                if let Some(k) = dev.kick_fd(ring) {
+                    let mut b = [0u8; 8];
+                    let _ = nix::unistd::read(k.as_raw_fd(), &mut b);
+                }
             }
         }
     }

@@ -54,6 +54,7 @@ impl NewPort {
             mtu: cfg.mtu,
             offloads: cfg.offloads.unwrap_or(defaults.limits.offloads),
             packed: cfg.packed.unwrap_or(defaults.limits.packed),
+            queue_pairs: cfg.queues.unwrap_or(defaults.limits.queue_pairs),
             ..defaults.limits
         };
         let port = port::open(&cfg, limits)?;
@@ -294,11 +295,10 @@ impl Switch {
             for (i, p) in self.ports.iter().enumerate() {
                 let Some(p) = p else { continue };
                 let w = p.port.wake_fds();
-                for (fd, data) in [(w.control, false), (w.data, true)] {
-                    if let Some(fd) = fd {
-                        owners.push((i, data));
-                        fds.push(PollFd::new(fd, PollFlags::POLLIN));
-                    }
+                let data = w.data.into_iter().map(|fd| (fd, true));
+                for (fd, data) in w.control.map(|fd| (fd, false)).into_iter().chain(data) {
+                    owners.push((i, data));
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
                 }
             }
             let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);

@@ -232,7 +232,14 @@ pub struct PortConfig {
     /// (VIRTIO_F_RING_PACKED); it takes it or not. Default: offered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packed: Option<bool>,
+    /// Queue pairs a vhost-user frontend may use (1 to 8; VIRTIO_NET_F_MQ is offered when
+    /// more than one). Default: 8, so a frontend gets as many as it asks for, up to 8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues: Option<u16>,
 }
+
+/// The queue pairs a vhost-user port may be given.
+pub const QUEUE_PAIRS: std::ops::RangeInclusive<u16> = 1..=8;
 
 /// The MTUs a port may have: IPv4's least, up to what a 9216-byte frame carries.
 pub const MTUS: std::ops::RangeInclusive<u16> = 68..=9198;
@@ -350,6 +357,7 @@ impl PortConfig {
             mtu: None,
             offloads: None,
             packed: None,
+            queues: None,
         }
     }
 
@@ -358,6 +366,21 @@ impl PortConfig {
         match self.mtu {
             Some(m) if !MTUS.contains(&m) => {
                 Err(format!("mtu {m} is out of range ({} to {})", MTUS.start(), MTUS.end()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks the port's queue pairs; the error names the field and the value.
+    pub fn check_queues(&self) -> Result<(), String> {
+        match self.queues {
+            Some(q) if !QUEUE_PAIRS.contains(&q) => Err(format!(
+                "queues {q} is out of range ({} to {} queue pairs)",
+                QUEUE_PAIRS.start(),
+                QUEUE_PAIRS.end()
+            )),
+            Some(_) if self.kind != PortKind::Vhost => {
+                Err(format!("a {} port has no queues (a vhost port's setting)", self.kind.label()))
             }
             _ => Ok(()),
         }

@@ -1,6 +1,6 @@
 // The vhost-user backend's protocol state machine: features, memory table,
 // vring setup. Takes decoded messages, answers them, never trusts a field.
-//! Backend protocol state for one virtio-net device (one queue pair).
+//! Backend protocol state for one virtio-net device (one or several queue pairs).
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -8,9 +8,10 @@ use std::sync::Arc;
 use crate::mem::GuestMemory;
 use crate::ring::{DeviceRing, PackedDeviceRing};
 use crate::spec::{
-    MAX_QUEUE_SIZE, PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_NET_MTU, PROTOCOL_F_REPLY_ACK, RING_EVENT_FLAGS_DISABLE,
-    VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_IN_ORDER, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1,
-    VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_RING_F_INDIRECT_DESC, VRING_USED_F_NO_NOTIFY,
+    MAX_QUEUE_SIZE, PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_MQ, PROTOCOL_F_NET_MTU, PROTOCOL_F_REPLY_ACK,
+    RING_EVENT_FLAGS_DISABLE, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_IN_ORDER, VIRTIO_F_RING_PACKED,
+    VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_RING_F_INDIRECT_DESC,
+    VRING_USED_F_NO_NOTIFY,
 };
 use crate::vhost_user::conn::RawMsg;
 use crate::vhost_user::message::encode;
@@ -36,8 +37,10 @@ pub const OFFERED_FEATURES: u64 = VIRTIO_F_VERSION_1
     | VIRTIO_RING_F_INDIRECT_DESC
     | VIRTIO_F_RING_PACKED;
 /// Protocol features we offer. NET_MTU: a frontend tells the MTU its driver set
-/// (checked against the port's).
-pub const OFFERED_PROTOCOL: u64 = PROTOCOL_F_REPLY_ACK | PROTOCOL_F_CONFIGURE_MEM_SLOTS | PROTOCOL_F_NET_MTU;
+/// (checked against the port's). MQ: GET_QUEUE_NUM tells how many queue pairs the port
+/// takes (QEMU asks before it opens a `queues=N` netdev).
+pub const OFFERED_PROTOCOL: u64 =
+    PROTOCOL_F_REPLY_ACK | PROTOCOL_F_CONFIGURE_MEM_SLOTS | PROTOCOL_F_NET_MTU | PROTOCOL_F_MQ;
 /// Memory slots we offer with CONFIGURE_MEM_SLOTS.
 pub const MAX_MEM_SLOTS: u64 = 32;
 /// The longest frame a frontend that negotiated TSO may send: a 64 KiB IP packet with
@@ -46,8 +49,11 @@ pub const GSO_MAX_FRAME: u32 = 65_535 + 18;
 /// The MTU a frame of [`DEFAULT_MAX_FRAME`] bytes carries (an Ethernet header and a
 /// VLAN tag taken off): the most a port without an MTU of its own takes.
 pub const MAX_FRAME_MTU: u16 = (DEFAULT_MAX_FRAME - 18) as u16;
-/// Vrings of one queue pair.
-pub const NUM_VRINGS: usize = 2;
+/// Most queue pairs a port takes (a port's `queues` may lower it).
+pub const MAX_QUEUE_PAIRS: u16 = 8;
+/// Vrings of a device with [`MAX_QUEUE_PAIRS`] pairs: pair `p` has receive vring `2p` and
+/// transmit vring `2p + 1`.
+pub const MAX_VRINGS: usize = 2 * MAX_QUEUE_PAIRS as usize;
 
 /// Why a message was refused: the connection is closed after any of these.
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +62,8 @@ pub enum ProtocolFault {
     #[error("bad message: {0}")]
     Msg(#[from] MsgError),
     /// A vring index we don't have.
-    #[error("vring index {0} (this device has 2)")]
-    BadVring(u32),
+    #[error("vring index {0}: this port takes {1} queue pair(s), vrings 0..{vrings}", vrings = 2 * u32::from(*.1))]
+    BadVring(u32, u16),
     /// Features we did not offer.
     #[error("frontend set features {0:#x} that were not offered ({1:#x})")]
     BadFeatures(u64, u64),
@@ -151,6 +157,9 @@ pub struct DeviceLimits {
     /// Whether VIRTIO_F_RING_PACKED is offered (a frontend that takes it gets a packed
     /// ring; one that does not, a split one).
     pub packed: bool,
+    /// Queue pairs the frontend may use, 1..=[`MAX_QUEUE_PAIRS`] (VIRTIO_NET_F_MQ is
+    /// offered when it is more than one; GET_QUEUE_NUM answers it).
+    pub queue_pairs: u16,
 }
 
 /// Memory a port takes unless told otherwise: 64 GiB (mapped lazily, so a cap on
@@ -166,6 +175,7 @@ impl Default for DeviceLimits {
             mtu: None,
             offloads: false,
             packed: true,
+            queue_pairs: MAX_QUEUE_PAIRS,
         }
     }
 }
@@ -176,7 +186,13 @@ pub struct VhostDevice {
     features: u64,
     protocol: u64,
     mem: Arc<GuestMemory>,
-    vrings: [Vring; NUM_VRINGS],
+    vrings: [Vring; MAX_VRINGS],
+    /// Queue pairs up to the last one with a live vring (0 when none is live): what the
+    /// data path looks at.
+    pairs: usize,
+    /// The queue pairs whose receive vring is live, in order (the first `rx_live` of them).
+    rx_pairs: [u8; MAX_QUEUE_PAIRS as usize],
+    rx_live: usize,
     limits: DeviceLimits,
 }
 
@@ -201,11 +217,44 @@ impl VhostDevice {
     }
 
     /// The features this device offers: [`OFFERED_FEATURES`] and the offloads if its
-    /// limits enable them, less RING_PACKED when its port withholds it.
+    /// limits enable them, MQ if they allow more than one queue pair, less RING_PACKED
+    /// when its port withholds it.
     pub fn offered(&self) -> u64 {
         let offloads = if self.limits.offloads { OFFLOAD_FEATURES } else { 0 };
+        let mq = if self.queue_pairs() > 1 { VIRTIO_NET_F_MQ } else { 0 };
         let packed = if self.limits.packed { 0 } else { VIRTIO_F_RING_PACKED };
-        (OFFERED_FEATURES | offloads) & !packed
+        (OFFERED_FEATURES | offloads | mq) & !packed
+    }
+
+    /// Queue pairs this device takes (its limits', within 1..=[`MAX_QUEUE_PAIRS`]).
+    pub fn queue_pairs(&self) -> u16 {
+        self.limits.queue_pairs.clamp(1, MAX_QUEUE_PAIRS)
+    }
+
+    /// Queue pairs up to the last one with a live vring: the data path looks at pairs
+    /// `0..pairs()` (1 for a frontend with one queue pair, 0 before any ring is live).
+    #[inline]
+    pub fn pairs(&self) -> usize {
+        self.pairs
+    }
+
+    /// The queue pairs whose receive vring is live, in order: where frames for the
+    /// frontend may go (empty for a frontend that only sends).
+    #[inline]
+    pub fn rx_pairs(&self) -> &[u8] {
+        &self.rx_pairs[..self.rx_live]
+    }
+
+    /// Recounts [`Self::pairs`] and [`Self::rx_pairs`] after vrings started or stopped.
+    fn count_pairs(&mut self) {
+        self.pairs = self.vrings.iter().rposition(|v| v.queue.is_some()).map_or(0, |i| i / 2 + 1);
+        self.rx_live = 0;
+        for (pair, rx) in self.vrings.iter().step_by(2).enumerate() {
+            if rx.queue.is_some() {
+                self.rx_pairs[self.rx_live] = pair as u8;
+                self.rx_live += 1;
+            }
+        }
     }
 
     /// The offload features the frontend negotiated (a subset of
@@ -241,23 +290,23 @@ impl VhostDevice {
     /// Queue `i` if it is live (set up, kicked and enabled).
     #[inline]
     pub fn queue(&mut self, i: usize) -> Option<&mut VirtQueue> {
-        self.vrings[i].queue.as_mut()
+        self.vrings.get_mut(i)?.queue.as_mut()
     }
 
     /// Both the memory and one live queue (borrowed apart).
     #[inline]
     pub fn mem_and_queue(&mut self, i: usize) -> (&GuestMemory, Option<&mut VirtQueue>) {
-        (&self.mem, self.vrings[i].queue.as_mut())
+        (&self.mem, self.vrings.get_mut(i).and_then(|v| v.queue.as_mut()))
     }
 
     /// The call eventfd of vring `i`, if the frontend wants interrupts there.
     pub fn call_fd(&self, i: usize) -> Option<&OwnedFd> {
-        self.vrings[i].call.as_ref()
+        self.vrings.get(i)?.call.as_ref()
     }
 
     /// The kick eventfd of vring `i`, if the frontend gave one.
     pub fn kick_fd(&self, i: usize) -> Option<&OwnedFd> {
-        self.vrings[i].kick.as_ref()
+        self.vrings.get(i)?.kick.as_ref()
     }
 
     /// Signals vring `i`'s call eventfd if the frontend cleared NO_INTERRUPT
@@ -266,9 +315,9 @@ impl VhostDevice {
     #[inline]
     pub fn notify(&mut self, i: usize) {
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        let wants = self.vrings[i].queue.as_ref().is_some_and(VirtQueue::wants_signal);
-        if wants {
-            if let Some(fd) = &self.vrings[i].call {
+        let Some(v) = self.vrings.get(i) else { return };
+        if v.queue.as_ref().is_some_and(VirtQueue::wants_signal) {
+            if let Some(fd) = &v.call {
                 let _ = nix::unistd::write(fd.as_fd(), &1u64.to_ne_bytes());
             }
         }
@@ -277,7 +326,7 @@ impl VhostDevice {
     /// Asks the frontend to kick vring `i` when it adds buffers (`true`, before
     /// sleeping) or not to (`false`, polling).
     pub fn set_kicks(&mut self, i: usize, on: bool) {
-        if let Some(q) = &self.vrings[i].queue {
+        if let Some(q) = self.vrings.get(i).and_then(|v| v.queue.as_ref()) {
             q.set_kicks(on);
         }
     }
@@ -288,15 +337,24 @@ impl VhostDevice {
         self.vrings.iter().any(|v| v.queue.is_some())
     }
 
-    /// Whether every vring is live.
+    /// Whether the handshake is over: both vrings of the first queue pair are live, and
+    /// so is every other vring the frontend set up and enabled (one that waits for its
+    /// first kick keeps the control path looking often).
     pub fn all_started(&self) -> bool {
-        self.vrings.iter().all(|v| v.queue.is_some())
+        self.vrings[..2].iter().all(|v| v.queue.is_some())
+            && self.vrings[2..].iter().all(|v| v.queue.is_some() || v.addr.is_none() || !v.enabled)
     }
 
     /// Starts the vrings whose kick fd has become readable (their first kick).
     pub fn poll_kicks(&mut self) -> Result<(), ProtocolFault> {
+        let res = self.poll_kicks_inner();
+        self.count_pairs();
+        res
+    }
+
+    fn poll_kicks_inner(&mut self) -> Result<(), ProtocolFault> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        for i in 0..NUM_VRINGS {
+        for i in 0..2 * usize::from(self.queue_pairs()) {
             let v = &self.vrings[i];
             if v.kicked || v.addr.is_none() {
                 continue;
@@ -317,6 +375,12 @@ impl VhostDevice {
 
     /// Handles one received message.
     pub fn handle(&mut self, raw: RawMsg) -> Result<Reply, ProtocolFault> {
+        let res = self.handle_inner(raw);
+        self.count_pairs();
+        res
+    }
+
+    fn handle_inner(&mut self, raw: RawMsg) -> Result<Reply, ProtocolFault> {
         let msg = Msg::decode(&raw.header, &raw.payload, raw.fds.len())?;
         let mut fds = raw.fds.into_iter();
         Ok(match msg {
@@ -339,7 +403,7 @@ impl VhostDevice {
                 *self = Self::new(self.limits);
                 Reply::None
             }
-            Msg::GetQueueNum => Reply::Payload(encode::u64(1)),
+            Msg::GetQueueNum => Reply::Payload(encode::u64(u64::from(self.queue_pairs()))),
             Msg::GetStatus => Reply::Payload(encode::u64(0)),
             Msg::GetMaxMemSlots => Reply::Payload(encode::u64(MAX_MEM_SLOTS)),
             Msg::SetMemTable(regions) => self.set_mem_table(&regions, fds)?,
@@ -487,7 +551,11 @@ impl VhostDevice {
     }
 
     fn vring(&mut self, index: u32) -> Result<&mut Vring, ProtocolFault> {
-        self.vrings.get_mut(index as usize).ok_or(ProtocolFault::BadVring(index))
+        let pairs = self.queue_pairs();
+        if index >= 2 * u32::from(pairs) {
+            return Err(ProtocolFault::BadVring(index, pairs));
+        }
+        Ok(&mut self.vrings[index as usize])
     }
 
     /// Drops the rings (which hold the old table), changes the table, restarts the rings.

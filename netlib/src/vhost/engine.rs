@@ -20,11 +20,15 @@ use super::{GUEST_RX, GUEST_TX, RX_NET_HDR};
 pub struct Burst {
     chains: Box<[Chain; BURST]>,
     n: usize,
+    /// The transmit vring the burst came from.
+    ring: usize,
+    /// The queue pair the next pop looks at first (several pairs take turns).
+    next_pair: usize,
 }
 
 impl Default for Burst {
     fn default() -> Self {
-        Self { chains: Box::new([Chain::empty(0); BURST]), n: 0 }
+        Self { chains: Box::new([Chain::empty(0); BURST]), n: 0, ring: GUEST_TX, next_pair: 0 }
     }
 }
 
@@ -33,16 +37,46 @@ impl Burst {
     /// starts loading every descriptor of the burst, then walks each chain and starts
     /// loading its frame's first line, so that later reads find their lines arriving.
     /// On a fault the chains popped so far stay in the burst (the port is reset anyway).
+    /// With several queue pairs live, the pairs' transmit rings take turns: each pop
+    /// starts at the pair after the one the last burst came from, and takes its burst
+    /// from the first ring with frames (a burst is always from one ring, see
+    /// [`Self::pair`]).
     #[inline]
     pub fn pop(&mut self, dev: &mut VhostDevice, max: usize) -> Result<usize, ChainFault> {
         self.n = 0;
-        let (mem, q) = dev.mem_and_queue(GUEST_TX);
+        let pairs = dev.pairs();
+        if pairs <= 1 {
+            self.ring = GUEST_TX;
+            return self.pop_ring(dev, max);
+        }
+        for k in 0..pairs {
+            let pair = (self.next_pair + k) % pairs;
+            self.ring = 2 * pair + 1;
+            let n = self.pop_ring(dev, max)?;
+            if n > 0 {
+                self.next_pair = pair + 1;
+                return Ok(n);
+            }
+        }
+        Ok(0)
+    }
+
+    /// [`Self::pop`] from the transmit vring `self.ring`.
+    #[inline]
+    fn pop_ring(&mut self, dev: &mut VhostDevice, max: usize) -> Result<usize, ChainFault> {
+        let (mem, q) = dev.mem_and_queue(self.ring);
         // A frontend that never sends may leave its transmit ring unstarted.
         match q {
             None => Ok(0),
             Some(VirtQueue::Split(q)) => self.pop_from(mem, q, max),
             Some(VirtQueue::Packed(q)) => self.pop_from(mem, q, max),
         }
+    }
+
+    /// The queue pair the burst came from.
+    #[inline]
+    pub fn pair(&self) -> usize {
+        self.ring / 2
     }
 
     /// [`Self::pop`] on one queue of either layout.
@@ -89,12 +123,12 @@ impl Burst {
             return;
         }
         let used = &self.chains[..self.n];
-        match dev.queue(GUEST_TX) {
+        match dev.queue(self.ring) {
             Some(VirtQueue::Split(q)) => release_to(q, used),
             Some(VirtQueue::Packed(q)) => release_to(q, used),
             None => {}
         }
-        dev.notify(GUEST_TX);
+        dev.notify(self.ring);
         self.n = 0;
     }
 }
@@ -152,15 +186,30 @@ impl Filler {
         frame: impl Fn(usize) -> Frame<'f>,
         c: &mut PortCounters,
     ) -> (usize, Result<(), ChainFault>) {
+        self.fill_pair(dev, 0, n, frame, c)
+    }
+
+    /// [`Self::fill`] into the receive ring of queue pair `pair` (nothing taken if that
+    /// ring is not live).
+    #[inline]
+    pub fn fill_pair<'f>(
+        &mut self,
+        dev: &mut VhostDevice,
+        pair: usize,
+        n: usize,
+        frame: impl Fn(usize) -> Frame<'f>,
+        c: &mut PortCounters,
+    ) -> (usize, Result<(), ChainFault>) {
         let merge = dev.mrg_rxbuf();
-        let (mem, q) = dev.mem_and_queue(GUEST_RX);
+        let ring = GUEST_RX + 2 * pair;
+        let (mem, q) = dev.mem_and_queue(ring);
         let (taken, res) = match q {
             None => return (0, Ok(())),
             Some(VirtQueue::Split(q)) => self.fill_queue(mem, q, merge, n, frame, c),
             Some(VirtQueue::Packed(q)) => self.fill_queue(mem, q, merge, n, frame, c),
         };
         if taken > 0 {
-            dev.notify(GUEST_RX);
+            dev.notify(ring);
         }
         (taken, res)
     }
@@ -261,15 +310,18 @@ impl Filler {
     /// never truncated; one too big even so is dropped and counted (`drop_too_big`).
     /// Publishes and signals as [`Self::fill`]. Returns whether the frame was taken
     /// (sent or dropped): false when the ring has no room for it now.
+    /// `pair`: the queue pair whose receive ring takes it.
     pub fn fill_with_header(
         &mut self,
         dev: &mut VhostDevice,
+        pair: usize,
         hdr: &[u8; NET_HDR_LEN as usize],
         f: Frame<'_>,
         c: &mut PortCounters,
     ) -> (bool, Result<(), ChainFault>) {
         let merge = dev.mrg_rxbuf();
-        let (mem, q) = dev.mem_and_queue(GUEST_RX);
+        let ring = GUEST_RX + 2 * pair;
+        let (mem, q) = dev.mem_and_queue(ring);
         let res = match q {
             None => return (false, Ok(())),
             Some(VirtQueue::Split(q)) => self.fill_one(mem, q, merge, hdr, f, c),
@@ -277,7 +329,7 @@ impl Filler {
         };
         let taken = matches!(res, Ok(true));
         if taken {
-            dev.notify(GUEST_RX);
+            dev.notify(ring);
         }
         (taken, res.map(|_| ()))
     }

@@ -391,6 +391,15 @@ impl VhostBackend {
         self.dev.kick_fd(GUEST_TX)
     }
 
+    /// The kick eventfds of the transmit rings of every queue pair in use (see
+    /// [`VhostDevice::pairs`]), with their vring indices.
+    pub fn tx_kick_fds(&self) -> impl Iterator<Item = (usize, &std::os::fd::OwnedFd)> + '_ {
+        (0..self.dev.pairs()).filter_map(|p| {
+            let ring = 2 * p + GUEST_TX;
+            self.dev.kick_fd(ring).map(|fd| (ring, fd))
+        })
+    }
+
     fn dequeue(&mut self, pool: &mut PktPool, pkts: &mut Vec<Packet>) -> Result<usize, ChainFault> {
         let mut got = 0usize;
         loop {
@@ -505,6 +514,8 @@ impl Drop for VhostBackend {
 mod indirect_tests;
 #[cfg(test)]
 mod merge_tests;
+#[cfg(test)]
+mod mq_tests;
 #[cfg(test)]
 mod packed_tests;
 #[cfg(test)]

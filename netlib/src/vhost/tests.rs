@@ -361,12 +361,12 @@ fn malformed_messages_reset_the_port_and_it_keeps_serving() {
             Box::new(|s| s.write_all(&Header { request: 1, flags: 1, size: 1 << 20 }.encode()).unwrap()),
         ),
         (
-            "vring index 7",
+            "vring index 16",
             Box::new(|s| {
                 send_raw(
                     s,
                     Request::SetVringNum as u32,
-                    &encode::state(crate::vhost_user::VringState { index: 7, num: 256 }),
+                    &encode::state(crate::vhost_user::VringState { index: 16, num: 256 }),
                 );
             }),
         ),
