@@ -3,7 +3,8 @@
 // (ICMP, UDP of every size up to the MTU, TCP 10 MB echoed and byte-compared), then `kill -9` of QEMU
 // with fastpathd's fds and mappings back to the baseline; and two guests on one switch (QEMU
 // as vhost-user client with reconnect-ms, and as server, host_mtu=9000 with mergeable buffers;
-// the second on packed rings), talking with 9000-byte packets and across a fastpathd restart.
+// the second on packed rings, the first on two queue pairs), talking with 9000-byte packets
+// and across a fastpathd restart.
 //! VMs on fastpathd ports: guest ↔ containers, guest ↔ guest, QEMU killed, switch restarted.
 
 mod hook_common;
@@ -163,7 +164,7 @@ fn vm_guest_kernel_talks_to_smoltcp_containers_and_qemu_kill_leaves_nothing() {
     // The guest's kernel sent TSO frames; the smoltcp app, without offloads, got them cut
     // into segments by the switch (and checked each segment's checksums itself).
     let (asked, cut) =
-        (offload_count(&list, "vm0", "offload_rx"), offload_count(&list, "fp-vmtcpecho-br0", "offload_tx_segmented"));
+        (kind_count(&list, "vm0", "offload_rx"), kind_count(&list, "fp-vmtcpecho-br0", "offload_tx_segmented"));
     v.check(asked > 0 && cut > 0, || {
         format!("switch: expected the guest's offload frames (vm0 offload_rx {asked}) segmented for tcp_echo (offload_tx_segmented {cut})")
     });
@@ -211,10 +212,12 @@ const NEGOTIATED: [(usize, &str); 7] = [
 
 /// VIRTIO_F_RING_PACKED's bit in the guest's `features` (a string of 0s and 1s, bit 0 first).
 const RING_PACKED_BIT: usize = 34;
+/// VIRTIO_NET_F_MQ's position in the guest's `features` string.
+const MQ_BIT: usize = 22;
 
-/// The offload counter `name` of port `port` in a `fastpathctl list --json` (its kind
-/// counters: see the README's "Checksum and TSO offloads").
-fn offload_count(list: &[Value], port: &str, name: &str) -> u64 {
+/// The kind counter `name` of port `port` in a `fastpathctl list --json` (offloads, see the
+/// README's "Checksum and TSO offloads"; frames per queue pair).
+fn kind_count(list: &[Value], port: &str, name: &str) -> u64 {
     list.iter()
         .find(|p| p["name"] == port)
         .and_then(|p| p["kind_counters"].as_array())
@@ -246,6 +249,8 @@ sleep 1000
 /// every 0.2 s across the switch's restart until 3 answered in a row after at least one was
 /// lost.
 const RESTART_BODY: &str = r#"ip addr add 10.0.1.1/24 dev $VNET_IF0
+set_channels $VNET_IF0 2 > /tmp/ch.out 2>&1
+result channels "$(tail -n 1 /tmp/ch.out)"
 i=0
 until ping -c 1 -W 1 10.0.1.2 > /dev/null 2>&1; do i=$((i + 1)); [ $i -gt 120 ] && break; done
 result first_tries $i
@@ -255,6 +260,13 @@ ping -c 5 -s 8972 -w 30 10.0.1.2 > /tmp/p.out 2>&1
 result jumbo "$(grep packets /tmp/p.out)"
 as_user udp_rr --kernel --mtu 9000 --server 10.0.1.2:7007 --size 8000 --size-max 8000 --count 100 --warmup 5 --timeout-ms 1000 --json --quiet > /tmp/u.out 2>&1
 result jumbo_udp "$(tail -n 1 /tmp/u.out)"
+f=0; good=0
+while [ $f -lt 16 ]; do
+    f=$((f + 1))
+    as_user udp_rr --kernel --server 10.0.1.2:7007 --size 100 --size-max 100 --count 5 --warmup 1 --timeout-ms 1000 --json --quiet > /tmp/f.out 2>&1 && good=$((good + 1))
+done
+result flows "$good"
+result input_irqs "$(grep -i 'input' /proc/interrupts | tr -s ' ' | tr '\n' ';')"
 ready before
 lost=0; ok=0; n=0
 while [ $n -lt 400 ]; do
@@ -277,7 +289,7 @@ sleep 1000
 #[test]
 fn vm_to_vm_across_a_fastpathd_restart() {
     const TEST: &str = "vm_to_vm_across_a_fastpathd_restart";
-    let Some(gpeers) = require_guest(TEST, &["udp_rr", "udp_echo"]) else { return };
+    let Some(gpeers) = require_guest(TEST, &["udp_rr", "udp_echo", "set_channels"]) else { return };
     let _serial = serial();
     let (t0, mut lap) = (Instant::now(), Instant::now());
     let dir = TestDir::new("vmr");
@@ -298,6 +310,7 @@ fn vm_to_vm_across_a_fastpathd_restart() {
             .num_vfs(0)
             .static_bin("udp_rr")
             .static_bin("udp_echo")
+            .static_bin("set_channels")
             .vhost_user_nic(nic.with_host_mtu(JUMBO_MTU))
             .timeout(Duration::from_secs(400))
             .body_timeout(Duration::from_secs(390))
@@ -307,13 +320,16 @@ fn vm_to_vm_across_a_fastpathd_restart() {
     };
     // B's NIC has packed rings (QEMU's packed=on): A's split ring and B's packed one meet
     // in the switch, and B's comes back after the restart from the wrap counter in its base.
+    // A's NIC has two queue pairs (QEMU's queues=2), both in use (set_channels): its flows
+    // leave on either transmit queue and come back on the receive queue their hash picks.
     let mut guest_b =
         guest(&dir_b, VhostUserNic::new(&b_sock, VhostMode::Server, "52:54:00:00:02:02").with_packed(), PEER_BODY);
     let mut guest_a = guest(
         &dir_a,
-        VhostUserNic::new(&a_sock, VhostMode::Client { reconnect_ms: 500 }, "52:54:00:00:02:01"),
+        VhostUserNic::new(&a_sock, VhostMode::Client { reconnect_ms: 500 }, "52:54:00:00:02:01").with_queues(2),
         RESTART_BODY,
     );
+    let mut queues_before: Option<Vec<Value>> = None;
     let mut v = Verdict::new(TEST);
     let up = guest_b
         .wait_ready("up", Duration::from_mins(5))
@@ -323,6 +339,8 @@ fn vm_to_vm_across_a_fastpathd_restart() {
     if let Err(e) = up {
         v.fail(e);
     } else {
+        // A's per-queue counters before the switch (and its counters) go away.
+        queues_before = fastpathctl_list_with(&bin_dir().join("fastpathctl"), &ctl).ok();
         sw.signal(Signal::SIGKILL);
         let _ = sw.wait_timeout(Duration::from_secs(5));
         let t_kill = Instant::now();
@@ -385,6 +403,7 @@ fn vm_to_vm_across_a_fastpathd_restart() {
             )
         });
     }
+    check_two_queue_pairs(&mut v, &run_a, queues_before.as_deref());
     let restart = json(&run_a, "restart");
     v.check(restart["ok_after"].as_u64() == Some(3), || {
         format!("guest A → B across the restart: expected pings answered again (3 in a row): {restart}")
@@ -409,4 +428,37 @@ fn vm_to_vm_across_a_fastpathd_restart() {
     // (hw/virtio/vhost.c, vhost_virtqueue_stop). Harmless: the pings above came back.
     v.check(restore.iter().all(|l| l.contains("failed: -22")), || format!("QEMU on reconnect: {restore:?}"));
     run_a.finish(v);
+}
+
+/// Guest A's NIC used both its queue pairs: the driver took two channels, its 16 UDP flows
+/// all came back, and the switch took frames from both of its transmit queues and gave
+/// frames to both of its receive queues (port vma's counters before the restart).
+fn check_two_queue_pairs(v: &mut Verdict, run_a: &GuestRun, list: Option<&[Value]>) {
+    let channels = json(run_a, "channels");
+    v.check(channels["combined"] == 2 && channels["max_combined"] == 2, || {
+        format!("guest A: expected set_channels to give its NIC 2 combined channels (of 2): {channels}")
+    });
+    let features = run_a.result("features").unwrap_or_default().to_string();
+    v.check(features.as_bytes().get(MQ_BIT) == Some(&b'1'), || {
+        format!("guest A: expected VIRTIO_NET_F_MQ (bit {MQ_BIT}) negotiated, features {features:?}")
+    });
+    v.check(run_a.result("flows") == Some("16"), || {
+        format!("guest A: expected 16 UDP flows to B answered, got {:?}", run_a.result("flows"))
+    });
+    let Some(list) = list else {
+        v.fail("fastpathctl list before the restart: no answer".to_string());
+        return;
+    };
+    let counts: Vec<(&str, u64)> = ["rxq0_packets", "rxq1_packets", "txq0_packets", "txq1_packets"]
+        .into_iter()
+        .map(|c| (c, kind_count(list, "vma", c)))
+        .collect();
+    v.check(counts.iter().all(|&(_, n)| n > 0), || {
+        format!(
+            "port vma: expected frames from both of guest A's transmit queues and to both of its receive queues, \
+             got {counts:?}; guest A's input interrupts: {:?}",
+            run_a.result("input_irqs")
+        )
+    });
+    eprintln!("vm_to_vm: guest A's queue pairs on port vma: {counts:?}; interrupts {:?}", run_a.result("input_irqs"));
 }

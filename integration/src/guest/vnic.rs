@@ -34,12 +34,14 @@ pub struct VhostUserNic {
     pub host_mtu: Option<u16>,
     /// QEMU's `packed=on`: the device offers the packed ring layout (VIRTIO_F_RING_PACKED).
     pub packed: bool,
+    /// Queue pairs (QEMU's netdev `queues=N` and the device's `mq=on` past one).
+    pub queues: u16,
 }
 
 impl VhostUserNic {
     /// A NIC with MAC `mac` on `socket`, QEMU in `mode`.
     pub fn new(socket: &Path, mode: VhostMode, mac: &str) -> Self {
-        Self { socket: socket.to_path_buf(), mode, mac: mac.to_string(), host_mtu: None, packed: false }
+        Self { socket: socket.to_path_buf(), mode, mac: mac.to_string(), host_mtu: None, packed: false, queues: 1 }
     }
 
     /// The same NIC offering the guest MTU `mtu` (`host_mtu`; QEMU sends it to the backend
@@ -54,6 +56,13 @@ impl VhostUserNic {
     #[must_use]
     pub fn with_packed(self) -> Self {
         Self { packed: true, ..self }
+    }
+
+    /// The same NIC with `n` queue pairs (VIRTIO_NET_F_MQ): QEMU asks the backend for them
+    /// (GET_QUEUE_NUM) and gives the device a vector per queue.
+    #[must_use]
+    pub fn with_queues(self, n: u16) -> Self {
+        Self { queues: n, ..self }
     }
 }
 
@@ -91,14 +100,12 @@ pub fn vnic_args(nics: &[VhostUserNic], memory_mb: u32) -> Vec<String> {
         if nic.packed {
             device.push_str(",packed=on");
         }
-        a.extend([
-            "-chardev".into(),
-            chardev,
-            "-netdev".into(),
-            format!("vhost-user,id=vu{i},chardev=vuc{i}"),
-            "-device".into(),
-            device,
-        ]);
+        let mut netdev = format!("vhost-user,id=vu{i},chardev=vuc{i}");
+        if nic.queues > 1 {
+            device.push_str(",mq=on");
+            let _ = write!(netdev, ",queues={}", nic.queues);
+        }
+        a.extend(["-chardev".into(), chardev, "-netdev".into(), netdev, "-device".into(), device]);
     }
     a
 }
@@ -114,16 +121,20 @@ mod tests {
             VhostUserNic::new(Path::new("/t/a.sock"), VhostMode::Client { reconnect_ms: 500 }, "02:00:00:00:00:0a"),
             VhostUserNic::new(Path::new("/t/b.sock"), VhostMode::Server, "02:00:00:00:00:0b")
                 .with_host_mtu(9000)
-                .with_packed(),
+                .with_packed()
+                .with_queues(2),
         ];
         let a = vnic_args(&nics, 256).join(" ");
         assert!(a.starts_with("-object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem"), "{a}");
         assert!(a.contains("-chardev socket,id=vuc0,path=/t/a.sock,reconnect-ms=500 "), "{a}");
         assert!(a.contains("-chardev socket,id=vuc1,path=/t/b.sock,server=on,wait=off "), "{a}");
-        assert!(a.contains("-netdev vhost-user,id=vu1,chardev=vuc1"), "{a}");
+        assert!(a.contains("-netdev vhost-user,id=vu0,chardev=vuc0 "), "{a}");
+        assert!(a.contains("-netdev vhost-user,id=vu1,chardev=vuc1,queues=2"), "{a}");
         assert!(a.contains("virtio-net-pci,netdev=vu0,mac=02:00:00:00:00:0a,bus=pcie.0,addr=0x5 "), "{a}");
         assert!(
-            a.ends_with("virtio-net-pci,netdev=vu1,mac=02:00:00:00:00:0b,bus=pcie.0,addr=0x6,host_mtu=9000,packed=on"),
+            a.ends_with(
+                "virtio-net-pci,netdev=vu1,mac=02:00:00:00:00:0b,bus=pcie.0,addr=0x6,host_mtu=9000,packed=on,mq=on"
+            ),
             "{a}"
         );
         assert_eq!(vnic_pci(1), "0000:00:06.0");
