@@ -114,6 +114,9 @@ enum Kind {
     Ports(usize),
     /// 10,000 source MACs behind one port of two (vs OVS-DPDK with the same traffic).
     Macs,
+    /// Two ports of two queue pairs each, testpmd looping frames of many flows between them
+    /// (vs OVS-DPDK with the same ports and traffic).
+    Mq2,
     /// DPDK's virtio_user on packed rings against our backend apps (vs testpmd's net_vhost).
     Packed(packed::Flow),
 }
@@ -182,6 +185,7 @@ pub const CASES: &[Case] = &[
         kind: Kind::Ports(64),
     },
     Case { name: "macs_10k", metrics: &[Metric { name: "macs_10k", unit: Unit::Mpps }], kind: Kind::Macs },
+    Case { name: "mq2_64", metrics: &[Metric { name: "mq2_64", unit: Unit::Mpps }], kind: Kind::Mq2 },
     Case {
         name: "v2h_64_packed",
         metrics: &[Metric { name: "v2h_64_packed", unit: Unit::Mpps }],
@@ -233,6 +237,7 @@ impl Case {
             Kind::Jumbo => jumbo::ours(&mut sb, ctx),
             Kind::Ports(n) => ports::ours_ports(&mut sb, ctx, n),
             Kind::Macs => ports::macs(&mut sb, ctx, false),
+            Kind::Mq2 => ports::mq2(&mut sb, ctx, false),
             Kind::Packed(flow) => packed::ours(&mut sb, ctx, flow),
         }
     }
@@ -262,6 +267,7 @@ impl Case {
             Kind::Jumbo => jumbo::peer(&mut sb, ctx),
             Kind::Ports(n) => ports::peer_ports(&mut sb, ctx, n),
             Kind::Macs => ports::macs(&mut sb, ctx, true),
+            Kind::Mq2 => ports::mq2(&mut sb, ctx, true),
             Kind::Packed(flow) => packed::peer(&mut sb, ctx, flow),
         }
     }

@@ -1,7 +1,7 @@
 // The many-ports and many-MACs cases: one forwarder process holds every virtio-user port
 // (pairs of ports looping frames to each other through the switch, addressed by MAC so that
 // the switch forwards by what it learned), against OVS-DPDK with as many dpdkvhostuser ports.
-//! Bench cases `switch_16`, `switch_64ports` and `macs_10k`.
+//! Bench cases `switch_16`, `switch_64ports`, `macs_10k` and `mq2_64`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -153,6 +153,40 @@ pub fn macs(sb: &mut Sandbox, ctx: &Ctx, ovs: bool) -> Result<Vec<f64>> {
         bail!("no frames went round");
     }
     Ok(vec![mpps])
+}
+
+/// Queue pairs of each port in `mq2_64`.
+const MQ_PAIRS: u32 = 2;
+/// Frames in flight in `mq2_64` (as switch_64): a burst of 32 primed on each queue, 2 each.
+const IN_FLIGHT_MQ: u32 = 256;
+
+/// `mq2_64`: a switch with two ports of [`MQ_PAIRS`] queue pairs each; testpmd (CPU 1, one
+/// forwarding core polling all four queues) holds both as `virtio_user` ports (`queues=2`)
+/// in `mac` mode, each port sending from its MAC to the other's, the primed frames of many
+/// flows (`--txonly-multi-flow`: each frame its own source address) so that a switch
+/// spreads them over both receive queues of its destination. Ours: fastpathd's one worker
+/// on CPU 0 polling every queue pair; or (`ovs`) OVS-DPDK's PMD on CPU 0 with the same
+/// ports, whose vhost-user ports take as many queues as the frontend enables. Rx-pps
+/// summed over both of testpmd's ports.
+pub fn mq2(sb: &mut Sandbox, ctx: &Ctx, ovs: bool) -> Result<Vec<f64>> {
+    let names = names(2);
+    let (socks, _ovs) = if ovs {
+        let o = Ovs::start(sb, 0, &["p0", "p1"])?;
+        (names.iter().map(|p| o.socket(p)).collect::<Vec<_>>(), Some(o))
+    } else {
+        (start_fastpathd(sb, ctx, 2, &[])?, None)
+    };
+    let macs: Vec<String> = (0..2).map(mac).collect();
+    let per_queue = IN_FLIGHT_MQ / (2 * MQ_PAIRS) / testpmd::BURST;
+    let mut fwd = Testpmd::virtio_user(&socks[0], "mac").prime(per_queue);
+    fwd.name = "testpmd-mq2";
+    fwd.vdevs = (0..2)
+        .map(|i| format!("virtio_user{i},path={},queues={MQ_PAIRS},cq=1,mac={}", socks[i].display(), macs[i]))
+        .collect();
+    fwd.extra = (0..2).map(|i| format!("--eth-peer={i},{}", macs[i ^ 1])).collect();
+    fwd.extra.extend([format!("--rxq={MQ_PAIRS}"), format!("--txq={MQ_PAIRS}"), "--txonly-multi-flow".to_string()]);
+    let fwd = fwd.spawn(sb)?;
+    testpmd::measure(sb, &[(fwd, &[0, 1])], ctx.secs)
 }
 
 #[cfg(test)]
