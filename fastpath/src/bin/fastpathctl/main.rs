@@ -11,11 +11,12 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use fastpath::doctor;
 use fastpath_host::pci::{Pci, PciAddress, Role, VFIO_PCI};
 use fastpath_host::proto::{
-    CaptureSpec, Client, Direction, MirrorConfig, PortConfig, PortInfo, PortMode, Request, Response, DEFAULT_SLOTS,
-    DEFAULT_SNAPLEN,
+    CaptureSpec, Client, Direction, MirrorConfig, PortInfo, Request, Response, DEFAULT_SLOTS, DEFAULT_SNAPLEN,
 };
 
 /// fastpathctl: control a running fastpathd.
+mod add_port;
+
 #[derive(Debug, Parser)]
 #[command(
     version,
@@ -36,88 +37,7 @@ enum Cmd {
     /// Add a port to a bridge: a vhost-user socket (--socket), a TAP interface (--tap), a
     /// queue of a kernel interface through AF_XDP (--afxdp), an SR-IOV VF (--vf) or a VXLAN
     /// overlay over an uplink (--vxlan).
-    AddPort {
-        /// Port name.
-        #[arg(long)]
-        name: String,
-        /// Bridge.
-        #[arg(long, default_value = "br0")]
-        bridge: String,
-        /// vhost-user socket path.
-        #[arg(long, required_unless_present_any = ["tap", "afxdp", "vf", "vxlan"], conflicts_with_all = ["tap", "afxdp", "vf", "vxlan"])]
-        socket: Option<PathBuf>,
-        /// A TAP interface instead (created if absent, set up): the host's own stack on the bridge.
-        #[arg(long, value_name = "IFNAME", conflicts_with_all = ["afxdp", "vf", "vxlan"])]
-        tap: Option<String>,
-        /// One queue of a kernel interface instead, through AF_XDP: IFNAME or IFNAME:QUEUE.
-        #[arg(long, value_name = "IFNAME[:QUEUE]", conflicts_with_all = ["vf", "vxlan"])]
-        afxdp: Option<String>,
-        /// An SR-IOV virtual function instead (an 82576 VF bound to vfio-pci: `vf bind`),
-        /// driven by the switch from user space: an uplink to the NIC's wire.
-        #[arg(long, value_name = "PCI", conflicts_with = "vxlan")]
-        vf: Option<String>,
-        /// A VXLAN overlay instead, for this VNI (with --local, --uplink, --remote).
-        #[arg(long, value_name = "VNI", requires_all = ["local", "uplink"])]
-        vxlan: Option<u32>,
-        /// The local VTEP's IPv4 address (vxlan).
-        #[arg(long, requires = "vxlan")]
-        local: Option<std::net::Ipv4Addr>,
-        /// The uplink the overlay goes through: afxdp:IFNAME[:QUEUE] or tap:IFNAME (vxlan).
-        #[arg(long, value_name = "KIND:IFNAME", requires = "vxlan")]
-        uplink: Option<String>,
-        /// A remote VTEP (repeat for each): broadcast and unknown destinations go to every one (vxlan).
-        #[arg(long, requires = "vxlan")]
-        remote: Vec<std::net::Ipv4Addr>,
-        /// The outer next hop's MAC for every remote VTEP [default: ARP for each] (vxlan).
-        #[arg(long, requires = "vxlan")]
-        next_hop_mac: Option<String>,
-        /// The switch connects to a listening container instead of listening.
-        #[arg(long)]
-        client: bool,
-        /// Owner uid of the socket file (a non-root container must own it to connect).
-        #[arg(long)]
-        uid: Option<u32>,
-        /// Owner gid of the socket file.
-        #[arg(long)]
-        gid: Option<u32>,
-        /// The container the port belongs to (its id).
-        #[arg(long)]
-        container: Option<String>,
-        /// The port's MAC, as its owner was told (checked on its frames with --port-security).
-        #[arg(long)]
-        mac: Option<String>,
-        /// The port's IPv4 address (checked on its ARP and IPv4 frames with --port-security mac+ip).
-        #[arg(long)]
-        ip: Option<std::net::Ipv4Addr>,
-        /// What the port's frames are checked for: off, mac or mac+ip [default: the switch's port_security].
-        #[arg(long)]
-        port_security: Option<fastpath::config::PortSecurity>,
-        /// Most memory its frontend may register, e.g. 256Mi [default: the switch's max_port_memory].
-        #[arg(long)]
-        max_memory: Option<fastpath::config::ByteSize>,
-        /// An access port of this VLAN (1-4094): its frames come and go untagged.
-        #[arg(long, value_name = "VLAN", conflicts_with = "trunk")]
-        vlan: Option<u16>,
-        /// A trunk carrying these VLANs tagged (802.1Q), e.g. 100,200.
-        #[arg(long, value_name = "VLAN,...", value_delimiter = ',')]
-        trunk: Option<Vec<u16>>,
-        /// The port's MTU (68-9198): longer frames to it are dropped (counted as too big),
-        /// and a vhost-user frontend is offered it [default: frames up to 9216 bytes].
-        #[arg(long)]
-        mtu: Option<u16>,
-        /// Offer a vhost-user frontend the checksum and TSO offloads (on) or not (off)
-        /// [default: fastpathd's `offloads`, on].
-        #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
-        offloads: Option<bool>,
-        /// Don't offer a vhost-user frontend the packed ring (VIRTIO_F_RING_PACKED): it
-        /// gets a split ring even if it asks for packed [default: offered].
-        #[arg(long)]
-        no_packed: bool,
-        /// Queue pairs a vhost-user frontend may use, 1-8 (VIRTIO_NET_F_MQ; QEMU's
-        /// `queues=N`, testpmd's `queues=N`) [default: 8].
-        #[arg(long, value_name = "N")]
-        queues: Option<u16>,
-    },
+    AddPort(add_port::AddPortArgs),
     /// Remove a port.
     DelPort {
         /// Port name.
@@ -714,15 +634,6 @@ fn upgrade(
     }
 }
 
-/// `on` or `off` (also `true`/`false`, `yes`/`no`).
-fn parse_on_off(s: &str) -> Result<bool, String> {
-    match s {
-        "on" | "true" | "yes" => Ok(true),
-        "off" | "false" | "no" => Ok(false),
-        _ => Err(format!("'{s}' is not on or off")),
-    }
-}
-
 fn main() -> Result<()> {
     let a = Args::parse();
     match a.cmd {
@@ -736,80 +647,7 @@ fn main() -> Result<()> {
                 std::process::exit(1);
             }
         }
-        Cmd::AddPort {
-            name,
-            bridge,
-            socket,
-            tap,
-            afxdp,
-            vxlan,
-            local,
-            uplink,
-            remote,
-            next_hop_mac,
-            vf,
-            client,
-            uid,
-            gid,
-            container,
-            mac,
-            ip,
-            port_security,
-            max_memory,
-            vlan,
-            trunk,
-            mtu,
-            offloads,
-            no_packed,
-            queues,
-        } => {
-            let mode = if client { PortMode::Client } else { PortMode::Server };
-            let base = match (tap, afxdp, vf) {
-                _ if vxlan.is_some() => PortConfig {
-                    vni: vxlan,
-                    local,
-                    remotes: remote,
-                    next_hop_mac,
-                    ..fastpath::config::vxlan_over(&name, &bridge, uplink.as_deref().unwrap_or_default())
-                        .map_err(|e| anyhow!("--{e}"))?
-                },
-                (Some(ifname), _, _) => PortConfig::tap(name.clone(), bridge, ifname),
-                (None, None, Some(pci)) => {
-                    PciAddress::parse_full(&pci).context("--vf")?;
-                    PortConfig::vf(name.clone(), bridge, pci)
-                }
-                (None, Some(x), _) => {
-                    let (ifname, queue) = match x.split_once(':') {
-                        Some((i, q)) => {
-                            (i.to_string(), q.parse().with_context(|| format!("--afxdp {x}: queue '{q}'"))?)
-                        }
-                        None => (x.clone(), 0),
-                    };
-                    PortConfig::afxdp(name.clone(), bridge, ifname, queue)
-                }
-                (None, None, None) => PortConfig::new(name.clone(), bridge, socket.unwrap_or_default()),
-            };
-            let packed = no_packed.then_some(false);
-            let port = PortConfig {
-                mode,
-                uid,
-                gid,
-                container,
-                mac,
-                ip,
-                port_security,
-                max_memory,
-                vlan,
-                trunk,
-                mtu,
-                offloads,
-                packed,
-                queues,
-                ..base
-            };
-            call(&a.ctl, &Request::AddPort(port))?;
-            println!("port {name} added");
-        }
+        Cmd::AddPort(args) => add_port::run(&a.ctl, args)?,
         Cmd::DelPort { name } => {
             call(&a.ctl, &Request::DelPort { name: name.clone() })?;
             println!("port {name} removed");
