@@ -1,7 +1,8 @@
 // netlib's virtio-user frontend against DPDK's vhost-user backend (net_vhost):
 // pktgen → testpmd port 0 → io fwd → testpmd port 1 → sink, once with testpmd
 // listening (ours connect, `vu:`) and once with ours listening (`vu-server:`,
-// testpmd `client=1`). Covers netlib tx → DPDK and DPDK → netlib rx.
+// testpmd `client=1`), and once on packed rings (`vu-packed:`). Covers netlib tx → DPDK
+// and DPDK → netlib rx.
 //! Interop: netlib virtio-user ↔ DPDK net_vhost.
 
 use std::time::Instant;
@@ -14,13 +15,25 @@ use integration::{
 /// testpmd listens on two vhost-user sockets; pktgen (vu:A) and sink (vu:B) connect.
 #[test]
 fn netlib_to_testpmd_vhost() {
-    const TEST: &str = "netlib_to_testpmd_vhost";
-    let Some(peers) = require(TEST, &["pktgen", "sink"], true) else { return };
+    to_testpmd_vhost("netlib_to_testpmd_vhost", "vu");
+}
+
+/// The same with netlib's frontend on packed rings (`vu-packed:`), which testpmd's
+/// net_vhost offers: both of ours say so when they come up.
+#[test]
+fn netlib_packed_to_testpmd_vhost() {
+    to_testpmd_vhost("netlib_packed_to_testpmd_vhost", "vu-packed");
+}
+
+/// pktgen (`KIND:A`) → testpmd net_vhost → sink (`KIND:B`).
+fn to_testpmd_vhost(test: &'static str, kind: &str) {
+    let packed = kind == "vu-packed";
+    let Some(peers) = require(test, &["pktgen", "sink"], true) else { return };
     let _serial = serial();
     let t0 = Instant::now();
     let dir = TestDir::new("vh");
     let (a, b) = (dir.join("a.sock"), dir.join("b.sock"));
-    let mut v = Verdict::new(TEST);
+    let mut v = Verdict::new(test);
 
     let mut tp = Testpmd::start(
         &peers,
@@ -40,22 +53,29 @@ fn netlib_to_testpmd_vhost() {
     }
     // The sink first, and its link up, so testpmd never forwards to a port that is not ready.
     let mut sink =
-        Proc::spawn("sink", &dir, &peers.bin("sink"), &sink_args(&format!("vu:{}", b.display()), FRAMES), &[]);
+        Proc::spawn("sink", &dir, &peers.bin("sink"), &sink_args(&format!("{kind}:{}", b.display()), FRAMES), &[]);
     if !sink.wait_for_stderr(VU_LINK_UP, SETUP_TIMEOUT) {
         v.abort(
             format!(
-                "sink: expected its link up on vu:{} within {SETUP_TIMEOUT:?} (log line containing {VU_LINK_UP:?})",
+                "sink: expected its link up on {kind}:{} within {SETUP_TIMEOUT:?} (log line containing {VU_LINK_UP:?})",
                 b.display()
             ),
             &mut [&mut sink, tp.proc()],
         );
     }
-    let mut pktgen =
-        Proc::spawn("pktgen", &dir, &peers.bin("pktgen"), &pktgen_args(&format!("vu:{}", a.display()), FRAMES), &[]);
+    let gen_a = pktgen_args(&format!("{kind}:{}", a.display()), FRAMES);
+    let mut pktgen = Proc::spawn("pktgen", &dir, &peers.bin("pktgen"), &gen_a, &[]);
     finish_transfer(&mut v, &mut pktgen, &mut sink, FRAMES);
     let stats = tp.stop();
     check_testpmd_forwarded(&mut v, &stats, 0, 1, FRAMES);
-    eprintln!("[{}] {TEST}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
+    let layout = if packed { "per packed ring" } else { "per split ring" };
+    for p in [&pktgen, &sink] {
+        let up: Vec<String> = p.stderr().lines().filter(|l| l.contains("up (features")).map(String::from).collect();
+        v.check(up.iter().any(|l| l.contains(layout)), || {
+            format!("{}: expected its port up with {layout:?}, got {up:?}", p.name())
+        });
+    }
+    eprintln!("[{}] {test}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
     v.finish(&mut [&mut pktgen, &mut sink, tp.proc()]);
 }
 

@@ -223,6 +223,11 @@ impl Config {
 
     /// The port `spec` opens, if it is one of the container's (the same socket, the same mode).
     pub fn port_for(&self, spec: &PortSpec) -> Option<&PortInfo> {
+        // A hook's port opened on packed rings is still that port.
+        let spec = match spec {
+            PortSpec::VirtioUserPacked(p) => &PortSpec::VirtioUser(p.clone()),
+            s => s,
+        };
         self.ports.iter().find(|p| p.spec() == *spec)
     }
 
@@ -237,7 +242,7 @@ impl Config {
 /// one of its ports (an app run by hand), or the port has no MAC.
 pub fn discover_mac(spec: &PortSpec) -> Result<Option<Mac>, ConfigError> {
     // The hook's ports are virtio-user frontends: another kind of spec needs no file.
-    if !matches!(spec, PortSpec::VirtioUser(_) | PortSpec::VirtioUserServer(_)) {
+    if !matches!(spec, PortSpec::VirtioUser(_) | PortSpec::VirtioUserServer(_) | PortSpec::VirtioUserPacked(_)) {
         return Ok(None);
     }
     match Config::discover() {

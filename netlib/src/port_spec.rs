@@ -14,6 +14,9 @@ pub enum PortSpec {
     VirtioUser(PathBuf),
     /// `vu-server:PATH`: virtio-user frontend that listens for a backend.
     VirtioUserServer(PathBuf),
+    /// `vu-packed:PATH`: virtio-user frontend connecting to a listening backend, on
+    /// packed rings when the backend offers them (split ones otherwise).
+    VirtioUserPacked(PathBuf),
     /// `vhost:PATH`: vhost-user backend (device side) that listens.
     Vhost(PathBuf),
     /// `vhost-client:PATH`: vhost-user backend that connects.
@@ -26,7 +29,7 @@ pub enum PortSpec {
 /// A port spec that could not be parsed.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "port '{0}' is not a port spec (try vu:/path/sock, vu-server:PATH, vhost:PATH, vhost-client:PATH or vf:0000:01:10.0)"
+    "port '{0}' is not a port spec (try vu:/path/sock, vu-server:PATH, vu-packed:PATH, vhost:PATH, vhost-client:PATH or vf:0000:01:10.0)"
 )]
 pub struct BadPortSpec(pub String);
 
@@ -47,6 +50,7 @@ impl std::str::FromStr for PortSpec {
         Ok(match kind {
             "vu" | "virtio-user" => PortSpec::VirtioUser(p),
             "vu-server" | "virtio-user-server" => PortSpec::VirtioUserServer(p),
+            "vu-packed" => PortSpec::VirtioUserPacked(p),
             "vhost" => PortSpec::Vhost(p),
             "vhost-client" => PortSpec::VhostClient(p),
             _ => return Err(BadPortSpec(s.into())),
@@ -60,6 +64,7 @@ impl std::fmt::Display for PortSpec {
             PortSpec::Vf(pci) => return write!(f, "vf:{pci}"),
             PortSpec::VirtioUser(p) => ("vu", p),
             PortSpec::VirtioUserServer(p) => ("vu-server", p),
+            PortSpec::VirtioUserPacked(p) => ("vu-packed", p),
             PortSpec::Vhost(p) => ("vhost", p),
             PortSpec::VhostClient(p) => ("vhost-client", p),
         };
@@ -91,6 +96,9 @@ pub fn open_port(spec: &PortSpec, pool: &mut PktPool, queue_size: u16) -> Result
     Ok(match spec {
         PortSpec::VirtioUser(p) => Box::new(VirtioUser::open(p, pool, vu_opts(false))?),
         PortSpec::VirtioUserServer(p) => Box::new(VirtioUser::open(p, pool, vu_opts(true))?),
+        PortSpec::VirtioUserPacked(p) => {
+            Box::new(VirtioUser::open(p, pool, VirtioUserOptions { packed: true, ..vu_opts(false) })?)
+        }
         PortSpec::Vhost(p) => Box::new(VhostBackend::open(p, VhostMode::Listen)?),
         PortSpec::VhostClient(p) => Box::new(VhostBackend::open(p, VhostMode::Connect)?),
         PortSpec::Vf(pci) => {
@@ -108,6 +116,8 @@ mod tests {
     #[test]
     fn parses_specs() {
         assert_eq!("vu:/a".parse::<PortSpec>().unwrap(), PortSpec::VirtioUser("/a".into()));
+        assert_eq!("vu-packed:/a".parse::<PortSpec>().unwrap(), PortSpec::VirtioUserPacked("/a".into()));
+        assert_eq!(PortSpec::VirtioUserPacked("/a".into()).to_string(), "vu-packed:/a");
         assert_eq!("vhost-client:/b".parse::<PortSpec>().unwrap(), PortSpec::VhostClient("/b".into()));
         let e = "tap:/x".parse::<PortSpec>().unwrap_err().to_string();
         assert!(e.contains("tap:/x"), "{e}");

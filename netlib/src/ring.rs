@@ -1,6 +1,6 @@
-// The split virtqueue's memory layout and its two sides' raw accessors: the
-// driver side (our own ring memory) and the device side (a frontend's memory).
-//! Split virtqueue layout and accessors.
+// The split and packed virtqueues' memory layouts and their two sides' raw accessors:
+// the driver side (our own ring memory) and the device side (a frontend's memory).
+//! Virtqueue layouts and accessors.
 //!
 //! One of the few modules with `unsafe`. Pointers into the three ring areas are
 //! resolved once, when a queue is set up; the per-packet path then only reads
@@ -510,6 +510,112 @@ impl PackedDeviceRing {
     }
 }
 
+/// Where a packed ring's device event area starts after its descriptors (its own cache
+/// line: the driver event area, which we write, is in the line before).
+const PACKED_DEVICE_EVENT_AT: u64 = 64;
+
+/// The driver side of a packed ring, in memory this process owns and shares: the
+/// descriptors, then the driver event area (ours: whether we want to be signalled), then
+/// the device event area (the backend's: whether it wants kicks).
+#[derive(Debug)]
+pub struct PackedDriverRing {
+    desc: u64,
+    driver_event: u64,
+    device_event: u64,
+    size: u16,
+    region: Region,
+}
+
+impl PackedDriverRing {
+    /// Bytes of a ring of `size` entries with its two event areas.
+    pub fn total_bytes(size: u16) -> u64 {
+        packed_desc_bytes(size) + PACKED_DEVICE_EVENT_AT + PACKED_EVENT_BYTES
+    }
+
+    /// Allocates a zeroed ring of `size` entries (a power of two) in its own region.
+    pub fn new(size: u16, hugedir: Option<&std::path::Path>) -> Result<Self, DriverRingError> {
+        if !size.is_power_of_two() {
+            return Err(DriverRingError::BadSize(size));
+        }
+        let region = Region::create(hugedir, Self::total_bytes(size))?;
+        let desc = region.map().addr();
+        let driver_event = desc + packed_desc_bytes(size);
+        Ok(Self { desc, driver_event, device_event: driver_event + PACKED_DEVICE_EVENT_AT, size, region })
+    }
+
+    /// The ring's areas (our VAs, which the backend receives in SET_VRING_ADDR's desc,
+    /// avail and used): descriptors, driver event area, device event area.
+    pub fn areas(&self) -> (u64, u64, u64) {
+        (self.desc, self.driver_event, self.device_event)
+    }
+
+    /// The region holding the ring.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Entries.
+    #[inline(always)]
+    pub fn size(&self) -> u16 {
+        self.size
+    }
+
+    /// Zeroes the whole ring (before a new handshake).
+    pub fn reset(&mut self) {
+        let len = Self::total_bytes(self.size) as usize;
+        self.region.map_mut().slice_mut(0, len).expect("ring inside its region").fill(0);
+    }
+
+    /// Writes descriptor `i` (masked into range): address, length and id first, then its
+    /// flags with release, which makes it the device's.
+    #[inline(always)]
+    pub fn set_desc(&self, i: u16, addr: u64, len: u32, id: u16, flags: u16) {
+        let a = self.desc + 16 * u64::from(i & (self.size - 1));
+        // SAFETY: a descriptor slot inside our region, 16-aligned; little-endian target.
+        unsafe {
+            let p = a as *mut u8;
+            std::ptr::write_volatile(p.cast::<u64>(), addr.to_le());
+            std::ptr::write_volatile(p.add(8).cast::<u32>(), len.to_le());
+            std::ptr::write_volatile(p.add(12).cast::<u16>(), id.to_le());
+            atomic_u16(a + 14).store(flags, Ordering::Release);
+        }
+    }
+
+    /// The flags of descriptor `i` (masked), with acquire: its id and length, read after,
+    /// are what the device wrote before marking it used.
+    #[inline(always)]
+    pub fn flags(&self, i: u16) -> u16 {
+        let a = self.desc + 16 * u64::from(i & (self.size - 1)) + 14;
+        // SAFETY: flags of a descriptor inside our region, 2-aligned.
+        unsafe { atomic_u16(a) }.load(Ordering::Acquire)
+    }
+
+    /// The id and length the device wrote in used descriptor `i` (masked; untrusted: the
+    /// caller bounds the id).
+    #[inline(always)]
+    pub fn used(&self, i: u16) -> (u16, u32) {
+        let a = self.desc + 16 * u64::from(i & (self.size - 1));
+        // SAFETY: a descriptor inside our region, 16-aligned.
+        unsafe {
+            let p = a as *const u8;
+            (std::ptr::read_volatile(p.add(12).cast::<u16>()), std::ptr::read_volatile(p.add(8).cast::<u32>()))
+        }
+    }
+
+    /// Sets our event suppression flags (`RING_EVENT_FLAGS_*`): whether we want calls.
+    pub fn set_driver_event_flags(&self, flags: u16) {
+        // SAFETY: flags of our driver event area, 2-aligned.
+        unsafe { atomic_u16(self.driver_event + 2) }.store(flags, Ordering::Release);
+    }
+
+    /// The device's event suppression flags: whether it wants kicks.
+    #[inline(always)]
+    pub fn device_event_flags(&self) -> u16 {
+        // SAFETY: flags of our device event area, 2-aligned.
+        unsafe { atomic_u16(self.device_event + 2) }.load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,6 +674,26 @@ mod tests {
         dev.publish_used(1);
         assert_eq!(drv.used_idx(), 1);
         assert_eq!(drv.used_elem(0), (3, 42));
+    }
+
+    #[test]
+    fn packed_driver_and_device_views_agree() {
+        let drv = PackedDriverRing::new(8, None).unwrap();
+        let (desc, drv_ev, dev_ev) = drv.areas();
+        let r = drv.region();
+        let mut gm = GuestMemory::default();
+        gm.add_region(r.fd().as_fd(), r.map().addr(), r.map().addr(), r.map().len() as u64, 0).unwrap();
+        let gm = Arc::new(gm);
+        let dev = PackedDeviceRing::new(&gm, 8, desc, drv_ev, dev_ev).unwrap();
+        drv.set_desc(9, 0xdead_beef, 60, 5, 0x80);
+        assert_eq!(dev.desc(1), PackedDesc { addr: 0xdead_beef, len: 60, id: 5, flags: 0x80 });
+        dev.set_used(1, 5, 42);
+        dev.set_flags(1, 0x8080);
+        assert_eq!((drv.flags(1), drv.used(1)), (0x8080, (5, 42)));
+        drv.set_driver_event_flags(1);
+        dev.set_device_event_flags(1);
+        assert_eq!((dev.driver_event_flags(), drv.device_event_flags()), (1, 1));
+        assert!(matches!(PackedDriverRing::new(6, None), Err(DriverRingError::BadSize(6))));
     }
 
     #[test]

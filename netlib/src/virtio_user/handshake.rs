@@ -11,7 +11,7 @@ use super::{State, VirtioUser, VirtioUserError};
 use crate::pool::PktPool;
 use crate::spec::{
     PROTOCOL_F_CONFIGURE_MEM_SLOTS, PROTOCOL_F_REPLY_ACK, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_IN_ORDER,
-    VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, VRING_AVAIL_F_NO_INTERRUPT,
+    VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF,
 };
 use crate::vhost_user::conn::RawMsg;
 use crate::vhost_user::message::{encode, FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION};
@@ -119,20 +119,26 @@ impl VirtioUser {
             ch.protocol = want;
         }
         ch.request(Request::SetOwner, &[], &[], false)?;
+        // Packed rings when asked for and offered; on them the device may then write one
+        // used descriptor for a batch in order, so IN_ORDER is not taken with them.
+        let packed = self.opts.packed && features & VIRTIO_F_RING_PACKED != 0;
         let ours = VIRTIO_F_VERSION_1
-            | (features & (VHOST_USER_F_PROTOCOL_FEATURES | VIRTIO_F_IN_ORDER | VIRTIO_NET_F_MRG_RXBUF));
+            | (features & (VHOST_USER_F_PROTOCOL_FEATURES | VIRTIO_NET_F_MRG_RXBUF))
+            | if packed { VIRTIO_F_RING_PACKED } else { features & VIRTIO_F_IN_ORDER };
         self.in_order = ours & VIRTIO_F_IN_ORDER != 0;
         self.mrg_rxbuf = ours & VIRTIO_NET_F_MRG_RXBUF != 0;
         ch.request(Request::SetFeatures, &encode::u64(ours), &[], true)?;
+        self.rxq.set_layout(packed)?;
+        self.txq.set_layout(packed)?;
         send_memory(&mut ch, &self.regions())?;
         // Receive buffers go in before the backend sees the ring.
         self.rxq.refill_rx(pool);
-        self.rxq.ring.set_avail_flags(VRING_AVAIL_F_NO_INTERRUPT);
-        self.txq.ring.set_avail_flags(VRING_AVAIL_F_NO_INTERRUPT);
+        self.rxq.set_interrupts(false);
+        self.txq.set_interrupts(false);
         for (qi, q) in [(0u32, &self.rxq), (1, &self.txq)] {
-            let l = q.ring.layout();
+            let l = q.addrs();
             let num = encode::state(VringState { index: qi, num: u32::from(l.size) });
-            let base = encode::state(VringState { index: qi, num: 0 });
+            let base = encode::state(VringState { index: qi, num: q.base() });
             let addr =
                 encode::addr(VringAddr { index: qi, flags: 0, desc: l.desc, used: l.used, avail: l.avail, log: 0 });
             ch.request(Request::SetVringNum, &num, &[], true)?;
@@ -153,10 +159,11 @@ impl VirtioUser {
         let _ = self.txq.kick.write(1);
         self.state = State::Up;
         tracing::info!(
-            "{}: up (features {ours:#x}, protocol {:#x}, {} entries per ring)",
+            "{}: up (features {ours:#x}, protocol {:#x}, {} entries per {} ring)",
             self.name,
             self.protocol,
-            self.opts.queue_size
+            self.opts.queue_size,
+            if packed { "packed" } else { "split" }
         );
         Ok(())
     }
@@ -170,13 +177,13 @@ impl VirtioUser {
             mmap_offset: 0,
         };
         let ring = |q: &DriverQueue| {
-            let m = q.ring.region().map();
+            let m = q.region().map();
             reg(m.addr(), m.len() as u64)
         };
         [
             (reg(self.own_pool.addr(), self.pool_len), self.pool_fd.as_fd()),
-            (ring(&self.rxq), self.rxq.ring.region().fd()),
-            (ring(&self.txq), self.txq.ring.region().fd()),
+            (ring(&self.rxq), self.rxq.region().fd()),
+            (ring(&self.txq), self.txq.region().fd()),
         ]
     }
 }

@@ -9,49 +9,66 @@ use super::queue::DriverQueue;
 use crate::mem::GuestMemory;
 use crate::pool::{burst_vec, PktPool, PoolOptions};
 use crate::port::PortCounters;
-use crate::ring::DeviceRing;
+use crate::ring::{DeviceRing, PackedDeviceRing};
 use crate::spec::{NET_HDR_LEN, NUM_BUFFERS_AT};
-use crate::vhost::{write_chain, DeviceQueue};
+use crate::vhost::{write_chain, Chain, DeviceQueue, PackedQueue, RingQueue, VirtQueue};
 
 const SIZE: u16 = 16;
 const ROOM: u16 = 4096;
 
-/// A driver's receive queue, its buffers posted, and the device's view of it.
+/// A driver's receive queue, its buffers posted, and the device's view of it, on a
+/// split or a packed ring.
 struct Rig {
     pool: PktPool,
     drv: DriverQueue,
     mem: Arc<GuestMemory>,
-    dev: DeviceQueue,
+    dev: VirtQueue,
 }
 
-fn rig() -> Rig {
+fn rig(packed: bool) -> Rig {
     let mut pool = PktPool::new(&PoolOptions { nbufs: 64, hugedir: None, data_room: ROOM }).unwrap();
     let mut drv = DriverQueue::new(SIZE).unwrap();
+    drv.set_layout(packed).unwrap();
     drv.refill_rx(&mut pool);
     let mut gm = GuestMemory::default();
-    for r in [pool.region(), drv.ring.region()] {
+    for r in [pool.region(), drv.region()] {
         let m = r.map();
         gm.add_region(r.fd().as_fd(), m.addr(), m.addr(), m.len() as u64, 0).unwrap();
     }
     let mem = Arc::new(gm);
-    let l = drv.ring.layout();
-    let ring = DeviceRing::new(&mem, u32::from(SIZE), l.desc, l.avail, l.used).unwrap();
-    Rig { pool, drv, mem, dev: DeviceQueue::new(ring, 0) }
+    let l = drv.addrs();
+    let dev = if packed {
+        let ring = PackedDeviceRing::new(&mem, u32::from(SIZE), l.desc, l.avail, l.used).unwrap();
+        VirtQueue::Packed(PackedQueue::new(ring, drv.base(), 1 << 16).unwrap())
+    } else {
+        VirtQueue::Split(DeviceQueue::new(DeviceRing::new(&mem, u32::from(SIZE), l.desc, l.avail, l.used).unwrap(), 0))
+    };
+    Rig { pool, drv, mem, dev }
+}
+
+/// The device writes `parts` into as many of `q`'s buffers, the first after a header
+/// whose num_buffers is `count`, and publishes them.
+fn write_parts(q: &mut impl RingQueue, mem: &GuestMemory, count: u16, parts: &[&[u8]]) {
+    assert!(usize::from(q.available().unwrap()) >= parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        let mut ch = Chain::empty(0);
+        q.pop_into(mem, true, &mut ch).unwrap();
+        let mut hdr = [0u8; NET_HDR_LEN as usize];
+        hdr[NUM_BUFFERS_AT..].copy_from_slice(&count.to_le_bytes());
+        let hdr: &[u8] = if i == 0 { &hdr } else { &[] };
+        let len = write_chain(mem, &ch, hdr, part).unwrap();
+        q.put_used(&ch, len);
+    }
+    q.publish();
 }
 
 impl Rig {
-    /// The device writes `parts` into as many buffers, the first after a header whose
-    /// num_buffers is `count`, and publishes them.
+    /// The device writes `parts` into as many buffers (see [`write_parts`]).
     fn device_writes(&mut self, count: u16, parts: &[&[u8]]) {
-        for (i, part) in parts.iter().enumerate() {
-            let ch = self.dev.pop(&self.mem, true).unwrap();
-            let mut hdr = [0u8; NET_HDR_LEN as usize];
-            hdr[NUM_BUFFERS_AT..].copy_from_slice(&count.to_le_bytes());
-            let hdr: &[u8] = if i == 0 { &hdr } else { &[] };
-            let len = write_chain(&self.mem, &ch, hdr, part).unwrap();
-            self.dev.push_used(ch.head, len);
+        match &mut self.dev {
+            VirtQueue::Split(q) => write_parts(q, &self.mem, count, parts),
+            VirtQueue::Packed(q) => write_parts(q, &self.mem, count, parts),
         }
-        self.dev.publish();
     }
 
     /// Receives, returns the frames' bytes, refills; checks that no buffer went missing.
@@ -69,7 +86,13 @@ impl Rig {
 
 #[test]
 fn a_frame_over_three_buffers_is_put_back_together() {
-    let mut r = rig();
+    for packed in [false, true] {
+        a_frame_over_three_buffers(packed);
+    }
+}
+
+fn a_frame_over_three_buffers(packed: bool) {
+    let mut r = rig(packed);
     let (a, b, cc) = (vec![1u8; 1500], vec![2u8; 1500], vec![3u8; 600]);
     r.device_writes(1, &[&[9u8; 60]]);
     r.device_writes(3, &[&a, &b, &cc]);
@@ -81,7 +104,13 @@ fn a_frame_over_three_buffers_is_put_back_together() {
 
 #[test]
 fn lying_or_zero_counts_and_frames_past_the_room_are_dropped_with_their_buffers() {
-    let mut r = rig();
+    for packed in [false, true] {
+        lying_counts(packed);
+    }
+}
+
+fn lying_counts(packed: bool) {
+    let mut r = rig(packed);
     let mut c = PortCounters::default();
     // num_buffers 0, then a count past what the device used: the first buffer is dropped.
     r.device_writes(0, &[&[1u8; 100]]);

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use crate::cadence::Cadence;
 use crate::pool::{Packet, PktPool};
 use crate::port::{LinkState, PoolCheck, Port, PortCounters};
-use crate::spec::VRING_AVAIL_F_NO_INTERRUPT;
 use crate::vhost_user::{Conn, ConnError};
 use queue::DriverQueue;
 
@@ -38,6 +37,9 @@ pub struct VirtioUserOptions {
     pub connect_timeout: Duration,
     /// How long to wait for each reply during the handshake.
     pub reply_timeout: Duration,
+    /// Take packed rings (VIRTIO_F_RING_PACKED) when the backend offers them; split
+    /// rings otherwise, or when it does not.
+    pub packed: bool,
 }
 
 impl Default for VirtioUserOptions {
@@ -47,6 +49,7 @@ impl Default for VirtioUserOptions {
             server: false,
             connect_timeout: Duration::from_secs(10),
             reply_timeout: Duration::from_secs(5),
+            packed: false,
         }
     }
 }
@@ -180,6 +183,12 @@ impl VirtioUser {
         self.in_order
     }
 
+    /// Whether the rings are packed (VIRTIO_F_RING_PACKED negotiated with the backend now
+    /// connected, or the last one).
+    pub fn packed(&self) -> bool {
+        self.rxq.packed()
+    }
+
     #[inline]
     fn check_pool(&mut self, pool: &PktPool) -> bool {
         self.own_pool.accepts(pool, &self.name, &mut self.counters)
@@ -277,10 +286,10 @@ impl Port for VirtioUser {
         };
         let q = &self.rxq;
         // Ask for a call, then look once more: packets may have come in between.
-        q.ring.set_avail_flags(0);
+        q.set_interrupts(true);
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        if q.ring.used_idx() != q.last_used {
-            q.ring.set_avail_flags(VRING_AVAIL_F_NO_INTERRUPT);
+        if q.has_used() {
+            q.set_interrupts(false);
             return true;
         }
         let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
@@ -288,7 +297,7 @@ impl Port for VirtioUser {
         let woke = poll(&mut fds, PollTimeout::from(ms)).unwrap_or(0) > 0;
         let control = fds[1].revents().is_some_and(|r| !r.is_empty());
         let _ = q.call.read();
-        q.ring.set_avail_flags(VRING_AVAIL_F_NO_INTERRUPT);
+        q.set_interrupts(false);
         if control {
             self.control(pool);
         }

@@ -1,5 +1,6 @@
-// The driver side of one virtqueue: our ring, the packets in flight behind its
-// descriptors, its eventfds, and the burst work on it (post, receive, send, reclaim).
+// The driver side of one virtqueue: our ring (split or packed), the packets in flight
+// behind its descriptors, its eventfds, and the burst work on it (post, receive, send,
+// reclaim).
 //! A virtio-user queue.
 
 use std::collections::VecDeque;
@@ -10,13 +11,99 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use super::VirtioUserError;
 use crate::pool::{Packet, PktPool, HEADROOM};
 use crate::port::PortCounters;
-use crate::ring::{Desc, DriverRing};
-use crate::spec::{NET_HDR_LEN, NUM_BUFFERS_AT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY};
+use crate::ring::{Desc, DriverRing, PackedDriverRing};
+use crate::spec::{
+    NET_HDR_LEN, NUM_BUFFERS_AT, PACKED_BASE_WRAP, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
+    VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_WRITE, VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED,
+    VRING_USED_F_NO_NOTIFY,
+};
+
+/// A position in a packed ring: the slot and the wrap counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pos {
+    at: u16,
+    wrap: bool,
+}
+
+impl Pos {
+    const START: Self = Self { at: 0, wrap: true };
+
+    #[inline]
+    fn next(self, size: u16) -> Self {
+        if self.at + 1 == size {
+            Self { at: 0, wrap: !self.wrap }
+        } else {
+            Self { at: self.at + 1, wrap: self.wrap }
+        }
+    }
+}
+
+/// A packed ring and where we are in it: the next slot we make available, and the next
+/// one the device marks used.
+#[derive(Debug)]
+pub(super) struct Packed {
+    ring: PackedDriverRing,
+    avail: Pos,
+    used: Pos,
+}
+
+impl Packed {
+    /// The flags that make a descriptor available in this lap (plus `extra`).
+    #[inline]
+    fn avail_flags(&self, extra: u16) -> u16 {
+        let (a, u) = if self.avail.wrap { (VRING_PACKED_DESC_F_AVAIL, 0) } else { (0, VRING_PACKED_DESC_F_USED) };
+        a | u | extra
+    }
+
+    /// Whether the device marked the next slot used: both bits equal our used wrap counter.
+    #[inline]
+    fn next_is_used(&self) -> bool {
+        self.is_used(self.used)
+    }
+
+    #[inline]
+    fn is_used(&self, at: Pos) -> bool {
+        let f = self.ring.flags(at.at);
+        let bit = |m: u16| f & m != 0;
+        bit(VRING_PACKED_DESC_F_AVAIL) == at.wrap && bit(VRING_PACKED_DESC_F_USED) == at.wrap
+    }
+
+    /// Whether the next `k` slots (at most the ring's size) are all used.
+    fn used_ahead(&self, k: u16) -> bool {
+        if k > self.ring.size() {
+            return false;
+        }
+        let mut at = self.used;
+        (0..k).all(|_| {
+            let used = self.is_used(at);
+            at = at.next(self.ring.size());
+            used
+        })
+    }
+}
+
+/// The ring of a queue, in either layout.
+#[derive(Debug)]
+pub(super) enum Ring {
+    /// Split: descriptors, avail ring, used ring.
+    Split(DriverRing),
+    /// Packed: one descriptor ring both sides write (VIRTIO_F_RING_PACKED).
+    Packed(Packed),
+}
+
+/// What SET_VRING_ADDR carries for a ring, and its size.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RingAddrs {
+    pub(super) size: u16,
+    pub(super) desc: u64,
+    pub(super) avail: u64,
+    pub(super) used: u64,
+}
 
 /// One driver-side queue with its packets in flight.
 #[derive(Debug)]
 pub(super) struct DriverQueue {
-    pub(super) ring: DriverRing,
+    pub(super) ring: Ring,
     /// Free descriptor ids, oldest first: with a backend that completes in order,
     /// ids cycle in avail order, so avail ring entries never change (no cache-line
     /// ping-pong on them).
@@ -31,7 +118,7 @@ pub(super) struct DriverQueue {
 
 impl DriverQueue {
     pub(super) fn new(size: u16) -> Result<Self, VirtioUserError> {
-        let ring = DriverRing::new(size, None)?;
+        let ring = Ring::Split(DriverRing::new(size, None)?);
         let ev =
             || {
                 EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
@@ -48,6 +135,86 @@ impl DriverQueue {
         })
     }
 
+    /// Entries of the ring.
+    pub(super) fn size(&self) -> u16 {
+        match &self.ring {
+            Ring::Split(r) => r.size(),
+            Ring::Packed(p) => p.ring.size(),
+        }
+    }
+
+    /// Whether the ring is packed.
+    pub(super) fn packed(&self) -> bool {
+        matches!(self.ring, Ring::Packed(_))
+    }
+
+    /// Gives the queue a ring of the layout negotiated (`packed` or split), the same size;
+    /// a new one only if the layout changes. Call while nothing is in flight (after
+    /// [`Self::reset`]).
+    pub(super) fn set_layout(&mut self, packed: bool) -> Result<(), VirtioUserError> {
+        if packed == self.packed() {
+            return Ok(());
+        }
+        let size = self.size();
+        self.ring = if packed {
+            Ring::Packed(Packed { ring: PackedDriverRing::new(size, None)?, avail: Pos::START, used: Pos::START })
+        } else {
+            Ring::Split(DriverRing::new(size, None)?)
+        };
+        Ok(())
+    }
+
+    /// The ring's addresses for SET_VRING_ADDR (a packed ring's driver and device event
+    /// areas go where a split ring's avail and used rings do).
+    pub(super) fn addrs(&self) -> RingAddrs {
+        match &self.ring {
+            Ring::Split(r) => {
+                let l = r.layout();
+                RingAddrs { size: l.size, desc: l.desc, avail: l.avail, used: l.used }
+            }
+            Ring::Packed(p) => {
+                let (desc, avail, used) = p.ring.areas();
+                RingAddrs { size: p.ring.size(), desc, avail, used }
+            }
+        }
+    }
+
+    /// SET_VRING_BASE's value for a fresh ring: index 0, and for a packed ring the wrap
+    /// counters (1) of both the avail (bit 15) and the used (bit 31) position.
+    pub(super) fn base(&self) -> u32 {
+        if self.packed() {
+            PACKED_BASE_WRAP | PACKED_BASE_WRAP << 16
+        } else {
+            0
+        }
+    }
+
+    /// The region holding the ring.
+    pub(super) fn region(&self) -> &crate::mem::Region {
+        match &self.ring {
+            Ring::Split(r) => r.region(),
+            Ring::Packed(p) => p.ring.region(),
+        }
+    }
+
+    /// Asks the backend to signal the call fd when it uses buffers (`true`), or not.
+    pub(super) fn set_interrupts(&self, on: bool) {
+        match &self.ring {
+            Ring::Split(r) => r.set_avail_flags(if on { 0 } else { VRING_AVAIL_F_NO_INTERRUPT }),
+            Ring::Packed(p) => {
+                p.ring.set_driver_event_flags(if on { RING_EVENT_FLAGS_ENABLE } else { RING_EVENT_FLAGS_DISABLE });
+            }
+        }
+    }
+
+    /// Whether the backend has used a buffer we have not taken yet.
+    pub(super) fn has_used(&self) -> bool {
+        match &self.ring {
+            Ring::Split(r) => r.used_idx() != self.last_used,
+            Ring::Packed(p) => p.next_is_used(),
+        }
+    }
+
     /// Returns every packet in flight to the pool and zeroes the ring.
     pub(super) fn reset(&mut self, pool: &mut PktPool) {
         for s in &mut self.slots {
@@ -56,15 +223,88 @@ impl DriverQueue {
             }
         }
         self.free.clear();
-        self.free.extend(0..self.ring.size());
+        self.free.extend(0..self.size());
         self.avail_idx = 0;
         self.last_used = 0;
-        self.ring.reset();
+        match &mut self.ring {
+            Ring::Split(r) => r.reset(),
+            Ring::Packed(p) => {
+                p.ring.reset();
+                p.avail = Pos::START;
+                p.used = Pos::START;
+            }
+        }
     }
 
     /// Whether no descriptor is in flight.
     pub(super) fn all_free(&self) -> bool {
-        self.free.len() == usize::from(self.ring.size())
+        self.free.len() == usize::from(self.size())
+    }
+
+    /// Makes buffer `id` (at `addr`, `len` bytes, `write`: the device writes it) the
+    /// `k`-th of a batch available; a split ring needs [`Self::publish`] after the batch.
+    #[inline]
+    fn post(&mut self, k: u16, id: u16, addr: u64, len: u32, write: bool) {
+        match &mut self.ring {
+            Ring::Split(r) => {
+                let flags = if write { VRING_DESC_F_WRITE } else { 0 };
+                r.set_desc(id, Desc { addr, len, flags, next: 0 });
+                r.set_avail(self.avail_idx.wrapping_add(k), id);
+            }
+            Ring::Packed(p) => {
+                let flags = p.avail_flags(if write { VRING_DESC_F_WRITE } else { 0 });
+                p.ring.set_desc(p.avail.at, addr, len, id, flags);
+                p.avail = p.avail.next(p.ring.size());
+            }
+        }
+    }
+
+    /// Publishes a batch of `n` buffers posted (a split ring's avail index; a packed ring's
+    /// descriptors are the device's as each one's flags are stored).
+    #[inline]
+    fn publish(&mut self, n: u16) {
+        self.avail_idx = self.avail_idx.wrapping_add(n);
+        if let Ring::Split(r) = &self.ring {
+            r.publish_avail(self.avail_idx);
+        }
+    }
+
+    /// Takes the next used buffer's (id, length), if the device has used one. On a split
+    /// ring the caller has counted that it has (from the used index).
+    #[inline]
+    fn pop_used(&mut self) -> Option<(u32, u32)> {
+        match &mut self.ring {
+            Ring::Split(r) => {
+                let e = r.used_elem(self.last_used);
+                self.last_used = self.last_used.wrapping_add(1);
+                Some(e)
+            }
+            Ring::Packed(p) => {
+                if !p.next_is_used() {
+                    return None;
+                }
+                let (id, len) = p.ring.used(p.used.at);
+                p.used = p.used.next(p.ring.size());
+                Some((u32::from(id), len))
+            }
+        }
+    }
+
+    /// How many used buffers a split ring holds that we have not taken (an error if the
+    /// device's index lies); a packed ring's are found one by one ([`Self::pop_used`]).
+    #[inline]
+    fn used_pending(&self, what: &str) -> Result<u16, String> {
+        match &self.ring {
+            Ring::Split(r) => {
+                let used = r.used_idx();
+                let pending = used.wrapping_sub(self.last_used);
+                if pending > r.size() {
+                    return Err(format!("{what} used index jumped from {} to {used}", self.last_used));
+                }
+                Ok(pending)
+            }
+            Ring::Packed(p) => Ok(p.ring.size()),
+        }
     }
 
     /// Posts free receive descriptors with fresh buffers (the receive queue).
@@ -74,22 +314,12 @@ impl DriverQueue {
         while let Some(&id) = self.free.front() {
             let Some(p) = pool.alloc() else { break };
             self.free.pop_front();
-            self.ring.set_desc(
-                id,
-                Desc {
-                    addr: pool.data_addr(&p) - NET_HDR_LEN as u64,
-                    len: NET_HDR_LEN + room,
-                    flags: VRING_DESC_F_WRITE,
-                    next: 0,
-                },
-            );
+            self.post(n, id, pool.data_addr(&p) - NET_HDR_LEN as u64, NET_HDR_LEN + room, true);
             self.slots[id as usize] = Some(p);
-            self.ring.set_avail(self.avail_idx.wrapping_add(n), id);
             n += 1;
         }
         if n > 0 {
-            self.avail_idx = self.avail_idx.wrapping_add(n);
-            self.ring.publish_avail(self.avail_idx);
+            self.publish(n);
         }
     }
 
@@ -106,18 +336,18 @@ impl DriverQueue {
         counters: &mut PortCounters,
         merged: bool,
     ) -> (usize, Option<String>) {
-        let used = self.ring.used_idx();
-        let mut pending = used.wrapping_sub(self.last_used);
-        if pending > self.ring.size() {
-            return (0, Some(format!("rx used index jumped to {used}")));
-        }
+        let mut pending = match self.used_pending("rx") {
+            Ok(n) => n,
+            Err(f) => return (0, Some(f)),
+        };
         let room = pkts.capacity() - pkts.len();
         let max = u32::from(pool.data_room());
         let mut got = 0;
         let mut bytes = 0u64;
         while got < room && pending > 0 {
             pending -= 1;
-            let mut p = match self.take_used(pool, max) {
+            let Some((id, len)) = self.pop_used() else { break };
+            let mut p = match self.take_used(pool, id, len, max) {
                 Ok(Some(p)) => p,
                 Ok(None) => {
                     counters.rx_errors += 1;
@@ -148,12 +378,11 @@ impl DriverQueue {
         (got, None)
     }
 
-    /// Takes the next used receive buffer, its data (after the header, at most `max`
-    /// bytes) in place; `None` (the buffer freed) if its length is out of bounds.
+    /// Takes the used receive buffer `id` (`len` bytes written), its data (after the
+    /// header, at most `max` bytes) in place; `None` (the buffer freed) if its length is
+    /// out of bounds.
     #[inline]
-    fn take_used(&mut self, pool: &mut PktPool, max: u32) -> Result<Option<Packet>, String> {
-        let (id, len) = self.ring.used_elem(self.last_used);
-        self.last_used = self.last_used.wrapping_add(1);
+    fn take_used(&mut self, pool: &mut PktPool, id: u32, len: u32, max: u32) -> Result<Option<Packet>, String> {
         let Some(mut p) = self.slots.get_mut(id as usize).and_then(Option::take) else {
             return Err(format!("rx used id {id} is not in flight"));
         };
@@ -179,14 +408,23 @@ impl DriverQueue {
         if n == 1 {
             return Ok(true);
         }
-        if n == 0 || n - 1 > *pending {
+        if n == 0 {
+            return Ok(false);
+        }
+        let enough = match &self.ring {
+            Ring::Split(_) => n - 1 <= *pending,
+            Ring::Packed(p) => p.used_ahead(n - 1),
+        };
+        if !enough {
             return Ok(false);
         }
         let mut whole = true;
-        for _ in 1..n {
-            *pending -= 1;
-            let (id, len) = self.ring.used_elem(self.last_used);
-            self.last_used = self.last_used.wrapping_add(1);
+        for k in 1..n {
+            *pending = pending.saturating_sub(1);
+            // A packed ring's device marks a frame's buffers used together (the first last).
+            let Some((id, len)) = self.pop_used() else {
+                return Err(format!("rx frame of {n} buffers: buffer {k} not used"));
+            };
             let Some(mut q) = self.slots.get_mut(id as usize).and_then(Option::take) else {
                 return Err(format!("rx used id {id} is not in flight"));
             };
@@ -205,21 +443,22 @@ impl DriverQueue {
     /// bad id. `in_order`: VIRTIO_F_IN_ORDER was negotiated.
     #[inline]
     pub(super) fn reclaim_tx(&mut self, pool: &mut PktPool, in_order: bool) -> Result<(), String> {
-        let used = self.ring.used_idx();
-        let pending = used.wrapping_sub(self.last_used);
-        if pending > self.ring.size() {
-            return Err(format!("tx used index jumped from {} to {used}", self.last_used));
-        }
+        let pending = self.used_pending("tx")?;
         for _ in 0..pending {
-            // In order, the k-th buffer used is the k-th we made available: its id is in
-            // our own avail ring, and the used entry (a line the device's core wrote)
-            // need not be read at all.
-            let id = if in_order {
-                u32::from(self.ring.avail_entry(self.last_used))
-            } else {
-                self.ring.used_elem(self.last_used).0
+            let id = match &self.ring {
+                // In order, the k-th buffer used is the k-th we made available: its id is
+                // in our own avail ring, and the used entry (a line the device's core
+                // wrote) need not be read at all.
+                Ring::Split(r) if in_order => {
+                    let id = r.avail_entry(self.last_used);
+                    self.last_used = self.last_used.wrapping_add(1);
+                    u32::from(id)
+                }
+                _ => match self.pop_used() {
+                    Some((id, _)) => id,
+                    None => break,
+                },
             };
-            self.last_used = self.last_used.wrapping_add(1);
             match self.slots.get_mut(id as usize).and_then(Option::take) {
                 Some(p) => {
                     pool.free(p);
@@ -244,16 +483,18 @@ impl DriverQueue {
             // is, as DPDK's driver does, so a reflected buffer's header is not stored to.
             let hdr = pool.clear_header(&p, NET_HDR_LEN as u16, NET_HDR_LEN as u16 - 2);
             bytes += p.len() as u64;
-            self.ring.set_desc(id, Desc { addr: hdr, len: NET_HDR_LEN + p.len() as u32, flags: 0, next: 0 });
-            self.ring.set_avail(self.avail_idx.wrapping_add(k as u16), id);
+            self.post(k as u16, id, hdr, NET_HDR_LEN + p.len() as u32, false);
             self.slots[id as usize] = Some(p);
         }
         if n > 0 {
-            self.avail_idx = self.avail_idx.wrapping_add(n as u16);
-            self.ring.publish_avail(self.avail_idx);
+            self.publish(n as u16);
             // Order the avail store before the flag load (the device's fence pairs with it).
             std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-            if self.ring.used_flags() & VRING_USED_F_NO_NOTIFY == 0 {
+            let wants_kick = match &self.ring {
+                Ring::Split(r) => r.used_flags() & VRING_USED_F_NO_NOTIFY == 0,
+                Ring::Packed(p) => p.ring.device_event_flags() != RING_EVENT_FLAGS_DISABLE,
+            };
+            if wants_kick {
                 let _ = self.kick.write(1);
             }
         }

@@ -217,9 +217,9 @@ impl Case {
     pub fn run_ours(&self, ctx: &Ctx) -> Result<Vec<f64>> {
         let mut sb = Sandbox::new(&format!("{}-ours", self.name))?;
         match self.kind {
-            Kind::V2h(size) => ours_one_way(&mut sb, ctx, size, true),
-            Kind::H2v(size) => ours_one_way(&mut sb, ctx, size, false),
-            Kind::Twoway => ours_twoway(&mut sb, ctx),
+            Kind::V2h(size) => ours_one_way(&mut sb, ctx, size, true, "vu"),
+            Kind::H2v(size) => ours_one_way(&mut sb, ctx, size, false, "vu"),
+            Kind::Twoway => ours_twoway(&mut sb, ctx, "vu"),
             Kind::Switch => ours_switch(&mut sb, ctx, &[], false),
             Kind::Capture => ours_switch(&mut sb, ctx, &[], true),
             Kind::Rtt => ours_rtt(&mut sb, ctx),
@@ -279,11 +279,12 @@ fn run_time(ctx: &Ctx) -> Duration {
 
 /// sink and pktgen; `to_vhost`: the sink is the backend (v2h), else the generator is (h2v).
 /// The listening (vhost) side starts first.
-fn ours_one_way(sb: &mut Sandbox, ctx: &Ctx, size: u32, to_vhost: bool) -> Result<Vec<f64>> {
+/// `frontend`: the frontend's port kind (`vu`, or `vu-packed` for packed rings).
+pub(super) fn ours_one_way(sb: &mut Sandbox, ctx: &Ctx, size: u32, to_vhost: bool, frontend: &str) -> Result<Vec<f64>> {
     let sock = sb.path("vhost.sock");
     let (secs, size) = (ctx.secs_arg(), size.to_string());
     let backend = port("vhost", &sock);
-    let frontend = port("vu", &sock);
+    let frontend = port(frontend, &sock);
     let (sink_port, sink_core, gen_port, gen_core) =
         if to_vhost { (&backend, "0", &frontend, "1") } else { (&frontend, "1", &backend, "0") };
     let sink_args = ["--port", sink_port, "--core", sink_core, "--secs", &secs, "--json", "--quiet"];
@@ -303,12 +304,13 @@ fn ours_one_way(sb: &mut Sandbox, ctx: &Ctx, size: u32, to_vhost: bool) -> Resul
 }
 
 /// Two echo instances looping 256 packets, no MAC swap; the mean of the two directions.
-fn ours_twoway(sb: &mut Sandbox, ctx: &Ctx) -> Result<Vec<f64>> {
+/// `frontend`: the frontend's port kind (`vu`, or `vu-packed` for packed rings).
+pub(super) fn ours_twoway(sb: &mut Sandbox, ctx: &Ctx, frontend: &str) -> Result<Vec<f64>> {
     let sock = sb.path("vhost.sock");
     let secs = ctx.secs_arg();
     let prime = IN_FLIGHT.to_string();
     let backend = port("vhost", &sock);
-    let frontend = port("vu", &sock);
+    let frontend = port(frontend, &sock);
     let be = ctx.spawn_as(
         sb,
         "echo-vhost",
