@@ -130,3 +130,23 @@ fn lying_counts(packed: bool) {
     r.device_writes(1, &[&[7u8; 64]]);
     assert_eq!(r.receive(&mut c), [vec![7u8; 64]]);
 }
+
+/// A packed ring's backend that marks used a buffer id we never made available, or a
+/// length past the buffer, is bounded: the first is a fault (the port goes down), the
+/// second a dropped frame.
+#[test]
+fn a_packed_backend_lying_about_ids_and_lengths_is_bounded() {
+    use crate::spec::{VRING_PACKED_DESC_F_AVAIL as A, VRING_PACKED_DESC_F_USED as U};
+    let mut r = rig(true);
+    let VirtQueue::Packed(q) = &r.dev else { panic!("packed rig") };
+    // Slot 0: a length past the buffer's room; slot 1: an id out of every range.
+    q.ring.set_used(0, 0, u32::from(ROOM) + NET_HDR_LEN + 1);
+    q.ring.set_used(1, 999, 60);
+    q.ring.set_flags(1, A | U);
+    q.ring.set_flags(0, A | U);
+    let mut c = PortCounters::default();
+    let mut pkts = burst_vec();
+    let (got, fault) = r.drv.receive(&mut r.pool, &mut pkts, &mut c, true);
+    assert_eq!((got, c.rx_errors), (0, 1));
+    assert_eq!(fault.as_deref(), Some("rx used id 999 is not in flight"));
+}
