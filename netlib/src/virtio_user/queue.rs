@@ -236,6 +236,12 @@ impl DriverQueue {
         }
     }
 
+    /// Descriptors free to post.
+    #[inline]
+    pub(super) fn free_count(&self) -> usize {
+        self.free.len()
+    }
+
     /// Whether no descriptor is in flight.
     pub(super) fn all_free(&self) -> bool {
         self.free.len() == usize::from(self.size())
