@@ -17,7 +17,7 @@ use crate::spec::{
     VRING_PACKED_DESC_F_USED,
 };
 
-use super::queue::{Chain, ChainFault, MAX_CHAIN_DESCS};
+use super::queue::{Chain, ChainFault, IndirectTable, MAX_CHAIN_DESCS};
 use super::virtq::RingQueue;
 
 /// Whether a descriptor with `flags` is available to a device whose driver-side wrap
@@ -117,27 +117,12 @@ impl PackedQueue {
         (addr, len, flags): (u64, u32, u16),
         chain: &mut Chain,
     ) -> Result<(), ChainFault> {
-        let bad = |why| ChainFault::BadIndirectTable { index, addr, len, why };
         if !self.indirect {
             return Err(ChainFault::Indirect { index });
         }
-        if flags & VRING_DESC_F_NEXT != 0 {
-            return Err(bad("has NEXT set too"));
-        }
-        if len == 0 || !len.is_multiple_of(16) {
-            return Err(bad("is not a whole number of 16-byte entries"));
-        }
-        let entries = len / 16;
-        if entries > u32::from(self.ring.size().min(MAX_CHAIN_DESCS)) {
-            return Err(bad("has more entries than the ring"));
-        }
-        let table = mem.translate(addr, len).ok_or_else(|| bad("is outside the frontend's memory"))?;
-        for at in 0..entries as u16 {
-            let mut raw = [0u8; 16];
-            if !mem.read(table, u32::from(at) * 16, &mut raw) {
-                return Err(bad("is outside the frontend's memory"));
-            }
-            let [a0, a1, a2, a3, a4, a5, a6, a7, l0, l1, l2, l3, _, _, f0, f1] = raw;
+        let table = IndirectTable::check(mem, index, (addr, len, flags), self.ring.size().min(MAX_CHAIN_DESCS))?;
+        for at in 0..table.entries {
+            let [a0, a1, a2, a3, a4, a5, a6, a7, l0, l1, l2, l3, _, _, f0, f1] = table.entry(mem, at)?;
             let e_flags = u16::from_le_bytes([f0, f1]);
             if e_flags & VRING_DESC_F_INDIRECT != 0 {
                 return Err(ChainFault::NestedIndirect { index, entry: at });

@@ -322,27 +322,11 @@ impl DeviceQueue {
         d: &Desc,
         chain: &mut Chain,
     ) -> Result<(), ChainFault> {
-        let bad = |why| ChainFault::BadIndirectTable { index, addr: d.addr, len: d.len, why };
-        if d.flags & VRING_DESC_F_NEXT != 0 {
-            return Err(bad("has NEXT set too"));
-        }
-        if d.len == 0 || !d.len.is_multiple_of(16) {
-            return Err(bad("is not a whole number of 16-byte entries"));
-        }
-        let size = self.ring.size();
-        let entries = d.len / 16;
-        if entries > u32::from(size) {
-            return Err(bad("has more entries than the ring"));
-        }
-        let table = mem.translate(d.addr, d.len).ok_or_else(|| bad("is outside the frontend's memory"))?;
-        let entries = entries as u16;
+        let table = IndirectTable::check(mem, index, (d.addr, d.len, d.flags), self.ring.size())?;
+        let entries = table.entries;
         let mut at = 0u16;
         for _ in 0..entries.min(MAX_CHAIN_DESCS) {
-            let mut raw = [0u8; 16];
-            if !mem.read(table, u32::from(at) * 16, &mut raw) {
-                return Err(bad("is outside the frontend's memory"));
-            }
-            let e = desc_from_le(&raw);
+            let e = desc_from_le(&table.entry(mem, at)?);
             if e.flags & VRING_DESC_F_INDIRECT != 0 {
                 return Err(ChainFault::NestedIndirect { index, entry: at });
             }
@@ -379,6 +363,54 @@ impl DeviceQueue {
     #[inline]
     pub fn publish(&self) {
         self.ring.publish_used(self.last_used);
+    }
+}
+
+/// An indirect table a descriptor points to, checked the same way on split and packed
+/// rings: the descriptor does not continue (NEXT), the table is a whole number of 16-byte
+/// entries, no more than the ring has, and inside the frontend's memory. Its entries are
+/// read one by one ([`Self::entry`]); only their format differs between the layouts.
+pub(super) struct IndirectTable {
+    span: GuestSpan,
+    /// Entries in the table.
+    pub(super) entries: u16,
+    index: u16,
+    addr: u64,
+    len: u32,
+}
+
+impl IndirectTable {
+    /// Checks the table that descriptor `index` (`addr`, `len`, `flags`) of a ring of
+    /// `ring_size` points to.
+    pub(super) fn check(
+        mem: &GuestMemory,
+        index: u16,
+        (addr, len, flags): (u64, u32, u16),
+        ring_size: u16,
+    ) -> Result<Self, ChainFault> {
+        let bad = |why| ChainFault::BadIndirectTable { index, addr, len, why };
+        if flags & VRING_DESC_F_NEXT != 0 {
+            return Err(bad("has NEXT set too"));
+        }
+        if len == 0 || !len.is_multiple_of(16) {
+            return Err(bad("is not a whole number of 16-byte entries"));
+        }
+        let entries = len / 16;
+        if entries > u32::from(ring_size) {
+            return Err(bad("has more entries than the ring"));
+        }
+        let span = mem.translate(addr, len).ok_or_else(|| bad("is outside the frontend's memory"))?;
+        Ok(Self { span, entries: entries as u16, index, addr, len })
+    }
+
+    /// The raw 16 bytes of entry `at` (below [`Self::entries`]).
+    pub(super) fn entry(&self, mem: &GuestMemory, at: u16) -> Result<[u8; 16], ChainFault> {
+        let mut raw = [0u8; 16];
+        if !mem.read(self.span, u32::from(at) * 16, &mut raw) {
+            let (index, addr, len) = (self.index, self.addr, self.len);
+            return Err(ChainFault::BadIndirectTable { index, addr, len, why: "is outside the frontend's memory" });
+        }
+        Ok(raw)
     }
 }
 
