@@ -27,6 +27,7 @@ const CASES: &[(&str, &str)] = &[
     ("num-3", "size 3"),
     ("num-0", "size 0"),
     ("num-65536", "size 65536"),
+    ("vring-past-pairs", "vring index 16: this port takes 8 queue pair(s)"),
     ("avail-jump", "entries ahead"),
     ("loop", "descriptor chain from head 0"),
     ("next-past-end", "past the table"),

@@ -33,6 +33,7 @@ pub const CASES: &[(&str, &str)] = &[
     ("num-3", "vring size 3 (not a power of two)"),
     ("num-0", "vring size 0"),
     ("num-65536", "vring size 65536"),
+    ("vring-past-pairs", "vring 16: past the 8 queue pairs a port takes (vrings 0 to 15)"),
     ("avail-jump", "avail index 1000 entries ahead"),
     ("loop", "a descriptor chain that loops"),
     ("next-past-end", "a chain whose next index is past the table"),
@@ -105,8 +106,12 @@ fn desc_bytes(d: Desc) -> [u8; 16] {
 }
 
 fn vring_num(h: &mut Hostile, num: u32) -> Result<()> {
+    vring_num_at(h, 1, num)
+}
+
+fn vring_num_at(h: &mut Hostile, index: u32, num: u32) -> Result<()> {
     h.start()?;
-    h.send(Request::SetVringNum, &encode::state(VringState { index: 1, num }), &[])
+    h.send(Request::SetVringNum, &encode::state(VringState { index, num }), &[])
 }
 
 /// Runs protocol case `case` against the switch's socket `path`.
@@ -224,6 +229,7 @@ pub fn run(case: &str, path: &Path) -> Result<()> {
         "num-3" => vring_num(&mut h, 3)?,
         "num-0" => vring_num(&mut h, 0)?,
         "num-65536" => vring_num(&mut h, 65536)?,
+        "vring-past-pairs" => vring_num_at(&mut h, 16, 256)?,
         "avail-jump" => ring_case(&mut h, 0, &[], &[], 1000)?,
         "loop" => ring_case(
             &mut h,
