@@ -337,12 +337,18 @@ impl VhostDevice {
         self.vrings.iter().any(|v| v.queue.is_some())
     }
 
-    /// Whether the handshake is over: both vrings of the first queue pair are live, and
-    /// so is every other vring the frontend set up and enabled (one that waits for its
-    /// first kick keeps the control path looking often).
+    /// Whether every vring is started: both of the first queue pair, and every other
+    /// one the frontend set up and enabled (else the control path looks for first kicks).
     pub fn all_started(&self) -> bool {
-        self.vrings[..2].iter().all(|v| v.queue.is_some())
+        self.first_pair_started()
             && self.vrings[2..].iter().all(|v| v.queue.is_some() || v.addr.is_none() || !v.enabled)
+    }
+
+    /// Whether the handshake is over: both vrings of the first queue pair are live. A
+    /// guest may leave the transmit ring of another pair unkicked until it sends on it;
+    /// such a ring is started at the control path's usual pace, not a fast one.
+    pub fn first_pair_started(&self) -> bool {
+        self.vrings[..2].iter().all(|v| v.queue.is_some())
     }
 
     /// Starts the vrings whose kick fd has become readable (their first kick).

@@ -349,15 +349,16 @@ impl VhostBackend {
         }
     }
 
-    /// Drives the control path: every 5 ms while both rings are live, every 16
-    /// calls during a handshake (or while a ring waits for its first kick), and every
-    /// millisecond while no frontend is connected. Resets the port if its frontend
+    /// Drives the control path: every 5 ms once both rings of the first queue pair are
+    /// live (another pair's ring waiting for its first kick is looked at then), every 16
+    /// calls during a handshake (or while a first-pair ring waits for its first kick), and
+    /// every millisecond while no frontend is connected. Resets the port if its frontend
     /// shrank the memory under our mapping. Returns whether a ring is live.
     #[inline]
     pub fn poll(&mut self) -> bool {
         let due = if self.conn.is_none() {
             self.idle.due()
-        } else if self.dev.all_started() {
+        } else if self.dev.first_pair_started() {
             self.cadence.due()
         } else {
             self.tick = self.tick.wrapping_add(1);

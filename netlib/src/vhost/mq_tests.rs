@@ -159,6 +159,14 @@ fn a_pair_disabled_leaves_the_data_path_and_the_handshake_done() {
     r.dev.handle(enable(3, 0)).unwrap();
     assert_eq!((r.dev.pairs(), r.dev.rx_pairs()), (1, &[0u8][..]));
     assert!(r.dev.all_started(), "a disabled pair is not waited for");
+    // A pair set up and enabled whose ring waits for its first kick: the handshake is
+    // over (the first pair is live), but not every ring has started.
+    let kick = nix::sys::eventfd::EventFd::from_flags(nix::sys::eventfd::EfdFlags::EFD_NONBLOCK).unwrap();
+    let mut m = msg(Request::SetVringKick, encode::u64(3));
+    m.fds = vec![std::os::fd::OwnedFd::from(kick)];
+    r.dev.handle(m).unwrap();
+    r.dev.handle(enable(3, 1)).unwrap();
+    assert!(r.dev.first_pair_started() && !r.dev.all_started());
     r.dev.handle(enable(2, 1)).unwrap();
     assert_eq!((r.dev.pairs(), r.dev.rx_pairs()), (2, &[0u8, 1][..]));
 }
