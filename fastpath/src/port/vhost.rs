@@ -8,7 +8,9 @@ use std::path::Path;
 use netlib::flow::{flow_hash, pick, FLOW_HEAD};
 use netlib::pool::BURST;
 use netlib::vhost::device::MAX_QUEUE_PAIRS;
-use netlib::vhost::{Burst, DeviceLimits, Filler, Frame, Frames, VhostBackend, VhostDevice, VhostError, VhostMode};
+use netlib::vhost::{
+    tx_ring, Burst, DeviceLimits, Filler, Frame, Frames, VhostBackend, VhostDevice, VhostError, VhostMode,
+};
 use netlib::{LinkState, Port, PortCounters};
 
 use super::{OffloadEvent, SwitchPort, WakeFds};
@@ -65,10 +67,8 @@ struct Spread {
 impl Spread {
     fn new(src: &Frames<'_>, picks: &[u8], queues: usize) -> Self {
         let mut s = Self { picks: [[0; BURST]; PAIRS], lens: [0; PAIRS] };
-        let mut head = [0u8; FLOW_HEAD];
         for &p in picks {
-            let n = src.get(p as usize).read_head(&mut head);
-            let q = pick(flow_hash(&head[..n]), queues);
+            let q = flow_queue(&src.get(p as usize), queues);
             s.picks[q][s.lens[q]] = p;
             s.lens[q] += 1;
         }
@@ -86,12 +86,16 @@ fn rx_pair_of(dev: &VhostDevice, f: &Frame<'_>) -> Option<usize> {
     match dev.rx_pairs() {
         [] => None,
         [one] => Some(usize::from(*one)),
-        live => {
-            let mut head = [0u8; FLOW_HEAD];
-            let n = f.read_head(&mut head);
-            Some(usize::from(live[pick(flow_hash(&head[..n]), live.len())]))
-        }
+        live => Some(usize::from(live[flow_queue(f, live.len())])),
     }
+}
+
+/// Which of `queues` queues frame `f`'s flow goes to (its head hashed).
+#[inline]
+fn flow_queue(f: &Frame<'_>, queues: usize) -> usize {
+    let mut head = [0u8; FLOW_HEAD];
+    let n = f.read_head(&mut head);
+    pick(flow_hash(&head[..n]), queues)
 }
 
 /// Copies the frames at `picks` of `src` into the receive ring of `dev`'s queue pair
@@ -304,7 +308,7 @@ impl SwitchPort for VhostPort {
 
     fn arm_wakeup(&mut self) -> bool {
         let Some(dev) = self.backend.device_mut() else { return false };
-        let tx_rings = (0..dev.pairs()).map(|p| 2 * p + 1);
+        let tx_rings = (0..dev.pairs()).map(tx_ring);
         for ring in tx_rings.clone() {
             dev.set_kicks(ring, true);
         }
@@ -321,7 +325,7 @@ impl SwitchPort for VhostPort {
 
     fn disarm_wakeup(&mut self, woken: bool) {
         let Some(dev) = self.backend.device_mut() else { return };
-        for ring in (0..dev.pairs()).map(|p| 2 * p + 1) {
+        for ring in (0..dev.pairs()).map(tx_ring) {
             dev.set_kicks(ring, false);
             if woken {
                 // Non-blocking: the kick fds of the rings that were not signalled say so.

@@ -12,7 +12,7 @@ use super::device::VhostDevice;
 use super::frame::{Frame, Frames};
 use super::queue::{Chain, ChainFault, MAX_SEGS};
 use super::virtq::{RingQueue, VirtQueue};
-use super::{GUEST_RX, GUEST_TX, RX_NET_HDR};
+use super::{rx_ring, tx_ring, GUEST_TX, RX_NET_HDR};
 
 /// The chains of one burst from a frontend's transmit ring, walked in place (a
 /// chain is a few hundred bytes: it is never moved per packet).
@@ -51,7 +51,7 @@ impl Burst {
         }
         for k in 0..pairs {
             let pair = (self.next_pair + k) % pairs;
-            self.ring = 2 * pair + 1;
+            self.ring = tx_ring(pair);
             let n = self.pop_ring(dev, max)?;
             if n > 0 {
                 self.next_pair = pair + 1;
@@ -201,7 +201,7 @@ impl Filler {
         c: &mut PortCounters,
     ) -> (usize, Result<(), ChainFault>) {
         let merge = dev.mrg_rxbuf();
-        let ring = GUEST_RX + 2 * pair;
+        let ring = rx_ring(pair);
         let (mem, q) = dev.mem_and_queue(ring);
         let (taken, res) = match q {
             None => return (0, Ok(())),
@@ -320,7 +320,7 @@ impl Filler {
         c: &mut PortCounters,
     ) -> (bool, Result<(), ChainFault>) {
         let merge = dev.mrg_rxbuf();
-        let ring = GUEST_RX + 2 * pair;
+        let ring = rx_ring(pair);
         let (mem, q) = dev.mem_and_queue(ring);
         let res = match q {
             None => return (false, Ok(())),

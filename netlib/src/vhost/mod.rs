@@ -36,6 +36,18 @@ pub const GUEST_RX: usize = 0;
 /// Device-side index of the frontend's transmit vring (we read from it).
 pub const GUEST_TX: usize = 1;
 
+/// The frontend's receive vring of queue pair `pair`.
+#[inline]
+pub const fn rx_ring(pair: usize) -> usize {
+    GUEST_RX + 2 * pair
+}
+
+/// The frontend's transmit vring of queue pair `pair`.
+#[inline]
+pub const fn tx_ring(pair: usize) -> usize {
+    GUEST_TX + 2 * pair
+}
+
 /// Whether the backend listens or connects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VhostMode {
@@ -387,16 +399,11 @@ impl VhostBackend {
         }
     }
 
-    /// The kick eventfd of the frontend's transmit ring, if it gave one.
-    pub fn kick_fd(&self) -> Option<&std::os::fd::OwnedFd> {
-        self.dev.kick_fd(GUEST_TX)
-    }
-
     /// The kick eventfds of the transmit rings of every queue pair in use (see
     /// [`VhostDevice::pairs`]), with their vring indices.
     pub fn tx_kick_fds(&self) -> impl Iterator<Item = (usize, &std::os::fd::OwnedFd)> + '_ {
         (0..self.dev.pairs()).filter_map(|p| {
-            let ring = 2 * p + GUEST_TX;
+            let ring = tx_ring(p);
             self.dev.kick_fd(ring).map(|fd| (ring, fd))
         })
     }
