@@ -83,7 +83,10 @@ fn hostile_frontends_reset_only_their_port() {
         assert!(wait_for_socket(s, SETUP_TIMEOUT), "{} never appeared:\n{}", s.display(), sw.describe(20, 0));
     }
     // Traffic beside the hostile port, for the whole test (stopped at the end).
-    let common = ["--queue-size", "1024", "--idle-sleep-us", "20", "--json", "--quiet"];
+    // 4096 receive entries: 100 ms of the generator's frames, so a sink the machine leaves
+    // unscheduled for a while (2 cores, a busy-polling switch, the hostile frontends) still
+    // has room for everything the switch forwards meanwhile.
+    let common = ["--queue-size", "4096", "--idle-sleep-us", "20", "--json", "--quiet"];
     let (vu_a, vu_b) = (format!("vu:{}", a.display()), format!("vu:{}", b.display()));
     let sink_args = [&["--port", &vu_a, "--check", "--idle-exit", "5"], &common[..]].concat();
     let mut sink = Proc::spawn("sink", &dir, &peers.bin("sink"), &sink_args, &[]);
@@ -145,11 +148,17 @@ fn hostile_frontends_reset_only_their_port() {
     let v = sink.last_json().unwrap_or_default();
     let list = ctl_list(&peers, &ctl);
     eprintln!("neighbours' traffic during {} hostile cases: {v}", CASES.len());
+    eprintln!("port a: {}", port(&list, "a")["stats"]);
     assert!(ended.is_some(), "sink did not finish within 1 min of pktgen's end:\n{}", sink.describe(20, 5));
     let received = v["received"].as_u64().unwrap_or(0);
-    let sent = port(&list, "b")["stats"]["rx_packets"].as_u64().unwrap_or(0);
+    let (pa, pb) = (port(&list, "a"), port(&list, "b"));
+    let sent = pb["stats"]["rx_packets"].as_u64().unwrap_or(0);
     assert!(sent > 0, "pktgen sent nothing");
     assert_eq!(v["bad"].as_u64(), Some(0), "damaged frames: {v}");
     assert_eq!(v["reordered"].as_u64(), Some(0), "reordered frames: {v}");
-    assert_eq!(received, sent, "the neighbours lost packets: switch took {sent} from pktgen, sink got {received}: {v}");
+    assert_eq!(
+        received, sent,
+        "the neighbours lost packets: switch took {sent} from pktgen, sink got {received}: {v}\n\
+         port a (the sink's; drop_ring_full: the sink left its ring full): {pa}\nport b (pktgen's): {pb}"
+    );
 }

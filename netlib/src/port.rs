@@ -50,7 +50,8 @@ pub struct PortCounters {
     /// opened with (a bug in the caller; the port logs the first one).
     pub wrong_pool: u64,
     /// Of `tx_dropped`: no peer was connected to take them (a switch's vhost-user port
-    /// whose frontend is away gets flooded frames all the same).
+    /// whose frontend is away, or has no receive ring live, gets flooded frames all the
+    /// same).
     pub drop_no_peer: u64,
 }
 

@@ -207,8 +207,13 @@ impl SwitchPort for VhostPort {
         live[..n].copy_from_slice(dev.rx_pairs());
         let (filler, counters, queues) = (&mut self.filler, &mut self.counters, &mut self.queues);
         let res = match n {
-            // A frontend that only sends may never start its receive ring: nothing to count.
-            0 => return,
+            // A frontend whose receive ring is not live (yet, or ever for one that only
+            // sends) has nowhere to take frames: counted, as for a port with no frontend.
+            0 => {
+                counters.drop_no_peer += picks.len() as u64;
+                counters.tx_dropped += picks.len() as u64;
+                return;
+            }
             1 => fill(filler, dev, usize::from(live[0]), src, picks, counters, queues),
             _ => {
                 // Several receive queues: each flow to the one its hash picks, so that the
