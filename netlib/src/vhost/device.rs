@@ -619,7 +619,10 @@ impl VhostDevice {
                     v.base
                 );
             }
-            VirtQueue::Packed(q.with_indirect(indirect))
+            // In order, a transmit ring (odd index: the device reads it) gets one used
+            // descriptor per batch.
+            let batched = self.features & VIRTIO_F_IN_ORDER != 0 && i % 2 == 1;
+            VirtQueue::Packed(q.with_indirect(indirect).with_batched_used(batched))
         } else {
             let ring = DeviceRing::new(&self.mem, v.size, a.desc, a.avail, a.used).map_err(|e| fault(e.to_string()))?;
             ring.set_used_flags(VRING_USED_F_NO_NOTIFY);

@@ -8,6 +8,12 @@
 //! flips when its side's position wraps past the ring's end. We consume chains in
 //! order and write used descriptors where their chains started, one per chain, the
 //! first of a batch's flags stored last so that the driver sees the batch at once.
+//!
+//! With VIRTIO_F_IN_ORDER, a ring we only read (a transmit ring: the used lengths mean
+//! nothing) gets one used descriptor per published batch, as the spec allows: written
+//! at the batch's first slot with the buffer id of its last chain; the driver frees
+//! every buffer up to that one and skips ahead. One line written per burst instead of
+//! one per four frames, and the driver reads one.
 
 use crate::mem::GuestMemory;
 use crate::pool::BURST;
@@ -77,6 +83,10 @@ pub struct PackedQueue {
     pending: Option<(u16, u16)>,
     /// Whether the frontend may use indirect tables (VIRTIO_RING_F_INDIRECT_DESC).
     indirect: bool,
+    /// One used descriptor per published batch (IN_ORDER, a ring we only read).
+    batched: bool,
+    /// In a batched ring, the buffer id of the last chain used and not published.
+    batch_last: u16,
 }
 
 impl PackedQueue {
@@ -93,7 +103,7 @@ impl PackedQueue {
         };
         let avail = cursor(base & 0xffff)?;
         let used = if base >> 16 == 0 { avail } else { cursor(base >> 16)? };
-        Some(Self { ring, avail, used, max_read, pending: None, indirect: false })
+        Some(Self { ring, avail, used, max_read, pending: None, indirect: false, batched: false, batch_last: 0 })
     }
 
     /// The same queue, taking indirect tables if `on` (VIRTIO_RING_F_INDIRECT_DESC was
@@ -101,6 +111,17 @@ impl PackedQueue {
     #[must_use]
     pub fn with_indirect(self, on: bool) -> Self {
         Self { indirect: on, ..self }
+    }
+
+    /// The same queue, writing one used descriptor per published batch if `on`: only
+    /// for a ring whose used lengths mean nothing (a transmit ring, which the device
+    /// reads) with VIRTIO_F_IN_ORDER negotiated. The slots it skips keep the flags the
+    /// driver gave them, so [`Self::resume_where_the_ring_says`] cannot read such a ring
+    /// (a frontend that resets its rings when it reconnects, as netlib's and DPDK's
+    /// virtio-user do, needs it not).
+    #[must_use]
+    pub fn with_batched_used(self, on: bool) -> Self {
+        Self { batched: on, ..self }
     }
 
     /// Walks the indirect table that descriptor `index` (`addr`, `len`, `flags`) points
@@ -295,6 +316,15 @@ impl RingQueue for PackedQueue {
         let used_flags = |wrap: bool| if wrap { VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED } else { 0 };
         let size = self.ring.size();
         let flags = used_flags(self.used.wrap);
+        if self.batched {
+            // The batch's one descriptor is written when it is published.
+            if self.pending.is_none() {
+                self.pending = Some((self.used.pos, flags));
+            }
+            self.batch_last = chain.head;
+            self.used = self.used.ahead(chain.descs.max(1), size);
+            return;
+        }
         self.ring.set_used(self.used.pos, chain.head, len);
         if self.pending.is_none() {
             self.pending = Some((self.used.pos, flags));
@@ -315,6 +345,9 @@ impl RingQueue for PackedQueue {
     #[inline]
     fn publish(&mut self) {
         if let Some((pos, flags)) = self.pending.take() {
+            if self.batched {
+                self.ring.set_used(pos, self.batch_last, 0);
+            }
             self.ring.set_flags(pos, flags);
         }
     }

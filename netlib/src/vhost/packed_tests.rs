@@ -165,6 +165,45 @@ fn chains_wrap_around_a_ring_of_256_many_times() {
     assert_eq!(r.q.used_base(), r.q.avail_base());
 }
 
+/// In order, on a ring the device only reads: one used descriptor per published batch,
+/// at the batch's first slot with its last chain's id; the slots it skips keep the
+/// driver's flags. Batches of chains of 1 to 3 descriptors, across many wraps.
+#[test]
+fn in_order_a_transmit_batch_is_used_with_one_descriptor() {
+    let mut r = prig(16);
+    r.q = PackedQueue::new(r.q_ring(), PACKED_BASE_WRAP, 9216).unwrap().with_batched_used(true);
+    let mut next_id = 0u16;
+    for round in 0..200u32 {
+        let burst = 1 + round % 4;
+        let (mut last, mut slots) = (0u16, 0u16);
+        for k in 0..burst {
+            let n = 1 + (round + k) % 3;
+            let bufs: Vec<(u64, u32)> = (0..n).map(|s| (r.buf(u64::from(s) * 256), 64)).collect();
+            last = next_id;
+            next_id = (next_id + 1) % 16;
+            r.offer(&bufs, last, 0);
+            slots += n as u16;
+        }
+        let chains: Vec<Chain> = (0..burst).map(|_| r.pop(false).unwrap()).collect();
+        let first = r.used;
+        for c in &chains {
+            r.q.put_used(c, c.total);
+        }
+        assert_eq!(r.reap(slots), None, "round {round}: nothing is the driver's until published");
+        r.q.publish();
+        assert_eq!(r.reap(slots), Some((last, 0)), "round {round}: one descriptor, the batch's last id");
+        // Every other slot of the batch still holds what the driver wrote there.
+        for k in 1..slots {
+            let pos = (first.0 + k) % 16;
+            let wrap = first.1 ^ (first.0 + k >= 16);
+            let f = r.slot(pos).3;
+            let driver = if wrap { VRING_PACKED_DESC_F_AVAIL } else { VRING_PACKED_DESC_F_USED };
+            assert_eq!(f & (VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED), driver, "round {round}: slot {pos}");
+        }
+    }
+    assert_eq!(r.q.used_base(), r.q.avail_base());
+}
+
 #[test]
 fn a_chain_is_used_where_it_started_with_its_last_descriptors_id() {
     let mut r = prig(8);

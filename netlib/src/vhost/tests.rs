@@ -570,9 +570,9 @@ fn packed_frontend_and_backend_move_frames_both_ways() {
         let mut pool = crate::PktPool::new(&PoolOptions { nbufs: 1024, hugedir: None, ..Default::default() }).unwrap();
         let opts = VirtioUserOptions { packed: true, ..VirtioUserOptions::default() };
         let mut port = VirtioUser::open(&p2, &mut pool, opts).map_err(|e| e.to_string())?;
-        if !port.packed() || port.in_order() {
+        if !port.packed() || !port.in_order() {
             return Err(format!(
-                "packed {} in_order {}: expected packed rings without IN_ORDER",
+                "packed {} in_order {}: expected packed rings in order (one used descriptor a transmit batch)",
                 port.packed(),
                 port.in_order()
             ));

@@ -119,12 +119,15 @@ impl VirtioUser {
             ch.protocol = want;
         }
         ch.request(Request::SetOwner, &[], &[], false)?;
-        // Packed rings when asked for and offered; on them the device may then write one
-        // used descriptor for a batch in order, so IN_ORDER is not taken with them.
+        // Packed rings when asked for and offered. IN_ORDER when offered: on a packed ring
+        // the device may then mark a transmit batch used with one descriptor (see
+        // DriverQueue::reclaim_tx); receive buffers are still used one by one (their
+        // lengths differ), as our backend and DPDK's do.
         let packed = self.opts.packed && features & VIRTIO_F_RING_PACKED != 0;
         let ours = VIRTIO_F_VERSION_1
             | (features & (VHOST_USER_F_PROTOCOL_FEATURES | VIRTIO_NET_F_MRG_RXBUF))
-            | if packed { VIRTIO_F_RING_PACKED } else { features & VIRTIO_F_IN_ORDER };
+            | features & VIRTIO_F_IN_ORDER
+            | if packed { VIRTIO_F_RING_PACKED } else { 0 };
         self.in_order = ours & VIRTIO_F_IN_ORDER != 0;
         self.mrg_rxbuf = ours & VIRTIO_NET_F_MRG_RXBUF != 0;
         ch.request(Request::SetFeatures, &encode::u64(ours), &[], true)?;

@@ -9,6 +9,8 @@
 mod backoff;
 mod handshake;
 #[cfg(test)]
+mod in_order_tests;
+#[cfg(test)]
 mod merge_tests;
 mod queue;
 mod reconnect;

@@ -110,6 +110,9 @@ pub(super) struct DriverQueue {
     free: VecDeque<u16>,
     /// Packet behind each descriptor id in flight.
     slots: Vec<Option<Packet>>,
+    /// On a packed ring, the id posted at each slot: a device in order marks a batch
+    /// used with one descriptor, and the ids it skips are read back from here.
+    posted: Vec<u16>,
     avail_idx: u16,
     pub(super) last_used: u16,
     pub(super) kick: EventFd,
@@ -128,6 +131,7 @@ impl DriverQueue {
             ring,
             free: (0..size).collect(),
             slots: (0..size).map(|_| None).collect(),
+            posted: vec![0; usize::from(size)],
             avail_idx: 0,
             last_used: 0,
             kick: ev()?,
@@ -260,6 +264,9 @@ impl DriverQueue {
             Ring::Packed(p) => {
                 let flags = p.avail_flags(if write { VRING_DESC_F_WRITE } else { 0 });
                 p.ring.set_desc(p.avail.at, addr, len, id, flags);
+                if let Some(slot) = self.posted.get_mut(usize::from(p.avail.at)) {
+                    *slot = id;
+                }
                 p.avail = p.avail.next(p.ring.size());
             }
         }
@@ -449,6 +456,9 @@ impl DriverQueue {
     /// bad id. `in_order`: VIRTIO_F_IN_ORDER was negotiated.
     #[inline]
     pub(super) fn reclaim_tx(&mut self, pool: &mut PktPool, in_order: bool) -> Result<(), String> {
+        if in_order && self.packed() {
+            return self.reclaim_tx_packed_in_order(pool);
+        }
         let pending = self.used_pending("tx")?;
         for _ in 0..pending {
             let id = match &self.ring {
@@ -474,6 +484,46 @@ impl DriverQueue {
             }
         }
         Ok(())
+    }
+
+    /// [`Self::reclaim_tx`] on a packed ring in order: each used descriptor the device
+    /// wrote may stand for a batch, the buffers posted from its slot up to the one whose id
+    /// it carries. The id is the device's word: one that is not among the buffers in
+    /// flight, in the order they were posted, is an error.
+    fn reclaim_tx_packed_in_order(&mut self, pool: &mut PktPool) -> Result<(), String> {
+        let Ring::Packed(p) = &mut self.ring else { return Ok(()) };
+        let size = p.ring.size();
+        loop {
+            let in_flight = usize::from(size) - self.free.len();
+            if in_flight == 0 || !p.next_is_used() {
+                return Ok(());
+            }
+            let (last, _) = p.ring.used(p.used.at);
+            let mut end = p.used;
+            let mut found = false;
+            for _ in 0..in_flight {
+                let id = self.posted.get(usize::from(end.at)).copied();
+                end = end.next(size);
+                if id == Some(last) {
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                return Err(format!("tx used id {last} is not in flight (in order, from slot {})", p.used.at));
+            }
+            while p.used != end {
+                let id = self.posted.get(usize::from(p.used.at)).copied().unwrap_or(u16::MAX);
+                p.used = p.used.next(size);
+                match self.slots.get_mut(usize::from(id)).and_then(Option::take) {
+                    Some(pkt) => {
+                        pool.free(pkt);
+                        self.free.push_back(id);
+                    }
+                    None => return Err(format!("tx used id {id} is not in flight")),
+                }
+            }
+        }
     }
 
     /// Makes packets from the front of `pkts` available to the backend (the transmit
