@@ -7,6 +7,7 @@ pub mod acl;
 pub mod flow;
 pub mod frame;
 pub mod gap;
+pub mod gso;
 pub mod lb;
 pub mod smol;
 pub mod tcp_server;

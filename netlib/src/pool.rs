@@ -13,9 +13,9 @@ pub const HEADROOM: u16 = 128;
 pub const BUF_SIZE: u32 = 2048 + HEADROOM as u32;
 /// Most data bytes a buffer holds, unless its pool is made with more.
 pub const DATA_ROOM: u16 = (BUF_SIZE - HEADROOM as u32) as u16;
-/// Most data bytes a pool's buffers may be made to hold: a 9000-byte MTU frame with
-/// its Ethernet header and a VLAN tag fits, with room.
-pub const MAX_DATA_ROOM: u16 = 16384;
+/// Most data bytes a pool's buffers may be made to hold: a 64 KiB GSO frame (a sender
+/// with TSO, see [`PktPool::set_net_hdr`]) fits, and a buffer with its headroom is 64 KiB.
+pub const MAX_DATA_ROOM: u16 = (65536 - HEADROOM as u32) as u16;
 /// Bytes of an Ethernet header with one VLAN tag: a frame is at most this over the MTU.
 pub const ETH_VLAN_HDR_LEN: u16 = 18;
 
@@ -225,6 +225,26 @@ impl PktPool {
             hdr.fill(0);
         }
         self.region.map().addr() + off as u64
+    }
+
+    /// Writes the virtio-net header `hdr` (num_buffers 0) in the 12 bytes just before the
+    /// packet's data: what a port that took transmit offloads sends with the frame (see
+    /// `VirtioUserOptions::tx_offloads`). A frame that asks for nothing takes
+    /// `VnetHdr::default()`.
+    pub fn set_net_hdr(&mut self, p: &Packet, hdr: &crate::vnet_hdr::VnetHdr) {
+        let n = crate::spec::NET_HDR_LEN as u16;
+        let off = self.buf_off(p.idx) + usize::from(p.off.saturating_sub(n));
+        let out = self.region.map_mut().slice_mut(off, usize::from(n)).expect("inside pool");
+        out[..crate::vnet_hdr::HDR_FIELDS_LEN].copy_from_slice(&hdr.to_bytes());
+        out[crate::vnet_hdr::HDR_FIELDS_LEN..].fill(0);
+    }
+
+    /// The address of the `n` bytes just before the packet's data, left as they are (a
+    /// header the caller wrote); `n` must fit in the headroom.
+    #[inline]
+    pub(crate) fn header_addr(&self, p: &Packet, n: u16) -> u64 {
+        debug_assert!(n <= p.off);
+        self.region.map().addr() + (self.buf_off(p.idx) + usize::from(p.off - n)) as u64
     }
 
     /// Room for data after the data offset.

@@ -2,15 +2,19 @@
 // at full speed or a given rate, with live rates.
 //! Packet generator.
 
+use anyhow::Context;
 use anyhow::{bail, Result};
 use clap::Parser;
-use fastpath_examples::frame::{nth_mac, parse_mac, set_src, Template};
+use fastpath_examples::frame::{nth_mac, parse_mac, set_src, Template, MIN_FRAME};
+use fastpath_examples::gso::GsoFrame;
 use fastpath_examples::{
     discover_port, idle, init_logging, make_pool, mpps, open, own_mac_or, pin, report, schedule_from, send_budget,
     stop_flag, wait_link, Common, Meter, DEFAULT_SRC_MAC,
 };
-use netlib::pool::burst_vec;
-use netlib::{LinkState, PortSpec};
+use netlib::pool::{burst_vec, PoolOptions, MAX_DATA_ROOM};
+use netlib::virtio_user::{VirtioUser, VirtioUserOptions};
+use netlib::vnet_hdr::VIRTIO_NET_F_HOST_TSO4;
+use netlib::{LinkState, PktPool, Port, PortSpec};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -43,6 +47,12 @@ struct Args {
     /// (1..=16777216).
     #[arg(long, default_value_t = 1, value_name = "N")]
     src_macs: u32,
+    /// Send TCP/IPv4 GSO frames of --size bytes (up to 65400) that ask the port's backend
+    /// to cut them into segments of MSS payload bytes and checksum each (TSO): on a vu: or
+    /// vu-packed: port whose backend offers HOST_TSO4 (fastpathd's ports with offloads on).
+    /// The frames carry no sequence numbers: a sink counts them, it does not --check them.
+    #[arg(long, value_name = "MSS")]
+    gso_mss: Option<u16>,
     #[command(flatten)]
     common: Common,
 }
@@ -53,8 +63,11 @@ fn main() -> Result<()> {
     let spec = discover_port(a.port.take(), &mut a.common)?;
     let c = &a.common;
     let src = own_mac_or(a.src_mac.as_deref(), "--src-mac", &spec, DEFAULT_SRC_MAC)?;
-    let tpl = Template::new(a.size, parse_mac(&a.dst_mac).map_err(|e| anyhow::anyhow!("--dst-mac: {e}"))?, src)
-        .map_err(|e| anyhow::anyhow!("--size: {e}"))?;
+    let dst = parse_mac(&a.dst_mac).map_err(|e| anyhow::anyhow!("--dst-mac: {e}"))?;
+    let gso = a.gso_mss.map(|mss| GsoFrame::new(a.size, mss, dst, src)).transpose().map_err(anyhow::Error::msg)?;
+    // The sequence template is not used for GSO frames; a valid size keeps it simple.
+    let tpl_size = if gso.is_some() { MIN_FRAME } else { a.size };
+    let tpl = Template::new(tpl_size, dst, src).map_err(|e| anyhow::anyhow!("--size: {e}"))?;
     if !(1..=1 << 24).contains(&a.src_macs) {
         bail!("--src-macs {} is not in 1..=16777216", a.src_macs);
     }
@@ -63,7 +76,10 @@ fn main() -> Result<()> {
     }
     pin(c.core)?;
     let stop = stop_flag();
-    let mut pool = make_pool(c)?;
+    let mut pool = match &gso {
+        Some(g) => gso_pool(c, g)?,
+        None => make_pool(c)?,
+    };
     if tpl.len() > usize::from(pool.data_room()) {
         bail!(
             "--size {} is more than a buffer of --mtu {} holds ({} bytes): raise --mtu",
@@ -72,7 +88,10 @@ fn main() -> Result<()> {
             pool.data_room()
         );
     }
-    let mut ports = vec![open(&spec, &mut pool, c)?];
+    let mut ports = vec![match &gso {
+        Some(_) => open_tso(&spec, &mut pool, c)?,
+        None => open(&spec, &mut pool, c)?,
+    }];
     wait_link(&mut ports, &mut pool, c, &stop)?;
     let port = &mut ports[0];
     let mut burst = burst_vec();
@@ -115,6 +134,15 @@ fn main() -> Result<()> {
         pool.alloc_bulk(&mut burst, want);
         for p in &mut burst[before..] {
             let fresh = !std::mem::replace(&mut filled[p.index() as usize], true);
+            if let Some(g) = &gso {
+                let buf = pool.set_len(p, g.bytes.len());
+                if fresh {
+                    buf.copy_from_slice(&g.bytes);
+                }
+                pool.set_net_hdr(p, &g.hdr);
+                seq += 1;
+                continue;
+            }
             let buf = pool.set_len(p, tpl.len());
             if fresh {
                 tpl.write(buf, seq);
@@ -161,7 +189,40 @@ fn main() -> Result<()> {
     report(
         c,
         &serde_json::json!({"role":"pktgen","sent":sent,"secs":secs,"mpps":mpps(sent, secs),
-        "size":a.size,"src_macs":a.src_macs,"port":spec.to_string(),"counters":port.counters()}),
+        "size":a.size,"src_macs":a.src_macs,"gso_mss":a.gso_mss,
+        "segments":gso.as_ref().map(|g| g.segments() as u64 * sent),"port":spec.to_string(),"counters":port.counters()}),
     );
     Ok(())
+}
+
+/// A pool whose buffers hold the GSO frame `g`: enough of them for both rings and the
+/// bursts, not --nbufs (each is up to 64 KiB).
+fn gso_pool(c: &Common, g: &GsoFrame) -> Result<PktPool> {
+    let room = (g.bytes.len().next_multiple_of(64)).min(usize::from(MAX_DATA_ROOM)) as u16;
+    let opts = PoolOptions {
+        nbufs: 4 * u32::from(c.queue_size) + 128,
+        hugedir: Some(c.hugedir.clone().into()),
+        data_room: room,
+    };
+    PktPool::new(&opts).context("creating the packet pool for GSO frames")
+}
+
+/// Opens `spec`, a virtio-user port, with transmit offloads; an error unless the backend
+/// took TSO over IPv4.
+fn open_tso(spec: &PortSpec, pool: &mut PktPool, c: &Common) -> Result<Box<dyn Port>> {
+    let (path, packed) = match spec {
+        PortSpec::VirtioUser(p) => (p, false),
+        PortSpec::VirtioUserPacked(p) => (p, true),
+        other => bail!("--gso-mss needs a vu: or vu-packed: port (virtio-user with transmit offloads), not {other}"),
+    };
+    let opts = VirtioUserOptions { queue_size: c.queue_size, packed, tx_offloads: true, ..Default::default() };
+    let port = VirtioUser::open(path, pool, opts).with_context(|| format!("opening port {spec}"))?;
+    if port.tx_features() & VIRTIO_NET_F_HOST_TSO4 == 0 {
+        bail!(
+            "--gso-mss: the backend of {spec} did not take TSO (transmit offloads {:#x}): \
+             turn the port's offloads on (fastpathctl add-port --offloads on)",
+            port.tx_features()
+        );
+    }
+    Ok(Box::new(port))
 }

@@ -127,9 +127,11 @@ impl VirtioUser {
         let ours = VIRTIO_F_VERSION_1
             | (features & (VHOST_USER_F_PROTOCOL_FEATURES | VIRTIO_NET_F_MRG_RXBUF))
             | features & VIRTIO_F_IN_ORDER
-            | if packed { VIRTIO_F_RING_PACKED } else { 0 };
+            | if packed { VIRTIO_F_RING_PACKED } else { 0 }
+            | if self.opts.tx_offloads { tx_offloads_of(features) } else { 0 };
         self.in_order = ours & VIRTIO_F_IN_ORDER != 0;
         self.mrg_rxbuf = ours & VIRTIO_NET_F_MRG_RXBUF != 0;
+        self.tx_features = tx_offloads_of(ours);
         ch.request(Request::SetFeatures, &encode::u64(ours), &[], true)?;
         self.rxq.set_layout(packed)?;
         self.txq.set_layout(packed)?;
@@ -189,4 +191,14 @@ impl VirtioUser {
             (ring(&self.txq), self.txq.region().fd()),
         ]
     }
+}
+
+/// Of the features `f`, the transmit offloads we take: VIRTIO_NET_F_CSUM, and with it
+/// HOST_TSO4 and HOST_TSO6 (TSO needs the checksum offload).
+fn tx_offloads_of(f: u64) -> u64 {
+    use crate::vnet_hdr::{VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6};
+    if f & VIRTIO_NET_F_CSUM == 0 {
+        return 0;
+    }
+    f & (VIRTIO_NET_F_CSUM | VIRTIO_NET_F_HOST_TSO4 | VIRTIO_NET_F_HOST_TSO6)
 }

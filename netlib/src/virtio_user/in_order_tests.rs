@@ -48,7 +48,7 @@ impl Rig {
         for p in &mut pkts {
             self.pool.set_len(p, 64);
         }
-        let (sent, _) = self.drv.transmit(&mut self.pool, &mut pkts);
+        let (sent, _) = self.drv.transmit(&mut self.pool, &mut pkts, false);
         self.pool.free_all(&mut pkts);
         sent
     }

@@ -42,6 +42,13 @@ pub struct VirtioUserOptions {
     /// Take packed rings (VIRTIO_F_RING_PACKED) when the backend offers them; split
     /// rings otherwise, or when it does not.
     pub packed: bool,
+    /// Take the transmit offloads the backend offers (VIRTIO_NET_F_CSUM, HOST_TSO4,
+    /// HOST_TSO6): frames may then leave their TCP/UDP checksum to finish and be GSO
+    /// frames of up to 64 KiB. When they are taken ([`VirtioUser::tx_offloads`]), every
+    /// frame sent carries the header its sender wrote with `PktPool::set_net_hdr`
+    /// (`VnetHdr::default()` for one that asks nothing); when not, headers are zeroed as
+    /// usual and the sender must finish its own checksums.
+    pub tx_offloads: bool,
 }
 
 impl Default for VirtioUserOptions {
@@ -52,6 +59,7 @@ impl Default for VirtioUserOptions {
             connect_timeout: Duration::from_secs(10),
             reply_timeout: Duration::from_secs(5),
             packed: false,
+            tx_offloads: false,
         }
     }
 }
@@ -113,6 +121,9 @@ pub struct VirtioUser {
     in_order: bool,
     /// VIRTIO_NET_F_MRG_RXBUF was negotiated: a received frame may span several buffers.
     mrg_rxbuf: bool,
+    /// The transmit offloads negotiated (VIRTIO_NET_F_CSUM, with HOST_TSO4/6 if
+    /// offered), 0 if none: frames then carry their sender's header.
+    tx_features: u64,
     counters: PortCounters,
     cadence: Cadence,
     /// When the port tries its backend again while down.
@@ -158,6 +169,7 @@ impl VirtioUser {
             protocol: 0,
             in_order: false,
             mrg_rxbuf: false,
+            tx_features: 0,
             counters: PortCounters::default(),
             cadence: Cadence::default(),
             backoff: backoff::Backoff::default(),
@@ -183,6 +195,20 @@ impl VirtioUser {
     /// transmit ring is then reclaimed from the used index alone).
     pub fn in_order(&self) -> bool {
         self.in_order
+    }
+
+    /// Whether transmit offloads were negotiated with the backend now connected (asked
+    /// for with [`VirtioUserOptions::tx_offloads`]): frames then carry their sender's
+    /// virtio-net header, and may be GSO frames (with HOST_TSO4/6: see
+    /// [`Self::tx_features`]).
+    pub fn tx_offloads(&self) -> bool {
+        self.tx_features != 0
+    }
+
+    /// The transmit offload features negotiated (VIRTIO_NET_F_CSUM, HOST_TSO4 and
+    /// HOST_TSO6 bits): 0 without [`Self::tx_offloads`].
+    pub fn tx_features(&self) -> u64 {
+        self.tx_features
     }
 
     /// Whether the rings are packed (VIRTIO_F_RING_PACKED negotiated with the backend now
@@ -231,7 +257,7 @@ impl Port for VirtioUser {
                 return 0;
             }
         }
-        let (n, bytes) = self.txq.transmit(pool, pkts);
+        let (n, bytes) = self.txq.transmit(pool, pkts, self.tx_features != 0);
         self.counters.tx_packets += n as u64;
         self.counters.tx_bytes += bytes;
         n

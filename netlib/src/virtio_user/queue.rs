@@ -528,16 +528,22 @@ impl DriverQueue {
 
     /// Makes packets from the front of `pkts` available to the backend (the transmit
     /// queue), as many as there are free descriptors, and kicks it unless it asked not
-    /// to be. Returns how many it took, and their bytes.
+    /// to be; `own_headers`: each packet's virtio-net header is its sender's, sent as it
+    /// is (else zeroed). Returns how many it took, and their bytes.
     #[inline]
-    pub(super) fn transmit(&mut self, pool: &mut PktPool, pkts: &mut Vec<Packet>) -> (usize, u64) {
+    pub(super) fn transmit(&mut self, pool: &mut PktPool, pkts: &mut Vec<Packet>, own_headers: bool) -> (usize, u64) {
         let n = pkts.len().min(self.free.len());
         let mut bytes = 0u64;
         for (k, p) in pkts.drain(..n).enumerate() {
             let id = self.free.pop_front().expect("counted");
             // num_buffers (the last two bytes) only means something on receive: left as
             // is, as DPDK's driver does, so a reflected buffer's header is not stored to.
-            let hdr = pool.clear_header(&p, NET_HDR_LEN as u16, NET_HDR_LEN as u16 - 2);
+            // With transmit offloads the header is the sender's (PktPool::set_net_hdr).
+            let hdr = if own_headers {
+                pool.header_addr(&p, NET_HDR_LEN as u16)
+            } else {
+                pool.clear_header(&p, NET_HDR_LEN as u16, NET_HDR_LEN as u16 - 2)
+            };
             bytes += p.len() as u64;
             self.post(k as u16, id, hdr, NET_HDR_LEN + p.len() as u32, false);
             self.slots[id as usize] = Some(p);

@@ -28,6 +28,7 @@ impl VirtioUser {
         })?;
         self.protocol = 0;
         self.in_order = false;
+        self.tx_features = 0;
         let res = self.handshake(&mut conn, pool);
         match &res {
             Ok(()) => {

@@ -17,6 +17,7 @@ use super::ports;
 use super::restart;
 use super::scrape;
 use super::testpmd::{self, Memory, Testpmd, BURST};
+use super::tso;
 use super::uplink;
 use super::vxlan;
 use crate::procs::check_interrupt;
@@ -119,6 +120,9 @@ enum Kind {
     Mq2,
     /// DPDK's virtio_user on packed rings against our backend apps (vs testpmd's net_vhost).
     Packed(packed::Flow),
+    /// 64 KB TCP GSO frames app → switch → app without offloads, cut in software, in
+    /// Gbit/s (vs the same bytes sent as 1518-byte frames).
+    Tso,
 }
 
 /// A benchmark case: one pair of runs per round yields one value per metric and side.
@@ -201,6 +205,7 @@ pub const CASES: &[Case] = &[
         metrics: &[Metric { name: "twoway_64_packed", unit: Unit::Mpps }],
         kind: Kind::Packed(packed::Flow::Twoway),
     },
+    Case { name: "tso_64k", metrics: &[Metric { name: "tso_64k", unit: Unit::Gbps }], kind: Kind::Tso },
 ];
 
 /// Packets in flight in the looping cases (ours: `--prime 256`).
@@ -239,6 +244,7 @@ impl Case {
             Kind::Macs => ports::macs(&mut sb, ctx, false),
             Kind::Mq2 => ports::mq2(&mut sb, ctx, false),
             Kind::Packed(flow) => packed::ours(&mut sb, ctx, flow),
+            Kind::Tso => tso::ours(&mut sb, ctx),
         }
     }
 
@@ -269,6 +275,7 @@ impl Case {
             Kind::Macs => ports::macs(&mut sb, ctx, true),
             Kind::Mq2 => ports::mq2(&mut sb, ctx, true),
             Kind::Packed(flow) => packed::peer(&mut sb, ctx, flow),
+            Kind::Tso => tso::plain(&mut sb, ctx),
         }
     }
 }
