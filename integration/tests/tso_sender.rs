@@ -3,6 +3,7 @@
 // checksummed, and every segment reaches the receiver. And an app asking for GSO on a
 // port whose offloads are off is told so.
 //! netlib's transmit offloads (TSO) through fastpathd.
+#![allow(clippy::many_single_char_names)]
 
 use std::time::Duration;
 
@@ -53,12 +54,8 @@ fn tso_gso_frames_are_segmented_for_a_receiver_without_offloads() {
         [&["--port", &vu_a, "--gso-mss", MSS, "--size", SIZE, "--count", &count, "--rate", "20000"], &common[..]]
             .concat();
     let mut gen = Proc::spawn("pktgen", &dir, &peers.bin("pktgen"), &gen_args, &[]);
-    assert!(
-        gen.wait_timeout(Duration::from_secs(60)).is_some_and(|s| s.success()),
-        "pktgen:\n{}",
-        gen.describe(20, 10)
-    );
-    assert!(sink.wait_timeout(Duration::from_secs(60)).is_some(), "sink did not finish:\n{}", sink.describe(20, 5));
+    assert!(gen.wait_timeout(Duration::from_mins(1)).is_some_and(|s| s.success()), "pktgen:\n{}", gen.describe(20, 10));
+    assert!(sink.wait_timeout(Duration::from_mins(1)).is_some(), "sink did not finish:\n{}", sink.describe(20, 5));
     let g = gen.last_json().unwrap_or_default();
     let v = sink.last_json().unwrap_or_default();
     let list = fastpathctl_list(&peers, &ctl).unwrap_or_else(|e| panic!("{e}"));
