@@ -2,6 +2,8 @@
 // asks whoever takes it to cut it into MSS-sized segments and checksum each one.
 //! TCP/IPv4 GSO frames for a sender with transmit offloads.
 
+use std::net::Ipv4Addr;
+
 use netlib::vnet_hdr::{Gso, GsoKind, PartialCsum, VnetHdr};
 
 /// Bytes of the frame's Ethernet, IPv4 and TCP headers.
@@ -22,10 +24,10 @@ pub struct GsoFrame {
 }
 
 impl GsoFrame {
-    /// A frame of `size` bytes from `src` to `dst` (10.0.0.1:5001 to 10.0.0.2:5001),
-    /// cut into segments of `mss` payload bytes by whoever takes it. An error names
-    /// the value that does not fit.
-    pub fn new(size: usize, mss: u16, dst: [u8; 6], src: [u8; 6]) -> Result<Self, String> {
+    /// A frame of `size` bytes from `src` to `dst` (MACs), TCP from `ips.0` port 5001 to
+    /// `ips.1` port 5001, cut into segments of `mss` payload bytes by whoever takes it.
+    /// An error names the value that does not fit.
+    pub fn new(size: usize, mss: u16, dst: [u8; 6], src: [u8; 6], ips: (Ipv4Addr, Ipv4Addr)) -> Result<Self, String> {
         if !(1..=MAX_MSS).contains(&mss) {
             return Err(format!("--gso-mss {mss} must be in 1..={MAX_MSS}"));
         }
@@ -45,8 +47,8 @@ impl GsoFrame {
         ip[6] = 0x40; // DF
         ip[8] = 64;
         ip[9] = 6; // TCP
-        ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
-        ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        ip[12..16].copy_from_slice(&ips.0.octets());
+        ip[16..20].copy_from_slice(&ips.1.octets());
         let sum = netlib::csum::complement(netlib::csum::add(&b[14..34], 0));
         b[24..26].copy_from_slice(&sum.to_be_bytes());
         let tcp = &mut b[34..54];
@@ -79,7 +81,9 @@ mod tests {
 
     #[test]
     fn a_gso_frame_is_cut_by_netlib_into_checksummed_segments() {
-        let f = GsoFrame::new(20_054, 1448, [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1]).unwrap();
+        let ips = (Ipv4Addr::new(10, 0, 0, 9), Ipv4Addr::new(10, 0, 0, 1));
+        let f = GsoFrame::new(20_054, 1448, [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1], ips).unwrap();
+        assert_eq!(&f.bytes[26..34], &[10, 0, 0, 9, 10, 0, 0, 1]);
         assert_eq!(f.segments(), 14);
         let (g, c) = (f.hdr.gso.unwrap(), f.hdr.csum.unwrap());
         let segs = netlib::gso::Segments::new(&f.bytes, g, c).unwrap();
@@ -93,11 +97,12 @@ mod tests {
 
     #[test]
     fn bad_sizes_name_the_flag_and_the_value() {
-        let e = GsoFrame::new(100, 1448, [0; 6], [0; 6]).unwrap_err();
+        let ips = (Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST);
+        let e = GsoFrame::new(100, 1448, [0; 6], [0; 6], ips).unwrap_err();
         assert!(e.contains("--size 100"), "{e}");
-        let e = GsoFrame::new(70_000, 1448, [0; 6], [0; 6]).unwrap_err();
+        let e = GsoFrame::new(70_000, 1448, [0; 6], [0; 6], ips).unwrap_err();
         assert!(e.contains("--size 70000"), "{e}");
-        let e = GsoFrame::new(2000, 0, [0; 6], [0; 6]).unwrap_err();
+        let e = GsoFrame::new(2000, 0, [0; 6], [0; 6], ips).unwrap_err();
         assert!(e.contains("--gso-mss 0"), "{e}");
     }
 }

@@ -14,11 +14,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fastpath_oci::CONTRACT;
-use hook_common::{add_static, diff, fd_kinds, finish, mappings, require, wait_ports_up, Fixture, Rt};
+use hook_common::{add_static, diff, fd_kinds, finish, mappings, require, wait_ports_up, Fixture, Rt, PORT_SOCK};
 use integration::guest::{require_guest, Guest, GuestRun, VhostMode, VhostUserNic};
 use integration::{
     bin_dir, fastpathctl_list_with, fastpathd_args, fastpathd_port, last_json_line, output_text, run_with_timeout,
-    serial, spawn_piped, stamp, wait_for_socket, wait_until, Proc, TestDir, Verdict,
+    serial, spawn_piped, stamp, wait_for_socket, wait_output, wait_until, Proc, TestDir, Verdict,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -32,6 +32,10 @@ const TCP_BYTES: u64 = 10_000_000;
 /// UDP payload sizes swept by the guest's udp_rr: every size from 8 bytes (the sequence
 /// number) to 8972 (an MTU of 9000: guest, switch ports and containers all have it).
 const UDP_SIZES: (u64, u64) = (8, 8972);
+/// GSO frames a container's pktgen sends the first guest: 65,000-byte TCP frames that ask
+/// for 1448-byte segments, which the guest (GUEST_TSO4) takes whole.
+const GSO_FRAMES: u64 = 200;
+const GSO_SIZE: u64 = 65_000;
 /// The QEMU message the restart test looks for (see the README: vhost-user reconnects).
 const RING_RESTORE: &str = "vhost VQ ring restore failed";
 
@@ -69,9 +73,18 @@ as_user udp_rr --kernel --mtu {mtu} --server 10.0.0.2:7 --size {min} --size-max 
 result udp "$(tail -n 1 /tmp/u.out)"
 as_user tcp_echo --kernel --connect 10.0.0.3:7 --bytes {TCP_BYTES} --timeout 200 --json --quiet > /tmp/t.out 2>&1
 result tcp "$(tail -n 1 /tmp/t.out)"
+stat() {{ cat /sys/class/net/$VNET_IF0/statistics/$1; }}
+tcp() {{ awk -v f=$1 '/^Tcp:/ {{ if (h) print $f; h = 1 }}' /proc/net/snmp; }}
+b0=$(stat rx_bytes); p0=$(stat rx_packets); s0=$(tcp 11)
+ready gso
+i=0
+while [ "$(stat rx_bytes)" -lt $((b0 + {gso_bytes})) ] && [ $i -lt 120 ]; do sleep 1; i=$((i + 1)); done
+sleep 1
+result gso "{{\"bytes\":$(($(stat rx_bytes) - b0)),\"packets\":$(($(stat rx_packets) - p0)),\"in_segs\":$(($(tcp 11) - s0)),\"in_errs\":$(tcp 14),\"in_csum_errors\":$(tcp 16)}}"
 ready done
 sleep 1000
 "#,
+        gso_bytes = GSO_FRAMES * GSO_SIZE,
         min = UDP_SIZES.0,
         max = UDP_SIZES.1,
         n = UDP_SIZES.1 - UDP_SIZES.0 + 1,
@@ -86,7 +99,7 @@ fn vm_guest_kernel_talks_to_smoltcp_containers_and_qemu_kill_leaves_nothing() {
     let Some(peers) = require(TEST, Some("runc")) else { return };
     let (t0, mut lap) = (Instant::now(), Instant::now());
     let mut fx = Fixture::new(&peers, Rt::Runc, "0-1");
-    add_static(&fx, &["udp_echo", "tcp_echo"]).unwrap_or_else(|e| panic!("{e}"));
+    add_static(&fx, &["udp_echo", "tcp_echo", "pktgen"]).unwrap_or_else(|e| panic!("{e}"));
     let jumbo = JUMBO_MTU.to_string();
     let ann: Vec<(&str, &str)> = CONTRACT.iter().copied().chain([("fastpath.io/mtu", jumbo.as_str())]).collect();
     let mut udp = Some(spawn_piped(&mut fx.run_cmd(
@@ -125,8 +138,20 @@ fn vm_guest_kernel_talks_to_smoltcp_containers_and_qemu_kill_leaves_nothing() {
         .body_timeout(Duration::from_secs(390))
         .body(&apps_body());
     let mut running = guest.start(&gdir).unwrap_or_else(|e| panic!("{e}"));
-    let ready = running.wait_ready("done", Duration::from_secs(380));
+    let ready = running.wait_ready("gso", Duration::from_secs(380));
     step(TEST, &mut lap, "guest boot, ping, UDP sweep and TCP stream");
+    // A container's app with transmit offloads sends the guest GSO frames: the guest took
+    // GUEST_TSO4, so the switch hands them over whole (merged over its receive buffers).
+    let gso_out = ready.is_ok().then(|| {
+        let gen = format!(
+            "exec pktgen --port {PORT_SOCK} --gso-mss 1448 --size {GSO_SIZE} --count {GSO_FRAMES} --rate 1000 \
+             --dst-mac 52:54:00:00:01:01 --src-ip 10.0.0.9 --dst-ip 10.0.0.1 --queue-size 128 --idle-sleep-us 100 \
+             --json --quiet --link-timeout 30"
+        );
+        wait_output(spawn_piped(&mut fx.run_cmd("vmgso", &gen, &CONTRACT, None)), Duration::from_mins(1))
+    });
+    let ready = ready.and_then(|_| running.wait_ready("done", Duration::from_secs(150)));
+    step(TEST, &mut lap, "a container's GSO frames to the guest");
     let connected = (fd_kinds(pid).len(), mappings(pid).len());
     let qemu_pid = running.qemu_pid();
     let mut run = running.kill();
@@ -167,6 +192,36 @@ fn vm_guest_kernel_talks_to_smoltcp_containers_and_qemu_kill_leaves_nothing() {
         (kind_count(&list, "vm0", "offload_rx"), kind_count(&list, "fp-vmtcpecho-br0", "offload_tx_segmented"));
     v.check(asked > 0 && cut > 0, || {
         format!("switch: expected the guest's offload frames (vm0 offload_rx {asked}) segmented for tcp_echo (offload_tx_segmented {cut})")
+    });
+    match &gso_out {
+        Some(Ok(o)) => {
+            let g = last_json_line(&String::from_utf8_lossy(&o.stdout)).unwrap_or(Value::Null);
+            v.check(o.status.success() && g["sent"].as_u64() == Some(GSO_FRAMES), || {
+                format!("pktgen container (GSO): expected {GSO_FRAMES} frames sent: {}", output_text(o))
+            });
+        }
+        Some(Err(e)) => v.fail(format!("pktgen container (GSO): {e}")),
+        None => {}
+    }
+    // The guest's kernel took the frames whole (one packet each, not 45 segments) and its
+    // TCP counted them, none bad.
+    let gso = json(&run, "gso");
+    let (bytes, packets) = (gso["bytes"].as_u64().unwrap_or(0), gso["packets"].as_u64().unwrap_or(u64::MAX));
+    v.check(
+        bytes >= GSO_FRAMES * GSO_SIZE
+            && packets < 2 * GSO_FRAMES
+            && gso["in_segs"].as_u64().is_some_and(|n| n >= GSO_FRAMES)
+            && gso["in_errs"] == 0
+            && gso["in_csum_errors"] == 0,
+        || {
+            format!(
+                "guest: expected {GSO_FRAMES} GSO frames of {GSO_SIZE} bytes taken whole by its TCP, none bad: {gso}"
+            )
+        },
+    );
+    let as_is = kind_count(&list, "vm0", "offload_tx_as_is");
+    v.check(as_is >= GSO_FRAMES, || {
+        format!("switch: expected the container's {GSO_FRAMES} GSO frames handed to the guest as they were (vm0 offload_tx_as_is {as_is})")
     });
     let tcp_res = json(&run, "tcp");
     v.check(tcp_res["ok"] == true && tcp_res["received"].as_u64() == Some(TCP_BYTES) && tcp_res["wrong"] == 0, || {

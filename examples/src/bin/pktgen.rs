@@ -15,6 +15,7 @@ use netlib::pool::{burst_vec, PoolOptions, MAX_DATA_ROOM};
 use netlib::virtio_user::{VirtioUser, VirtioUserOptions};
 use netlib::vnet_hdr::VIRTIO_NET_F_HOST_TSO4;
 use netlib::{LinkState, PktPool, Port, PortSpec};
+use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -53,6 +54,12 @@ struct Args {
     /// The frames carry no sequence numbers: a sink counts them, it does not --check them.
     #[arg(long, value_name = "MSS")]
     gso_mss: Option<u16>,
+    /// The GSO frames' IPv4 source address.
+    #[arg(long, default_value = "10.0.0.1", requires = "gso_mss")]
+    src_ip: Ipv4Addr,
+    /// The GSO frames' IPv4 destination address.
+    #[arg(long, default_value = "10.0.0.2", requires = "gso_mss")]
+    dst_ip: Ipv4Addr,
     #[command(flatten)]
     common: Common,
 }
@@ -64,7 +71,8 @@ fn main() -> Result<()> {
     let c = &a.common;
     let src = own_mac_or(a.src_mac.as_deref(), "--src-mac", &spec, DEFAULT_SRC_MAC)?;
     let dst = parse_mac(&a.dst_mac).map_err(|e| anyhow::anyhow!("--dst-mac: {e}"))?;
-    let gso = a.gso_mss.map(|mss| GsoFrame::new(a.size, mss, dst, src)).transpose().map_err(anyhow::Error::msg)?;
+    let ips = (a.src_ip, a.dst_ip);
+    let gso = a.gso_mss.map(|mss| GsoFrame::new(a.size, mss, dst, src, ips)).transpose().map_err(anyhow::Error::msg)?;
     // The sequence template is not used for GSO frames; a valid size keeps it simple.
     let tpl_size = if gso.is_some() { MIN_FRAME } else { a.size };
     let tpl = Template::new(tpl_size, dst, src).map_err(|e| anyhow::anyhow!("--size: {e}"))?;
@@ -195,12 +203,12 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// A pool whose buffers hold the GSO frame `g`: enough of them for both rings and the
-/// bursts, not --nbufs (each is up to 64 KiB).
+/// A pool whose buffers hold the GSO frame `g`: enough of them for both rings and two
+/// bursts, not --nbufs (each is up to 64 KiB: with --queue-size 128, 21 MB).
 fn gso_pool(c: &Common, g: &GsoFrame) -> Result<PktPool> {
     let room = (g.bytes.len().next_multiple_of(64)).min(usize::from(MAX_DATA_ROOM)) as u16;
     let opts = PoolOptions {
-        nbufs: 4 * u32::from(c.queue_size) + 128,
+        nbufs: 2 * u32::from(c.queue_size) + 64,
         hugedir: Some(c.hugedir.clone().into()),
         data_room: room,
     };
