@@ -58,6 +58,25 @@ struct fp_counters {
     uint64_t resets;     /* port resets (peer reconnects, faults) */
 };
 
+/* A virtio-net header (its first ten bytes, host order): what a packet sent on a port
+ * opened with fp_open_offloads asks of the switch. All zero: nothing. */
+struct fp_net_hdr {
+    uint8_t flags;        /* FP_NET_HDR_F_NEEDS_CSUM: the L4 checksum is left to finish */
+    uint8_t gso_type;     /* FP_NET_HDR_GSO_NONE, _TCPV4 or _TCPV6 */
+    uint16_t hdr_len;     /* bytes of headers before the TCP payload */
+    uint16_t gso_size;    /* payload bytes per segment (the MSS) */
+    uint16_t csum_start;  /* where the checksummed bytes start (the L4 header) */
+    uint16_t csum_offset; /* where the checksum field is, from csum_start */
+};
+#define FP_NET_HDR_F_NEEDS_CSUM 1
+#define FP_NET_HDR_GSO_NONE 0
+#define FP_NET_HDR_GSO_TCPV4 1
+#define FP_NET_HDR_GSO_TCPV6 4
+/* fp_tx_offloads bits (the virtio-net feature bits). */
+#define FP_TX_CSUM (1 << 0)
+#define FP_TX_TSO4 (1 << 11)
+#define FP_TX_TSO6 (1 << 12)
+
 /* The library version, e.g. "0.1.0" (static). */
 const char *fp_version(void);
 
@@ -71,6 +90,23 @@ const char *fp_last_error(void);
  * `queue_size` entries (a power of two, 8..4096). A "vu:" open returns after the
  * handshake; the others return at once and come up later (see fp_wait_link). */
 int fp_open(const char *spec, uint32_t pool_size, uint32_t queue_size, fp_port **out);
+
+/* Opens "vu:PATH" or "vu-packed:PATH" as fp_open does, taking the transmit offloads
+ * the backend offers (checksum, TSO; fastpathd's ports offer them unless turned off),
+ * with buffers of `data_room` bytes (64..65408: a 64 KB GSO frame fits). Every packet
+ * sent then carries the header set with fp_pkt_set_net_hdr (all zero if never set on
+ * that buffer: it asks nothing). fp_tx_offloads says what the backend took. */
+int fp_open_offloads(const char *spec, uint32_t pool_size, uint32_t queue_size, uint32_t data_room, fp_port **out);
+
+/* The transmit offloads the backend took (FP_TX_CSUM | FP_TX_TSO4 | FP_TX_TSO6), 0 for
+ * none or a port not opened with fp_open_offloads. */
+int fp_tx_offloads(fp_port *port);
+
+/* Sets the header the packet is sent with (set its length first): checked now against
+ * the packet, so a header the switch would refuse is refused here (FP_ERR_ARG, the
+ * message naming the field). E.g. a 64 KB TCP/IPv4 frame cut into 1448-byte segments:
+ * { FP_NET_HDR_F_NEEDS_CSUM, FP_NET_HDR_GSO_TCPV4, 54, 1448, 34, 16 }. */
+int fp_pkt_set_net_hdr(fp_port *port, fp_pkt pkt, const struct fp_net_hdr *hdr);
 
 /* Opens the port the fastpath hook gave this container on `bridge` (NULL: its first
  * port), as netlib::Config::discover() finds it ($FASTPATH_CONFIG or

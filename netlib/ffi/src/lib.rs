@@ -85,6 +85,27 @@ impl From<netlib::PortCounters> for fp_counters {
     }
 }
 
+/// A virtio-net header, as `struct fp_net_hdr` in the header: its first ten bytes
+/// (`num_buffers` aside), in host order. What a packet sent on a port opened with
+/// [`fp_open_offloads`] asks of the switch.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct fp_net_hdr {
+    /// VIRTIO_NET_HDR_F_NEEDS_CSUM (1): the L4 checksum is left to finish.
+    pub flags: u8,
+    /// VIRTIO_NET_HDR_GSO_NONE (0), _TCPV4 (1) or _TCPV6 (4).
+    pub gso_type: u8,
+    /// Bytes of headers before the TCP payload.
+    pub hdr_len: u16,
+    /// Payload bytes per segment (the MSS).
+    pub gso_size: u16,
+    /// Where the checksummed bytes start (the L4 header).
+    pub csum_start: u16,
+    /// Where the checksum field is, from `csum_start`.
+    pub csum_offset: u16,
+}
+
 /// An open port with its own pool, as `fp_port` (opaque) in the header.
 pub struct FpPort {
     pool: PktPool,
@@ -96,6 +117,9 @@ pub struct FpPort {
     rx_stash: VecDeque<Packet>,
     /// The MAC fastpath-hook gave the port, when it is one of the container's.
     mac: Option<Mac>,
+    /// The transmit offloads negotiated (VIRTIO_NET_F_CSUM, HOST_TSO4, HOST_TSO6 bits):
+    /// 0 unless opened with [`fp_open_offloads`] and the backend took them.
+    tx_features: u64,
 }
 
 thread_local! {
@@ -168,8 +192,50 @@ impl FpPort {
         };
         let mut pool = PktPool::new(&opts).map_err(|e| fail(FP_ERR_OPEN, format!("{spec}: {e}")))?;
         let port = open_port(spec, &mut pool, qs).map_err(|e| fail(FP_ERR_OPEN, format!("{spec}: {e}")))?;
+        Ok(Self::with(pool, port))
+    }
+
+    /// A port around `pool` and `port`, nothing held.
+    fn with(pool: PktPool, port: Box<dyn Port>) -> Self {
         let held = (0..pool.capacity()).map(|_| None).collect();
-        Ok(Self { pool, port, held, burst: burst_vec(), rx_stash: VecDeque::with_capacity(BURST), mac: None })
+        Self {
+            pool,
+            port,
+            held,
+            burst: burst_vec(),
+            rx_stash: VecDeque::with_capacity(BURST),
+            mac: None,
+            tx_features: 0,
+        }
+    }
+
+    /// Opens `spec`, a virtio-user port, with transmit offloads and buffers of
+    /// `data_room` bytes.
+    fn open_offloads(spec: &PortSpec, pool_size: u32, queue_size: u32, data_room: u32) -> Result<Self, c_int> {
+        use netlib::virtio_user::{VirtioUser, VirtioUserOptions};
+        let (path, packed) = match spec {
+            PortSpec::VirtioUser(p) => (p, false),
+            PortSpec::VirtioUserPacked(p) => (p, true),
+            other => return Err(fail(FP_ERR_ARG, format!("spec {other}: offloads need a vu: or vu-packed: port"))),
+        };
+        if pool_size == 0 || pool_size > MAX_POOL {
+            return Err(fail(FP_ERR_ARG, format!("pool_size {pool_size} must be in 1..={MAX_POOL}")));
+        }
+        let Ok(queue_size) = u16::try_from(queue_size) else {
+            return Err(fail(FP_ERR_ARG, format!("queue_size {queue_size} must be a power of two in 8..=4096")));
+        };
+        let max = netlib::pool::MAX_DATA_ROOM;
+        let Some(data_room) = u16::try_from(data_room).ok().filter(|r| (64..=max).contains(r)) else {
+            return Err(fail(FP_ERR_ARG, format!("data_room {data_room} must be in 64..={max}")));
+        };
+        let opts = PoolOptions { nbufs: pool_size, hugedir: Some("/dev/hugepages".into()), data_room };
+        let mut pool = PktPool::new(&opts).map_err(|e| fail(FP_ERR_OPEN, format!("{spec}: {e}")))?;
+        let vu_opts = VirtioUserOptions { queue_size, packed, tx_offloads: true, ..VirtioUserOptions::default() };
+        let port = VirtioUser::open(path, &mut pool, vu_opts).map_err(|e| fail(FP_ERR_OPEN, format!("{spec}: {e}")))?;
+        let tx_features = port.tx_features();
+        let mut me = Self::with(pool, Box::new(port));
+        me.tx_features = tx_features;
+        Ok(me)
     }
 
     /// Takes the packet behind handle `h` out of the held set.
@@ -271,6 +337,100 @@ pub unsafe extern "C" fn fp_open(spec: *const c_char, pool_size: u32, queue_size
         });
         // SAFETY: out checked non-NULL above; writable per the contract.
         unsafe { give(out, port) }
+    })
+}
+
+/// Opens `spec` (`vu:PATH` or `vu-packed:PATH`) as [`fp_open`] does, taking the transmit
+/// offloads its backend offers (checksum, TSO), with buffers of `data_room` bytes (up
+/// to 65408: a 64 KB GSO frame); every packet sent then carries the header set with
+/// [`fp_pkt_set_net_hdr`] (all zero: it asks nothing). [`fp_tx_offloads`] says what the
+/// backend took.
+///
+/// # Safety
+/// `spec` is NULL or a NUL-terminated string; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn fp_open_offloads(
+    spec: *const c_char,
+    pool_size: u32,
+    queue_size: u32,
+    data_room: u32,
+    out: *mut *mut FpPort,
+) -> c_int {
+    guard("fp_open_offloads", || {
+        if out.is_null() {
+            return fail(FP_ERR_NULL, "fp_open_offloads: out is NULL");
+        }
+        // SAFETY: the caller's contract on spec.
+        let s = match unsafe { arg_str(spec, "spec", "fp_open_offloads") } {
+            Ok(s) => s,
+            Err(c) => return c,
+        };
+        let spec: PortSpec = match s.parse() {
+            Ok(p) => p,
+            Err(e) => return fail(FP_ERR_ARG, format!("fp_open_offloads: {e}")),
+        };
+        let port = FpPort::open_offloads(&spec, pool_size, queue_size, data_room).and_then(|mut p| {
+            p.mac = discover_mac(&spec).map_err(|e| fail(FP_ERR_CONFIG, format!("fp_open_offloads: {e}")))?;
+            Ok(p)
+        });
+        // SAFETY: out checked non-NULL above; writable per the contract.
+        unsafe { give(out, port) }
+    })
+}
+
+/// The transmit offloads the port's backend took: VIRTIO_NET_F_CSUM (bit 0), HOST_TSO4
+/// (bit 11), HOST_TSO6 (bit 12); 0 for a port not opened with [`fp_open_offloads`], or
+/// whose backend offered none.
+///
+/// # Safety
+/// `port` is NULL or an open port.
+#[no_mangle]
+pub unsafe extern "C" fn fp_tx_offloads(port: *mut FpPort) -> c_int {
+    guard("fp_tx_offloads", || {
+        // SAFETY: the caller's contract on port.
+        match unsafe { self::port(port, "fp_tx_offloads") } {
+            // The three bits are below bit 13: they fit.
+            Ok(p) => p.tx_features as c_int,
+            Err(c) => c,
+        }
+    })
+}
+
+/// Sets the virtio-net header the packet is sent with on a port opened with
+/// [`fp_open_offloads`]: checked against the packet's length now (set it first), so a
+/// header the switch would refuse is refused here, naming the field (FP_ERR_ARG).
+///
+/// # Safety
+/// `port` is NULL or an open port; `hdr` is NULL or readable.
+#[no_mangle]
+pub unsafe extern "C" fn fp_pkt_set_net_hdr(port: *mut FpPort, pkt: fp_pkt, hdr: *const fp_net_hdr) -> c_int {
+    guard("fp_pkt_set_net_hdr", || {
+        // SAFETY: the caller's contract on port.
+        let p = match unsafe { self::port(port, "fp_pkt_set_net_hdr") } {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        // SAFETY: NULL or readable per the contract.
+        let Some(h) = (unsafe { hdr.as_ref() }) else {
+            return fail(FP_ERR_NULL, "fp_pkt_set_net_hdr: hdr is NULL");
+        };
+        let FpPort { held, pool, .. } = &mut *p;
+        let Some(b) = held.get(pkt as usize).and_then(Option::as_ref) else {
+            return p.bad_handle("fp_pkt_set_net_hdr", pkt);
+        };
+        let mut raw = [0u8; netlib::vnet_hdr::HDR_FIELDS_LEN];
+        raw[0] = h.flags;
+        raw[1] = h.gso_type;
+        for (i, v) in [h.hdr_len, h.gso_size, h.csum_start, h.csum_offset].into_iter().enumerate() {
+            raw[2 + 2 * i..4 + 2 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        match netlib::vnet_hdr::VnetHdr::parse(&raw, b.len()) {
+            Ok(parsed) => {
+                pool.set_net_hdr(b, &parsed);
+                FP_OK
+            }
+            Err(e) => fail(FP_ERR_ARG, format!("fp_pkt_set_net_hdr: packet {pkt} of {} bytes: {e}", b.len())),
+        }
     })
 }
 

@@ -194,6 +194,77 @@ fn packets_cross_a_port_pair() {
     }
 }
 
+/// A port opened with offloads against a backend that offers them: it takes CSUM and
+/// TSO, a header the switch would refuse is refused naming its field, and a 20 KB GSO
+/// frame with its header reaches the backend whole.
+#[test]
+fn a_gso_frame_goes_out_with_its_header() {
+    use netlib::vhost::{DeviceLimits, VhostBackend, VhostMode};
+    use netlib::vnet_hdr::{VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6};
+    const LEN: u32 = 20_054;
+    let sock = tmp("offloads");
+    let mut be = VhostBackend::open(&sock, VhostMode::Listen).unwrap();
+    be.set_limits(DeviceLimits { offloads: true, ..DeviceLimits::default() });
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d2 = done.clone();
+    // The backend in its own thread: the frontend's open does the handshake with it.
+    let backend = std::thread::spawn(move || {
+        let opts = PoolOptions { nbufs: 256, hugedir: None, data_room: netlib::pool::MAX_DATA_ROOM };
+        let mut pool = PktPool::new(&opts).unwrap();
+        let (mut burst, mut lens) = (burst_vec(), Vec::new());
+        while !d2.load(std::sync::atomic::Ordering::Relaxed) {
+            be.rx_burst(&mut pool, &mut burst);
+            lens.extend(burst.iter().map(Packet::len));
+            pool.free_all(&mut burst);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        lens
+    });
+    let spec = CString::new(format!("vu:{}", sock.display())).unwrap();
+    let mut fe: *mut FpPort = null_mut();
+    // SAFETY: spec is a C string, fe a local; the port is open until closed below.
+    unsafe {
+        assert_eq!(fp_open_offloads(spec.as_ptr(), 256, 64, 32768, &mut fe), FP_OK, "{}", last());
+        let want = VIRTIO_NET_F_CSUM | VIRTIO_NET_F_HOST_TSO4 | VIRTIO_NET_F_HOST_TSO6;
+        assert_eq!(fp_tx_offloads(fe), want as c_int);
+        let mut h: fp_pkt = 0;
+        assert_eq!(fp_pkt_alloc(fe, &mut h), FP_OK);
+        assert_eq!(fp_pkt_set_len(fe, h, LEN), FP_OK, "{}", last());
+        let tso = fp_net_hdr { flags: 1, gso_type: 1, hdr_len: 54, gso_size: 1448, csum_start: 34, csum_offset: 16 };
+        let udp = fp_net_hdr { gso_type: 3, ..tso };
+        assert_eq!(fp_pkt_set_net_hdr(fe, h, &udp), FP_ERR_ARG);
+        assert!(last().contains("gso_type 0x03"), "{}", last());
+        let outside = fp_net_hdr { csum_start: 20_050, ..tso };
+        assert_eq!(fp_pkt_set_net_hdr(fe, h, &outside), FP_ERR_ARG);
+        assert!(last().contains("csum_start 20050"), "{}", last());
+        assert_eq!(fp_pkt_set_net_hdr(fe, h, null()), FP_ERR_NULL);
+        assert_eq!(fp_pkt_set_net_hdr(fe, 99_999, &tso), FP_ERR_HANDLE);
+        assert_eq!(fp_pkt_set_net_hdr(fe, h, &tso), FP_OK, "{}", last());
+        assert_eq!(fp_tx_burst(fe, &h, 1), 1, "{}", last());
+        assert!(fp_flushed(fe), "the backend took the frame");
+        fp_close(fe);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let lens = backend.join().unwrap();
+    assert_eq!(lens, vec![LEN as usize], "the GSO frame arrived whole");
+    // A port that is not virtio-user cannot take offloads.
+    let vhost = CString::new(format!("vhost:{}", tmp("offloads-vhost").display())).unwrap();
+    let mut p: *mut FpPort = null_mut();
+    // SAFETY: as above.
+    assert_eq!(unsafe { fp_open_offloads(vhost.as_ptr(), 64, 64, 2048, &mut p) }, FP_ERR_ARG);
+    assert!(last().contains("offloads need a vu: or vu-packed: port"), "{}", last());
+}
+
+/// Waits up to 5 s for the port's transmit ring to be empty (the backend took it all).
+///
+/// # Safety
+/// `p` is an open port.
+unsafe fn fp_flushed(p: *mut FpPort) -> bool {
+    // SAFETY: the caller's contract.
+    let port = unsafe { &mut *p };
+    port.port.flush_tx(&mut port.pool, Duration::from_secs(5))
+}
+
 /// The only test that sets FASTPATH_CONFIG (tests of this binary run in parallel threads).
 #[test]
 fn opens_the_discovered_port() {

@@ -62,6 +62,7 @@ fn header_declares_exactly_the_exported_functions() {
 /// A C program: constants and layout match the Rust side, error paths behave.
 fn abi_check_c() -> String {
     use fastpath_net::*;
+    use netlib::vnet_hdr as v;
     use std::fmt::Write as _;
     let mut s = String::from("#define _POSIX_C_SOURCE 200809L\n#include <stddef.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#include \"fastpath_net.h\"\n");
     for (name, v) in [
@@ -94,6 +95,32 @@ fn abi_check_c() -> String {
         let _ = writeln!(s, "_Static_assert(offsetof(struct fp_counters, {f}) == {off}, \"fp_counters.{f}\");");
     }
     let _ = writeln!(s, "_Static_assert(sizeof(fp_pkt) == {}, \"fp_pkt size\");", std::mem::size_of::<fp_pkt>());
+    let _ = writeln!(
+        s,
+        "_Static_assert(sizeof(struct fp_net_hdr) == {}, \"struct fp_net_hdr size\");",
+        std::mem::size_of::<fp_net_hdr>()
+    );
+    for (f, off) in [
+        ("flags", std::mem::offset_of!(fp_net_hdr, flags)),
+        ("gso_type", std::mem::offset_of!(fp_net_hdr, gso_type)),
+        ("hdr_len", std::mem::offset_of!(fp_net_hdr, hdr_len)),
+        ("gso_size", std::mem::offset_of!(fp_net_hdr, gso_size)),
+        ("csum_start", std::mem::offset_of!(fp_net_hdr, csum_start)),
+        ("csum_offset", std::mem::offset_of!(fp_net_hdr, csum_offset)),
+    ] {
+        let _ = writeln!(s, "_Static_assert(offsetof(struct fp_net_hdr, {f}) == {off}, \"fp_net_hdr.{f}\");");
+    }
+    for (name, val) in [
+        ("FP_NET_HDR_F_NEEDS_CSUM", u64::from(v::HDR_F_NEEDS_CSUM)),
+        ("FP_NET_HDR_GSO_NONE", u64::from(v::GSO_NONE)),
+        ("FP_NET_HDR_GSO_TCPV4", u64::from(v::GSO_TCPV4)),
+        ("FP_NET_HDR_GSO_TCPV6", u64::from(v::GSO_TCPV6)),
+        ("FP_TX_CSUM", v::VIRTIO_NET_F_CSUM),
+        ("FP_TX_TSO4", v::VIRTIO_NET_F_HOST_TSO4),
+        ("FP_TX_TSO6", v::VIRTIO_NET_F_HOST_TSO6),
+    ] {
+        let _ = writeln!(s, "_Static_assert({name} == {val}, \"{name} differs from the library\");");
+    }
     s.push_str(
         r#"
 #define CHECK(cond) do { if (!(cond)) { fprintf(stderr, "line %d: %s (last error: %s)\n", __LINE__, #cond, fp_last_error()); return 1; } } while (0)
