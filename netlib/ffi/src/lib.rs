@@ -318,26 +318,8 @@ pub extern "C" fn fp_last_error() -> *const c_char {
 /// `spec` is NULL or a NUL-terminated string; `out` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn fp_open(spec: *const c_char, pool_size: u32, queue_size: u32, out: *mut *mut FpPort) -> c_int {
-    guard("fp_open", || {
-        if out.is_null() {
-            return fail(FP_ERR_NULL, "fp_open: out is NULL");
-        }
-        // SAFETY: the caller's contract on spec.
-        let s = match unsafe { arg_str(spec, "spec", "fp_open") } {
-            Ok(s) => s,
-            Err(c) => return c,
-        };
-        let spec: PortSpec = match s.parse() {
-            Ok(p) => p,
-            Err(e) => return fail(FP_ERR_ARG, format!("fp_open: {e}")),
-        };
-        let port = FpPort::open(&spec, pool_size, queue_size, None).and_then(|mut p| {
-            p.mac = discover_mac(&spec).map_err(|e| fail(FP_ERR_CONFIG, format!("fp_open: {e}")))?;
-            Ok(p)
-        });
-        // SAFETY: out checked non-NULL above; writable per the contract.
-        unsafe { give(out, port) }
-    })
+    // SAFETY: the caller's contract on spec and out.
+    unsafe { open_spec("fp_open", spec, out, |spec| FpPort::open(spec, pool_size, queue_size, None)) }
 }
 
 /// Opens `spec` (`vu:PATH` or `vu-packed:PATH`) as [`fp_open`] does, taking the transmit
@@ -356,21 +338,39 @@ pub unsafe extern "C" fn fp_open_offloads(
     data_room: u32,
     out: *mut *mut FpPort,
 ) -> c_int {
-    guard("fp_open_offloads", || {
+    // SAFETY: the caller's contract on spec and out.
+    unsafe {
+        open_spec("fp_open_offloads", spec, out, |spec| FpPort::open_offloads(spec, pool_size, queue_size, data_room))
+    }
+}
+
+/// Parses the spec string `spec`, opens it with `open`, learns the port's MAC from the
+/// container's config and gives the port to `*out`: the body of the `fp_open*` calls
+/// that take a spec (`func` names the call in messages).
+///
+/// # Safety
+/// `spec` is NULL or a NUL-terminated string; `out` is NULL or writable.
+unsafe fn open_spec(
+    func: &str,
+    spec: *const c_char,
+    out: *mut *mut FpPort,
+    open: impl FnOnce(&PortSpec) -> Result<FpPort, c_int>,
+) -> c_int {
+    guard(func, || {
         if out.is_null() {
-            return fail(FP_ERR_NULL, "fp_open_offloads: out is NULL");
+            return fail(FP_ERR_NULL, format!("{func}: out is NULL"));
         }
         // SAFETY: the caller's contract on spec.
-        let s = match unsafe { arg_str(spec, "spec", "fp_open_offloads") } {
+        let s = match unsafe { arg_str(spec, "spec", func) } {
             Ok(s) => s,
             Err(c) => return c,
         };
         let spec: PortSpec = match s.parse() {
             Ok(p) => p,
-            Err(e) => return fail(FP_ERR_ARG, format!("fp_open_offloads: {e}")),
+            Err(e) => return fail(FP_ERR_ARG, format!("{func}: {e}")),
         };
-        let port = FpPort::open_offloads(&spec, pool_size, queue_size, data_room).and_then(|mut p| {
-            p.mac = discover_mac(&spec).map_err(|e| fail(FP_ERR_CONFIG, format!("fp_open_offloads: {e}")))?;
+        let port = open(&spec).and_then(|mut p| {
+            p.mac = discover_mac(&spec).map_err(|e| fail(FP_ERR_CONFIG, format!("{func}: {e}")))?;
             Ok(p)
         });
         // SAFETY: out checked non-NULL above; writable per the contract.
