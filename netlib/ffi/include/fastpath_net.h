@@ -94,8 +94,9 @@ int fp_open(const char *spec, uint32_t pool_size, uint32_t queue_size, fp_port *
 /* Opens "vu:PATH" or "vu-packed:PATH" as fp_open does, taking the transmit offloads
  * the backend offers (checksum, TSO; fastpathd's ports offer them unless turned off),
  * with buffers of `data_room` bytes (64..65408: a 64 KB GSO frame fits). Every packet
- * sent then carries the header set with fp_pkt_set_net_hdr (all zero if never set on
- * that buffer: it asks nothing). fp_tx_offloads says what the backend took. */
+ * sent then carries the header set with fp_pkt_set_net_hdr (all zero, asking nothing,
+ * unless set since the buffer was last sent: the port zeroes a sent packet's header when
+ * it comes back). fp_tx_offloads says what the backend took. */
 int fp_open_offloads(const char *spec, uint32_t pool_size, uint32_t queue_size, uint32_t data_room, fp_port **out);
 
 /* The transmit offloads the backend took (FP_TX_CSUM | FP_TX_TSO4 | FP_TX_TSO6), 0 for

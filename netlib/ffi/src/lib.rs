@@ -325,8 +325,8 @@ pub unsafe extern "C" fn fp_open(spec: *const c_char, pool_size: u32, queue_size
 /// Opens `spec` (`vu:PATH` or `vu-packed:PATH`) as [`fp_open`] does, taking the transmit
 /// offloads its backend offers (checksum, TSO), with buffers of `data_room` bytes (up
 /// to 65408: a 64 KB GSO frame); every packet sent then carries the header set with
-/// [`fp_pkt_set_net_hdr`] (all zero: it asks nothing). [`fp_tx_offloads`] says what the
-/// backend took.
+/// [`fp_pkt_set_net_hdr`] (all zero, asking nothing, unless set since the buffer was
+/// last sent). [`fp_tx_offloads`] says what the backend took.
 ///
 /// # Safety
 /// `spec` is NULL or a NUL-terminated string; `out` is NULL or writable.

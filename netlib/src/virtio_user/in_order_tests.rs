@@ -105,3 +105,35 @@ fn an_in_order_device_naming_an_id_not_in_flight_is_a_fault() {
     // Nothing was freed on the device's lie.
     assert_eq!(r.drv.free_count(), usize::from(SIZE) - 3);
 }
+
+/// Frames sent with their sender's headers (transmit offloads) come back with the header
+/// zeroed: a buffer's next sender asks for nothing unless it sets one.
+#[test]
+fn a_sent_frames_header_is_zeroed_when_it_comes_back() {
+    use crate::vnet_hdr::{Gso, GsoKind, PartialCsum, VnetHdr};
+    let mut r = rig();
+    let hdr = VnetHdr {
+        csum: Some(PartialCsum { start: 34, offset: 16 }),
+        data_valid: false,
+        gso: Some(Gso { kind: GsoKind::Tcp4, size: 100, hdr_len: 54, ecn: false }),
+    };
+    let mut pkts = burst_vec();
+    r.pool.alloc_bulk(&mut pkts, 4);
+    for p in &mut pkts {
+        r.pool.set_len(p, 1000);
+        r.pool.set_net_hdr(p, &hdr);
+        assert_ne!(r.pool.header(p, 12), &[0u8; 12][..]);
+    }
+    let (sent, _) = r.drv.transmit(&mut r.pool, &mut pkts, true);
+    assert_eq!(sent, 4);
+    r.consume(4);
+    r.drv.reclaim_tx(&mut r.pool, true).unwrap();
+    let mut all = Vec::with_capacity(64);
+    r.pool.alloc_bulk(&mut all, 64);
+    assert_eq!(all.len(), 64, "every buffer back");
+    let mut pkts = all;
+    for p in &pkts {
+        assert_eq!(r.pool.header(p, 10), &[0u8; 10][..], "buffer {} still asks for an offload", p.index());
+    }
+    r.pool.free_all(&mut pkts);
+}

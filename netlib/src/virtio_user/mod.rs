@@ -45,9 +45,11 @@ pub struct VirtioUserOptions {
     /// Take the transmit offloads the backend offers (VIRTIO_NET_F_CSUM, HOST_TSO4,
     /// HOST_TSO6): frames may then leave their TCP/UDP checksum to finish and be GSO
     /// frames of up to 64 KiB. When they are taken ([`VirtioUser::tx_offloads`]), every
-    /// frame sent carries the header its sender wrote with `PktPool::set_net_hdr`
-    /// (`VnetHdr::default()` for one that asks nothing); when not, headers are zeroed as
-    /// usual and the sender must finish its own checksums.
+    /// frame sent carries the header its sender wrote with `PktPool::set_net_hdr`: a
+    /// buffer's header is zero (asks nothing) unless set since the buffer was last sent,
+    /// as the port zeroes a sent frame's header when the backend gives it back, and a
+    /// received one's header asks nothing either. When they are not taken, headers are
+    /// zeroed as usual and the sender must finish its own checksums.
     pub tx_offloads: bool,
 }
 

@@ -113,6 +113,10 @@ pub(super) struct DriverQueue {
     /// On a packed ring, the id posted at each slot: a device in order marks a batch
     /// used with one descriptor, and the ids it skips are read back from here.
     posted: Vec<u16>,
+    /// The packets sent last carried their sender's headers (transmit offloads): each
+    /// one's header is zeroed when it comes back, so that a buffer's next use asks for
+    /// nothing unless its sender says so.
+    own_headers: bool,
     avail_idx: u16,
     pub(super) last_used: u16,
     pub(super) kick: EventFd,
@@ -132,6 +136,7 @@ impl DriverQueue {
             free: (0..size).collect(),
             slots: (0..size).map(|_| None).collect(),
             posted: vec![0; usize::from(size)],
+            own_headers: false,
             avail_idx: 0,
             last_used: 0,
             kick: ev()?,
@@ -223,7 +228,7 @@ impl DriverQueue {
     pub(super) fn reset(&mut self, pool: &mut PktPool) {
         for s in &mut self.slots {
             if let Some(p) = s.take() {
-                pool.free(p);
+                free_sent(pool, p, self.own_headers);
             }
         }
         self.free.clear();
@@ -477,7 +482,7 @@ impl DriverQueue {
             };
             match self.slots.get_mut(id as usize).and_then(Option::take) {
                 Some(p) => {
-                    pool.free(p);
+                    free_sent(pool, p, self.own_headers);
                     self.free.push_back(id as u16);
                 }
                 None => return Err(format!("tx used id {id} is not in flight")),
@@ -517,7 +522,7 @@ impl DriverQueue {
                 p.used = p.used.next(size);
                 match self.slots.get_mut(usize::from(id)).and_then(Option::take) {
                     Some(pkt) => {
-                        pool.free(pkt);
+                        free_sent(pool, pkt, self.own_headers);
                         self.free.push_back(id);
                     }
                     None => return Err(format!("tx used id {id} is not in flight")),
@@ -534,6 +539,7 @@ impl DriverQueue {
     pub(super) fn transmit(&mut self, pool: &mut PktPool, pkts: &mut Vec<Packet>, own_headers: bool) -> (usize, u64) {
         let n = pkts.len().min(self.free.len());
         let mut bytes = 0u64;
+        self.own_headers = own_headers;
         for (k, p) in pkts.drain(..n).enumerate() {
             let id = self.free.pop_front().expect("counted");
             // num_buffers (the last two bytes) only means something on receive: left as
@@ -562,4 +568,14 @@ impl DriverQueue {
         }
         (n, bytes)
     }
+}
+
+/// Frees a packet the device is done with; `own_header`: its header was its sender's
+/// (transmit offloads), zeroed first (stored to only if it is not zero already).
+#[inline]
+fn free_sent(pool: &mut PktPool, p: Packet, own_header: bool) {
+    if own_header {
+        pool.clear_header(&p, NET_HDR_LEN as u16, crate::vnet_hdr::HDR_FIELDS_LEN as u16);
+    }
+    pool.free(p);
 }
