@@ -74,9 +74,19 @@ fn to_testpmd_vhost(test: &'static str, kind: &str) {
         v.check(up.iter().any(|l| l.contains(layout)), || {
             format!("{}: expected its port up with {layout:?}, got {up:?}", p.name())
         });
+        // DPDK's vhost takes VIRTIO_F_IN_ORDER: on packed rings it may then mark a batch
+        // of sent buffers used with one descriptor, which our frontend must follow.
+        let in_order = up.iter().filter_map(|l| negotiated(l)).any(|f| f & (1 << 35) != 0);
+        v.check(in_order, || format!("{}: expected VIRTIO_F_IN_ORDER (bit 35) negotiated, got {up:?}", p.name()));
     }
     eprintln!("[{}] {test}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
     v.finish(&mut [&mut pktgen, &mut sink, tp.proc()]);
+}
+
+/// The features in a virtio-user port's "up (features 0x...," log line.
+fn negotiated(line: &str) -> Option<u64> {
+    let hex = line.split("features 0x").nth(1)?.split(|c: char| !c.is_ascii_hexdigit()).next()?;
+    u64::from_str_radix(hex, 16).ok()
 }
 
 /// Reversed roles: sink (vu-server:B) and pktgen (vu-server:A) listen; testpmd
