@@ -99,6 +99,19 @@ impl GuestSpan {
 pub const MAX_GUEST_REGIONS: usize = 509;
 
 impl GuestMemory {
+    /// A table of `regions` at their own addresses (guest address = our address), as
+    /// netlib's frontend shares its memory: the tests' device side of a driver's rings.
+    #[cfg(test)]
+    pub(crate) fn identity(regions: &[&super::Region]) -> std::sync::Arc<Self> {
+        use std::os::fd::AsFd;
+        let mut gm = Self::default();
+        for r in regions {
+            let m = r.map();
+            gm.add_region(r.fd().as_fd(), m.addr(), m.addr(), m.len() as u64, 0).expect("identity region");
+        }
+        std::sync::Arc::new(gm)
+    }
+
     /// Maps a region described by a vhost-user memory region message.
     /// `fd` is mapped from 0 to `mmap_offset + size` (rounded to its block size).
     pub fn add_region(

@@ -2,7 +2,6 @@
 // many wraps, used descriptors written in order, and hostile descriptors refused.
 //! Tests of the device-side packed virtqueue.
 
-use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use super::*;
@@ -30,12 +29,7 @@ struct PRig {
 fn prig(size: u16) -> PRig {
     let ring = Region::create(None, packed_desc_bytes(size) + 64).unwrap();
     let data = Region::create(None, 1 << 20).unwrap();
-    let mut gm = GuestMemory::default();
-    for r in [&ring, &data] {
-        let m = r.map();
-        gm.add_region(r.fd().as_fd(), m.addr(), m.addr(), m.len() as u64, 0).unwrap();
-    }
-    let mem = Arc::new(gm);
+    let mem = GuestMemory::identity(&[&ring, &data]);
     let base = ring.map().addr();
     let end = base + packed_desc_bytes(size);
     let dr = PackedDeviceRing::new(&mem, u32::from(size), base, end, end + 4).unwrap();

@@ -33,12 +33,7 @@ pub(super) const SIZE: u16 = 8;
 pub(super) fn rig() -> Rig {
     let drv = DriverRing::new(SIZE, None).unwrap();
     let data = Region::create(None, 1 << 16).unwrap();
-    let mut gm = GuestMemory::default();
-    for r in [drv.region(), &data] {
-        let m = r.map();
-        gm.add_region(r.fd().as_fd(), m.addr(), m.addr(), m.len() as u64, 0).unwrap();
-    }
-    let mem = Arc::new(gm);
+    let mem = GuestMemory::identity(&[drv.region(), &data]);
     let l = drv.layout();
     let ring = DeviceRing::new(&mem, u32::from(SIZE), l.desc, l.avail, l.used).unwrap();
     Rig { drv, data, q: DeviceQueue::new(ring, 0), mem }
@@ -176,12 +171,7 @@ fn a_long_chain_of_empty_descriptors_is_refused_after_a_bounded_walk() {
     let size = 256u16;
     let drv = DriverRing::new(size, None).unwrap();
     let data = Region::create(None, 4096).unwrap();
-    let mut gm = GuestMemory::default();
-    for r in [drv.region(), &data] {
-        let m = r.map();
-        gm.add_region(r.fd().as_fd(), m.addr(), m.addr(), m.len() as u64, 0).unwrap();
-    }
-    let mem = Arc::new(gm);
+    let mem = GuestMemory::identity(&[drv.region(), &data]);
     let l = drv.layout();
     let ring = DeviceRing::new(&mem, u32::from(size), l.desc, l.avail, l.used).unwrap();
     let mut q = DeviceQueue::new(ring, 0);

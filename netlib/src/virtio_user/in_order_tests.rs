@@ -3,7 +3,6 @@
 // flight is a fault, bounded by what is in flight.
 //! Tests of transmit reclaim on packed rings with VIRTIO_F_IN_ORDER.
 
-use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use super::queue::DriverQueue;
@@ -28,12 +27,7 @@ fn rig() -> Rig {
     let pool = PktPool::new(&PoolOptions { nbufs: 64, hugedir: None, ..Default::default() }).unwrap();
     let mut drv = DriverQueue::new(SIZE).unwrap();
     drv.set_layout(true).unwrap();
-    let mut gm = GuestMemory::default();
-    for r in [pool.region(), drv.region()] {
-        let m = r.map();
-        gm.add_region(r.fd().as_fd(), m.addr(), m.addr(), m.len() as u64, 0).unwrap();
-    }
-    let mem = Arc::new(gm);
+    let mem = GuestMemory::identity(&[pool.region(), drv.region()]);
     let l = drv.addrs();
     let ring = PackedDeviceRing::new(&mem, u32::from(SIZE), l.desc, l.avail, l.used).unwrap();
     let dev = PackedQueue::new(ring, drv.base(), 1 << 16).unwrap().with_batched_used(true);

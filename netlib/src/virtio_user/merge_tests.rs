@@ -2,7 +2,6 @@
 // buffers is put back together, and a count the device lied about is bounded.
 //! Tests of receive with VIRTIO_NET_F_MRG_RXBUF.
 
-use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use super::queue::DriverQueue;
@@ -30,12 +29,7 @@ fn rig(packed: bool) -> Rig {
     let mut drv = DriverQueue::new(SIZE).unwrap();
     drv.set_layout(packed).unwrap();
     drv.refill_rx(&mut pool);
-    let mut gm = GuestMemory::default();
-    for r in [pool.region(), drv.region()] {
-        let m = r.map();
-        gm.add_region(r.fd().as_fd(), m.addr(), m.addr(), m.len() as u64, 0).unwrap();
-    }
-    let mem = Arc::new(gm);
+    let mem = GuestMemory::identity(&[pool.region(), drv.region()]);
     let l = drv.addrs();
     let dev = if packed {
         let ring = PackedDeviceRing::new(&mem, u32::from(SIZE), l.desc, l.avail, l.used).unwrap();
