@@ -30,6 +30,12 @@ pub struct Config {
     /// CPU the polling worker is pinned to (none: not pinned).
     #[serde(default)]
     pub core: Option<usize>,
+    /// Run one polling worker on each of these CPUs (instead of one on `core`): ports are
+    /// spread over the workers, each port polled by its own worker alone, and the bridges'
+    /// MAC tables shared. A frame for a port of another worker crosses to it through a
+    /// link (one copy more).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cores: Vec<usize>,
     /// Bridge names.
     #[serde(default = "default_bridges")]
     pub bridges: Vec<String>,
@@ -124,6 +130,7 @@ impl Default for Config {
             state_dir: None,
             hook_ledger: None,
             core: None,
+            cores: Vec::new(),
             interrupt: false,
             share_core: false,
             metrics: None,
@@ -223,6 +230,25 @@ impl Config {
                 MAC_TABLE_SIZES.end()
             )));
         }
+        let mut cpus = std::collections::HashSet::new();
+        for &c in &self.cores {
+            if !cpus.insert(c) || c >= MAX_CPU {
+                return Err(ConfigError::Invalid(format!(
+                    "cores: CPU {c} is repeated or not below {MAX_CPU} (cores: {:?})",
+                    self.cores
+                )));
+            }
+        }
+        if self.core.is_some() && !self.cores.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "core {} and cores {:?}: give one worker's CPU (core) or each worker's (cores), not both",
+                self.core.unwrap_or_default(),
+                self.cores
+            )));
+        }
+        if self.cores.len() > MAX_WORKERS {
+            return Err(ConfigError::Invalid(format!("cores: {} workers, at most {MAX_WORKERS}", self.cores.len())));
+        }
         let mut seen = std::collections::HashSet::new();
         for b in &self.bridges {
             if b.is_empty() || !seen.insert(b) {
@@ -247,6 +273,22 @@ impl Config {
                 .map_err(|e| ConfigError::Invalid(format!("port '{}': {e}", p.name)))?;
         }
         Ok(())
+    }
+}
+
+/// CPUs a worker may be pinned to are below this.
+pub const MAX_CPU: usize = 1024;
+/// Most workers a switch runs.
+pub const MAX_WORKERS: usize = 16;
+
+impl Config {
+    /// The CPU of each worker: `cores`, or one worker on `core` (or not pinned).
+    pub fn worker_cores(&self) -> Vec<Option<usize>> {
+        if self.cores.is_empty() {
+            vec![self.core]
+        } else {
+            self.cores.iter().copied().map(Some).collect()
+        }
     }
 }
 

@@ -78,7 +78,8 @@ mod tests {
         std::thread::spawn(move || {
             for cmd in rx.iter().take(n) {
                 if let Command::Metrics(reply) = cmd {
-                    let _ = reply.send(Snapshot::default());
+                    let loads = vec![crate::switch::load::Load::default()];
+                    let _ = reply.send(Snapshot { loads, ..Snapshot::default() });
                 }
             }
         });

@@ -12,6 +12,7 @@ use fastpath_host::proto::{MirrorConfig, MirrorInfo};
 use crate::capture::tap::CaptureTap;
 use crate::error::SwitchError;
 use crate::info::PortInfo;
+use crate::link::{LinkRx, LinkTx};
 use crate::switch::{NewPort, Switch};
 
 /// A request from the control thread.
@@ -19,6 +20,13 @@ use crate::switch::{NewPort, Switch};
 pub enum Command {
     /// Add an opened port.
     Add(Box<NewPort>, Sender<Result<(), SwitchError>>),
+    /// Add an opened port at a slot, with the links other workers send it frames on
+    /// (several workers: the fleet's router chooses the slot, the same in every worker).
+    AddAt(Box<NewPort>, usize, Vec<LinkRx>, Sender<Result<(), SwitchError>>),
+    /// Add another worker's port at a slot: what this worker forwards to it goes into the link.
+    AddRemote(Box<crate::config::PortConfig>, usize, LinkTx, Sender<Result<(), SwitchError>>),
+    /// What this worker sent other workers' ports and the links dropped, by port name.
+    RemoteCounters(Sender<Vec<(String, netlib::PortCounters)>>),
     /// Check that a port could be added.
     Check(Box<crate::config::PortConfig>, Sender<Result<(), SwitchError>>),
     /// Remove a port by name.
@@ -41,6 +49,28 @@ pub enum Command {
     Mirrors(Sender<Vec<MirrorInfo>>),
     /// Stop: close every port (the switch is dropped), then answer.
     Stop(Sender<()>),
+}
+
+/// The workers, running: ports and mirrors are added by command (and placed by the router).
+#[derive(Debug)]
+pub struct Running<'a>(pub &'a Sender<Command>);
+
+impl Running<'_> {
+    fn ask(&self, cmd: impl FnOnce(Sender<Result<(), SwitchError>>) -> Command) -> Result<(), SwitchError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let gone = || SwitchError::Open { port: String::new(), why: "the switch worker is not running".into() };
+        self.0.send(cmd(tx)).map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())?
+    }
+}
+
+impl crate::switch::AddPorts for Running<'_> {
+    fn add_port(&mut self, p: NewPort) -> Result<(), SwitchError> {
+        self.ask(|tx| Command::Add(Box::new(p), tx))
+    }
+    fn add_mirror(&mut self, cfg: MirrorConfig) -> Result<(), SwitchError> {
+        self.ask(|tx| Command::MirrorAdd(cfg, tx))
+    }
 }
 
 /// When the worker first forwarded a frame, counted from the switch's start or, when it took
@@ -131,6 +161,15 @@ pub fn run(mut sw: Switch, commands: &Receiver<Command>, stop: &Arc<AtomicBool>,
             match cmd {
                 Command::Add(p, reply) => {
                     let _ = reply.send(sw.add_port(*p));
+                }
+                Command::AddAt(p, slot, inbound, reply) => {
+                    let _ = reply.send(sw.add_port_at(*p, slot, inbound));
+                }
+                Command::AddRemote(cfg, slot, link, reply) => {
+                    let _ = reply.send(sw.add_remote(*cfg, slot, link));
+                }
+                Command::RemoteCounters(reply) => {
+                    let _ = reply.send(sw.remote_counters());
                 }
                 Command::Check(cfg, reply) => {
                     let _ = reply.send(sw.check_new(&cfg));

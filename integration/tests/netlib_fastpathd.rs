@@ -2,16 +2,19 @@
 // with the switch listening (`vhost:`; apps `vu:`), then with the switch
 // connecting (`vhost-client:`) to apps that listen (`vu-server:`); and 9014-byte
 // frames between apps of MTU 9000, dropped and counted on a port of MTU 1500; and 10,000
-// hosts behind one port, every one learned and every frame forwarded, none flooded.
+// hosts behind one port, every one learned and every frame forwarded, none flooded; and two
+// workers (`--cores 0,1`) with two transfers crossing between them at once, both ways, every
+// frame of every flow in order.
 //! Interop: netlib virtio-user ↔ fastpathd ↔ netlib virtio-user.
 
 use std::time::{Duration, Instant};
 
 use integration::{
-    check_switch_counters, fastpathctl_list, fastpathd_port, finish_transfer, pktgen_args, require, run_with_timeout,
-    serial, show_ports, sink_args, spawn_fastpathd, stamp, wait_for_socket, wait_ports_up, Peers, Proc, TestDir,
-    Verdict, FRAMES, RUN_TIMEOUT, SETUP_TIMEOUT,
+    check_switch_counters, fastpathctl_list, fastpathd_args, fastpathd_port, finish_transfer, pktgen_args, require,
+    run_with_timeout, serial, show_ports, sink_args, spawn_fastpathd, stamp, wait_for_socket, wait_ports_up, Peers,
+    Proc, TestDir, Verdict, FRAMES, RATE, RUN_TIMEOUT, SETUP_TIMEOUT,
 };
+use integration::{finish_transfer_with, Order};
 use nix::sys::signal::Signal;
 
 /// One run. `switch_listens`: fastpathd `vhost:` and apps `vu:`; else fastpathd
@@ -257,4 +260,88 @@ fn ten_thousand_hosts_behind_one_port() {
     let st = fpd.stop(Signal::SIGTERM, Duration::from_secs(5));
     v.check(st.success(), || format!("fastpathd: expected exit status 0 after SIGTERM, got {st}"));
     v.finish(&mut [&mut pktgen, &mut sink, &mut fpd]);
+}
+
+#[test]
+fn two_workers_keep_every_flow_in_order() {
+    const TEST: &str = "two_workers_keep_every_flow_in_order";
+    const FLOWS: u64 = 64;
+    let Some(peers) = require(TEST, &["pktgen", "sink", "fastpathd", "fastpathctl"], false) else { return };
+    let _serial = serial();
+    let t0 = Instant::now();
+    let dir = TestDir::new("fpw");
+    let ctl = dir.join("ctl.sock");
+    let mut v = Verdict::new(TEST);
+    // Ports go to the worker with the fewest: a and c on worker 0, b and d on worker 1. Each
+    // transfer crosses: a (worker 0) -> b (worker 1) on br0, d (worker 1) -> c (worker 0) on br1.
+    let sock = |n: &str| dir.join(&format!("{n}.sock"));
+    let ports: Vec<String> = [("br0", "a"), ("br0", "b"), ("br1", "c"), ("br1", "d")]
+        .iter()
+        .map(|(br, n)| fastpathd_port(br, n, "vhost", &sock(n)))
+        .collect();
+    // Two workers, one per CPU, beside four apps: the workers give their CPU away when idle
+    // (--share-core), and the generators send at half the usual rate, so that a link (256
+    // frames: 10 ms) outlasts a worker waiting for its CPU on a busy machine.
+    let mut args = fastpathd_args(&ctl, &["br0", "br1"], &ports);
+    let core = args.iter().position(|a| a == "--core").expect("fastpathd_args pins a core");
+    args.splice(core..core + 2, ["--cores", "0,1", "--share-core"].map(String::from));
+    let mut fpd = Proc::spawn("fastpathd", &dir, &peers.bin("fastpathd"), &args, &[]);
+    for s in [ctl.clone(), sock("a"), sock("b"), sock("c"), sock("d")] {
+        if !wait_for_socket(&s, SETUP_TIMEOUT) {
+            v.abort(
+                format!("fastpathd: expected it to create {} within {SETUP_TIMEOUT:?}", s.display()),
+                &mut [&mut fpd],
+            );
+        }
+    }
+    for (port, worker) in [("a", 0), ("b", 1), ("c", 0), ("d", 1)] {
+        let line = format!("port {port} on worker {worker}");
+        v.check(fpd.wait_for_stderr(&line, SETUP_TIMEOUT), || format!("fastpathd: expected \"{line}\" in its log"));
+    }
+    let mut sinks: Vec<Proc> = ["b", "c"]
+        .iter()
+        .map(|n| {
+            let a = sink_args(&format!("vu:{}", sock(n).display()), FRAMES);
+            Proc::spawn(&format!("sink-{n}"), &dir, &peers.bin("sink"), &a, &[])
+        })
+        .collect();
+    if let Err(e) = wait_ports_up(&peers, &ctl, &["b", "c"], SETUP_TIMEOUT) {
+        let [b, c] = &mut sinks[..] else { unreachable!() };
+        v.abort(e, &mut [&mut fpd, b, c]);
+    }
+    // Many flows (source MACs) from each generator, both at once.
+    let mut gens: Vec<Proc> = [("a", "02:00:0a:00:00:00"), ("d", "02:00:0d:00:00:00")]
+        .iter()
+        .map(|(n, src)| {
+            let mut a = pktgen_args(&format!("vu:{}", sock(n).display()), FRAMES);
+            let rate = a.iter().position(|a| a == "--rate").expect("pktgen_args sets a rate") + 1;
+            a[rate] = (RATE / 2).to_string();
+            a.extend(["--src-mac", src, "--src-macs", &FLOWS.to_string()].map(String::from));
+            Proc::spawn(&format!("pktgen-{n}"), &dir, &peers.bin("pktgen"), &a, &[])
+        })
+        .collect();
+    for (g, s) in gens.iter_mut().zip(sinks.iter_mut()) {
+        let result = finish_transfer_with(&mut v, g, s, FRAMES, Order::Global);
+        let flows = result.as_ref().and_then(|j| j.get("flows")).and_then(serde_json::Value::as_u64);
+        v.check(flows == Some(FLOWS), || format!("{}: expected {FLOWS} flows, got {flows:?}", s.name()));
+    }
+    check_ports(
+        &mut v,
+        &peers,
+        &ctl,
+        &[
+            ("a", "rx_packets", FRAMES),
+            ("b", "tx_packets", FRAMES),
+            ("b", "tx_dropped", 0),
+            ("d", "rx_packets", FRAMES),
+            ("c", "tx_packets", FRAMES),
+            ("c", "tx_dropped", 0),
+        ],
+    );
+    let st = fpd.stop(Signal::SIGTERM, Duration::from_secs(5));
+    v.check(st.success(), || format!("fastpathd: expected exit status 0 after SIGTERM, got {st}"));
+    eprintln!("[{}] {TEST}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
+    let [ga, gd] = &mut gens[..] else { unreachable!() };
+    let [sb, sc] = &mut sinks[..] else { unreachable!() };
+    v.finish(&mut [ga, gd, sb, sc, &mut fpd]);
 }

@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use fastpath::config::{parse_port_flag, Config};
 use fastpath::control;
+use fastpath::fleet;
 use fastpath::state::{restore, Durable};
+use fastpath::switch::AddPorts;
 use fastpath::switch::Switch;
 use fastpath::worker::{self, FirstFrame};
 use fastpath_host::fdtable;
@@ -51,8 +52,13 @@ struct Args {
     #[arg(long)]
     takeover: bool,
     /// CPU to pin the polling worker to.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cores")]
     core: Option<usize>,
+    /// Run one polling worker on each of these CPUs (comma-separated, e.g. 0,1): ports are
+    /// spread over the workers, each polled by its own worker alone; the MAC tables are
+    /// shared; a frame for another worker's port crosses to it through a link.
+    #[arg(long, value_delimiter = ',', value_name = "CPU,CPU,...")]
+    cores: Vec<usize>,
     /// A bridge to create (repeatable; default br0).
     #[arg(long = "bridge")]
     bridges: Vec<String>,
@@ -105,6 +111,11 @@ fn main() -> Result<()> {
     }
     if a.core.is_some() {
         cfg.core = a.core;
+        cfg.cores.clear();
+    }
+    if !a.cores.is_empty() {
+        cfg.cores = a.cores;
+        cfg.core = None;
     }
     if a.interrupt {
         cfg.interrupt = true;
@@ -144,10 +155,26 @@ fn main() -> Result<()> {
     for n in &plan.notes {
         tracing::info!("{n}");
     }
-    let mut sw = Switch::with_mac_table(&cfg.bridges, cfg.mac_age_secs, cfg.mac_table_size as usize);
-    let held = restore::open(plan, &mut sw, &defaults)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    let cores = cfg.worker_cores();
+    let first = Switch::with_mac_table(&cfg.bridges, cfg.mac_age_secs, cfg.mac_table_size as usize);
+    let mut switches: Vec<Switch> = (1..cores.len())
+        .map(|_| {
+            Switch::with_mac_table(&cfg.bridges, cfg.mac_age_secs, cfg.mac_table_size as usize)
+                .sharing_macs_with(&first)
+        })
+        .collect();
+    switches.insert(0, first);
+    let idle = worker::Idle::from_flags(cfg.interrupt, cfg.share_core);
+    let first_frame = Arc::new(FirstFrame::since(since));
+    let (tx, workers) = fleet::spawn(switches, &cores, &stop, idle, &first_frame)?;
+    let mut running = worker::Running(&tx);
+    let held = restore::open(plan, &mut running, &defaults)?;
     let mut mirrors = found.saved.map(|s| s.mirrors).unwrap_or_default();
-    mirrors.retain(|m| match sw.add_mirror(m.clone()) {
+    mirrors.retain(|m| match running.add_mirror(m.clone()) {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!("saved {e}: not restored");
@@ -156,38 +183,20 @@ fn main() -> Result<()> {
     });
     let ports = Durable::new(found.file, held).with_mirrors(mirrors);
     ports.save().context("fastpathd keeps its ports in its state directory (state_dir)")?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))?;
-    }
-    let (tx, rx) = channel();
     if let Some(addr) = cfg.metrics {
         let bound =
             fastpath::metrics::spawn(addr, tx.clone(), if a.takeover { TAKEOVER_TIMEOUT } else { Duration::ZERO })
                 .with_context(|| format!("--metrics {addr}"))?;
         tracing::info!("metrics on http://{bound}{}", fastpath::metrics::http::PATH);
     }
-    let core = cfg.core;
-    let idle = worker::Idle::from_flags(cfg.interrupt, cfg.share_core);
-    let wstop = Arc::clone(&stop);
-    let first_frame = Arc::new(FirstFrame::since(since));
-    let wfirst = Arc::clone(&first_frame);
-    let w = std::thread::Builder::new().name("fastpath-worker".into()).spawn(move || {
-        if let Some(c) = core {
-            let mut set = nix::sched::CpuSet::new();
-            if set.set(c).is_ok() && nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_ok() {
-                tracing::info!("worker pinned to CPU {c}");
-            } else {
-                tracing::warn!("could not pin the worker to CPU {c}");
-            }
-        }
-        worker::run(sw, &rx, &wstop, idle, &wfirst);
-    })?;
+    let core = cfg.core.or_else(|| cfg.cores.first().copied());
     tracing::info!(
-        "fastpathd running: control {}, bridges {}, {} ports, state {}",
+        "fastpathd running: control {}, bridges {}, {} ports, {} worker{}, state {}",
         cfg.ctl_socket.display(),
         cfg.bridges.join(","),
         ports.len(),
+        cores.len(),
+        if cores.len() == 1 { "" } else { "s" },
         ports.path().display()
     );
     let ctl_path = cfg.ctl_socket.clone();
@@ -202,8 +211,10 @@ fn main() -> Result<()> {
         handed_over: Arc::clone(&handed_over),
     };
     let ctl = std::thread::spawn(move || control::serve(listener, server));
-    watch(&w, &first_frame, took_over_from);
-    let _ = w.join();
+    watch(&workers, &first_frame, took_over_from);
+    for w in workers {
+        let _ = w.join();
+    }
     if handed_over.load(Ordering::Relaxed) {
         // The answer to the handover is still being written: the new switch owns the socket.
         let _ = ctl.join();
@@ -214,11 +225,11 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Waits for the worker to end, saying (once) when it forwarded its first frame: the outage
+/// Waits for the workers to end, saying (once) when one forwarded the first frame: the outage
 /// its frontends saw, from this switch's start, or from the old switch stopping on a takeover.
-fn watch(w: &std::thread::JoinHandle<()>, first: &FirstFrame, took_over_from: Option<u32>) {
+fn watch(workers: &[std::thread::JoinHandle<()>], first: &FirstFrame, took_over_from: Option<u32>) {
     let mut said = false;
-    while !w.is_finished() {
+    while workers.iter().any(|w| !w.is_finished()) {
         if !said {
             if let Some(ms) = first.ms() {
                 said = true;

@@ -159,14 +159,17 @@ pub fn render(s: &Snapshot) -> String {
         e.sample(&BRIDGE_MAC_ENTRIES, &l, b.mac_entries as u64);
         e.sample(&BRIDGE_MAC_LEARNED, &l, b.mac_learned);
     }
-    let w = [("worker", "0")];
-    e.sample(&WORKER_BUSY, &w, s.load.busy_polls);
-    e.sample(&WORKER_IDLE, &w, s.load.idle_polls);
-    let b = &s.load.bursts;
-    let upto = |bound: usize| b[..=bound.min(BURST)].iter().sum::<u64>();
-    let buckets: Vec<(u64, u64)> = burst_bounds().map(|le| (le as u64, upto(le))).collect();
-    let sum = b.iter().enumerate().map(|(n, k)| n as u64 * k).sum();
-    e.histogram(&WORKER_BURST, &w, &buckets, sum, upto(BURST));
+    for (i, load) in s.loads.iter().enumerate() {
+        let worker = i.to_string();
+        let w = [("worker", worker.as_str())];
+        e.sample(&WORKER_BUSY, &w, load.busy_polls);
+        e.sample(&WORKER_IDLE, &w, load.idle_polls);
+        let b = &load.bursts;
+        let upto = |bound: usize| b[..=bound.min(BURST)].iter().sum::<u64>();
+        let buckets: Vec<(u64, u64)> = burst_bounds().map(|le| (le as u64, upto(le))).collect();
+        let sum = b.iter().enumerate().map(|(n, k)| n as u64 * k).sum();
+        e.histogram(&WORKER_BURST, &w, &buckets, sum, upto(BURST));
+    }
     e.finish()
 }
 

@@ -75,6 +75,6 @@ pub struct Snapshot {
     pub ports: Vec<PortSample>,
     /// The bridges.
     pub bridges: Vec<BridgeSample>,
-    /// The worker's load.
-    pub load: Load,
+    /// Each worker's load (worker 0 first).
+    pub loads: Vec<Load>,
 }

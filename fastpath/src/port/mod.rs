@@ -12,6 +12,7 @@
 pub mod afxdp;
 pub mod loopback;
 pub mod pmd;
+pub mod remote;
 pub mod tap;
 #[cfg(test)]
 mod test_frames;

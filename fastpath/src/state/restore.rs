@@ -9,7 +9,7 @@ use fastpath_host::ledger::{self, Entry, HeldPort, LedgerData};
 use super::file::{Origin, SavedPort, SavedPorts, StateFile};
 use crate::config::{Config, PortConfig, PortDefaults};
 use crate::error::SwitchError;
-use crate::switch::Switch;
+use crate::switch::AddPorts;
 
 /// What a starting switch opens, and what it has to say about how it got there.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -136,7 +136,7 @@ pub fn container_alive(e: &Entry) -> bool {
 
 /// Opens the ports of `plan` and adds them to `sw`; returns those it holds. A config port
 /// that cannot be opened is an error (as it always was); a runtime port is logged and left out.
-pub fn open(plan: StartPlan, sw: &mut Switch, defaults: &PortDefaults) -> Result<Vec<SavedPort>, SwitchError> {
+pub fn open(plan: StartPlan, sw: &mut impl AddPorts, defaults: &PortDefaults) -> Result<Vec<SavedPort>, SwitchError> {
     let mut held = Vec::with_capacity(plan.ports.len());
     for s in plan.ports {
         match crate::control::open_port(s.port.clone(), defaults).and_then(|p| sw.add_port(p)) {

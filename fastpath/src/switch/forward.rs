@@ -11,7 +11,7 @@ use crate::port::OffloadEvent;
 use crate::security::{Guard, GUARD_BYTES};
 
 use super::vlan::Membership;
-use super::{Bridge, Switch, MAX_PORTS};
+use super::{Bridge, Slot, Switch, MAX_PORTS};
 
 /// No group yet for a port.
 const NONE: u8 = u8::MAX;
@@ -83,7 +83,7 @@ impl Switch {
     pub(super) fn forward_from(&mut self, s: usize) -> usize {
         let Switch { ports, bridges, now, groups, vlans, watch, offloads, .. } = self;
         let Some(sp) = ports[s].as_mut() else { return 0 };
-        let bridge = &mut bridges[sp.bridge];
+        let bridge = &bridges[sp.bridge];
         if !sp.port.poll() {
             // Down (a fault or the peer gone): forget the MACs learned there once per reset.
             let resets = sp.port.counters().resets;
@@ -123,7 +123,9 @@ impl Switch {
             let edit = vlans[s].edit_to(&vlans[o]);
             let picks = &mut groups.picks[g][..groups.count[g] as usize];
             let mut n = picks.len();
-            if let Ok([Some(src), Some(dst)]) = ports.get_disjoint_mut([s, o]) {
+            // The MAC table is shared with other workers: a port it names must be on this
+            // bridge (one check per group).
+            if let Ok([Some(src), Some(dst)]) = ports.get_disjoint_mut([s, o]).map(same_bridge) {
                 let all = src.port.frames();
                 let frames = all.edited(edit);
                 if asks {
@@ -156,6 +158,41 @@ impl Switch {
     }
 }
 
+impl Switch {
+    /// Hands port `o` what other workers forwarded to it (a burst from each link), in the
+    /// order they sent it; returns how many frames it handed over.
+    pub(super) fn deliver_inbound(&mut self, o: usize) -> usize {
+        let Switch { ports, watch, inbound, .. } = self;
+        let mut moved = 0;
+        for link in &mut inbound[o] {
+            let bufs = link.frames(BURST);
+            if bufs.is_empty() {
+                continue;
+            }
+            let frames = netlib::vhost::Frames::Local(bufs);
+            let picks = &super::watch::ALL[..bufs.len()];
+            if let Some(dst) = ports[o].as_mut() {
+                dst.port.send(&frames, picks);
+            }
+            if watch.on {
+                watch.delivered(o, &frames, picks, ports);
+            }
+            moved += bufs.len();
+            link.consume();
+        }
+        moved
+    }
+}
+
+/// Both slots, if both hold ports of one bridge.
+#[inline]
+fn same_bridge([from, to]: [&mut Option<Slot>; 2]) -> [Option<&mut Slot>; 2] {
+    match (from.as_mut(), to.as_mut()) {
+        (Some(f), Some(t)) if f.bridge == t.bridge => [Some(f), Some(t)],
+        _ => [None, None],
+    }
+}
+
 /// Keeps, in order at the front of `picks`, the frames of `frames` no longer than
 /// `max` bytes (a destination's MTU); returns how many.
 #[inline]
@@ -182,7 +219,7 @@ fn classify<const VLANS: bool>(
     frames: netlib::vhost::Frames<'_>,
     s: u16,
     guard: &Guard,
-    bridge: &mut Bridge,
+    bridge: &Bridge,
     vlans: &[Membership],
     now: u32,
     groups: &mut Groups,

@@ -12,11 +12,14 @@ mod tests;
 mod vlan;
 mod watch;
 
+use std::sync::Arc;
+
 use netlib::LinkState;
 
 use crate::config::{PortConfig, PortDefaults};
 use crate::error::SwitchError;
 use crate::info::{PortInfo, PortStats};
+use crate::link::{LinkRx, LinkTx};
 use crate::mactable::MacTable;
 use crate::port::{self, SwitchPort};
 use crate::security::{guard_for, Guard};
@@ -74,6 +77,24 @@ impl NewPort {
     }
 }
 
+/// Where ports and mirrors are added at start: a switch before its worker runs, or the
+/// workers running ([`crate::worker::Running`]).
+pub trait AddPorts {
+    /// Adds an opened port.
+    fn add_port(&mut self, p: NewPort) -> Result<(), SwitchError>;
+    /// Adds a mirror.
+    fn add_mirror(&mut self, cfg: MirrorConfig) -> Result<(), SwitchError>;
+}
+
+impl AddPorts for Switch {
+    fn add_port(&mut self, p: NewPort) -> Result<(), SwitchError> {
+        Switch::add_port(self, p)
+    }
+    fn add_mirror(&mut self, cfg: MirrorConfig) -> Result<(), SwitchError> {
+        Switch::add_mirror(self, cfg)
+    }
+}
+
 /// A port in the switch.
 #[derive(Debug)]
 struct Slot {
@@ -87,6 +108,9 @@ struct Slot {
     /// Longest frame it takes (its MTU with an Ethernet header and a VLAN tag), or
     /// `u32::MAX` for a port without an MTU.
     max_frame: u32,
+    /// Another worker owns it: this slot sends into the link to that worker, and is
+    /// neither polled, listed nor watched here.
+    remote: bool,
 }
 
 /// The longest frame a port of MTU `mtu` takes: the MTU, an Ethernet header and a VLAN tag.
@@ -97,7 +121,8 @@ fn max_frame_of(mtu: Option<u16>) -> u32 {
 #[derive(Debug)]
 struct Bridge {
     name: String,
-    macs: MacTable,
+    /// Shared by every worker's switch.
+    macs: Arc<MacTable>,
     members: Vec<u16>,
     /// Members on a VLAN (access or trunk): none, and the bridge forwards without VLANs.
     vlan_ports: usize,
@@ -120,6 +145,8 @@ pub struct Switch {
     watch: Watch,
     /// The offload requests of the burst being forwarded (from senders with offloads).
     offloads: Box<offload::Offloads>,
+    /// Each slot's links from the other workers (its own ports' only).
+    inbound: Vec<Vec<LinkRx>>,
 }
 
 impl Switch {
@@ -138,7 +165,7 @@ impl Switch {
                 .iter()
                 .map(|b| Bridge {
                     name: b.clone(),
-                    macs: MacTable::new(mac_table_size, mac_age_secs),
+                    macs: Arc::new(MacTable::new(mac_table_size, mac_age_secs)),
                     members: Vec::with_capacity(MAX_PORTS),
                     vlan_ports: 0,
                 })
@@ -149,7 +176,19 @@ impl Switch {
             load: load::Load::default(),
             watch: Watch::default(),
             offloads: Box::default(),
+            inbound: (0..MAX_PORTS).map(|_| Vec::new()).collect(),
         }
+    }
+
+    /// A switch whose bridges share their MAC tables with `other`'s (another worker's).
+    #[must_use]
+    pub fn sharing_macs_with(mut self, other: &Switch) -> Self {
+        for b in &mut self.bridges {
+            if let Some(o) = other.bridges.iter().find(|o| o.name == b.name) {
+                b.macs = Arc::clone(&o.macs);
+            }
+        }
+        self
     }
 
     /// Bridge names.
@@ -179,18 +218,46 @@ impl Switch {
     /// Adds an opened port.
     pub fn add_port(&mut self, p: NewPort) -> Result<(), SwitchError> {
         self.check_new(&p.cfg)?;
-        let (Some(b), Some(slot)) =
-            (self.bridges.iter().position(|b| b.name == p.cfg.bridge), self.ports.iter().position(Option::is_none))
-        else {
+        let slot = self.ports.iter().position(Option::is_none).ok_or(SwitchError::Full(MAX_PORTS))?;
+        self.add_port_at(p, slot, Vec::new())
+    }
+
+    /// Adds an opened port at `slot` (with several workers, the same slot in every one),
+    /// taking what other workers send it from `inbound`.
+    pub fn add_port_at(&mut self, p: NewPort, slot: usize, inbound: Vec<LinkRx>) -> Result<(), SwitchError> {
+        self.check_new(&p.cfg)?;
+        tracing::info!("port {} added to {} ({:?} on {})", p.cfg.name, p.cfg.bridge, p.cfg.mode, p.cfg.place());
+        self.insert(slot, p.cfg, p.port, p.guard, false)?;
+        self.inbound[slot] = inbound;
+        Ok(())
+    }
+
+    /// Adds the port of another worker at `slot`: what this worker forwards to it goes into
+    /// `link`.
+    pub fn add_remote(&mut self, cfg: PortConfig, slot: usize, link: LinkTx) -> Result<(), SwitchError> {
+        self.check_new(&cfg)?;
+        let port = Box::new(crate::port::remote::RemotePort::new(link));
+        self.insert(slot, cfg, port, Guard::default(), true)
+    }
+
+    fn insert(
+        &mut self,
+        slot: usize,
+        cfg: PortConfig,
+        port: Box<dyn SwitchPort>,
+        guard: Guard,
+        remote: bool,
+    ) -> Result<(), SwitchError> {
+        let b = self.bridges.iter().position(|b| b.name == cfg.bridge);
+        let (Some(b), Some(None)) = (b, self.ports.get(slot)) else {
             return Err(SwitchError::Full(MAX_PORTS));
         };
-        tracing::info!("port {} added to {} ({:?} on {})", p.cfg.name, p.cfg.bridge, p.cfg.mode, p.cfg.place());
-        let seen_resets = p.port.counters().resets;
-        let vlans = Membership::of(&p.cfg);
+        let seen_resets = port.counters().resets;
+        let vlans = Membership::of(&cfg);
         self.bridges[b].vlan_ports += usize::from(vlans.is_vlan());
         self.vlans[slot] = vlans;
-        let max_frame = max_frame_of(p.cfg.mtu);
-        self.ports[slot] = Some(Slot { cfg: p.cfg, bridge: b, port: p.port, guard: p.guard, seen_resets, max_frame });
+        let max_frame = max_frame_of(cfg.mtu);
+        self.ports[slot] = Some(Slot { cfg, bridge: b, port, guard, seen_resets, max_frame, remote });
         self.bridges[b].members.push(slot as u16);
         self.watch.ports_changed(&self.ports);
         Ok(())
@@ -210,7 +277,10 @@ impl Switch {
         b.members.retain(|&m| m as usize != slot);
         b.macs.flush_port(slot as u16);
         b.vlan_ports -= usize::from(std::mem::take(&mut self.vlans[slot]).is_vlan());
-        tracing::info!("port {name} removed");
+        self.inbound[slot].clear();
+        if !p.remote {
+            tracing::info!("port {name} removed");
+        }
         self.watch.ports_changed(&self.ports);
         Ok(())
     }
@@ -245,7 +315,7 @@ impl Switch {
         self.ports
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| p.as_ref().map(|p| (i, p)))
+            .filter_map(|(i, p)| p.as_ref().filter(|p| !p.remote).map(|p| (i, p)))
             .map(|(slot, p)| PortInfo {
                 name: p.cfg.name.clone(),
                 bridge: p.cfg.bridge.clone(),
@@ -274,6 +344,11 @@ impl Switch {
             .collect()
     }
 
+    /// What this worker sent the ports other workers own, and what their links dropped.
+    pub fn remote_counters(&self) -> Vec<(String, netlib::PortCounters)> {
+        self.ports.iter().flatten().filter(|p| p.remote).map(|p| (p.cfg.name.clone(), p.port.counters())).collect()
+    }
+
     /// Advances the ageing clock by one second.
     pub fn tick_second(&mut self) {
         self.now = self.now.wrapping_add(1).max(1);
@@ -288,6 +363,7 @@ impl Switch {
         for p in self.ports.iter_mut().flatten() {
             busy |= p.port.arm_wakeup();
         }
+        busy |= self.inbound.iter().flatten().any(LinkRx::ready);
         let mut woken = [false; MAX_PORTS];
         if !busy {
             let mut owners: Vec<(usize, bool)> = Vec::with_capacity(2 * MAX_PORTS);
@@ -322,10 +398,13 @@ impl Switch {
     pub fn poll_once(&mut self) -> usize {
         let mut moved = 0;
         for s in 0..self.ports.len() {
-            if self.ports[s].is_some() {
+            if self.ports[s].as_ref().is_some_and(|p| !p.remote) {
                 let n = self.forward_from(s);
                 self.load.burst(n);
                 moved += n;
+                if !self.inbound[s].is_empty() {
+                    moved += self.deliver_inbound(s);
+                }
             }
         }
         self.load.pass(moved);

@@ -16,6 +16,7 @@ impl Switch {
                 .ports
                 .iter()
                 .flatten()
+                .filter(|p| !p.remote)
                 .map(|p| {
                     PortSample::of(&p.cfg, p.port.counters(), p.port.link() == LinkState::Up, p.port.kind_counters())
                 })
@@ -30,7 +31,7 @@ impl Switch {
                     mac_learned: b.macs.learned(),
                 })
                 .collect(),
-            load: self.load.clone(),
+            loads: vec![self.load.clone()],
         }
     }
 }

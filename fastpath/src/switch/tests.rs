@@ -468,9 +468,13 @@ fn the_snapshot_counts_the_load_the_bursts_and_the_learning() {
     let br0 = &s.bridges[0];
     assert_eq!((br0.bridge.as_str(), br0.ports, br0.mac_entries, br0.mac_learned), ("br0", 2, 2, 2));
     assert_eq!((s.bridges[1].ports, s.bridges[1].mac_entries), (0, 0));
-    assert_eq!(s.load.busy_polls + s.load.idle_polls, 8, "one count per pass");
-    assert!(s.load.busy_polls >= 1 && s.load.idle_polls >= 6, "{:?}", s.load);
-    assert_eq!(s.load.bursts.iter().enumerate().map(|(n, k)| n as u64 * k).sum::<u64>(), 4, "every frame in a burst");
+    assert_eq!(s.loads[0].busy_polls + s.loads[0].idle_polls, 8, "one count per pass");
+    assert!(s.loads[0].busy_polls >= 1 && s.loads[0].idle_polls >= 6, "{:?}", s.loads[0]);
+    assert_eq!(
+        s.loads[0].bursts.iter().enumerate().map(|(n, k)| n as u64 * k).sum::<u64>(),
+        4,
+        "every frame in a burst"
+    );
 }
 
 /// A capture of port `port` in `direction` with a ring of `slots`, and the reader's end.

@@ -5,7 +5,7 @@
 
 use fastpath_host::proto::{MirrorConfig, MirrorInfo};
 use netlib::pool::BURST;
-use netlib::vhost::TagEdit;
+use netlib::vhost::{Frames, TagEdit};
 
 use crate::capture::pcapng::Direction;
 use crate::capture::session::now_ns;
@@ -15,7 +15,7 @@ use crate::error::SwitchError;
 use super::{Slot, MAX_PORTS};
 
 /// Every position of a burst, for copying it whole.
-const ALL: [u8; BURST] = {
+pub(super) const ALL: [u8; BURST] = {
     let mut a = [0u8; BURST];
     let mut i = 0;
     while i < BURST {
@@ -50,6 +50,11 @@ fn slot_of(ports: &Ports, name: &str) -> Option<u16> {
     ports.iter().position(|p| p.as_ref().is_some_and(|p| p.cfg.name == name)).map(|s| s as u16)
 }
 
+/// The slot of a port this worker owns (its frames, both ways, pass here).
+fn own_slot_of(ports: &Ports, name: &str) -> Option<u16> {
+    ports.iter().position(|p| p.as_ref().is_some_and(|p| p.cfg.name == name && !p.remote)).map(|s| s as u16)
+}
+
 impl Watch {
     fn refresh(&mut self) {
         self.on = !self.captures.is_empty() || self.mirrors.iter().any(|m| m.slots.is_some());
@@ -57,7 +62,7 @@ impl Watch {
 
     /// Starts a capture of the port `tap` names.
     pub fn capture(&mut self, ports: &Ports, mut tap: CaptureTap) -> Result<(), SwitchError> {
-        let Some(slot) = slot_of(ports, &tap.spec.port) else {
+        let Some(slot) = own_slot_of(ports, &tap.spec.port) else {
             tap.detach();
             return Err(SwitchError::NoSuchPort(tap.spec.port.clone()));
         };
@@ -117,7 +122,7 @@ impl Watch {
     pub fn ports_changed(&mut self, ports: &Ports) {
         self.captures.retain(|(s, t)| ports[*s as usize].as_ref().is_some_and(|p| p.cfg.name == t.spec.port));
         for m in &mut self.mirrors {
-            m.slots = slot_of(ports, &m.cfg.from).zip(slot_of(ports, &m.cfg.to));
+            m.slots = own_slot_of(ports, &m.cfg.from).zip(slot_of(ports, &m.cfg.to));
         }
         self.refresh();
     }
@@ -155,6 +160,25 @@ impl Watch {
             let m = &self.mirrors[i];
             if let Some((_, to)) = m.slots.filter(|&(f, _)| f as usize == o && m.cfg.direction.tx()) {
                 self.mirror(s, to as usize, edit, picks, ports, i);
+            }
+        }
+    }
+
+    /// Port `o` was handed `frames` (at `picks`) that another worker forwarded to it:
+    /// captures copy them, mirrors send them on.
+    pub fn delivered(&mut self, o: usize, frames: &Frames<'_>, picks: &[u8], ports: &mut Ports) {
+        let ts = if self.captures.is_empty() { 0 } else { now_ns() };
+        for (_, t) in self.captures.iter_mut().filter(|(p, t)| *p as usize == o && t.spec.direction.tx()) {
+            t.copy(frames, Some(picks), Direction::Outbound, ts);
+        }
+        for m in &mut self.mirrors {
+            if let Some((_, to)) = m.slots.filter(|&(f, _)| f as usize == o && m.cfg.direction.tx()) {
+                let Some(dst) = ports[to as usize].as_mut() else { continue };
+                let before = dst.port.counters().tx_packets;
+                dst.port.send(frames, picks);
+                let took = dst.port.counters().tx_packets.saturating_sub(before).min(picks.len() as u64);
+                m.sent += took;
+                m.dropped += picks.len() as u64 - took;
             }
         }
     }

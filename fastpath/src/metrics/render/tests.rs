@@ -34,7 +34,7 @@ fn snapshot() -> Snapshot {
     Snapshot {
         ports: vec![a, vx],
         bridges: vec![BridgeSample { bridge: "br0".into(), ports: 2, mac_entries: 1, mac_learned: 6 }],
-        load,
+        loads: vec![load],
     }
 }
 

@@ -2,6 +2,7 @@
 // what it says about the rest), and opening them for real on sockets in a temp directory.
 use super::*;
 use crate::state::FORMAT;
+use crate::switch::Switch;
 use fastpath_host::ledger::{PortAlloc, Status};
 
 fn runtime(name: &str, container: Option<&str>) -> SavedPort {

@@ -1,0 +1,164 @@
+// Two workers on real threads behind the router, with in-process ports: placement, frames
+// crossing between workers in order, floods, one switch's view for list, metrics and
+// mirrors, and removal.
+//! Fleet tests.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fastpath_host::proto::MirrorConfig;
+
+use super::*;
+use crate::config::PortConfig;
+use crate::port::loopback::{Loopback, LoopbackPeer};
+use crate::switch::AddPorts;
+use crate::worker::Running;
+
+struct Workers {
+    tx: Sender<Command>,
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn two_workers() -> Workers {
+    let first = Switch::new(&["br0".into(), "br1".into()], 300);
+    let second = Switch::new(&["br0".into(), "br1".into()], 300).sharing_macs_with(&first);
+    let stop = Arc::new(AtomicBool::new(false));
+    let first_frame = Arc::new(FirstFrame::since(Instant::now()));
+    let (tx, handles) = spawn(vec![first, second], &[None, None], &stop, Idle::Yield, &first_frame).unwrap();
+    Workers { tx, stop, handles }
+}
+
+fn add(fleet: &Workers, name: &str, bridge: &str) -> LoopbackPeer {
+    let (port, peer) = Loopback::new();
+    let cfg = PortConfig::new(name, bridge, format!("/loopback/{name}"));
+    Running(&fleet.tx).add_port(NewPort::with(cfg, Box::new(port))).unwrap();
+    peer
+}
+
+fn mac(n: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0, n]
+}
+
+/// A frame from MAC `src` to `dst` carrying `seq`.
+fn frame(dst: [u8; 6], src: [u8; 6], seq: u32) -> Vec<u8> {
+    let mut f = vec![0u8; 64];
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&[0x88, 0xb5]);
+    f[14..18].copy_from_slice(&seq.to_le_bytes());
+    f
+}
+
+/// Waits until `peer` was delivered `n` frames (or 5 s passed); returns them.
+fn delivered(peer: &LoopbackPeer, n: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let until = Instant::now() + Duration::from_secs(5);
+    while got.len() < n && Instant::now() < until {
+        got.extend(peer.take_delivered());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    got.extend(peer.take_delivered());
+    got
+}
+
+fn ask<T>(w: &Workers, cmd: impl FnOnce(Sender<T>) -> Command) -> T {
+    super::ask(&w.tx, cmd).expect("the router answers")
+}
+
+#[test]
+fn frames_cross_workers_in_order_and_the_fleet_looks_like_one_switch() {
+    let fleet = two_workers();
+    // Placed on the worker with the fewest ports: a and c on worker 0, b and d on worker 1.
+    let [pa, pb, pc, pd] =
+        [("a", "br0"), ("b", "br0"), ("c", "br0"), ("d", "br1")].map(|(name, br)| add(&fleet, name, br));
+    // Unknown destination: a's frame floods to b (the other worker) and c (its own), not d.
+    pa.send(&frame(mac(2), mac(1), 0));
+    assert_eq!(delivered(&pb, 1), [frame(mac(2), mac(1), 0)]);
+    assert_eq!(delivered(&pc, 1), [frame(mac(2), mac(1), 0)]);
+    assert!(pd.take_delivered().is_empty(), "another bridge");
+    // b answers: a was learned by worker 0, in the table both share.
+    pb.send(&frame(mac(1), mac(2), 0));
+    assert_eq!(delivered(&pa, 1), [frame(mac(1), mac(2), 0)]);
+    assert!(pc.take_delivered().is_empty(), "a known destination goes to its port alone");
+    // 3,000 frames a -> b through the link (200 at a time, fewer than it holds), every one,
+    // in order.
+    let mut got = Vec::new();
+    for chunk in 0..15 {
+        for i in 1..=200 {
+            pa.send(&frame(mac(2), mac(1), chunk * 200 + i));
+        }
+        got.extend(delivered(&pb, 200));
+    }
+    let seqs: Vec<u32> = got.iter().map(|f| u32::from_le_bytes(f[14..18].try_into().unwrap())).collect();
+    assert_eq!(seqs.len(), 3000, "every frame arrived");
+    assert!(seqs.iter().zip(1..).all(|(&s, i)| s == i), "in the order sent");
+    assert!(pc.take_delivered().is_empty());
+
+    let list = ask(&fleet, Command::List);
+    let names: Vec<&str> = list.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c", "d"], "every worker's ports, in slot order");
+    let stats = |n: &str| list.iter().find(|p| p.name == n).unwrap().stats.counters;
+    assert_eq!((stats("a").rx_packets, stats("b").tx_packets), (3001, 3001));
+    assert_eq!(list.iter().find(|p| p.name == "a").unwrap().macs, ["02:00:00:00:00:01"]);
+    let snap = ask(&fleet, Command::Metrics);
+    assert_eq!((snap.ports.len(), snap.loads.len()), (4, 2), "four ports, two workers' loads");
+    assert_eq!(snap.bridges[0].ports, 3, "br0's members, wherever they are");
+
+    // Removal: b goes from its worker and its remote end from the other.
+    ask(&fleet, |tx| Command::Del("b".into(), tx)).unwrap();
+    let names: Vec<String> = ask(&fleet, Command::List).into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["a", "c", "d"]);
+    pa.send(&frame(mac(2), mac(1), 9));
+    assert_eq!(delivered(&pc, 1).len(), 1, "b's MAC was forgotten: the frame floods to c");
+    let e = ask(&fleet, |tx| Command::Del("b".into(), tx)).unwrap_err();
+    assert!(matches!(e, SwitchError::NoSuchPort(_)), "{e}");
+    // The slot is free again, and a new port takes it.
+    let e2 = add(&fleet, "e", "br0");
+    pa.send(&BCAST_FRAME);
+    assert_eq!(delivered(&e2, 1), [BCAST_FRAME.to_vec()]);
+}
+
+const BCAST_FRAME: [u8; 64] = {
+    let mut f = [0u8; 64];
+    let mut i = 0;
+    while i < 6 {
+        f[i] = 0xff;
+        i += 1;
+    }
+    f[6] = 0x02;
+    f[11] = 1;
+    f
+};
+
+#[test]
+fn a_name_or_socket_on_another_worker_is_refused_and_a_mirror_copies_from_the_owner() {
+    let fleet = two_workers();
+    let [pa, pb, pm] = [("a", "br0"), ("b", "br0"), ("m", "br1")].map(|(name, br)| add(&fleet, name, br));
+    let (port, _) = Loopback::new();
+    let again = NewPort::with(PortConfig::new("b", "br0", "/loopback/x"), Box::new(port));
+    let e = Running(&fleet.tx).add_port(again).unwrap_err();
+    assert!(matches!(e, SwitchError::PortExists(_)), "{e}");
+    // m (worker 0) mirrors what b (worker 1) receives from a (worker 0): worker 1 copies it.
+    let mirror =
+        MirrorConfig { from: "b".into(), to: "m".into(), direction: fastpath_host::proto::Direction::default() };
+    Running(&fleet.tx).add_mirror(mirror).unwrap();
+    pa.send(&frame(mac(2), mac(1), 1));
+    assert_eq!(delivered(&pb, 1).len(), 1);
+    assert_eq!(delivered(&pm, 1), [frame(mac(2), mac(1), 1)], "the mirror's copy");
+    let mirrors = ask(&fleet, Command::Mirrors);
+    assert_eq!(mirrors.len(), 1);
+    assert!(mirrors[0].active);
+    assert_eq!((mirrors[0].sent, mirrors[0].dropped), (1, 0));
+}
