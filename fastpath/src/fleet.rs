@@ -13,7 +13,7 @@ use fastpath_host::proto::MirrorInfo;
 
 use crate::error::SwitchError;
 use crate::info::PortInfo;
-use crate::link::link;
+use crate::link::{link, Doorbell};
 use crate::metrics::Snapshot;
 use crate::switch::{NewPort, Switch, MAX_PORTS};
 use crate::worker::{self, Command, FirstFrame, Idle};
@@ -30,8 +30,14 @@ pub fn spawn(
 ) -> std::io::Result<(Sender<Command>, Vec<JoinHandle<()>>)> {
     let mut senders = Vec::with_capacity(switches.len());
     let mut handles = Vec::with_capacity(switches.len());
+    let mut bells = Vec::with_capacity(switches.len());
     let many = switches.len() > 1;
-    for (i, sw) in switches.into_iter().enumerate() {
+    for (i, mut sw) in switches.into_iter().enumerate() {
+        if many {
+            let bell = Doorbell::new()?;
+            sw = sw.with_doorbell(Arc::clone(&bell));
+            bells.push(bell);
+        }
         let (tx, rx) = channel();
         let core = cores.get(i).copied().flatten();
         let (stop, first) = (Arc::clone(stop), Arc::clone(first));
@@ -48,7 +54,7 @@ pub fn spawn(
         return Ok((senders.remove(0), handles));
     }
     let (tx, rx) = channel();
-    let fleet = Fleet::new(senders);
+    let fleet = Fleet::new(senders, bells);
     std::thread::Builder::new().name("fastpath-router".into()).spawn(move || fleet.serve(&rx))?;
     Ok((tx, handles))
 }
@@ -74,6 +80,8 @@ struct Owned {
 #[derive(Debug)]
 pub struct Fleet {
     workers: Vec<Sender<Command>>,
+    /// Each worker's doorbell (its links ring it).
+    bells: Vec<Arc<Doorbell>>,
     /// Who owns each slot (the same slot in every worker's switch).
     slots: Vec<Option<Owned>>,
 }
@@ -86,9 +94,9 @@ fn ask<T>(w: &Sender<Command>, cmd: impl FnOnce(Sender<T>) -> Command) -> Option
 }
 
 impl Fleet {
-    /// A router for these workers, whose switches hold no port yet.
-    pub fn new(workers: Vec<Sender<Command>>) -> Self {
-        Self { workers, slots: (0..MAX_PORTS).map(|_| None).collect() }
+    /// A router for these workers, whose switches hold no port yet and sleep on `bells`.
+    pub fn new(workers: Vec<Sender<Command>>, bells: Vec<Arc<Doorbell>>) -> Self {
+        Self { workers, bells, slots: (0..MAX_PORTS).map(|_| None).collect() }
     }
 
     /// Serves commands until the channel closes or a [`Command::Stop`] was passed on.
@@ -201,7 +209,7 @@ impl Fleet {
         let owner = (0..self.workers.len()).min_by_key(|&w| owned(w)).unwrap_or(0);
         let (mut txs, mut rxs) = (Vec::new(), Vec::new());
         for w in (0..self.workers.len()).filter(|&w| w != owner) {
-            let (tx, rx) = link();
+            let (tx, rx) = link(Arc::clone(&self.bells[owner]));
             txs.push((w, tx));
             rxs.push(rx);
         }
@@ -265,6 +273,10 @@ impl Fleet {
         for (name, c) in self.link_drops()? {
             if let Some(p) = ports.iter_mut().find(|p| p.name == name) {
                 add_drops(&mut p.stats.counters, &c);
+                match p.kind_counters.iter_mut().find(|(n, _)| n == LINK_DROPPED) {
+                    Some((_, v)) => *v += c.tx_dropped,
+                    None => p.kind_counters.push((LINK_DROPPED.to_string(), c.tx_dropped)),
+                }
             }
         }
         ports.sort_by_key(|p| self.slot_of(&p.name));
@@ -299,6 +311,10 @@ impl Fleet {
         Some(all)
     }
 }
+
+/// The counter `fastpathctl list` shows for what links to a port dropped (also counted in
+/// its `tx_dropped`, by reason).
+pub const LINK_DROPPED: &str = "link_dropped";
 
 /// Adds to a port's counters what a link to it dropped.
 fn add_drops(to: &mut netlib::PortCounters, link: &netlib::PortCounters) {

@@ -280,8 +280,8 @@ fn two_workers_keep_every_flow_in_order() {
         .map(|(br, n)| fastpathd_port(br, n, "vhost", &sock(n)))
         .collect();
     // Two workers, one per CPU, beside four apps: the workers give their CPU away when idle
-    // (--share-core), and the generators send at half the usual rate, so that a link (256
-    // frames: 10 ms) outlasts a worker waiting for its CPU on a busy machine.
+    // (--share-core), and the generators send at a fifth of the usual rate, so that a link
+    // (512 frames: 50 ms) outlasts a worker waiting for its CPU on a busy machine.
     let mut args = fastpathd_args(&ctl, &["br0", "br1"], &ports);
     let core = args.iter().position(|a| a == "--core").expect("fastpathd_args pins a core");
     args.splice(core..core + 2, ["--cores", "0,1", "--share-core"].map(String::from));
@@ -315,7 +315,7 @@ fn two_workers_keep_every_flow_in_order() {
         .map(|(n, src)| {
             let mut a = pktgen_args(&format!("vu:{}", sock(n).display()), FRAMES);
             let rate = a.iter().position(|a| a == "--rate").expect("pktgen_args sets a rate") + 1;
-            a[rate] = (RATE / 2).to_string();
+            a[rate] = (RATE / 5).to_string();
             a.extend(["--src-mac", src, "--src-macs", &FLOWS.to_string()].map(String::from));
             Proc::spawn(&format!("pktgen-{n}"), &dir, &peers.bin("pktgen"), &a, &[])
         })
@@ -338,10 +338,25 @@ fn two_workers_keep_every_flow_in_order() {
             ("c", "tx_dropped", 0),
         ],
     );
+    // What the links between the workers dropped (in tx_dropped too, but named here).
+    let list = fastpathctl_list(&peers, &ctl).unwrap_or_default();
+    for port in ["b", "c"] {
+        let dropped = link_dropped(&list, port);
+        v.check(dropped == Some(0), || format!("fastpathd port {port}: expected link_dropped 0, got {dropped:?}"));
+    }
     let st = fpd.stop(Signal::SIGTERM, Duration::from_secs(5));
     v.check(st.success(), || format!("fastpathd: expected exit status 0 after SIGTERM, got {st}"));
     eprintln!("[{}] {TEST}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
     let [ga, gd] = &mut gens[..] else { unreachable!() };
     let [sb, sc] = &mut sinks[..] else { unreachable!() };
     v.finish(&mut [ga, gd, sb, sc, &mut fpd]);
+}
+
+/// A port's `link_dropped` kind counter (what the links from other workers dropped).
+fn link_dropped(list: &[serde_json::Value], port: &str) -> Option<u64> {
+    let p = list.iter().find(|p| p.get("name").and_then(serde_json::Value::as_str) == Some(port))?;
+    p.get("kind_counters")?.as_array()?.iter().find_map(|c| {
+        let pair = c.as_array()?;
+        (pair.first()?.as_str()? == "link_dropped").then(|| pair.get(1)?.as_u64()).flatten()
+    })
 }

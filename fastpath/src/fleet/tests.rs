@@ -112,6 +112,8 @@ fn frames_cross_workers_in_order_and_the_fleet_looks_like_one_switch() {
     let stats = |n: &str| list.iter().find(|p| p.name == n).unwrap().stats.counters;
     assert_eq!((stats("a").rx_packets, stats("b").tx_packets), (3001, 3001));
     assert_eq!(list.iter().find(|p| p.name == "a").unwrap().macs, ["02:00:00:00:00:01"]);
+    let link_dropped = list.iter().find(|p| p.name == "b").unwrap().kind_counters.clone();
+    assert_eq!(link_dropped, [(LINK_DROPPED.to_string(), 0)], "b's link from worker 0 dropped nothing");
     let snap = ask(&fleet, Command::Metrics);
     assert_eq!((snap.ports.len(), snap.loads.len()), (4, 2), "four ports, two workers' loads");
     assert_eq!(snap.bridges[0].ports, 3, "br0's members, wherever they are");

@@ -19,7 +19,7 @@ use netlib::LinkState;
 use crate::config::{PortConfig, PortDefaults};
 use crate::error::SwitchError;
 use crate::info::{PortInfo, PortStats};
-use crate::link::{LinkRx, LinkTx};
+use crate::link::{Doorbell, LinkRx, LinkTx};
 use crate::mactable::MacTable;
 use crate::port::{self, SwitchPort};
 use crate::security::{guard_for, Guard};
@@ -147,6 +147,8 @@ pub struct Switch {
     offloads: Box<offload::Offloads>,
     /// Each slot's links from the other workers (its own ports' only).
     inbound: Vec<Vec<LinkRx>>,
+    /// Rung by the other workers when they send into its links while it sleeps.
+    doorbell: Option<Arc<Doorbell>>,
 }
 
 impl Switch {
@@ -177,7 +179,16 @@ impl Switch {
             watch: Watch::default(),
             offloads: Box::default(),
             inbound: (0..MAX_PORTS).map(|_| Vec::new()).collect(),
+            doorbell: None,
         }
+    }
+
+    /// Sleeps (interrupt mode) on `bell` too: the one other workers ring when they send it
+    /// frames.
+    #[must_use]
+    pub fn with_doorbell(mut self, bell: Arc<Doorbell>) -> Self {
+        self.doorbell = Some(bell);
+        self
     }
 
     /// A switch whose bridges share their MAC tables with `other`'s (another worker's).
@@ -363,11 +374,18 @@ impl Switch {
         for p in self.ports.iter_mut().flatten() {
             busy |= p.port.arm_wakeup();
         }
+        if let Some(bell) = &self.doorbell {
+            bell.going_to_sleep();
+        }
         busy |= self.inbound.iter().flatten().any(LinkRx::ready);
         let mut woken = [false; MAX_PORTS];
         if !busy {
-            let mut owners: Vec<(usize, bool)> = Vec::with_capacity(2 * MAX_PORTS);
-            let mut fds = Vec::with_capacity(2 * MAX_PORTS);
+            let mut owners: Vec<(usize, bool)> = Vec::with_capacity(2 * MAX_PORTS + 1);
+            let mut fds = Vec::with_capacity(2 * MAX_PORTS + 1);
+            if let Some(bell) = &self.doorbell {
+                owners.push((usize::MAX, false));
+                fds.push(PollFd::new(bell.fd(), PollFlags::POLLIN));
+            }
             for (i, p) in self.ports.iter().enumerate() {
                 let Some(p) = p else { continue };
                 let w = p.port.wake_fds();
@@ -390,6 +408,9 @@ impl Switch {
             if let Some(p) = p {
                 p.port.disarm_wakeup(woken[i]);
             }
+        }
+        if let Some(bell) = &self.doorbell {
+            bell.awake();
         }
     }
 

@@ -116,8 +116,8 @@ enum Kind {
     /// 10,000 source MACs behind one port of two (vs OVS-DPDK with the same traffic).
     Macs,
     /// Two ports of two queue pairs each, testpmd looping frames of many flows between them
-    /// (vs OVS-DPDK with the same ports and traffic).
-    Mq2,
+    /// (vs OVS-DPDK with the same ports and traffic), through this many workers (PMDs).
+    Mq2(u8),
     /// DPDK's virtio_user on packed rings against our backend apps (vs testpmd's net_vhost).
     Packed(packed::Flow),
     /// 64 KB TCP GSO frames app → switch → app without offloads, cut in software, in
@@ -189,7 +189,8 @@ pub const CASES: &[Case] = &[
         kind: Kind::Ports(64),
     },
     Case { name: "macs_10k", metrics: &[Metric { name: "macs_10k", unit: Unit::Mpps }], kind: Kind::Macs },
-    Case { name: "mq2_64", metrics: &[Metric { name: "mq2_64", unit: Unit::Mpps }], kind: Kind::Mq2 },
+    Case { name: "mq2_64", metrics: &[Metric { name: "mq2_64", unit: Unit::Mpps }], kind: Kind::Mq2(1) },
+    Case { name: "mq2w_64", metrics: &[Metric { name: "mq2w_64", unit: Unit::Mpps }], kind: Kind::Mq2(2) },
     Case {
         name: "v2h_64_packed",
         metrics: &[Metric { name: "v2h_64_packed", unit: Unit::Mpps }],
@@ -242,7 +243,7 @@ impl Case {
             Kind::Jumbo => jumbo::ours(&mut sb, ctx),
             Kind::Ports(n) => ports::ours_ports(&mut sb, ctx, n),
             Kind::Macs => ports::macs(&mut sb, ctx, false),
-            Kind::Mq2 => ports::mq2(&mut sb, ctx, false),
+            Kind::Mq2(workers) => ports::mq2(&mut sb, ctx, false, workers),
             Kind::Packed(flow) => packed::ours(&mut sb, ctx, flow),
             Kind::Tso => tso::ours(&mut sb, ctx),
         }
@@ -273,7 +274,7 @@ impl Case {
             Kind::Jumbo => jumbo::peer(&mut sb, ctx),
             Kind::Ports(n) => ports::peer_ports(&mut sb, ctx, n),
             Kind::Macs => ports::macs(&mut sb, ctx, true),
-            Kind::Mq2 => ports::mq2(&mut sb, ctx, true),
+            Kind::Mq2(workers) => ports::mq2(&mut sb, ctx, true, workers),
             Kind::Packed(flow) => packed::peer(&mut sb, ctx, flow),
             Kind::Tso => tso::plain(&mut sb, ctx),
         }

@@ -46,7 +46,7 @@ pub struct BenchArgs {
     pub secs: Option<u64>,
     /// Run only this case (repeatable): v2h_64 v2h_1518 h2v_64 h2v_1518 twoway_64 switch_64 capture_64 rtt
     /// start lb_64 fw_64 udp_rr hook_start wake idle_cpu afxdp_64 afxdp_ovs_64 tap_rr vxlan_64 restart scrape_64
-    /// jumbo_9000 switch_16 switch_64ports macs_10k mq2_64 v2h_64_packed h2v_64_packed twoway_64_packed tso_64k.
+    /// jumbo_9000 switch_16 switch_64ports macs_10k mq2_64 mq2w_64 v2h_64_packed h2v_64_packed twoway_64_packed tso_64k.
     #[arg(long = "case", value_name = "NAME")]
     pub cases: Vec<String>,
     /// Skip the release build and use the binaries already in target/release.

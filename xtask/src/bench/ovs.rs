@@ -37,7 +37,13 @@ impl Ovs {
     /// `dpdkvhostuser` port per name in `ports` (OVS listens), and waits for their sockets.
     pub fn start(sb: &mut Sandbox, pmd_cpu: u8, ports: &[&str]) -> Result<Self> {
         let ports: Vec<VhostPort> = ports.iter().map(|&p| VhostPort::Server(p)).collect();
-        Self::start_with(sb, pmd_cpu, &ports)
+        Self::start_with(sb, 1 << pmd_cpu, &ports)
+    }
+
+    /// As [`Ovs::start`], with a PMD thread on each CPU of `pmd_mask`.
+    pub fn start_pmds(sb: &mut Sandbox, pmd_mask: u32, ports: &[&str]) -> Result<Self> {
+        let ports: Vec<VhostPort> = ports.iter().map(|&p| VhostPort::Server(p)).collect();
+        Self::start_with(sb, pmd_mask, &ports)
     }
 
     /// As [`Ovs::start`], with one `dpdkvhostuserclient` port per (name, socket) in `ports`:
@@ -45,10 +51,10 @@ impl Ovs {
     /// documented way for its ports to survive a restart of ovs-vswitchd.
     pub fn start_clients(sb: &mut Sandbox, pmd_cpu: u8, ports: &[(&str, &Path)]) -> Result<Self> {
         let ports: Vec<VhostPort> = ports.iter().map(|&(n, p)| VhostPort::Client(n, p)).collect();
-        Self::start_with(sb, pmd_cpu, &ports)
+        Self::start_with(sb, 1 << pmd_cpu, &ports)
     }
 
-    fn start_with(sb: &mut Sandbox, pmd_cpu: u8, ports: &[VhostPort]) -> Result<Self> {
+    fn start_with(sb: &mut Sandbox, pmd_mask: u32, ports: &[VhostPort]) -> Result<Self> {
         let dir = sb.path("ovs");
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let db = dir.join("conf.db");
@@ -76,7 +82,7 @@ impl Ovs {
                 "other_config:dpdk-init=true",
                 &format!("other_config:dpdk-extra=--no-pci --file-prefix={prefix}"),
                 "other_config:dpdk-socket-mem=512",
-                &format!("other_config:pmd-cpu-mask={:#x}", 1u32 << pmd_cpu),
+                &format!("other_config:pmd-cpu-mask={pmd_mask:#x}"),
             ],
         )?;
         let vswitchd = sb.spawn(vswitchd(&dir))?;

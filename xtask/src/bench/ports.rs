@@ -1,7 +1,7 @@
 // The many-ports and many-MACs cases: one forwarder process holds every virtio-user port
 // (pairs of ports looping frames to each other through the switch, addressed by MAC so that
 // the switch forwards by what it learned), against OVS-DPDK with as many dpdkvhostuser ports.
-//! Bench cases `switch_16`, `switch_64ports`, `macs_10k` and `mq2_64`.
+//! Bench cases `switch_16`, `switch_64ports`, `macs_10k`, `mq2_64` and `mq2w_64`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,9 +47,14 @@ fn names(n: usize) -> Vec<String> {
 /// fastpathd on CPU 0 with `n` listening ports `p0..` on one bridge (and `extra` arguments);
 /// their sockets.
 fn start_fastpathd(sb: &mut Sandbox, ctx: &Ctx, n: usize, extra: &[&str]) -> Result<Vec<PathBuf>> {
+    start_fastpathd_on(sb, ctx, "0", n, extra)
+}
+
+/// [`start_fastpathd`] with a worker on each CPU of `cores` (comma-separated).
+fn start_fastpathd_on(sb: &mut Sandbox, ctx: &Ctx, cores: &str, n: usize, extra: &[&str]) -> Result<Vec<PathBuf>> {
     let ctl = sb.path("ctl.sock").display().to_string();
     let socks: Vec<PathBuf> = names(n).iter().map(|p| sb.path(&format!("{p}.sock"))).collect();
-    let mut args: Vec<String> = ["--core", "0", "--ctl", &ctl, "--bridge", "br0"].map(String::from).into();
+    let mut args: Vec<String> = ["--cores", cores, "--ctl", &ctl, "--bridge", "br0"].map(String::from).into();
     for (name, sock) in names(n).iter().zip(&socks) {
         args.push("--port".into());
         args.push(format!("br0:{name}:vhost:{}", sock.display()));
@@ -167,14 +172,18 @@ const IN_FLIGHT_MQ: u32 = 256;
 /// spreads them over both receive queues of its destination. Ours: fastpathd's one worker
 /// on CPU 0 polling every queue pair; or (`ovs`) OVS-DPDK's PMD on CPU 0 with the same
 /// ports, whose vhost-user ports take as many queues as the frontend enables. Rx-pps
-/// summed over both of testpmd's ports.
-pub fn mq2(sb: &mut Sandbox, ctx: &Ctx, ovs: bool) -> Result<Vec<f64>> {
+/// summed over both of testpmd's ports. `workers` 2 (`mq2w_64`): fastpathd `--cores 0,1`
+/// (one port on each worker: every frame crosses a link), against OVS-DPDK with a PMD on
+/// each CPU (each taking some of the four receive queues); testpmd still on CPU 1, beside
+/// the second worker or PMD.
+pub fn mq2(sb: &mut Sandbox, ctx: &Ctx, ovs: bool, workers: u8) -> Result<Vec<f64>> {
     let names = names(2);
     let (socks, _ovs) = if ovs {
-        let o = Ovs::start(sb, 0, &["p0", "p1"])?;
+        let o = if workers > 1 { Ovs::start_pmds(sb, 0b11, &["p0", "p1"])? } else { Ovs::start(sb, 0, &["p0", "p1"])? };
         (names.iter().map(|p| o.socket(p)).collect::<Vec<_>>(), Some(o))
     } else {
-        (start_fastpathd(sb, ctx, 2, &[])?, None)
+        let cores = if workers > 1 { "0,1" } else { "0" };
+        (start_fastpathd_on(sb, ctx, cores, 2, &[])?, None)
     };
     let macs: Vec<String> = (0..2).map(mac).collect();
     let per_queue = IN_FLIGHT_MQ / (2 * MQ_PAIRS) / testpmd::BURST;
