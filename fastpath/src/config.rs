@@ -42,7 +42,7 @@ pub struct Config {
     /// Sleep on the ports' kicks when idle instead of polling.
     #[serde(default)]
     pub interrupt: bool,
-    /// Give the core away when idle (`sched_yield`), for a worker sharing its core with
+    /// Give the core away when idle (a 20 us nap), for a worker sharing its core with
     /// other pollers (apps, an afxdp uplink's NAPI thread); ignored in interrupt mode.
     #[serde(default)]
     pub share_core: bool,

@@ -100,11 +100,17 @@ impl FirstFrame {
 
 /// Passes between two looks at the command queue and the clock.
 const PASSES: u32 = 256;
+/// Passes between two looks when the worker shares its core ([`Idle::Yield`]): it naps
+/// after this many empty passes, not holding the core for long with nothing to do.
+const SHARED_PASSES: u32 = 32;
 
 /// Idle batches of passes before the worker sleeps in interrupt mode.
 const IDLE_BATCHES: u32 = 8;
 /// Longest sleep (commands from the control thread wait at most this long).
 const SLEEP: Duration = Duration::from_millis(10);
+
+/// How long a worker sharing its core naps after a batch of passes that moved nothing.
+pub const SHARED_NAP: Duration = Duration::from_micros(20);
 
 /// What the worker does when its ports have no traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -112,9 +118,11 @@ pub enum Idle {
     /// Polls on: the lowest latency, the core is the worker's alone.
     #[default]
     Spin,
-    /// Gives the core away (`sched_yield`) after each batch of passes that moved nothing,
-    /// so that threads pinned beside it (the apps, the kernel's NAPI thread of an afxdp
-    /// uplink's interface) run at once rather than at the end of the worker's time slice.
+    /// Gives the core away after each batch of passes that moved nothing: naps
+    /// [`SHARED_NAP`], so that threads pinned beside it (the apps, the kernel's NAPI thread
+    /// of an afxdp uplink's interface, another poller) run at once, and wakes with the
+    /// credit of a sleeper: the scheduler gives it the core back when the nap ends even if
+    /// its neighbour spins (a `sched_yield` would wait out the neighbour's time slice).
     Yield,
     /// Sleeps on the ports' kick eventfds after a few idle batches (interrupt mode).
     Sleep,
@@ -134,13 +142,20 @@ impl Idle {
 /// Runs the switch until `stop` is set or a [`Command::Stop`] comes; `idle` says what it
 /// does when no port has traffic. The first frame it forwards is marked in `first`.
 pub fn run(mut sw: Switch, commands: &Receiver<Command>, stop: &Arc<AtomicBool>, idle_mode: Idle, first: &FirstFrame) {
+    if idle_mode == Idle::Yield {
+        // Naps end on time, not up to 50 us late (the default timer slack).
+        if let Err(e) = nix::sys::prctl::set_timerslack(1_000) {
+            tracing::debug!("timer slack stays at its default: {e}");
+        }
+    }
     let mut second = Instant::now();
     let mut idle = 0u32;
     let mut forwarded = false;
     let mut stopping = None;
     while !stop.load(Ordering::Relaxed) && stopping.is_none() {
         let mut moved = 0;
-        for _ in 0..PASSES {
+        let passes = if idle_mode == Idle::Yield { SHARED_PASSES } else { PASSES };
+        for _ in 0..passes {
             moved += sw.poll_once();
         }
         if !forwarded && moved > 0 {
@@ -148,7 +163,7 @@ pub fn run(mut sw: Switch, commands: &Receiver<Command>, stop: &Arc<AtomicBool>,
             first.mark();
         }
         match idle_mode {
-            Idle::Yield if moved == 0 => std::thread::yield_now(),
+            Idle::Yield if moved == 0 => std::thread::sleep(SHARED_NAP),
             Idle::Spin | Idle::Yield => {}
             Idle::Sleep => {
                 idle = if moved == 0 { idle + 1 } else { 0 };

@@ -66,8 +66,9 @@ struct Args {
     /// cost near zero; adds a wake-up to the first packet after a pause).
     #[arg(long)]
     interrupt: bool,
-    /// Give the core away (sched_yield) whenever a batch of polls finds no traffic: for a
-    /// worker pinned to a core it shares with apps or an afxdp uplink's NAPI thread.
+    /// Give the core away (a 20 us nap) whenever a batch of polls finds no traffic: for a
+    /// worker pinned to a core it shares with apps, another poller or an afxdp uplink's NAPI
+    /// thread.
     #[arg(long)]
     share_core: bool,
     /// A port (repeatable): BRIDGE:NAME:vhost:PATH (switch listens), BRIDGE:NAME:vhost-client:PATH,

@@ -40,10 +40,16 @@ impl Ovs {
         Self::start_with(sb, 1 << pmd_cpu, &ports)
     }
 
-    /// As [`Ovs::start`], with a PMD thread on each CPU of `pmd_mask`.
-    pub fn start_pmds(sb: &mut Sandbox, pmd_mask: u32, ports: &[&str]) -> Result<Self> {
+    /// As [`Ovs::start`], with a PMD thread on each CPU of `pmd_mask`, each sleeping up to
+    /// `max_sleep_us` when it finds no packets (`pmd-maxsleep`: for PMDs sharing their CPUs
+    /// with other pollers; 0: they spin).
+    pub fn start_pmds(sb: &mut Sandbox, pmd_mask: u32, max_sleep_us: u32, ports: &[&str]) -> Result<Self> {
         let ports: Vec<VhostPort> = ports.iter().map(|&p| VhostPort::Server(p)).collect();
-        Self::start_with(sb, pmd_mask, &ports)
+        let ovs = Self::start_with(sb, pmd_mask, &ports)?;
+        if max_sleep_us > 0 {
+            ovs.vsctl(&["set", "Open_vSwitch", ".", &format!("other_config:pmd-maxsleep={max_sleep_us}")])?;
+        }
+        Ok(ovs)
     }
 
     /// As [`Ovs::start`], with one `dpdkvhostuserclient` port per (name, socket) in `ports`:

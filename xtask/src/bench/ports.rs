@@ -160,6 +160,8 @@ pub fn macs(sb: &mut Sandbox, ctx: &Ctx, ovs: bool) -> Result<Vec<f64>> {
     Ok(vec![mpps])
 }
 
+/// How long OVS's PMDs sleep when idle in `mq2w_64` (they share CPU 1 with testpmd).
+const SHARED_PMD_SLEEP_US: u32 = 50;
 /// Queue pairs of each port in `mq2_64`.
 const MQ_PAIRS: u32 = 2;
 /// Frames in flight in `mq2_64` (as switch_64): a burst of 32 primed on each queue, 2 each.
@@ -175,15 +177,24 @@ const IN_FLIGHT_MQ: u32 = 256;
 /// summed over both of testpmd's ports. `workers` 2 (`mq2w_64`): fastpathd `--cores 0,1`
 /// (one port on each worker: every frame crosses a link), against OVS-DPDK with a PMD on
 /// each CPU (each taking some of the four receive queues); testpmd still on CPU 1, beside
-/// the second worker or PMD.
+/// the second worker or PMD, so both switches give their CPU away when idle: ours yield
+/// (`--share-core`), OVS's PMDs sleep up to 50 us (`pmd-maxsleep`).
 pub fn mq2(sb: &mut Sandbox, ctx: &Ctx, ovs: bool, workers: u8) -> Result<Vec<f64>> {
     let names = names(2);
     let (socks, _ovs) = if ovs {
-        let o = if workers > 1 { Ovs::start_pmds(sb, 0b11, &["p0", "p1"])? } else { Ovs::start(sb, 0, &["p0", "p1"])? };
+        let o = if workers > 1 {
+            Ovs::start_pmds(sb, 0b11, SHARED_PMD_SLEEP_US, &["p0", "p1"])?
+        } else {
+            Ovs::start(sb, 0, &["p0", "p1"])?
+        };
         (names.iter().map(|p| o.socket(p)).collect::<Vec<_>>(), Some(o))
     } else {
-        let cores = if workers > 1 { "0,1" } else { "0" };
-        (start_fastpathd_on(sb, ctx, cores, 2, &[])?, None)
+        let socks = if workers > 1 {
+            start_fastpathd_on(sb, ctx, "0,1", 2, &["--share-core"])?
+        } else {
+            start_fastpathd(sb, ctx, 2, &[])?
+        };
+        (socks, None)
     };
     let macs: Vec<String> = (0..2).map(mac).collect();
     let per_queue = IN_FLIGHT_MQ / (2 * MQ_PAIRS) / testpmd::BURST;
