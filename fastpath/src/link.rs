@@ -1,12 +1,17 @@
-// A one-way link between two workers of the switch: a ring of frame buffers with exactly one
-// producer (the worker forwarding to a port it does not own) and one consumer (the port's
-// worker). The only unsafe code of the workers' sharing is here.
+// A one-way link between two workers of the switch: a ring of bytes holding frames one after
+// the other, with exactly one producer (the worker forwarding to a port it does not own) and
+// one consumer (the port's worker). The only unsafe code of the workers' sharing is here.
 //! Links between workers.
 //!
 //! A frame for a port another worker owns is copied into that port's link from this worker
 //! ([`LinkTx::send`]); the owner hands what arrived to the port ([`LinkRx::frames`], then
 //! [`LinkRx::consume`]). One link per (sending worker, port): frames keep their order, and
 //! the port's own worker is the only one that ever touches the port.
+//!
+//! A link is [`LINK_BYTES`] of memory whatever the frames' sizes: each frame takes a record
+//! of an 8-byte header (its length) and its bytes, rounded up to a cache line, so the ring
+//! holds 2,048 frames of 64 bytes or 27 of 9,216 (a record never wraps: a marker sends the
+//! reader back to the start). Its pages are touched only as frames pass.
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
@@ -14,18 +19,33 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use netlib::pool::BURST;
+use netlib::vhost::Frames;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use netlib::vhost::FrameBuf;
-
-/// Frames a link holds (a power of two): sixteen bursts, 20 ms of 25,000 frames a second
-/// while the receiving worker waits for its CPU. A buffer's pages are touched as frames of
-/// its size pass (2 MB of a link's 4.8 MB for 64-byte frames).
-pub const LINK_SLOTS: usize = 512;
+/// Bytes of frames a link holds: 2,048 frames of 64 bytes (80 ms at 25,000 a second while
+/// the receiving worker waits for its CPU), 160 of 1,518.
+pub const LINK_BYTES: usize = 256 * 1024;
 /// The longest frame a link carries: the largest MTU a port takes (9198), an Ethernet header
 /// and a VLAN tag, rounded up. Longer frames (only from ports without an MTU) are dropped
 /// and counted as too big.
 pub const LINK_FRAME: usize = 9_344;
+/// Records start on cache lines (the writer's line is never the reader's).
+const ALIGN: usize = 64;
+/// A record's header: the frame's length (native-endian `u32`), then padding.
+const HEADER: usize = 8;
+/// The header of the marker that sends the reader back to the ring's start.
+const WRAP: u32 = u32::MAX;
+/// The room a writer asks for before writing a frame of a length it does not know yet.
+const MOST: usize = HEADER + LINK_FRAME;
+
+const _: () = assert!(LINK_BYTES.is_power_of_two() && LINK_BYTES.is_multiple_of(ALIGN) && MOST < LINK_BYTES / 4);
+
+/// The bytes a frame of `len` bytes takes in the ring.
+#[inline]
+fn record(len: usize) -> usize {
+    (HEADER + len).next_multiple_of(ALIGN)
+}
 
 /// An index, alone on its cache line (the producer's and the consumer's never share one).
 #[derive(Debug, Default)]
@@ -35,18 +55,59 @@ struct Index(AtomicUsize);
 /// The ring both ends share.
 #[derive(Debug)]
 struct Ring {
-    bufs: Box<[UnsafeCell<FrameBuf>]>,
-    /// Frames published so far (written by the producer only).
+    bytes: Box<[UnsafeCell<u8>]>,
+    /// Bytes published so far (written by the producer only).
     head: Index,
-    /// Frames consumed so far (written by the consumer only).
+    /// Bytes consumed so far (written by the consumer only).
     tail: Index,
 }
 
-// SAFETY: a buffer is written only by the producer while it is outside [tail, head) and read
-// only by the consumer while inside it; `head` is stored with Release after the buffers are
-// written and loaded with Acquire before they are read (and likewise `tail` the other way),
-// so no buffer is ever accessed by both ends at once. Each end is a unique, non-Clone owner.
+// SAFETY: bytes are written only by the producer while outside [tail, head) and read only by
+// the consumer while inside it; `head` is stored with Release after the bytes are written and
+// loaded with Acquire before they are read (and `tail` likewise the other way), so no byte is
+// ever accessed by both ends at once. Each end is a unique, non-Clone owner.
 unsafe impl Sync for Ring {}
+
+impl Ring {
+    fn new() -> Self {
+        let zeroed = vec![0u8; LINK_BYTES].into_boxed_slice();
+        // SAFETY: `UnsafeCell<u8>` has the layout of `u8` (repr(transparent)): the box's
+        // allocation is the same, with the same length.
+        let bytes = unsafe { Box::from_raw(Box::into_raw(zeroed) as *mut [UnsafeCell<u8>]) };
+        Self { bytes, head: Index::default(), tail: Index::default() }
+    }
+
+    /// The bytes at `at..at + len` of the ring, to write.
+    ///
+    /// # Safety
+    /// `at + len` is within the ring, and the bytes are the producer's (outside
+    /// [tail, head)): no other reference to them exists while the result lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn writable(&self, at: usize, len: usize) -> &mut [u8] {
+        debug_assert!(at + len <= LINK_BYTES);
+        // SAFETY: the caller's promise; `UnsafeCell::raw_get` makes the pointer writable.
+        unsafe { std::slice::from_raw_parts_mut(UnsafeCell::raw_get(self.bytes.as_ptr().add(at)), len) }
+    }
+
+    /// The bytes at `at..at + len` of the ring, to read.
+    ///
+    /// # Safety
+    /// `at + len` is within the ring, and the bytes are published (inside [tail, head)):
+    /// the producer does not write them while the result lives.
+    unsafe fn readable(&self, at: usize, len: usize) -> &[u8] {
+        debug_assert!(at + len <= LINK_BYTES);
+        // SAFETY: the caller's promise.
+        unsafe { std::slice::from_raw_parts(UnsafeCell::raw_get(self.bytes.as_ptr().add(at)), len) }
+    }
+
+    /// The header of the record at `at` (published).
+    fn header(&self, at: usize) -> u32 {
+        // SAFETY: a record's header is published with it (the caller reads only inside
+        // [tail, head)), and every record's start leaves room for a header.
+        let h = unsafe { self.readable(at, 4) };
+        u32::from_ne_bytes([h[0], h[1], h[2], h[3]])
+    }
+}
 
 /// A worker's doorbell: the other workers ring it when they put frames into its links while
 /// it sleeps (interrupt mode), so that no frame waits for its sleep to time out.
@@ -93,12 +154,9 @@ impl Doorbell {
 /// Makes a link to a port of the worker whose doorbell is `bell`: its sending end and its
 /// receiving end.
 pub fn link(bell: Arc<Doorbell>) -> (LinkTx, LinkRx) {
-    let ring = Arc::new(Ring {
-        bufs: (0..LINK_SLOTS).map(|_| UnsafeCell::new(FrameBuf::with_capacity(LINK_FRAME))).collect(),
-        head: Index::default(),
-        tail: Index::default(),
-    });
-    (LinkTx { ring: Arc::clone(&ring), bell }, LinkRx { ring, taken: 0 })
+    let ring = Arc::new(Ring::new());
+    let rx = LinkRx { ring: Arc::clone(&ring), spans: [(0, 0); BURST], start: 0, until: 0 };
+    (LinkTx { ring, bell }, rx)
 }
 
 /// The sending end of a link (one worker's, for one port of another worker).
@@ -113,8 +171,11 @@ pub struct LinkTx {
 #[derive(Debug)]
 pub struct LinkRx {
     ring: Arc<Ring>,
-    /// Frames shown by the last [`LinkRx::frames`], not consumed yet.
-    taken: usize,
+    /// Where each frame of the last [`LinkRx::frames`] is, from `start`.
+    spans: [(u32, u32); BURST],
+    /// Where the last [`LinkRx::frames`] began (past a wrap marker) and ended.
+    start: usize,
+    until: usize,
 }
 
 impl LinkTx {
@@ -129,32 +190,43 @@ impl LinkTx {
         mut skipped: impl FnMut(E),
     ) -> (usize, usize) {
         let r = &*self.ring;
-        let head = r.head.0.load(Ordering::Relaxed);
-        let room = LINK_SLOTS - head.wrapping_sub(r.tail.0.load(Ordering::Acquire));
-        let mut at = head;
-        let mut full = 0;
+        let first = r.head.0.load(Ordering::Relaxed);
+        let tail = r.tail.0.load(Ordering::Acquire);
+        let mut head = first;
+        let (mut went, mut full) = (0, 0);
         for k in 0..n {
-            if at.wrapping_sub(head) == room {
+            let at = head % LINK_BYTES;
+            // The largest record must fit where it starts: else it starts at the ring's start.
+            let wrap = if LINK_BYTES - at < MOST { LINK_BYTES - at } else { 0 };
+            if (head + wrap + MOST).wrapping_sub(tail) > LINK_BYTES {
                 full = n - k;
                 break;
             }
-            let cell = &r.bufs[at % LINK_SLOTS];
-            // SAFETY: slot `at` is outside [tail, head): the consumer does not read it until
-            // `head` passes it below, and this end is the only producer (`&mut self`).
-            let buf = unsafe { &mut *cell.get() };
-            match write(k, buf.room_mut()) {
+            if wrap > 0 {
+                // SAFETY: [head, head + wrap + MOST) is free (checked above): the reader is not
+                // there, and `at + HEADER` is within the ring (a record start leaves a line).
+                let marker = unsafe { r.writable(at, HEADER) };
+                marker[..4].copy_from_slice(&WRAP.to_ne_bytes());
+                head += wrap;
+            }
+            let at = head % LINK_BYTES;
+            // SAFETY: as above: `at + MOST` is within the ring (no wrap needed now) and free.
+            let rec = unsafe { r.writable(at, MOST) };
+            match write(k, &mut rec[HEADER..]) {
                 Ok(len) => {
-                    buf.set_len(len);
-                    at = at.wrapping_add(1);
+                    let len = len.min(LINK_FRAME);
+                    rec[..4].copy_from_slice(&(len as u32).to_ne_bytes());
+                    head += record(len);
+                    went += 1;
                 }
                 Err(e) => skipped(e),
             }
         }
-        r.head.0.store(at, Ordering::Release);
-        if at != head {
+        if head != first {
+            r.head.0.store(head, Ordering::Release);
             self.bell.ring_if_asleep();
         }
-        (at.wrapping_sub(head), full)
+        (went, full)
     }
 
     /// Whether the receiving end is gone (the port was removed from its worker).
@@ -164,29 +236,47 @@ impl LinkTx {
 }
 
 impl LinkRx {
-    /// The frames waiting, oldest first: at most `max`, and only up to the ring's end (the
-    /// rest come with the next call). They stay until [`Self::consume`].
-    pub fn frames(&mut self, max: usize) -> &[FrameBuf] {
+    /// The frames waiting, oldest first: at most `max` (and [`BURST`]), and only up to the
+    /// ring's end (the rest come with the next call). They stay until [`Self::consume`].
+    pub fn frames(&mut self, max: usize) -> Frames<'_> {
         let r = &*self.ring;
-        let tail = r.tail.0.load(Ordering::Relaxed);
-        let ready = r.head.0.load(Ordering::Acquire).wrapping_sub(tail);
-        let from = tail % LINK_SLOTS;
-        let n = ready.min(max).min(LINK_SLOTS - from);
-        self.taken = n;
-        let cells = &r.bufs[from..from + n];
-        // SAFETY: these slots are inside [tail, head): published by the producer (Acquire on
-        // `head` above) and not written again until `tail` passes them in `consume`, which
-        // takes `&mut self` and so ends this borrow first. `UnsafeCell<FrameBuf>` has the
-        // layout of `FrameBuf`.
-        unsafe { std::slice::from_raw_parts(cells.as_ptr().cast::<FrameBuf>(), n) }
+        let head = r.head.0.load(Ordering::Acquire);
+        let mut t = r.tail.0.load(Ordering::Relaxed);
+        let mut n = 0;
+        self.start = t;
+        while n < max.min(BURST) && t != head {
+            let at = t % LINK_BYTES;
+            let len = r.header(at);
+            if len == WRAP {
+                if n > 0 {
+                    break;
+                }
+                t += LINK_BYTES - at;
+                self.start = t;
+                continue;
+            }
+            let len = (len as usize).min(LINK_FRAME);
+            let from = (at - self.start % LINK_BYTES + HEADER) as u32;
+            self.spans[n] = (from, len as u32);
+            n += 1;
+            t += record(len);
+            if t.is_multiple_of(LINK_BYTES) {
+                break;
+            }
+        }
+        self.until = t;
+        let from = self.start % LINK_BYTES;
+        // SAFETY: [start, until) is published (up to `head`, loaded with Acquire) and does not
+        // wrap (the loop stops at the ring's end and at a marker); the producer does not write
+        // it until `consume`, which takes `&mut self` and so ends this borrow first.
+        let base = unsafe { r.readable(from, t - self.start) };
+        Frames::Spans { base, spans: &self.spans[..n] }
     }
 
-    /// Gives the frames the last [`Self::frames`] showed back to the producer.
+    /// Gives the frames the last [`Self::frames`] showed (and any marker before them) back to
+    /// the producer.
     pub fn consume(&mut self) {
-        let r = &*self.ring;
-        let tail = r.tail.0.load(Ordering::Relaxed);
-        r.tail.0.store(tail.wrapping_add(self.taken), Ordering::Release);
-        self.taken = 0;
+        self.ring.tail.0.store(self.until, Ordering::Release);
     }
 
     /// Whether frames are waiting.
@@ -197,119 +287,4 @@ impl LinkRx {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn put(tx: &mut LinkTx, frames: &[Vec<u8>]) -> (usize, usize) {
-        tx.send(
-            frames.len(),
-            |k, buf: &mut [u8]| -> Result<usize, ()> {
-                buf[..frames[k].len()].copy_from_slice(&frames[k]);
-                Ok(frames[k].len())
-            },
-            |()| {},
-        )
-    }
-
-    #[test]
-    fn frames_arrive_in_order_and_a_full_link_refuses_the_rest() {
-        let (mut tx, mut rx) = link(Doorbell::new().unwrap());
-        let frames: Vec<Vec<u8>> = (0..LINK_SLOTS + 10).map(|i| vec![i as u8; 60 + i % 7]).collect();
-        assert_eq!(put(&mut tx, &frames), (LINK_SLOTS, 10), "room for LINK_SLOTS frames only");
-        let mut seen = 0;
-        loop {
-            let got: Vec<Vec<u8>> = rx.frames(32).iter().map(|f| f.as_slice().to_vec()).collect();
-            if got.is_empty() {
-                break;
-            }
-            assert_eq!(got, frames[seen..seen + got.len()]);
-            seen += got.len();
-            rx.consume();
-        }
-        assert_eq!(seen, LINK_SLOTS);
-        assert!(!rx.ready());
-        assert_eq!(put(&mut tx, &frames[..3]), (3, 0), "room again once consumed");
-        assert_eq!(rx.frames(32).len(), 3);
-    }
-
-    #[test]
-    fn frames_for_a_sleeping_worker_ring_its_doorbell() {
-        let bell = Doorbell::new().unwrap();
-        let (mut tx, mut rx) = link(Arc::clone(&bell));
-        put(&mut tx, &[vec![1; 60]]);
-        assert_eq!(bell.fd.read().ok(), None, "awake: not rung");
-        bell.going_to_sleep();
-        assert!(rx.ready(), "the last look before sleeping sees what came before");
-        put(&mut tx, &[vec![2; 60], vec![3; 60]]);
-        assert_eq!(bell.fd.read().ok(), Some(1), "asleep: rung once per send");
-        bell.awake();
-        put(&mut tx, &[vec![4; 60]]);
-        assert_eq!(bell.fd.read().ok(), None);
-        assert_eq!(rx.frames(32).len(), 4);
-    }
-
-    #[test]
-    fn a_frame_the_writer_skips_takes_no_slot() {
-        let (mut tx, mut rx) = link(Doorbell::new().unwrap());
-        let mut skipped = 0;
-        let (went, full) = tx.send(
-            3,
-            |k, buf| {
-                if k == 1 {
-                    return Err("too big");
-                }
-                buf[0] = k as u8;
-                Ok(1)
-            },
-            |_| skipped += 1,
-        );
-        assert_eq!((went, full, skipped), (2, 0, 1));
-        let got: Vec<u8> = rx.frames(32).iter().map(|f| f.as_slice()[0]).collect();
-        assert_eq!(got, [0, 2]);
-    }
-
-    #[test]
-    fn two_threads_pass_a_million_frames_in_order() {
-        const N: u32 = 1_000_000;
-        let (mut tx, mut rx) = link(Doorbell::new().unwrap());
-        let producer = std::thread::spawn(move || {
-            let mut next = 0u32;
-            while next < N {
-                let (went, _) = tx.send(
-                    32.min((N - next) as usize),
-                    |k, buf: &mut [u8]| -> Result<usize, ()> {
-                        buf[..4].copy_from_slice(&(next + k as u32).to_le_bytes());
-                        Ok(64)
-                    },
-                    |()| {},
-                );
-                next += went as u32;
-                if went == 0 {
-                    std::thread::yield_now();
-                }
-            }
-            tx
-        });
-        let mut want = 0u32;
-        while want < N {
-            let n = {
-                let frames = rx.frames(32);
-                for f in frames {
-                    let got = u32::from_le_bytes(f.as_slice()[..4].try_into().unwrap());
-                    assert_eq!((got, f.as_slice().len()), (want, 64));
-                    want += 1;
-                }
-                frames.len()
-            };
-            rx.consume();
-            if n == 0 {
-                std::thread::yield_now();
-            }
-        }
-        let tx = producer.join().unwrap();
-        assert_eq!(tx.bell.fd.read().ok(), None, "nobody slept: nobody was rung");
-        assert!(!tx.orphaned());
-        drop(rx);
-        assert!(tx.orphaned());
-    }
-}
+mod tests;

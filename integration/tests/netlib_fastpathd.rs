@@ -281,7 +281,7 @@ fn two_workers_keep_every_flow_in_order() {
         .collect();
     // Two workers, one per CPU, beside four apps: the workers give their CPU away when idle
     // (--share-core), and the generators send at a fifth of the usual rate, so that a link
-    // (512 frames: 50 ms) outlasts a worker waiting for its CPU on a busy machine.
+    // (2,048 of these frames: 200 ms) outlasts a worker waiting for its CPU on a busy machine.
     let mut args = fastpathd_args(&ctl, &["br0", "br1"], &ports);
     let core = args.iter().position(|a| a == "--core").expect("fastpathd_args pins a core");
     args.splice(core..core + 2, ["--cores", "0,1", "--share-core"].map(String::from));

@@ -165,19 +165,18 @@ impl Switch {
         let Switch { ports, watch, inbound, .. } = self;
         let mut moved = 0;
         for link in &mut inbound[o] {
-            let bufs = link.frames(BURST);
-            if bufs.is_empty() {
-                continue;
+            let frames = link.frames(BURST);
+            let n = frames.len();
+            if n > 0 {
+                let picks = &super::watch::ALL[..n];
+                if let Some(dst) = ports[o].as_mut() {
+                    dst.port.send(&frames, picks);
+                }
+                if watch.on {
+                    watch.delivered(o, &frames, picks, ports);
+                }
+                moved += n;
             }
-            let frames = netlib::vhost::Frames::Local(bufs);
-            let picks = &super::watch::ALL[..bufs.len()];
-            if let Some(dst) = ports[o].as_mut() {
-                dst.port.send(&frames, picks);
-            }
-            if watch.on {
-                watch.delivered(o, &frames, picks, ports);
-            }
-            moved += bufs.len();
             link.consume();
         }
         moved
