@@ -35,7 +35,7 @@ pub fn spawn(
     for (i, mut sw) in switches.into_iter().enumerate() {
         if many {
             let bell = Doorbell::new()?;
-            sw = sw.with_doorbell(Arc::clone(&bell));
+            sw = sw.with_doorbell(Arc::clone(&bell)).one_of(u16::try_from(cores.len()).unwrap_or(u16::MAX));
             bells.push(bell);
         }
         let (tx, rx) = channel();
@@ -206,7 +206,9 @@ impl Fleet {
             return Some(Err(SwitchError::Full(MAX_PORTS)));
         };
         let owned = |w: usize| self.slots.iter().flatten().filter(|o| o.worker == w).count();
-        let owner = (0..self.workers.len()).min_by_key(|&w| owned(w)).unwrap_or(0);
+        let fewest = (0..self.workers.len()).min_by_key(|&w| owned(w)).unwrap_or(0);
+        // Worker 0 checked that a port's own choice is one of the workers.
+        let owner = p.cfg.worker.map_or(fewest, usize::from).min(self.workers.len() - 1);
         let (mut txs, mut rxs) = (Vec::new(), Vec::new());
         for w in (0..self.workers.len()).filter(|&w| w != owner) {
             let (tx, rx) = link(Arc::clone(&self.bells[owner]));
@@ -280,6 +282,9 @@ impl Fleet {
             }
         }
         ports.sort_by_key(|p| self.slot_of(&p.name));
+        for p in &mut ports {
+            p.worker = self.owner(&p.name).and_then(|(_, w)| u16::try_from(w).ok());
+        }
         Some(ports)
     }
 

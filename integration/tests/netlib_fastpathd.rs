@@ -338,8 +338,19 @@ fn two_workers_keep_every_flow_in_order() {
             ("c", "tx_dropped", 0),
         ],
     );
-    // What the links between the workers dropped (in tx_dropped too, but named here).
+    // What the links between the workers dropped (in tx_dropped too, but named here), and
+    // which worker polls each port.
     let list = fastpathctl_list(&peers, &ctl).unwrap_or_default();
+    let workers: Vec<Option<u64>> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| {
+            let p = list.iter().find(|p| p.get("name").and_then(serde_json::Value::as_str) == Some(n));
+            p.and_then(|p| p.get("worker")).and_then(serde_json::Value::as_u64)
+        })
+        .collect();
+    v.check(workers == [Some(0), Some(1), Some(0), Some(1)], || {
+        format!("fastpathctl list: expected ports a, b, c, d on workers 0, 1, 0, 1, got {workers:?}")
+    });
     for port in ["b", "c"] {
         let dropped = link_dropped(&list, port);
         v.check(dropped == Some(0), || format!("fastpathd port {port}: expected link_dropped 0, got {dropped:?}"));

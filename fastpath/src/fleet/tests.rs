@@ -164,3 +164,23 @@ fn a_name_or_socket_on_another_worker_is_refused_and_a_mirror_copies_from_the_ow
     assert!(mirrors[0].active);
     assert_eq!((mirrors[0].sent, mirrors[0].dropped), (1, 0));
 }
+
+#[test]
+fn a_port_goes_to_the_worker_it_names_and_a_worker_that_does_not_exist_is_refused() {
+    let fleet = two_workers();
+    let on = |name: &str, worker: Option<u16>| {
+        let (port, peer) = Loopback::new();
+        let cfg = PortConfig { worker, ..PortConfig::new(name, "br0", format!("/loopback/{name}")) };
+        Running(&fleet.tx).add_port(NewPort::with(cfg, Box::new(port))).map(|()| peer)
+    };
+    // Both on worker 1 (a chain talking to itself), then one placed by count: worker 0.
+    let (pa, pb) = (on("a", Some(1)).unwrap(), on("b", Some(1)).unwrap());
+    let _pc = on("c", None).unwrap();
+    let e = on("d", Some(2)).unwrap_err();
+    assert_eq!(e.to_string(), "port 'd': worker 2: this switch runs 2 workers (0 to 1; fastpathd --cores)");
+    let workers: Vec<(String, Option<u16>)> =
+        ask(&fleet, Command::List).into_iter().map(|p| (p.name, p.worker)).collect();
+    assert_eq!(workers, [("a".into(), Some(1)), ("b".into(), Some(1)), ("c".into(), Some(0))]);
+    pa.send(&frame(mac(2), mac(1), 1));
+    assert_eq!(delivered(&pb, 1), [frame(mac(2), mac(1), 1)], "a to b within worker 1");
+}

@@ -149,6 +149,8 @@ pub struct Switch {
     inbound: Vec<Vec<LinkRx>>,
     /// Rung by the other workers when they send into its links while it sleeps.
     doorbell: Option<Arc<Doorbell>>,
+    /// Workers of the switch this one is part of (a port's `worker` must be one of them).
+    workers: u16,
 }
 
 impl Switch {
@@ -180,7 +182,15 @@ impl Switch {
             offloads: Box::default(),
             inbound: (0..MAX_PORTS).map(|_| Vec::new()).collect(),
             doorbell: None,
+            workers: 1,
         }
+    }
+
+    /// Part of a switch of `workers` workers (ports may ask for worker 0 to `workers - 1`).
+    #[must_use]
+    pub fn one_of(mut self, workers: u16) -> Self {
+        self.workers = workers.max(1);
+        self
     }
 
     /// Sleeps (interrupt mode) on `bell` too: the one other workers ring when they send it
@@ -222,6 +232,11 @@ impl Switch {
         }
         if self.ports.iter().all(Option::is_some) {
             return Err(SwitchError::Full(MAX_PORTS));
+        }
+        if let Some(w) = cfg.worker.filter(|&w| w >= self.workers) {
+            let (n, s) = (self.workers, if self.workers == 1 { "" } else { "s" });
+            let why = format!("worker {w}: this switch runs {n} worker{s} (0 to {}; fastpathd --cores)", n - 1);
+            return Err(SwitchError::Open { port: cfg.name.clone(), why });
         }
         Ok(())
     }
@@ -351,6 +366,7 @@ impl Switch {
                     .collect(),
                 vlan: p.cfg.vlan,
                 trunk: p.cfg.trunk.clone(),
+                worker: None,
             })
             .collect()
     }

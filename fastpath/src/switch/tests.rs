@@ -587,3 +587,14 @@ fn a_frame_longer_than_a_destinations_mtu_is_dropped_and_counted_there() {
     let m = stats(&sw, "m");
     assert_eq!((m.tx_packets, m.tx_dropped, m.drop_too_big), (1, 1, 1));
 }
+
+#[test]
+fn a_single_switch_refuses_a_port_for_a_second_worker() {
+    let (mut sw, _) = switch_with(&[]);
+    let (port, _peer) = Loopback::new();
+    let second = PortConfig { worker: Some(1), ..cfg("a", "br0") };
+    let e = sw.add_port(NewPort::with(second, Box::new(port))).unwrap_err();
+    assert_eq!(e.to_string(), "port 'a': worker 1: this switch runs 1 worker (0 to 0; fastpathd --cores)");
+    let (port, _peer) = Loopback::new();
+    sw.add_port(NewPort::with(PortConfig { worker: Some(0), ..cfg("a", "br0") }, Box::new(port))).unwrap();
+}

@@ -236,6 +236,11 @@ pub struct PortConfig {
     /// more than one). Default: 8, so a frontend gets as many as it asks for, up to 8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queues: Option<u16>,
+    /// The worker that polls the port, on a switch of several (`fastpathd --cores`): 0 for
+    /// the first CPU listed. Ports that talk to each other on one worker save a copy per
+    /// frame. Default: the worker with the fewest ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<u16>,
 }
 
 /// The queue pairs a vhost-user port may be given.
@@ -358,6 +363,7 @@ impl PortConfig {
             offloads: None,
             packed: None,
             queues: None,
+            worker: None,
         }
     }
 
@@ -459,6 +465,9 @@ pub struct PortInfo {
     /// The VLANs it carries tagged, if it is a trunk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trunk: Option<Vec<u16>>,
+    /// The worker that polls it, on a switch of several workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<u16>,
 }
 
 #[cfg(test)]

@@ -95,6 +95,10 @@ pub struct AddPortArgs {
     /// `queues=N`, testpmd's `queues=N`) [default: 8].
     #[arg(long, value_name = "N")]
     pub queues: Option<u16>,
+    /// The worker that polls the port on a switch of several (`fastpathd --cores`; 0 is
+    /// the first CPU listed) [default: the worker with the fewest ports].
+    #[arg(long, value_name = "N")]
+    pub worker: Option<u16>,
 }
 
 /// Adds the port `args` describe to the switch behind `ctl`.
@@ -125,6 +129,7 @@ pub fn run(ctl: &Path, args: AddPortArgs) -> Result<()> {
         offloads,
         no_packed,
         queues,
+        worker,
     } = args;
     let mode = if client { PortMode::Client } else { PortMode::Server };
     let base = match (tap, afxdp, vf) {
@@ -166,6 +171,7 @@ pub fn run(ctl: &Path, args: AddPortArgs) -> Result<()> {
         offloads,
         packed,
         queues,
+        worker,
         ..base
     };
     call(ctl, &Request::AddPort(port))?;

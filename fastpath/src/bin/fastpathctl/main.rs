@@ -516,8 +516,11 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
             p.stats.counters.drop_vlan,
             p.stats.counters.resets
         );
-        let kind: Vec<String> =
-            p.kind_counters.iter().filter(|(_, v)| *v > 0).map(|(n, v)| format!("{n} {v}")).collect();
+        let worker = p.worker.map(|w| format!("worker {w}"));
+        let kind: Vec<String> = worker
+            .into_iter()
+            .chain(p.kind_counters.iter().filter(|(_, v)| *v > 0).map(|(n, v)| format!("{n} {v}")))
+            .collect();
         if !kind.is_empty() {
             println!("  {:<w$} {}", "", kind.join(", "));
         }
