@@ -268,6 +268,13 @@ impl Config {
             if !names.insert(&p.name) {
                 return Err(ConfigError::Invalid(format!("port name '{}' is repeated", p.name)));
             }
+            let workers = self.worker_cores().len();
+            if let Some(w) = p.worker.filter(|&w| usize::from(w) >= workers) {
+                return Err(ConfigError::Invalid(format!(
+                    "port '{}': worker {w}, but fastpathd runs {workers} worker(s) (cores: {:?})",
+                    p.name, self.cores
+                )));
+            }
             check_port(p).map_err(|e| ConfigError::Invalid(format!("port '{}': {e}", p.name)))?;
             crate::security::guard_for(p, self.port_security)
                 .map_err(|e| ConfigError::Invalid(format!("port '{}': {e}", p.name)))?;
@@ -631,6 +638,23 @@ mod tests {
         assert!(toml::from_str::<Config>(typo).unwrap_err().to_string().contains("macc"));
         let frame = Config { max_frame: 10, ..Config::default() };
         assert!(frame.validate().unwrap_err().to_string().contains("max_frame 10"));
+    }
+
+    #[test]
+    fn workers_cpus_from_the_file_and_a_port_on_one_of_them() {
+        let c: Config = toml::from_str(
+            "cores = [0, 1]\n[[ports]]\nname = \"a\"\nbridge = \"br0\"\nsocket = \"/tmp/a.sock\"\nworker = 1\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.worker_cores(), c.ports[0].worker), (vec![Some(0), Some(1)], Some(1)));
+        assert_eq!(Config { core: Some(3), ..Config::default() }.worker_cores(), [Some(3)]);
+        let e = Config { cores: vec![0], ..c.clone() }.validate().unwrap_err().to_string();
+        assert_eq!(e, "config: port 'a': worker 1, but fastpathd runs 1 worker(s) (cores: [0])");
+        let e = Config { cores: vec![1, 1], ..c.clone() }.validate().unwrap_err().to_string();
+        assert!(e.contains("cores: CPU 1 is repeated"), "{e}");
+        let e = Config { core: Some(2), ..c }.validate().unwrap_err().to_string();
+        assert!(e.contains("core 2 and cores [0, 1]"), "{e}");
     }
 
     #[test]

@@ -56,8 +56,10 @@ pub struct Server {
     pub first_frame: Arc<FirstFrame>,
     /// The pid of the switch this one took over from.
     pub took_over_from: Option<u32>,
-    /// The CPU the worker is pinned to.
+    /// The CPU the worker is pinned to (the first worker's, with several).
     pub core: Option<usize>,
+    /// The CPU of each worker, with several (empty with one).
+    pub cores: Vec<usize>,
     /// Set once a handover began: the worker stops and no request is served any more.
     pub handed_over: Arc<AtomicBool>,
 }
@@ -80,6 +82,7 @@ impl Server {
             took_over_from: self.took_over_from,
             first_frame_ms: self.first_frame.ms(),
             core: self.core,
+            cores: self.cores.clone(),
         }
     }
 

@@ -265,13 +265,21 @@ fn ten_thousand_hosts_behind_one_port() {
 #[test]
 fn two_workers_keep_every_flow_in_order() {
     const TEST: &str = "two_workers_keep_every_flow_in_order";
-    const FLOWS: u64 = 64;
     let Some(peers) = require(TEST, &["pktgen", "sink", "fastpathd", "fastpathctl"], false) else { return };
     let _serial = serial();
+    // Polling (giving the CPU away when idle), then in interrupt mode: a worker asleep is
+    // rung by the other when frames for its ports go into its links.
+    two_workers(&format!("{TEST} (--share-core)"), &peers, "--share-core");
+    two_workers(&format!("{TEST} (--interrupt)"), &peers, "--interrupt");
+}
+
+/// Two transfers crossing between two workers, with fastpathd's `idle` flag.
+fn two_workers(test: &str, peers: &Peers, idle: &str) {
+    const FLOWS: u64 = 64;
     let t0 = Instant::now();
     let dir = TestDir::new("fpw");
     let ctl = dir.join("ctl.sock");
-    let mut v = Verdict::new(TEST);
+    let mut v = Verdict::new(test);
     // Ports go to the worker with the fewest: a and c on worker 0, b and d on worker 1. Each
     // transfer crosses: a (worker 0) -> b (worker 1) on br0, d (worker 1) -> c (worker 0) on br1.
     let sock = |n: &str| dir.join(&format!("{n}.sock"));
@@ -280,11 +288,11 @@ fn two_workers_keep_every_flow_in_order() {
         .map(|(br, n)| fastpathd_port(br, n, "vhost", &sock(n)))
         .collect();
     // Two workers, one per CPU, beside four apps: the workers give their CPU away when idle
-    // (--share-core), and the generators send at a fifth of the usual rate, so that a link
+    // (`idle`), and the generators send at a fifth of the usual rate, so that a link
     // (2,048 of these frames: 200 ms) outlasts a worker waiting for its CPU on a busy machine.
     let mut args = fastpathd_args(&ctl, &["br0", "br1"], &ports);
     let core = args.iter().position(|a| a == "--core").expect("fastpathd_args pins a core");
-    args.splice(core..core + 2, ["--cores", "0,1", "--share-core"].map(String::from));
+    args.splice(core..core + 2, ["--cores", "0,1", idle].map(String::from));
     let mut fpd = Proc::spawn("fastpathd", &dir, &peers.bin("fastpathd"), &args, &[]);
     for s in [ctl.clone(), sock("a"), sock("b"), sock("c"), sock("d")] {
         if !wait_for_socket(&s, SETUP_TIMEOUT) {
@@ -305,7 +313,7 @@ fn two_workers_keep_every_flow_in_order() {
             Proc::spawn(&format!("sink-{n}"), &dir, &peers.bin("sink"), &a, &[])
         })
         .collect();
-    if let Err(e) = wait_ports_up(&peers, &ctl, &["b", "c"], SETUP_TIMEOUT) {
+    if let Err(e) = wait_ports_up(peers, &ctl, &["b", "c"], SETUP_TIMEOUT) {
         let [b, c] = &mut sinks[..] else { unreachable!() };
         v.abort(e, &mut [&mut fpd, b, c]);
     }
@@ -327,7 +335,7 @@ fn two_workers_keep_every_flow_in_order() {
     }
     check_ports(
         &mut v,
-        &peers,
+        peers,
         &ctl,
         &[
             ("a", "rx_packets", FRAMES),
@@ -340,7 +348,7 @@ fn two_workers_keep_every_flow_in_order() {
     );
     // What the links between the workers dropped (in tx_dropped too, but named here), and
     // which worker polls each port.
-    let list = fastpathctl_list(&peers, &ctl).unwrap_or_default();
+    let list = fastpathctl_list(peers, &ctl).unwrap_or_default();
     let workers: Vec<Option<u64>> = ["a", "b", "c", "d"]
         .iter()
         .map(|n| {
@@ -357,7 +365,7 @@ fn two_workers_keep_every_flow_in_order() {
     }
     let st = fpd.stop(Signal::SIGTERM, Duration::from_secs(5));
     v.check(st.success(), || format!("fastpathd: expected exit status 0 after SIGTERM, got {st}"));
-    eprintln!("[{}] {TEST}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
+    eprintln!("[{}] {test}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
     let [ga, gd] = &mut gens[..] else { unreachable!() };
     let [sb, sc] = &mut sinks[..] else { unreachable!() };
     v.finish(&mut [ga, gd, sb, sc, &mut fpd]);

@@ -209,6 +209,7 @@ fn main() -> Result<()> {
         first_frame: Arc::clone(&first_frame),
         took_over_from,
         core,
+        cores: cfg.cores.clone(),
         handed_over: Arc::clone(&handed_over),
     };
     let ctl = std::thread::spawn(move || control::serve(listener, server));

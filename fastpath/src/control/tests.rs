@@ -51,6 +51,7 @@ fn server(name: &str, worker: bool) -> TestServer {
         first_frame,
         took_over_from: None,
         core: None,
+        cores: Vec::new(),
         handed_over: Arc::clone(&handed_over),
     };
     let served = std::thread::spawn(move || serve(listener, server));

@@ -68,28 +68,37 @@ pub fn checks(host: &Host, switch: Option<&SwitchStatus>) -> Vec<Check> {
             )
         });
     }
-    out.push(match switch.map(|s| s.core) {
+    let cpus = switch.map(SwitchStatus::worker_cpus);
+    let inside: Vec<usize> = cpus.iter().flatten().copied().filter(|c| cfg.cores.contains(c)).collect();
+    out.push(match cpus.as_deref() {
         None => Check::warn(
             "cores.switch",
             "fastpathd does not answer: its worker's core is not known",
             "start fastpathd (see the fastpathd check)",
         ),
-        Some(None) => Check::warn(
+        Some([]) => Check::warn(
             "cores.switch",
             "fastpathd's worker is not pinned: it competes with the containers for cores",
             "set 'core = N' (a core outside the hook's pool) in /etc/fastpath/fastpathd.toml and restart fastpathd",
         ),
-        Some(Some(c)) if cfg.cores.contains(&c) => Check::fail(
+        Some(_) if !inside.is_empty() => {
+            let c = format_list(&inside);
+            Check::fail(
+                "cores.switch",
+                format!(
+                    "fastpathd's worker is pinned to CPU {c}, which is in the hook's pool ({pool}): a container may get it"
+                ),
+                format!(
+                    "remove {c} from 'cores' in {} (or pin fastpathd to a core outside it)",
+                    host.hook_config.display()
+                ),
+            )
+        }
+        Some([c]) => Check::ok("cores.switch", format!("fastpathd's worker is on CPU {c}, outside the pool")),
+        Some(many) => Check::ok(
             "cores.switch",
-            format!(
-                "fastpathd's worker is pinned to CPU {c}, which is in the hook's pool ({pool}): a container may get it"
-            ),
-            format!(
-                "remove {c} from 'cores' in {} (or pin fastpathd to a core outside it)",
-                host.hook_config.display()
-            ),
+            format!("fastpathd's {} workers are on CPUs {}, outside the pool", many.len(), format_list(many)),
         ),
-        Some(Some(c)) => Check::ok("cores.switch", format!("fastpathd's worker is on CPU {c}, outside the pool")),
     });
     out
 }
@@ -101,7 +110,15 @@ mod tests {
     use super::*;
 
     fn status(core: Option<usize>) -> SwitchStatus {
-        SwitchStatus { pid: 1, ports: 0, state_file: None, took_over_from: None, first_frame_ms: None, core }
+        SwitchStatus {
+            pid: 1,
+            ports: 0,
+            state_file: None,
+            took_over_from: None,
+            first_frame_ms: None,
+            core,
+            cores: vec![],
+        }
     }
 
     fn names_and_statuses(c: &[Check]) -> Vec<(&str, Status)> {
@@ -145,6 +162,17 @@ mod tests {
         assert!(c[1].fix.as_deref().unwrap().contains("isolcpus=1-3 nohz_full=1-3 rcu_nocbs=1-3"));
         assert!(c[4].detail.contains("CPU 2"), "{}", c[4].detail);
         assert_eq!(checks(&t.host(), Some(&status(None)))[4].status, Status::Warn);
+        // Two workers, one of them inside the pool: named.
+        let two = SwitchStatus { cores: vec![0, 3], ..status(Some(0)) };
+        let c = checks(&t.host(), Some(&two));
+        assert_eq!(c[4].status, Status::Fail);
+        assert!(c[4].detail.contains("CPU 3,") && !c[4].detail.contains("CPU 0"), "{}", c[4].detail);
+        let outside = SwitchStatus { cores: vec![0, 4], ..status(Some(0)) };
+        let c = checks(&t.host(), Some(&outside));
+        assert_eq!(
+            (c[4].status, c[4].detail.as_str()),
+            (Status::Ok, "fastpathd's 2 workers are on CPUs 0,4, outside the pool")
+        );
         assert_eq!(checks(&t.host(), None)[4].status, Status::Warn);
     }
 

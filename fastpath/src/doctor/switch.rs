@@ -25,10 +25,15 @@ pub fn check(host: &Host, status: &Result<SwitchStatus, String>) -> Check {
         Ok(s) => Check::ok(
             "fastpathd",
             format!(
-                "pid {} answers on {ctl}: {} ports, worker {}",
+                "pid {} answers on {ctl}: {} ports, {}",
                 s.pid,
                 s.ports,
-                s.core.map_or_else(|| "not pinned".into(), |c| format!("on CPU {c}"))
+                match (s.core, s.cores.as_slice()) {
+                    (_, many @ [_, _, ..]) =>
+                        format!("{} workers on CPUs {}", many.len(), fastpath_hook::cores::format_list(many)),
+                    (Some(c), _) => format!("worker on CPU {c}"),
+                    (None, _) => "worker not pinned".into(),
+                }
             ),
         ),
         Err(e) => {
@@ -76,6 +81,7 @@ mod tests {
                 took_over_from: None,
                 first_frame_ms: None,
                 core: Some(0),
+                cores: vec![],
             }));
             Some(serde_json::to_string(&r).unwrap() + "\n")
         });

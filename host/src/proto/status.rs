@@ -26,4 +26,19 @@ pub struct SwitchStatus {
     /// The CPU its polling worker is pinned to (`None`: not pinned, or a switch too old to say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub core: Option<usize>,
+    /// The CPU of each of its workers when it runs several (`fastpathd --cores`; `core` is
+    /// the first); empty with one worker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cores: Vec<usize>,
+}
+
+impl SwitchStatus {
+    /// The CPUs its workers are pinned to: `cores`, else `core` (empty: not pinned).
+    pub fn worker_cpus(&self) -> Vec<usize> {
+        if self.cores.is_empty() {
+            self.core.into_iter().collect()
+        } else {
+            self.cores.clone()
+        }
+    }
 }

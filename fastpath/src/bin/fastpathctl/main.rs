@@ -691,8 +691,13 @@ fn main() -> Result<()> {
                     st.ports,
                     st.state_file.as_ref().map_or_else(|| "-".into(), |p| p.display().to_string())
                 );
-                if let Some(c) = st.core {
-                    println!("worker on CPU {c}");
+                match (st.core, st.cores.as_slice()) {
+                    (_, many @ [_, _, ..]) => {
+                        let cpus: Vec<String> = many.iter().map(ToString::to_string).collect();
+                        println!("{} workers on CPUs {}", many.len(), cpus.join(","));
+                    }
+                    (Some(c), _) => println!("worker on CPU {c}"),
+                    (None, _) => {}
                 }
                 if let Some(old) = st.took_over_from {
                     println!("took over from pid {old}");
