@@ -668,8 +668,9 @@ fn main() -> Result<()> {
                         (Some(v), None) => format!(" vlan={v}"),
                         (None, None) => String::new(),
                     };
+                    let worker = p.worker.map(|w| format!(" worker={w}")).unwrap_or_default();
                     println!(
-                        "{} bridge={} socket={} mode={:?}{vlans} link={} fault={}",
+                        "{} bridge={} socket={} mode={:?}{vlans}{worker} link={} fault={}",
                         p.name,
                         p.bridge,
                         p.socket,
