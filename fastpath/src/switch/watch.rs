@@ -173,12 +173,10 @@ impl Watch {
         }
         for m in &mut self.mirrors {
             if let Some((_, to)) = m.slots.filter(|&(f, _)| f as usize == o && m.cfg.direction.tx()) {
-                let Some(dst) = ports[to as usize].as_mut() else { continue };
-                let before = dst.port.counters().tx_packets;
-                dst.port.send(frames, picks);
-                let took = dst.port.counters().tx_packets.saturating_sub(before).min(picks.len() as u64);
-                m.sent += took;
-                m.dropped += picks.len() as u64 - took;
+                match ports[to as usize].as_mut() {
+                    Some(dst) => m.send(dst, frames, picks),
+                    None => m.dropped += picks.len() as u64,
+                }
             }
         }
     }
@@ -191,11 +189,19 @@ impl Watch {
             m.dropped += picks.len() as u64;
             return;
         };
+        m.send(dst, &src.port.frames().edited(edit), picks);
+    }
+}
+
+impl Mirror {
+    /// Sends `frames` at `picks` to the mirror's port `dst`, counting what it took and
+    /// what it dropped.
+    fn send(&mut self, dst: &mut Slot, frames: &Frames<'_>, picks: &[u8]) {
         let before = dst.port.counters().tx_packets;
-        dst.port.send(&src.port.frames().edited(edit), picks);
+        dst.port.send(frames, picks);
         let took = dst.port.counters().tx_packets.saturating_sub(before).min(picks.len() as u64);
-        m.sent += took;
-        m.dropped += picks.len() as u64 - took;
+        self.sent += took;
+        self.dropped += picks.len() as u64 - took;
     }
 }
 
