@@ -276,7 +276,11 @@ impl LinkRx {
     /// Gives the frames the last [`Self::frames`] showed (and any marker before them) back to
     /// the producer.
     pub fn consume(&mut self) {
-        self.ring.tail.0.store(self.until, Ordering::Release);
+        // Written only when it moves: the producer reads this line, an idle pass leaves it be.
+        let tail = &self.ring.tail.0;
+        if tail.load(Ordering::Relaxed) != self.until {
+            tail.store(self.until, Ordering::Release);
+        }
     }
 
     /// Whether frames are waiting.
