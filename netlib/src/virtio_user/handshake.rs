@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::time::Duration;
 
-use super::queue::DriverQueue;
+use super::queue::{DriverQueue, RingAddrs};
 use super::{State, VirtioUser, VirtioUserError};
 use crate::pool::PktPool;
 use crate::spec::{
@@ -20,20 +20,27 @@ use crate::vhost_user::{Conn, MemRegion, Request, VringAddr, VringState};
 /// A fresh connection to a backend during the handshake, and the protocol features
 /// negotiated on it so far. It borrows the connection (not the port), so that the
 /// handshake can attach the port's own fds to a message without duplicating them.
-struct Channel<'a> {
+pub(super) struct Channel<'a> {
     conn: &'a mut Conn,
     path: &'a Path,
     reply_timeout: Duration,
-    protocol: u64,
+    /// The protocol features negotiated so far.
+    pub(super) protocol: u64,
 }
 
-impl Channel<'_> {
-    fn backend_err(&self, msg: String) -> VirtioUserError {
+impl<'a> Channel<'a> {
+    /// A channel over the fresh connection `conn` to the backend at `path`.
+    pub(super) fn new(conn: &'a mut Conn, path: &'a Path, reply_timeout: Duration) -> Self {
+        Self { conn, path, reply_timeout, protocol: 0 }
+    }
+
+    /// An error naming the backend's socket.
+    pub(super) fn backend_err(&self, msg: String) -> VirtioUserError {
         VirtioUserError::Backend(msg, self.path.to_path_buf())
     }
 
     /// Sends a request; with REPLY_ACK negotiated and `ack`, waits for the ack.
-    fn request(
+    pub(super) fn request(
         &mut self,
         req: Request,
         payload: &[u8],
@@ -78,15 +85,22 @@ impl Channel<'_> {
         Ok(u64::from_le_bytes(b))
     }
 
-    fn get_u64(&mut self, req: Request) -> Result<u64, VirtioUserError> {
+    /// Sends a request and returns the backend's u64 reply.
+    pub(super) fn get_u64(&mut self, req: Request) -> Result<u64, VirtioUserError> {
         self.request(req, &[], &[], false)?;
         self.reply_u64(req)
     }
 }
 
+/// Regions a SET_MEM_TABLE carries at most (VHOST_MEMORY_BASELINE_NREGIONS).
+pub(super) const MEM_TABLE_REGIONS: usize = 8;
+
 /// Shares our memory regions with the backend: one ADD_MEM_REG each where it takes them,
-/// else one SET_MEM_TABLE.
-fn send_memory(ch: &mut Channel<'_>, regions: &[(MemRegion, BorrowedFd<'_>)]) -> Result<(), VirtioUserError> {
+/// else one SET_MEM_TABLE (of at most [`MEM_TABLE_REGIONS`]).
+pub(super) fn send_memory(
+    ch: &mut Channel<'_>,
+    regions: &[(MemRegion, BorrowedFd<'_>)],
+) -> Result<(), VirtioUserError> {
     if ch.protocol & PROTOCOL_F_CONFIGURE_MEM_SLOTS != 0 {
         let slots = ch.get_u64(Request::GetMaxMemSlots)?;
         if slots < regions.len() as u64 {
@@ -96,6 +110,12 @@ fn send_memory(ch: &mut Channel<'_>, regions: &[(MemRegion, BorrowedFd<'_>)]) ->
             ch.request(Request::AddMemReg, &encode::one_region(r), &[*fd], true)?;
         }
     } else {
+        if regions.len() > MEM_TABLE_REGIONS {
+            return Err(ch.backend_err(format!(
+                "we share {} memory regions, and a backend without CONFIGURE_MEM_SLOTS takes {MEM_TABLE_REGIONS}",
+                regions.len()
+            )));
+        }
         let table: Vec<MemRegion> = regions.iter().map(|(r, _)| *r).collect();
         let fds: Vec<BorrowedFd<'_>> = regions.iter().map(|(_, f)| *f).collect();
         ch.request(Request::SetMemTable, &encode::mem_table(&table), &fds, true)?;
@@ -107,7 +127,7 @@ impl VirtioUser {
     /// Negotiates features with the backend on `conn`, shares our memory and sets up
     /// both rings; the port is up when it returns `Ok`.
     pub(super) fn handshake(&mut self, conn: &mut Conn, pool: &mut PktPool) -> Result<(), VirtioUserError> {
-        let mut ch = Channel { conn, path: &self.path, reply_timeout: self.opts.reply_timeout, protocol: 0 };
+        let mut ch = Channel::new(conn, &self.path, self.opts.reply_timeout);
         let features = ch.get_u64(Request::GetFeatures)?;
         if features & VIRTIO_F_VERSION_1 == 0 {
             return Err(ch.backend_err(format!("features {features:#x} lack VIRTIO_F_VERSION_1")));
@@ -141,16 +161,7 @@ impl VirtioUser {
         self.rxq.set_interrupts(false);
         self.txq.set_interrupts(false);
         for (qi, q) in [(0u32, &self.rxq), (1, &self.txq)] {
-            let l = q.addrs();
-            let num = encode::state(VringState { index: qi, num: u32::from(l.size) });
-            let base = encode::state(VringState { index: qi, num: q.base() });
-            let addr =
-                encode::addr(VringAddr { index: qi, flags: 0, desc: l.desc, used: l.used, avail: l.avail, log: 0 });
-            ch.request(Request::SetVringNum, &num, &[], true)?;
-            ch.request(Request::SetVringBase, &base, &[], true)?;
-            ch.request(Request::SetVringAddr, &addr, &[], true)?;
-            ch.request(Request::SetVringKick, &encode::u64(u64::from(qi)), &[q.kick.as_fd()], true)?;
-            ch.request(Request::SetVringCall, &encode::u64(u64::from(qi)), &[q.call.as_fd()], true)?;
+            send_vring(&mut ch, &VringSetup::of(qi, q))?;
         }
         if features & VHOST_USER_F_PROTOCOL_FEATURES != 0 {
             for qi in 0..2u32 {
@@ -175,27 +186,63 @@ impl VirtioUser {
 
     /// Our memory regions: the pool and the two rings, identity-mapped (VA as address).
     fn regions(&self) -> [(MemRegion, BorrowedFd<'_>); 3] {
-        let reg = |addr: u64, len: u64| MemRegion {
-            guest_phys_addr: addr,
-            memory_size: len,
-            userspace_addr: addr,
-            mmap_offset: 0,
-        };
         let ring = |q: &DriverQueue| {
             let m = q.region().map();
-            reg(m.addr(), m.len() as u64)
+            identity_region(m.addr(), m.len() as u64)
         };
         [
-            (reg(self.own_pool.addr(), self.pool_len), self.pool_fd.as_fd()),
+            (identity_region(self.own_pool.addr(), self.pool_len), self.pool_fd.as_fd()),
             (ring(&self.rxq), self.rxq.region().fd()),
             (ring(&self.txq), self.txq.region().fd()),
         ]
     }
 }
 
+/// A region of ours as the backend sees it: identity-mapped (our VA as its address).
+pub(super) fn identity_region(addr: u64, len: u64) -> MemRegion {
+    MemRegion { guest_phys_addr: addr, memory_size: len, userspace_addr: addr, mmap_offset: 0 }
+}
+
+/// What the handshake tells the backend about one vring: where its ring is, where it
+/// starts, and its eventfds.
+pub(super) struct VringSetup<'a> {
+    /// The vring's index (2p: pair p's receive queue, 2p + 1: its transmit queue).
+    pub(super) index: u32,
+    /// The ring's addresses and size.
+    pub(super) addrs: RingAddrs,
+    /// SET_VRING_BASE's value.
+    pub(super) base: u32,
+    /// The eventfd we kick the backend with.
+    pub(super) kick: BorrowedFd<'a>,
+    /// The eventfd the backend calls us with.
+    pub(super) call: BorrowedFd<'a>,
+}
+
+impl<'a> VringSetup<'a> {
+    /// Vring `index`, the ring of queue `q`.
+    pub(super) fn of(index: u32, q: &'a DriverQueue) -> Self {
+        Self { index, addrs: q.addrs(), base: q.base(), kick: q.kick.as_fd(), call: q.call.as_fd() }
+    }
+}
+
+/// Sets up one vring on the backend: its size, base, addresses and eventfds.
+pub(super) fn send_vring(ch: &mut Channel<'_>, v: &VringSetup<'_>) -> Result<(), VirtioUserError> {
+    let qi = v.index;
+    let l = v.addrs;
+    let num = encode::state(VringState { index: qi, num: u32::from(l.size) });
+    let base = encode::state(VringState { index: qi, num: v.base });
+    let addr = encode::addr(VringAddr { index: qi, flags: 0, desc: l.desc, used: l.used, avail: l.avail, log: 0 });
+    ch.request(Request::SetVringNum, &num, &[], true)?;
+    ch.request(Request::SetVringBase, &base, &[], true)?;
+    ch.request(Request::SetVringAddr, &addr, &[], true)?;
+    ch.request(Request::SetVringKick, &encode::u64(u64::from(qi)), &[v.kick], true)?;
+    ch.request(Request::SetVringCall, &encode::u64(u64::from(qi)), &[v.call], true)?;
+    Ok(())
+}
+
 /// Of the features `f`, the transmit offloads we take: VIRTIO_NET_F_CSUM, and with it
 /// HOST_TSO4 and HOST_TSO6 (TSO needs the checksum offload).
-fn tx_offloads_of(f: u64) -> u64 {
+pub(super) fn tx_offloads_of(f: u64) -> u64 {
     use crate::vnet_hdr::{VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6};
     if f & VIRTIO_NET_F_CSUM == 0 {
         return 0;

@@ -5,6 +5,8 @@
 //! The port's state and its [`Port`] face are here; `queue` holds the driver side of
 //! each virtqueue and its burst work, `handshake` the vhost-user set-up of a fresh
 //! connection, and `reconnect` the connection's life (going down, coming back).
+//! `pairs` opens a port with several queue pairs, a [`VirtioUserPair`] handle per pair
+//! for a thread of its own ([`VirtioUser::open_pairs`]).
 
 mod backoff;
 mod handshake;
@@ -12,6 +14,7 @@ mod handshake;
 mod in_order_tests;
 #[cfg(test)]
 mod merge_tests;
+mod pairs;
 mod queue;
 mod reconnect;
 #[cfg(test)]
@@ -26,6 +29,7 @@ use crate::cadence::Cadence;
 use crate::pool::{Packet, PktPool};
 use crate::port::{LinkState, PoolCheck, Port, PortCounters};
 use crate::vhost_user::{Conn, ConnError};
+pub use pairs::{VirtioUserPair, MAX_PAIRS};
 use queue::DriverQueue;
 
 /// Options for a virtio-user port.
@@ -238,11 +242,9 @@ impl Port for VirtioUser {
         if !self.check_pool(pool) || !self.tick(pool) {
             return 0;
         }
-        let (got, fault) = self.rxq.receive(pool, pkts, &mut self.counters, self.mrg_rxbuf);
+        let (got, fault) = self.rxq.rx_burst(pool, pkts, &mut self.counters, self.mrg_rxbuf);
         if let Some(f) = fault {
             self.go_down(pool, &f);
-        } else if got > 0 {
-            self.rxq.refill_rx(pool);
         }
         got
     }
@@ -251,18 +253,14 @@ impl Port for VirtioUser {
         if !self.check_pool(pool) || !self.tick(pool) {
             return 0;
         }
-        // A packed ring's used descriptors are read one by one, in lines the backend's core
-        // is still writing: they are reclaimed once a quarter of the ring is left, in bulk.
-        if !self.txq.packed() || self.txq.free_count() < usize::from(self.txq.size()) / 4 {
-            if let Err(f) = self.txq.reclaim_tx(pool, self.in_order) {
+        let own_headers = self.tx_features != 0;
+        match self.txq.tx_burst(pool, pkts, &mut self.counters, self.in_order, own_headers) {
+            Ok(n) => n,
+            Err(f) => {
                 self.go_down(pool, &f);
-                return 0;
+                0
             }
         }
-        let (n, bytes) = self.txq.transmit(pool, pkts, self.tx_features != 0);
-        self.counters.tx_packets += n as u64;
-        self.counters.tx_bytes += bytes;
-        n
     }
 
     fn link(&self) -> LinkState {
@@ -319,19 +317,14 @@ impl Port for VirtioUser {
             return false;
         };
         let q = &self.rxq;
-        // Ask for a call, then look once more: packets may have come in between.
-        q.set_interrupts(true);
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        if q.has_used() {
-            q.set_interrupts(false);
+        if q.arm_call() {
             return true;
         }
         let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
         let mut fds = [PollFd::new(q.call.as_fd(), PollFlags::POLLIN), PollFd::new(conn.fd(), PollFlags::POLLIN)];
         let woke = poll(&mut fds, PollTimeout::from(ms)).unwrap_or(0) > 0;
         let control = fds[1].revents().is_some_and(|r| !r.is_empty());
-        let _ = q.call.read();
-        q.set_interrupts(false);
+        q.disarm_call();
         if control {
             self.control(pool);
         }

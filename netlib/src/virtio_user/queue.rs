@@ -570,6 +570,67 @@ impl DriverQueue {
     }
 }
 
+impl DriverQueue {
+    /// A receive burst (the receive queue): [`Self::receive`], then fresh buffers for
+    /// those taken. The fault, if any, is the caller's to act on (the port goes down).
+    #[inline]
+    pub(super) fn rx_burst(
+        &mut self,
+        pool: &mut PktPool,
+        pkts: &mut Vec<Packet>,
+        counters: &mut PortCounters,
+        merged: bool,
+    ) -> (usize, Option<String>) {
+        let (got, fault) = self.receive(pool, pkts, counters, merged);
+        if fault.is_none() && got > 0 {
+            self.refill_rx(pool);
+        }
+        (got, fault)
+    }
+
+    /// A transmit burst (the transmit queue): what the backend finished with is freed,
+    /// then [`Self::transmit`], counted in `counters`. A packed ring's used descriptors
+    /// are read one by one, in lines the backend's core is still writing: they are
+    /// reclaimed once a quarter of the ring is left, in bulk. An error if the backend
+    /// broke the ring (the port must then go down).
+    #[inline]
+    pub(super) fn tx_burst(
+        &mut self,
+        pool: &mut PktPool,
+        pkts: &mut Vec<Packet>,
+        counters: &mut PortCounters,
+        in_order: bool,
+        own_headers: bool,
+    ) -> Result<usize, String> {
+        if !self.packed() || self.free_count() < usize::from(self.size()) / 4 {
+            self.reclaim_tx(pool, in_order)?;
+        }
+        let (n, bytes) = self.transmit(pool, pkts, own_headers);
+        counters.tx_packets += n as u64;
+        counters.tx_bytes += bytes;
+        Ok(n)
+    }
+
+    /// Before sleeping on the call eventfd (the receive queue): asks for a call, then
+    /// looks once more, as frames may have come in between. True if some did (no call
+    /// asked for then).
+    pub(super) fn arm_call(&self) -> bool {
+        self.set_interrupts(true);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        if self.has_used() {
+            self.set_interrupts(false);
+            return true;
+        }
+        false
+    }
+
+    /// After sleeping on the call eventfd: takes the call and asks for no more.
+    pub(super) fn disarm_call(&self) {
+        let _ = self.call.read();
+        self.set_interrupts(false);
+    }
+}
+
 /// Frees a packet the device is done with; `own_header`: its header was its sender's
 /// (transmit offloads), zeroed first (stored to only if it is not zero already).
 #[inline]

@@ -7,10 +7,11 @@
 //! [`Backoff`] schedule; it comes back up with one log line saying how long it was down.
 //! Its owner sees bursts of nothing meanwhile, never an error.
 
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
 use std::time::Instant;
 
-use super::backoff::RETRY_MAX;
+use super::backoff::{Backoff, RETRY_MAX};
 use super::{State, VirtioUser, VirtioUserError};
 use crate::pool::PktPool;
 use crate::vhost_user::Conn;
@@ -74,43 +75,63 @@ impl VirtioUser {
             }
             return;
         }
-        if !self.backoff.due(Instant::now()) {
+        let Some(s) = dial(&self.name, &self.path, self.listener.as_ref(), &mut self.backoff, &mut self.retry_error)
+        else {
             return;
-        }
-        let stream = match &self.listener {
-            Some(l) => l.accept().map(|(s, _)| s),
-            None => UnixStream::connect(&self.path),
         };
-        match stream {
-            Ok(s) => {
-                self.retry_error = None;
-                let _ = s.set_nonblocking(false);
-                if let Err(e) = self.start(s, pool) {
-                    tracing::warn!("{}: {e}", self.name);
-                    self.backoff.failed();
-                }
-            }
-            Err(e) if self.listener.is_some() && e.kind() == std::io::ErrorKind::WouldBlock => {
-                self.backoff.nothing_yet();
-            }
-            Err(e) => {
-                self.backoff.failed();
-                self.note_retry_error(&e);
-            }
+        if let Err(e) = self.start(s, pool) {
+            tracing::warn!("{}: {e}", self.name);
+            self.backoff.failed();
         }
     }
+}
 
-    /// A failed accept or connect while down. No backend yet is the usual case and
-    /// passes silently; anything else (out of fds, permissions) is logged once, and
-    /// retried all the same.
-    fn note_retry_error(&mut self, e: &std::io::Error) {
-        use std::io::ErrorKind::{ConnectionRefused, NotFound, WouldBlock};
-        let text = e.to_string();
-        if matches!(e.kind(), WouldBlock | NotFound | ConnectionRefused) || self.retry_error.as_ref() == Some(&text) {
-            return;
-        }
-        let what = if self.listener.is_some() { "accepting a backend" } else { "connecting" };
-        tracing::warn!("{}: {what}: {text}; staying down, retrying at least every {RETRY_MAX:?}", self.name);
-        self.retry_error = Some(text);
+/// One try at a backend for the down port `name` on `path`, if `backoff` says one is
+/// due: accepts one waiting on `listener` (a server), else connects. A miss is counted in
+/// `backoff`; an unusual one (out of fds, permissions) is logged once (see
+/// [`note_retry_error`]). The stream returned blocks.
+pub(super) fn dial(
+    name: &str,
+    path: &Path,
+    listener: Option<&UnixListener>,
+    backoff: &mut Backoff,
+    retry_error: &mut Option<String>,
+) -> Option<UnixStream> {
+    if !backoff.due(Instant::now()) {
+        return None;
     }
+    let stream = match listener {
+        Some(l) => l.accept().map(|(s, _)| s),
+        None => UnixStream::connect(path),
+    };
+    match stream {
+        Ok(s) => {
+            *retry_error = None;
+            let _ = s.set_nonblocking(false);
+            Some(s)
+        }
+        Err(e) if listener.is_some() && e.kind() == std::io::ErrorKind::WouldBlock => {
+            backoff.nothing_yet();
+            None
+        }
+        Err(e) => {
+            backoff.failed();
+            note_retry_error(name, listener.is_some(), retry_error, &e);
+            None
+        }
+    }
+}
+
+/// A failed accept (`server`) or connect while down, on port `name`. No backend yet is the
+/// usual case and passes silently; anything else (out of fds, permissions) is logged once
+/// (`last` holds the one logged), and retried all the same.
+fn note_retry_error(name: &str, server: bool, last: &mut Option<String>, e: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionRefused, NotFound, WouldBlock};
+    let text = e.to_string();
+    if matches!(e.kind(), WouldBlock | NotFound | ConnectionRefused) || last.as_ref() == Some(&text) {
+        return;
+    }
+    let what = if server { "accepting a backend" } else { "connecting" };
+    tracing::warn!("{name}: {what}: {text}; staying down, retrying at least every {RETRY_MAX:?}");
+    *last = Some(text);
 }
