@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use netlib::mac::{format_mac, parse_source_mac, Mac};
 use netlib::pool::PoolOptions;
+use netlib::virtio_user::{VirtioUser, VirtioUserOptions, VirtioUserPair};
 use netlib::{open_port, LinkState, PktPool, Port, PortSpec};
 
 /// Flags every example takes.
@@ -161,6 +162,26 @@ pub fn make_pool_for(c: &Common, ports: usize) -> Result<PktPool> {
 /// Opens `spec` on `pool`.
 pub fn open(spec: &PortSpec, pool: &mut PktPool, c: &Common) -> Result<Box<dyn Port>> {
     open_port(spec, pool, c.queue_size).with_context(|| format!("opening port {spec}"))
+}
+
+/// Opens `spec`, a virtio-user port, with a queue pair per pool in `pools` (see
+/// `netlib::virtio_user::VirtioUser::open_pairs`): a handle per pair, for a thread each.
+pub fn open_pairs(spec: &PortSpec, pools: &mut [PktPool], c: &Common) -> Result<Vec<VirtioUserPair>> {
+    let (path, server, packed) = match spec {
+        PortSpec::VirtioUser(p) => (p, false, false),
+        PortSpec::VirtioUserServer(p) => (p, true, false),
+        PortSpec::VirtioUserPacked(p) => (p, false, true),
+        other => bail!("--pairs needs a vu:, vu-server: or vu-packed: port (virtio-user), not {other}"),
+    };
+    let opts = VirtioUserOptions { queue_size: c.queue_size, server, packed, ..VirtioUserOptions::default() };
+    VirtioUser::open_pairs(path, pools, opts)
+        .with_context(|| format!("opening port {spec} with {} queue pairs", pools.len()))
+}
+
+/// `n` pools built from the common flags, one per queue pair of a port opened with
+/// [`open_pairs`].
+pub fn make_pools(c: &Common, n: usize) -> Result<Vec<PktPool>> {
+    (0..n).map(|_| make_pool(c)).collect()
 }
 
 /// Waits (driving the control path) until every port is up.

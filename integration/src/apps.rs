@@ -133,3 +133,26 @@ pub fn finish_transfer_with(
     );
     sj
 }
+
+/// Checks a transfer between a `pktgen --pairs` and a `sink --pairs` (JSON results): the
+/// sink saw `flows` flows, none on another pair than its hash's (`off_pair` 0), and every
+/// pair sent and received frames (`frames` in all, if given).
+pub fn check_pairs(v: &mut Verdict, pktgen: Option<&Value>, sink: Option<&Value>, flows: u64, frames: Option<u64>) {
+    let per_pair = |j: Option<&Value>, key: &str| -> Vec<u64> {
+        j.and_then(|j| j["pairs"].as_array())
+            .map_or_else(Vec::new, |a| a.iter().filter_map(|p| p[key].as_u64()).collect())
+    };
+    let seen = sink.and_then(|j| j["flows"].as_u64());
+    v.check(seen == Some(flows), || format!("sink: expected {flows} flows, got {seen:?}"));
+    let off = sink.and_then(|j| j["off_pair"].as_u64());
+    v.check(off == Some(0), || {
+        format!("sink: expected no frame on another pair than its flow's hash picks (off_pair 0), got {off:?}")
+    });
+    for (who, j, key) in [("pktgen", pktgen, "sent"), ("sink", sink, "received")] {
+        let n = per_pair(j, key);
+        let total_ok = frames.is_none_or(|f| n.iter().sum::<u64>() == f);
+        v.check(n.len() >= 2 && n.iter().all(|&x| x > 0) && total_ok, || {
+            format!("{who}: expected {key} > 0 on every pair ({frames:?} in all), got {n:?}")
+        });
+    }
+}

@@ -83,6 +83,15 @@ pub fn port_stat(list: &[Value], name: &str, key: &str) -> Option<u64> {
     port_entry(list, name).and_then(|p| p.get("stats")).and_then(|s| field(s, key))
 }
 
+/// A counter of port `name`'s kind (`kind_counters`, e.g. `rxq1_packets`, `link_dropped`)
+/// in a `list`.
+pub fn kind_stat(list: &[Value], name: &str, key: &str) -> Option<u64> {
+    port_entry(list, name)?.get("kind_counters")?.as_array()?.iter().find_map(|c| {
+        let pair = c.as_array()?;
+        (pair.first()?.as_str()? == key).then(|| pair.get(1)?.as_u64()).flatten()
+    })
+}
+
 /// The link state of port `name` in a `list` (`None`: no such port).
 pub fn link_up(list: &[Value], name: &str) -> Option<bool> {
     port_entry(list, name).and_then(|p| p.get("stats")).and_then(|s| s.get("link_up")).and_then(Value::as_bool)

@@ -4,17 +4,18 @@
 // frames between apps of MTU 9000, dropped and counted on a port of MTU 1500; and 10,000
 // hosts behind one port, every one learned and every frame forwarded, none flooded; and two
 // workers (`--cores 0,1`) with two transfers crossing between them at once, both ways, every
-// frame of every flow in order.
+// frame of every flow in order; and apps with two queue pairs (a thread each), through the
+// switch and across its restart.
 //! Interop: netlib virtio-user ↔ fastpathd ↔ netlib virtio-user.
 
 use std::time::{Duration, Instant};
 
+use integration::{check_pairs, finish_transfer_with, kind_stat, Order};
 use integration::{
     check_switch_counters, fastpathctl_list, fastpathd_args, fastpathd_port, finish_transfer, pktgen_args, require,
     run_with_timeout, serial, show_ports, sink_args, spawn_fastpathd, stamp, wait_for_socket, wait_ports_up, Peers,
     Proc, TestDir, Verdict, FRAMES, RATE, RUN_TIMEOUT, SETUP_TIMEOUT,
 };
-use integration::{finish_transfer_with, Order};
 use nix::sys::signal::Signal;
 
 /// One run. `switch_listens`: fastpathd `vhost:` and apps `vu:`; else fastpathd
@@ -360,7 +361,7 @@ fn two_workers(test: &str, peers: &Peers, idle: &str) {
         format!("fastpathctl list: expected ports a, b, c, d on workers 0, 1, 0, 1, got {workers:?}")
     });
     for port in ["b", "c"] {
-        let dropped = link_dropped(&list, port);
+        let dropped = kind_stat(&list, port, "link_dropped");
         v.check(dropped == Some(0), || format!("fastpathd port {port}: expected link_dropped 0, got {dropped:?}"));
     }
     let st = fpd.stop(Signal::SIGTERM, Duration::from_secs(5));
@@ -371,11 +372,105 @@ fn two_workers(test: &str, peers: &Peers, idle: &str) {
     v.finish(&mut [ga, gd, sb, sc, &mut fpd]);
 }
 
-/// A port's `link_dropped` kind counter (what the links from other workers dropped).
-fn link_dropped(list: &[serde_json::Value], port: &str) -> Option<u64> {
-    let p = list.iter().find(|p| p.get("name").and_then(serde_json::Value::as_str) == Some(port))?;
-    p.get("kind_counters")?.as_array()?.iter().find_map(|c| {
-        let pair = c.as_array()?;
-        (pair.first()?.as_str()? == "link_dropped").then(|| pair.get(1)?.as_u64()).flatten()
-    })
+/// Source MACs (flows) of the queue-pair runs.
+const PAIR_FLOWS: u64 = 64;
+
+/// pktgen and sink with two queue pairs each (`--pairs 2`: a handle, a pool and a thread
+/// per pair) on fastpathd's ports: pktgen sends each of 64 flows from the pair its hash
+/// picks, the switch takes frames from both of port g's transmit rings and spreads them
+/// over port s's two receive rings by the same hash. Every frame arrives, each flow in
+/// order and on its hash's pair. Then under traffic the switch is killed (`kill -9`) and
+/// started again: both pairs of both apps reset their rings and come back (each pair
+/// counts one reset), and frames flow on both pairs again, each flow still in order.
+#[test]
+fn netlib_pairs_through_fastpathd_and_its_restart() {
+    const TEST: &str = "netlib_pairs_through_fastpathd_and_its_restart";
+    let Some(peers) = require(TEST, &["pktgen", "sink", "fastpathd", "fastpathctl"], false) else { return };
+    let _serial = serial();
+    let t0 = Instant::now();
+    let dir = TestDir::new("fpq");
+    let ctl = dir.join("ctl.sock");
+    let (g, s) = (dir.join("g.sock"), dir.join("s.sock"));
+    let mut v = Verdict::new(TEST);
+    let ports = [fastpathd_port("br0", "g", "vhost", &g), fastpathd_port("br0", "s", "vhost", &s)];
+    let mut fpd = spawn_fastpathd("fastpathd", &peers, &dir, &ctl, &["br0"], &ports);
+    for sock in [&ctl, &g, &s] {
+        if !wait_for_socket(sock, SETUP_TIMEOUT) {
+            v.abort(format!("fastpathd: expected {} within {SETUP_TIMEOUT:?}", sock.display()), &mut [&mut fpd]);
+        }
+    }
+    let pairs = ["--pairs", "2"].map(String::from);
+    let flows = ["--src-mac", "02:00:0b:00:00:00", "--src-macs", &PAIR_FLOWS.to_string()].map(String::from);
+    let mut sink_a = sink_args(&format!("vu:{}", s.display()), FRAMES);
+    sink_a.extend(pairs.clone());
+    let mut sink = Proc::spawn("sink", &dir, &peers.bin("sink"), &sink_a, &[]);
+    if let Err(e) = wait_ports_up(&peers, &ctl, &["s"], SETUP_TIMEOUT) {
+        v.abort(e, &mut [&mut fpd, &mut sink]);
+    }
+    let mut gen_a = pktgen_args(&format!("vu:{}", g.display()), FRAMES);
+    gen_a.extend(pairs.iter().chain(&flows).cloned());
+    let mut pktgen = Proc::spawn("pktgen", &dir, &peers.bin("pktgen"), &gen_a, &[]);
+    let sj = finish_transfer_with(&mut v, &mut pktgen, &mut sink, FRAMES, Order::PerFlow);
+    check_pairs(&mut v, pktgen.last_json().as_ref(), sj.as_ref(), PAIR_FLOWS, Some(FRAMES));
+    // The switch saw both pairs of each port: g's transmit rings, s's receive rings.
+    let list = fastpathctl_list(&peers, &ctl).unwrap_or_default();
+    for (port, dir) in [("g", "rxq"), ("s", "txq")] {
+        let n: Vec<Option<u64>> = (0..2).map(|q| kind_stat(&list, port, &format!("{dir}{q}_packets"))).collect();
+        v.check(n.iter().all(|x| x.is_some_and(|x| x > 0)) && n.iter().flatten().sum::<u64>() == FRAMES, || {
+            format!("fastpathd port {port}: expected {dir}0_packets and {dir}1_packets > 0, {FRAMES} in all, got {n:?}")
+        });
+    }
+
+    // Under traffic, a kill -9 and a new switch on the same sockets.
+    let mut sink_a = sink_args(&format!("vu:{}", s.display()), 0);
+    sink_a.extend(pairs.clone());
+    let mut sink = Proc::spawn("sink-2", &dir, &peers.bin("sink"), &sink_a, &[]);
+    if let Err(e) = wait_ports_up(&peers, &ctl, &["s"], SETUP_TIMEOUT) {
+        v.abort(e, &mut [&mut fpd, &mut sink]);
+    }
+    let delivered = |ctl: &std::path::Path| {
+        let l = fastpathctl_list(&peers, ctl).unwrap_or_default();
+        integration::port_stat(&l, "s", "tx_packets").unwrap_or(0)
+    };
+    let before = delivered(&ctl);
+    let mut gen_a = pktgen_args(&format!("vu:{}", g.display()), 0);
+    gen_a.extend(pairs.iter().chain(&flows).cloned());
+    let mut pktgen = Proc::spawn("pktgen-2", &dir, &peers.bin("pktgen"), &gen_a, &[]);
+    let flowing = integration::wait_until(RUN_TIMEOUT, || delivered(&ctl) > before + 20_000);
+    v.check(flowing, || "fastpathd: expected 20,000 frames to port s before the restart".into());
+    fpd.kill();
+    let _ = std::fs::remove_file(&ctl);
+    let mut fpd = spawn_fastpathd("fastpathd-2", &peers, &dir, &ctl, &["br0"], &ports);
+    // The new switch's count for s (from 0, or from where the old one left it).
+    let up = wait_for_socket(&ctl, SETUP_TIMEOUT);
+    let from = delivered(&ctl);
+    let back = up && integration::wait_until(RUN_TIMEOUT, || delivered(&ctl) > from + 20_000);
+    v.check(back, || "fastpathd-2: expected 20,000 frames to port s after the restart".into());
+    pktgen.stop(Signal::SIGINT, Duration::from_secs(5));
+    if sink.wait_timeout(Duration::from_secs(u64::from(integration::SINK_IDLE_EXIT_SECS) + 5)).is_none() {
+        v.fail("sink-2: expected it to exit once frames stopped");
+        sink.stop(Signal::SIGINT, Duration::from_secs(3));
+    }
+    let (pj, sj) = (pktgen.last_json(), sink.last_json());
+    check_pairs(&mut v, pj.as_ref(), sj.as_ref(), PAIR_FLOWS, None);
+    for (who, j) in [("pktgen-2", &pj), ("sink-2", &sj)] {
+        let resets = j.as_ref().and_then(|j| j["counters"]["resets"].as_u64());
+        v.check(resets == Some(2), || {
+            format!("{who}: expected each of its 2 pairs to reset once (resets 2), got {resets:?}")
+        });
+    }
+    let sj = sj.unwrap_or_default();
+    v.check(sj["bad"].as_u64() == Some(0) && sj["flow_reordered"].as_u64() == Some(0), || {
+        format!("sink-2: expected no damaged frame and every flow in order across the restart, got {sj}")
+    });
+    for p in [&pktgen, &sink] {
+        v.check(p.stderr().contains("up again after"), || {
+            format!("{}: expected its port to say it is up again", p.name())
+        });
+    }
+    eprintln!("[{}] pktgen-2: {}\n[{}] sink-2: {sj}", stamp(), pj.unwrap_or_default(), stamp());
+    let st = fpd.stop(Signal::SIGTERM, Duration::from_secs(5));
+    v.check(st.success(), || format!("fastpathd-2: expected exit status 0 after SIGTERM, got {st}"));
+    eprintln!("[{}] {TEST}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
+    v.finish(&mut [&mut pktgen, &mut sink, &mut fpd]);
 }

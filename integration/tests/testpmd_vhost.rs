@@ -1,15 +1,16 @@
 // netlib's virtio-user frontend against DPDK's vhost-user backend (net_vhost):
 // pktgen → testpmd port 0 → io fwd → testpmd port 1 → sink, once with testpmd
 // listening (ours connect, `vu:`) and once with ours listening (`vu-server:`,
-// testpmd `client=1`), and once on packed rings (`vu-packed:`). Covers netlib tx → DPDK
-// and DPDK → netlib rx.
+// testpmd `client=1`), and once on packed rings (`vu-packed:`); and with two queue pairs
+// on both sides (ours a thread per pair, testpmd `queues=2`). Covers netlib tx → DPDK and
+// DPDK → netlib rx.
 //! Interop: netlib virtio-user ↔ DPDK net_vhost.
 
 use std::time::Instant;
 
 use integration::{
-    check_testpmd_forwarded, finish_transfer, pktgen_args, require, serial, sink_args, stamp, wait_for_socket, Proc,
-    TestDir, Testpmd, Verdict, FRAMES, SETUP_TIMEOUT, VU_LINK_UP,
+    check_pairs, check_testpmd_forwarded, finish_transfer, finish_transfer_with, pktgen_args, require, serial,
+    sink_args, stamp, wait_for_socket, Order, Proc, TestDir, Testpmd, Verdict, FRAMES, SETUP_TIMEOUT, VU_LINK_UP,
 };
 
 /// testpmd listens on two vhost-user sockets; pktgen (vu:A) and sink (vu:B) connect.
@@ -80,6 +81,60 @@ fn to_testpmd_vhost(test: &'static str, kind: &str) {
         v.check(in_order, || format!("{}: expected VIRTIO_F_IN_ORDER (bit 35) negotiated, got {up:?}", p.name()));
     }
     eprintln!("[{}] {test}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
+    v.finish(&mut [&mut pktgen, &mut sink, tp.proc()]);
+}
+
+/// Source MACs (flows) pktgen sends from in the queue-pair run.
+const FLOWS: u64 = 64;
+
+/// Two queue pairs on each of ours (`--pairs 2`: a handle, a pool and a thread per pair)
+/// against testpmd's net_vhost with `queues=2` (`--rxq=2 --txq=2`): pktgen sends each of
+/// 64 flows from the pair its hash picks, testpmd forwards queue q of port 0 to queue q of
+/// port 1, and the sink takes each flow on the pair it hashes to. Every frame arrives,
+/// each flow in order, none on another pair than its hash's, and both pairs carry frames
+/// both ways.
+#[test]
+fn netlib_pairs_to_testpmd_vhost() {
+    const TEST: &str = "netlib_pairs_to_testpmd_vhost";
+    let Some(peers) = require(TEST, &["pktgen", "sink"], true) else { return };
+    let _serial = serial();
+    let t0 = Instant::now();
+    let dir = TestDir::new("vhq");
+    let (a, b) = (dir.join("a.sock"), dir.join("b.sock"));
+    let mut v = Verdict::new(TEST);
+    let vdev = |n: u8, s: &std::path::Path| format!("net_vhost{n},iface={},queues=2", s.display());
+    let tp_args = ["--rxq=2", "--txq=2"].map(String::from);
+    let mut tp = Testpmd::start_with(&peers, &dir, &[vdev(0, &a), vdev(1, &b)], false, &tp_args);
+    if !(tp.forwarding() && wait_for_socket(&a, SETUP_TIMEOUT) && wait_for_socket(&b, SETUP_TIMEOUT)) {
+        v.abort(
+            format!(
+                "testpmd: expected it to create {} and {} and forward within {SETUP_TIMEOUT:?}",
+                a.display(),
+                b.display()
+            ),
+            &mut [tp.proc()],
+        );
+    }
+    let mut sink_a = sink_args(&format!("vu:{}", b.display()), FRAMES);
+    sink_a.extend(["--pairs", "2"].map(String::from));
+    let mut sink = Proc::spawn("sink", &dir, &peers.bin("sink"), &sink_a, &[]);
+    if !sink.wait_for_stderr(VU_LINK_UP, SETUP_TIMEOUT) {
+        v.abort(format!("sink: expected its link up within {SETUP_TIMEOUT:?}"), &mut [&mut sink, tp.proc()]);
+    }
+    let mut gen_a = pktgen_args(&format!("vu:{}", a.display()), FRAMES);
+    gen_a
+        .extend(["--pairs", "2", "--src-mac", "02:00:0b:00:00:00", "--src-macs", &FLOWS.to_string()].map(String::from));
+    let mut pktgen = Proc::spawn("pktgen", &dir, &peers.bin("pktgen"), &gen_a, &[]);
+    let sj = finish_transfer_with(&mut v, &mut pktgen, &mut sink, FRAMES, Order::PerFlow);
+    check_pairs(&mut v, pktgen.last_json().as_ref(), sj.as_ref(), FLOWS, Some(FRAMES));
+    let stats = tp.stop();
+    check_testpmd_forwarded(&mut v, &stats, 0, 1, FRAMES);
+    for p in [&pktgen, &sink] {
+        v.check(p.stderr().contains("2 queue pairs of"), || {
+            format!("{}: expected its port up with 2 queue pairs", p.name())
+        });
+    }
+    eprintln!("[{}] {TEST}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
     v.finish(&mut [&mut pktgen, &mut sink, tp.proc()]);
 }
 

@@ -55,6 +55,26 @@ pub struct PortCounters {
     pub drop_no_peer: u64,
 }
 
+impl std::ops::AddAssign for PortCounters {
+    /// Adds `o`'s counts to these (e.g. the pairs of one port, for its totals).
+    fn add_assign(&mut self, o: Self) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.rx_errors += o.rx_errors;
+        self.tx_dropped += o.tx_dropped;
+        self.resets += o.resets;
+        self.drop_ring_full += o.drop_ring_full;
+        self.drop_too_big += o.drop_too_big;
+        self.drop_filtered += o.drop_filtered;
+        self.drop_spoofed += o.drop_spoofed;
+        self.drop_vlan += o.drop_vlan;
+        self.wrong_pool += o.wrong_pool;
+        self.drop_no_peer += o.drop_no_peer;
+    }
+}
+
 /// A packet port: bursts in, bursts out.
 ///
 /// `rx_burst` appends up to `pkts`' spare capacity packets from `pool`;
