@@ -99,6 +99,19 @@ int fp_open(const char *spec, uint32_t pool_size, uint32_t queue_size, fp_port *
  * it comes back). fp_tx_offloads says what the backend took. */
 int fp_open_offloads(const char *spec, uint32_t pool_size, uint32_t queue_size, uint32_t data_room, fp_port **out);
 
+/* Opens "vu:PATH", "vu-server:PATH" or "vu-packed:PATH" with `pairs` queue pairs (1..16;
+ * the backend must take as many: fastpathd's ports take 8). out[0..pairs-1] get a port
+ * handle per pair, each with its own pool of `pool_size` buffers: use each from a thread
+ * of its own (they share nothing on the fast path) and close each with fp_close. Every
+ * handle must keep being called (bursts or fp_link_up) for the port to come back after
+ * its backend went away. fp_pair_of says which pair a flow goes out on. */
+int fp_open_pairs(const char *spec, uint32_t pairs, uint32_t pool_size, uint32_t queue_size, fp_port **out);
+
+/* The queue pair (0-based) that the frame `data` (`len` bytes) goes out on to keep its
+ * flow in order: its flow hash over the port's pairs (the hash fastpathd picks a
+ * receive pair with). 0 on a port of one pair. */
+int fp_pair_of(fp_port *port, const uint8_t *data, uint32_t len);
+
 /* The transmit offloads the backend took (FP_TX_CSUM | FP_TX_TSO4 | FP_TX_TSO6), 0 for
  * none or a port not opened with fp_open_offloads. */
 int fp_tx_offloads(fp_port *port);

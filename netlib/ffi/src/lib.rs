@@ -120,6 +120,9 @@ pub struct FpPort {
     /// The transmit offloads negotiated (VIRTIO_NET_F_CSUM, HOST_TSO4, HOST_TSO6 bits):
     /// 0 unless opened with [`fp_open_offloads`] and the backend took them.
     tx_features: u64,
+    /// The queue pairs of the port this handle is a pair of (1 unless opened with
+    /// [`fp_open_pairs`]).
+    pairs: usize,
 }
 
 thread_local! {
@@ -206,7 +209,52 @@ impl FpPort {
             rx_stash: VecDeque::with_capacity(BURST),
             mac: None,
             tx_features: 0,
+            pairs: 1,
         }
+    }
+
+    /// Opens `spec`, a virtio-user port, with `pairs` queue pairs: a handle per pair, each
+    /// with a pool of its own.
+    fn open_pairs(spec: &PortSpec, pairs: u32, pool_size: u32, queue_size: u32) -> Result<Vec<Self>, c_int> {
+        use netlib::virtio_user::{VirtioUser, VirtioUserOptions, MAX_PAIRS};
+        let (path, server, packed) = match spec {
+            PortSpec::VirtioUser(p) => (p, false, false),
+            PortSpec::VirtioUserServer(p) => (p, true, false),
+            PortSpec::VirtioUserPacked(p) => (p, false, true),
+            other => {
+                return Err(fail(
+                    FP_ERR_ARG,
+                    format!("spec {other}: queue pairs need a vu:, vu-server: or vu-packed: port"),
+                ))
+            }
+        };
+        let n = pairs as usize;
+        if !(1..=MAX_PAIRS).contains(&n) {
+            return Err(fail(FP_ERR_ARG, format!("pairs {pairs} must be in 1..={MAX_PAIRS}")));
+        }
+        if pool_size == 0 || pool_size > MAX_POOL {
+            return Err(fail(FP_ERR_ARG, format!("pool_size {pool_size} must be in 1..={MAX_POOL}")));
+        }
+        let Ok(queue_size) = u16::try_from(queue_size) else {
+            return Err(fail(FP_ERR_ARG, format!("queue_size {queue_size} must be a power of two in 8..=4096")));
+        };
+        let opts = PoolOptions { nbufs: pool_size, hugedir: Some("/dev/hugepages".into()), ..Default::default() };
+        let mut pools = (0..n)
+            .map(|_| PktPool::new(&opts))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(FP_ERR_OPEN, format!("{spec}: {e}")))?;
+        let vu_opts = VirtioUserOptions { queue_size, server, packed, ..VirtioUserOptions::default() };
+        let handles =
+            VirtioUser::open_pairs(path, &mut pools, vu_opts).map_err(|e| fail(FP_ERR_OPEN, format!("{spec}: {e}")))?;
+        Ok(handles
+            .into_iter()
+            .zip(pools)
+            .map(|(h, pool)| {
+                let mut me = Self::with(pool, Box::new(h));
+                me.pairs = n;
+                me
+            })
+            .collect())
     }
 
     /// Opens `spec`, a virtio-user port, with transmit offloads and buffers of
@@ -489,6 +537,79 @@ pub unsafe extern "C" fn fp_open_discovered(
         });
         // SAFETY: out checked non-NULL above; writable per the contract.
         unsafe { give(out, port) }
+    })
+}
+
+/// Opens `spec` (`vu:PATH`, `vu-server:PATH` or `vu-packed:PATH`) with `pairs` queue
+/// pairs (1 to 16): `out[0..pairs]` get a handle per pair, each an `fp_port` with its own
+/// pool of `pool_size` buffers, to be used from a thread of its own and closed with
+/// [`fp_close`]. [`fp_pair_of`] says which pair a flow goes out on.
+///
+/// # Safety
+/// `spec` is NULL or a NUL-terminated string; `out` is NULL or an array of `pairs`
+/// writable pointers.
+#[no_mangle]
+pub unsafe extern "C" fn fp_open_pairs(
+    spec: *const c_char,
+    pairs: u32,
+    pool_size: u32,
+    queue_size: u32,
+    out: *mut *mut FpPort,
+) -> c_int {
+    const FUNC: &str = "fp_open_pairs";
+    guard(FUNC, || {
+        if out.is_null() {
+            return fail(FP_ERR_NULL, format!("{FUNC}: out is NULL"));
+        }
+        // SAFETY: the caller's contract on spec.
+        let s = match unsafe { arg_str(spec, "spec", FUNC) } {
+            Ok(s) => s,
+            Err(c) => return c,
+        };
+        let spec: PortSpec = match s.parse() {
+            Ok(p) => p,
+            Err(e) => return fail(FP_ERR_ARG, format!("{FUNC}: {e}")),
+        };
+        let handles = match FpPort::open_pairs(&spec, pairs, pool_size, queue_size) {
+            Ok(h) => h,
+            Err(c) => return c,
+        };
+        let mac = match discover_mac(&spec) {
+            Ok(m) => m,
+            Err(e) => return fail(FP_ERR_CONFIG, format!("{FUNC}: {e}")),
+        };
+        for (i, mut h) in handles.into_iter().enumerate() {
+            h.mac = mac;
+            // SAFETY: out is not NULL and, per the contract, has `pairs` writable slots;
+            // there are exactly `pairs` handles.
+            unsafe { out.add(i).write(Box::into_raw(Box::new(h))) };
+        }
+        FP_OK
+    })
+}
+
+/// The queue pair (0-based) that the frame `data` (`len` bytes) goes out on to keep its
+/// flow in order: the frame's flow hash over the port's pairs, the one fastpathd uses to
+/// pick the pair it gives the flow to. 0 for a port of one pair.
+///
+/// # Safety
+/// `port` is NULL or an open port; `data` is NULL or `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn fp_pair_of(port: *mut FpPort, data: *const u8, len: u32) -> c_int {
+    guard("fp_pair_of", || {
+        // SAFETY: the caller's contract on port.
+        let p = match unsafe { self::port(port, "fp_pair_of") } {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        if data.is_null() {
+            return fail(FP_ERR_NULL, "fp_pair_of: data is NULL");
+        }
+        let n = (len as usize).min(netlib::flow::FLOW_HEAD);
+        // SAFETY: not NULL, and the caller promises `len` readable bytes (we read at most n).
+        let head = unsafe { std::slice::from_raw_parts(data, n) };
+        let pair = netlib::flow::pick(netlib::flow::flow_hash(head), p.pairs);
+        c_int::try_from(pair).unwrap_or(FP_ERR_INTERNAL)
     })
 }
 

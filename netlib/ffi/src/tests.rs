@@ -194,6 +194,113 @@ fn packets_cross_a_port_pair() {
     }
 }
 
+/// A port opened with two queue pairs: a handle each, used from two threads at once; the
+/// backend gets every frame of each pair in order; `fp_pair_of` picks a pair by flow; bad
+/// arguments are codes with messages.
+#[test]
+fn two_pairs_send_from_two_threads() {
+    const N: u32 = 200;
+    let sock = tmp("pairs");
+    let spec = CString::new(format!("vhost:{}", sock.display())).unwrap();
+    let vu = CString::new(format!("vu:{}", sock.display())).unwrap();
+    let mut be: *mut FpPort = null_mut();
+    let mut fe: [*mut FpPort; 2] = [null_mut(); 2];
+    // SAFETY: C strings and locals; pointers as C passes them.
+    unsafe {
+        assert_eq!(fp_open_pairs(vu.as_ptr(), 0, 512, 256, fe.as_mut_ptr()), FP_ERR_ARG);
+        assert!(last().contains("pairs 0 must be in 1..=16"), "{}", last());
+        assert_eq!(fp_open_pairs(spec.as_ptr(), 2, 512, 256, fe.as_mut_ptr()), FP_ERR_ARG);
+        assert!(last().contains("queue pairs need a vu:"), "{}", last());
+        assert_eq!(fp_open_pairs(vu.as_ptr(), 2, 512, 256, null_mut()), FP_ERR_NULL);
+        assert_eq!(fp_open(spec.as_ptr(), 1024, 256, &mut be), FP_OK, "{}", last());
+    }
+    let be_addr = be as usize;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d2 = done.clone();
+    let poller = std::thread::spawn(move || {
+        while !d2.load(std::sync::atomic::Ordering::Relaxed) {
+            // SAFETY: the main thread does not touch the backend until this thread is joined.
+            unsafe { fp_link_up(be_addr as *mut FpPort) };
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    // SAFETY: as above.
+    let opened = unsafe { fp_open_pairs(vu.as_ptr(), 2, 512, 256, fe.as_mut_ptr()) };
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    poller.join().unwrap();
+    assert_eq!(opened, FP_OK, "{}", last());
+    // Each pair's thread sends N frames: the pair, then the frame's number.
+    let senders: Vec<_> = fe
+        .iter()
+        .enumerate()
+        .map(|(pair, &p)| {
+            let addr = p as usize;
+            std::thread::spawn(move || {
+                let port = addr as *mut FpPort;
+                let mut sent = 0u32;
+                let t0 = Instant::now();
+                // SAFETY: this thread alone uses this pair's handle until joined.
+                unsafe {
+                    assert_eq!(fp_wait_link(port, 5000), FP_OK, "{}", last());
+                    while sent < N && t0.elapsed() < Duration::from_secs(5) {
+                        let mut pkt: fp_pkt = 0;
+                        if fp_pkt_alloc(port, &mut pkt) != FP_OK {
+                            fp_tx_burst(port, &pkt, 0);
+                            continue;
+                        }
+                        assert_eq!(fp_pkt_set_len(port, pkt, 64), FP_OK);
+                        let mut data = null_mut();
+                        assert_eq!(fp_pkt_data(port, pkt, &mut data, null_mut()), FP_OK);
+                        let buf = std::slice::from_raw_parts_mut(data, 64);
+                        buf.fill(0);
+                        buf[0] = pair as u8;
+                        buf[1..5].copy_from_slice(&sent.to_le_bytes());
+                        if fp_tx_burst(port, &pkt, 1) == 1 {
+                            sent += 1;
+                        } else {
+                            assert_eq!(fp_pkt_free(port, pkt), FP_OK);
+                        }
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut next = [0u32; 2];
+    let mut rx = [0 as fp_pkt; 32];
+    let t0 = Instant::now();
+    // SAFETY: the backend is this thread's again; the handles are the senders'.
+    unsafe {
+        while next.iter().sum::<u32>() < 2 * N && t0.elapsed() < Duration::from_secs(10) {
+            let k = fp_rx_burst(be, rx.as_mut_ptr(), rx.len() as u32);
+            assert!(k >= 0, "{}", last());
+            for &h in &rx[..k as usize] {
+                let (mut d, mut l) = (null_mut(), 0u32);
+                assert_eq!(fp_pkt_data(be, h, &mut d, &mut l), FP_OK);
+                let b = std::slice::from_raw_parts(d, l as usize);
+                let pair = usize::from(b[0]);
+                assert_eq!(u32::from_le_bytes([b[1], b[2], b[3], b[4]]), next[pair], "pair {pair} in order");
+                next[pair] += 1;
+                assert_eq!(fp_pkt_free(be, h), FP_OK);
+            }
+        }
+    }
+    let sent: Vec<u32> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!((sent, next), (vec![N, N], [N, N]), "every frame of both pairs");
+    // SAFETY: open ports; the frame is 64 readable bytes.
+    unsafe {
+        let frame = [0x02u8; 64];
+        let p = fp_pair_of(fe[0], frame.as_ptr(), 64);
+        assert_eq!(p, netlib::flow::pick(netlib::flow::flow_hash(&frame), 2) as c_int);
+        assert_eq!(fp_pair_of(fe[1], frame.as_ptr(), 64), p, "the same for every handle");
+        assert_eq!(fp_pair_of(be, frame.as_ptr(), 64), 0, "a port of one pair");
+        assert_eq!(fp_pair_of(fe[0], null(), 64), FP_ERR_NULL);
+        fp_close(fe[0]);
+        fp_close(fe[1]);
+        fp_close(be);
+    }
+}
+
 /// A port opened with offloads against a backend that offers them: it takes CSUM and
 /// TSO, a header the switch would refuse is refused naming its field, and a 20 KB GSO
 /// frame with its header reaches the backend whole.
