@@ -181,6 +181,10 @@ impl Control {
         let retired: Vec<bool> = shared.acks.iter().map(|a| a.load(Ordering::Acquire) == RETIRED).collect();
         let features = self.handshake(&mut conn, &retired).inspect_err(|e| {
             tracing::warn!("{}: handshake failed: {e}", self.name);
+            // The backend may have started on our rings before it failed: the generation
+            // moves on, so that every pair resets its rings before the next try.
+            let s = shared.state.load(Ordering::Acquire);
+            shared.state.store(s + 2, Ordering::Release);
         })?;
         self.conn = Some(conn);
         self.backoff.reset();

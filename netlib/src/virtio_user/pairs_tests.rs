@@ -271,6 +271,33 @@ fn a_fault_on_one_pair_resets_the_other_before_the_port_is_back() {
     }
 }
 
+/// A handshake that fails (a backend of one pair) moves the generation on, so every pair
+/// resets its rings before the next try (the backend may have started on them); a backend
+/// of two pairs then brings the port up, and frames flow.
+#[test]
+fn a_failed_handshake_resets_every_pair_before_the_next_try() {
+    let path = tmp_sock("failed");
+    let opts = VirtioUserOptions { server: true, reply_timeout: Duration::from_secs(2), ..Default::default() };
+    let mut handles = open(&path, 2, opts);
+    let one = Echo::start(&path, VhostMode::Connect, 1);
+    let gen = |handles: &[(VirtioUserPair, PktPool)]| handles[0].0.shared.state.load(Ordering::Acquire) >> 1;
+    let t = Instant::now();
+    while gen(&handles) == 0 && t.elapsed() < Duration::from_secs(5) {
+        for (h, pool) in &mut handles {
+            h.poll_control(pool);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(gen(&handles) > 0, "the handshake with a backend of one pair failed, and the generation moved on");
+    assert!(handles.iter().all(|(h, _)| h.link() == LinkState::Down));
+    drop(one);
+    let _two = Echo::start(&path, VhostMode::Connect, 2);
+    for (h, _, e) in on_threads(handles, 1_000) {
+        assert!(all_back(&e, 1_000), "pair {}: {e:?}", h.pair());
+        assert_eq!(h.counters().resets, 0, "pair {}: never up before, nothing to count", h.pair());
+    }
+}
+
 /// A handle dropped leaves its pair disabled: the port comes back after a restart without
 /// waiting for it, and the other pair works.
 #[test]
