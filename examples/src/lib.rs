@@ -171,7 +171,7 @@ pub fn open_pairs(spec: &PortSpec, pools: &mut [PktPool], c: &Common) -> Result<
         PortSpec::VirtioUser(p) => (p, false, false),
         PortSpec::VirtioUserServer(p) => (p, true, false),
         PortSpec::VirtioUserPacked(p) => (p, false, true),
-        other => bail!("--pairs needs a vu:, vu-server: or vu-packed: port (virtio-user), not {other}"),
+        other => bail!("--queues needs a vu:, vu-server: or vu-packed: port (virtio-user), not {other}"),
     };
     let opts = VirtioUserOptions { queue_size: c.queue_size, server, packed, ..VirtioUserOptions::default() };
     VirtioUser::open_pairs(path, pools, opts)

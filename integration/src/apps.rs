@@ -134,7 +134,7 @@ pub fn finish_transfer_with(
     sj
 }
 
-/// Checks a transfer between a `pktgen --pairs` and a `sink --pairs` (JSON results): the
+/// Checks a transfer between a `pktgen --queues` and a `sink --queues` (JSON results): the
 /// sink saw `flows` flows, none on another pair than its hash's (`off_pair` 0), and every
 /// pair sent and received frames (`frames` in all, if given).
 pub fn check_pairs(v: &mut Verdict, pktgen: Option<&Value>, sink: Option<&Value>, flows: u64, frames: Option<u64>) {

@@ -5,7 +5,7 @@
 // hosts behind one port, every one learned and every frame forwarded, none flooded; and two
 // workers (`--cores 0,1`) with two transfers crossing between them at once, both ways, every
 // frame of every flow in order; and apps with two queue pairs (a thread each), through the
-// switch and across its restart.
+// switch and across its restart, and an l2fwd forwarding each of its two pairs on a thread.
 //! Interop: netlib virtio-user ↔ fastpathd ↔ netlib virtio-user.
 
 use std::time::{Duration, Instant};
@@ -375,7 +375,7 @@ fn two_workers(test: &str, peers: &Peers, idle: &str) {
 /// Source MACs (flows) of the queue-pair runs.
 const PAIR_FLOWS: u64 = 64;
 
-/// pktgen and sink with two queue pairs each (`--pairs 2`: a handle, a pool and a thread
+/// pktgen and sink with two queue pairs each (`--queues 2`: a handle, a pool and a thread
 /// per pair) on fastpathd's ports: pktgen sends each of 64 flows from the pair its hash
 /// picks, the switch takes frames from both of port g's transmit rings and spreads them
 /// over port s's two receive rings by the same hash. Every frame arrives, each flow in
@@ -399,7 +399,7 @@ fn netlib_pairs_through_fastpathd_and_its_restart() {
             v.abort(format!("fastpathd: expected {} within {SETUP_TIMEOUT:?}", sock.display()), &mut [&mut fpd]);
         }
     }
-    let pairs = ["--pairs", "2"].map(String::from);
+    let pairs = ["--queues", "2"].map(String::from);
     let flows = ["--src-mac", "02:00:0b:00:00:00", "--src-macs", &PAIR_FLOWS.to_string()].map(String::from);
     let mut sink_a = sink_args(&format!("vu:{}", s.display()), FRAMES);
     sink_a.extend(pairs.clone());
@@ -473,4 +473,64 @@ fn netlib_pairs_through_fastpathd_and_its_restart() {
     v.check(st.success(), || format!("fastpathd-2: expected exit status 0 after SIGTERM, got {st}"));
     eprintln!("[{}] {TEST}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
     v.finish(&mut [&mut pktgen, &mut sink, &mut fpd]);
+}
+
+/// A VNF with two queue pairs: `l2fwd --queues 2` between ports a (br0) and b (br1), a
+/// thread per pair, pair q of a forwarded to pair q of b on one pool, without a copy:
+/// pktgen (`--queues 2`, 64 flows) -> g -> br0 -> a -> l2fwd -> b -> br1 -> s -> sink
+/// (`--queues 2`). The switch spreads the flows over a's two receive pairs by hash; each
+/// of l2fwd's threads forwards its share; every frame arrives, each flow in order and on
+/// the pair its hash picks, and both of l2fwd's threads forwarded frames.
+#[test]
+fn l2fwd_with_two_queue_pairs_through_fastpathd() {
+    const TEST: &str = "l2fwd_with_two_queue_pairs_through_fastpathd";
+    let Some(peers) = require(TEST, &["pktgen", "sink", "l2fwd", "fastpathd", "fastpathctl"], false) else { return };
+    let _serial = serial();
+    let t0 = Instant::now();
+    let dir = TestDir::new("fpl");
+    let ctl = dir.join("ctl.sock");
+    let sock = |n: &str| dir.join(&format!("{n}.sock"));
+    let mut v = Verdict::new(TEST);
+    let ports: Vec<String> = [("br0", "g"), ("br0", "a"), ("br1", "b"), ("br1", "s")]
+        .iter()
+        .map(|(br, n)| fastpathd_port(br, n, "vhost", &sock(n)))
+        .collect();
+    let mut fpd = spawn_fastpathd("fastpathd", &peers, &dir, &ctl, &["br0", "br1"], &ports);
+    for s in [ctl.clone(), sock("g"), sock("a"), sock("b"), sock("s")] {
+        if !wait_for_socket(&s, SETUP_TIMEOUT) {
+            v.abort(format!("fastpathd: expected {} within {SETUP_TIMEOUT:?}", s.display()), &mut [&mut fpd]);
+        }
+    }
+    let queues = ["--queues", "2"].map(String::from);
+    let mut l2_a: Vec<String> =
+        ["--port", &format!("vu:{}", sock("a").display()), "--port", &format!("vu:{}", sock("b").display())]
+            .map(String::from)
+            .to_vec();
+    l2_a.extend(queues.iter().cloned().chain(integration::app_flags()));
+    let mut l2fwd = Proc::spawn("l2fwd", &dir, &peers.bin("l2fwd"), &l2_a, &[]);
+    let mut sink_a = sink_args(&format!("vu:{}", sock("s").display()), FRAMES);
+    sink_a.extend(queues.clone());
+    let mut sink = Proc::spawn("sink", &dir, &peers.bin("sink"), &sink_a, &[]);
+    if let Err(e) = wait_ports_up(&peers, &ctl, &["a", "b", "s"], SETUP_TIMEOUT) {
+        v.abort(e, &mut [&mut fpd, &mut sink, &mut l2fwd]);
+    }
+    let mut gen_a = pktgen_args(&format!("vu:{}", sock("g").display()), FRAMES);
+    gen_a.extend(queues.iter().cloned());
+    gen_a.extend(["--src-mac", "02:00:0b:00:00:00", "--src-macs", &PAIR_FLOWS.to_string()].map(String::from));
+    let mut pktgen = Proc::spawn("pktgen", &dir, &peers.bin("pktgen"), &gen_a, &[]);
+    let sj = finish_transfer_with(&mut v, &mut pktgen, &mut sink, FRAMES, Order::PerFlow);
+    check_pairs(&mut v, pktgen.last_json().as_ref(), sj.as_ref(), PAIR_FLOWS, Some(FRAMES));
+    l2fwd.stop(Signal::SIGINT, Duration::from_secs(5));
+    let lj = l2fwd.last_json().unwrap_or_default();
+    let per: Vec<u64> =
+        lj["pairs"].as_array().map_or_else(Vec::new, |a| a.iter().filter_map(|p| p["forwarded"].as_u64()).collect());
+    v.check(per.len() == 2 && per.iter().all(|&n| n > 0) && lj["forwarded"].as_u64() == Some(FRAMES), || {
+        format!("l2fwd: expected {FRAMES} frames forwarded, some by each queue pair's thread, got {lj}")
+    });
+    v.check(lj["dropped"].as_u64() == Some(0), || format!("l2fwd: expected nothing dropped, got {lj}"));
+    check_ports(&mut v, &peers, &ctl, &[("a", "tx_packets", FRAMES), ("s", "tx_packets", FRAMES)]);
+    let st = fpd.stop(Signal::SIGTERM, Duration::from_secs(5));
+    v.check(st.success(), || format!("fastpathd: expected exit status 0 after SIGTERM, got {st}"));
+    eprintln!("[{}] l2fwd: {lj}\n[{}] {TEST}: {:.2} s", stamp(), stamp(), t0.elapsed().as_secs_f64());
+    v.finish(&mut [&mut pktgen, &mut sink, &mut l2fwd, &mut fpd]);
 }

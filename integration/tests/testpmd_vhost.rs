@@ -87,7 +87,7 @@ fn to_testpmd_vhost(test: &'static str, kind: &str) {
 /// Source MACs (flows) pktgen sends from in the queue-pair run.
 const FLOWS: u64 = 64;
 
-/// Two queue pairs on each of ours (`--pairs 2`: a handle, a pool and a thread per pair)
+/// Two queue pairs on each of ours (`--queues 2`: a handle, a pool and a thread per pair)
 /// against testpmd's net_vhost with `queues=2` (`--rxq=2 --txq=2`): pktgen sends each of
 /// 64 flows from the pair its hash picks, testpmd forwards queue q of port 0 to queue q of
 /// port 1, and the sink takes each flow on the pair it hashes to. Every frame arrives,
@@ -116,14 +116,15 @@ fn netlib_pairs_to_testpmd_vhost() {
         );
     }
     let mut sink_a = sink_args(&format!("vu:{}", b.display()), FRAMES);
-    sink_a.extend(["--pairs", "2"].map(String::from));
+    sink_a.extend(["--queues", "2"].map(String::from));
     let mut sink = Proc::spawn("sink", &dir, &peers.bin("sink"), &sink_a, &[]);
     if !sink.wait_for_stderr(VU_LINK_UP, SETUP_TIMEOUT) {
         v.abort(format!("sink: expected its link up within {SETUP_TIMEOUT:?}"), &mut [&mut sink, tp.proc()]);
     }
     let mut gen_a = pktgen_args(&format!("vu:{}", a.display()), FRAMES);
-    gen_a
-        .extend(["--pairs", "2", "--src-mac", "02:00:0b:00:00:00", "--src-macs", &FLOWS.to_string()].map(String::from));
+    gen_a.extend(
+        ["--queues", "2", "--src-mac", "02:00:0b:00:00:00", "--src-macs", &FLOWS.to_string()].map(String::from),
+    );
     let mut pktgen = Proc::spawn("pktgen", &dir, &peers.bin("pktgen"), &gen_a, &[]);
     let sj = finish_transfer_with(&mut v, &mut pktgen, &mut sink, FRAMES, Order::PerFlow);
     check_pairs(&mut v, pktgen.last_json().as_ref(), sj.as_ref(), FLOWS, Some(FRAMES));

@@ -1,20 +1,21 @@
 // l2fwd: forwards every frame from one port to the other, both ways, sent from the egress
 // port's own MAC when it has one (else unchanged); --prime starts a loop of N frames on the
 // first port. More ports make more such pairs (1st with 2nd, 3rd with 4th, ...), all polled
-// by the one thread.
+// by the one thread; or, with --queues N, two ports of N queue pairs, a thread per pair.
 //! Two-port forwarder (or several pairs of ports).
 
 use anyhow::{anyhow, bail, Result};
 use clap::Parser;
 use fastpath_examples::frame::{nth_mac, set_dst, set_src};
 use fastpath_examples::{
-    idle, init_logging, make_pool_for, mpps, open, own_mac, pin, prime_sized, report, stop_flag, wait_link, Common,
-    Meter, DEFAULT_SRC_MAC,
+    idle, init_logging, make_pool_for, mpps, open, open_pairs, own_mac, pin, prime_sized, report, stop_flag, wait_link,
+    Common, Meter, DEFAULT_SRC_MAC,
 };
 use netlib::mac::Mac;
 use netlib::pool::burst_vec;
-use netlib::{Packet, PktPool, PortSpec};
-use std::sync::atomic::Ordering;
+use netlib::virtio_user::MAX_PAIRS;
+use netlib::{Packet, PktPool, Port, PortSpec};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Where primed frames go without --dst-pair: a MAC no port has (a switch floods them).
@@ -64,6 +65,13 @@ struct Args {
     /// that starts forwarding a moment after it reports the link, e.g. testpmd's net_vhost).
     #[arg(long, default_value_t = 0)]
     prime_after_ms: u64,
+    /// Open both ports (two vu:, vu-server: or vu-packed: ports) with this many queue pairs
+    /// (1..=16), and forward queue pair q of one to queue pair q of the other on a thread
+    /// of its own, with a pool of its own: the switch spreads flows over the pairs by
+    /// their hash, each thread forwards its share, and every flow keeps its order.
+    /// --prime sends on the first port's pair 0.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    queues: usize,
     #[command(flatten)]
     common: Common,
 }
@@ -100,30 +108,70 @@ fn main() -> Result<()> {
     };
     pin(c.core)?;
     let stop = stop_flag();
+    if a.queues != 1 {
+        return run_queues(&a, &macs, addresses, &stop);
+    }
     let mut pool = make_pool_for(c, count)?;
     let mut ports = Vec::with_capacity(count);
     for spec in &a.port {
         ports.push(open(spec, &mut pool, c)?);
     }
     wait_link(&mut ports, &mut pool, c, &stop)?;
-    let mut burst = burst_vec();
-    if a.prime > 0 {
-        std::thread::sleep(std::time::Duration::from_millis(a.prime_after_ms));
-        for (i, port) in ports.iter_mut().enumerate() {
-            let src = macs[i].unwrap_or(DEFAULT_SRC_MAC);
-            let pair = i ^ 1;
-            if a.dst_pair {
-                // The first port's share is the larger one: an odd --prime still primes.
-                let share = if i.is_multiple_of(2) { a.prime.div_ceil(2) } else { a.prime / 2 };
-                let dst = macs[pair].unwrap_or(PRIME_DST_MAC);
-                prime_sized(port.as_mut(), &mut pool, share, a.prime_size, dst, src)?;
-            } else if i.is_multiple_of(2) {
-                prime_sized(port.as_mut(), &mut pool, a.prime, a.prime_size, PRIME_DST_MAC, src)?;
-            }
+    prime(&a, &macs, &mut ports, &mut pool)?;
+    let mut meter = Meter::new("l2fwd", c);
+    let done = forward(&mut ports, &mut pool, &macs, addresses.as_mut(), &mut meter, &stop, c);
+    report(
+        c,
+        &serde_json::json!({"role":"l2fwd","ports":count,"hosts":a.hosts,"forwarded":done.fwd,"dropped":done.dropped,
+            "filtered":done.filtered,"secs":done.secs,"mpps":mpps(done.fwd, done.secs)}),
+    );
+    Ok(())
+}
+
+/// --prime: frames sent on the first port of each pair (half on each with --dst-pair).
+fn prime(a: &Args, macs: &[Option<Mac>], ports: &mut [Box<dyn Port>], pool: &mut PktPool) -> Result<()> {
+    if a.prime == 0 {
+        return Ok(());
+    }
+    std::thread::sleep(std::time::Duration::from_millis(a.prime_after_ms));
+    for (i, port) in ports.iter_mut().enumerate() {
+        let src = macs[i].unwrap_or(DEFAULT_SRC_MAC);
+        let pair = i ^ 1;
+        if a.dst_pair {
+            // The first port's share is the larger one: an odd --prime still primes.
+            let share = if i.is_multiple_of(2) { a.prime.div_ceil(2) } else { a.prime / 2 };
+            let dst = macs[pair].unwrap_or(PRIME_DST_MAC);
+            prime_sized(port.as_mut(), pool, share, a.prime_size, dst, src)?;
+        } else if i.is_multiple_of(2) {
+            prime_sized(port.as_mut(), pool, a.prime, a.prime_size, PRIME_DST_MAC, src)?;
         }
     }
+    Ok(())
+}
+
+/// What a forwarding loop did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Done {
+    fwd: u64,
+    dropped: u64,
+    filtered: u64,
+    /// From the first frame to the end.
+    secs: f64,
+}
+
+/// Forwards between the pairs of `ports` (the 1st with the 2nd, ...) until Ctrl-C or
+/// --secs (`meter`).
+fn forward(
+    ports: &mut [Box<dyn Port>],
+    pool: &mut PktPool,
+    macs: &[Option<Mac>],
+    mut addresses: Option<&mut PairAddresses>,
+    meter: &mut Meter,
+    stop: &AtomicBool,
+    c: &Common,
+) -> Done {
+    let mut burst = burst_vec();
     let (mut fwd, mut dropped, mut filtered) = (0u64, 0u64, 0u64);
-    let mut meter = Meter::new("l2fwd", c);
     let mut first: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) && meter.tick(fwd) {
         let before = fwd + dropped + filtered;
@@ -132,15 +180,15 @@ fn main() -> Result<()> {
             let (pa, pb) = (&mut x[0], &mut y[0]);
             for dir in 0..2 {
                 let (from, to) = if dir == 0 { (&mut *pa, &mut *pb) } else { (&mut *pb, &mut *pa) };
-                if from.rx_burst(&mut pool, &mut burst) == 0 {
+                if from.rx_burst(pool, &mut burst) == 0 {
                     continue;
                 }
                 let (ingress, egress) = (2 * pair + dir, 2 * pair + 1 - dir);
-                if let Some(addr) = &mut addresses {
+                if let Some(addr) = addresses.as_deref_mut() {
                     let before = burst.len();
-                    addr.keep_addressed_to(&mut pool, &mut burst, ingress);
+                    addr.keep_addressed_to(pool, &mut burst, ingress);
                     filtered += (before - burst.len()) as u64;
-                    addr.address(&mut pool, &burst, ingress, egress);
+                    addr.address(pool, &burst, ingress, egress);
                 } else if let Some(m) = &macs[egress] {
                     for p in &burst {
                         set_src(pool.data_mut(p), m);
@@ -149,7 +197,7 @@ fn main() -> Result<()> {
                 if first.is_none() {
                     first = Some(Instant::now());
                 }
-                fwd += to.tx_burst(&mut pool, &mut burst) as u64;
+                fwd += to.tx_burst(pool, &mut burst) as u64;
                 dropped += burst.len() as u64;
                 pool.free_all(&mut burst);
             }
@@ -159,15 +207,71 @@ fn main() -> Result<()> {
         }
     }
     let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    Done { fwd, dropped, filtered, secs }
+}
+
+/// `--queues N`: both ports opened with N queue pairs sharing N pools (pair q of both
+/// ports on pool q, so a frame crosses from one to the other without a copy), and a
+/// thread per pair forwarding between them.
+fn run_queues(a: &Args, macs: &[Option<Mac>], addresses: Option<PairAddresses>, stop: &AtomicBool) -> Result<()> {
+    let c = &a.common;
+    if a.port.len() != 2 {
+        bail!("--queues {} forwards between two ports (got {} --port)", a.queues, a.port.len());
+    }
+    if !(1..=MAX_PAIRS).contains(&a.queues) {
+        bail!("--queues {} is not in 1..={MAX_PAIRS}", a.queues);
+    }
+    let mut pools = (0..a.queues).map(|_| make_pool_for(c, 2)).collect::<Result<Vec<_>>>()?;
+    let first = open_pairs(&a.port[0], &mut pools, c)?;
+    let second = open_pairs(&a.port[1], &mut pools, c)?;
+    let results: Vec<Result<Done>> = std::thread::scope(|s| {
+        let threads: Vec<_> = first
+            .into_iter()
+            .zip(second)
+            .zip(pools)
+            .enumerate()
+            .map(|(q, ((x, y), mut pool))| {
+                let mut addresses = addresses.clone();
+                s.spawn(move || -> Result<Done> {
+                    let mut ports: Vec<Box<dyn Port>> = vec![Box::new(x), Box::new(y)];
+                    wait_link(&mut ports, &mut pool, c, stop)?;
+                    if q == 0 {
+                        prime(a, macs, &mut ports, &mut pool)?;
+                    }
+                    // The first pair's thread prints the live rate (of its pair).
+                    let mut quiet = c.clone();
+                    quiet.quiet |= q != 0;
+                    let mut meter = Meter::new("l2fwd (queue pair 0)", &quiet);
+                    Ok(forward(&mut ports, &mut pool, macs, addresses.as_mut(), &mut meter, stop, c))
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|_| Err(anyhow!("a queue pair's thread panicked"))))
+            .collect()
+    });
+    let mut all = Done::default();
+    let mut per_queue = Vec::new();
+    for (q, r) in results.into_iter().enumerate() {
+        let d = r?;
+        per_queue.push(serde_json::json!({"pair":q,"forwarded":d.fwd,"dropped":d.dropped,"filtered":d.filtered}));
+        all.fwd += d.fwd;
+        all.dropped += d.dropped;
+        all.filtered += d.filtered;
+        all.secs = all.secs.max(d.secs);
+    }
     report(
         c,
-        &serde_json::json!({"role":"l2fwd","ports":count,"hosts":a.hosts,"forwarded":fwd,"dropped":dropped,"filtered":filtered,"secs":secs,"mpps":mpps(fwd, secs)}),
+        &serde_json::json!({"role":"l2fwd","ports":2,"hosts":a.hosts,"forwarded":all.fwd,"dropped":all.dropped,
+            "filtered":all.filtered,"secs":all.secs,"mpps":mpps(all.fwd, all.secs),"pairs":per_queue}),
     );
     Ok(())
 }
 
 /// How --dst-pair addresses frames: every port's MAC, and for the first port of each pair
 /// its hosts (--hosts) and which one is next.
+#[derive(Debug, Clone)]
 struct PairAddresses {
     macs: Vec<Mac>,
     hosts: u32,

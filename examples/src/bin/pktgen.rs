@@ -68,7 +68,7 @@ struct Args {
     /// them (a sink checks each flow's order). The backend must take that many pairs
     /// (fastpathd: the port's `queues`).
     #[arg(long, default_value_t = 1, value_name = "N", conflicts_with = "gso_mss")]
-    pairs: usize,
+    queues: usize,
     #[command(flatten)]
     common: Common,
 }
@@ -91,7 +91,7 @@ fn main() -> Result<()> {
     if a.rate < 0.0 {
         bail!("--rate {} must not be negative", a.rate);
     }
-    if a.pairs != 1 {
+    if a.queues != 1 {
         return run_pairs(&a, &spec, &tpl, src);
     }
     pin(c.core)?;
@@ -290,20 +290,20 @@ fn send_loop(port: &mut dyn Port, pool: &mut PktPool, job: &Job<'_>, meter: &mut
     sent
 }
 
-/// `--pairs N`: a thread per queue pair, each sending the source MACs whose flows hash to
+/// `--queues N`: a thread per queue pair, each sending the source MACs whose flows hash to
 /// its pair.
 fn run_pairs(a: &Args, spec: &PortSpec, tpl: &Template, src: Mac) -> Result<()> {
     let c = &a.common;
-    if !(1..=MAX_PAIRS).contains(&a.pairs) {
-        bail!("--pairs {} is not in 1..={MAX_PAIRS}", a.pairs);
+    if !(1..=MAX_PAIRS).contains(&a.queues) {
+        bail!("--queues {} is not in 1..={MAX_PAIRS}", a.queues);
     }
     pin(c.core)?;
     let stop = stop_flag();
-    let mut pools = make_pools(c, a.pairs)?;
+    let mut pools = make_pools(c, a.queues)?;
     check_room(a, tpl, &pools[0])?;
     let handles = open_pairs(spec, &mut pools, c)?;
     // Each source MAC's flow goes out on the pair its hash picks.
-    let mut macs: Vec<Vec<u32>> = vec![Vec::new(); a.pairs];
+    let mut macs: Vec<Vec<u32>> = vec![Vec::new(); a.queues];
     let mut f = vec![0u8; tpl.len()];
     tpl.write(&mut f, 0);
     for i in 0..a.src_macs {

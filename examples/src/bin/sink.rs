@@ -59,7 +59,7 @@ struct Args {
     /// another pair (`off_pair`), and the result has a line per pair. --count is for all
     /// pairs together. Not with --gaps, --interval-ms, --stamp-first or --announce.
     #[arg(long, default_value_t = 1, value_name = "N", conflicts_with_all = ["gaps", "interval_ms", "stamp_first", "announce"])]
-    pairs: usize,
+    queues: usize,
     #[command(flatten)]
     common: Common,
 }
@@ -72,7 +72,7 @@ fn main() -> Result<()> {
     let announce = a.announce.as_deref().map(parse_mac).transpose().map_err(|e| anyhow::anyhow!("--announce: {e}"))?;
     let mut gaps =
         a.gaps.map(|ms| Gaps::threshold_ms("--gaps", ms).map(Gaps::new)).transpose().map_err(anyhow::Error::msg)?;
-    if a.pairs != 1 {
+    if a.queues != 1 {
         return run_pairs(&a, &spec);
     }
     pin(c.core)?;
@@ -162,7 +162,7 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// What one pair's thread of `--pairs` saw.
+/// What one pair's thread of `--queues` saw.
 #[derive(Debug, Default)]
 struct PairSeen {
     received: u64,
@@ -180,7 +180,7 @@ struct PairSeen {
     last: Option<Instant>,
 }
 
-/// Sequence numbers a `--pairs` sink keeps track of (32 MiB of bits per pair at most):
+/// Sequence numbers a `--queues` sink keeps track of (32 MiB of bits per pair at most):
 /// frames past it are counted, not told apart.
 const SEQ_BITS_MAX: u64 = 1 << 28;
 
@@ -205,16 +205,16 @@ impl PairSeen {
     }
 }
 
-/// `--pairs N`: a thread per queue pair, each receiving and checking what comes on its
+/// `--queues N`: a thread per queue pair, each receiving and checking what comes on its
 /// pair; one result for them all, with a line per pair.
 fn run_pairs(a: &Args, spec: &PortSpec) -> Result<()> {
     let c = &a.common;
-    if !(1..=MAX_PAIRS).contains(&a.pairs) {
-        anyhow::bail!("--pairs {} is not in 1..={MAX_PAIRS}", a.pairs);
+    if !(1..=MAX_PAIRS).contains(&a.queues) {
+        anyhow::bail!("--queues {} is not in 1..={MAX_PAIRS}", a.queues);
     }
     pin(c.core)?;
     let stop = stop_flag();
-    let mut pools = make_pools(c, a.pairs)?;
+    let mut pools = make_pools(c, a.queues)?;
     let handles = open_pairs(spec, &mut pools, c)?;
     let total = AtomicU64::new(0);
     // Nanoseconds from `t0` to the last frame any pair received (0: none yet).
@@ -279,7 +279,7 @@ fn run_pairs(a: &Args, spec: &PortSpec) -> Result<()> {
     Ok(())
 }
 
-/// What the threads of `--pairs` share.
+/// What the threads of `--queues` share.
 struct PairsShared<'a> {
     a: &'a Args,
     /// Frames received by every pair.
