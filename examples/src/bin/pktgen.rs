@@ -355,13 +355,13 @@ fn run_pairs(a: &Args, spec: &PortSpec, tpl: &Template, src: Mac) -> Result<()> 
 /// frames. Returns what it sent, its counters and how many source MACs it sent from.
 fn pair_thread(h: VirtioUserPair, mut pool: PktPool, job: &Job<'_>) -> Result<(u64, PortCounters, usize)> {
     let c = &job.a.common;
+    let pair = h.pair();
     let mut ports: Vec<Box<dyn Port>> = vec![Box::new(h)];
     wait_link(&mut ports, &mut pool, c, job.stop)?;
     let port = &mut ports[0];
     // The first pair's thread prints the live rate (of all pairs together).
-    let first = port.name().ends_with("#0");
     let mut quiet = c.clone();
-    quiet.quiet |= !first;
+    quiet.quiet |= pair != 0;
     let mut meter = Meter::new("pktgen", &quiet);
     let sent = send_loop(port.as_mut(), &mut pool, job, &mut meter);
     if !port.flush_tx(&mut pool, std::time::Duration::from_secs(2)) {
