@@ -1,5 +1,6 @@
 // The C ABI of netlib (libfastpath_net): ports opened from a spec or the discovered config,
-// bursts of packet handles, buffer access, counters; errors as negative codes plus a thread-local message.
+// bursts of packet handles, buffer access, counters; errors as negative codes plus a thread-local message
+// (the ways to open a port are in open.rs).
 //! `libfastpath_net`: netlib for C programs.
 //!
 //! The header `include/fastpath_net.h` is the contract and documents every
@@ -11,16 +12,18 @@
 //! This crate and netlib's `mem`/`ring` modules are the only places with `unsafe`.
 #![deny(missing_docs)]
 
+mod open;
+pub use open::{fp_open, fp_open_discovered, fp_open_offloads, fp_open_pairs};
+
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use netlib::config::{discover_mac, Config};
 use netlib::mac::Mac;
-use netlib::pool::{burst_vec, PoolOptions, BURST};
-use netlib::{open_port, LinkState, Packet, PktPool, Port, PortSpec};
+use netlib::pool::{burst_vec, BURST};
+use netlib::{LinkState, Packet, PktPool, Port};
 
 /// Success.
 pub const FP_OK: c_int = 0;
@@ -176,28 +179,6 @@ unsafe fn port<'a>(p: *mut FpPort, func: &str) -> Result<&'a mut FpPort, c_int> 
 }
 
 impl FpPort {
-    fn open(
-        spec: &PortSpec,
-        pool_size: u32,
-        queue_size: u32,
-        hugedir: Option<&std::path::Path>,
-    ) -> Result<Self, c_int> {
-        if pool_size == 0 || pool_size > MAX_POOL {
-            return Err(fail(FP_ERR_ARG, format!("pool_size {pool_size} must be in 1..={MAX_POOL}")));
-        }
-        let Ok(qs) = u16::try_from(queue_size) else {
-            return Err(fail(FP_ERR_ARG, format!("queue_size {queue_size} must be a power of two in 8..=4096")));
-        };
-        let opts = PoolOptions {
-            nbufs: pool_size,
-            hugedir: Some(hugedir.map_or_else(|| "/dev/hugepages".into(), std::path::Path::to_path_buf)),
-            ..Default::default()
-        };
-        let mut pool = PktPool::new(&opts).map_err(|e| fail(FP_ERR_OPEN, format!("{spec}: {e}")))?;
-        let port = open_port(spec, &mut pool, qs).map_err(|e| fail(FP_ERR_OPEN, format!("{spec}: {e}")))?;
-        Ok(Self::with(pool, port))
-    }
-
     /// A port around `pool` and `port`, nothing held.
     fn with(pool: PktPool, port: Box<dyn Port>) -> Self {
         let held = (0..pool.capacity()).map(|_| None).collect();
@@ -211,79 +192,6 @@ impl FpPort {
             tx_features: 0,
             pairs: 1,
         }
-    }
-
-    /// Opens `spec`, a virtio-user port, with `pairs` queue pairs: a handle per pair, each
-    /// with a pool of its own.
-    fn open_pairs(spec: &PortSpec, pairs: u32, pool_size: u32, queue_size: u32) -> Result<Vec<Self>, c_int> {
-        use netlib::virtio_user::{VirtioUser, VirtioUserOptions, MAX_PAIRS};
-        let (path, server, packed) = match spec {
-            PortSpec::VirtioUser(p) => (p, false, false),
-            PortSpec::VirtioUserServer(p) => (p, true, false),
-            PortSpec::VirtioUserPacked(p) => (p, false, true),
-            other => {
-                return Err(fail(
-                    FP_ERR_ARG,
-                    format!("spec {other}: queue pairs need a vu:, vu-server: or vu-packed: port"),
-                ))
-            }
-        };
-        let n = pairs as usize;
-        if !(1..=MAX_PAIRS).contains(&n) {
-            return Err(fail(FP_ERR_ARG, format!("pairs {pairs} must be in 1..={MAX_PAIRS}")));
-        }
-        if pool_size == 0 || pool_size > MAX_POOL {
-            return Err(fail(FP_ERR_ARG, format!("pool_size {pool_size} must be in 1..={MAX_POOL}")));
-        }
-        let Ok(queue_size) = u16::try_from(queue_size) else {
-            return Err(fail(FP_ERR_ARG, format!("queue_size {queue_size} must be a power of two in 8..=4096")));
-        };
-        let opts = PoolOptions { nbufs: pool_size, hugedir: Some("/dev/hugepages".into()), ..Default::default() };
-        let mut pools = (0..n)
-            .map(|_| PktPool::new(&opts))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| fail(FP_ERR_OPEN, format!("{spec}: {e}")))?;
-        let vu_opts = VirtioUserOptions { queue_size, server, packed, ..VirtioUserOptions::default() };
-        let handles =
-            VirtioUser::open_pairs(path, &mut pools, vu_opts).map_err(|e| fail(FP_ERR_OPEN, format!("{spec}: {e}")))?;
-        Ok(handles
-            .into_iter()
-            .zip(pools)
-            .map(|(h, pool)| {
-                let mut me = Self::with(pool, Box::new(h));
-                me.pairs = n;
-                me
-            })
-            .collect())
-    }
-
-    /// Opens `spec`, a virtio-user port, with transmit offloads and buffers of
-    /// `data_room` bytes.
-    fn open_offloads(spec: &PortSpec, pool_size: u32, queue_size: u32, data_room: u32) -> Result<Self, c_int> {
-        use netlib::virtio_user::{VirtioUser, VirtioUserOptions};
-        let (path, packed) = match spec {
-            PortSpec::VirtioUser(p) => (p, false),
-            PortSpec::VirtioUserPacked(p) => (p, true),
-            other => return Err(fail(FP_ERR_ARG, format!("spec {other}: offloads need a vu: or vu-packed: port"))),
-        };
-        if pool_size == 0 || pool_size > MAX_POOL {
-            return Err(fail(FP_ERR_ARG, format!("pool_size {pool_size} must be in 1..={MAX_POOL}")));
-        }
-        let Ok(queue_size) = u16::try_from(queue_size) else {
-            return Err(fail(FP_ERR_ARG, format!("queue_size {queue_size} must be a power of two in 8..=4096")));
-        };
-        let max = netlib::pool::MAX_DATA_ROOM;
-        let Some(data_room) = u16::try_from(data_room).ok().filter(|r| (64..=max).contains(r)) else {
-            return Err(fail(FP_ERR_ARG, format!("data_room {data_room} must be in 64..={max}")));
-        };
-        let opts = PoolOptions { nbufs: pool_size, hugedir: Some("/dev/hugepages".into()), data_room };
-        let mut pool = PktPool::new(&opts).map_err(|e| fail(FP_ERR_OPEN, format!("{spec}: {e}")))?;
-        let vu_opts = VirtioUserOptions { queue_size, packed, tx_offloads: true, ..VirtioUserOptions::default() };
-        let port = VirtioUser::open(path, &mut pool, vu_opts).map_err(|e| fail(FP_ERR_OPEN, format!("{spec}: {e}")))?;
-        let tx_features = port.tx_features();
-        let mut me = Self::with(pool, Box::new(port));
-        me.tx_features = tx_features;
-        Ok(me)
     }
 
     /// Takes the packet behind handle `h` out of the held set.
@@ -329,22 +237,6 @@ impl Drop for FpPort {
     }
 }
 
-/// Boxes an opened port into `*out`.
-///
-/// # Safety
-/// `out` is NULL or writable.
-unsafe fn give(out: *mut *mut FpPort, r: Result<FpPort, c_int>) -> c_int {
-    match r {
-        Ok(p) => {
-            let b = Box::into_raw(Box::new(p));
-            // SAFETY: checked non-NULL by the callers before opening; writable per the contract.
-            unsafe { out.write(b) };
-            FP_OK
-        }
-        Err(c) => c,
-    }
-}
-
 /// The library version, e.g. "0.1.0" (a static string).
 #[no_mangle]
 pub extern "C" fn fp_version() -> *const c_char {
@@ -357,73 +249,6 @@ pub extern "C" fn fp_version() -> *const c_char {
 #[no_mangle]
 pub extern "C" fn fp_last_error() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
-}
-
-/// Opens the port `spec` (`vu:PATH`, `vu-server:PATH`, `vhost:PATH`, `vhost-client:PATH`)
-/// with a pool of `pool_size` buffers and rings of `queue_size` entries; `*out` gets it.
-///
-/// # Safety
-/// `spec` is NULL or a NUL-terminated string; `out` is NULL or writable.
-#[no_mangle]
-pub unsafe extern "C" fn fp_open(spec: *const c_char, pool_size: u32, queue_size: u32, out: *mut *mut FpPort) -> c_int {
-    // SAFETY: the caller's contract on spec and out.
-    unsafe { open_spec("fp_open", spec, out, |spec| FpPort::open(spec, pool_size, queue_size, None)) }
-}
-
-/// Opens `spec` (`vu:PATH` or `vu-packed:PATH`) as [`fp_open`] does, taking the transmit
-/// offloads its backend offers (checksum, TSO), with buffers of `data_room` bytes (up
-/// to 65408: a 64 KB GSO frame); every packet sent then carries the header set with
-/// [`fp_pkt_set_net_hdr`] (all zero, asking nothing, unless set since the buffer was
-/// last sent). [`fp_tx_offloads`] says what the backend took.
-///
-/// # Safety
-/// `spec` is NULL or a NUL-terminated string; `out` is NULL or writable.
-#[no_mangle]
-pub unsafe extern "C" fn fp_open_offloads(
-    spec: *const c_char,
-    pool_size: u32,
-    queue_size: u32,
-    data_room: u32,
-    out: *mut *mut FpPort,
-) -> c_int {
-    // SAFETY: the caller's contract on spec and out.
-    unsafe {
-        open_spec("fp_open_offloads", spec, out, |spec| FpPort::open_offloads(spec, pool_size, queue_size, data_room))
-    }
-}
-
-/// Parses the spec string `spec`, opens it with `open`, learns the port's MAC from the
-/// container's config and gives the port to `*out`: the body of the `fp_open*` calls
-/// that take a spec (`func` names the call in messages).
-///
-/// # Safety
-/// `spec` is NULL or a NUL-terminated string; `out` is NULL or writable.
-unsafe fn open_spec(
-    func: &str,
-    spec: *const c_char,
-    out: *mut *mut FpPort,
-    open: impl FnOnce(&PortSpec) -> Result<FpPort, c_int>,
-) -> c_int {
-    guard(func, || {
-        if out.is_null() {
-            return fail(FP_ERR_NULL, format!("{func}: out is NULL"));
-        }
-        // SAFETY: the caller's contract on spec.
-        let s = match unsafe { arg_str(spec, "spec", func) } {
-            Ok(s) => s,
-            Err(c) => return c,
-        };
-        let spec: PortSpec = match s.parse() {
-            Ok(p) => p,
-            Err(e) => return fail(FP_ERR_ARG, format!("{func}: {e}")),
-        };
-        let port = open(&spec).and_then(|mut p| {
-            p.mac = discover_mac(&spec).map_err(|e| fail(FP_ERR_CONFIG, format!("{func}: {e}")))?;
-            Ok(p)
-        });
-        // SAFETY: out checked non-NULL above; writable per the contract.
-        unsafe { give(out, port) }
-    })
 }
 
 /// The transmit offloads the port's backend took: VIRTIO_NET_F_CSUM (bit 0), HOST_TSO4
@@ -479,112 +304,6 @@ pub unsafe extern "C" fn fp_pkt_set_net_hdr(port: *mut FpPort, pkt: fp_pkt, hdr:
             }
             Err(e) => fail(FP_ERR_ARG, format!("fp_pkt_set_net_hdr: packet {pkt} of {} bytes: {e}", b.len())),
         }
-    })
-}
-
-/// Opens the port the fastpath hook gave this container on `bridge` (NULL: the first
-/// port), read from `$FASTPATH_CONFIG` or /run/fastpath/config.json; the pool lives in
-/// the container's hugetlbfs when it has one.
-///
-/// # Safety
-/// `bridge` is NULL or a NUL-terminated string; `out` is NULL or writable.
-#[no_mangle]
-pub unsafe extern "C" fn fp_open_discovered(
-    bridge: *const c_char,
-    pool_size: u32,
-    queue_size: u32,
-    out: *mut *mut FpPort,
-) -> c_int {
-    guard("fp_open_discovered", || {
-        if out.is_null() {
-            return fail(FP_ERR_NULL, "fp_open_discovered: out is NULL");
-        }
-        let bridge = if bridge.is_null() {
-            None
-        } else {
-            // SAFETY: the caller's contract on bridge.
-            match unsafe { arg_str(bridge, "bridge", "fp_open_discovered") } {
-                Ok(b) => Some(b),
-                Err(c) => return c,
-            }
-        };
-        let cfg = match Config::discover() {
-            Ok(c) => c,
-            Err(e) => return fail(FP_ERR_CONFIG, format!("fp_open_discovered: {e}")),
-        };
-        let info = match &bridge {
-            Some(b) => cfg.port(b),
-            None => cfg.ports.first(),
-        };
-        let Some(info) = info else {
-            let have: Vec<&str> = cfg.ports.iter().map(|p| p.bridge.as_str()).collect();
-            return fail(
-                FP_ERR_CONFIG,
-                format!(
-                    "fp_open_discovered: no port on bridge {} (the container has: {})",
-                    bridge.as_deref().unwrap_or("(any)"),
-                    if have.is_empty() { "none".to_string() } else { have.join(", ") }
-                ),
-            );
-        };
-        let mac = match info.mac_bytes() {
-            Ok(m) => m,
-            Err(e) => return fail(FP_ERR_CONFIG, format!("fp_open_discovered: {e}")),
-        };
-        let port = FpPort::open(&info.spec(), pool_size, queue_size, cfg.hugedir()).map(|mut p| {
-            p.mac = mac;
-            p
-        });
-        // SAFETY: out checked non-NULL above; writable per the contract.
-        unsafe { give(out, port) }
-    })
-}
-
-/// Opens `spec` (`vu:PATH`, `vu-server:PATH` or `vu-packed:PATH`) with `pairs` queue
-/// pairs (1 to 16): `out[0..pairs]` get a handle per pair, each an `fp_port` with its own
-/// pool of `pool_size` buffers, to be used from a thread of its own and closed with
-/// [`fp_close`]. [`fp_pair_of`] says which pair a flow goes out on.
-///
-/// # Safety
-/// `spec` is NULL or a NUL-terminated string; `out` is NULL or an array of `pairs`
-/// writable pointers.
-#[no_mangle]
-pub unsafe extern "C" fn fp_open_pairs(
-    spec: *const c_char,
-    pairs: u32,
-    pool_size: u32,
-    queue_size: u32,
-    out: *mut *mut FpPort,
-) -> c_int {
-    const FUNC: &str = "fp_open_pairs";
-    guard(FUNC, || {
-        if out.is_null() {
-            return fail(FP_ERR_NULL, format!("{FUNC}: out is NULL"));
-        }
-        // SAFETY: the caller's contract on spec.
-        let s = match unsafe { arg_str(spec, "spec", FUNC) } {
-            Ok(s) => s,
-            Err(c) => return c,
-        };
-        let spec: PortSpec = match s.parse() {
-            Ok(p) => p,
-            Err(e) => return fail(FP_ERR_ARG, format!("{FUNC}: {e}")),
-        };
-        let handles = match FpPort::open_pairs(&spec, pairs, pool_size, queue_size) {
-            Ok(h) => h,
-            Err(c) => return c,
-        };
-        let mac = match discover_mac(&spec) {
-            Ok(m) => m,
-            Err(e) => return fail(FP_ERR_CONFIG, format!("{FUNC}: {e}")),
-        };
-        for (i, mut h) in handles.into_iter().enumerate() {
-            h.mac = mac;
-            // SAFETY: out is not NULL and, per the contract, has `pairs` writable slots;
-            // there are exactly `pairs` handles.
-            unsafe { out.add(i).write(Box::into_raw(Box::new(h))) };
-        }
-        FP_OK
     })
 }
 

@@ -5,6 +5,8 @@
 #![allow(clippy::borrow_as_ptr)]
 
 use super::*;
+use netlib::pool::PoolOptions;
+use netlib::PortSpec;
 use std::ffi::CString;
 use std::ptr::{null, null_mut};
 
