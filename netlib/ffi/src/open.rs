@@ -10,6 +10,16 @@ use netlib::{open_port, PktPool, PortSpec};
 
 use crate::{arg_str, fail, guard, FpPort, FP_ERR_ARG, FP_ERR_CONFIG, FP_ERR_NULL, FP_ERR_OPEN, FP_OK, MAX_POOL};
 
+/// The port spec in the C string `spec` (`func` names the call in messages).
+///
+/// # Safety
+/// `spec` is NULL or a NUL-terminated string.
+unsafe fn parse_spec(spec: *const c_char, func: &str) -> Result<PortSpec, c_int> {
+    // SAFETY: the caller's contract on spec.
+    let s = unsafe { arg_str(spec, "spec", func) }?;
+    s.parse().map_err(|e| fail(FP_ERR_ARG, format!("{func}: {e}")))
+}
+
 /// An error unless `pool_size` is in 1..=[`MAX_POOL`].
 fn check_pool_size(pool_size: u32) -> Result<(), c_int> {
     if pool_size == 0 || pool_size > MAX_POOL {
@@ -182,13 +192,9 @@ unsafe fn open_spec(
             return fail(FP_ERR_NULL, format!("{func}: out is NULL"));
         }
         // SAFETY: the caller's contract on spec.
-        let s = match unsafe { arg_str(spec, "spec", func) } {
+        let spec = match unsafe { parse_spec(spec, func) } {
             Ok(s) => s,
             Err(c) => return c,
-        };
-        let spec: PortSpec = match s.parse() {
-            Ok(p) => p,
-            Err(e) => return fail(FP_ERR_ARG, format!("{func}: {e}")),
         };
         let port = open(&spec).and_then(|mut p| {
             p.mac = discover_mac(&spec).map_err(|e| fail(FP_ERR_CONFIG, format!("{func}: {e}")))?;
@@ -279,13 +285,9 @@ pub unsafe extern "C" fn fp_open_pairs(
             return fail(FP_ERR_NULL, format!("{FUNC}: out is NULL"));
         }
         // SAFETY: the caller's contract on spec.
-        let s = match unsafe { arg_str(spec, "spec", FUNC) } {
+        let spec = match unsafe { parse_spec(spec, FUNC) } {
             Ok(s) => s,
             Err(c) => return c,
-        };
-        let spec: PortSpec = match s.parse() {
-            Ok(p) => p,
-            Err(e) => return fail(FP_ERR_ARG, format!("{FUNC}: {e}")),
         };
         let handles = match FpPort::open_pairs(&spec, pairs, pool_size, queue_size) {
             Ok(h) => h,

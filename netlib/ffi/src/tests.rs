@@ -21,6 +21,26 @@ fn tmp(name: &str) -> std::path::PathBuf {
     d
 }
 
+/// Runs `open` (a frontend's open, which does the handshake) while another thread polls
+/// the backend `be` (its control path must answer meanwhile); the backend is this
+/// thread's again when it returns.
+fn while_polled<T>(be: *mut FpPort, open: impl FnOnce() -> T) -> T {
+    let be_addr = be as usize;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: the calling thread does not touch the backend until this one ends.
+                unsafe { fp_link_up(be_addr as *mut FpPort) };
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let r = open();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    })
+}
+
 /// Opens `spec` with a small pool in memfd memory (no hugepages needed).
 fn open(spec: &str) -> Result<*mut FpPort, c_int> {
     let spec: PortSpec = spec.parse().expect("spec");
@@ -131,20 +151,7 @@ fn packets_cross_a_port_pair() {
     // SAFETY: spec is a C string, be a local.
     assert_eq!(unsafe { fp_open(spec.as_ptr(), 512, 256, &mut be) }, FP_OK, "{}", last());
     // The frontend's open does the handshake, which needs the backend polled meanwhile.
-    let be_addr = be as usize;
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let d2 = done.clone();
-    let poller = std::thread::spawn(move || {
-        let be = be_addr as *mut FpPort;
-        while !d2.load(std::sync::atomic::Ordering::Relaxed) {
-            // SAFETY: the main thread does not touch `be` until this thread is joined.
-            unsafe { fp_link_up(be) };
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    });
-    let fe = open(&format!("vu:{}", sock.display())).unwrap_or_else(|_| panic!("{}", last()));
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    poller.join().unwrap();
+    let fe = while_polled(be, || open(&format!("vu:{}", sock.display())).unwrap_or_else(|_| panic!("{}", last())));
     // SAFETY: both ports are open until closed at the end; pointers are to locals.
     unsafe {
         assert_eq!(fp_wait_link(be, 5000), FP_OK, "{}", last());
@@ -216,20 +223,8 @@ fn two_pairs_send_from_two_threads() {
         assert_eq!(fp_open_pairs(vu.as_ptr(), 2, 512, 256, null_mut()), FP_ERR_NULL);
         assert_eq!(fp_open(spec.as_ptr(), 1024, 256, &mut be), FP_OK, "{}", last());
     }
-    let be_addr = be as usize;
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let d2 = done.clone();
-    let poller = std::thread::spawn(move || {
-        while !d2.load(std::sync::atomic::Ordering::Relaxed) {
-            // SAFETY: the main thread does not touch the backend until this thread is joined.
-            unsafe { fp_link_up(be_addr as *mut FpPort) };
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    });
-    // SAFETY: as above.
-    let opened = unsafe { fp_open_pairs(vu.as_ptr(), 2, 512, 256, fe.as_mut_ptr()) };
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    poller.join().unwrap();
+    // SAFETY: fe has room for two ports.
+    let opened = while_polled(be, || unsafe { fp_open_pairs(vu.as_ptr(), 2, 512, 256, fe.as_mut_ptr()) });
     assert_eq!(opened, FP_OK, "{}", last());
     // Each pair's thread sends N frames: the pair, then the frame's number.
     let senders: Vec<_> = fe
@@ -397,21 +392,9 @@ fn opens_the_discovered_port() {
     // The switch's side: a backend listening on the socket the config names, polled
     // in a thread while the frontend's open does the handshake.
     let be = open(&format!("vhost:{}", sock.display())).unwrap();
-    let be_addr = be as usize;
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let d2 = done.clone();
-    let poller = std::thread::spawn(move || {
-        while !d2.load(std::sync::atomic::Ordering::Relaxed) {
-            // SAFETY: the main thread does not touch the backend until this thread is joined.
-            unsafe { fp_link_up(be_addr as *mut FpPort) };
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    });
     let br0 = CString::new("br0").unwrap();
-    // SAFETY: as above.
-    let rc = unsafe { fp_open_discovered(br0.as_ptr(), 64, 256, &mut out) };
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    poller.join().unwrap();
+    // SAFETY: a C string and a local.
+    let rc = while_polled(be, || unsafe { fp_open_discovered(br0.as_ptr(), 64, 256, &mut out) });
     std::env::remove_var("FASTPATH_CONFIG");
     assert_eq!(rc, FP_OK, "{}", last());
     // SAFETY: both ports are open; closed once each; `mac` is 6 writable bytes.
