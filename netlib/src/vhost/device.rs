@@ -18,6 +18,7 @@ use crate::vhost_user::message::encode;
 use crate::vhost_user::{MemRegion, Msg, MsgError, Request, VringAddr, VringState};
 use crate::vnet_hdr::{OFFLOAD_FEATURES, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6};
 
+use super::lane::{Held, Lane};
 use super::packed::PackedQueue;
 use super::queue::{DeviceQueue, DEFAULT_MAX_FRAME};
 use super::virtq::VirtQueue;
@@ -133,7 +134,7 @@ struct Vring {
     kicked: bool,
     call: Option<OwnedFd>,
     enabled: bool,
-    queue: Option<VirtQueue>,
+    queue: Held,
 }
 
 /// What a port allows its frontend: every frontend is a tenant that may be hostile.
@@ -194,6 +195,8 @@ pub struct VhostDevice {
     rx_pairs: [u8; MAX_QUEUE_PAIRS as usize],
     rx_live: usize,
     limits: DeviceLimits,
+    /// Lanes the transmit rings of some queue pairs are lent to (polled by other threads).
+    lanes: [Option<Lane>; MAX_QUEUE_PAIRS as usize],
 }
 
 /// What to send back for a message.
@@ -209,6 +212,16 @@ impl VhostDevice {
     /// A device for a new frontend, held to `limits`.
     pub fn new(limits: DeviceLimits) -> Self {
         Self { limits, ..Self::default() }
+    }
+
+    /// The device with the transmit ring of each pair `lanes` names lent to that lane
+    /// whenever it is live (pair 0's is always the device's own).
+    #[must_use]
+    pub fn with_lanes(mut self, lanes: &[Option<Lane>]) -> Self {
+        for (i, l) in lanes.iter().enumerate().take(self.lanes.len()).skip(1) {
+            self.lanes[i].clone_from(l);
+        }
+        self
     }
 
     /// Whether the frontend negotiated REPLY_ACK.
@@ -247,10 +260,10 @@ impl VhostDevice {
 
     /// Recounts [`Self::pairs`] and [`Self::rx_pairs`] after vrings started or stopped.
     fn count_pairs(&mut self) {
-        self.pairs = self.vrings.iter().rposition(|v| v.queue.is_some()).map_or(0, |i| i / 2 + 1);
+        self.pairs = self.vrings.iter().rposition(|v| v.queue.is_live()).map_or(0, |i| i / 2 + 1);
         self.rx_live = 0;
         for (pair, rx) in self.vrings.iter().step_by(2).enumerate() {
-            if rx.queue.is_some() {
+            if rx.queue.is_live() {
                 self.rx_pairs[self.rx_live] = pair as u8;
                 self.rx_live += 1;
             }
@@ -290,13 +303,13 @@ impl VhostDevice {
     /// Queue `i` if it is live (set up, kicked and enabled).
     #[inline]
     pub fn queue(&mut self, i: usize) -> Option<&mut VirtQueue> {
-        self.vrings.get_mut(i)?.queue.as_mut()
+        self.vrings.get_mut(i)?.queue.here_mut()
     }
 
     /// Both the memory and one live queue (borrowed apart).
     #[inline]
     pub fn mem_and_queue(&mut self, i: usize) -> (&GuestMemory, Option<&mut VirtQueue>) {
-        (&self.mem, self.vrings.get_mut(i).and_then(|v| v.queue.as_mut()))
+        (&self.mem, self.vrings.get_mut(i).and_then(|v| v.queue.here_mut()))
     }
 
     /// The call eventfd of vring `i`, if the frontend wants interrupts there.
@@ -316,7 +329,7 @@ impl VhostDevice {
     pub fn notify(&mut self, i: usize) {
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         let Some(v) = self.vrings.get(i) else { return };
-        if v.queue.as_ref().is_some_and(VirtQueue::wants_signal) {
+        if v.queue.here().is_some_and(VirtQueue::wants_signal) {
             if let Some(fd) = &v.call {
                 let _ = nix::unistd::write(fd.as_fd(), &1u64.to_ne_bytes());
             }
@@ -326,7 +339,7 @@ impl VhostDevice {
     /// Asks the frontend to kick vring `i` when it adds buffers (`true`, before
     /// sleeping) or not to (`false`, polling).
     pub fn set_kicks(&mut self, i: usize, on: bool) {
-        if let Some(q) = self.vrings.get(i).and_then(|v| v.queue.as_ref()) {
+        if let Some(q) = self.vrings.get(i).and_then(|v| v.queue.here()) {
             q.set_kicks(on);
         }
     }
@@ -334,21 +347,21 @@ impl VhostDevice {
     /// Whether any vring is live (a receive-only frontend may never start its
     /// transmit ring).
     pub fn ready(&self) -> bool {
-        self.vrings.iter().any(|v| v.queue.is_some())
+        self.vrings.iter().any(|v| v.queue.is_live())
     }
 
     /// Whether every vring is started: both of the first queue pair, and every other
     /// one the frontend set up and enabled (else the control path looks for first kicks).
     pub fn all_started(&self) -> bool {
         self.first_pair_started()
-            && self.vrings[2..].iter().all(|v| v.queue.is_some() || v.addr.is_none() || !v.enabled)
+            && self.vrings[2..].iter().all(|v| v.queue.is_live() || v.addr.is_none() || !v.enabled)
     }
 
     /// Whether the handshake is over: both vrings of the first queue pair are live. A
     /// guest may leave the transmit ring of another pair unkicked until it sends on it;
     /// such a ring is started at the control path's usual pace, not a fast one.
     pub fn first_pair_started(&self) -> bool {
-        self.vrings[..2].iter().all(|v| v.queue.is_some())
+        self.vrings[..2].iter().all(|v| v.queue.is_live())
     }
 
     /// Starts the vrings whose kick fd has become readable (their first kick).
@@ -406,7 +419,7 @@ impl VhostDevice {
                 Reply::None
             }
             Msg::ResetOwner => {
-                *self = Self::new(self.limits);
+                *self = Self::new(self.limits).with_lanes(&self.lanes);
                 Reply::None
             }
             Msg::GetQueueNum => Reply::Payload(encode::u64(u64::from(self.queue_pairs()))),
@@ -425,7 +438,7 @@ impl VhostDevice {
             Msg::SetVringBase(s) => self.set_vring_base(s)?,
             Msg::SetVringAddr(a) => {
                 self.vring(a.index)?.addr = Some(a);
-                self.vrings[a.index as usize].queue = None;
+                self.vrings[a.index as usize].queue.clear();
                 self.try_start(a.index as usize)?;
                 Reply::None
             }
@@ -443,7 +456,9 @@ impl VhostDevice {
             }
             Msg::SetVringCall { index, has_fd } => {
                 let call = if has_fd { Some(nonblocking_eventfd(fds.next(), index, "call")?) } else { None };
-                self.vring(index)?.call = call;
+                let v = self.vring(index)?;
+                v.call = call;
+                v.queue.call_changed(v.call.as_ref());
                 Reply::None
             }
             Msg::SetVringErr { index, .. } => {
@@ -453,7 +468,7 @@ impl VhostDevice {
             Msg::SetVringEnable(s) => {
                 self.vring(s.index)?.enabled = s.num != 0;
                 if s.num == 0 {
-                    self.vrings[s.index as usize].queue = None;
+                    self.vrings[s.index as usize].queue.clear();
                 } else {
                     self.try_start(s.index as usize)?;
                 }
@@ -515,7 +530,7 @@ impl VhostDevice {
             });
         }
         v.size = s.num;
-        v.queue = None;
+        v.queue.clear();
         Ok(Reply::None)
     }
 
@@ -529,7 +544,7 @@ impl VhostDevice {
         }
         v.base = s.num;
         v.own_base = false;
-        v.queue = None;
+        v.queue.clear();
         Ok(Reply::None)
     }
 
@@ -630,7 +645,8 @@ impl VhostDevice {
             let base = v.base as u16;
             VirtQueue::Split(DeviceQueue::with_max_read(ring, base, max_read).with_indirect(indirect))
         };
-        v.queue = Some(queue);
+        let lane = if i % 2 == 1 { self.lanes[i / 2].as_ref() } else { None };
+        v.queue.set(queue, lane, &self.mem, v.call.as_ref());
         Ok(())
     }
 }

@@ -73,6 +73,46 @@ impl Burst {
         }
     }
 
+    /// [`Self::pop`] from one transmit queue held apart from its device (a lent
+    /// [`super::lane::Lane`]'s), vring `ring`, in `mem`.
+    #[inline]
+    pub(crate) fn pop_queue(
+        &mut self,
+        mem: &GuestMemory,
+        q: &mut VirtQueue,
+        ring: usize,
+        max: usize,
+    ) -> Result<usize, ChainFault> {
+        self.n = 0;
+        self.ring = ring;
+        match q {
+            VirtQueue::Split(q) => self.pop_from(mem, q, max),
+            VirtQueue::Packed(q) => self.pop_from(mem, q, max),
+        }
+    }
+
+    /// [`Self::release`] to one queue held apart from its device; returns whether
+    /// chains went back (the caller signals the frontend).
+    #[inline]
+    pub(crate) fn release_queue(&mut self, q: &mut VirtQueue) -> bool {
+        if self.n == 0 {
+            return false;
+        }
+        let used = &self.chains[..self.n];
+        match q {
+            VirtQueue::Split(q) => release_to(q, used),
+            VirtQueue::Packed(q) => release_to(q, used),
+        }
+        self.n = 0;
+        true
+    }
+
+    /// Forgets the burst's chains without returning them (their queue went away).
+    #[inline]
+    pub(crate) fn forget(&mut self) {
+        self.n = 0;
+    }
+
     /// The queue pair the burst came from.
     #[inline]
     pub fn pair(&self) -> usize {

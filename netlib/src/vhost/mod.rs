@@ -5,6 +5,7 @@
 pub mod device;
 mod engine;
 mod frame;
+pub mod lane;
 pub mod offload;
 pub mod packed;
 pub mod queue;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 pub use device::{DeviceLimits, ProtocolFault, Reply, VhostDevice, DEFAULT_MAX_MEMORY};
 pub use engine::{Burst, Filler};
 pub use frame::{copy_chain, read_chain, write_chain, Frame, FrameBuf, Frames, TagEdit, TAG_LEN, TPID_8021Q};
+pub use lane::{Lane, LaneRx};
 pub use packed::PackedQueue;
 pub use queue::{Chain, ChainFault, DeviceQueue};
 pub use virtq::{RingQueue, VirtQueue};
@@ -171,6 +173,10 @@ pub struct VhostBackend {
     burst: Burst,
     /// Receive-side scratch of the engine.
     filler: Filler,
+    /// The transmit rings lent to other threads, by queue pair (see [`Self::lend`]).
+    lanes: [Option<Lane>; device::MAX_QUEUE_PAIRS as usize],
+    /// Whether any is (one check per poll when none).
+    lending: bool,
 }
 
 impl VhostBackend {
@@ -205,14 +211,39 @@ impl VhostBackend {
             last_fault: None,
             burst: Burst::default(),
             filler: Filler::default(),
+            lanes: Default::default(),
+            lending: false,
         })
+    }
+
+    /// Lends the transmit ring of queue pair `pair` (1 or more) to another thread: from
+    /// now on, whenever that ring is live its queue is in the returned lane, polled by
+    /// whoever holds a [`LaneRx`] of it, and this backend's own bursts skip it. The
+    /// control path stays here: it takes the queue back (waiting for the lane's burst)
+    /// whenever the ring changes, and a fault the lane's thread finds resets this port.
+    /// Only before a frontend connects; `None` for pair 0, a pair past
+    /// [`device::MAX_QUEUE_PAIRS`], or once connected.
+    pub fn lend(&mut self, pair: usize) -> Option<Lane> {
+        if self.conn.is_some() {
+            return None;
+        }
+        let lane = Lane::new(pair)?;
+        self.lanes[pair] = Some(lane.clone());
+        self.lending = true;
+        self.dev = self.new_device();
+        Some(lane)
+    }
+
+    /// A device for the next frontend: the port's limits, its lanes.
+    fn new_device(&self) -> VhostDevice {
+        VhostDevice::new(self.limits).with_lanes(&self.lanes)
     }
 
     /// Holds the port's frontends to `limits` (from the next connection on).
     pub fn set_limits(&mut self, limits: DeviceLimits) {
         self.limits = limits;
         if self.conn.is_none() {
-            self.dev = VhostDevice::new(limits);
+            self.dev = self.new_device();
         }
     }
 
@@ -264,7 +295,8 @@ impl VhostBackend {
         self.last_fault = Some(f.to_string());
         self.counters.resets += 1;
         self.conn = None;
-        self.dev = VhostDevice::new(self.limits);
+        // The old device's lent queues come back from their lanes as it drops.
+        self.dev = self.new_device();
     }
 
     /// Handles pending messages; accepts or reconnects when unconnected.
@@ -378,6 +410,12 @@ impl VhostBackend {
         };
         if due {
             self.control();
+        }
+        if self.lending {
+            let fault = self.lanes.iter().flatten().find_map(Lane::take_fault);
+            if let Some(f) = fault {
+                self.fault(&f.into());
+            }
         }
         let epoch = crate::mem::sigbus::epoch();
         if epoch != self.sigbus_seen {
@@ -520,6 +558,8 @@ impl Drop for VhostBackend {
 
 #[cfg(test)]
 mod indirect_tests;
+#[cfg(test)]
+mod lane_tests;
 #[cfg(test)]
 mod merge_tests;
 #[cfg(test)]

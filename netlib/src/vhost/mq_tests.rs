@@ -43,15 +43,15 @@ fn queue_pairs_are_offered_and_counted_and_vrings_past_them_refused() {
 
 /// A frontend with `pairs` queue pairs set up over messages, each vring in a ring of
 /// its own, and a data region; the rings poll (no kick fds).
-struct MqRig {
-    dev: VhostDevice,
-    rings: Vec<DriverRing>,
+pub(super) struct MqRig {
+    pub(super) dev: VhostDevice,
+    pub(super) rings: Vec<DriverRing>,
     data: Region,
 }
 
 const SIZE: u16 = 8;
 
-fn region_of(r: &Region) -> (MemRegion, OwnedFd) {
+pub(super) fn region_of(r: &Region) -> (MemRegion, OwnedFd) {
     let m = r.map();
     let addr = m.addr();
     let mr = MemRegion { guest_phys_addr: addr, memory_size: m.len() as u64, userspace_addr: addr, mmap_offset: 0 };
@@ -59,7 +59,11 @@ fn region_of(r: &Region) -> (MemRegion, OwnedFd) {
 }
 
 fn mq_rig(pairs: u32) -> MqRig {
-    let mut dev = VhostDevice::new(DeviceLimits::default());
+    mq_rig_on(VhostDevice::new(DeviceLimits::default()), pairs)
+}
+
+/// [`mq_rig`] on `dev` (a device with lanes, say).
+pub(super) fn mq_rig_on(mut dev: VhostDevice, pairs: u32) -> MqRig {
     let rings: Vec<DriverRing> = (0..2 * pairs).map(|_| DriverRing::new(SIZE, None).unwrap()).collect();
     let data = Region::create(None, 1 << 16).unwrap();
     dev.handle(msg(Request::SetFeatures, encode::u64(VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MQ))).unwrap();
@@ -86,13 +90,13 @@ fn mq_rig(pairs: u32) -> MqRig {
 }
 
 impl MqRig {
-    fn buf(&self, k: u64) -> u64 {
+    pub(super) fn buf(&self, k: u64) -> u64 {
         self.data.map().addr() + 2048 * k
     }
 
     /// Posts one buffer on vring `ring` (writable for a receive ring), holding `tag` in
     /// its first byte after the virtio-net header for a transmit ring.
-    fn post(&mut self, ring: usize, slot: u16, buf: u64, tag: u8) {
+    pub(super) fn post(&mut self, ring: usize, slot: u16, buf: u64, tag: u8) {
         let write = ring.is_multiple_of(2);
         if !write {
             let off = (buf - self.data.map().addr()) as usize + NET_HDR_LEN as usize;
