@@ -183,7 +183,10 @@ impl LaneRx {
 
 impl std::fmt::Debug for LaneRx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LaneRx").field("pair", &self.pair()).field("in_burst", &self.held.is_some()).finish()
+        f.debug_struct("LaneRx")
+            .field("pair", &self.pair())
+            .field("in_burst", &self.held.is_some())
+            .finish_non_exhaustive()
     }
 }
 
