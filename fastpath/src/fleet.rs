@@ -15,8 +15,9 @@ use crate::error::SwitchError;
 use crate::info::PortInfo;
 use crate::link::{link, Doorbell};
 use crate::metrics::Snapshot;
-use crate::switch::{NewPort, Switch, MAX_PORTS};
+use crate::switch::{NewPort, RemoteEnd, Switch, MAX_PORTS};
 use crate::worker::{self, Command, FirstFrame, Idle};
+use netlib::vhost::LaneRx;
 
 /// Starts a worker for each switch, pinned to its CPU in `cores` (`None`: not pinned), and
 /// returns the channel that commands them all: the worker's own with one switch, else a
@@ -54,7 +55,7 @@ pub fn spawn(
         return Ok((senders.remove(0), handles));
     }
     let (tx, rx) = channel();
-    let fleet = Fleet::new(senders, bells);
+    let fleet = Fleet::new(senders, bells).spreading(idle != Idle::Sleep);
     std::thread::Builder::new().name("fastpath-router".into()).spawn(move || fleet.serve(&rx))?;
     Ok((tx, handles))
 }
@@ -67,6 +68,24 @@ fn pin(i: usize, c: usize) {
     } else {
         tracing::warn!("could not pin worker {i} to CPU {c}");
     }
+}
+
+/// Lends the transmit rings of `p`'s queue pairs past the first to the workers that
+/// poll them: pair `q` to worker `(owner + q) % workers` (the owner keeps pair 0, and
+/// every pair that comes back to it). Returns each worker's lanes (none for a port kind
+/// without queue pairs).
+fn lanes_of(p: &mut NewPort, owner: usize, workers: usize) -> Vec<Vec<LaneRx>> {
+    let mut lanes: Vec<Vec<LaneRx>> = (0..workers).map(|_| Vec::new()).collect();
+    for q in 1..usize::from(netlib::vhost::device::MAX_QUEUE_PAIRS) {
+        let w = (owner + q) % workers;
+        if w != owner {
+            match p.lend(q) {
+                Some(l) => lanes[w].push(l),
+                None => break,
+            }
+        }
+    }
+    lanes
 }
 
 /// A port and the worker that owns it.
@@ -84,6 +103,9 @@ pub struct Fleet {
     bells: Vec<Arc<Doorbell>>,
     /// Who owns each slot (the same slot in every worker's switch).
     slots: Vec<Option<Owned>>,
+    /// Whether a port's queue pairs are spread over the workers (polling workers only:
+    /// a lane has no wakeup of its own for a sleeping one).
+    spread: bool,
 }
 
 /// Sends worker `w` a command and waits for its answer (`None`: the worker is gone).
@@ -96,7 +118,15 @@ fn ask<T>(w: &Sender<Command>, cmd: impl FnOnce(Sender<T>) -> Command) -> Option
 impl Fleet {
     /// A router for these workers, whose switches hold no port yet and sleep on `bells`.
     pub fn new(workers: Vec<Sender<Command>>, bells: Vec<Arc<Doorbell>>) -> Self {
-        Self { workers, bells, slots: (0..MAX_PORTS).map(|_| None).collect() }
+        Self { workers, bells, slots: (0..MAX_PORTS).map(|_| None).collect(), spread: true }
+    }
+
+    /// Keeps each port's queue pairs on its own worker (`false`: for workers that sleep in
+    /// interrupt mode).
+    #[must_use]
+    pub fn spreading(mut self, spread: bool) -> Self {
+        self.spread = spread;
+        self
     }
 
     /// Serves commands until the channel closes or a [`Command::Stop`] was passed on.
@@ -186,7 +216,7 @@ impl Fleet {
                 return false;
             }
             // Internal to a worker: the router makes these itself.
-            Command::AddAt(_, _, _, reply) | Command::AddRemote(_, _, _, reply) => {
+            Command::AddAt(_, _, _, reply) | Command::AddRemote(_, reply) => {
                 let _ = reply.send(Err(SwitchError::Full(MAX_PORTS)));
             }
             Command::RemoteCounters(reply) => {
@@ -197,8 +227,9 @@ impl Fleet {
     }
 
     /// Places a new port on the worker with the fewest, at the first free slot, and its
-    /// remote end (with a link to it) in every other worker.
-    fn add(&mut self, p: NewPort) -> Option<Result<(), SwitchError>> {
+    /// remote end (with a link to it) in every other worker. A vhost-user port's queue
+    /// pairs past the first are spread over the workers (see [`lanes_of`]).
+    fn add(&mut self, mut p: NewPort) -> Option<Result<(), SwitchError>> {
         if let Err(e) = ask(&self.workers[0], |tx| Command::Check(Box::new(p.cfg.clone()), tx))? {
             return Some(Err(e));
         }
@@ -206,11 +237,15 @@ impl Fleet {
             return Some(Err(SwitchError::Full(MAX_PORTS)));
         };
         let owned = |w: usize| self.slots.iter().flatten().filter(|o| o.worker == w).count();
-        let fewest = (0..self.workers.len()).min_by_key(|&w| owned(w)).unwrap_or(0);
+        let n = self.workers.len();
+        let fewest = (0..n).min_by_key(|&w| owned(w)).unwrap_or(0);
         // Worker 0 checked that a port's own choice is one of the workers.
-        let owner = p.cfg.worker.map_or(fewest, usize::from).min(self.workers.len() - 1);
+        let owner = p.cfg.worker.map_or(fewest, usize::from).min(n - 1);
+        let mut lanes =
+            if self.spread && p.cfg.spread != Some(false) { lanes_of(&mut p, owner, n) } else { Vec::new() };
+        let guard = p.guard();
         let (mut txs, mut rxs) = (Vec::new(), Vec::new());
-        for w in (0..self.workers.len()).filter(|&w| w != owner) {
+        for w in (0..n).filter(|&w| w != owner) {
             let (tx, rx) = link(Arc::clone(&self.bells[owner]));
             txs.push((w, tx));
             rxs.push(rx);
@@ -219,8 +254,10 @@ impl Fleet {
         if let Err(e) = ask(&self.workers[owner], |tx| Command::AddAt(Box::new(p), slot, rxs, tx))? {
             return Some(Err(e));
         }
-        for (w, tx) in txs {
-            match ask(&self.workers[w], |r| Command::AddRemote(Box::new(cfg.clone()), slot, tx, r)) {
+        for (w, link) in txs {
+            let lanes = lanes.get_mut(w).map(std::mem::take).unwrap_or_default();
+            let end = RemoteEnd { cfg: cfg.clone(), slot, link, lanes, guard };
+            match ask(&self.workers[w], |r| Command::AddRemote(Box::new(end), r)) {
                 Some(Ok(())) => {}
                 Some(Err(e)) => tracing::warn!("worker {w} could not take port {}'s remote end: {e}", cfg.name),
                 None => tracing::warn!("worker {w} is gone"),
@@ -258,8 +295,9 @@ impl Fleet {
         Some(r)
     }
 
-    /// What each worker's links dropped, added to the ports they lead to.
-    fn link_drops(&self) -> Option<Vec<(String, netlib::PortCounters)>> {
+    /// What each worker counted for the ports it does not own (links' drops, frames
+    /// received from queue pairs it polls), by port name.
+    fn remote_counters(&self) -> Option<Vec<(String, netlib::PortCounters)>> {
         let mut all = Vec::new();
         for w in &self.workers {
             all.extend(ask(w, Command::RemoteCounters)?);
@@ -272,9 +310,9 @@ impl Fleet {
         for w in &self.workers {
             ports.extend(ask(w, Command::List)?);
         }
-        for (name, c) in self.link_drops()? {
+        for (name, c) in self.remote_counters()? {
             if let Some(p) = ports.iter_mut().find(|p| p.name == name) {
-                add_drops(&mut p.stats.counters, &c);
+                add_remote(&mut p.stats.counters, &c);
                 match p.kind_counters.iter_mut().find(|(n, _)| n == LINK_DROPPED) {
                     Some((_, v)) => *v += c.tx_dropped,
                     None => p.kind_counters.push((LINK_DROPPED.to_string(), c.tx_dropped)),
@@ -295,9 +333,9 @@ impl Fleet {
             snap.ports.extend(s.ports);
             snap.loads.extend(s.loads);
         }
-        for (name, c) in self.link_drops()? {
+        for (name, c) in self.remote_counters()? {
             if let Some(p) = snap.ports.iter_mut().find(|p| p.port == name) {
-                add_drops(&mut p.counters, &c);
+                add_remote(&mut p.counters, &c);
             }
         }
         snap.ports.sort_by_key(|p| self.slot_of(&p.port));
@@ -321,11 +359,18 @@ impl Fleet {
 /// its `tx_dropped`, by reason).
 pub const LINK_DROPPED: &str = "link_dropped";
 
-/// Adds to a port's counters what a link to it dropped.
-fn add_drops(to: &mut netlib::PortCounters, link: &netlib::PortCounters) {
-    to.tx_dropped += link.tx_dropped;
-    to.drop_ring_full += link.drop_ring_full;
-    to.drop_too_big += link.drop_too_big;
+/// Adds to a port's counters what another worker counted for it: what the link to it
+/// dropped, and what that worker received from the port's queue pairs it polls.
+fn add_remote(to: &mut netlib::PortCounters, other: &netlib::PortCounters) {
+    to.tx_dropped += other.tx_dropped;
+    to.drop_ring_full += other.drop_ring_full;
+    to.drop_too_big += other.drop_too_big;
+    to.rx_packets += other.rx_packets;
+    to.rx_bytes += other.rx_bytes;
+    to.rx_errors += other.rx_errors;
+    to.drop_filtered += other.drop_filtered;
+    to.drop_spoofed += other.drop_spoofed;
+    to.drop_vlan += other.drop_vlan;
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@ use fastpath_host::proto::{MirrorConfig, MirrorInfo};
 use crate::capture::tap::CaptureTap;
 use crate::error::SwitchError;
 use crate::info::PortInfo;
-use crate::link::{LinkRx, LinkTx};
-use crate::switch::{NewPort, Switch};
+use crate::link::LinkRx;
+use crate::switch::{NewPort, RemoteEnd, Switch};
 
 /// A request from the control thread.
 #[derive(Debug)]
@@ -23,8 +23,9 @@ pub enum Command {
     /// Add an opened port at a slot, with the links other workers send it frames on
     /// (several workers: the fleet's router chooses the slot, the same in every worker).
     AddAt(Box<NewPort>, usize, Vec<LinkRx>, Sender<Result<(), SwitchError>>),
-    /// Add another worker's port at a slot: what this worker forwards to it goes into the link.
-    AddRemote(Box<crate::config::PortConfig>, usize, LinkTx, Sender<Result<(), SwitchError>>),
+    /// Add another worker's port at a slot: what this worker forwards to it goes into the
+    /// link; it polls the port's queue pairs lent to it.
+    AddRemote(Box<RemoteEnd>, Sender<Result<(), SwitchError>>),
     /// What this worker sent other workers' ports and the links dropped, by port name.
     RemoteCounters(Sender<Vec<(String, netlib::PortCounters)>>),
     /// Check that a port could be added.
@@ -180,8 +181,8 @@ pub fn run(mut sw: Switch, commands: &Receiver<Command>, stop: &Arc<AtomicBool>,
                 Command::AddAt(p, slot, inbound, reply) => {
                     let _ = reply.send(sw.add_port_at(*p, slot, inbound));
                 }
-                Command::AddRemote(cfg, slot, link, reply) => {
-                    let _ = reply.send(sw.add_remote(*cfg, slot, link));
+                Command::AddRemote(end, reply) => {
+                    let _ = reply.send(sw.add_remote(*end));
                 }
                 Command::RemoteCounters(reply) => {
                     let _ = reply.send(sw.remote_counters());

@@ -184,3 +184,112 @@ fn a_port_goes_to_the_worker_it_names_and_a_worker_that_does_not_exist_is_refuse
     pa.send(&frame(mac(2), mac(1), 1));
     assert_eq!(delivered(&pb, 1), [frame(mac(2), mac(1), 1)], "a to b within worker 1");
 }
+
+/// Sends `n` frames from MAC `src` (to an unknown MAC: flooded) on queue pair `h`,
+/// numbered from `from`; polls the other handles meanwhile.
+fn send_on_pair(
+    handles: &mut [netlib::virtio_user::VirtioUserPair],
+    pools: &mut [netlib::PktPool],
+    pair: usize,
+    src: u8,
+    from: u32,
+    n: u32,
+) {
+    use netlib::Port;
+    let mut seq = from;
+    let until = Instant::now() + Duration::from_secs(10);
+    while seq < from + n && Instant::now() < until {
+        let mut burst = netlib::pool::burst_vec();
+        while burst.len() < 32 && seq < from + n {
+            let Some(mut p) = pools[pair].alloc() else { break };
+            pools[pair].set_len(&mut p, 64).copy_from_slice(&frame(mac(9), mac(src), seq));
+            burst.push(p);
+            seq += 1;
+        }
+        let before = burst.len();
+        let took = handles[pair].tx_burst(&mut pools[pair], &mut burst);
+        seq -= (before - took) as u32;
+        pools[pair].free_all(&mut burst);
+        for (h, pool) in handles.iter_mut().zip(pools.iter_mut()) {
+            h.poll_control(pool);
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert_eq!(seq, from + n, "pair {pair} sent every frame");
+}
+
+/// The frames `peer` got from MAC `src`, by sequence number.
+fn seqs_from(got: &[Vec<u8>], src: u8) -> Vec<u32> {
+    got.iter().filter(|f| f[6..12] == mac(src)).map(|f| u32::from_le_bytes(f[14..18].try_into().unwrap())).collect()
+}
+
+/// Opens a frontend of two queue pairs on `sock` and waits until both are up.
+fn two_pair_frontend(sock: &std::path::Path) -> (Vec<netlib::virtio_user::VirtioUserPair>, Vec<netlib::PktPool>) {
+    use netlib::Port;
+    let opts = || netlib::pool::PoolOptions { nbufs: 1024, hugedir: None, ..Default::default() };
+    let mut pools = vec![netlib::PktPool::new(&opts()).unwrap(), netlib::PktPool::new(&opts()).unwrap()];
+    let mut handles = netlib::virtio_user::VirtioUser::open_pairs(
+        sock,
+        &mut pools,
+        netlib::virtio_user::VirtioUserOptions::default(),
+    )
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while handles.iter().any(|h| h.link() != netlib::LinkState::Up) && Instant::now() < until {
+        for (h, pool) in handles.iter_mut().zip(pools.iter_mut()) {
+            h.poll_control(pool);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(handles.iter().all(|h| h.link() == netlib::LinkState::Up), "both pairs up");
+    (handles, pools)
+}
+
+/// A vhost-user port of two queue pairs on a switch of two workers: the port's worker
+/// polls pair 0, the other worker pair 1 (its transmit ring lent). Every frame arrives,
+/// each pair's in order; the port's counters add up both workers'; a frontend that goes
+/// and comes back is polled the same way; the port is removed cleanly.
+#[test]
+fn a_ports_second_queue_pair_is_polled_by_the_other_worker() {
+    const N: u32 = 3_000;
+    let fleet = two_workers();
+    let dir = std::env::temp_dir().join(format!("fp-fleet-lanes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("v.sock");
+    let cfg = PortConfig { worker: Some(0), queues: Some(2), ..PortConfig::new("v", "br0", &sock) };
+    let port = NewPort::open(cfg, &crate::config::PortDefaults::default()).unwrap();
+    Running(&fleet.tx).add_port(port).unwrap();
+    let ps = add(&fleet, "s", "br0");
+    for round in 0..2u32 {
+        let (mut handles, mut pools) = two_pair_frontend(&sock);
+        send_on_pair(&mut handles, &mut pools, 0, 10, round * N, N);
+        send_on_pair(&mut handles, &mut pools, 1, 11, round * N, N);
+        let got = delivered(&ps, 2 * N as usize);
+        let want: Vec<u32> = (round * N..(round + 1) * N).collect();
+        assert_eq!(seqs_from(&got, 10), want, "round {round}: pair 0's frames, all, in order");
+        assert_eq!(seqs_from(&got, 11), want, "round {round}: pair 1's frames, all, in order");
+        let list = ask(&fleet, Command::List);
+        let v = list.iter().find(|p| p.name == "v").unwrap();
+        let kind = |n: &str| v.kind_counters.iter().find(|(k, _)| k == n).map(|&(_, c)| c);
+        let total = u64::from((round + 1) * N);
+        assert_eq!(v.stats.counters.rx_packets, 2 * total, "round {round}: both workers' frames");
+        assert_eq!(
+            (kind("rxq0_packets"), kind("rxq1_packets")),
+            (Some(total), Some(total)),
+            "round {round}: pair 1's frames were the lane's (worker 1's)"
+        );
+        assert_eq!(v.worker, Some(0));
+        // What each worker received (s sends nothing): pair 0's on worker 0, pair 1's on 1.
+        let received: Vec<u64> = ask(&fleet, Command::Metrics)
+            .loads
+            .iter()
+            .map(|l| l.bursts.iter().enumerate().map(|(n, &c)| n as u64 * c).sum())
+            .collect();
+        assert_eq!(received, [total, total], "round {round}: each worker polled its own pair");
+        drop(handles);
+    }
+    ask(&fleet, |tx| Command::Del("v".into(), tx)).unwrap();
+    let names: Vec<String> = ask(&fleet, Command::List).into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["s"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,6 +10,7 @@
 //! into the destination's.
 
 pub mod afxdp;
+pub mod lanes;
 pub mod loopback;
 pub mod pmd;
 pub mod remote;
@@ -97,6 +98,14 @@ pub trait SwitchPort: Send + std::fmt::Debug {
     /// What the port's kind counts beyond [`PortCounters`], by name (none by default).
     fn kind_counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
+    }
+    /// Lends the transmit ring of the peer's queue pair `pair` (1 or more) to another
+    /// worker, which then receives what the peer sends there (see
+    /// [`netlib::vhost::VhostBackend::lend`]); only before the peer connects. `None`
+    /// (the default) for kinds without queue pairs, or a pair the port does not take.
+    fn lend(&mut self, pair: usize) -> Option<netlib::vhost::Lane> {
+        let _ = pair;
+        None
     }
     /// Interrupt mode: asks the peer to signal when it sends; returns whether frames
     /// are already waiting (checked after asking, so none is missed).

@@ -9,7 +9,7 @@ use netlib::flow::{flow_hash, pick, FLOW_HEAD};
 use netlib::pool::BURST;
 use netlib::vhost::device::MAX_QUEUE_PAIRS;
 use netlib::vhost::{
-    tx_ring, Burst, DeviceLimits, Filler, Frame, Frames, VhostBackend, VhostDevice, VhostError, VhostMode,
+    tx_ring, Burst, DeviceLimits, Filler, Frame, Frames, Lane, VhostBackend, VhostDevice, VhostError, VhostMode,
 };
 use netlib::{LinkState, Port, PortCounters};
 
@@ -24,6 +24,8 @@ pub struct VhostPort {
     counters: PortCounters,
     offloads: OffloadCounts,
     queues: QueueCounts,
+    /// The transmit rings lent to other workers (their frames are counted there).
+    lanes: Vec<Lane>,
 }
 
 /// Queue pairs as many as a port takes.
@@ -37,7 +39,7 @@ struct QueueCounts {
 }
 
 /// Names of the per-queue counters (kind counters are named by `&'static str`).
-const RXQ_NAMES: [&str; PAIRS] = [
+pub(super) const RXQ_NAMES: [&str; PAIRS] = [
     "rxq0_packets",
     "rxq1_packets",
     "rxq2_packets",
@@ -155,6 +157,7 @@ impl VhostPort {
             counters: PortCounters::default(),
             offloads: OffloadCounts::default(),
             queues: QueueCounts::default(),
+            lanes: Vec::new(),
         })
     }
 }
@@ -241,6 +244,12 @@ impl SwitchPort for VhostPort {
         PortCounters { resets: self.backend.counters().resets, ..self.counters }
     }
 
+    fn lend(&mut self, pair: usize) -> Option<Lane> {
+        let lane = self.backend.lend(pair)?;
+        self.lanes.push(lane.clone());
+        Some(lane)
+    }
+
     #[inline]
     fn offloads(&self) -> u64 {
         self.backend.device().map_or(0, VhostDevice::offloads)
@@ -261,8 +270,12 @@ impl SwitchPort for VhostPort {
 
     fn kind_counters(&self) -> Vec<(&'static str, u64)> {
         let mut v = Vec::new();
-        // Per queue, once a frontend used more than one queue pair.
-        let q = self.queues;
+        // Per queue, once a frontend used more than one queue pair (the frames of a pair
+        // another worker polls counted there).
+        let mut q = self.queues;
+        for l in &self.lanes {
+            q.rx[l.pair() % PAIRS] += l.received();
+        }
         let used = (0..PAIRS).rposition(|i| q.rx[i] + q.tx[i] > 0).map_or(0, |i| i + 1);
         if used > 1 {
             for i in 0..used {

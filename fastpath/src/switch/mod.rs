@@ -69,6 +69,17 @@ impl NewPort {
         Self { cfg, port, guard: Guard::default() }
     }
 
+    /// What the port's frames are checked against (port security).
+    pub fn guard(&self) -> Guard {
+        self.guard
+    }
+
+    /// Lends the transmit ring of its peer's queue pair `pair` to another worker (see
+    /// [`SwitchPort::lend`]).
+    pub fn lend(&mut self, pair: usize) -> Option<netlib::vhost::LaneRx> {
+        self.port.lend(pair).map(netlib::vhost::LaneRx::new)
+    }
+
     /// Checks every frame the port sends against `guard` (port security).
     #[must_use]
     pub fn guarded(mut self, guard: Guard) -> Self {
@@ -109,8 +120,37 @@ struct Slot {
     /// `u32::MAX` for a port without an MTU.
     max_frame: u32,
     /// Another worker owns it: this slot sends into the link to that worker, and is
-    /// neither polled, listed nor watched here.
+    /// neither listed nor watched here.
     remote: bool,
+    /// Polled here: the worker's own port, or another's of which it polls queue pairs.
+    receives: bool,
+}
+
+/// How a port is held by a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placed {
+    /// Its own.
+    Own,
+    /// Another worker's: only sent to.
+    Remote,
+    /// Another worker's, of which this one polls queue pairs.
+    RemoteWithLanes,
+}
+
+/// Another worker's port, as this worker holds it.
+#[derive(Debug)]
+pub struct RemoteEnd {
+    /// The port's configuration.
+    pub cfg: PortConfig,
+    /// Its slot (the same in every worker).
+    pub slot: usize,
+    /// Where this worker sends it frames (its worker drains the link).
+    pub link: LinkTx,
+    /// The transmit rings of the port's queue pairs that this worker polls (none: it
+    /// only sends to the port).
+    pub lanes: Vec<netlib::vhost::LaneRx>,
+    /// What frames received from those lanes are checked against (the port's guard).
+    pub guard: Guard,
 }
 
 /// The longest frame a port of MTU `mtu` takes: the MTU, an Ethernet header and a VLAN tag.
@@ -253,17 +293,23 @@ impl Switch {
     pub fn add_port_at(&mut self, p: NewPort, slot: usize, inbound: Vec<LinkRx>) -> Result<(), SwitchError> {
         self.check_new(&p.cfg)?;
         tracing::info!("port {} added to {} ({:?} on {})", p.cfg.name, p.cfg.bridge, p.cfg.mode, p.cfg.place());
-        self.insert(slot, p.cfg, p.port, p.guard, false)?;
+        self.insert(slot, p.cfg, p.port, p.guard, Placed::Own)?;
         self.inbound[slot] = inbound;
         Ok(())
     }
 
-    /// Adds the port of another worker at `slot`: what this worker forwards to it goes into
-    /// `link`.
-    pub fn add_remote(&mut self, cfg: PortConfig, slot: usize, link: LinkTx) -> Result<(), SwitchError> {
+    /// Adds the port of another worker (see [`RemoteEnd`]).
+    pub fn add_remote(&mut self, end: RemoteEnd) -> Result<(), SwitchError> {
+        let RemoteEnd { cfg, slot, link, lanes, guard } = end;
         self.check_new(&cfg)?;
-        let port = Box::new(crate::port::remote::RemotePort::new(link));
-        self.insert(slot, cfg, port, Guard::default(), true)
+        if lanes.is_empty() {
+            let port = Box::new(crate::port::remote::RemotePort::new(link));
+            return self.insert(slot, cfg, port, Guard::default(), Placed::Remote);
+        }
+        let pairs: Vec<String> = lanes.iter().map(|l| l.pair().to_string()).collect();
+        tracing::info!("port {}: this worker polls queue pair(s) {}", cfg.name, pairs.join(","));
+        let port = Box::new(crate::port::lanes::LanesPort::new(link, lanes));
+        self.insert(slot, cfg, port, guard, Placed::RemoteWithLanes)
     }
 
     fn insert(
@@ -272,8 +318,10 @@ impl Switch {
         cfg: PortConfig,
         port: Box<dyn SwitchPort>,
         guard: Guard,
-        remote: bool,
+        placed: Placed,
     ) -> Result<(), SwitchError> {
+        let remote = placed != Placed::Own;
+        let receives = placed != Placed::Remote;
         let b = self.bridges.iter().position(|b| b.name == cfg.bridge);
         let (Some(b), Some(None)) = (b, self.ports.get(slot)) else {
             return Err(SwitchError::Full(MAX_PORTS));
@@ -283,7 +331,7 @@ impl Switch {
         self.bridges[b].vlan_ports += usize::from(vlans.is_vlan());
         self.vlans[slot] = vlans;
         let max_frame = max_frame_of(cfg.mtu);
-        self.ports[slot] = Some(Slot { cfg, bridge: b, port, guard, seen_resets, max_frame, remote });
+        self.ports[slot] = Some(Slot { cfg, bridge: b, port, guard, seen_resets, max_frame, remote, receives });
         self.bridges[b].members.push(slot as u16);
         self.watch.ports_changed(&self.ports);
         Ok(())
@@ -435,7 +483,7 @@ impl Switch {
     pub fn poll_once(&mut self) -> usize {
         let mut moved = 0;
         for s in 0..self.ports.len() {
-            if self.ports[s].as_ref().is_some_and(|p| !p.remote) {
+            if self.ports[s].as_ref().is_some_and(|p| p.receives) {
                 let n = self.forward_from(s);
                 self.load.burst(n);
                 moved += n;

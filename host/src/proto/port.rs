@@ -241,6 +241,12 @@ pub struct PortConfig {
     /// frame. Default: the worker with the fewest ports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<u16>,
+    /// Whether a vhost-user frontend's queue pairs are spread over the workers: pair `q`'s
+    /// transmit ring polled by worker `(w + q) % workers` (`w` the port's worker, which
+    /// keeps pair 0, the control path, and what goes to the port). Only with several
+    /// workers that poll (not in interrupt mode). Default: spread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<bool>,
 }
 
 /// The queue pairs a vhost-user port may be given.
@@ -362,6 +368,7 @@ impl PortConfig {
             mtu: None,
             offloads: None,
             packed: None,
+            spread: None,
             queues: None,
             worker: None,
         }

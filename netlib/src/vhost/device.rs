@@ -646,7 +646,7 @@ impl VhostDevice {
             VirtQueue::Split(DeviceQueue::with_max_read(ring, base, max_read).with_indirect(indirect))
         };
         let lane = if i % 2 == 1 { self.lanes[i / 2].as_ref() } else { None };
-        v.queue.set(queue, lane, &self.mem, v.call.as_ref());
+        v.queue.set(queue, lane, &self.mem, v.call.as_ref(), self.features & OFFLOAD_FEATURES);
         Ok(())
     }
 }

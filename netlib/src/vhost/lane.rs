@@ -5,7 +5,7 @@
 //! Transmit rings lent to other threads.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
@@ -33,6 +33,10 @@ struct Shared {
     live: AtomicBool,
     /// The lane's thread found the ring faulty (the device resets its port).
     faulted: AtomicBool,
+    /// The offload features the frontend negotiated (see [`LaneRx::offloads`]).
+    offloads: AtomicU64,
+    /// Frames the lane's thread popped (written by it alone).
+    received: AtomicU64,
     slot: Arc<Mutex<Slot>>,
 }
 
@@ -56,6 +60,8 @@ impl Lane {
                 pair,
                 live: AtomicBool::new(false),
                 faulted: AtomicBool::new(false),
+                offloads: AtomicU64::new(0),
+                received: AtomicU64::new(0),
                 slot: Arc::new(Mutex::new(Slot::default())),
             }))
         })
@@ -66,14 +72,21 @@ impl Lane {
         self.0.pair
     }
 
+    /// Frames its thread received from the ring, over every queue lent to it.
+    pub fn received(&self) -> u64 {
+        self.0.received.load(Ordering::Relaxed)
+    }
+
     /// Whether a queue is lent now.
     pub fn live(&self) -> bool {
         self.0.live.load(Ordering::Relaxed)
     }
 
-    /// Lends `queue` (of memory `mem`, call fd `call`): the lane's thread pops from it next.
-    pub(crate) fn put(&self, queue: VirtQueue, mem: &Arc<GuestMemory>, call: Option<&OwnedFd>) {
+    /// Lends `queue` (of memory `mem`, call fd `call`, a frontend that negotiated the
+    /// offload features `offloads`): the lane's thread pops from it next.
+    pub(crate) fn put(&self, queue: VirtQueue, mem: &Arc<GuestMemory>, call: Option<&OwnedFd>, offloads: u64) {
         let mut s = self.0.slot.lock();
+        self.0.offloads.store(offloads, Ordering::Relaxed);
         s.call = call.and_then(|fd| fd.try_clone().ok());
         s.mem = Some(Arc::clone(mem));
         s.queue = Some(queue);
@@ -124,6 +137,20 @@ impl LaneRx {
         self.lane.pair()
     }
 
+    /// Its lane.
+    pub fn lane(&self) -> &Lane {
+        &self.lane
+    }
+
+    /// The offload features ([`crate::vnet_hdr::OFFLOAD_FEATURES`]) the frontend of the
+    /// lent ring negotiated: what its frames may ask for (as [`VhostDevice::offloads`]).
+    ///
+    /// [`VhostDevice::offloads`]: super::VhostDevice::offloads
+    #[inline]
+    pub fn offloads(&self) -> u64 {
+        self.lane.0.offloads.load(Ordering::Relaxed)
+    }
+
     /// Pops up to [`BURST`] frames; 0 when none, the lane has no queue, or its device
     /// holds it now. A faulty ring leaves the lane (its device resets the port).
     #[inline]
@@ -138,6 +165,8 @@ impl LaneRx {
             Ok(0) => 0,
             Ok(n) => {
                 self.held = Some(slot);
+                let r = &self.lane.0.received;
+                r.store(r.load(Ordering::Relaxed) + n as u64, Ordering::Relaxed);
                 n
             }
             Err(f) => {
@@ -248,11 +277,18 @@ impl Held {
     }
 
     /// Makes `q` the live queue: lent to `lane` if there is one, else the device's.
-    pub(crate) fn set(&mut self, q: VirtQueue, lane: Option<&Lane>, mem: &Arc<GuestMemory>, call: Option<&OwnedFd>) {
+    pub(crate) fn set(
+        &mut self,
+        q: VirtQueue,
+        lane: Option<&Lane>,
+        mem: &Arc<GuestMemory>,
+        call: Option<&OwnedFd>,
+        offloads: u64,
+    ) {
         self.clear();
         *self = match lane {
             Some(l) => {
-                l.put(q, mem, call);
+                l.put(q, mem, call, offloads);
                 Self::Lent(LentTo(l.clone()))
             }
             None => Self::Here(q),

@@ -43,6 +43,10 @@ fn vring_base(dev: &mut VhostDevice, index: u32) -> u32 {
     u32::from_le_bytes(p[4..8].try_into().unwrap())
 }
 
+fn rx_lane_received(rx: &LaneRx) -> u64 {
+    rx.lane().received()
+}
+
 #[test]
 fn lanes_are_only_for_pairs_past_the_first() {
     assert!(Lane::new(0).is_none());
@@ -73,6 +77,7 @@ fn a_lent_transmit_ring_is_popped_by_its_lane_only() {
     assert_eq!(rx.pair(), 1);
     assert_eq!(pop_tags(&mut rx), [0xb0, 0xb1]);
     assert_eq!((r.rings[3].used_idx(), r.rings[1].used_idx()), (2, 1));
+    assert_eq!(rx_lane_received(&rx), 2);
     assert!(pop_tags(&mut rx).is_empty());
 }
 

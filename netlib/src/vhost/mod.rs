@@ -221,10 +221,10 @@ impl VhostBackend {
     /// whoever holds a [`LaneRx`] of it, and this backend's own bursts skip it. The
     /// control path stays here: it takes the queue back (waiting for the lane's burst)
     /// whenever the ring changes, and a fault the lane's thread finds resets this port.
-    /// Only before a frontend connects; `None` for pair 0, a pair past
-    /// [`device::MAX_QUEUE_PAIRS`], or once connected.
+    /// Only before a frontend connects; `None` for pair 0, a pair past the port's
+    /// [`DeviceLimits::queue_pairs`], or once connected.
     pub fn lend(&mut self, pair: usize) -> Option<Lane> {
-        if self.conn.is_some() {
+        if self.conn.is_some() || pair >= usize::from(self.limits.queue_pairs) {
             return None;
         }
         let lane = Lane::new(pair)?;

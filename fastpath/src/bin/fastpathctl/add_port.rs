@@ -99,6 +99,10 @@ pub struct AddPortArgs {
     /// the first CPU listed) [default: the worker with the fewest ports].
     #[arg(long, value_name = "N")]
     pub worker: Option<u16>,
+    /// Keep every queue pair of a vhost-user frontend on the port's worker [default: with
+    /// several workers, pair q's transmit ring is polled by worker (w + q) mod workers].
+    #[arg(long)]
+    pub no_spread: bool,
 }
 
 /// Adds the port `args` describe to the switch behind `ctl`.
@@ -130,6 +134,7 @@ pub fn run(ctl: &Path, args: AddPortArgs) -> Result<()> {
         no_packed,
         queues,
         worker,
+        no_spread,
     } = args;
     let mode = if client { PortMode::Client } else { PortMode::Server };
     let base = match (tap, afxdp, vf) {
@@ -172,6 +177,7 @@ pub fn run(ctl: &Path, args: AddPortArgs) -> Result<()> {
         packed,
         queues,
         worker,
+        spread: no_spread.then_some(false),
         ..base
     };
     call(ctl, &Request::AddPort(port))?;
