@@ -387,13 +387,54 @@ fn netlib_pairs_through_fastpathd_and_its_restart() {
     const TEST: &str = "netlib_pairs_through_fastpathd_and_its_restart";
     let Some(peers) = require(TEST, &["pktgen", "sink", "fastpathd", "fastpathctl"], false) else { return };
     let _serial = serial();
+    pairs_and_restart(TEST, &peers, false);
+}
+
+/// The same with two workers (`--cores 0,1 --share-core`): g on worker 0, s on worker 1,
+/// and each port's pair 1 polled by the other worker (its transmit ring lent): g's pair-1
+/// frames are received by worker 1, its pair-0 frames by worker 0 and cross to s's worker
+/// through a link. Flows stay in order, and the lanes come back with the new switch.
+#[test]
+fn netlib_pairs_spread_over_two_workers_and_a_restart() {
+    const TEST: &str = "netlib_pairs_spread_over_two_workers_and_a_restart";
+    let Some(peers) = require(TEST, &["pktgen", "sink", "fastpathd", "fastpathctl"], false) else { return };
+    let _serial = serial();
+    pairs_and_restart(TEST, &peers, true);
+}
+
+/// Two apps of two queue pairs through fastpathd (of two workers if `two_workers`), then
+/// its kill -9 and restart under traffic.
+fn pairs_and_restart(test: &str, peers: &Peers, two_workers: bool) {
     let t0 = Instant::now();
     let dir = TestDir::new("fpq");
     let ctl = dir.join("ctl.sock");
     let (g, s) = (dir.join("g.sock"), dir.join("s.sock"));
-    let mut v = Verdict::new(TEST);
+    let mut v = Verdict::new(test);
     let ports = [fastpathd_port("br0", "g", "vhost", &g), fastpathd_port("br0", "s", "vhost", &s)];
-    let mut fpd = spawn_fastpathd("fastpathd", &peers, &dir, &ctl, &["br0"], &ports);
+    let spawn = |name: &str| {
+        let mut args = fastpathd_args(&ctl, &["br0"], &ports);
+        if two_workers {
+            let core = args.iter().position(|a| a == "--core").expect("fastpathd_args pins a core");
+            args.splice(core..core + 2, ["--cores", "0,1", "--share-core"].map(String::from));
+        }
+        Proc::spawn(name, &dir, &peers.bin("fastpathd"), &args, &[])
+    };
+    // Two workers beside four app threads: the generator at a fifth of the usual rate (see
+    // two_workers).
+    let rate = if two_workers { RATE / 5 } else { RATE };
+    let pktgen_at = |port: &std::path::Path, n: u64| {
+        let mut args = pktgen_args(&format!("vu:{}", port.display()), n);
+        let at = args.iter().position(|a| a == "--rate").expect("pktgen_args sets a rate") + 1;
+        args[at] = rate.to_string();
+        args
+    };
+    let mut fpd = spawn("fastpathd");
+    let lent = ["port g: this worker polls queue pair(s) 1", "port s: this worker polls queue pair(s) 1"];
+    if two_workers {
+        for line in lent {
+            v.check(fpd.wait_for_stderr(line, SETUP_TIMEOUT), || format!("fastpathd: expected \"{line}\" in its log"));
+        }
+    }
     for sock in [&ctl, &g, &s] {
         if !wait_for_socket(sock, SETUP_TIMEOUT) {
             v.abort(format!("fastpathd: expected {} within {SETUP_TIMEOUT:?}", sock.display()), &mut [&mut fpd]);
@@ -404,16 +445,16 @@ fn netlib_pairs_through_fastpathd_and_its_restart() {
     let mut sink_a = sink_args(&format!("vu:{}", s.display()), FRAMES);
     sink_a.extend(pairs.clone());
     let mut sink = Proc::spawn("sink", &dir, &peers.bin("sink"), &sink_a, &[]);
-    if let Err(e) = wait_ports_up(&peers, &ctl, &["s"], SETUP_TIMEOUT) {
+    if let Err(e) = wait_ports_up(peers, &ctl, &["s"], SETUP_TIMEOUT) {
         v.abort(e, &mut [&mut fpd, &mut sink]);
     }
-    let mut gen_a = pktgen_args(&format!("vu:{}", g.display()), FRAMES);
+    let mut gen_a = pktgen_at(&g, FRAMES);
     gen_a.extend(pairs.iter().chain(&flows).cloned());
     let mut pktgen = Proc::spawn("pktgen", &dir, &peers.bin("pktgen"), &gen_a, &[]);
     let sj = finish_transfer_with(&mut v, &mut pktgen, &mut sink, FRAMES, Order::PerFlow);
     check_pairs(&mut v, pktgen.last_json().as_ref(), sj.as_ref(), PAIR_FLOWS, Some(FRAMES));
     // The switch saw both pairs of each port: g's transmit rings, s's receive rings.
-    let list = fastpathctl_list(&peers, &ctl).unwrap_or_default();
+    let list = fastpathctl_list(peers, &ctl).unwrap_or_default();
     for (port, dir) in [("g", "rxq"), ("s", "txq")] {
         let n: Vec<Option<u64>> = (0..2).map(|q| kind_stat(&list, port, &format!("{dir}{q}_packets"))).collect();
         v.check(n.iter().all(|x| x.is_some_and(|x| x > 0)) && n.iter().flatten().sum::<u64>() == FRAMES, || {
@@ -425,22 +466,29 @@ fn netlib_pairs_through_fastpathd_and_its_restart() {
     let mut sink_a = sink_args(&format!("vu:{}", s.display()), 0);
     sink_a.extend(pairs.clone());
     let mut sink = Proc::spawn("sink-2", &dir, &peers.bin("sink"), &sink_a, &[]);
-    if let Err(e) = wait_ports_up(&peers, &ctl, &["s"], SETUP_TIMEOUT) {
+    if let Err(e) = wait_ports_up(peers, &ctl, &["s"], SETUP_TIMEOUT) {
         v.abort(e, &mut [&mut fpd, &mut sink]);
     }
     let delivered = |ctl: &std::path::Path| {
-        let l = fastpathctl_list(&peers, ctl).unwrap_or_default();
+        let l = fastpathctl_list(peers, ctl).unwrap_or_default();
         integration::port_stat(&l, "s", "tx_packets").unwrap_or(0)
     };
     let before = delivered(&ctl);
-    let mut gen_a = pktgen_args(&format!("vu:{}", g.display()), 0);
+    let mut gen_a = pktgen_at(&g, 0);
     gen_a.extend(pairs.iter().chain(&flows).cloned());
     let mut pktgen = Proc::spawn("pktgen-2", &dir, &peers.bin("pktgen"), &gen_a, &[]);
     let flowing = integration::wait_until(RUN_TIMEOUT, || delivered(&ctl) > before + 20_000);
     v.check(flowing, || "fastpathd: expected 20,000 frames to port s before the restart".into());
     fpd.kill();
     let _ = std::fs::remove_file(&ctl);
-    let mut fpd = spawn_fastpathd("fastpathd-2", &peers, &dir, &ctl, &["br0"], &ports);
+    let mut fpd = spawn("fastpathd-2");
+    if two_workers {
+        for line in lent {
+            v.check(fpd.wait_for_stderr(line, SETUP_TIMEOUT), || {
+                format!("fastpathd-2: expected \"{line}\" in its log")
+            });
+        }
+    }
     // The new switch's count for s (from 0, or from where the old one left it).
     let up = wait_for_socket(&ctl, SETUP_TIMEOUT);
     let from = delivered(&ctl);
@@ -471,7 +519,7 @@ fn netlib_pairs_through_fastpathd_and_its_restart() {
     eprintln!("[{}] pktgen-2: {}\n[{}] sink-2: {sj}", stamp(), pj.unwrap_or_default(), stamp());
     let st = fpd.stop(Signal::SIGTERM, Duration::from_secs(5));
     v.check(st.success(), || format!("fastpathd-2: expected exit status 0 after SIGTERM, got {st}"));
-    eprintln!("[{}] {TEST}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
+    eprintln!("[{}] {test}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
     v.finish(&mut [&mut pktgen, &mut sink, &mut fpd]);
 }
 
