@@ -175,7 +175,8 @@ const IN_FLIGHT_MQ: u32 = 256;
 /// on CPU 0 polling every queue pair; or (`ovs`) OVS-DPDK's PMD on CPU 0 with the same
 /// ports, whose vhost-user ports take as many queues as the frontend enables. Rx-pps
 /// summed over both of testpmd's ports. `workers` 2 (`mq2w_64`): fastpathd `--cores 0,1`
-/// (one port on each worker: every frame crosses a link), against OVS-DPDK with a PMD on
+/// (one port on each worker, each port's pair 1 polled by the other worker: half of the
+/// frames cross a link), against OVS-DPDK with a PMD on
 /// each CPU (each taking some of the four receive queues); testpmd still on CPU 1, beside
 /// the second worker or PMD, so both switches give their CPU away when idle: ours yield
 /// (`--share-core`), OVS's PMDs sleep up to 50 us (`pmd-maxsleep`).
