@@ -93,6 +93,8 @@ fn lanes_of(p: &mut NewPort, owner: usize, workers: usize) -> Vec<Vec<LaneRx>> {
 struct Owned {
     name: String,
     worker: usize,
+    /// The queue pairs whose transmit rings other workers poll: (pair, worker).
+    pair_workers: Vec<(u16, u16)>,
 }
 
 /// The router in front of several workers.
@@ -254,8 +256,11 @@ impl Fleet {
         if let Err(e) = ask(&self.workers[owner], |tx| Command::AddAt(Box::new(p), slot, rxs, tx))? {
             return Some(Err(e));
         }
+        let mut pair_workers = Vec::new();
         for (w, link) in txs {
             let lanes = lanes.get_mut(w).map(std::mem::take).unwrap_or_default();
+            let as_u16 = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
+            pair_workers.extend(lanes.iter().map(|l| (as_u16(l.pair()), as_u16(w))));
             let end = RemoteEnd { cfg: cfg.clone(), slot, link, lanes, guard };
             match ask(&self.workers[w], |r| Command::AddRemote(Box::new(end), r)) {
                 Some(Ok(())) => {}
@@ -264,7 +269,7 @@ impl Fleet {
             }
         }
         tracing::info!("port {} on worker {owner}", cfg.name);
-        self.slots[slot] = Some(Owned { name: cfg.name, worker: owner });
+        self.slots[slot] = Some(Owned { name: cfg.name, worker: owner, pair_workers });
         Some(Ok(()))
     }
 
@@ -321,7 +326,12 @@ impl Fleet {
         }
         ports.sort_by_key(|p| self.slot_of(&p.name));
         for p in &mut ports {
-            p.worker = self.owner(&p.name).and_then(|(_, w)| u16::try_from(w).ok());
+            let Some((slot, w)) = self.owner(&p.name) else { continue };
+            p.worker = u16::try_from(w).ok();
+            if let Some(o) = &self.slots[slot] {
+                p.pair_workers.clone_from(&o.pair_workers);
+                p.pair_workers.sort_unstable();
+            }
         }
         Some(ports)
     }

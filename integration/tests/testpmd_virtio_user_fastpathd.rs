@@ -3,15 +3,16 @@
 // fastpathd br1 → sink (vu). The two bridges keep the paths apart, so every
 // frame crosses testpmd exactly once; the same with 9014-byte frames and mrg_rxbuf=1, and
 // both on packed rings (testpmd's packed_vq=1); and with two queue pairs on testpmd's ports
-// (queues=2: frames spread over both by flow, each flow kept in order).
+// (queues=2: frames spread over both by flow, each flow kept in order), through one worker
+// and through two (each port's pair 1 polled by the other).
 //! Interop: DPDK virtio_user ↔ fastpathd.
 
 use std::time::{Duration, Instant};
 
 use integration::{
-    check_switch_counters, check_testpmd_forwarded, fastpathctl_list, fastpathd_port, finish_transfer_with,
-    pktgen_args, require, serial, show_ports, sink_args, spawn_fastpathd, stamp, wait_for_socket, wait_ports_up, Order,
-    Proc, TestDir, Testpmd, Verdict, FRAMES, QUEUE_SIZE, SETUP_TIMEOUT,
+    check_switch_counters, check_testpmd_forwarded, fastpathctl_list, fastpathd_args, fastpathd_port,
+    finish_transfer_with, pktgen_args, require, serial, show_ports, sink_args, stamp, wait_for_socket, wait_ports_up,
+    Order, Proc, TestDir, Testpmd, Verdict, FRAMES, QUEUE_SIZE, SETUP_TIMEOUT,
 };
 use nix::sys::signal::Signal;
 
@@ -32,6 +33,9 @@ struct Run {
     packed: bool,
     /// Queue pairs of testpmd's ports (0: one).
     queues: u16,
+    /// fastpathd runs two workers (`--cores 0,1 --share-core`): each port's pair 1 is
+    /// polled by the other worker.
+    two_workers: bool,
 }
 
 /// Source MACs pktgen sends from in the multiqueue run: as many flows, spread over the
@@ -56,6 +60,24 @@ fn testpmd_multiqueue_virtio_user_through_fastpathd() {
             vdev_opts: ",cq=1",
             // Four receive rings of 1,024 and four transmit rings fit testpmd's mbufs.
             testpmd_args: &["--rxq=2", "--txq=2", "--rxd=1024", "--txd=1024"],
+            ..Run::default()
+        },
+    );
+}
+
+/// The same through two workers (`--cores 0,1`, polling with `--share-core`; testpmd's
+/// forwarding core shares CPU 1): p and b on worker 0, a and s on worker 1, and the
+/// transmit ring of pair 1 of each of testpmd's ports polled by the other worker. Every
+/// frame arrives, each flow in order.
+#[test]
+fn testpmd_multiqueue_virtio_user_through_two_workers() {
+    run(
+        "testpmd_multiqueue_virtio_user_through_two_workers",
+        &Run {
+            queues: 2,
+            vdev_opts: ",cq=1",
+            testpmd_args: &["--rxq=2", "--txq=2", "--rxd=1024", "--txd=1024"],
+            two_workers: true,
             ..Run::default()
         },
     );
@@ -120,19 +142,24 @@ fn run(test: &str, r: &Run) {
 
     // The switch listens on all four sockets; its polling worker has CPU 0,
     // testpmd's forwarding core CPU 1; pktgen and sink sleep when idle.
-    let mut fpd = spawn_fastpathd(
-        "fastpathd",
-        &peers,
-        &dir,
-        &ctl,
-        &["br0", "br1"],
-        &[
-            fastpathd_port("br0", "p", "vhost", &p_sock),
-            fastpathd_port("br0", "a", "vhost", &a_sock) + r.port_opts,
-            fastpathd_port("br1", "b", "vhost", &b_sock) + r.port_opts,
-            fastpathd_port("br1", "s", "vhost", &s_sock),
-        ],
-    );
+    let ports = [
+        fastpathd_port("br0", "p", "vhost", &p_sock),
+        fastpathd_port("br0", "a", "vhost", &a_sock) + r.port_opts,
+        fastpathd_port("br1", "b", "vhost", &b_sock) + r.port_opts,
+        fastpathd_port("br1", "s", "vhost", &s_sock),
+    ];
+    let mut args = fastpathd_args(&ctl, &["br0", "br1"], &ports);
+    if r.two_workers {
+        let core = args.iter().position(|a| a == "--core").expect("fastpathd_args pins a core");
+        args.splice(core..core + 2, ["--cores", "0,1", "--share-core"].map(String::from));
+    }
+    let mut fpd = Proc::spawn("fastpathd", &dir, &peers.bin("fastpathd"), &args, &[]);
+    if r.two_workers {
+        for port in ["a", "b"] {
+            let line = format!("port {port}: this worker polls queue pair(s) 1");
+            v.check(fpd.wait_for_stderr(&line, SETUP_TIMEOUT), || format!("fastpathd: expected \"{line}\" in its log"));
+        }
+    }
     for sock in [&ctl, &p_sock, &a_sock, &b_sock, &s_sock] {
         if !wait_for_socket(sock, SETUP_TIMEOUT) {
             v.abort(

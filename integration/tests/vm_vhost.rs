@@ -3,7 +3,8 @@
 // (ICMP, UDP of every size up to the MTU, TCP 10 MB echoed and byte-compared), then `kill -9` of QEMU
 // with fastpathd's fds and mappings back to the baseline; and two guests on one switch (QEMU
 // as vhost-user client with reconnect-ms, and as server, host_mtu=9000 with mergeable buffers;
-// the second on packed rings, the first on two queue pairs), talking with 9000-byte packets
+// the second on packed rings, the first on two queue pairs whose second one another worker of
+// the switch polls), talking with 9000-byte packets
 // and across a fastpathd restart.
 //! VMs on fastpathd ports: guest ↔ containers, guest ↔ guest, QEMU killed, switch restarted.
 
@@ -362,10 +363,21 @@ fn vm_to_vm_across_a_fastpathd_restart() {
         fastpathd_port("br0", "vma", "vhost", &a_sock) + &mtu,
         fastpathd_port("br0", "vmb", "vhost-client", &b_sock) + &mtu,
     ];
-    let args = fastpathd_args(&ctl, &["br0"], &ports);
+    // Two workers (polling, giving the CPU away when idle: the guests need it): vma on
+    // worker 0, vmb on worker 1, and the transmit ring of A's second queue pair polled by
+    // worker 1 (lent by worker 0), through the restart too.
+    let mut args = fastpathd_args(&ctl, &["br0"], &ports);
+    let core = args.iter().position(|a| a == "--core").expect("fastpathd_args pins a core");
+    args.splice(core..core + 2, ["--cores", "0,1", "--share-core"].map(String::from));
+    let lent = "port vma: this worker polls queue pair(s) 1";
     let fastpathd = bin_dir().join("fastpathd");
     let mut sw = Proc::spawn("fastpathd", &dir, &fastpathd, &args, &[]);
     assert!(wait_for_socket(&a_sock, Duration::from_secs(10)), "fastpathd: {}", sw.describe(20, 0));
+    assert!(
+        sw.wait_for_stderr(lent, Duration::from_secs(10)),
+        "fastpathd: expected \"{lent}\": {}",
+        sw.describe(20, 0)
+    );
     let (dir_a, dir_b) = (TestDir::new("vma"), TestDir::new("vmb"));
     let guest = |gdir: &TestDir, nic: VhostUserNic, body: &str| {
         Guest::new(&gpeers)

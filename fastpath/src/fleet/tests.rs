@@ -278,7 +278,7 @@ fn a_ports_second_queue_pair_is_polled_by_the_other_worker() {
             (Some(total), Some(total)),
             "round {round}: pair 1's frames were the lane's (worker 1's)"
         );
-        assert_eq!(v.worker, Some(0));
+        assert_eq!((v.worker, &v.pair_workers[..]), (Some(0), &[(1, 1)][..]), "pair 1 on worker 1");
         // What each worker received (s sends nothing): pair 0's on worker 0, pair 1's on 1.
         let received: Vec<u64> = ask(&fleet, Command::Metrics)
             .loads

@@ -415,6 +415,7 @@ impl Switch {
                 vlan: p.cfg.vlan,
                 trunk: p.cfg.trunk.clone(),
                 worker: None,
+                pair_workers: Vec::new(),
             })
             .collect()
     }

@@ -475,6 +475,10 @@ pub struct PortInfo {
     /// The worker that polls it, on a switch of several workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<u16>,
+    /// The queue pairs whose transmit rings another worker polls, as (pair, worker): a
+    /// vhost-user port's pairs spread over the workers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pair_workers: Vec<(u16, u16)>,
 }
 
 #[cfg(test)]

@@ -4,12 +4,14 @@
 // is handed to the device.
 //! Lane tests.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::mq_tests::{mq_rig_on, region_of, MqRig};
 use super::tests::raw_msg as msg;
 use super::*;
 use crate::mem::Region;
+use crate::spec::NET_HDR_LEN;
 use crate::vhost_user::VringState;
 
 /// Two pairs, pair 1's transmit ring (vring 3) lent.
@@ -149,4 +151,26 @@ fn the_device_going_away_takes_its_ring_from_the_lane() {
     drop(r);
     assert!(!lane.live());
     drop(rx);
+}
+
+#[test]
+fn a_lent_packed_ring_is_popped_and_used_in_order() {
+    let mut r = super::packed_tests::prig(8);
+    for k in 0..3u16 {
+        let off = 2048 * u64::from(k);
+        let at = usize::try_from(off).unwrap() + NET_HDR_LEN as usize;
+        r.data.map_mut().slice_mut(at, 60).unwrap().fill(0xc0 + k as u8);
+        let buf = r.buf(off);
+        r.offer(&[(buf, NET_HDR_LEN + 60)], k, 0);
+    }
+    let lane = Lane::new(2).unwrap();
+    let mem = Arc::clone(&r.mem);
+    let q = std::mem::replace(&mut r.q, super::packed_tests::prig(8).q);
+    lane.put(VirtQueue::Packed(q), &mem, None, 0);
+    let mut rx = LaneRx::new(lane.clone());
+    assert_eq!(pop_tags(&mut rx), [0xc0, 0xc1, 0xc2]);
+    // In order: one used descriptor per chain (not batched: the queue was not told to).
+    assert_eq!([r.reap(1), r.reap(1), r.reap(1)], [Some((0, 0)), Some((1, 0)), Some((2, 0))]);
+    assert!(matches!(lane.take(), Some(VirtQueue::Packed(_))));
+    assert!(!lane.live());
 }

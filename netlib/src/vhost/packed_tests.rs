@@ -14,11 +14,11 @@ use crate::spec::{
 
 /// A packed ring and a data region as a frontend would share them, the device's queue
 /// on them, and the driver's own cursors.
-struct PRig {
+pub(super) struct PRig {
     ring: Region,
-    data: Region,
-    mem: Arc<GuestMemory>,
-    q: PackedQueue,
+    pub(super) data: Region,
+    pub(super) mem: Arc<GuestMemory>,
+    pub(super) q: PackedQueue,
     size: u16,
     /// The driver's next slot to make available, and its wrap counter.
     avail: (u16, bool),
@@ -26,7 +26,7 @@ struct PRig {
     used: (u16, bool),
 }
 
-fn prig(size: u16) -> PRig {
+pub(super) fn prig(size: u16) -> PRig {
     let ring = Region::create(None, packed_desc_bytes(size) + 64).unwrap();
     let data = Region::create(None, 1 << 20).unwrap();
     let mem = GuestMemory::identity(&[&ring, &data]);
@@ -38,7 +38,7 @@ fn prig(size: u16) -> PRig {
 }
 
 impl PRig {
-    fn buf(&self, off: u64) -> u64 {
+    pub(super) fn buf(&self, off: u64) -> u64 {
         self.data.map().addr() + off
     }
 
@@ -77,7 +77,7 @@ impl PRig {
     /// Makes a chain of `bufs` (address, length) available as buffer `id`, `extra`
     /// flags on each descriptor, by the rules: every descriptor's AVAIL/USED bits from
     /// the driver's wrap counter, the head's flags written last.
-    fn offer(&mut self, bufs: &[(u64, u32)], id: u16, extra: u16) {
+    pub(super) fn offer(&mut self, bufs: &[(u64, u32)], id: u16, extra: u16) {
         let head = self.avail;
         let mut writes = Vec::new();
         for (k, &(addr, len)) in bufs.iter().enumerate() {
@@ -97,7 +97,7 @@ impl PRig {
 
     /// The next used descriptor, if the device wrote it: (id, len); `descs` is how
     /// many slots its chain took.
-    fn reap(&mut self, descs: u16) -> Option<(u16, u32)> {
+    pub(super) fn reap(&mut self, descs: u16) -> Option<(u16, u32)> {
         let (pos, wrap) = self.used;
         let (_, len, id, flags) = self.slot(pos);
         let used = flags & VRING_PACKED_DESC_F_USED != 0;

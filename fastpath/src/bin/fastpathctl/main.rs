@@ -516,7 +516,7 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
             p.stats.counters.drop_vlan,
             p.stats.counters.resets
         );
-        let worker = p.worker.map(|w| format!("worker {w}"));
+        let worker = p.worker.map(|w| format!("worker {w}{}", pairs_elsewhere(&p.pair_workers)));
         let kind: Vec<String> = worker
             .into_iter()
             .chain(p.kind_counters.iter().filter(|(_, v)| *v > 0).map(|(n, v)| format!("{n} {v}")))
@@ -525,6 +525,20 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
             println!("  {:<w$} {}", "", kind.join(", "));
         }
     }
+}
+
+/// ", pairs 1,3 on worker 1" for the queue pairs other workers poll (`(pair, worker)`).
+fn pairs_elsewhere(pair_workers: &[(u16, u16)]) -> String {
+    let mut workers: Vec<u16> = pair_workers.iter().map(|&(_, w)| w).collect();
+    workers.sort_unstable();
+    workers.dedup();
+    let mut said = String::new();
+    for w in workers {
+        let pairs: Vec<String> = pair_workers.iter().filter(|&&(_, pw)| pw == w).map(|(p, _)| p.to_string()).collect();
+        let s = if pairs.len() == 1 { "" } else { "s" };
+        said.push_str(&format!(", pair{s} {} on worker {w}", pairs.join(",")));
+    }
+    said
 }
 
 /// The new switch's command line: the running one's arguments (`old`, without the program
@@ -757,5 +771,12 @@ mod tests {
             ["--ctl", "/c", "--config", "/y", "--takeover"]
         );
         assert_eq!(cmdline(std::process::id()).unwrap(), std::env::args().skip(1).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_pairs_other_workers_poll_are_said_per_worker() {
+        assert_eq!(pairs_elsewhere(&[]), "");
+        assert_eq!(pairs_elsewhere(&[(1, 1)]), ", pair 1 on worker 1");
+        assert_eq!(pairs_elsewhere(&[(1, 1), (2, 2), (4, 1)]), ", pairs 1,4 on worker 1, pair 2 on worker 2");
     }
 }
