@@ -529,6 +529,7 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
 
 /// ", pairs 1,3 on worker 1" for the queue pairs other workers poll (`(pair, worker)`).
 fn pairs_elsewhere(pair_workers: &[(u16, u16)]) -> String {
+    use std::fmt::Write as _;
     let mut workers: Vec<u16> = pair_workers.iter().map(|&(_, w)| w).collect();
     workers.sort_unstable();
     workers.dedup();
@@ -536,7 +537,7 @@ fn pairs_elsewhere(pair_workers: &[(u16, u16)]) -> String {
     for w in workers {
         let pairs: Vec<String> = pair_workers.iter().filter(|&&(_, pw)| pw == w).map(|(p, _)| p.to_string()).collect();
         let s = if pairs.len() == 1 { "" } else { "s" };
-        said.push_str(&format!(", pair{s} {} on worker {w}", pairs.join(",")));
+        let _ = write!(said, ", pair{s} {} on worker {w}", pairs.join(","));
     }
     said
 }
