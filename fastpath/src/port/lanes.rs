@@ -75,8 +75,11 @@ impl SwitchPort for LanesPort {
         self.remote.send_built(n, build)
     }
 
+    /// What the frontend negotiated, for the frames of the lane's burst (what goes to the
+    /// port crosses a link: [`SwitchPort::offloads`] stays 0, and such frames are finished
+    /// in software on their way in).
     #[inline]
-    fn offloads(&self) -> u64 {
+    fn rx_offloads(&self) -> u64 {
         self.lanes.get(self.current).map_or(0, LaneRx::offloads)
     }
 

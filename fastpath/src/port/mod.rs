@@ -73,6 +73,13 @@ pub trait SwitchPort: Send + std::fmt::Debug {
     fn offloads(&self) -> u64 {
         0
     }
+    /// The offload features the frames of the burst [`Self::recv`] took may ask for:
+    /// [`Self::offloads`], unless the port receives from a peer other than the one it
+    /// sends to (another worker's port, whose frames go through a link: [`Self::offloads`]
+    /// 0, while the queue pairs it polls are the frontend's).
+    fn rx_offloads(&self) -> u64 {
+        self.offloads()
+    }
     /// Sends one frame with `hdr` in front of it: the virtio-net header of a frame whose
     /// offloads (a partial checksum, GSO) this port's peer negotiated. Only ports whose
     /// [`Self::offloads`] is not 0 get such frames. Returns false when it has no room now

@@ -99,7 +99,7 @@ impl Switch {
         }
         let frames = sp.port.frames();
         // One check per burst: a sender without offloads has no headers to read.
-        let features = sp.port.offloads();
+        let features = sp.port.rx_offloads();
         let (asked, refused) = if features == 0 { (0, 0) } else { offloads.read(&frames, features) };
         let asks = asked + refused > 0;
         // One check per burst: a bridge without VLANs forwards as if they did not exist.
