@@ -293,3 +293,33 @@ fn a_ports_second_queue_pair_is_polled_by_the_other_worker() {
     assert_eq!(names, ["s"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Workers that sleep in interrupt mode keep every queue pair of a port on its worker (a
+/// lane has no wakeup of its own), as does a port with `spread = false` on polling ones.
+#[test]
+fn pairs_stay_on_the_ports_worker_in_interrupt_mode_or_when_the_port_says_so() {
+    let dir = std::env::temp_dir().join(format!("fp-fleet-nospread-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pairs_of = |fleet: &Workers, name: &str, spread: Option<bool>| {
+        let cfg =
+            PortConfig { queues: Some(4), spread, ..PortConfig::new(name, "br0", dir.join(format!("{name}.sock"))) };
+        let port = NewPort::open(cfg, &crate::config::PortDefaults::default()).unwrap();
+        Running(&fleet.tx).add_port(port).unwrap();
+        let list = ask(fleet, Command::List);
+        list.into_iter().find(|p| p.name == name).unwrap().pair_workers
+    };
+    let polling = two_workers();
+    assert_eq!(pairs_of(&polling, "a", None), [(1, 1), (3, 1)], "port a on worker 0: its odd pairs on worker 1");
+    assert_eq!(pairs_of(&polling, "b", None), [(1, 0), (3, 0)], "port b on worker 1: its odd pairs on worker 0");
+    assert!(pairs_of(&polling, "c", Some(false)).is_empty());
+    drop(polling);
+    let first = Switch::new(&["br0".into()], 300);
+    let second = Switch::new(&["br0".into()], 300).sharing_macs_with(&first);
+    let stop = Arc::new(AtomicBool::new(false));
+    let first_frame = Arc::new(FirstFrame::since(Instant::now()));
+    let (tx, handles) = spawn(vec![first, second], &[None, None], &stop, Idle::Sleep, &first_frame).unwrap();
+    let sleeping = Workers { tx, stop, handles };
+    assert!(pairs_of(&sleeping, "d", None).is_empty(), "interrupt mode: no lanes");
+    drop(sleeping);
+    let _ = std::fs::remove_dir_all(&dir);
+}
