@@ -31,9 +31,10 @@ pub struct Config {
     #[serde(default)]
     pub core: Option<usize>,
     /// Run one polling worker on each of these CPUs (instead of one on `core`): ports are
-    /// spread over the workers, each port polled by its own worker alone, and the bridges'
-    /// MAC tables shared. A frame for a port of another worker crosses to it through a
-    /// link (one copy more).
+    /// spread over the workers, each port run by its own worker (a vhost-user port's queue
+    /// pairs past the first polled by the others, see the port's `spread`), and the
+    /// bridges' MAC tables shared. A frame for a port of another worker crosses to it
+    /// through a link (one copy more).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cores: Vec<usize>,
     /// Bridge names.

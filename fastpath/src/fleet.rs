@@ -264,7 +264,10 @@ impl Fleet {
             let end = RemoteEnd { cfg: cfg.clone(), slot, link, lanes, guard };
             match ask(&self.workers[w], |r| Command::AddRemote(Box::new(end), r)) {
                 Some(Ok(())) => {}
-                Some(Err(e)) => tracing::warn!("worker {w} could not take port {}'s remote end: {e}", cfg.name),
+                Some(Err(e)) => tracing::warn!(
+                    "worker {w} could not take port {}'s remote end (nor poll its queue pairs lent to it): {e}",
+                    cfg.name
+                ),
                 None => tracing::warn!("worker {w} is gone"),
             }
         }

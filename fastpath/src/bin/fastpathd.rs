@@ -55,8 +55,10 @@ struct Args {
     #[arg(long, conflicts_with = "cores")]
     core: Option<usize>,
     /// Run one polling worker on each of these CPUs (comma-separated, e.g. 0,1): ports are
-    /// spread over the workers, each polled by its own worker alone; the MAC tables are
-    /// shared; a frame for another worker's port crosses to it through a link.
+    /// spread over the workers, each run by its own worker (and a vhost-user port's queue
+    /// pairs past the first polled by the others: pair q by worker (w + q) mod N, unless
+    /// --interrupt or the port's spread = false); the MAC tables are shared; a frame for
+    /// another worker's port crosses to it through a link.
     #[arg(long, value_delimiter = ',', value_name = "CPU,CPU,...")]
     cores: Vec<usize>,
     /// A bridge to create (repeatable; default br0).
