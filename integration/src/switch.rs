@@ -47,6 +47,13 @@ pub fn spawn_fastpathd(
     Proc::spawn(name, dir, &peers.bin("fastpathd"), &fastpathd_args(ctl, bridges, ports), &[])
 }
 
+/// Turns [`fastpathd_args`]' one worker (`--core 0`) into two, one per CPU
+/// (`--cores 0,1`), with `idle` (`--share-core` or `--interrupt`): what they do when idle.
+pub fn on_two_workers(args: &mut Vec<String>, idle: &str) {
+    let core = args.iter().position(|a| a == "--core").expect("fastpathd_args pins a core");
+    args.splice(core..core + 2, ["--cores", "0,1", idle].map(String::from));
+}
+
 /// `fastpathctl --ctl CTL list --json`: the ports with their counters.
 pub fn fastpathctl_list(peers: &Peers, ctl: &Path) -> Result<Vec<Value>, String> {
     fastpathctl_list_with(&peers.bin("fastpathctl"), ctl)

@@ -292,8 +292,7 @@ fn two_workers(test: &str, peers: &Peers, idle: &str) {
     // (`idle`), and the generators send at a fifth of the usual rate, so that a link
     // (2,048 of these frames: 200 ms) outlasts a worker waiting for its CPU on a busy machine.
     let mut args = fastpathd_args(&ctl, &["br0", "br1"], &ports);
-    let core = args.iter().position(|a| a == "--core").expect("fastpathd_args pins a core");
-    args.splice(core..core + 2, ["--cores", "0,1", idle].map(String::from));
+    integration::on_two_workers(&mut args, idle);
     let mut fpd = Proc::spawn("fastpathd", &dir, &peers.bin("fastpathd"), &args, &[]);
     for s in [ctl.clone(), sock("a"), sock("b"), sock("c"), sock("d")] {
         if !wait_for_socket(&s, SETUP_TIMEOUT) {
@@ -414,8 +413,7 @@ fn pairs_and_restart(test: &str, peers: &Peers, two_workers: bool) {
     let spawn = |name: &str| {
         let mut args = fastpathd_args(&ctl, &["br0"], &ports);
         if two_workers {
-            let core = args.iter().position(|a| a == "--core").expect("fastpathd_args pins a core");
-            args.splice(core..core + 2, ["--cores", "0,1", "--share-core"].map(String::from));
+            integration::on_two_workers(&mut args, "--share-core");
         }
         Proc::spawn(name, &dir, &peers.bin("fastpathd"), &args, &[])
     };

@@ -150,8 +150,7 @@ fn run(test: &str, r: &Run) {
     ];
     let mut args = fastpathd_args(&ctl, &["br0", "br1"], &ports);
     if r.two_workers {
-        let core = args.iter().position(|a| a == "--core").expect("fastpathd_args pins a core");
-        args.splice(core..core + 2, ["--cores", "0,1", "--share-core"].map(String::from));
+        integration::on_two_workers(&mut args, "--share-core");
     }
     let mut fpd = Proc::spawn("fastpathd", &dir, &peers.bin("fastpathd"), &args, &[]);
     if r.two_workers {

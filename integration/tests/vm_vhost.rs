@@ -367,8 +367,7 @@ fn vm_to_vm_across_a_fastpathd_restart() {
     // worker 0, vmb on worker 1, and the transmit ring of A's second queue pair polled by
     // worker 1 (lent by worker 0), through the restart too.
     let mut args = fastpathd_args(&ctl, &["br0"], &ports);
-    let core = args.iter().position(|a| a == "--core").expect("fastpathd_args pins a core");
-    args.splice(core..core + 2, ["--cores", "0,1", "--share-core"].map(String::from));
+    integration::on_two_workers(&mut args, "--share-core");
     let lent = "port vma: this worker polls queue pair(s) 1";
     let fastpathd = bin_dir().join("fastpathd");
     let mut sw = Proc::spawn("fastpathd", &dir, &fastpathd, &args, &[]);
