@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 
 use fastpath_host::proto::MirrorInfo;
 
+use crate::capture::tap::CaptureTaps;
 use crate::error::SwitchError;
 use crate::info::PortInfo;
 use crate::link::{link, Doorbell};
@@ -183,9 +184,8 @@ impl Fleet {
                     let _ = reply.send(r);
                 }
             }
-            Command::Capture(tap, reply) => {
-                let w = self.owner(&tap.spec.port).map_or(0, |(_, w)| w);
-                if let Some(r) = ask(&self.workers[w], |tx| Command::Capture(tap, tx)) {
+            Command::Capture(taps, reply) => {
+                if let Some(r) = self.capture(*taps) {
                     let _ = reply.send(r);
                 }
             }
@@ -353,6 +353,37 @@ impl Fleet {
         }
         snap.ports.sort_by_key(|p| self.slot_of(&p.port));
         Some(snap)
+    }
+
+    /// Starts a capture: each lane tap on its worker (the frames the port sends on the pairs
+    /// that worker polls), then the main tap on the port's worker. If one cannot start, none
+    /// runs (and the refusal still goes out on the main tap's connection).
+    fn capture(&self, taps: CaptureTaps) -> Option<Result<(), SwitchError>> {
+        let CaptureTaps { mut main, lanes } = taps;
+        let id = main.id;
+        let mut r = Ok(());
+        for (lw, tap) in lanes {
+            let port = tap.spec.port.clone();
+            r = match self.workers.get(usize::from(lw)) {
+                Some(worker) => ask(worker, |tx| Command::Capture(CaptureTaps::one(tap), tx))?,
+                None => Err(SwitchError::NoSuchPort(port)),
+            };
+            if r.is_err() {
+                break;
+            }
+        }
+        if r.is_ok() {
+            let w = self.owner(&main.spec.port).map_or(0, |(_, w)| w);
+            r = ask(&self.workers[w], |tx| Command::Capture(CaptureTaps::one(main), tx))?;
+        } else {
+            main.detach();
+        }
+        if r.is_err() {
+            for worker in &self.workers {
+                let _ = worker.send(Command::Uncapture(id));
+            }
+        }
+        Some(r)
     }
 
     fn mirrors(&self) -> Option<Vec<MirrorInfo>> {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use fastpath_host::proto::{MirrorConfig, MirrorInfo};
 
-use crate::capture::tap::CaptureTap;
+use crate::capture::tap::CaptureTaps;
 use crate::error::SwitchError;
 use crate::info::PortInfo;
 use crate::link::LinkRx;
@@ -38,8 +38,8 @@ pub enum Command {
     Bridges(Sender<Vec<String>>),
     /// What a metrics scrape shows.
     Metrics(Sender<crate::metrics::Snapshot>),
-    /// Start a capture.
-    Capture(Box<CaptureTap>, Sender<Result<(), SwitchError>>),
+    /// Start a capture (its taps go to the workers that see the port's frames).
+    Capture(Box<CaptureTaps>, Sender<Result<(), SwitchError>>),
     /// End a capture (its client closed the connection).
     Uncapture(u64),
     /// Add a mirror.
@@ -202,8 +202,9 @@ pub fn run(mut sw: Switch, commands: &Receiver<Command>, stop: &Arc<AtomicBool>,
                 Command::Metrics(reply) => {
                     let _ = reply.send(sw.snapshot());
                 }
-                Command::Capture(tap, reply) => {
-                    let _ = reply.send(sw.capture(*tap));
+                Command::Capture(taps, reply) => {
+                    // One worker: the port's pairs are all its own (lanes are for a fleet).
+                    let _ = reply.send(sw.capture(taps.main));
                 }
                 Command::Uncapture(id) => {
                     sw.uncapture(id);

@@ -1,7 +1,8 @@
 // `fastpathctl capture` against a running fastpathd: pktgen's then flowgen's IPv4/UDP frames →
 // br0 → sink, captured on the sink's port (pcapng and pcap), decoded by tshark and counted
 // against what the sinks got; and
-// a capture whose fastpathctl is killed -9, after which fastpathd's fds and mappings are back.
+// a capture whose fastpathctl is killed -9, after which fastpathd's fds and mappings are back;
+// and a capture of a port whose two queue pairs two fastpathd workers poll.
 //! Packet capture through fastpathd, read by tshark.
 
 use std::path::Path;
@@ -9,9 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use integration::{
-    fastpathctl_list, fastpathd_port, finish_transfer, pktgen_args, port_stat, require, serial, sink_args,
-    spawn_fastpathd, stamp, wait_ctl_idle, wait_for_socket, wait_ports_up, wait_until, Peers, Proc, TestDir, Verdict,
-    FRAMES, SETUP_TIMEOUT,
+    fastpathctl_list, fastpathd_args, fastpathd_port, finish_transfer, finish_transfer_with, kind_stat, pktgen_args,
+    port_stat, require, serial, sink_args, spawn_fastpathd, stamp, wait_ctl_idle, wait_for_socket, wait_ports_up,
+    wait_until, Order, Peers, Proc, TestDir, Verdict, FRAMES, RATE, SETUP_TIMEOUT,
 };
 use nix::sys::signal::Signal;
 
@@ -54,20 +55,32 @@ fn switch(v: Verdict, peers: &Peers, dir: &TestDir) -> (Verdict, Proc, Proc) {
 
 /// `fastpathctl capture` of port s with `args`, started (it said so on stderr) or failed.
 fn capture(v: &mut Verdict, peers: &Peers, dir: &TestDir, name: &str, args: &[&str]) -> Proc {
+    capture_of(v, peers, dir, "s", name, args)
+}
+
+/// `fastpathctl capture` of `port` with `args`, started (it said so on stderr) or failed.
+fn capture_of(v: &mut Verdict, peers: &Peers, dir: &TestDir, port: &str, name: &str, args: &[&str]) -> Proc {
     let ctl = dir.join("ctl.sock").display().to_string();
-    let mut a = vec!["--ctl", &ctl, "capture", "s"];
+    let mut a = vec!["--ctl", &ctl, "capture", port];
     a.extend_from_slice(args);
     let mut p = Proc::spawn(name, dir, &peers.bin("fastpathctl"), &a, &[]);
-    v.check(p.wait_for_stderr("capturing port s", CAPTURE_TIMEOUT), || {
-        format!("{name}: expected 'capturing port s' on stderr within {CAPTURE_TIMEOUT:?}; {}", p.describe(5, 0))
+    let started = format!("capturing port {port}");
+    v.check(p.wait_for_stderr(&started, CAPTURE_TIMEOUT), || {
+        format!("{name}: expected '{started}' on stderr within {CAPTURE_TIMEOUT:?}; {}", p.describe(5, 0))
     });
     p
 }
 
 /// The numbers in fastpathctl's last line "capture of port s: N frames, M dropped ...".
 fn summary(p: &Proc) -> Option<(u64, u64)> {
+    summary_of(p, "s")
+}
+
+/// The numbers in fastpathctl's last line "capture of port PORT: N frames, M dropped ...".
+fn summary_of(p: &Proc, port: &str) -> Option<(u64, u64)> {
     let err = p.stderr();
-    let line = err.lines().rev().find(|l| l.starts_with("capture of port s:"))?;
+    let head = format!("capture of port {port}:");
+    let line = err.lines().rev().find(|l| l.starts_with(&head))?;
     let mut nums = line.split_whitespace().filter_map(|w| w.parse::<u64>().ok());
     Some((nums.next()?, nums.next()?))
 }
@@ -200,6 +213,80 @@ fn capture_decodes_with_tshark_and_counts_match_the_sink() {
     v.check(st.success(), || format!("fastpathd: expected exit status 0 after SIGTERM, got {st}"));
     eprintln!("[{}] {TEST}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
     v.finish(&mut [&mut flowgen, &mut pktgen, &mut sink, &mut udp_sink, &mut fpd, &mut cap, &mut cap_n]);
+}
+
+/// pktgen's flows (source MACs) in the two-worker capture: enough that both queue pairs
+/// carry some.
+const PAIR_FLOWS: u64 = 64;
+
+/// A capture of what a port of two queue pairs sends, on a fastpathd of two workers where the
+/// second worker polls the port's pair 1: fastpathctl gets a ring from each worker and writes
+/// every frame the port sent, from both pairs, into one file tshark reads.
+#[test]
+fn a_capture_of_a_port_polled_by_two_workers_has_both_pairs_frames() {
+    const TEST: &str = "a_capture_of_a_port_polled_by_two_workers_has_both_pairs_frames";
+    let Some(peers) = require(TEST, &["pktgen", "sink", "fastpathd", "fastpathctl"], false) else { return };
+    let _serial = serial();
+    let t0 = Instant::now();
+    let dir = TestDir::new("capq");
+    let mut v = Verdict::new(TEST);
+    let ctl = dir.join("ctl.sock");
+    let (g, s) = (dir.join("g.sock"), dir.join("s.sock"));
+    let ports = [fastpathd_port("br0", "g", "vhost", &g), fastpathd_port("br0", "s", "vhost", &s)];
+    let mut args = fastpathd_args(&ctl, &["br0"], &ports);
+    integration::on_two_workers(&mut args, "--share-core");
+    let mut fpd = Proc::spawn("fastpathd", &dir, &peers.bin("fastpathd"), &args, &[]);
+    for sock in [&ctl, &g, &s] {
+        if !wait_for_socket(sock, SETUP_TIMEOUT) {
+            v.abort(format!("fastpathd: expected {} within {SETUP_TIMEOUT:?}", sock.display()), &mut [&mut fpd]);
+        }
+    }
+    let pairs = ["--queues", "2"].map(String::from);
+    let mut sink_a = sink_args(&format!("vu:{}", s.display()), FRAMES);
+    sink_a.extend(pairs.clone());
+    let mut sink = Proc::spawn("sink", &dir, &peers.bin("sink"), &sink_a, &[]);
+    if let Err(e) = wait_ports_up(&peers, &ctl, &["s"], SETUP_TIMEOUT) {
+        v.abort(e, &mut [&mut fpd, &mut sink]);
+    }
+    let file = dir.join("g.pcapng");
+    let mut cap =
+        capture_of(&mut v, &peers, &dir, "g", "capture", &["--direction", "rx", "-w", &file.display().to_string()]);
+    v.check(cap.stderr().contains("on 2 workers"), || {
+        format!("capture: expected 'on 2 workers' in its first line (g's pair 1 is worker 1's); {}", cap.describe(3, 0))
+    });
+    // Two workers beside four app threads: a fifth of the usual rate.
+    let mut gen_a = pktgen_args(&format!("vu:{}", g.display()), FRAMES);
+    let at = gen_a.iter().position(|a| a == "--rate").expect("pktgen_args sets a rate") + 1;
+    gen_a[at] = (RATE / 5).to_string();
+    gen_a.extend(pairs);
+    gen_a.extend(["--src-mac", "02:00:0b:00:00:00", "--src-macs", &PAIR_FLOWS.to_string()].map(String::from));
+    let mut pktgen = Proc::spawn("pktgen", &dir, &peers.bin("pktgen"), &gen_a, &[]);
+    finish_transfer_with(&mut v, &mut pktgen, &mut sink, FRAMES, Order::PerFlow);
+    let list = fastpathctl_list(&peers, &ctl).unwrap_or_default();
+    let per_pair: Vec<Option<u64>> = (0..2).map(|q| kind_stat(&list, "g", &format!("rxq{q}_packets"))).collect();
+    v.check(per_pair.iter().all(|n| n.is_some_and(|n| n > 0)), || {
+        format!("fastpathd port g: expected frames on both queue pairs (rxq0/1_packets), got {per_pair:?}")
+    });
+    let received = port_stat(&list, "g", "rx_packets").unwrap_or(0);
+    let st = cap.stop(Signal::SIGINT, CAPTURE_TIMEOUT);
+    v.check(st.success(), || format!("capture: expected exit 0 on SIGINT, got {st}; {}", cap.describe(5, 0)));
+    match summary_of(&cap, "g") {
+        Some((captured, dropped)) => {
+            v.check(received == FRAMES && captured + dropped == received, || {
+                format!(
+                    "capture: expected captured {captured} + dropped {dropped} = the {received} frames fastpathd \
+                     received from g (pktgen sent {FRAMES})"
+                )
+            });
+            v.note(format!("capture of g: {captured} frames, {dropped} dropped; per pair {per_pair:?}"));
+            check_decoded(&mut v, &file, captured, 0, false);
+        }
+        None => v.fail(format!("capture: expected a summary line on stderr; {}", cap.describe(5, 0))),
+    }
+    let st = fpd.stop(Signal::SIGTERM, Duration::from_secs(5));
+    v.check(st.success(), || format!("fastpathd: expected exit status 0 after SIGTERM, got {st}"));
+    eprintln!("[{}] {TEST}: {:.2} s", stamp(), t0.elapsed().as_secs_f64());
+    v.finish(&mut [&mut pktgen, &mut sink, &mut fpd, &mut cap]);
 }
 
 /// fastpathd's open fds and its mappings of capture rings.

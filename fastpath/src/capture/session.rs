@@ -1,6 +1,7 @@
-// Both ends of a capture's control connection: fastpathd answers `capture` with the ring's
-// memfd attached (SCM_RIGHTS); fastpathctl asks, receives the fd, maps the ring and drains
-// it into a pcapng or pcap file until a count, Ctrl-C or the switch ends the capture.
+// Both ends of a capture's control connection: fastpathd answers `capture` with the rings'
+// memfds attached (SCM_RIGHTS: one per worker that sees the port's frames); fastpathctl asks,
+// receives the fds, maps the rings and drains them, oldest frame first, into a pcapng or pcap
+// file until a count, Ctrl-C or the switch ends the capture.
 //! A capture session over the control socket.
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
@@ -17,6 +18,8 @@ use super::ring::{adopt_received_fd, Captured, Ring};
 
 /// The longest reply line read before the fd (a capture's reply is a few dozen bytes).
 const MAX_REPLY: usize = 64 * 1024;
+/// The most rings a capture's reply carries (one per worker that sees the port's frames).
+pub const MAX_RINGS: usize = 64;
 /// How long the drain sleeps when the ring is empty.
 const IDLE: Duration = Duration::from_millis(1);
 
@@ -45,9 +48,10 @@ pub enum CaptureError {
     Write(io::Error),
 }
 
-/// fastpathd's side: writes the reply `line` on `conn` with `fd` attached.
-pub fn send_with_fd(conn: &UnixStream, line: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
-    let fds = [fd.as_raw_fd()];
+/// fastpathd's side: writes the reply `line` on `conn` with `fds` attached (at most
+/// [`MAX_RINGS`]).
+pub fn send_with_fds(conn: &UnixStream, line: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let fds: Vec<_> = fds.iter().take(MAX_RINGS).map(AsRawFd::as_raw_fd).collect();
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let n = sendmsg::<()>(conn.as_raw_fd(), &[IoSlice::new(line)], &cmsg, MsgFlags::MSG_NOSIGNAL, None)?;
     if n < line.len() {
@@ -57,10 +61,10 @@ pub fn send_with_fd(conn: &UnixStream, line: &[u8], fd: BorrowedFd<'_>) -> io::R
 }
 
 /// fastpathctl's side of a running capture: the connection that keeps it alive and the
-/// mapped ring.
+/// mapped rings (the port's worker's first).
 pub struct Session {
     conn: UnixStream,
-    ring: Ring,
+    rings: Vec<Ring>,
 }
 
 /// How a drain ended.
@@ -128,16 +132,26 @@ impl Session {
         let line = encode_request(&Request::Capture(spec.clone()), VERSION)
             .map_err(|e| CaptureError::BadAnswer(format!("cannot write the request: {e}")))?;
         (&conn).write_all(line.as_bytes()).map_err(io("sending"))?;
-        let (reply, fd) = receive_reply(&conn).map_err(io("receiving the reply"))?;
+        let (reply, fds) = receive_reply(&conn).map_err(io("receiving the reply"))?;
         check_reply(&String::from_utf8_lossy(&reply), VERSION)?;
-        let fd = fd.ok_or_else(|| CaptureError::BadAnswer("the reply carries no capture ring".into()))?;
-        let ring = Ring::open(fd).map_err(CaptureError::Ring)?;
+        if fds.is_empty() {
+            return Err(CaptureError::BadAnswer("the reply carries no capture ring".into()));
+        }
+        let rings = fds.into_iter().map(Ring::open).collect::<Result<Vec<_>, _>>().map_err(CaptureError::Ring)?;
         conn.set_nonblocking(true).map_err(io("setting non-blocking"))?;
-        Ok(Self { conn, ring })
+        Ok(Self { conn, rings })
     }
 
-    /// Writes the ring's frames to `out` until `count` frames (if any) were written, `stop`
+    /// How many rings the switch copies this capture's frames into (one per worker that
+    /// sees them).
+    pub fn rings(&self) -> usize {
+        self.rings.len()
+    }
+
+    /// Writes the rings' frames to `out` until `count` frames (if any) were written, `stop`
     /// says so (Ctrl-C), or fastpathd ends the capture; then ends the file with the drop count.
+    /// Of the frames waiting at the heads of the rings the oldest goes first, so the file is
+    /// in time order but for frames a worker copied later than another worker's newer ones.
     pub fn drain<W: Write>(
         &self,
         mut out: Output<W>,
@@ -147,8 +161,15 @@ impl Session {
         let mut captured = 0u64;
         let mut ended_by_switch = false;
         let full = |n: u64| count.is_some_and(|c| n >= c);
+        let mut heads: Vec<Option<Captured>> = self.rings.iter().map(|_| None).collect();
         while !full(captured) {
-            match self.ring.pop().map_err(CaptureError::Ring)? {
+            for (head, ring) in heads.iter_mut().zip(&self.rings) {
+                if head.is_none() {
+                    *head = ring.pop().map_err(CaptureError::Ring)?;
+                }
+            }
+            let oldest = heads.iter_mut().filter(|h| h.is_some()).min_by_key(|h| h.as_ref().map_or(0, |c| c.ts_ns));
+            match oldest.and_then(Option::take) {
                 Some(c) => {
                     out.packet(&c).map_err(CaptureError::Write)?;
                     captured += 1;
@@ -163,7 +184,7 @@ impl Session {
                 }
             }
         }
-        let dropped = self.ring.dropped();
+        let dropped = self.rings.iter().map(Ring::dropped).sum();
         let w = out.finish(now_ns(), dropped).map_err(CaptureError::Write)?;
         Ok((Summary { captured, dropped, ended_by_switch }, w))
     }
@@ -179,24 +200,25 @@ impl Session {
     }
 }
 
-/// Reads one reply line, and the fd that came with it (if any).
-fn receive_reply(conn: &UnixStream) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
+/// Reads one reply line, and the fds that came with it (at most [`MAX_RINGS`]).
+fn receive_reply(conn: &UnixStream) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut reply = Vec::new();
-    let mut fd = None;
+    let mut fds = Vec::new();
     while !reply.contains(&b'\n') {
         if reply.len() > MAX_REPLY {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a reply longer than {MAX_REPLY} bytes")));
         }
         let mut buf = [0u8; 4096];
-        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; MAX_RINGS]);
         let mut iov = [IoSliceMut::new(&mut buf)];
         let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
         for c in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                for raw in fds {
+            if let ControlMessageOwned::ScmRights(raws) = c {
+                for raw in raws {
+                    // Adopted whatever the count, so that any beyond it are closed.
                     let owned = adopt_received_fd(raw);
-                    if fd.is_none() {
-                        fd = Some(owned);
+                    if fds.len() < MAX_RINGS {
+                        fds.push(owned);
                     }
                 }
             }
@@ -207,7 +229,7 @@ fn receive_reply(conn: &UnixStream) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
         }
         reply.extend_from_slice(&buf[..n]);
     }
-    Ok((reply, fd))
+    Ok((reply, fds))
 }
 
 /// Nanoseconds since the epoch.
@@ -228,7 +250,7 @@ mod tests {
         ours.set_nonblocking(true).unwrap();
         let ring = Ring::create(slots, 64).unwrap();
         let mapped = Ring::open(OwnedFd::from(ring.fd().try_clone().unwrap())).unwrap();
-        (Session { conn: ours, ring: mapped }, theirs, ring)
+        (Session { conn: ours, rings: vec![mapped] }, theirs, ring)
     }
 
     /// Each pcapng block in `b`: its type and body.

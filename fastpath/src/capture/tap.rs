@@ -52,6 +52,23 @@ impl CaptureTap {
     }
 }
 
+/// A capture as the switch gets it: the tap on the port's own worker and, for a port whose
+/// queue pairs other workers poll, a tap of received frames for each of them.
+#[derive(Debug)]
+pub struct CaptureTaps {
+    /// The tap on the port's worker (its connection ends the capture).
+    pub main: CaptureTap,
+    /// (worker, its tap of what the port sends on the pairs it polls).
+    pub lanes: Vec<(u16, CaptureTap)>,
+}
+
+impl CaptureTaps {
+    /// One tap, on the port's own worker.
+    pub fn one(main: CaptureTap) -> Box<Self> {
+        Box::new(Self { main, lanes: Vec::new() })
+    }
+}
+
 impl Drop for CaptureTap {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {

@@ -1,5 +1,6 @@
-// The control server's part of a capture: make the ring, give it to the worker, answer with
-// the ring's memfd attached, then watch the connection and end the capture when it closes.
+// The control server's part of a capture: make the rings (one per worker that sees the port's
+// frames), give them to the workers, answer with the rings' memfds attached, then watch the
+// connection and end the capture when it closes.
 //! Serving `capture`.
 
 use std::io::Read;
@@ -7,11 +8,11 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use fastpath_host::proto::{CaptureSpec, ErrorCode, Response};
+use fastpath_host::proto::{CaptureSpec, Direction, ErrorCode, Response};
 
 use crate::capture::ring::Ring;
-use crate::capture::session::send_with_fd;
-use crate::capture::tap::CaptureTap;
+use crate::capture::session::send_with_fds;
+use crate::capture::tap::{CaptureTap, CaptureTaps};
 use crate::worker::Command;
 
 use super::Server;
@@ -26,25 +27,43 @@ impl Server {
         let refuse = |r: Response| {
             let _ = std::io::Write::write_all(&mut &conn, r.to_line().as_bytes());
         };
-        let ring = match Ring::create(spec.slots, spec.snaplen) {
-            Ok(r) => r,
-            Err(e) => {
-                return refuse(Response::error(ErrorCode::BadRequest, format!("capture of '{}': {e}", spec.port)))
+        // A ring for the port's worker and, for what the port sends, one for each worker
+        // that polls some of its queue pairs.
+        let lane_workers = if spec.direction.rx() { self.lane_workers(&spec.port) } else { Vec::new() };
+        let mut rings = Vec::with_capacity(1 + lane_workers.len());
+        let mut fds = Vec::with_capacity(rings.capacity());
+        for _ in 0..rings.capacity() {
+            let ring = match Ring::create(spec.slots, spec.snaplen) {
+                Ok(r) => r,
+                Err(e) => {
+                    return refuse(Response::error(ErrorCode::BadRequest, format!("capture of '{}': {e}", spec.port)))
+                }
+            };
+            match ring.fd().try_clone() {
+                Ok(f) => fds.push(f),
+                Err(e) => return refuse(Response::error(ErrorCode::Internal, format!("capture ring: {e}"))),
             }
-        };
-        let fd = match ring.fd().try_clone() {
-            Ok(f) => f,
-            Err(e) => return refuse(Response::error(ErrorCode::Internal, format!("capture ring: {e}"))),
-        };
+            rings.push(ring);
+        }
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let tap = CaptureTap::new(id, spec, ring, conn.try_clone().ok());
-        match self.ask(|tx| Command::Capture(Box::new(tap), tx)) {
+        let mut rings = rings.into_iter();
+        let main = CaptureTap::new(id, spec.clone(), rings.next().expect("one ring at least"), conn.try_clone().ok());
+        let lanes = lane_workers
+            .into_iter()
+            .zip(rings)
+            .map(|(w, ring)| {
+                (w, CaptureTap::new(id, CaptureSpec { direction: Direction::Rx, ..spec.clone() }, ring, None))
+            })
+            .collect();
+        match self.ask(|tx| Command::Capture(Box::new(CaptureTaps { main, lanes }), tx)) {
             Some(Ok(())) => {}
             Some(Err(e)) => return refuse(e.into()),
             None => return refuse(Response::error(ErrorCode::Internal, "the switch worker is not running")),
         }
-        let sent = send_with_fd(&conn, Response::ok().to_line().as_bytes(), fd.as_fd());
-        drop(fd);
+        let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+        let sent = send_with_fds(&conn, Response::ok().to_line().as_bytes(), &borrowed);
+        drop(borrowed);
+        drop(fds);
         if let Err(e) = sent {
             tracing::warn!("capture {id}: answering: {e}");
             let _ = self.worker.send(Command::Uncapture(id));
@@ -59,6 +78,17 @@ impl Server {
             tracing::warn!("capture {id}: no thread to watch its client ({e}): ending it");
             let _ = self.worker.send(Command::Uncapture(id));
         }
+    }
+
+    /// The workers other than its own that poll some of `port`'s queue pairs (none if the
+    /// port is not there: the capture's refusal then says so).
+    fn lane_workers(&self, port: &str) -> Vec<u16> {
+        let ports = self.ask(Command::List).unwrap_or_default();
+        let mut workers: Vec<u16> =
+            ports.iter().filter(|p| p.name == port).flat_map(|p| p.pair_workers.iter().map(|&(_, w)| w)).collect();
+        workers.sort_unstable();
+        workers.dedup();
+        workers
     }
 }
 

@@ -294,6 +294,61 @@ fn a_ports_second_queue_pair_is_polled_by_the_other_worker() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A capture and a mirror of a port whose second queue pair the other worker polls see the
+/// frames of both pairs: the lane's worker copies what it receives from its pair into its own
+/// ring (and sends mirror copies on); a capture one of whose taps cannot start does not run.
+#[test]
+fn a_capture_and_a_mirror_of_a_spread_port_see_both_pairs() {
+    use crate::capture::ring::Ring;
+    use crate::capture::tap::{CaptureTap, CaptureTaps};
+    use fastpath_host::proto::{CaptureSpec, Direction};
+    use std::os::fd::OwnedFd;
+    const N: u32 = 500;
+    let fleet = two_workers();
+    let dir = std::env::temp_dir().join(format!("fp-fleet-lanecap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("v.sock");
+    let cfg = PortConfig { worker: Some(0), queues: Some(2), ..PortConfig::new("v", "br0", &sock) };
+    Running(&fleet.tx).add_port(NewPort::open(cfg, &crate::config::PortDefaults::default()).unwrap()).unwrap();
+    let ps = add(&fleet, "s", "br0");
+    // m is on another bridge: it gets only the mirror's copies.
+    let pm = add(&fleet, "m", "br1");
+    let mirror = MirrorConfig { from: "v".into(), to: "m".into(), direction: Direction::Rx };
+    Running(&fleet.tx).add_mirror(mirror).unwrap();
+    let spec = CaptureSpec { port: "v".into(), direction: Direction::Both, snaplen: 64, slots: 4096 };
+    let taps = |id: u64, lane_worker: u16| {
+        let rings = [Ring::create(4096, 64).unwrap(), Ring::create(4096, 64).unwrap()];
+        let readers = rings.each_ref().map(|r| Ring::open(OwnedFd::from(r.fd().try_clone().unwrap())).unwrap());
+        let [main, lane] = rings;
+        let lane = CaptureTap::new(id, CaptureSpec { direction: Direction::Rx, ..spec.clone() }, lane, None);
+        let taps =
+            CaptureTaps { main: CaptureTap::new(id, spec.clone(), main, None), lanes: vec![(lane_worker, lane)] };
+        (Box::new(taps), readers)
+    };
+    let (bad, _) = taps(6, 5);
+    let e = ask(&fleet, |tx| Command::Capture(bad, tx)).unwrap_err();
+    assert!(matches!(e, SwitchError::NoSuchPort(_)), "a lane tap on a worker that does not exist: {e}");
+    let (good, readers) = taps(7, 1);
+    ask(&fleet, |tx| Command::Capture(good, tx)).unwrap();
+    let (mut handles, mut pools) = two_pair_frontend(&sock);
+    send_on_pair(&mut handles, &mut pools, 0, 10, 0, N);
+    send_on_pair(&mut handles, &mut pools, 1, 11, 0, N);
+    assert_eq!(delivered(&ps, 2 * N as usize).len(), 2 * N as usize);
+    let want: Vec<u32> = (0..N).collect();
+    let mirrored = delivered(&pm, 2 * N as usize);
+    assert_eq!((seqs_from(&mirrored, 10), seqs_from(&mirrored, 11)), (want.clone(), want.clone()), "mirrored");
+    let mirrors = ask(&fleet, Command::Mirrors);
+    assert_eq!((mirrors[0].active, mirrors[0].sent, mirrors[0].dropped), (true, u64::from(2 * N), 0));
+    let captured = readers.map(|r| {
+        let frames: Vec<Vec<u8>> = std::iter::from_fn(|| r.pop().unwrap()).map(|c| c.data).collect();
+        (seqs_from(&frames, 10), seqs_from(&frames, 11), r.dropped())
+    });
+    assert_eq!(captured[0], (want.clone(), vec![], 0), "the port's worker's ring: pair 0's frames");
+    assert_eq!(captured[1], (vec![], want, 0), "the lane's worker's ring: pair 1's frames");
+    ask(&fleet, |tx| Command::Del("v".into(), tx)).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Workers that sleep in interrupt mode keep every queue pair of a port on its worker (a
 /// lane has no wakeup of its own), as does a port with `spread = false` on polling ones.
 #[test]

@@ -3,7 +3,7 @@
 // loop looks at one flag per burst and nothing else.
 //! Captures and mirrors.
 
-use fastpath_host::proto::{MirrorConfig, MirrorInfo};
+use fastpath_host::proto::{Direction as Dir, MirrorConfig, MirrorInfo};
 use netlib::pool::BURST;
 use netlib::vhost::{Frames, TagEdit};
 
@@ -29,8 +29,12 @@ pub(super) const ALL: [u8; BURST] = {
 #[derive(Debug)]
 struct Mirror {
     cfg: MirrorConfig,
-    /// The slots of `from` and `to`, while both exist.
+    /// The slots of `from` and `to`, while both exist and this worker owns `from` (what is
+    /// sent to `from` passes here).
     slots: Option<(u16, u16)>,
+    /// The slots of `from` and `to`, while both exist and this worker receives from `from`:
+    /// its own port, or one whose queue pairs it polls for the port's worker.
+    rx_slots: Option<(u16, u16)>,
     sent: u64,
     dropped: u64,
 }
@@ -55,14 +59,27 @@ fn own_slot_of(ports: &Ports, name: &str) -> Option<u16> {
     ports.iter().position(|p| p.as_ref().is_some_and(|p| p.cfg.name == name && !p.remote)).map(|s| s as u16)
 }
 
+/// The slot of a port this worker receives from: one it owns, or one whose queue pairs it
+/// polls for the port's own worker (frames the port sends on those pairs pass only here).
+fn rx_slot_of(ports: &Ports, name: &str) -> Option<u16> {
+    ports.iter().position(|p| p.as_ref().is_some_and(|p| p.cfg.name == name && p.receives)).map(|s| s as u16)
+}
+
 impl Watch {
     fn refresh(&mut self) {
-        self.on = !self.captures.is_empty() || self.mirrors.iter().any(|m| m.slots.is_some());
+        self.on = !self.captures.is_empty() || self.mirrors.iter().any(Mirror::active);
     }
 
-    /// Starts a capture of the port `tap` names.
+    /// Starts a capture of the port `tap` names: a capture of received frames only
+    /// (`Dir::Rx`) also where this worker polls some of the port's queue pairs for
+    /// the port's own worker.
     pub fn capture(&mut self, ports: &Ports, mut tap: CaptureTap) -> Result<(), SwitchError> {
-        let Some(slot) = own_slot_of(ports, &tap.spec.port) else {
+        let slot = if tap.spec.direction == Dir::Rx {
+            rx_slot_of(ports, &tap.spec.port)
+        } else {
+            own_slot_of(ports, &tap.spec.port)
+        };
+        let Some(slot) = slot else {
             tap.detach();
             return Err(SwitchError::NoSuchPort(tap.spec.port.clone()));
         };
@@ -92,7 +109,7 @@ impl Watch {
         if self.mirrors.iter().any(|m| m.cfg.from == cfg.from && m.cfg.to == cfg.to) {
             return Err(SwitchError::MirrorExists { from: cfg.from, to: cfg.to });
         }
-        self.mirrors.push(Mirror { cfg, slots: None, sent: 0, dropped: 0 });
+        self.mirrors.push(Mirror { cfg, slots: None, rx_slots: None, sent: 0, dropped: 0 });
         self.ports_changed(ports);
         Ok(())
     }
@@ -113,7 +130,7 @@ impl Watch {
     pub fn mirrors(&self) -> Vec<MirrorInfo> {
         self.mirrors
             .iter()
-            .map(|m| MirrorInfo { mirror: m.cfg.clone(), active: m.slots.is_some(), sent: m.sent, dropped: m.dropped })
+            .map(|m| MirrorInfo { mirror: m.cfg.clone(), active: m.active(), sent: m.sent, dropped: m.dropped })
             .collect()
     }
 
@@ -122,7 +139,9 @@ impl Watch {
     pub fn ports_changed(&mut self, ports: &Ports) {
         self.captures.retain(|(s, t)| ports[*s as usize].as_ref().is_some_and(|p| p.cfg.name == t.spec.port));
         for m in &mut self.mirrors {
-            m.slots = own_slot_of(ports, &m.cfg.from).zip(slot_of(ports, &m.cfg.to));
+            let to = slot_of(ports, &m.cfg.to);
+            m.slots = own_slot_of(ports, &m.cfg.from).zip(to);
+            m.rx_slots = rx_slot_of(ports, &m.cfg.from).zip(to);
         }
         self.refresh();
     }
@@ -138,7 +157,7 @@ impl Watch {
         }
         for i in 0..self.mirrors.len() {
             let m = &self.mirrors[i];
-            if let Some((from, to)) = m.slots.filter(|&(f, _)| f as usize == s && m.cfg.direction.rx()) {
+            if let Some((from, to)) = m.rx_slots.filter(|&(f, _)| f as usize == s && m.cfg.direction.rx()) {
                 let n = ports[from as usize].as_ref().map_or(0, |p| p.port.frames().len());
                 self.mirror(from as usize, to as usize, TagEdit::Keep, &ALL[..n], ports, i);
             }
@@ -194,6 +213,11 @@ impl Watch {
 }
 
 impl Mirror {
+    /// Whether this worker copies some of the mirrored port's frames.
+    fn active(&self) -> bool {
+        self.slots.is_some() || self.rx_slots.is_some()
+    }
+
     /// Sends `frames` at `picks` to the mirror's port `dst`, counting what it took and
     /// what it dropped.
     fn send(&mut self, dst: &mut Slot, frames: &Frames<'_>, picks: &[u8]) {

@@ -64,8 +64,10 @@ fn default_slots() -> u32 {
     DEFAULT_SLOTS
 }
 
-/// A capture of one port (the `capture` request). The reply carries the capture ring's memfd
-/// (SCM_RIGHTS); the capture lasts as long as the connection it was asked on.
+/// A capture of one port (the `capture` request). The reply carries the capture rings' memfds
+/// (SCM_RIGHTS): the port's own worker's first, then, for a port whose queue pairs other
+/// workers poll, one of each such worker's (the frames the port sent on those pairs). The
+/// capture lasts as long as the connection it was asked on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureSpec {

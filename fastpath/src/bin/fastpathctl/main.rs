@@ -224,11 +224,12 @@ fn capture_main(
         Box::new(std::io::BufWriter::new(f))
     };
     let out = Output::start(out, pcap, &spec.port, spec.snaplen).context("writing the capture")?;
-    eprintln!("capturing port {} ({}, snaplen {})", spec.port, spec.direction.as_str(), spec.snaplen);
-    let port = list(ctl).ok().and_then(|ports| ports.into_iter().find(|p| p.name == spec.port));
-    if let Some(warning) = port.as_ref().and_then(capture_misses) {
-        eprintln!("{warning}");
-    }
+    // A port whose queue pairs several workers poll is captured on each of them.
+    let workers = match session.rings() {
+        1 => String::new(),
+        n => format!(", on {n} workers"),
+    };
+    eprintln!("capturing port {} ({}, snaplen {}{workers})", spec.port, spec.direction.as_str(), spec.snaplen);
     let (sum, _) = session.drain(out, count, || matches!(sfd.read_signal(), Ok(Some(_)))).map_err(fail)?;
     eprintln!(
         "capture of port {}: {} frames, {} dropped (ring full){}",
@@ -531,20 +532,6 @@ fn print_table(ports: &[PortInfo], prev: Option<(&[PortInfo], f64)>) {
     }
 }
 
-/// What a capture of `port` does not see: the frames its frontend sends on queue pairs
-/// other workers poll (the capture runs on the port's own worker).
-fn capture_misses(port: &PortInfo) -> Option<String> {
-    if port.pair_workers.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "note: frames port {}'s frontend sends on queue pairs polled by other workers ({}) are not in this \
-         capture; add the port with --no-spread to capture them all",
-        port.name,
-        pairs_elsewhere(&port.pair_workers).trim_start_matches(", ")
-    ))
-}
-
 /// ", pairs 1,3 on worker 1" for the queue pairs other workers poll (`(pair, worker)`).
 fn pairs_elsewhere(pair_workers: &[(u16, u16)]) -> String {
     use std::fmt::Write as _;
@@ -797,19 +784,5 @@ mod tests {
         assert_eq!(pairs_elsewhere(&[]), "");
         assert_eq!(pairs_elsewhere(&[(1, 1)]), ", pair 1 on worker 1");
         assert_eq!(pairs_elsewhere(&[(1, 1), (2, 2), (4, 1)]), ", pairs 1,4 on worker 1, pair 2 on worker 2");
-    }
-
-    #[test]
-    fn a_capture_of_a_port_of_spread_pairs_says_what_it_misses() {
-        let json = r#"{"name":"vm1","bridge":"br0","socket":"/s","mode":"server","stats":{},"last_fault":null,
-                       "pair_workers":[[1,1],[3,1]]}"#;
-        let mut port: PortInfo = serde_json::from_str(json).unwrap();
-        assert_eq!(
-            capture_misses(&port).unwrap(),
-            "note: frames port vm1's frontend sends on queue pairs polled by other workers (pairs 1,3 on worker 1) \
-             are not in this capture; add the port with --no-spread to capture them all"
-        );
-        port.pair_workers.clear();
-        assert_eq!(capture_misses(&port), None);
     }
 }
