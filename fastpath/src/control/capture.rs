@@ -30,9 +30,9 @@ impl Server {
         // A ring for the port's worker and, for what the port sends, one for each worker
         // that polls some of its queue pairs.
         let lane_workers = if spec.direction.rx() { self.lane_workers(&spec.port) } else { Vec::new() };
-        let mut rings = Vec::with_capacity(1 + lane_workers.len());
-        let mut fds = Vec::with_capacity(rings.capacity());
-        for _ in 0..rings.capacity() {
+        let n = 1 + lane_workers.len();
+        let (mut rings, mut fds) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for _ in 0..n {
             let ring = match Ring::create(spec.slots, spec.snaplen) {
                 Ok(r) => r,
                 Err(e) => {
