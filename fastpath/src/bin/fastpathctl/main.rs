@@ -86,8 +86,10 @@ enum Cmd {
 timestamp (ns) and direction into a ring shared with this command, which writes them out as pcapng (the port as \
 the interface, the direction in each packet's epb_flags, the frames the ring had no room for in a closing \
 statistics block's isb_ifdrop) or, with --pcap, classic pcap (ns). The switch never waits for the capture: when \
-the ring is full, frames are dropped from the capture and counted. Ends after --count frames, on Ctrl-C, or when \
-the port goes away; if this command dies, fastpathd stops copying and frees the ring.")]
+the ring is full, frames are dropped from the capture and counted. With several workers, each worker that polls \
+some of the port's queue pairs copies what it receives from them into a ring of its own, and this command writes \
+the frames of all the rings, oldest first. Ends after --count frames, on Ctrl-C, or when the port goes away; if \
+this command dies, fastpathd stops copying and frees the rings.")]
     Capture {
         /// The port.
         port: String,
@@ -100,7 +102,7 @@ the port goes away; if this command dies, fastpathd stops copying and frees the 
         /// Bytes kept of each frame (1-16384).
         #[arg(long, short = 's', default_value_t = DEFAULT_SNAPLEN)]
         snaplen: u32,
-        /// Frames the shared ring holds (1-65536).
+        /// Frames each shared ring holds (1-65536; one ring per worker that sees the port's frames).
         #[arg(long, default_value_t = DEFAULT_SLOTS)]
         ring: u32,
         /// The file to write, or - for stdout (e.g. `| tshark -r -`).
