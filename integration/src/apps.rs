@@ -32,10 +32,16 @@ pub fn app_flags() -> Vec<String> {
 
 /// `pktgen` arguments: `n` 64-byte frames at `RATE` on `port`.
 pub fn pktgen_args(port: &str, n: u64) -> Vec<String> {
+    pktgen_args_at(port, n, RATE)
+}
+
+/// `pktgen` arguments: `n` 64-byte frames at `rate` frames/s on `port` (a slower one where
+/// more pollers than CPUs share the machine).
+pub fn pktgen_args_at(port: &str, n: u64, rate: u64) -> Vec<String> {
     let mut v: Vec<String> = ["--port", port, "--size", "64", "--count"].map(String::from).to_vec();
     v.push(n.to_string());
     v.push("--rate".into());
-    v.push(RATE.to_string());
+    v.push(rate.to_string());
     v.extend(app_flags());
     v
 }

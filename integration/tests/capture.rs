@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use integration::{
     fastpathctl_list, fastpathd_args, fastpathd_port, finish_transfer, finish_transfer_with, kind_stat, pktgen_args,
-    port_stat, require, serial, sink_args, spawn_fastpathd, stamp, wait_ctl_idle, wait_for_socket, wait_ports_up,
-    wait_until, Order, Peers, Proc, TestDir, Verdict, FRAMES, RATE, SETUP_TIMEOUT,
+    pktgen_args_at, port_stat, require, serial, sink_args, spawn_fastpathd, stamp, wait_ctl_idle, wait_for_socket,
+    wait_ports_up, wait_until, Order, Peers, Proc, TestDir, Verdict, FRAMES, RATE, SETUP_TIMEOUT,
 };
 use nix::sys::signal::Signal;
 
@@ -255,9 +255,7 @@ fn a_capture_of_a_port_polled_by_two_workers_has_both_pairs_frames() {
         format!("capture: expected 'on 2 workers' in its first line (g's pair 1 is worker 1's); {}", cap.describe(3, 0))
     });
     // Two workers beside four app threads: a fifth of the usual rate.
-    let mut gen_a = pktgen_args(&format!("vu:{}", g.display()), FRAMES);
-    let at = gen_a.iter().position(|a| a == "--rate").expect("pktgen_args sets a rate") + 1;
-    gen_a[at] = (RATE / 5).to_string();
+    let mut gen_a = pktgen_args_at(&format!("vu:{}", g.display()), FRAMES, RATE / 5);
     gen_a.extend(pairs);
     gen_a.extend(["--src-mac", "02:00:0b:00:00:00", "--src-macs", &PAIR_FLOWS.to_string()].map(String::from));
     let mut pktgen = Proc::spawn("pktgen", &dir, &peers.bin("pktgen"), &gen_a, &[]);

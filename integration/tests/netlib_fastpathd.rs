@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use integration::{check_pairs, finish_transfer_with, kind_stat, Order};
+use integration::{check_pairs, finish_transfer_with, kind_stat, pktgen_args_at, Order};
 use integration::{
     check_switch_counters, fastpathctl_list, fastpathd_args, fastpathd_port, finish_transfer, pktgen_args, require,
     run_with_timeout, serial, show_ports, sink_args, spawn_fastpathd, stamp, wait_for_socket, wait_ports_up, Peers,
@@ -321,9 +321,7 @@ fn two_workers(test: &str, peers: &Peers, idle: &str) {
     let mut gens: Vec<Proc> = [("a", "02:00:0a:00:00:00"), ("d", "02:00:0d:00:00:00")]
         .iter()
         .map(|(n, src)| {
-            let mut a = pktgen_args(&format!("vu:{}", sock(n).display()), FRAMES);
-            let rate = a.iter().position(|a| a == "--rate").expect("pktgen_args sets a rate") + 1;
-            a[rate] = (RATE / 5).to_string();
+            let mut a = pktgen_args_at(&format!("vu:{}", sock(n).display()), FRAMES, RATE / 5);
             a.extend(["--src-mac", src, "--src-macs", &FLOWS.to_string()].map(String::from));
             Proc::spawn(&format!("pktgen-{n}"), &dir, &peers.bin("pktgen"), &a, &[])
         })
@@ -420,12 +418,7 @@ fn pairs_and_restart(test: &str, peers: &Peers, two_workers: bool) {
     // Two workers beside four app threads: the generator at a fifth of the usual rate (see
     // two_workers).
     let rate = if two_workers { RATE / 5 } else { RATE };
-    let pktgen_at = |port: &std::path::Path, n: u64| {
-        let mut args = pktgen_args(&format!("vu:{}", port.display()), n);
-        let at = args.iter().position(|a| a == "--rate").expect("pktgen_args sets a rate") + 1;
-        args[at] = rate.to_string();
-        args
-    };
+    let pktgen_at = |port: &std::path::Path, n: u64| pktgen_args_at(&format!("vu:{}", port.display()), n, rate);
     let mut fpd = spawn("fastpathd");
     let lent = ["port g: this worker polls queue pair(s) 1", "port s: this worker polls queue pair(s) 1"];
     if two_workers {
